@@ -1,0 +1,39 @@
+//! Named pipes without open() deadlocks, and tether's process-directory contract.
+//!
+//! * [`create`], [`open_read`], [`open_write`], [`open_write_timeout`], [`open_rdwr`],
+//!   [`KeepAliveWriter`]: FIFOs that are created with exact modes and opened without ever
+//!   blocking in open(2), so a supervisor never hangs on a manager that is away.
+//! * [`set_pipe_size`], [`pipe_size`]: bigger pipe buffers, so output is not stalled while
+//!   nobody reads.
+//! * [`ProcessDir`]: the per-process directory of FIFOs and files (`stdin`, `stdout`,
+//!   `stderr`, `winsz`, `exit`, `exitcode`, `pidfile`, `log.json`) through which a manager
+//!   can die, restart, reattach and still learn the exit status.
+//! * [`ExitRecord`], [`WindowSize`]/[`WinszDecoder`], [`read_pid_file`]: the formats of
+//!   that directory's files and streams.
+//!
+//! Linux only. Every descriptor is opened with `O_CLOEXEC`. No function panics on any input.
+
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod exit;
+pub mod id;
+pub mod open;
+pub mod pidfile;
+pub mod process_dir;
+pub mod rfc3339;
+mod small_file;
+pub mod winsz;
+
+pub use error::{Error, Result};
+pub use exit::{ExitRecord, UNKNOWN_EXIT_CODE};
+pub use id::{validate_id, MAX_ID_LEN};
+pub use open::{
+    create, open_rdwr, open_read, open_write, open_write_timeout, pipe_size, set_pipe_size,
+    KeepAliveWriter,
+};
+pub use pidfile::read_pid_file;
+pub use process_dir::{
+    ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STDERR, STDIN, STDOUT, WINSZ,
+};
+pub use winsz::{encode_winsz, WindowSize, WinszDecoder, MAX_WINSZ_OBJECT};

@@ -1,0 +1,305 @@
+//! Starting runc through the [`ProcessMonitor`](crate::ProcessMonitor), collecting its output,
+//! and turning a failed invocation into an [`Error`].
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::error::{Error, Result};
+use crate::io::ProcessIo;
+use crate::runc::Runc;
+use crate::runtime_log;
+
+/// Output beyond this many bytes on stdout makes the call fail instead of growing without bound.
+const MAX_STDOUT: usize = 64 << 20;
+/// Only the last this-many bytes of stderr are kept (enough for the final error line).
+const MAX_STDERR: usize = 64 << 10;
+
+/// What a finished invocation left behind.
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Option<Vec<u8>>,
+    /// Where this invocation's part of the log file begins, when a log is configured.
+    pub log_offset: Option<u64>,
+}
+
+impl Runc {
+    fn command(&self, args: &[OsString]) -> Command {
+        log::debug!("exec {:?} {:?}", self.binary(), args);
+        let mut cmd = Command::new(self.binary());
+        cmd.args(args);
+        cmd
+    }
+
+    fn log_offset(&self) -> Option<u64> {
+        self.log_path().map(runtime_log::log_offset)
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<Child> {
+        self.monitor().start(cmd).map_err(|source| Error::Spawn {
+            binary: self.binary().to_owned(),
+            source,
+        })
+    }
+
+    fn wait(&self, command: &'static str, child: &mut Child) -> Result<ExitStatus> {
+        self.monitor()
+            .wait(child)
+            .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))
+    }
+
+    /// Runs runc with its stdio taken from `io` (never piped to this process) and waits for it.
+    ///
+    /// For verbs whose container process inherits runc's stdio: reading a pipe to EOF would wait
+    /// for the container, so errors can only come from the log file.
+    pub(crate) fn run_with_io(
+        &self,
+        command: &'static str,
+        args: &[OsString],
+        io: ProcessIo,
+    ) -> Result<Finished> {
+        let log_offset = self.log_offset();
+        let mut child = {
+            let mut cmd = self.command(args);
+            io.apply(&mut cmd);
+            self.spawn(&mut cmd)?
+            // `cmd` is dropped here, closing this process's copies of the stdio fds.
+        };
+        let status = self.wait(command, &mut child)?;
+        Ok(Finished {
+            status,
+            stdout: Vec::new(),
+            stderr: None,
+            log_offset,
+        })
+    }
+
+    /// Runs runc with stdout and stderr piped (and `input` written to its stdin, else stdin is
+    /// `/dev/null`), collects both without deadlocking, and waits for it.
+    pub(crate) fn run_captured(
+        &self,
+        command: &'static str,
+        args: &[OsString],
+        input: Option<&[u8]>,
+    ) -> Result<Finished> {
+        let log_offset = self.log_offset();
+        let mut child = {
+            let mut cmd = self.command(args);
+            cmd.stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+            cmd.stdout(Stdio::piped());
+            cmd.stderr(Stdio::piped());
+            self.spawn(&mut cmd)?
+        };
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        // Whatever happened while communicating, the child must be waited for.
+        let collected = communicate(stdin, input.unwrap_or_default(), stdout, stderr);
+        let status = self.wait(command, &mut child)?;
+        let (stdout, stderr) =
+            collected.map_err(|e| Error::io(format!("cannot read output of runc {command}"), e))?;
+        Ok(Finished {
+            status,
+            stdout,
+            stderr: Some(stderr),
+            log_offset,
+        })
+    }
+
+    /// The error for a failed invocation: log message, else stderr message, else the status.
+    pub(crate) fn failure(&self, command: &'static str, finished: &Finished) -> Error {
+        let message = self
+            .logged_error(finished)
+            .or_else(|| {
+                finished
+                    .stderr
+                    .as_deref()
+                    .and_then(runtime_log::stderr_message)
+            })
+            .unwrap_or_else(|| describe_status(finished.status));
+        // runc prefixes its own messages with "runc <verb> failed: "; our Display adds the
+        // same words, so drop runc's to keep the message readable.
+        let own_prefix = format!("runc {command} failed: ");
+        let message = match message.strip_prefix(&own_prefix) {
+            Some(rest) if !rest.is_empty() => rest.to_string(),
+            _ => message,
+        };
+        Error::Runtime {
+            command,
+            status: finished.status.code(),
+            message,
+        }
+    }
+
+    /// runc's last error message in this invocation's part of the log file, if any.
+    pub(crate) fn logged_error(&self, finished: &Finished) -> Option<String> {
+        let path = self.log_path()?;
+        runtime_log::last_error_since(path, finished.log_offset?)
+    }
+
+    /// `Ok(finished)` if runc exited 0, else the [`Error::Runtime`] describing the failure.
+    pub(crate) fn check(&self, command: &'static str, finished: Finished) -> Result<Finished> {
+        if finished.status.success() {
+            Ok(finished)
+        } else {
+            Err(self.failure(command, &finished))
+        }
+    }
+}
+
+/// `exit status N` / `killed by signal N`.
+pub(crate) fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => format!("{status}"),
+    }
+}
+
+fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
+    fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Reads whatever is available from `src` into `buf`; returns false at EOF (or on a read error
+/// other than would-block, which is treated as EOF after being reported).
+fn drain(src: &mut impl Read, buf: &mut Vec<u8>, keep_tail: Option<usize>) -> io::Result<bool> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        match src.read(&mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                match keep_tail {
+                    Some(max) if buf.len() > max => {
+                        let excess = buf.len() - max;
+                        buf.drain(..excess);
+                    }
+                    None if buf.len() > MAX_STDOUT => {
+                        return Err(io::Error::other(format!(
+                            "more than {MAX_STDOUT} bytes of output"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Feeds `input` to `stdin` and collects `stdout` and the tail of `stderr`, all at once, until
+/// both outputs reach EOF. A child that stops reading its stdin early is not an error.
+fn communicate(
+    mut stdin: Option<ChildStdin>,
+    input: &[u8],
+    mut stdout: Option<ChildStdout>,
+    mut stderr: Option<ChildStderr>,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    if let Some(s) = &stdin {
+        set_nonblocking(s)?;
+    }
+    if let Some(s) = &stdout {
+        set_nonblocking(s)?;
+    }
+    if let Some(s) = &stderr {
+        set_nonblocking(s)?;
+    }
+    let mut written = 0;
+    if input.is_empty() {
+        stdin = None;
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while stdin.is_some() || stdout.is_some() || stderr.is_some() {
+        let (in_ready, out_ready, err_ready) = {
+            let mut fds = Vec::with_capacity(3);
+            let in_idx = stdin.as_ref().map(|s| {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLOUT));
+                fds.len() - 1
+            });
+            let out_idx = stdout.as_ref().map(|s| {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let err_idx = stderr.as_ref().map(|s| {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |idx: Option<usize>| {
+                idx.and_then(|i| fds[i].revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            (ready(in_idx), ready(out_idx), ready(err_idx))
+        };
+        if in_ready {
+            if let Some(s) = stdin.as_mut() {
+                match s.write(&input[written..]) {
+                    Ok(n) => written += n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    // The child closed its stdin (EPIPE) or something else went wrong: it will
+                    // tell us through its exit status.
+                    Err(_) => written = input.len(),
+                }
+                if written >= input.len() {
+                    stdin = None; // closes the pipe: EOF for the child
+                }
+            }
+        }
+        if out_ready {
+            if let Some(s) = stdout.as_mut() {
+                if !drain(s, &mut out, None)? {
+                    stdout = None;
+                }
+            }
+        }
+        if err_ready {
+            if let Some(s) = stderr.as_mut() {
+                if !drain(s, &mut err, Some(MAX_STDERR))? {
+                    stderr = None;
+                }
+            }
+        }
+    }
+    Ok((out, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_descriptions() {
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(1 << 8)),
+            "exit status 1"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(9)),
+            "killed by signal 9"
+        );
+    }
+}

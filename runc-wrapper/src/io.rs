@@ -1,0 +1,41 @@
+//! The stdio a verb that hands its stdio to the container (create, run, exec, restore) runs with.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+
+/// The stdio runc itself is started with.
+///
+/// For create/run/exec/restore without a terminal the container process inherits these, so they
+/// are the container's stdio. Each `None` means `/dev/null`. The wrapper never reads from or
+/// writes to them; they are handed to runc and closed in this process once runc has been started.
+#[derive(Debug, Default)]
+pub struct ProcessIo {
+    /// runc's (and so the container's) stdin; `None` = `/dev/null`.
+    pub stdin: Option<Stdio>,
+    /// runc's (and so the container's) stdout; `None` = `/dev/null`.
+    pub stdout: Option<Stdio>,
+    /// runc's (and so the container's) stderr; `None` = `/dev/null`.
+    pub stderr: Option<Stdio>,
+}
+
+impl ProcessIo {
+    /// Uses the given file descriptors (ownership is taken; `None` = `/dev/null`).
+    pub fn from_fds(
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> Self {
+        ProcessIo {
+            stdin: stdin.map(Stdio::from),
+            stdout: stdout.map(Stdio::from),
+            stderr: stderr.map(Stdio::from),
+        }
+    }
+
+    /// Installs these as `cmd`'s stdio, `/dev/null` for each `None`.
+    pub(crate) fn apply(self, cmd: &mut Command) {
+        cmd.stdin(self.stdin.unwrap_or_else(Stdio::null));
+        cmd.stdout(self.stdout.unwrap_or_else(Stdio::null));
+        cmd.stderr(self.stderr.unwrap_or_else(Stdio::null));
+    }
+}

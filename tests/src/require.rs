@@ -1,0 +1,41 @@
+//! Preconditions of the integration tests, checked up front so a missing tool fails with
+//! a message that says what to install instead of an obscure error deep inside a test.
+
+use std::path::{Path, PathBuf};
+
+/// Panics with a clear message unless the test runs as root (containers need it).
+pub fn root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!(
+            "integration tests start real containers and must run as root (try: sudo make test)"
+        );
+    }
+}
+
+/// Returns the absolute path of `tool` on PATH, or panics naming the Debian package to install.
+pub fn tool(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(tool);
+        if is_executable(&candidate) {
+            return candidate;
+        }
+    }
+    panic!("`{tool}` not found on PATH: install it with `apt-get install {package}` (or run `make deps`)");
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The static busybox the rootfs is built from.
+pub fn busybox() -> PathBuf {
+    let path = PathBuf::from("/bin/busybox");
+    if !is_executable(&path) {
+        panic!("/bin/busybox missing: install it with `apt-get install busybox-static` (or run `make deps`)");
+    }
+    path
+}
