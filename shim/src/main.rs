@@ -1,4 +1,110 @@
-//! `containerd-shim-tether-v2`: placeholder until the shim lands.
-fn main() {
-    println!("containerd-shim-tether-v2 {}", env!("CARGO_PKG_VERSION"));
+//! `containerd-shim-tether-v2`: a containerd shim v2 (runtime `io.containerd.tether.v2`)
+//! that drives runc, built on one supervision core with a standalone face to come.
+#![deny(unsafe_code)]
+
+mod cgroups;
+mod containerd;
+mod logger;
+mod mount;
+mod supervisor;
+
+use containerd::flags::{self, Action, Flags, FlagsError};
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+/// The runtime type containerd knows this shim by.
+const RUNTIME_NAME: &str = "io.containerd.tether.v2";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (flags, action) = match flags::parse(&args) {
+        Ok(x) => x,
+        Err(FlagsError::Help) => {
+            println!("{}", flags::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("containerd-shim-tether-v2: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match action {
+        Action::Version => {
+            print!("{}", containerd::info::version_text());
+            Ok(())
+        }
+        Action::Info => info(),
+        Action::Start => {
+            init_logging(&flags, false);
+            containerd::bootstrap::start(&flags)
+        }
+        Action::Delete => {
+            init_logging(&flags, false);
+            containerd::bootstrap::delete(&flags)
+        }
+        Action::Serve => serve(&flags),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("containerd-shim-tether-v2: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info() -> Result<(), String> {
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let out = containerd::info::runtime_info(&stdin, RUNTIME_NAME).map_err(|e| e.to_string())?;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| format!("write runtime info: {e}"))
+}
+
+/// Logs go to containerd's `log` FIFO in the bundle (the cwd) when serving, to stderr
+/// for the short actions (containerd shows a failed action's stderr).
+fn init_logging(flags: &Flags, serving: bool) {
+    let sink: Box<dyn Write + Send> = if serving {
+        let dir = flags
+            .bundle
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
+        logger::open_sink(&dir)
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let fields = vec![
+        ("runtime".to_string(), RUNTIME_NAME.to_string()),
+        ("namespace".to_string(), flags.namespace.clone()),
+        ("id".to_string(), flags.id.clone()),
+    ];
+    let _ = logger::install(logger::Logger::new(sink, flags.debug, fields));
+}
+
+fn serve(flags: &Flags) -> Result<(), String> {
+    // Our own session: containerd's signals to its process group must not reach us.
+    let _ = nix::unistd::setsid();
+    // Orphaned container processes (runc exits after starting them) become our children.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
+    init_logging(flags, true);
+    let socket_path = match &flags.socket {
+        Some(s) => containerd::address::parse_uri(s).map_err(|e| e.to_string())?,
+        None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),
+    };
+    let listener = if std::env::var_os(containerd::bootstrap::LISTENER_ON_STDIN).is_some() {
+        std::env::remove_var(containerd::bootstrap::LISTENER_ON_STDIN);
+        containerd::bootstrap::take_listener()?
+    } else {
+        containerd::address::bind_socket(&socket_path).map_err(|e| e.to_string())?
+    };
+    let bundle = std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?;
+    let options = std::fs::read(bundle.join("options.json"))
+        .ok()
+        .and_then(|b| containerd::options::RuncOptions::from_json(&b).ok())
+        .unwrap_or_default();
+    containerd::server::run(flags, listener, Some(socket_path), options)
+        .map_err(|e| format!("shim: {e}"))
 }

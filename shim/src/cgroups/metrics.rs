@@ -1,0 +1,239 @@
+//! `Task.Stats` metrics, in the protobuf messages containerd's Go shims send.
+//!
+//! The values mirror what containerd/cgroups fills: cgroup v1 as
+//! `io.containerd.cgroups.v1.Metrics`, cgroup v2 as
+//! `io.containerd.cgroups.v2.Metrics`. A file that does not exist (controller
+//! not mounted or not enabled, kernel without the feature, cgroup already
+//! removed) leaves its fields unset; it is not an error.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use protobuf::Message;
+
+use crate::cgroups::{host_hierarchy, of_pid, v1, v2, Hierarchy, ProcessCgroups};
+
+/// `type_url` of cgroup v1 metrics.
+pub const V1_METRICS_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
+/// `type_url` of cgroup v2 metrics.
+pub const V2_METRICS_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
+
+/// Why metrics could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// `/proc/<pid>/cgroup` could not be read (usually: the process is gone).
+    #[error("cannot read the cgroups of process {pid}: {source}")]
+    ProcCgroup {
+        /// The process asked about.
+        pid: i32,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The host is cgroup v2 but the process's cgroup2 path could not be resolved.
+    #[error("the process is in no mounted cgroup2 hierarchy")]
+    NoUnifiedCgroup,
+    /// A cgroup file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The metrics message could not be encoded.
+    #[error("cannot encode metrics: {0}")]
+    Encode(#[from] protobuf::Error),
+}
+
+/// Collects the metrics of the cgroups `pid` belongs to, for `Task.Stats`.
+///
+/// Returns `(type_url, bytes)` for a protobuf `Any`: on a cgroup v1 (or
+/// hybrid) host `io.containerd.cgroups.v1.Metrics`, on a pure cgroup v2 host
+/// `io.containerd.cgroups.v2.Metrics`. Reads cgroupfs only; never runs runc.
+pub fn collect_metrics(pid: i32) -> Result<(String, Vec<u8>), MetricsError> {
+    let cgroups = of_pid(pid).map_err(|source| MetricsError::ProcCgroup { pid, source })?;
+    collect_metrics_from(&cgroups)
+}
+
+/// Like [`collect_metrics`], for cgroups resolved earlier (e.g. at task start,
+/// so stats keep working from the same cgroup while the init process is
+/// being reaped).
+pub fn collect_metrics_from(cgroups: &ProcessCgroups) -> Result<(String, Vec<u8>), MetricsError> {
+    match host_hierarchy() {
+        Hierarchy::V1 => {
+            let m = v1::metrics(cgroups)?;
+            Ok((V1_METRICS_TYPE.to_string(), m.write_to_bytes()?))
+        }
+        Hierarchy::V2 => {
+            let dir = cgroups.unified_dir().ok_or(MetricsError::NoUnifiedCgroup)?;
+            let m = v2::metrics(dir)?;
+            Ok((V2_METRICS_TYPE.to_string(), m.write_to_bytes()?))
+        }
+    }
+}
+
+/// Reads a cgroup file, `Ok(None)` if it is absent. ENODEV (cgroup being
+/// removed), EOPNOTSUPP and EINVAL (interface disabled in this kernel) count
+/// as absent too: one odd file must not fail the whole `Stats` call.
+pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, MetricsError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                ) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(MetricsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A single-number file; `None` if absent or not a number.
+pub(crate) fn read_u64(path: &Path) -> Result<Option<u64>, MetricsError> {
+    Ok(read_opt(path)?.as_deref().and_then(parse_u64))
+}
+
+/// A limit file where `max` means unlimited, reported as `unlimited`.
+pub(crate) fn read_limit(path: &Path, unlimited: u64) -> Result<Option<u64>, MetricsError> {
+    Ok(read_opt(path)?
+        .as_deref()
+        .and_then(|s| parse_limit(s, unlimited)))
+}
+
+/// Parses a file holding one unsigned integer.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    s.trim().parse().ok()
+}
+
+/// Parses a limit file: an integer, or `max` reported as `unlimited`.
+pub(crate) fn parse_limit(s: &str, unlimited: u64) -> Option<u64> {
+    match s.trim() {
+        "max" => Some(unlimited),
+        t => t.parse().ok(),
+    }
+}
+
+/// Iterates a flat keyed file (`key value` per line, e.g. `memory.stat`,
+/// `cpu.stat`, `memory.events`); malformed lines are skipped.
+pub(crate) fn flat_keyed(s: &str) -> impl Iterator<Item = (&str, u64)> {
+    s.lines().filter_map(|line| {
+        let mut it = line.split_whitespace();
+        let key = it.next()?;
+        let value = it.next()?.parse().ok()?;
+        it.next().is_none().then_some((key, value))
+    })
+}
+
+/// Sizes `s` such that `<prefix><s><suffix>` names a file in `dir` (e.g. the
+/// hugetlb page sizes from `hugetlb.2MB.usage_in_bytes`), sorted. Sizes with
+/// dots (the `rsvd` variants) are excluded.
+pub(crate) fn hugetlb_sizes(dir: &Path, suffix: &str) -> Result<Vec<String>, MetricsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(MetricsError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut sizes: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let size = name.strip_prefix("hugetlb.")?.strip_suffix(suffix)?;
+            (!size.is_empty() && !size.contains('.')).then(|| size.to_string())
+        })
+        .collect();
+    sizes.sort();
+    Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::{cgroups, cgroups_v2};
+
+    #[test]
+    fn small_parsers() {
+        assert_eq!(parse_u64(" 42\n"), Some(42));
+        assert_eq!(parse_u64("max\n"), None);
+        assert_eq!(parse_u64(""), None);
+        assert_eq!(parse_u64("-1"), None);
+        assert_eq!(parse_limit("max\n", 0), Some(0));
+        assert_eq!(parse_limit("max\n", u64::MAX), Some(u64::MAX));
+        assert_eq!(parse_limit("1024\n", 0), Some(1024));
+        assert_eq!(parse_limit("junk", 0), None);
+        let v: Vec<_> = flat_keyed("a 1\nb 2 3\n\nc x\nd 4\n  \ne\n").collect();
+        assert_eq!(v, vec![("a", 1), ("d", 4)]);
+    }
+
+    #[test]
+    fn read_opt_absent_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_opt(&dir.path().join("nope")).unwrap(), None);
+        std::fs::write(dir.path().join("n"), "7\n").unwrap();
+        assert_eq!(read_u64(&dir.path().join("n")).unwrap(), Some(7));
+        // A directory is not readable as a file: a real error naming the path.
+        let err = read_opt(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        assert_eq!(
+            hugetlb_sizes(&dir.path().join("nope"), ".x").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    /// Collects for this very process on this machine: whatever controllers
+    /// exist must decode; missing ones must not fail.
+    #[test]
+    fn this_machine() {
+        let pid = std::process::id() as i32;
+        let (type_url, bytes) = collect_metrics(pid).unwrap();
+        match host_hierarchy() {
+            Hierarchy::V1 => {
+                assert_eq!(type_url, V1_METRICS_TYPE);
+                let m = cgroups::metrics::Metrics::parse_from_bytes(&bytes).unwrap();
+                println!("{m:#?}");
+                let cg = of_pid(pid).unwrap();
+                if cg
+                    .v1_dir("memory")
+                    .is_some_and(|d| d.join("memory.usage_in_bytes").exists())
+                {
+                    assert!(m.memory.usage.usage > 0, "memory usage should be non-zero");
+                }
+                if cg
+                    .v1_dir("cpuacct")
+                    .is_some_and(|d| d.join("cpuacct.usage").exists())
+                {
+                    assert!(m.cpu.usage.total > 0);
+                    assert!(!m.cpu.usage.per_cpu.is_empty());
+                }
+                if cg
+                    .v1_dir("pids")
+                    .is_some_and(|d| d.join("pids.current").exists())
+                {
+                    assert!(m.pids.current > 0);
+                }
+            }
+            Hierarchy::V2 => {
+                assert_eq!(type_url, V2_METRICS_TYPE);
+                let m = cgroups_v2::metrics::Metrics::parse_from_bytes(&bytes).unwrap();
+                println!("{m:#?}");
+                assert!(m.cpu.usage_usec > 0);
+            }
+        }
+        assert!(matches!(
+            collect_metrics(-5),
+            Err(MetricsError::ProcCgroup { pid: -5, .. })
+        ));
+    }
+}

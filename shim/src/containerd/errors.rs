@@ -1,0 +1,42 @@
+//! Errors as ttrpc statuses: containerd turns the code into its errdefs (NotFound,
+//! AlreadyExists, FailedPrecondition…), so the code matters as much as the message.
+
+use crate::containerd::ttrpc::status;
+use ttrpc::proto::{Code, Status};
+
+pub type RpcResult<T> = Result<T, Status>;
+
+pub fn not_found(msg: impl Into<String>) -> Status {
+    status(Code::NOT_FOUND, msg)
+}
+
+pub fn already_exists(msg: impl Into<String>) -> Status {
+    status(Code::ALREADY_EXISTS, msg)
+}
+
+pub fn failed_precondition(msg: impl Into<String>) -> Status {
+    status(Code::FAILED_PRECONDITION, msg)
+}
+
+pub fn invalid(msg: impl Into<String>) -> Status {
+    status(Code::INVALID_ARGUMENT, msg)
+}
+
+pub fn internal(msg: impl Into<String>) -> Status {
+    status(Code::INTERNAL, msg)
+}
+
+pub fn unimplemented(msg: impl Into<String>) -> Status {
+    status(Code::UNIMPLEMENTED, msg)
+}
+
+/// A runc failure: runc's own message; NotFound when runc says the container is gone.
+pub fn from_runc(err: runc_wrapper::Error) -> Status {
+    if err.is_not_found() {
+        return not_found(err.to_string());
+    }
+    match err {
+        runc_wrapper::Error::InvalidArgument(m) => invalid(m),
+        other => status(Code::UNKNOWN, other.to_string()),
+    }
+}

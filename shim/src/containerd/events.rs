@@ -1,0 +1,141 @@
+//! Task events, built from the process table's facts and handed to the publisher.
+
+use crate::containerd::publisher::Publisher;
+use crate::supervisor::tasks::{unix_time, Exited};
+use containerd_shim_protos::events::task as ev;
+use protobuf::well_known_types::timestamp::Timestamp;
+use protobuf::MessageField;
+use std::time::SystemTime;
+
+use crate::containerd::publisher::topics;
+
+/// A protobuf timestamp.
+pub fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
+    let (seconds, nanos) = unix_time(t);
+    let mut ts = Timestamp::new();
+    ts.seconds = seconds;
+    ts.nanos = nanos;
+    MessageField::some(ts)
+}
+
+/// Publishes through `publisher` when there is one (there is none in unit tests or when
+/// containerd gave no event address).
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    publisher: Option<Publisher>,
+}
+
+impl Events {
+    pub fn new(publisher: Option<Publisher>) -> Self {
+        Events { publisher }
+    }
+
+    fn send<M: protobuf::MessageFull>(&self, topic: &str, event: &M) {
+        if let Some(p) = &self.publisher {
+            p.publish_message(topic, event);
+        }
+    }
+
+    pub fn exit(&self, e: &Exited) {
+        let mut m = ev::TaskExit::new();
+        m.container_id = e.container_id.clone();
+        m.id = if e.exec_id.is_empty() {
+            e.container_id.clone()
+        } else {
+            e.exec_id.clone()
+        };
+        m.pid = e.pid.max(0) as u32;
+        m.exit_status = e.record.code as u32;
+        m.exited_at = timestamp(e.record.exited_at);
+        self.send(topics::TASK_EXIT, &m);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &str,
+        rootfs: Vec<containerd_shim_protos::types::mount::Mount>,
+        stdio: &crate::supervisor::stdio::StdioConfig,
+        checkpoint: &str,
+        pid: i32,
+    ) {
+        let mut m = ev::TaskCreate::new();
+        m.container_id = id.into();
+        m.bundle = bundle.into();
+        m.rootfs = rootfs;
+        let mut io = ev::TaskIO::new();
+        io.stdin = stdio.stdin.clone();
+        io.stdout = stdio.stdout.clone();
+        io.stderr = stdio.stderr.clone();
+        io.terminal = stdio.terminal;
+        m.io = MessageField::some(io);
+        m.checkpoint = checkpoint.into();
+        m.pid = pid.max(0) as u32;
+        self.send(topics::TASK_CREATE, &m);
+    }
+
+    pub fn start(&self, id: &str, pid: i32) {
+        let mut m = ev::TaskStart::new();
+        m.container_id = id.into();
+        m.pid = pid.max(0) as u32;
+        self.send(topics::TASK_START, &m);
+    }
+
+    pub fn delete(&self, id: &str, pid: i32, code: i32, at: SystemTime) {
+        let mut m = ev::TaskDelete::new();
+        m.container_id = id.into();
+        m.id = id.into();
+        m.pid = pid.max(0) as u32;
+        m.exit_status = code as u32;
+        m.exited_at = timestamp(at);
+        self.send(topics::TASK_DELETE, &m);
+    }
+
+    pub fn exec_added(&self, id: &str, exec_id: &str) {
+        let mut m = ev::TaskExecAdded::new();
+        m.container_id = id.into();
+        m.exec_id = exec_id.into();
+        self.send(topics::TASK_EXEC_ADDED, &m);
+    }
+
+    pub fn exec_started(&self, id: &str, exec_id: &str, pid: i32) {
+        let mut m = ev::TaskExecStarted::new();
+        m.container_id = id.into();
+        m.exec_id = exec_id.into();
+        m.pid = pid.max(0) as u32;
+        self.send(topics::TASK_EXEC_STARTED, &m);
+    }
+
+    pub fn paused(&self, id: &str) {
+        let mut m = ev::TaskPaused::new();
+        m.container_id = id.into();
+        self.send(topics::TASK_PAUSED, &m);
+    }
+
+    pub fn resumed(&self, id: &str) {
+        let mut m = ev::TaskResumed::new();
+        m.container_id = id.into();
+        self.send(topics::TASK_RESUMED, &m);
+    }
+
+    pub fn oom(&self, id: &str) {
+        let mut m = ev::TaskOOM::new();
+        m.container_id = id.into();
+        self.send(topics::TASK_OOM, &m);
+    }
+
+    pub fn checkpointed(&self, id: &str, path: &str) {
+        let mut m = ev::TaskCheckpointed::new();
+        m.container_id = id.into();
+        m.checkpoint = path.into();
+        self.send(topics::TASK_CHECKPOINTED, &m);
+    }
+
+    /// Waits for queued events to reach containerd (at shutdown).
+    pub fn flush(&self, timeout: std::time::Duration) {
+        if let Some(p) = &self.publisher {
+            p.close(timeout);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The containerd face: `containerd-shim-tether-v2`, task API v2 over ttrpc.
+
+pub mod address;
+pub mod bootstrap;
+pub mod bundle;
+pub mod errors;
+pub mod events;
+pub mod flags;
+pub mod info;
+pub mod options;
+pub mod publisher;
+pub mod server;
+pub mod service;
+pub mod ttrpc;

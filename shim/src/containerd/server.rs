@@ -1,0 +1,394 @@
+//! The long-running shim: two threads.
+//!
+//! - the event loop (this thread): accepts ttrpc connections and frames requests and
+//!   responses, reaps children (signalfd), runs the stdio pumps and OOM watchers;
+//! - the worker: runs the Task handlers one at a time (runc calls block for tens of
+//!   milliseconds and must not stall output or reaping).
+//!
+//! (The event publisher adds a third, which only ever talks to containerd.)
+
+use crate::containerd::flags::Flags;
+use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::ttrpc::{Connection, Incoming};
+use crate::supervisor::epoll::{Poller, Ready, Token, Waker};
+use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::signals;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+struct PumpSlot {
+    container: String,
+    exec: String,
+    pump: Pump,
+}
+
+struct EventLoop {
+    shim: Arc<Shim>,
+    poller: Poller,
+    listener: UnixListener,
+    socket_path: Option<PathBuf>,
+    jobs: mpsc::Sender<(u32, Incoming)>,
+    conns: HashMap<u32, Connection>,
+    next_conn: u32,
+    pumps: HashMap<u32, PumpSlot>,
+    next_pump: u32,
+    ooms: HashMap<u32, (String, crate::cgroups::oom::OomWatcher)>,
+    next_oom: u32,
+    shutting_down: bool,
+}
+
+/// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
+/// `start`; `socket_path` is removed at exit.
+pub fn run(
+    flags: &Flags,
+    listener: UnixListener,
+    socket_path: Option<PathBuf>,
+    start_options: crate::containerd::options::RuncOptions,
+) -> io::Result<()> {
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let mut signal_fd = signals::block_and_open()?;
+    let poller = Poller::new()?;
+    let waker = Waker::new()?;
+    poller.add_readable(waker.as_fd(), Token::Waker)?;
+    poller.add_readable(signal_fd.as_fd(), Token::Signals)?;
+    listener.set_nonblocking(true)?;
+    poller.add_readable(listener.as_fd(), Token::Listener)?;
+
+    let publisher = std::env::var("TTRPC_ADDRESS")
+        .ok()
+        .filter(|a| !a.is_empty())
+        .and_then(|addr| {
+            match crate::containerd::publisher::Publisher::start(&addr, &flags.namespace) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::warn!("no task events: cannot publish to {addr}: {e}");
+                    None
+                }
+            }
+        });
+    let shim = Arc::new(Shim::new(
+        flags.namespace.clone(),
+        crate::supervisor::reaper::Reaper::new(),
+        crate::containerd::events::Events::new(publisher),
+        start_options,
+        waker,
+    ));
+    let (jobs, inbox) = mpsc::channel::<(u32, Incoming)>();
+    let worker_shim = shim.clone();
+    std::thread::Builder::new()
+        .name("tether-worker".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            for (conn, req) in inbox {
+                let stream = req.stream_id;
+                if let Some(reply) = worker_shim.handle(conn, &req) {
+                    worker_shim.post(LoopMsg::Respond {
+                        conn,
+                        stream,
+                        reply,
+                    });
+                }
+            }
+        })?;
+
+    let mut ev = EventLoop {
+        shim,
+        poller,
+        listener,
+        socket_path,
+        jobs,
+        conns: HashMap::new(),
+        next_conn: 0,
+        pumps: HashMap::new(),
+        next_pump: 0,
+        ooms: HashMap::new(),
+        next_oom: 0,
+        shutting_down: false,
+    };
+    log::info!("serving task API v2");
+    let mut ready = Vec::new();
+    while !ev.shutting_down {
+        ev.poller.wait(None, &mut ready)?;
+        for r in ready.iter().copied() {
+            ev.dispatch(r, &mut signal_fd);
+        }
+        ev.drain_outbox();
+    }
+    ev.finish();
+    Ok(())
+}
+
+impl EventLoop {
+    fn dispatch(&mut self, r: Ready, signal_fd: &mut nix::sys::signalfd::SignalFd) {
+        match r.token {
+            Token::Listener => self.accept(),
+            Token::Waker => self.shim.waker().drain(),
+            Token::Signals => {
+                for sig in signals::drain(signal_fd) {
+                    if sig == nix::sys::signal::Signal::SIGCHLD {
+                        self.reap();
+                    } else {
+                        log::info!(
+                            "ignoring {sig:?}: the shim stops when containerd shuts it down"
+                        );
+                    }
+                }
+            }
+            Token::Conn(n) => self.on_conn(n, r),
+            Token::Pump(n) => self.on_pump(n),
+            Token::Oom(n) => self.on_oom(n),
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let n = self.next_conn;
+                    self.next_conn = self.next_conn.wrapping_add(1);
+                    match Connection::new(stream) {
+                        Ok(conn) => {
+                            if self
+                                .poller
+                                .add_readable(conn.stream().as_fd(), Token::Conn(n))
+                                .is_ok()
+                            {
+                                self.conns.insert(n, conn);
+                            }
+                        }
+                        Err(e) => log::warn!("ttrpc connection: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_conn(&mut self, n: u32, r: Ready) {
+        let Some(conn) = self.conns.get_mut(&n) else {
+            return;
+        };
+        let mut close = false;
+        if r.writable {
+            match conn.flush() {
+                Ok(false) => {
+                    let _ = self.poller.set_writable_interest(
+                        conn.stream().as_fd(),
+                        Token::Conn(n),
+                        false,
+                    );
+                }
+                Ok(true) => {}
+                Err(_) => close = true,
+            }
+        }
+        if r.readable || r.hangup {
+            let out = conn.read();
+            for (stream, st) in out.rejected {
+                if conn.respond(stream, Err(st)).is_err() {
+                    close = true;
+                }
+            }
+            for req in out.requests {
+                let _ = self.jobs.send((n, req));
+            }
+            close |= out.closed;
+        }
+        if close {
+            self.drop_conn(n);
+        }
+    }
+
+    fn drop_conn(&mut self, n: u32) {
+        if let Some(conn) = self.conns.remove(&n) {
+            self.poller.remove(conn.stream().as_fd());
+        }
+    }
+
+    fn respond(&mut self, n: u32, stream: u32, reply: crate::containerd::ttrpc::Reply) {
+        let Some(conn) = self.conns.get_mut(&n) else {
+            return; // the caller went away; nothing to answer
+        };
+        match conn.respond(stream, reply) {
+            Ok(true) => {
+                let _ =
+                    self.poller
+                        .set_writable_interest(conn.stream().as_fd(), Token::Conn(n), true);
+            }
+            Ok(false) => {}
+            Err(_) => self.drop_conn(n),
+        }
+    }
+
+    fn reap(&mut self) {
+        let report = {
+            let mut tasks = self.shim.lock();
+            let exits = self.shim.reaper.reap();
+            tasks.on_exits(&exits)
+        };
+        self.shim.deliver(report);
+    }
+
+    fn drain_outbox(&mut self) {
+        loop {
+            let msgs = self.shim.take_outbox();
+            if msgs.is_empty() {
+                return;
+            }
+            for msg in msgs {
+                match msg {
+                    LoopMsg::Respond {
+                        conn,
+                        stream,
+                        reply,
+                    } => self.respond(conn, stream, reply),
+                    LoopMsg::AddPumps {
+                        container,
+                        exec,
+                        pumps,
+                    } => {
+                        for pump in pumps {
+                            self.add_pump(&container, &exec, pump);
+                        }
+                    }
+                    LoopMsg::DropPumps { container, exec } => self.drop_pumps(&container, &exec),
+                    LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
+                    LoopMsg::Shutdown => self.shutting_down = true,
+                }
+            }
+        }
+    }
+
+    fn add_pump(&mut self, container: &str, exec: &str, pump: Pump) {
+        let n = self.next_pump;
+        self.next_pump = self.next_pump.wrapping_add(1);
+        let token = Token::Pump(n);
+        let registered = self
+            .poller
+            .add_edge(pump.src_fd(), token, true, false)
+            .and_then(|()| self.poller.add_edge(pump.dst_fd(), token, false, true));
+        if let Err(e) = registered {
+            log::warn!("stdio of {container}/{exec}: {e}");
+            self.poller.remove(pump.src_fd());
+            self.pump_finished(container, exec, pump.direction());
+            return;
+        }
+        self.pumps.insert(
+            n,
+            PumpSlot {
+                container: container.into(),
+                exec: exec.into(),
+                pump,
+            },
+        );
+    }
+
+    fn on_pump(&mut self, n: u32) {
+        let Some(slot) = self.pumps.get_mut(&n) else {
+            return;
+        };
+        if slot.pump.run() == PumpState::Done {
+            if let Some(slot) = self.pumps.remove(&n) {
+                log::debug!(
+                    "stdio pump of {}/{} done after {} bytes",
+                    slot.container,
+                    slot.exec,
+                    slot.pump.moved()
+                );
+                self.poller.remove(slot.pump.src_fd());
+                self.poller.remove(slot.pump.dst_fd());
+                self.pump_finished(&slot.container, &slot.exec, slot.pump.direction());
+            }
+        }
+    }
+
+    fn drop_pumps(&mut self, container: &str, exec: &str) {
+        let ids: Vec<u32> = self
+            .pumps
+            .iter()
+            .filter(|(_, s)| s.container == container && s.exec == exec)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ids {
+            if let Some(slot) = self.pumps.remove(&n) {
+                self.poller.remove(slot.pump.src_fd());
+                self.poller.remove(slot.pump.dst_fd());
+            }
+        }
+    }
+
+    fn pump_finished(&self, container: &str, exec: &str, direction: Direction) {
+        if direction != Direction::Output {
+            return;
+        }
+        let mut tasks = self.shim.lock();
+        if let Some(p) = tasks
+            .container_mut(container)
+            .and_then(|c| c.process_mut(exec))
+        {
+            p.open_pumps = p.open_pumps.saturating_sub(1);
+        }
+        drop(tasks);
+        self.shim.pumps_done.notify_all();
+    }
+
+    fn watch_oom(&mut self, container: String, pid: i32) {
+        match crate::cgroups::oom::OomWatcher::new(pid) {
+            Ok(w) => {
+                let n = self.next_oom;
+                self.next_oom = self.next_oom.wrapping_add(1);
+                if self.poller.add_readable(w.fd(), Token::Oom(n)).is_ok() {
+                    self.ooms.insert(n, (container, w));
+                }
+            }
+            Err(e) => log::info!("no OOM events for {container}: {e}"),
+        }
+    }
+
+    fn on_oom(&mut self, n: u32) {
+        let Some((container, watcher)) = self.ooms.get_mut(&n) else {
+            return;
+        };
+        match watcher.check() {
+            Ok(true) => {
+                log::info!("container {container} hit its memory limit (OOM)");
+                self.shim.events.oom(container);
+            }
+            Ok(false) => {}
+            Err(_) => {
+                if let Some((_, w)) = self.ooms.remove(&n) {
+                    self.poller.remove(w.fd());
+                }
+            }
+        }
+    }
+
+    /// Answers what is still queued, delivers the last events, removes the socket.
+    fn finish(&mut self) {
+        self.drain_outbox();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for conn in self.conns.values_mut() {
+            while let Ok(true) = conn.flush() {
+                if std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        self.shim.events.flush(std::time::Duration::from_secs(5));
+        if let Some(path) = &self.socket_path {
+            crate::containerd::address::remove_socket(path);
+        }
+        log::info!("shim shut down");
+    }
+}

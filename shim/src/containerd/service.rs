@@ -1,0 +1,1055 @@
+//! The containerd Task service (task API v2): one handler per RPC, over the supervision
+//! core. Handlers run on the shim's worker thread, one at a time (so runc calls are
+//! serialised per shim, as containerd expects); `Wait` parks its call in the process
+//! table and the event loop answers it when the process exits.
+
+use crate::containerd::errors::*;
+use crate::containerd::events::{timestamp, Events};
+use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
+use crate::containerd::ttrpc::{Incoming, Reply};
+use crate::supervisor::pump::Pump;
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::stdio::{self, Prepared, StdioConfig};
+use crate::supervisor::tasks::{Container, Exited, ProcStatus, Process, Tasks};
+use containerd_shim_protos::shim::shim as api;
+use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
+use protobuf::well_known_types::any::Any;
+use protobuf::{Message, MessageField};
+use runc_wrapper::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts, Runc};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a terminal process may take to hand its pty master over.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Delete waits for a process's output to drain (as the Go shim does).
+const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Where runc keeps container state unless the options say otherwise.
+const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
+
+/// Work for the event loop, posted by the worker.
+#[derive(Debug)]
+pub enum LoopMsg {
+    Respond {
+        conn: u32,
+        stream: u32,
+        reply: Reply,
+    },
+    AddPumps {
+        container: String,
+        exec: String,
+        pumps: Vec<Pump>,
+    },
+    /// Stop serving a process's stdio (it was deleted).
+    DropPumps {
+        container: String,
+        exec: String,
+    },
+    WatchOom {
+        container: String,
+        pid: i32,
+    },
+    Shutdown,
+}
+
+/// Everything the two shim threads share.
+pub struct Shim {
+    pub namespace: String,
+    pub tasks: Mutex<Tasks>,
+    /// Signalled when a pump finishes (Delete waits for output to drain).
+    pub pumps_done: Condvar,
+    pub reaper: Reaper,
+    pub events: Events,
+    /// Options given to `start` (stdin), the base for every container's.
+    pub start_options: RuncOptions,
+    outbox: Mutex<Vec<LoopMsg>>,
+    waker: crate::supervisor::epoll::Waker,
+}
+
+impl Shim {
+    pub fn new(
+        namespace: String,
+        reaper: Reaper,
+        events: Events,
+        start_options: RuncOptions,
+        waker: crate::supervisor::epoll::Waker,
+    ) -> Self {
+        Shim {
+            namespace,
+            tasks: Mutex::new(Tasks::default()),
+            pumps_done: Condvar::new(),
+            reaper,
+            events,
+            start_options,
+            outbox: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    pub fn waker(&self) -> &crate::supervisor::epoll::Waker {
+        &self.waker
+    }
+
+    /// Locks the process table. A poisoned lock (a panicking handler) still holds a
+    /// consistent table: every update is done before anything that can fail.
+    pub fn lock(&self) -> MutexGuard<'_, Tasks> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Posts work for the loop and wakes it.
+    pub fn post(&self, msg: LoopMsg) {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+        self.waker.wake();
+    }
+
+    /// Takes the loop's pending work.
+    pub fn take_outbox(&self) -> Vec<LoopMsg> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reports exits: TaskExit events, then answers to the parked Wait calls.
+    pub fn deliver(&self, exits: Vec<Exited>) {
+        for e in exits {
+            log::debug!(
+                "exit container={} exec={} pid={} status={}",
+                e.container_id,
+                e.exec_id,
+                e.pid,
+                e.record.code
+            );
+            self.events.exit(&e);
+            if e.waiters.is_empty() {
+                continue;
+            }
+            let reply = wait_reply(e.record.code, e.record.exited_at);
+            for (conn, stream) in e.waiters {
+                self.post(LoopMsg::Respond {
+                    conn,
+                    stream,
+                    reply: reply.clone(),
+                });
+            }
+        }
+    }
+
+    /// Handles one request. `None` means the call was parked (Wait) and is answered later.
+    pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Reply> {
+        if req.service != "containerd.task.v2.Task" {
+            return Some(Err(unimplemented(format!(
+                "service {} is not served by tether",
+                req.service
+            ))));
+        }
+        let p = &req.payload;
+        log::debug!("rpc {}", req.method);
+        let reply = match req.method.as_str() {
+            "Create" => call(p, |r| self.create(r)),
+            "Start" => call(p, |r| self.start(r)),
+            "Delete" => call(p, |r| self.delete(r)),
+            "Exec" => call(p, |r| self.exec(r)),
+            "ResizePty" => call(p, |r| self.resize_pty(r)),
+            "CloseIO" => call(p, |r| self.close_io(r)),
+            "State" => call(p, |r| self.state(r)),
+            "Kill" => call(p, |r| self.kill(r)),
+            "Pids" => call(p, |r| self.pids(r)),
+            "Pause" => call(p, |r| self.pause(r)),
+            "Resume" => call(p, |r| self.resume(r)),
+            "Checkpoint" => call(p, |r| self.checkpoint(r)),
+            "Update" => call(p, |r| self.update(r)),
+            "Stats" => call(p, |r| self.stats(r)),
+            "Connect" => call(p, |r| self.connect(r)),
+            "Shutdown" => call(p, |r| self.shutdown(r)),
+            "Wait" => {
+                return match api::WaitRequest::parse_from_bytes(p) {
+                    Ok(r) => self.wait(conn, req.stream_id, &r),
+                    Err(e) => Some(Err(invalid(format!("bad WaitRequest: {e}")))),
+                }
+            }
+            other => Err(unimplemented(format!("method {other} is not implemented"))),
+        };
+        if let Err(st) = &reply {
+            log::info!("rpc {} failed: {}", req.method, st.message);
+        }
+        Some(reply)
+    }
+
+    fn runc_for(&self, opts: &RuncOptions, bundle: &Path) -> Runc {
+        let root = if opts.root.is_empty() {
+            DEFAULT_RUNC_ROOT
+        } else {
+            opts.root.as_str()
+        };
+        let mut b = Runc::builder()
+            .binary(if opts.binary_name.is_empty() {
+                "runc"
+            } else {
+                opts.binary_name.as_str()
+            })
+            .root(Path::new(root).join(&self.namespace))
+            .log(bundle.join("log.json"))
+            .systemd_cgroup(opts.systemd_cgroup)
+            .monitor(self.reaper.monitor());
+        if !opts.criu_path.is_empty() {
+            b = b.criu(&opts.criu_path);
+        }
+        b.build()
+    }
+
+    fn add_pumps(&self, container: &str, exec: &str, pumps: Vec<Pump>) {
+        if !pumps.is_empty() {
+            self.post(LoopMsg::AddPumps {
+                container: container.into(),
+                exec: exec.into(),
+                pumps,
+            });
+        }
+    }
+
+    // ---- Create ------------------------------------------------------------------
+
+    fn create(&self, r: api::CreateTaskRequest) -> RpcResult<api::CreateTaskResponse> {
+        fifo::validate_id(&r.id).map_err(|e| invalid(e.to_string()))?;
+        if self.lock().containers.contains_key(&r.id) {
+            return Err(already_exists(format!("container {} already exists", r.id)));
+        }
+        let bundle = PathBuf::from(&r.bundle);
+        let spec = crate::containerd::bundle::read_spec(&bundle).map_err(invalid)?;
+        let mut opts = self.start_options.clone();
+        if let Some(any) = r.options.as_ref() {
+            let task_opts = decode_options(&any.type_url, &any.value)
+                .map_err(|e| invalid(format!("runtime options: {e}")))?;
+            opts = opts.merged_with(&task_opts);
+        }
+        let _ = std::fs::write(bundle.join("options.json"), opts.to_json());
+        let rootfs = bundle.join("rootfs");
+        let mounted = if r.rootfs.is_empty() {
+            None
+        } else {
+            let specs: Vec<_> = r
+                .rootfs
+                .iter()
+                .map(|m| crate::mount::MountSpec {
+                    kind: m.type_.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect();
+            crate::mount::mount_all(&specs, &rootfs).map_err(|e| internal(e.to_string()))?;
+            Some(rootfs.clone())
+        };
+        let undo_mount = |mounted: &Option<PathBuf>| {
+            if let Some(path) = mounted {
+                if let Err(e) = crate::mount::unmount_all(path) {
+                    log::warn!("unmount {}: {e}", path.display());
+                }
+            }
+        };
+        let stdio_cfg = StdioConfig {
+            stdin: r.stdin.clone(),
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+            terminal: r.terminal,
+        };
+        let owner = owner(&opts);
+        let runc = self.runc_for(&opts, &bundle);
+        let mut init = Process::new("", stdio_cfg.clone(), Vec::new());
+        let mut pumps = Vec::new();
+        let pid;
+        if !r.checkpoint.is_empty() {
+            // Restored at Start, like the Go shim: the IO is set up then.
+            pid = 0;
+            init.spec = r.checkpoint.clone().into_bytes();
+        } else {
+            let mut prepared = match stdio::prepare(&stdio_cfg, owner) {
+                Ok(p) => p,
+                Err(e) => {
+                    undo_mount(&mounted);
+                    return Err(invalid(format!("container io: {e}")));
+                }
+            };
+            let pid_file = bundle.join("init.pid");
+            let created = runc.create(
+                &r.id,
+                &bundle,
+                CreateOpts {
+                    pid_file: Some(pid_file.clone()),
+                    console_socket: prepared.console.as_ref().map(|c| c.path().to_path_buf()),
+                    no_pivot: opts.no_pivot_root,
+                    no_new_keyring: opts.no_new_keyring,
+                    io: std::mem::take(&mut prepared.io),
+                    ..Default::default()
+                },
+            );
+            let attached = created.map_err(from_runc).and_then(|()| {
+                let console = if r.terminal {
+                    Some(
+                        prepared
+                            .attach_console(CONSOLE_TIMEOUT)
+                            .map_err(|e| internal(format!("terminal: {e}")))?,
+                    )
+                } else {
+                    None
+                };
+                let pid = read_pid(&pid_file)?;
+                Ok((console, pid))
+            });
+            let (console, p) = match attached {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = runc.delete(&r.id, true);
+                    undo_mount(&mounted);
+                    return Err(e);
+                }
+            };
+            pid = p;
+            init.console = console;
+            init.stdin_closer = prepared.stdin_closer.take();
+            init.open_pumps = prepared.output_pumps();
+            pumps = std::mem::take(&mut prepared.pumps);
+        }
+        let container = Container {
+            bundle: bundle.clone(),
+            init,
+            execs: HashMap::new(),
+            paused: false,
+            shares_pid_ns: !spec.own_pid_namespace,
+            deferred_init_exit: None,
+            rootfs_mounted: mounted,
+            runc,
+        };
+        let early = {
+            let mut tasks = self.lock();
+            tasks.containers.insert(r.id.clone(), container);
+            if pid > 0 {
+                tasks.register_pid(&r.id, "", pid)
+            } else {
+                None
+            }
+        };
+        self.add_pumps(&r.id, "", pumps);
+        if pid > 0 {
+            self.post(LoopMsg::WatchOom {
+                container: r.id.clone(),
+                pid,
+            });
+        }
+        self.events.create(
+            &r.id,
+            &r.bundle,
+            r.rootfs.clone(),
+            &stdio_cfg,
+            &r.checkpoint,
+            pid,
+        );
+        if let Some(record) = early {
+            let mut report = Vec::new();
+            self.lock().finish_exit(&r.id, "", record, &mut report);
+            self.deliver(report);
+        }
+        let mut resp = api::CreateTaskResponse::new();
+        resp.pid = pid.max(0) as u32;
+        Ok(resp)
+    }
+
+    // ---- Start -------------------------------------------------------------------
+
+    fn start(&self, r: api::StartRequest) -> RpcResult<api::StartResponse> {
+        let (runc, bundle, stdio_cfg, spec, restore) = {
+            let mut tasks = self.lock();
+            let c = tasks
+                .container_mut(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
+            let p = c
+                .process_mut(&r.exec_id)
+                .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
+            if p.status != ProcStatus::Created || p.exit.is_some() || p.starting {
+                return Err(failed_precondition(format!(
+                    "process {} cannot be started: it is not in the created state",
+                    display_id(&r.id, &r.exec_id)
+                )));
+            }
+            p.starting = true;
+            let restore = r.exec_id.is_empty() && p.pid == 0 && !p.spec.is_empty();
+            (runc, bundle, p.stdio.clone(), p.spec.clone(), restore)
+        };
+        let started = if r.exec_id.is_empty() && !restore {
+            self.lock()
+                .container(&r.id)
+                .map(|c| c.init.pid)
+                .ok_or_else(|| not_found("container vanished"))
+                .and_then(|pid| runc.start(&r.id).map(|()| (pid, None)).map_err(from_runc))
+        } else {
+            self.start_new_process(&r, &runc, &bundle, &stdio_cfg, &spec, restore)
+        };
+        let (pid, io) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                let mut tasks = self.lock();
+                if let Some(p) = tasks
+                    .container_mut(&r.id)
+                    .and_then(|c| c.process_mut(&r.exec_id))
+                {
+                    p.starting = false;
+                }
+                return Err(e);
+            }
+        };
+        let mut early = None;
+        let mut pumps = Vec::new();
+        {
+            let mut tasks = self.lock();
+            if !r.exec_id.is_empty() || restore {
+                early = tasks.register_pid(&r.id, &r.exec_id, pid);
+            }
+            if let Some(p) = tasks
+                .container_mut(&r.id)
+                .and_then(|c| c.process_mut(&r.exec_id))
+            {
+                p.status = ProcStatus::Running;
+                if let Some(mut prepared) = io {
+                    let prepared: &mut Prepared = &mut prepared;
+                    p.stdin_closer = prepared.stdin_closer.take();
+                    p.open_pumps = prepared.output_pumps();
+                    pumps = std::mem::take(&mut prepared.pumps);
+                }
+                if let Some(record) = early {
+                    if p.pending_exit.is_none() {
+                        p.pending_exit = Some(record);
+                    }
+                }
+            }
+        }
+        self.add_pumps(&r.id, &r.exec_id, pumps);
+        if r.exec_id.is_empty() {
+            if restore {
+                self.post(LoopMsg::WatchOom {
+                    container: r.id.clone(),
+                    pid,
+                });
+            }
+            self.events.start(&r.id, pid);
+        } else {
+            self.events.exec_started(&r.id, &r.exec_id, pid);
+        }
+        let report = self.lock().start_done(&r.id, &r.exec_id);
+        self.deliver(report);
+        let mut resp = api::StartResponse::new();
+        resp.pid = pid.max(0) as u32;
+        Ok(resp)
+    }
+
+    /// Starts an exec (`runc exec`) or restores a checkpointed init (`runc restore`).
+    fn start_new_process(
+        &self,
+        r: &api::StartRequest,
+        runc: &Runc,
+        bundle: &Path,
+        stdio_cfg: &StdioConfig,
+        spec: &[u8],
+        restore: bool,
+    ) -> RpcResult<(i32, Option<Prepared>)> {
+        let opts = self.container_options(bundle);
+        let mut prepared = stdio::prepare(stdio_cfg, owner(&opts))
+            .map_err(|e| invalid(format!("process io: {e}")))?;
+        let console_socket = prepared.console.as_ref().map(|c| c.path().to_path_buf());
+        let pid_file = if restore {
+            bundle.join("init.pid")
+        } else {
+            bundle.join(format!("{}.pid", r.exec_id))
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        if restore {
+            let image = String::from_utf8_lossy(spec).into_owned();
+            runc.restore(
+                &r.id,
+                bundle,
+                RestoreOpts {
+                    image_path: PathBuf::from(image),
+                    work_path: Some(work_path(&opts, bundle)),
+                    detach: true,
+                    pid_file: Some(pid_file.clone()),
+                    no_pivot: opts.no_pivot_root,
+                    console_socket,
+                    io: std::mem::take(&mut prepared.io),
+                    ..Default::default()
+                },
+            )
+            .map_err(from_runc)?;
+        } else {
+            runc.exec(
+                &r.id,
+                spec,
+                ExecOpts {
+                    pid_file: Some(pid_file.clone()),
+                    console_socket,
+                    detach: true,
+                    io: std::mem::take(&mut prepared.io),
+                    ..Default::default()
+                },
+            )
+            .map_err(from_runc)?;
+        }
+        if stdio_cfg.terminal {
+            let console = prepared
+                .attach_console(CONSOLE_TIMEOUT)
+                .map_err(|e| internal(format!("terminal: {e}")))?;
+            if let Some(p) = self
+                .lock()
+                .container_mut(&r.id)
+                .and_then(|c| c.process_mut(&r.exec_id))
+            {
+                p.console = Some(console);
+            }
+        }
+        let pid = read_pid(&pid_file)?;
+        Ok((pid, Some(prepared)))
+    }
+
+    fn container_options(&self, bundle: &Path) -> RuncOptions {
+        std::fs::read(bundle.join("options.json"))
+            .ok()
+            .and_then(|b| RuncOptions::from_json(&b).ok())
+            .unwrap_or_else(|| self.start_options.clone())
+    }
+
+    // ---- Delete ------------------------------------------------------------------
+
+    fn delete(&self, r: api::DeleteRequest) -> RpcResult<api::DeleteResponse> {
+        self.wait_for_output(&r.id, &r.exec_id);
+        if !r.exec_id.is_empty() {
+            let mut tasks = self.lock();
+            let c = tasks
+                .container_mut(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            let p = c
+                .execs
+                .get(&r.exec_id)
+                .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
+            if p.is_alive() || p.starting {
+                return Err(failed_precondition(format!(
+                    "process {} is running: kill it before deleting it",
+                    r.exec_id
+                )));
+            }
+            let Some(p) = c.execs.remove(&r.exec_id) else {
+                return Err(not_found(format!("process {} not found", r.exec_id)));
+            };
+            let pid = p.pid;
+            tasks.unregister_pid(pid);
+            drop(tasks);
+            self.post(LoopMsg::DropPumps {
+                container: r.id.clone(),
+                exec: r.exec_id.clone(),
+            });
+            let _ = std::fs::remove_file(
+                self.bundle_of(&r.id)
+                    .unwrap_or_default()
+                    .join(format!("{}.pid", r.exec_id)),
+            );
+            return Ok(delete_response(pid, p.exit));
+        }
+        let (runc, alive) = {
+            let tasks = self.lock();
+            let c = tasks
+                .container(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            (
+                c.runc.clone(),
+                c.init.is_alive() && c.init.status == ProcStatus::Running,
+            )
+        };
+        if alive {
+            return Err(failed_precondition(format!(
+                "container {} is running: kill it before deleting it",
+                r.id
+            )));
+        }
+        if let Err(e) = runc.delete(&r.id, false) {
+            if !e.is_not_found() {
+                if let Err(e2) = runc.delete(&r.id, true) {
+                    if !e2.is_not_found() {
+                        return Err(from_runc(e2));
+                    }
+                }
+            }
+        }
+        let container = self.lock().remove_container(&r.id);
+        let Some(container) = container else {
+            return Err(not_found(format!("container {} not found", r.id)));
+        };
+        for exec in std::iter::once(String::new()).chain(container.execs.keys().cloned()) {
+            self.post(LoopMsg::DropPumps {
+                container: r.id.clone(),
+                exec,
+            });
+        }
+        if let Some(path) = &container.rootfs_mounted {
+            if let Err(e) = crate::mount::unmount_all(path) {
+                log::warn!("unmount {}: {e}", path.display());
+            }
+        }
+        let pid = container.init.pid;
+        let exit = container.init.exit;
+        let (code, at) = exit
+            .map(|e| (e.code, e.exited_at))
+            .unwrap_or((0, SystemTime::now()));
+        self.events.delete(&r.id, pid, code, at);
+        Ok(delete_response(pid, exit))
+    }
+
+    fn bundle_of(&self, id: &str) -> Option<PathBuf> {
+        self.lock().container(id).map(|c| c.bundle.clone())
+    }
+
+    /// Waits (bounded) until the process's pumps have moved everything its pipes hold.
+    fn wait_for_output(&self, id: &str, exec_id: &str) {
+        let deadline = Instant::now() + IO_DRAIN_TIMEOUT;
+        let mut tasks = self.lock();
+        loop {
+            let open = tasks
+                .container(id)
+                .and_then(|c| c.process(exec_id))
+                .map(|p| if p.is_alive() { 0 } else { p.open_pumps })
+                .unwrap_or(0);
+            let now = Instant::now();
+            if open == 0 || now >= deadline {
+                return;
+            }
+            tasks = self
+                .pumps_done
+                .wait_timeout(tasks, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    // ---- Exec ----------------------------------------------------------------------
+
+    fn exec(
+        &self,
+        r: api::ExecProcessRequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        fifo::validate_id(&r.exec_id).map_err(|e| invalid(e.to_string()))?;
+        let spec = r
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| invalid("exec without a process spec"))?;
+        if serde_json::from_slice::<serde_json::Value>(&spec).is_err() {
+            return Err(invalid("exec process spec is not valid JSON"));
+        }
+        {
+            let mut tasks = self.lock();
+            let c = tasks
+                .container_mut(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            if c.execs.contains_key(&r.exec_id) {
+                return Err(already_exists(format!(
+                    "exec process {} already exists",
+                    r.exec_id
+                )));
+            }
+            if c.init.exit.is_some() || c.init.status != ProcStatus::Running {
+                return Err(failed_precondition(format!(
+                    "container {} is not running",
+                    r.id
+                )));
+            }
+            let stdio = StdioConfig {
+                stdin: r.stdin.clone(),
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+                terminal: r.terminal,
+            };
+            c.execs
+                .insert(r.exec_id.clone(), Process::new(&r.exec_id, stdio, spec));
+        }
+        self.events.exec_added(&r.id, &r.exec_id);
+        Ok(Default::default())
+    }
+
+    // ---- small RPCs ------------------------------------------------------------------
+
+    fn resize_pty(
+        &self,
+        r: api::ResizePtyRequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let tasks = self.lock();
+        let p = find(&tasks, &r.id, &r.exec_id)?;
+        if let Some(console) = &p.console {
+            use std::os::fd::AsFd;
+            let w = u16::try_from(r.width).unwrap_or(u16::MAX);
+            let h = u16::try_from(r.height).unwrap_or(u16::MAX);
+            crate::supervisor::tty::resize(console.as_fd(), w, h)
+                .map_err(|e| internal(format!("resize pty: {e}")))?;
+        }
+        Ok(Default::default())
+    }
+
+    fn close_io(
+        &self,
+        r: api::CloseIORequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let mut tasks = self.lock();
+        let c = tasks
+            .container_mut(&r.id)
+            .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+        let p = c
+            .process_mut(&r.exec_id)
+            .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
+        if r.stdin {
+            p.stdin_closer = None;
+        }
+        Ok(Default::default())
+    }
+
+    fn state(&self, r: api::StateRequest) -> RpcResult<api::StateResponse> {
+        let tasks = self.lock();
+        let c = tasks
+            .container(&r.id)
+            .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+        let p = c
+            .process(&r.exec_id)
+            .ok_or_else(|| not_found(format!("process {} does not exist", r.exec_id)))?;
+        let mut resp = api::StateResponse::new();
+        resp.id = if r.exec_id.is_empty() {
+            r.id.clone()
+        } else {
+            r.exec_id.clone()
+        };
+        resp.exec_id = r.exec_id.clone();
+        resp.bundle = c.bundle.to_string_lossy().into_owned();
+        resp.pid = p.pid.max(0) as u32;
+        let status = match (p.status, p.exit) {
+            (_, Some(_)) => TaskStatus::STOPPED,
+            (ProcStatus::Created, None) => TaskStatus::CREATED,
+            (ProcStatus::Running, None) if r.exec_id.is_empty() && c.paused => TaskStatus::PAUSED,
+            (ProcStatus::Running, None) => TaskStatus::RUNNING,
+            (ProcStatus::Stopped, None) => TaskStatus::STOPPED,
+        };
+        resp.status = status.into();
+        resp.stdin = p.stdio.stdin.clone();
+        resp.stdout = p.stdio.stdout.clone();
+        resp.stderr = p.stdio.stderr.clone();
+        resp.terminal = p.stdio.terminal;
+        if let Some(e) = p.exit {
+            resp.exit_status = e.code as u32;
+            resp.exited_at = timestamp(e.exited_at);
+        }
+        Ok(resp)
+    }
+
+    fn kill(&self, r: api::KillRequest) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let signal = i32::try_from(r.signal).map_err(|_| invalid("signal out of range"))?;
+        let runc = {
+            let tasks = self.lock();
+            let c = tasks
+                .container(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            if !r.exec_id.is_empty() {
+                let p = c
+                    .execs
+                    .get(&r.exec_id)
+                    .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
+                if p.exit.is_some() {
+                    return Err(not_found("process already finished"));
+                }
+                if p.pid <= 0 {
+                    return Err(not_found(format!("process {} not started", r.exec_id)));
+                }
+                // Signalled under the table lock: the reaper cannot reap (and the kernel
+                // cannot recycle) the pid meanwhile; the pidfd makes it exact anyway.
+                let sent = match &p.pidfd {
+                    Some(fd) => crate::supervisor::pidfd::send_signal(fd, signal),
+                    None => nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p.pid),
+                        nix::sys::signal::Signal::try_from(signal)
+                            .map_err(|_| invalid(format!("bad signal {signal}")))?,
+                    )
+                    .map_err(std::io::Error::from),
+                };
+                return match sent {
+                    Ok(()) => Ok(Default::default()),
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                        Err(not_found("process already finished"))
+                    }
+                    Err(e) => Err(internal(format!("kill: {e}"))),
+                };
+            }
+            if c.init.exit.is_some() && !r.all {
+                return Err(not_found("process already finished"));
+            }
+            c.runc.clone()
+        };
+        match runc.kill(&r.id, signal, r.all) {
+            Ok(()) => Ok(Default::default()),
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("container not running")
+                    || msg.contains("process already finished")
+                    || msg.contains("no such process")
+                {
+                    Err(not_found("process already finished"))
+                } else {
+                    Err(from_runc(e))
+                }
+            }
+        }
+    }
+
+    fn pids(&self, r: api::PidsRequest) -> RpcResult<api::PidsResponse> {
+        let (runc, execs) = {
+            let tasks = self.lock();
+            let c = tasks
+                .container(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            let execs: HashMap<i32, String> = c
+                .execs
+                .values()
+                .filter(|p| p.pid > 0)
+                .map(|p| (p.pid, p.exec_id.clone()))
+                .collect();
+            (c.runc.clone(), execs)
+        };
+        let pids = runc.ps(&r.id).map_err(from_runc)?;
+        let mut resp = api::PidsResponse::new();
+        for pid in pids {
+            let mut info = ProcessInfo::new();
+            info.pid = pid.max(0) as u32;
+            if let Some(exec_id) = execs.get(&pid) {
+                let mut d = containerd_shim_protos::shim::oci::ProcessDetails::new();
+                d.exec_id = exec_id.clone();
+                if let Ok(value) = d.write_to_bytes() {
+                    let mut any = Any::new();
+                    any.type_url = "containerd.runc.v1.ProcessDetails".into();
+                    any.value = value;
+                    info.info = MessageField::some(any);
+                }
+            }
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    fn pause(&self, r: api::PauseRequest) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let runc = self.runc_of(&r.id)?;
+        runc.pause(&r.id).map_err(from_runc)?;
+        if let Some(c) = self.lock().container_mut(&r.id) {
+            c.paused = true;
+        }
+        self.events.paused(&r.id);
+        Ok(Default::default())
+    }
+
+    fn resume(&self, r: api::ResumeRequest) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let runc = self.runc_of(&r.id)?;
+        runc.resume(&r.id).map_err(from_runc)?;
+        if let Some(c) = self.lock().container_mut(&r.id) {
+            c.paused = false;
+        }
+        self.events.resumed(&r.id);
+        Ok(Default::default())
+    }
+
+    fn runc_of(&self, id: &str) -> RpcResult<Runc> {
+        self.lock()
+            .container(id)
+            .map(|c| c.runc.clone())
+            .ok_or_else(|| not_found(format!("container {id} not found")))
+    }
+
+    fn checkpoint(
+        &self,
+        r: api::CheckpointTaskRequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let (runc, bundle) = {
+            let tasks = self.lock();
+            let c = tasks
+                .container(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            (c.runc.clone(), c.bundle.clone())
+        };
+        let copts = match r.options.as_ref() {
+            Some(a) => decode_checkpoint_options(&a.type_url, &a.value)
+                .map_err(|e| invalid(format!("checkpoint options: {e}")))?,
+            None => Default::default(),
+        };
+        let opts = self.container_options(&bundle);
+        let image = if !copts.image_path.is_empty() {
+            PathBuf::from(&copts.image_path)
+        } else {
+            PathBuf::from(&r.path)
+        };
+        let work = if !copts.work_path.is_empty() {
+            PathBuf::from(&copts.work_path)
+        } else {
+            work_path(&opts, &bundle)
+        };
+        runc.checkpoint(
+            &r.id,
+            &CheckpointOpts {
+                image_path: image.clone(),
+                work_path: Some(work),
+                leave_running: !copts.exit,
+                tcp_established: copts.open_tcp,
+                ext_unix_sk: copts.external_unix_sockets,
+                shell_job: copts.terminal,
+                file_locks: copts.file_locks,
+                empty_ns: copts.empty_namespaces.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(from_runc)?;
+        self.events.checkpointed(&r.id, &image.to_string_lossy());
+        Ok(Default::default())
+    }
+
+    fn update(
+        &self,
+        r: api::UpdateTaskRequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        let runc = self.runc_of(&r.id)?;
+        let resources = r
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| invalid("update without resources"))?;
+        runc.update(&r.id, &resources).map_err(from_runc)?;
+        Ok(Default::default())
+    }
+
+    fn stats(&self, r: api::StatsRequest) -> RpcResult<api::StatsResponse> {
+        let pid = {
+            let tasks = self.lock();
+            let c = tasks
+                .container(&r.id)
+                .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
+            if !c.init.is_alive() {
+                return Err(not_found(format!("container {} is not running", r.id)));
+            }
+            c.init.pid
+        };
+        let (type_url, value) = crate::cgroups::metrics::collect_metrics(pid)
+            .map_err(|e| internal(format!("stats: {e}")))?;
+        let mut any = Any::new();
+        any.type_url = type_url;
+        any.value = value;
+        let mut resp = api::StatsResponse::new();
+        resp.stats = MessageField::some(any);
+        Ok(resp)
+    }
+
+    fn connect(&self, r: api::ConnectRequest) -> RpcResult<api::ConnectResponse> {
+        let mut resp = api::ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.version = env!("CARGO_PKG_VERSION").into();
+        if let Some(c) = self.lock().container(&r.id) {
+            resp.task_pid = c.init.pid.max(0) as u32;
+        }
+        Ok(resp)
+    }
+
+    fn shutdown(
+        &self,
+        _r: api::ShutdownRequest,
+    ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
+        if self.lock().containers.is_empty() {
+            self.post(LoopMsg::Shutdown);
+        }
+        Ok(Default::default())
+    }
+
+    fn wait(&self, conn: u32, stream: u32, r: &api::WaitRequest) -> Option<Reply> {
+        let mut tasks = self.lock();
+        let reported = tasks.init_exit_reported(&r.id);
+        let Some(c) = tasks.container_mut(&r.id) else {
+            return Some(Err(not_found(format!("container {} not found", r.id))));
+        };
+        let Some(p) = c.process_mut(&r.exec_id) else {
+            return Some(Err(not_found(format!("process {} not found", r.exec_id))));
+        };
+        let done = p.exit.filter(|_| !r.exec_id.is_empty() || reported);
+        match done {
+            Some(e) => Some(wait_reply(e.code, e.exited_at)),
+            None => {
+                p.waiters.push((conn, stream));
+                None
+            }
+        }
+    }
+}
+
+/// Decodes a request, runs the handler, encodes the response.
+fn call<Req: protobuf::MessageFull, Resp: Message>(
+    payload: &[u8],
+    f: impl FnOnce(Req) -> RpcResult<Resp>,
+) -> Reply {
+    let req = Req::parse_from_bytes(payload)
+        .map_err(|e| invalid(format!("bad {}: {e}", Req::descriptor().name())))?;
+    let resp = f(req)?;
+    resp.write_to_bytes()
+        .map_err(|e| internal(format!("encode response: {e}")))
+}
+
+fn wait_reply(code: i32, at: SystemTime) -> Reply {
+    let mut w = api::WaitResponse::new();
+    w.exit_status = code as u32;
+    w.exited_at = timestamp(at);
+    w.write_to_bytes()
+        .map_err(|e| internal(format!("encode wait response: {e}")))
+}
+
+fn delete_response(pid: i32, exit: Option<fifo::ExitRecord>) -> api::DeleteResponse {
+    let mut d = api::DeleteResponse::new();
+    d.pid = pid.max(0) as u32;
+    let (code, at) = exit
+        .map(|e| (e.code, e.exited_at))
+        .unwrap_or((0, SystemTime::now()));
+    d.exit_status = code as u32;
+    d.exited_at = timestamp(at);
+    d
+}
+
+fn find<'a>(tasks: &'a Tasks, id: &str, exec_id: &str) -> RpcResult<&'a Process> {
+    tasks
+        .container(id)
+        .ok_or_else(|| not_found(format!("container {id} not found")))?
+        .process(exec_id)
+        .ok_or_else(|| not_found(format!("process {exec_id} not found")))
+}
+
+fn read_pid(path: &Path) -> RpcResult<i32> {
+    match fifo::read_pid_file(path) {
+        Ok(Some(pid)) => Ok(pid),
+        Ok(None) => Err(internal(format!(
+            "runc wrote no pid file at {}",
+            path.display()
+        ))),
+        Err(e) => Err(internal(e.to_string())),
+    }
+}
+
+fn owner(opts: &RuncOptions) -> Option<(u32, u32)> {
+    (opts.io_uid != 0 || opts.io_gid != 0).then_some((opts.io_uid, opts.io_gid))
+}
+
+fn work_path(opts: &RuncOptions, bundle: &Path) -> PathBuf {
+    if opts.criu_work_path.is_empty() {
+        bundle.join("work")
+    } else {
+        PathBuf::from(&opts.criu_work_path)
+    }
+}
+
+fn display_id(id: &str, exec_id: &str) -> String {
+    if exec_id.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id}/{exec_id}")
+    }
+}

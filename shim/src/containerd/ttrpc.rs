@@ -1,0 +1,274 @@
+//! The server side of the ttrpc wire protocol on non-blocking unix sockets, driven by the
+//! shim's single event loop (the ttrpc crate's own server spends several threads per
+//! connection; a shim resident for every container cannot afford that).
+//!
+//! A frame is a 10-byte header (u32 length, u32 stream id, u8 type, u8 flags, big endian)
+//! followed by a protobuf `ttrpc.Request` or `ttrpc.Response`.
+
+use protobuf::{Message, MessageField};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use ttrpc::proto::{Code, Request, Response, Status};
+
+const HEADER_LEN: usize = 10;
+/// ttrpc's own limit on a message.
+const MAX_MESSAGE: usize = 4 << 20;
+const TYPE_REQUEST: u8 = 1;
+const TYPE_RESPONSE: u8 = 2;
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub stream_id: u32,
+    /// e.g. `containerd.task.v2.Task`
+    pub service: String,
+    /// e.g. `Create`
+    pub method: String,
+    pub payload: Vec<u8>,
+}
+
+/// The outcome of a call, as sent back.
+pub type Reply = Result<Vec<u8>, Status>;
+
+/// Builds a ttrpc status.
+pub fn status(code: Code, message: impl Into<String>) -> Status {
+    let mut s = Status::new();
+    s.code = code.into();
+    s.message = message.into();
+    s
+}
+
+/// One client connection: buffered reads, buffered non-blocking writes.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+}
+
+/// What reading produced.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    pub requests: Vec<Incoming>,
+    /// Requests that could not be decoded, answered with an error right away.
+    pub rejected: Vec<(u32, Status)>,
+    /// The peer closed the connection or broke the protocol: drop it.
+    pub closed: bool,
+}
+
+impl Connection {
+    /// Wraps an accepted stream (switched to non-blocking).
+    pub fn new(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Connection {
+            stream,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+        })
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Reads everything available and decodes complete frames.
+    pub fn read(&mut self) -> ReadOutcome {
+        let mut out = ReadOutcome::default();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    out.closed = true;
+                    break;
+                }
+                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    out.closed = true;
+                    break;
+                }
+            }
+        }
+        if decode_frames(&mut self.rbuf, &mut out).is_err() {
+            out.closed = true;
+        }
+        out
+    }
+
+    /// Queues a response and writes what the socket takes now.
+    /// Returns true when bytes remain queued (the loop should wait for writability).
+    pub fn respond(&mut self, stream_id: u32, reply: Reply) -> io::Result<bool> {
+        let mut response = Response::new();
+        match reply {
+            Ok(payload) => {
+                response.status = MessageField::some(status(Code::OK, ""));
+                response.payload = payload;
+            }
+            Err(st) => response.status = MessageField::some(st),
+        }
+        let body = response
+            .write_to_bytes()
+            .map_err(|e| io::Error::other(format!("encode ttrpc response: {e}")))?;
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        self.wbuf
+            .extend_from_slice(&header(body.len(), stream_id, TYPE_RESPONSE));
+        self.wbuf.extend_from_slice(&body);
+        self.flush()
+    }
+
+    /// Writes queued bytes; returns true while some remain.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        // Do not keep a large buffer around after a burst.
+        if self.wbuf.capacity() > 64 * 1024 {
+            self.wbuf.shrink_to(4096);
+        }
+        Ok(false)
+    }
+}
+
+fn header(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    h[4..8].copy_from_slice(&stream_id.to_be_bytes());
+    h[8] = kind;
+    h
+}
+
+/// Decodes the complete frames at the front of `buf` (removing them). Err means the peer
+/// broke the protocol (an oversized frame): the connection must be dropped.
+fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), ()> {
+    let mut pos = 0;
+    while buf.len() - pos >= HEADER_LEN {
+        let h = &buf[pos..pos + HEADER_LEN];
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let stream_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let kind = h[8];
+        if len > MAX_MESSAGE {
+            return Err(());
+        }
+        if buf.len() - pos < HEADER_LEN + len {
+            break;
+        }
+        let body = &buf[pos + HEADER_LEN..pos + HEADER_LEN + len];
+        pos += HEADER_LEN + len;
+        if kind != TYPE_REQUEST {
+            // Data frames belong to streaming RPCs, which the task service has none of.
+            continue;
+        }
+        match Request::parse_from_bytes(body) {
+            Ok(req) => out.requests.push(Incoming {
+                stream_id,
+                service: req.service,
+                method: req.method,
+                payload: req.payload,
+            }),
+            Err(e) => out.rejected.push((
+                stream_id,
+                status(Code::INVALID_ARGUMENT, format!("bad ttrpc request: {e}")),
+            )),
+        }
+    }
+    buf.drain(..pos);
+    if buf.capacity() > 64 * 1024 && buf.len() < 4096 {
+        buf.shrink_to(4096);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_frame(stream_id: u32, method: &str, payload: &[u8]) -> Vec<u8> {
+        let mut req = Request::new();
+        req.service = "containerd.task.v2.Task".into();
+        req.method = method.into();
+        req.payload = payload.to_vec();
+        let body = req.write_to_bytes().unwrap();
+        let mut f = header(body.len(), stream_id, TYPE_REQUEST).to_vec();
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn decodes_frames_split_anywhere() {
+        let mut wire = request_frame(1, "State", b"abc");
+        wire.extend(request_frame(3, "Pids", b""));
+        for split in 0..wire.len() {
+            let mut buf = wire[..split].to_vec();
+            let mut out = ReadOutcome::default();
+            decode_frames(&mut buf, &mut out).unwrap();
+            buf.extend_from_slice(&wire[split..]);
+            decode_frames(&mut buf, &mut out).unwrap();
+            assert_eq!(out.requests.len(), 2, "split at {split}");
+            assert_eq!(out.requests[0].method, "State");
+            assert_eq!(out.requests[0].payload, b"abc");
+            assert_eq!(out.requests[1].stream_id, 3);
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn rejects_oversized_frames_and_bad_bodies() {
+        let mut buf = header(MAX_MESSAGE + 1, 1, TYPE_REQUEST).to_vec();
+        assert!(decode_frames(&mut buf, &mut ReadOutcome::default()).is_err());
+
+        let mut buf = header(3, 5, TYPE_REQUEST).to_vec();
+        buf.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let mut out = ReadOutcome::default();
+        decode_frames(&mut buf, &mut out).unwrap();
+        assert!(out.requests.is_empty());
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].0, 5);
+    }
+
+    #[test]
+    fn round_trip_over_a_socket() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server).unwrap();
+        (&client)
+            .write_all(&request_frame(7, "Connect", b"x"))
+            .unwrap();
+        let out = conn.read();
+        assert_eq!(out.requests.len(), 1);
+        assert!(!conn.respond(7, Ok(b"reply".to_vec())).unwrap());
+        assert!(!conn
+            .respond(9, Err(status(Code::NOT_FOUND, "nope")))
+            .unwrap());
+        let mut got = vec![0u8; 1024];
+        client.set_nonblocking(true).unwrap();
+        let n = (&client).read(&mut got).unwrap();
+        let mut pos = 0;
+        let mut replies = Vec::new();
+        while pos < n {
+            let len = u32::from_be_bytes(got[pos..pos + 4].try_into().unwrap()) as usize;
+            let sid = u32::from_be_bytes(got[pos + 4..pos + 8].try_into().unwrap());
+            assert_eq!(got[pos + 8], TYPE_RESPONSE);
+            let r = Response::parse_from_bytes(&got[pos + 10..pos + 10 + len]).unwrap();
+            replies.push((sid, r));
+            pos += 10 + len;
+        }
+        assert_eq!(replies[0].0, 7);
+        assert_eq!(replies[0].1.payload, b"reply");
+        assert_eq!(replies[1].1.status.code, Code::NOT_FOUND.into());
+        drop(client);
+        assert!(conn.read().closed);
+    }
+}

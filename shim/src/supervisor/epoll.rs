@@ -1,0 +1,214 @@
+//! A thin epoll wrapper with typed tokens and a cross-thread waker.
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// What an epoll registration stands for: the kind in the high 32 bits, an index below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Token {
+    Listener,
+    Signals,
+    Waker,
+    Conn(u32),
+    Pump(u32),
+    Oom(u32),
+}
+
+impl Token {
+    fn encode(self) -> u64 {
+        match self {
+            Token::Listener => 1 << 32,
+            Token::Signals => 2 << 32,
+            Token::Waker => 3 << 32,
+            Token::Conn(n) => (4 << 32) | u64::from(n),
+            Token::Pump(n) => (5 << 32) | u64::from(n),
+            Token::Oom(n) => (6 << 32) | u64::from(n),
+        }
+    }
+
+    fn decode(raw: u64) -> Option<Token> {
+        let n = (raw & 0xffff_ffff) as u32;
+        Some(match raw >> 32 {
+            1 => Token::Listener,
+            2 => Token::Signals,
+            3 => Token::Waker,
+            4 => Token::Conn(n),
+            5 => Token::Pump(n),
+            6 => Token::Oom(n),
+            _ => return None,
+        })
+    }
+}
+
+/// An epoll instance; `&self` methods are safe to call from any thread (epoll_ctl is).
+#[derive(Debug)]
+pub struct Poller {
+    epoll: Epoll,
+}
+
+/// Readiness reported for one token.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+    pub hangup: bool,
+}
+
+impl Poller {
+    /// A new close-on-exec epoll instance.
+    pub fn new() -> io::Result<Self> {
+        Ok(Poller {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    /// Level-triggered interest in readability.
+    pub fn add_readable(&self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        self.epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token.encode()))?;
+        Ok(())
+    }
+
+    /// Edge-triggered interest in readability and/or writability (the pumps drain until
+    /// EAGAIN on every wakeup, so edges are enough and idle fds never spin the loop).
+    pub fn add_edge(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut flags = EpollFlags::EPOLLET | EpollFlags::EPOLLRDHUP;
+        if read {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if write {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        self.epoll.add(fd, EpollEvent::new(flags, token.encode()))?;
+        Ok(())
+    }
+
+    /// Switches a level-triggered registration between read-only and read+write interest.
+    pub fn set_writable_interest(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut flags = EpollFlags::EPOLLIN;
+        if write {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut event = EpollEvent::new(flags, token.encode());
+        self.epoll.modify(fd, &mut event)?;
+        Ok(())
+    }
+
+    /// Removes a registration; a missing one is fine (the fd may already be closed).
+    pub fn remove(&self, fd: BorrowedFd<'_>) {
+        let _ = self.epoll.delete(fd);
+    }
+
+    /// Waits for events (retrying EINTR) and returns them decoded.
+    pub fn wait(&self, timeout_ms: Option<u16>, out: &mut Vec<Ready>) -> io::Result<()> {
+        let mut events = [EpollEvent::empty(); 32];
+        let timeout = match timeout_ms {
+            Some(ms) => EpollTimeout::from(ms),
+            None => EpollTimeout::NONE,
+        };
+        let n = loop {
+            match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        out.clear();
+        for ev in events.iter().take(n) {
+            if let Some(token) = Token::decode(ev.data()) {
+                let f = ev.events();
+                out.push(Ready {
+                    token,
+                    readable: f.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLPRI),
+                    writable: f.contains(EpollFlags::EPOLLOUT),
+                    hangup: f.intersects(
+                        EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wakes the loop from another thread (an eventfd registered as [`Token::Waker`]).
+#[derive(Debug)]
+pub struct Waker {
+    fd: EventFd,
+}
+
+impl Waker {
+    /// A non-blocking, close-on-exec eventfd.
+    pub fn new() -> io::Result<Self> {
+        Ok(Waker {
+            fd: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Makes the loop's next wait return. Never blocks.
+    pub fn wake(&self) {
+        let _ = self.fd.arm();
+    }
+
+    /// Resets the counter after a wakeup.
+    pub fn drain(&self) {
+        let _ = self.fd.read();
+    }
+}
+
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for t in [
+            Token::Listener,
+            Token::Signals,
+            Token::Waker,
+            Token::Conn(7),
+            Token::Pump(u32::MAX),
+            Token::Oom(0),
+        ] {
+            assert_eq!(Token::decode(t.encode()), Some(t));
+        }
+        assert_eq!(Token::decode(99 << 32), None);
+    }
+
+    #[test]
+    fn waker_wakes_the_poller() {
+        let poller = Poller::new().unwrap();
+        let waker = Waker::new().unwrap();
+        poller.add_readable(waker.as_fd(), Token::Waker).unwrap();
+        let mut out = Vec::new();
+        poller.wait(Some(0), &mut out).unwrap();
+        assert!(out.is_empty());
+        waker.wake();
+        poller.wait(Some(1000), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].token, Token::Waker);
+        waker.drain();
+        poller.wait(Some(0), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,215 @@
+//! One reaper for everything the supervisor is parent of.
+//!
+//! The supervisor is a child subreaper, so container processes (whose parent, runc, exits)
+//! are reparented to it and it must reap them with `waitpid(-1)`. That same call would
+//! steal the exit status of a runc invocation another thread is waiting for — the bug
+//! every shim has had. [`RuncMonitor`] closes that hole: runc children are registered
+//! under a lock while they are spawned, the reaper hands their status over instead of
+//! treating it as a container exit, and the monitor also reaps its own child directly, so
+//! it works even when no reaper loop runs (the `delete` action, tests).
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use runc_wrapper::ProcessMonitor;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// A child that exited and is not a runc invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildExit {
+    pub pid: i32,
+    /// Raw wait(2) status.
+    pub status: i32,
+    pub at: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct RuncChildren {
+    /// runc invocations started through the monitor and not yet waited for.
+    running: HashSet<i32>,
+    /// Their statuses, when the reaper got there first.
+    done: HashMap<i32, i32>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    children: Mutex<RuncChildren>,
+    reaped: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, RuncChildren> {
+        // A poisoned lock only means another thread panicked while holding it; the sets
+        // are still consistent (every update is a single insert/remove).
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Collects child exits for the supervisor's loop.
+#[derive(Debug, Clone, Default)]
+pub struct Reaper {
+    shared: Arc<Shared>,
+}
+
+impl Reaper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The [`ProcessMonitor`] to give every `Runc` this supervisor uses.
+    pub fn monitor(&self) -> Arc<dyn ProcessMonitor> {
+        Arc::new(RuncMonitor {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Reaps every child that has exited (never blocks). runc invocations are handed to
+    /// their monitor; every other exit is returned in reap order.
+    ///
+    /// Callers that track processes by pid call this while holding the lock that guards
+    /// their process table, so a pid cannot be reaped (and recycled) between a lookup and
+    /// a signal.
+    pub fn reap(&self) -> Vec<ChildExit> {
+        let mut exits = Vec::new();
+        loop {
+            let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), (code & 0xff) << 8),
+                Ok(WaitStatus::Signaled(pid, sig, core)) => {
+                    (pid.as_raw(), sig as i32 | if core { 0x80 } else { 0 })
+                }
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue, // stopped/continued: not an exit
+                Err(Errno::EINTR) => continue,
+                Err(_) => break, // ECHILD: no children at all
+            };
+            let mut children = self.shared.lock();
+            if children.running.contains(&pid) {
+                children.done.insert(pid, status);
+                drop(children);
+                self.shared.reaped.notify_all();
+            } else {
+                drop(children);
+                exits.push(ChildExit {
+                    pid,
+                    status,
+                    at: SystemTime::now(),
+                });
+            }
+        }
+        exits
+    }
+}
+
+/// Starts runc children registered with the reaper and waits for them without racing it.
+#[derive(Debug)]
+struct RuncMonitor {
+    shared: Arc<Shared>,
+}
+
+impl ProcessMonitor for RuncMonitor {
+    fn start(&self, cmd: &mut Command) -> io::Result<Child> {
+        // Hold the lock across spawn: a reaper that collects the child before it is
+        // registered blocks on this lock, then finds it registered.
+        let mut children = self.shared.lock();
+        let child = cmd.spawn()?;
+        children.running.insert(child.id() as i32);
+        Ok(child)
+    }
+
+    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
+        let pid = child.id() as i32;
+        // Reap it ourselves if the reaper has not: one of the two calls gets the status,
+        // the other sees ECHILD.
+        let direct = loop {
+            match waitpid(Pid::from_raw(pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => break Some((code & 0xff) << 8),
+                Ok(WaitStatus::Signaled(_, sig, core)) => {
+                    break Some(sig as i32 | if core { 0x80 } else { 0 })
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut children = self.shared.lock();
+        if let Some(raw) = direct {
+            children.running.remove(&pid);
+            children.done.remove(&pid);
+            return Ok(ExitStatus::from_raw(raw));
+        }
+        loop {
+            if let Some(raw) = children.done.remove(&pid) {
+                children.running.remove(&pid);
+                return Ok(ExitStatus::from_raw(raw));
+            }
+            if !children.running.contains(&pid) {
+                return Err(io::Error::other(format!(
+                    "exit status of runc child {pid} was lost"
+                )));
+            }
+            children = self
+                .shared
+                .reaped
+                .wait(children)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `waitpid(-1)` would steal the children of tests running in parallel in this
+    /// process, so the real check runs alone in a child copy of the test binary.
+    #[test]
+    fn monitor_gets_the_status_even_when_the_reaper_runs_concurrently() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "--nocapture"])
+            .arg("supervisor::reaper::tests::isolated_monitor_and_reaper")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    #[test]
+    #[ignore = "run by monitor_gets_the_status_even_when_the_reaper_runs_concurrently"]
+    fn isolated_monitor_and_reaper() {
+        let reaper = Reaper::new();
+        let monitor = reaper.monitor();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (reaper.clone(), stop.clone());
+        let collector = std::thread::spawn(move || {
+            let mut others = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                others.extend(r.reap());
+                std::thread::yield_now();
+            }
+            others
+        });
+        for code in [0, 3, 7, 0, 1] {
+            let mut child = monitor
+                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
+                .unwrap();
+            let status = monitor.wait(&mut child).unwrap();
+            assert_eq!(status.code(), Some(code));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let others = collector.join().unwrap();
+        assert!(
+            others.is_empty(),
+            "no runc child reported as a container exit: {others:?}"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! Signal handling for a supervisor: the signals it cares about are blocked and read from
+//! a signalfd inside the event loop, so there are no async signal handlers at all.
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::io;
+
+/// The signals routed to the loop: children exiting, and the polite ways to stop us.
+pub fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(sig);
+    }
+    set
+}
+
+/// Blocks [`handled`] in the calling thread (threads spawned later inherit the mask, so
+/// call this before spawning any) and returns a non-blocking signalfd that reads them.
+///
+/// Children do not inherit the blocked mask: std's process spawning resets it.
+pub fn block_and_open() -> io::Result<SignalFd> {
+    let set = handled();
+    set.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+/// Drains the signalfd; returns the signals seen (duplicates folded).
+pub fn drain(fd: &mut SignalFd) -> Vec<Signal> {
+    let mut seen = Vec::new();
+    while let Ok(Some(info)) = fd.read_signal() {
+        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+            if !seen.contains(&sig) {
+                seen.push(sig);
+            }
+        }
+    }
+    seen
+}

@@ -1,0 +1,404 @@
+//! The process table: containers, their processes, and what happens when a process exits.
+//!
+//! Rules it enforces (the races every shim has had):
+//! - an exit that arrives while its process is still being started is held until the
+//!   start has been reported, so TaskStart/ExecStarted always come before TaskExit;
+//! - an exit reaped before the process's pid is known (a fast exec) is kept, keyed by
+//!   pid, and claimed when the pid is registered;
+//! - the init process's exit is reported after the exits of its exec processes;
+//! - pids are only looked up and signalled under the table's lock, and the reaper reaps
+//!   under the same lock, so a recycled pid is never signalled (pidfds on top).
+
+use crate::supervisor::reaper::ChildExit;
+use fifo::ExitRecord;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::supervisor::stdio::StdioConfig;
+
+/// Where a process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcStatus {
+    /// Defined (exec) or created by runc (init), not started.
+    Created,
+    Running,
+    Stopped,
+}
+
+/// Someone waiting for a process to exit: a ttrpc call to answer (connection, stream).
+pub type Waiter = (u32, u32);
+
+/// One process of a container: the init (exec id "") or an exec.
+#[derive(Debug)]
+pub struct Process {
+    pub exec_id: String,
+    pub pid: i32,
+    pub pidfd: Option<OwnedFd>,
+    pub status: ProcStatus,
+    pub exit: Option<ExitRecord>,
+    /// A start is in flight: exits are held in `pending_exit` until it is reported.
+    pub starting: bool,
+    pub pending_exit: Option<ExitRecord>,
+    pub stdio: StdioConfig,
+    /// The OCI process spec of an exec (JSON).
+    pub spec: Vec<u8>,
+    /// Dropping it closes the process's stdin (CloseIO).
+    pub stdin_closer: Option<File>,
+    /// The pty master, for resizing.
+    pub console: Option<File>,
+    /// Pumps of this process still moving bytes.
+    pub open_pumps: usize,
+    pub waiters: Vec<Waiter>,
+}
+
+impl Process {
+    pub fn new(exec_id: &str, stdio: StdioConfig, spec: Vec<u8>) -> Self {
+        Process {
+            exec_id: exec_id.to_string(),
+            pid: 0,
+            pidfd: None,
+            status: ProcStatus::Created,
+            exit: None,
+            starting: false,
+            pending_exit: None,
+            stdio,
+            spec,
+            stdin_closer: None,
+            console: None,
+            open_pumps: 0,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Running, or created with a live pid (an init before start).
+    pub fn is_alive(&self) -> bool {
+        self.exit.is_none() && self.pid > 0
+    }
+}
+
+/// A container: its init process and execs.
+#[derive(Debug)]
+pub struct Container {
+    pub bundle: PathBuf,
+    pub init: Process,
+    pub execs: HashMap<String, Process>,
+    pub paused: bool,
+    /// No pid namespace of its own: the init's exit does not end the other processes, so
+    /// the supervisor kills them.
+    pub shares_pid_ns: bool,
+    /// The init exited while execs still ran; reported once they are gone.
+    pub deferred_init_exit: Option<ExitRecord>,
+    /// Where the rootfs was mounted by us (to unmount on delete).
+    pub rootfs_mounted: Option<PathBuf>,
+    /// The runc driver for this container (its binary, root and log).
+    pub runc: runc_wrapper::Runc,
+}
+
+impl Container {
+    pub fn process(&self, exec_id: &str) -> Option<&Process> {
+        if exec_id.is_empty() {
+            Some(&self.init)
+        } else {
+            self.execs.get(exec_id)
+        }
+    }
+
+    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
+    }
+
+    fn running_execs(&self) -> usize {
+        self.execs.values().filter(|p| p.is_alive()).count()
+    }
+}
+
+/// A process exit the faces report (TaskExit, answers to Wait, the exitcode file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exited {
+    pub container_id: String,
+    pub exec_id: String,
+    pub pid: i32,
+    pub record: ExitRecord,
+    pub waiters: Vec<Waiter>,
+}
+
+/// Most unclaimed exits kept (exits of processes the table does not know, e.g. a logger,
+/// or an exec whose pid is not registered yet).
+const MAX_UNCLAIMED: usize = 1024;
+
+/// The process table.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    pub containers: HashMap<String, Container>,
+    pids: HashMap<i32, (String, String)>,
+    unclaimed: HashMap<i32, ExitRecord>,
+}
+
+impl Tasks {
+    pub fn container(&self, id: &str) -> Option<&Container> {
+        self.containers.get(id)
+    }
+
+    pub fn container_mut(&mut self, id: &str) -> Option<&mut Container> {
+        self.containers.get_mut(id)
+    }
+
+    /// Records that `pid` is process `exec_id` of `container_id`, and returns an exit the
+    /// reaper already collected for it. Opens a pidfd while the pid cannot have been
+    /// recycled (the caller holds the table lock, under which the reaper reaps).
+    pub fn register_pid(
+        &mut self,
+        container_id: &str,
+        exec_id: &str,
+        pid: i32,
+    ) -> Option<ExitRecord> {
+        let early = self.unclaimed.remove(&pid);
+        self.pids
+            .insert(pid, (container_id.to_string(), exec_id.to_string()));
+        if let Some(p) = self
+            .containers
+            .get_mut(container_id)
+            .and_then(|c| c.process_mut(exec_id))
+        {
+            p.pid = pid;
+            if early.is_none() {
+                p.pidfd = crate::supervisor::pidfd::open(pid).ok();
+            }
+        }
+        early
+    }
+
+    /// Forgets a process's pid (on delete).
+    pub fn unregister_pid(&mut self, pid: i32) {
+        self.pids.remove(&pid);
+    }
+
+    /// Books the exits the reaper collected. Returns the exits to report now, in order.
+    pub fn on_exits(&mut self, exits: &[ChildExit]) -> Vec<Exited> {
+        let mut report = Vec::new();
+        for exit in exits {
+            let record = ExitRecord::from_wait_status(exit.status, exit.at);
+            let Some((cid, eid)) = self.pids.get(&exit.pid).cloned() else {
+                if self.unclaimed.len() >= MAX_UNCLAIMED {
+                    self.unclaimed.clear();
+                }
+                self.unclaimed.insert(exit.pid, record);
+                continue;
+            };
+            let Some(process) = self
+                .containers
+                .get_mut(&cid)
+                .and_then(|c| c.process_mut(&eid))
+            else {
+                continue;
+            };
+            if process.exit.is_some() {
+                continue;
+            }
+            if process.starting {
+                process.pending_exit = Some(record);
+                continue;
+            }
+            self.finish_exit(&cid, &eid, record, &mut report);
+        }
+        report
+    }
+
+    /// Marks a start as reported; returns the exit that arrived meanwhile, now reported.
+    pub fn start_done(&mut self, container_id: &str, exec_id: &str) -> Vec<Exited> {
+        let mut report = Vec::new();
+        let pending = self
+            .containers
+            .get_mut(container_id)
+            .and_then(|c| c.process_mut(exec_id))
+            .and_then(|p| {
+                p.starting = false;
+                p.pending_exit.take()
+            });
+        if let Some(record) = pending {
+            self.finish_exit(container_id, exec_id, record, &mut report);
+        }
+        report
+    }
+
+    /// Records an exit and decides what to report: an exec's exit at once (and then a
+    /// deferred init exit if it was the last exec); the init's once no exec runs.
+    pub fn finish_exit(
+        &mut self,
+        container_id: &str,
+        exec_id: &str,
+        record: ExitRecord,
+        report: &mut Vec<Exited>,
+    ) {
+        let Some(container) = self.containers.get_mut(container_id) else {
+            return;
+        };
+        let Some(process) = container.process_mut(exec_id) else {
+            return;
+        };
+        process.status = ProcStatus::Stopped;
+        process.exit = Some(record);
+        process.pidfd = None;
+        let pid = process.pid;
+        if exec_id.is_empty() {
+            if container.shares_pid_ns {
+                // The kernel does not end them for us: they would outlive their container.
+                for exec in container.execs.values() {
+                    if let Some(fd) = &exec.pidfd {
+                        let _ = crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL);
+                    }
+                }
+            }
+            if container.running_execs() > 0 {
+                container.deferred_init_exit = Some(record);
+                return;
+            }
+            let waiters = std::mem::take(&mut container.init.waiters);
+            report.push(Exited {
+                container_id: container_id.to_string(),
+                exec_id: String::new(),
+                pid,
+                record,
+                waiters,
+            });
+            return;
+        }
+        let waiters = std::mem::take(&mut process.waiters);
+        report.push(Exited {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            record,
+            waiters,
+        });
+        if container.running_execs() == 0 {
+            if let Some(init_record) = container.deferred_init_exit.take() {
+                let waiters = std::mem::take(&mut container.init.waiters);
+                report.push(Exited {
+                    container_id: container_id.to_string(),
+                    exec_id: String::new(),
+                    pid: container.init.pid,
+                    record: init_record,
+                    waiters,
+                });
+            }
+        }
+    }
+
+    /// Removes a container and its pids from the table.
+    pub fn remove_container(&mut self, id: &str) -> Option<Container> {
+        let c = self.containers.remove(id)?;
+        self.pids.remove(&c.init.pid);
+        for e in c.execs.values() {
+            self.pids.remove(&e.pid);
+        }
+        Some(c)
+    }
+
+    /// Whether the init exit of a container has been reported (or nothing runs).
+    pub fn init_exit_reported(&self, id: &str) -> bool {
+        self.containers
+            .get(id)
+            .map(|c| c.init.exit.is_some() && c.deferred_init_exit.is_none())
+            .unwrap_or(true)
+    }
+}
+
+/// The time an exit happened, for protobuf timestamps.
+pub fn unix_time(t: SystemTime) -> (i64, i32) {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i32),
+        Err(_) => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_with(id: &str) -> Tasks {
+        let mut t = Tasks::default();
+        t.containers.insert(
+            id.into(),
+            Container {
+                bundle: "/b".into(),
+                init: Process::new("", StdioConfig::default(), Vec::new()),
+                execs: HashMap::new(),
+                paused: false,
+                shares_pid_ns: false,
+                deferred_init_exit: None,
+                rootfs_mounted: None,
+                runc: runc_wrapper::Runc::new(),
+            },
+        );
+        t
+    }
+
+    fn exit(pid: i32, code: i32) -> ChildExit {
+        ChildExit {
+            pid,
+            status: code << 8,
+            at: SystemTime::now(),
+        }
+    }
+
+    // Pids far above pid_max so register_pid's pidfd_open never finds a real process.
+    const P1: i32 = 1 << 30;
+    const P2: i32 = (1 << 30) + 1;
+
+    #[test]
+    fn exit_during_start_is_held_until_start_is_reported() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1);
+        t.container_mut("c").unwrap().init.starting = true;
+        assert!(t.on_exits(&[exit(P1, 3)]).is_empty());
+        let report = t.start_done("c", "");
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].record.code, 3);
+    }
+
+    #[test]
+    fn early_exec_exit_is_claimed_by_pid() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1);
+        t.container_mut("c").unwrap().execs.insert(
+            "e".into(),
+            Process::new("e", StdioConfig::default(), Vec::new()),
+        );
+        assert!(t.on_exits(&[exit(P2, 5)]).is_empty());
+        let early = t.register_pid("c", "e", P2).expect("claimed");
+        assert_eq!(early.code, 5);
+    }
+
+    #[test]
+    fn init_exit_is_reported_after_its_execs() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1);
+        let mut e = Process::new("e", StdioConfig::default(), Vec::new());
+        e.status = ProcStatus::Running;
+        t.container_mut("c").unwrap().execs.insert("e".into(), e);
+        t.register_pid("c", "e", P2);
+        assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "init held back");
+        assert!(!t.init_exit_reported("c"));
+        let report = t.on_exits(&[exit(P2, 0)]);
+        let order: Vec<_> = report.iter().map(|e| e.exec_id.as_str()).collect();
+        assert_eq!(order, ["e", ""]);
+        assert_eq!(report[1].record.code, 137);
+        assert!(t.init_exit_reported("c"));
+    }
+
+    #[test]
+    fn unknown_pids_do_not_grow_without_bound() {
+        let mut t = Tasks::default();
+        let exits: Vec<_> = (0..3000).map(|i| exit(P1 + i, 0)).collect();
+        t.on_exits(&exits);
+        assert!(t.unclaimed.len() <= MAX_UNCLAIMED);
+    }
+}
