@@ -64,9 +64,9 @@ fmt:
 bench:
 	@echo "make bench: the side-by-side benchmark against containerd-shim-runc-v2 is not built yet (issue 5)."; exit 2
 
-## demo: private containerd + a busybox container through tether (issue 3)
+## demo: private containerd + a busybox container through tether, then cleanup
 demo: deps build
-	@echo "make demo: the containerd face is not built yet (issue 3); 'make test' exercises runc-wrapper and fifo against real runc."; exit 2
+	tests/scripts/demo.sh $(CURDIR)/$(RELEASE_BIN)
 
 clean:
 	$(CARGO) clean

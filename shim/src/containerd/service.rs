@@ -320,6 +320,11 @@ impl Shim {
             deferred_init_exit: None,
             rootfs_mounted: mounted,
             runc,
+            cgroup_procs: if !spec.own_pid_namespace && pid > 0 {
+                crate::supervisor::kill_all::procs_file_of(pid)
+            } else {
+                None
+            },
         };
         let early = {
             let mut tasks = self.lock();
@@ -405,6 +410,13 @@ impl Shim {
             let mut tasks = self.lock();
             if !r.exec_id.is_empty() || restore {
                 early = tasks.register_pid(&r.id, &r.exec_id, pid);
+            }
+            if restore {
+                if let Some(c) = tasks.container_mut(&r.id) {
+                    if c.shares_pid_ns {
+                        c.cgroup_procs = crate::supervisor::kill_all::procs_file_of(pid);
+                    }
+                }
             }
             if let Some(p) = tasks
                 .container_mut(&r.id)
@@ -640,9 +652,15 @@ impl Shim {
             .as_ref()
             .map(|a| a.value.clone())
             .ok_or_else(|| invalid("exec without a process spec"))?;
-        if serde_json::from_slice::<serde_json::Value>(&spec).is_err() {
-            return Err(invalid("exec process spec is not valid JSON"));
-        }
+        // runc allocates a terminal from the process spec, containerd asks for one in the
+        // request: make them agree (containerd's client does not always set both).
+        let mut process: serde_json::Value = serde_json::from_slice(&spec)
+            .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
+        let Some(obj) = process.as_object_mut() else {
+            return Err(invalid("exec process spec is not a JSON object"));
+        };
+        obj.insert("terminal".into(), serde_json::Value::Bool(r.terminal));
+        let spec = serde_json::to_vec(&process).map_err(|e| internal(e.to_string()))?;
         {
             let mut tasks = self.lock();
             let c = tasks

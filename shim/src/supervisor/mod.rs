@@ -3,6 +3,7 @@
 //! runc invocation's status, pidfd-tracked processes, and non-blocking stdio pumps.
 
 pub mod epoll;
+pub mod kill_all;
 pub mod pidfd;
 pub mod pump;
 pub mod reaper;

@@ -95,6 +95,9 @@ pub struct Container {
     pub rootfs_mounted: Option<PathBuf>,
     /// The runc driver for this container (its binary, root and log).
     pub runc: runc_wrapper::Runc,
+    /// Its cgroup's process list, to kill what is left when a shared-pid-namespace init
+    /// dies.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Container {
@@ -255,6 +258,9 @@ impl Tasks {
                         let _ = crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL);
                     }
                 }
+                if let Some(procs) = &container.cgroup_procs {
+                    crate::supervisor::kill_all::kill_all(procs);
+                }
             }
             if container.running_execs() > 0 {
                 container.deferred_init_exit = Some(record);
@@ -336,6 +342,7 @@ mod tests {
                 deferred_init_exit: None,
                 rootfs_mounted: None,
                 runc: runc_wrapper::Runc::new(),
+                cgroup_procs: None,
             },
         );
         t
