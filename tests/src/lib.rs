@@ -8,11 +8,13 @@
 
 pub mod bundle;
 pub mod cleanup;
+pub mod containerd_env;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;
 
 pub use bundle::Bundle;
+pub use containerd_env::ContainerdEnv;
 pub use runc_env::RuncEnv;
 
 /// A short unique id for a container or process: `<prefix>-<pid>-<counter>`.

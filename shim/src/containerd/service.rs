@@ -219,9 +219,15 @@ impl Shim {
         let bundle = PathBuf::from(&r.bundle);
         let spec = crate::containerd::bundle::read_spec(&bundle).map_err(invalid)?;
         let mut opts = self.start_options.clone();
+        // containerd turns CriuImagePath into a restore only for runtimes named
+        // io.containerd.runc*; for any other name the options carry it to us.
+        let mut restore_from = r.checkpoint.clone();
         if let Some(any) = r.options.as_ref() {
             let task_opts = decode_options(&any.type_url, &any.value)
                 .map_err(|e| invalid(format!("runtime options: {e}")))?;
+            if restore_from.is_empty() {
+                restore_from = task_opts.criu_image_path.clone();
+            }
             opts = opts.merged_with(&task_opts);
         }
         let _ = std::fs::write(bundle.join("options.json"), opts.to_json());
@@ -259,10 +265,10 @@ impl Shim {
         let mut init = Process::new("", stdio_cfg.clone(), Vec::new());
         let mut pumps = Vec::new();
         let pid;
-        if !r.checkpoint.is_empty() {
+        if !restore_from.is_empty() {
             // Restored at Start, like the Go shim: the IO is set up then.
             pid = 0;
-            init.spec = r.checkpoint.clone().into_bytes();
+            init.spec = restore_from.clone().into_bytes();
         } else {
             let mut prepared = match stdio::prepare(&stdio_cfg, owner) {
                 Ok(p) => p,

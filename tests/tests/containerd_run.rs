@@ -1,0 +1,490 @@
+//! tether under a real containerd, driven by `ctr` exactly as a user would: each test has
+//! its own containerd (see `ContainerdEnv`) and ends by checking that nothing leaked.
+
+use std::process::Command;
+use std::time::Duration;
+use tether_tests::containerd_env::{ContainerdEnv, StdinAfter};
+
+/// Generous bound for polls (status changes, events): they normally take milliseconds.
+const POLL: Duration = Duration::from_secs(10);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Panics with everything useful unless `out` exited with `code`.
+fn assert_exit(env: &ContainerdEnv, out: &std::process::Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit status {}\nstdout: {}\nstderr: {}\n--- containerd log ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        env.log_tail()
+    );
+}
+
+#[test]
+fn run_rm_forwards_stdout_stderr_and_exit_code() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let out = env.ctr(&env.run_args(
+        &["--rm"],
+        &id,
+        &["/bin/sh", "-c", "echo out; echo err >&2; exit 7"],
+    ));
+    assert_exit(&env, &out, 7, "ctr run --rm");
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).contains("err"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.task_status(&id), None, "--rm removed the task");
+    env.assert_no_leaks();
+}
+
+#[test]
+fn stdin_is_piped_to_the_container() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    // ctr copies its stdin into the task's stdin FIFO and calls CloseIO at EOF: cat then
+    // sees EOF and exits.
+    let out = env.ctr_with_stdin(
+        &env.run_args(&["--rm"], &id, &["/bin/cat"]),
+        b"hello\n",
+        StdinAfter::TaskRunning(id.clone()),
+    );
+    assert_exit(&env, &out, 0, "ctr run --rm cat");
+    assert_eq!(text(&out.stdout), "hello\n");
+    env.assert_no_leaks();
+}
+
+#[test]
+fn detached_run_exec_ps_kill_delete() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    // What assert_no_leaks looks for at the end exists while the container runs.
+    assert_eq!(env.shim_pids().len(), 1, "one tether shim for {id}");
+    let socket = env.shim_socket(&id);
+    assert!(socket.exists(), "the shim listens on {}", socket.display());
+
+    let out = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo in-exec; exit 4",
+    ]);
+    assert_exit(&env, &out, 4, "ctr task exec");
+    assert_eq!(text(&out.stdout), "in-exec\n");
+
+    let pid = env.task_pid(&id).expect("ctr task ls lists the task");
+    assert!(pid > 0);
+    let ps = env.ctr_ok(&["task", "ps", &id]);
+    assert!(
+        ps.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "ctr task ps lists the init pid {pid}: {ps}"
+    );
+    assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    let out = env.ctr(&["task", "rm", &id]);
+    assert_exit(&env, &out, 0, "ctr task rm");
+    // ctr reports a non-zero exit on delete: 128 + SIGKILL.
+    assert!(
+        text(&out.stderr).contains("exit code 137"),
+        "ctr task rm: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.task_status(&id), None);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn terminal_run_gets_a_pty() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    // ctr -t needs a terminal of its own: script(1) gives it one.
+    let line = env.ctr_shell_line(&env.run_args(&["-t", "--rm"], &id, &["/bin/tty"]));
+    let mut cmd = Command::new(tether_tests::require::tool("script", "bsdutils"));
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let out = env.run_with_timeout(cmd);
+    assert_exit(&env, &out, 0, "script ctr run -t");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("/dev/pts/"), "tty output: {stdout:?}");
+    env.assert_no_leaks();
+}
+
+#[test]
+fn pause_and_resume() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    env.ctr_ok(&["task", "pause", &id]);
+    assert_eq!(env.task_status(&id).as_deref(), Some("PAUSED"));
+    env.ctr_ok(&["task", "resume", &id]);
+    assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn metrics_report_memory_and_pids() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    // ctr 1.6 prints an `ID TIMESTAMP` table, then `METRIC VALUE` rows (cgroup v1 names
+    // such as memory.usage_in_bytes and pids.current; cgroup v2 ones such as
+    // memory.usage and pids.current).
+    let metrics = env.ctr_ok(&["task", "metrics", &id]);
+    assert!(metrics.contains("METRIC"), "metrics: {metrics}");
+    let value = |name: &str| -> Option<String> {
+        metrics.lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(name)).then(|| cols.next().unwrap_or("").to_string())
+        })
+    };
+    let memory = value("memory.usage_in_bytes").or_else(|| value("memory.usage"));
+    assert!(
+        memory
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0),
+        "memory usage in the metrics: {metrics}"
+    );
+    assert_eq!(
+        value("pids.current").as_deref(),
+        Some("1"),
+        "one process (sleep) in the container: {metrics}"
+    );
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn oom_kill_is_published() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let events = env.events();
+    let out = env.ctr(&env.run_args(
+        &["--rm", "--memory-limit", "16777216"],
+        &id,
+        &["/bin/sh", "-c", "x=a; while true; do x=$x$x; done"],
+    ));
+    assert_exit(&env, &out, 137, "ctr run under a 16 MiB limit");
+    let oom = events.wait_for_line(&["/tasks/oom", &id], POLL);
+    assert!(
+        oom.is_some(),
+        "no /tasks/oom event for {id}; events:\n{}\n--- containerd log ---\n{}",
+        events.stdout(),
+        env.log_tail()
+    );
+    let exit = events.wait_for_line(&["/tasks/exit", &id], POLL);
+    assert!(
+        exit.as_deref()
+            .is_some_and(|l| l.contains("\"exit_status\":137")),
+        "exit event with status 137: {exit:?}"
+    );
+    drop(events);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn missing_binary_fails_with_runcs_message() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let out = env.ctr(&env.run_args(&["--rm"], &id, &["/no/such/bin"]));
+    assert!(
+        !out.status.success(),
+        "ctr run of a missing binary succeeded"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no such file or directory") && stderr.contains("/no/such/bin"),
+        "runc's error reaches the user: {stderr}"
+    );
+    assert_eq!(env.task_status(&id), None, "no task left");
+    let containers = env.ctr_ok(&["container", "ls", "-q"]);
+    assert!(
+        !containers.lines().any(|l| l.trim() == id),
+        "ctr run --rm removed the container: {containers}"
+    );
+    env.assert_no_leaks();
+}
+
+/// containerd restarts while a container runs: the shim lives on, the new containerd
+/// reconnects to it, sees the task, can attach to its output and learns its exit status.
+///
+/// What ctr can show: `ctr task attach` reopens the task's FIFOs, copies the output, waits
+/// for the exit (its own exit code is the task's) and then deletes the task; `ctr events`
+/// shows `/tasks/exit` with `exit_status`. (ctr 1.6 has no `task wait`; `ctr task rm`
+/// would warn "exit with non-zero exit code N", checked in `detached_run_exec_ps_kill_delete`.)
+#[test]
+fn containerd_restart_keeps_the_task() {
+    let mut env = ContainerdEnv::start();
+    let id = env.id("c");
+    let go = env.rootfs().join("tmp/go");
+    // Prints "waiting" until the test creates /tmp/go in the (host-visible) rootfs, then
+    // 20 numbered lines, then exits 5: no timing assumptions.
+    let script = "while [ ! -e /tmp/go ]; do echo waiting; sleep 0.1; done; \
+                  i=0; while [ $i -lt 20 ]; do echo after$i; i=$((i+1)); done; exit 5";
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sh", "-c", script]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    let shims = env.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the container: {shims:?}");
+
+    env.restart_containerd();
+    assert_eq!(env.shim_pids(), shims, "the shim survived the restart");
+    assert_eq!(
+        env.task_status(&id).as_deref(),
+        Some("RUNNING"),
+        "the new containerd sees the task"
+    );
+    let events = env.events();
+
+    let attach = env.spawn_ctr(&["task", "attach", &id]);
+    assert!(
+        attach.wait_for_line(&["waiting"], POLL).is_some(),
+        "attach shows the running output: {}\n--- containerd log ---\n{}",
+        attach.stdout(),
+        env.log_tail()
+    );
+    std::fs::write(&go, b"").expect("create /tmp/go in the rootfs");
+    let (code, stdout, stderr) = attach.finish(Duration::from_secs(20));
+    assert_eq!(
+        code,
+        Some(5),
+        "ctr task attach returns the task's exit code\nstdout: {stdout}\nstderr: {stderr}\n--- containerd log ---\n{}",
+        env.log_tail()
+    );
+    assert!(
+        stdout.contains("after19"),
+        "all output after the restart: {stdout}"
+    );
+
+    let exit = events.wait_for_line(&["/tasks/exit", &id], POLL);
+    assert!(
+        exit.as_deref()
+            .is_some_and(|l| l.contains("\"exit_status\":5")),
+        "exit event with status 5: {exit:?}\nevents: {}",
+        events.stdout()
+    );
+    drop(events);
+    // ctr task attach deletes the task once it has its exit status.
+    assert_eq!(
+        env.task_status(&id),
+        None,
+        "ctr task attach deleted the task"
+    );
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn duplicate_container_and_exec_ids_are_refused() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+
+    let again = env.ctr(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    assert!(
+        !again.status.success(),
+        "a second container {id} was created"
+    );
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "clear error for a duplicate container id: {}",
+        text(&again.stderr)
+    );
+
+    env.ctr_ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "e2",
+        &id,
+        "/bin/sleep",
+        "1000",
+    ]);
+    let again = env.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "e2",
+        &id,
+        "/bin/sleep",
+        "1000",
+    ]);
+    assert!(!again.status.success(), "a second exec e2 was started");
+    let stderr = text(&again.stderr);
+    assert!(
+        stderr.contains("already exists") && stderr.contains("e2"),
+        "clear error for a duplicate exec id: {stderr}"
+    );
+    assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+    // The running exec shows in `ctr task ps` next to init, with its exec id.
+    let ps = env.ctr_ok(&["task", "ps", &id]);
+    assert_eq!(ps.lines().skip(1).count(), 2, "init and e2: {ps}");
+    assert!(
+        ps.lines().any(|l| l.contains("ExecID:e2")),
+        "ctr task ps names the exec (containerd.runc.v1.ProcessDetails): {ps}"
+    );
+
+    env.ctr_ok(&["task", "kill", "-a", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn repeated_runs_leave_nothing_behind() {
+    let env = ContainerdEnv::start();
+    for n in 0..3 {
+        let id = env.id("c");
+        let out = env.ctr(&env.run_args(&["--rm"], &id, &["/bin/echo", &format!("run{n}")]));
+        assert_exit(&env, &out, 0, "ctr run --rm echo");
+        assert_eq!(text(&out.stdout), format!("run{n}\n"));
+    }
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    let out = env.ctr(&["task", "exec", "--exec-id", "x", &id, "/bin/true"]);
+    assert_exit(&env, &out, 0, "ctr task exec true");
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+/// Far more output than a pipe holds flows through the shim's pumps, byte for byte.
+///
+/// The container waits (for /tmp/go, created by the test) until ctr has received it all
+/// before it exits. Output still in flight when the container exits can be lost with ctr
+/// 1.6 whatever the shim: its `task.Delete` closes the client's FIFOs *before* waiting for
+/// the copy to finish (containerd 1.7+ waits first); under load this truncates
+/// containerd-shim-runc-v2's output too.
+#[test]
+fn large_output_is_not_truncated() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let go = env.rootfs().join("tmp/go");
+    const OUT: usize = 1_000_000;
+    const ERR: usize = 300_000;
+    let script = format!(
+        "head -c {OUT} /dev/zero | tr '\\0' a; head -c {ERR} /dev/zero | tr '\\0' b >&2; \
+         while [ ! -e /tmp/go ]; do sleep 0.05; done"
+    );
+    let ctr = env.spawn_ctr(&env.run_args(&["--rm"], &id, &["/bin/sh", "-c", &script]));
+    let arrived = ctr.wait_output(
+        |out, err| out.len() >= OUT && err.len() >= ERR,
+        Duration::from_secs(20),
+    );
+    std::fs::write(&go, b"").expect("create /tmp/go in the rootfs");
+    let (code, stdout, stderr) = ctr.finish(Duration::from_secs(20));
+    let stdout_ok = stdout.len() == OUT && stdout.bytes().all(|b| b == b'a');
+    let stderr_ok = stderr.len() == ERR && stderr.bytes().all(|b| b == b'b');
+    assert!(
+        arrived && stdout_ok && stderr_ok && code == Some(0),
+        "all the output arrives: exit {code:?}, {} of {OUT} bytes of stdout, {} of {ERR} \
+         of stderr (stderr starts {:?})\n--- containerd log ---\n{}",
+        stdout.len(),
+        stderr.len(),
+        &stderr[..stderr.len().min(200)],
+        env.log_tail()
+    );
+    env.assert_no_leaks();
+}
+
+#[test]
+fn exec_with_a_terminal_stdin_and_kill() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+
+    let line = env.ctr_shell_line(&[
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "t1",
+        &id,
+        "/bin/sh",
+        "-c",
+        "tty; exit 3",
+    ]);
+    let mut cmd = Command::new(tether_tests::require::tool("script", "bsdutils"));
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let out = env.run_with_timeout(cmd);
+    assert_exit(&env, &out, 3, "script ctr task exec -t");
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "exec tty: {}",
+        text(&out.stdout)
+    );
+
+    // stdin of an exec: ctr calls CloseIO with the exec id at EOF.
+    let out = env.ctr_with_stdin(
+        &["task", "exec", "--exec-id", "s1", &id, "/bin/cat"],
+        b"to-exec\n",
+        StdinAfter::ExecRunning {
+            id: id.clone(),
+            exec_id: "s1".into(),
+        },
+    );
+    assert_exit(&env, &out, 0, "ctr task exec cat");
+    assert_eq!(text(&out.stdout), "to-exec\n");
+
+    // An exec killed by its exec id from another ctr: the attached ctr gets 128 + 9.
+    let exec = env.spawn_ctr(&["task", "exec", "--exec-id", "k1", &id, "/bin/sleep", "1000"]);
+    let deadline = std::time::Instant::now() + POLL;
+    while !env.ctr_ok(&["task", "ps", &id]).contains("ExecID:k1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exec k1 never showed in ctr task ps"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.ctr_ok(&["task", "kill", "--exec-id", "k1", "-s", "KILL", &id]);
+    let (code, stdout, stderr) = exec.finish(Duration::from_secs(20));
+    assert_eq!(
+        code,
+        Some(137),
+        "killed exec\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        env.task_status(&id).as_deref(),
+        Some("RUNNING"),
+        "init lives on"
+    );
+
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
