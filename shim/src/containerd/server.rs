@@ -13,13 +13,16 @@ use crate::containerd::ttrpc::{Connection, Incoming};
 use crate::supervisor::epoll::{Poller, Ready, Token, Waker};
 use crate::supervisor::pump::{Direction, Pump, PumpState};
 use crate::supervisor::signals;
+use crate::supervisor::tasks::Exited;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 struct PumpSlot {
     container: String,
@@ -39,8 +42,15 @@ struct EventLoop {
     next_pump: u32,
     ooms: HashMap<u32, (String, crate::cgroups::oom::OomWatcher)>,
     next_oom: u32,
+    /// Exits waiting for their process's output to drain, in report order.
+    pending_exits: VecDeque<(Exited, Instant)>,
     shutting_down: bool,
 }
+
+/// How long an exit report waits for the process's output to reach its FIFOs. Clients
+/// (ctr 1.6) stop reading output once they learn of the exit; output still in flight then
+/// is lost. Bounded, because a child the process left behind may hold its stdout open.
+const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
 /// `start`; `socket_path` is removed at exit.
@@ -108,15 +118,18 @@ pub fn run(
         next_pump: 0,
         ooms: HashMap::new(),
         next_oom: 0,
+        pending_exits: VecDeque::new(),
         shutting_down: false,
     };
     log::info!("serving task API v2");
     let mut ready = Vec::new();
     while !ev.shutting_down {
-        ev.poller.wait(None, &mut ready)?;
+        ev.poller.wait(ev.next_timeout(), &mut ready)?;
         for r in ready.iter().copied() {
             ev.dispatch(r, &mut signal_fd);
         }
+        ev.drain_outbox();
+        ev.flush_exits();
         ev.drain_outbox();
     }
     ev.finish();
@@ -236,7 +249,63 @@ impl EventLoop {
             let exits = self.shim.reaper.reap();
             tasks.on_exits(&exits)
         };
-        self.shim.deliver(report);
+        self.queue_exits(report);
+    }
+
+    /// Queues exits behind any already waiting, after moving what their processes' pipes
+    /// hold right now.
+    fn queue_exits(&mut self, exits: Vec<Exited>) {
+        let deadline = Instant::now() + OUTPUT_DRAIN_WAIT;
+        for e in exits {
+            self.run_output_pumps(&e.container_id, &e.exec_id);
+            self.pending_exits.push_back((e, deadline));
+        }
+        self.flush_exits();
+    }
+
+    fn run_output_pumps(&mut self, container: &str, exec: &str) {
+        let ids: Vec<u32> = self
+            .pumps
+            .iter()
+            .filter(|(_, s)| {
+                s.container == container
+                    && s.exec == exec
+                    && s.pump.direction() == Direction::Output
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ids {
+            self.on_pump(n);
+        }
+    }
+
+    /// Reports queued exits from the front while their output has drained or their wait
+    /// is over (order is kept: an init's exit never overtakes its execs').
+    fn flush_exits(&mut self) {
+        let now = Instant::now();
+        while let Some((e, deadline)) = self.pending_exits.front() {
+            let drained = self
+                .shim
+                .lock()
+                .container(&e.container_id)
+                .and_then(|c| c.process(&e.exec_id))
+                .map(|p| p.open_pumps == 0)
+                .unwrap_or(true);
+            if !drained && now < *deadline {
+                break;
+            }
+            if let Some((e, _)) = self.pending_exits.pop_front() {
+                self.shim.deliver(vec![e]);
+            }
+        }
+    }
+
+    /// Wakes the loop for the first pending exit's deadline.
+    fn next_timeout(&self) -> Option<u16> {
+        self.pending_exits.front().map(|(_, deadline)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            left.as_millis().clamp(1, u128::from(u16::MAX)) as u16
+        })
     }
 
     fn drain_outbox(&mut self) {
@@ -263,6 +332,7 @@ impl EventLoop {
                     }
                     LoopMsg::DropPumps { container, exec } => self.drop_pumps(&container, &exec),
                     LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
+                    LoopMsg::Exited(exits) => self.queue_exits(exits),
                     LoopMsg::Shutdown => self.shutting_down = true,
                 }
             }
@@ -375,6 +445,8 @@ impl EventLoop {
 
     /// Answers what is still queued, delivers the last events, removes the socket.
     fn finish(&mut self) {
+        let pending: Vec<Exited> = self.pending_exits.drain(..).map(|(e, _)| e).collect();
+        self.shim.deliver(pending);
         self.drain_outbox();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         for conn in self.conns.values_mut() {

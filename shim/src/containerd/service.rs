@@ -50,6 +50,8 @@ pub enum LoopMsg {
         container: String,
         pid: i32,
     },
+    /// Exits to report once the processes' output has drained (see the loop).
+    Exited(Vec<Exited>),
     Shutdown,
 }
 
@@ -111,7 +113,15 @@ impl Shim {
         std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Reports exits: TaskExit events, then answers to the parked Wait calls.
+    /// Hands exits found by the worker to the loop, which reports them in order once the
+    /// processes' output has drained.
+    fn report_exits(&self, exits: Vec<Exited>) {
+        if !exits.is_empty() {
+            self.post(LoopMsg::Exited(exits));
+        }
+    }
+
+    /// Reports exits now: TaskExit events, then answers to the parked Wait calls.
     pub fn deliver(&self, exits: Vec<Exited>) {
         for e in exits {
             log::debug!(
@@ -359,7 +369,7 @@ impl Shim {
         if let Some(record) = early {
             let mut report = Vec::new();
             self.lock().finish_exit(&r.id, "", record, &mut report);
-            self.deliver(report);
+            self.report_exits(report);
         }
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid.max(0) as u32;
@@ -455,7 +465,7 @@ impl Shim {
             self.events.exec_started(&r.id, &r.exec_id, pid);
         }
         let report = self.lock().start_done(&r.id, &r.exec_id);
-        self.deliver(report);
+        self.report_exits(report);
         let mut resp = api::StartResponse::new();
         resp.pid = pid.max(0) as u32;
         Ok(resp)

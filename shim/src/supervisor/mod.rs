@@ -4,6 +4,7 @@
 
 pub mod epoll;
 pub mod kill_all;
+pub mod logger_process;
 pub mod pidfd;
 pub mod pump;
 pub mod reaper;

@@ -7,9 +7,14 @@
 //!   FIFO (and the container blocks once they are full, as with a slow reader);
 //! - the shim holds a write end of the stdin FIFO until CloseIO, so the process sees EOF
 //!   on stdin only when the manager says so, not when a client merely reconnects.
+//!
+//! A `binary://` stdout (see [`logger_process`]) is the exception: the logger reads the
+//! container's pipes itself, so there are no pumps, and the shim keeps nothing of it.
 
+use crate::supervisor::logger_process::{self, LoggerSpec};
 use crate::supervisor::pump::{Direction, Pump};
-use nix::unistd::pipe;
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
 use runc_wrapper::{ConsoleSocket, ProcessIo};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,10 +37,12 @@ pub enum Target {
     Null,
     Fifo(PathBuf),
     File(PathBuf),
+    /// A logging binary that reads the container's stdout and stderr pipes itself.
+    Binary(LoggerSpec),
 }
 
 /// Parses containerd's stdio URIs: a plain path or `fifo://` is a FIFO, `file://` a file
-/// to append to. `binary://` loggers are refused with a clear error for now.
+/// to append to, `binary://` a logging binary ([`logger_process::parse`]).
 pub fn parse_target(uri: &str) -> io::Result<Target> {
     if uri.is_empty() {
         return Ok(Target::Null);
@@ -47,10 +54,7 @@ pub fn parse_target(uri: &str) -> io::Result<Target> {
         return Ok(Target::Fifo(PathBuf::from(rest)));
     }
     if uri.starts_with("binary://") {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("stdio {uri:?}: binary:// loggers are not supported by tether yet"),
-        ));
+        return logger_process::parse(uri).map(Target::Binary);
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(io::Error::new(
@@ -79,6 +83,8 @@ pub struct Prepared {
     pub console: Option<ConsoleSocket>,
     /// With a terminal: the FIFO ends to connect to the pty master once it arrives.
     pending_tty: Option<PendingTty>,
+    /// With a `binary://` logger: its pid (informational; nobody waits for it).
+    logger_pid: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -87,11 +93,45 @@ struct PendingTty {
     stdout: Option<(File, Option<File>)>,
 }
 
+/// The environment containerd gives a `binary://` logger: pass it to [`prepare_with_env`].
+pub fn logger_env(container_id: &str, namespace: &str) -> Vec<(String, String)> {
+    vec![
+        ("CONTAINER_ID".to_string(), container_id.to_string()),
+        ("CONTAINER_NAMESPACE".to_string(), namespace.to_string()),
+    ]
+}
+
 /// Opens the manager's side of a process's stdio and makes the process's side.
 ///
 /// `owner` (IoUid/IoGid) owns the process's pipe ends, so a process running as that user
 /// can reopen them through /proc/self/fd.
+///
+/// A `binary://` logger started from here gets an empty environment (no `CONTAINER_ID`,
+/// `CONTAINER_NAMESPACE`): use [`prepare_with_env`] with [`logger_env`] to give it those.
 pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> io::Result<Prepared> {
+    prepare_with_env(cfg, owner, &[])
+}
+
+/// [`prepare`], with `logger_env` as the environment of a `binary://` logger.
+///
+/// With a `binary://` stdout the logger is started and ready before this returns; the
+/// process's stdout and stderr are pipes it reads (stderr must then be the same URI or
+/// empty); there are no pumps, and stdin and a terminal are refused, as in containerd.
+pub fn prepare_with_env(
+    cfg: &StdioConfig,
+    owner: Option<(u32, u32)>,
+    logger_env: &[(String, String)],
+) -> io::Result<Prepared> {
+    if let Some(spec) = binary_logger(cfg)? {
+        let started = logger_process::start(&spec, logger_env)?;
+        chown_fd(&started.stdout, owner)?;
+        chown_fd(&started.stderr, owner)?;
+        let mut out = Prepared::default();
+        out.io.stdout = Some(started.stdout.into());
+        out.io.stderr = Some(started.stderr.into());
+        out.logger_pid = Some(started.pid);
+        return Ok(out);
+    }
     let mut out = Prepared::default();
     let stdin_fifo = match cfg.stdin.as_str() {
         "" => None,
@@ -109,7 +149,7 @@ pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> io::Result<Prepa
         return Ok(out);
     }
     if let Some((reader, closer)) = stdin_fifo {
-        let (r, w) = pipe()?;
+        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         chown_fd(&r, owner)?;
         out.io.stdin = Some(r.into());
         out.pumps
@@ -120,7 +160,7 @@ pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> io::Result<Prepa
         let Some((sink, keepalive)) = output_sink(uri)? else {
             continue;
         };
-        let (r, w) = pipe()?;
+        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         chown_fd(&w, owner)?;
         if is_stdout {
             out.io.stdout = Some(w.into());
@@ -133,7 +173,47 @@ pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> io::Result<Prepa
     Ok(out)
 }
 
+/// The logger a `binary://` stdout names, after checking the rest of `cfg` fits with it.
+fn binary_logger(cfg: &StdioConfig) -> io::Result<Option<LoggerSpec>> {
+    let is_binary = |uri: &str| uri.starts_with("binary://");
+    if !is_binary(&cfg.stdout) {
+        if is_binary(&cfg.stderr) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "stdio: a binary:// stderr ({:?}) needs the same URI as stdout",
+                    cfg.stderr
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if !cfg.stdin.is_empty() {
+        return refuse(format!(
+            "stdio: stdin ({:?}) cannot be used with a binary:// logger",
+            cfg.stdin
+        ));
+    }
+    if cfg.terminal {
+        return refuse("stdio: a terminal cannot be used with a binary:// logger".into());
+    }
+    if !cfg.stderr.is_empty() && cfg.stderr != cfg.stdout {
+        return refuse(format!(
+            "stdio: stderr ({:?}) must be empty or the same binary:// URI as stdout ({:?}): \
+             one logger reads both",
+            cfg.stderr, cfg.stdout
+        ));
+    }
+    logger_process::parse(&cfg.stdout).map(Some)
+}
+
 impl Prepared {
+    /// The pid of the `binary://` logger started for this process, if any.
+    pub fn logger_pid(&self) -> Option<i32> {
+        self.logger_pid
+    }
+
     /// How many pumps carry output (what a delete waits for).
     pub fn output_pumps(&self) -> usize {
         self.pumps
@@ -202,6 +282,10 @@ fn output_sink(uri: &str) -> io::Result<Option<(File, Option<File>)>> {
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             Ok(Some((file, None)))
         }
+        Target::Binary(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("stdio {uri:?}: a binary:// logger is only possible on stdout (and the same on stderr)"),
+        )),
     }
 }
 
@@ -233,10 +317,108 @@ mod tests {
             parse_target("file:///var/log/c.log?x=1").unwrap(),
             Target::File("/var/log/c.log".into())
         );
-        assert!(parse_target("binary:///usr/bin/logger")
+        assert_eq!(
+            parse_target("binary:///usr/bin/logger?b=2&a=1").unwrap(),
+            Target::Binary(LoggerSpec {
+                path: "/usr/bin/logger".into(),
+                args: vec!["a".into(), "1".into(), "b".into(), "2".into()],
+                env: Vec::new(),
+            })
+        );
+        assert!(parse_target("binary://host/logger")
             .unwrap_err()
             .to_string()
-            .contains("binary://"));
+            .contains("binary:///"));
         assert!(parse_target("ftp://x").is_err());
+    }
+
+    fn binary_cfg(stdout: &str, stderr: &str) -> StdioConfig {
+        StdioConfig {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn binary_logging_refuses_what_it_cannot_serve() {
+        let logger = "binary:///bin/true";
+        let cases = [
+            (
+                StdioConfig {
+                    stdin: "/run/x/stdin".into(),
+                    ..binary_cfg(logger, logger)
+                },
+                "stdin",
+            ),
+            (
+                StdioConfig {
+                    terminal: true,
+                    ..binary_cfg(logger, "")
+                },
+                "terminal",
+            ),
+            (binary_cfg(logger, "/run/x/stderr"), "same binary:// URI"),
+            (
+                binary_cfg(logger, "binary:///bin/false"),
+                "same binary:// URI",
+            ),
+            (binary_cfg("/run/x/stdout", logger), "same URI as stdout"),
+            (binary_cfg("", logger), "same URI as stdout"),
+        ];
+        for (cfg, why) in cases {
+            let e = prepare(&cfg, None).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{cfg:?}");
+            assert!(e.to_string().contains(why), "{cfg:?}: {e}");
+        }
+    }
+
+    /// The way runc uses `Prepared::io`: a process with those as its stdout and stderr.
+    fn run_with(prepared: &mut Prepared, script: &str) {
+        let io = std::mem::take(&mut prepared.io);
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(io.stdout.unwrap())
+            .stderr(io.stderr.unwrap());
+        assert!(cmd.status().unwrap().success());
+    }
+
+    #[test]
+    fn a_binary_logger_gets_stdout_and_stderr_without_pumps() {
+        let dir = tempfile::tempdir().unwrap();
+        let logger = crate::supervisor::logger_process::tests::copying_logger(dir.path());
+        let uri = format!("binary://{}?dir={}", logger.display(), dir.path().display());
+        for stderr in [uri.clone(), String::new()] {
+            for f in ["out", "err", "done"] {
+                let _ = std::fs::remove_file(dir.path().join(f));
+            }
+            let mut prepared = prepare_with_env(
+                &binary_cfg(&uri, &stderr),
+                None,
+                &logger_env("ctr-1", "default"),
+            )
+            .unwrap();
+            assert!(prepared.pumps.is_empty() && prepared.stdin_closer.is_none());
+            assert_eq!(prepared.output_pumps(), 0);
+            let pid = prepared.logger_pid().expect("a logger pid");
+            run_with(&mut prepared, "echo hello; echo err >&2; echo again");
+            drop(prepared);
+            // The test has no reaper: collect the logger here (the shim never does).
+            let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert!(
+                matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                "{status:?}"
+            );
+            let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+            assert_eq!(read("out"), "hello\nagain\n");
+            assert_eq!(read("err"), "err\n");
+            let env = read("env");
+            assert!(env.lines().any(|l| l == "CONTAINER_ID=ctr-1"), "{env}");
+            assert!(
+                env.lines().any(|l| l == "CONTAINER_NAMESPACE=default"),
+                "{env}"
+            );
+        }
     }
 }

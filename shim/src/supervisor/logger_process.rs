@@ -1,0 +1,634 @@
+//! `binary://` loggers: containerd's pluggable logging binaries.
+//!
+//! A stdio URI `binary:///path/to/logger?key=value&env.NAME=value` makes the shim start
+//! `/path/to/logger` with, as containerd does:
+//! - argv: every query key followed by its (first) value, even an empty one; containerd
+//!   iterates a Go map, so its order is unspecified: here the pairs are sorted by key;
+//! - environment: only `CONTAINER_ID`, `CONTAINER_NAMESPACE` (given by the caller) and the
+//!   `env.NAME=value` query parameters (containerd 2.x), nothing from the shim's own;
+//! - fd 3: the read end of the container's stdout pipe, fd 4: of its stderr pipe, fd 5:
+//!   the write end of a "ready" pipe; fds 0-2 are `/dev/null`.
+//!
+//! The shim waits until the logger closes fd 5 or writes to it (bounded by
+//! [`READY_TIMEOUT`]; containerd waits forever), then hands the write ends of the two pipes
+//! to the container and forgets the logger: it holds the read ends itself and exits when
+//! the container's last writer is gone. The shim never waits for it; its subreaper loop
+//! reaps it like any unknown child.
+//!
+//! The logger is started with `posix_spawn(3)`, not `std::process::Command` + `pre_exec`:
+//! std's fork path reports exec errors through a pipe that may land on fd 3, 4 or 5 in the
+//! child (and be clobbered by the remapping), and it `waitpid`s a child whose exec failed
+//! and panics on ECHILD, which the shim's `waitpid(-1)` reaper can cause. glibc's
+//! posix_spawn reports errors through shared memory and tolerates the reaper.
+#![allow(unsafe_code)]
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::SigSet;
+use nix::unistd::pipe2;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long a logger may take to signal that it is ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Query parameters with this prefix are environment variables of the logger.
+const ENV_PREFIX: &str = "env.";
+/// Set from the caller's ids only; `env.` parameters cannot override them (as containerd).
+const RESERVED_ENV: [&str; 2] = ["CONTAINER_ID", "CONTAINER_NAMESPACE"];
+
+/// A parsed `binary://` URI: what to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerSpec {
+    /// The logger binary (absolute).
+    pub path: PathBuf,
+    /// argv\[1..\]: the query's keys and values, flattened, sorted by key.
+    pub args: Vec<String>,
+    /// `env.NAME=value` parameters, sorted by name.
+    pub env: Vec<(String, String)>,
+}
+
+fn invalid(uri: &str, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("stdio {uri:?}: {why}"))
+}
+
+/// Parses `binary:///abs/path?k=v&...` (the scheme must be there). Percent-escapes are
+/// decoded (and `+` in the query is a space), as Go's `net/url` does; a host part, an
+/// empty path, bad escapes, `;` separators and NUL bytes are refused.
+pub fn parse(uri: &str) -> io::Result<LoggerSpec> {
+    let rest = uri
+        .strip_prefix("binary://")
+        .ok_or_else(|| invalid(uri, "not a binary:// URI"))?;
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !location.is_empty() && !location.starts_with('/') {
+        return Err(invalid(
+            uri,
+            "a binary:// logger URI has no host: write binary:///absolute/path",
+        ));
+    }
+    let path = unescape(location, false).map_err(|e| invalid(uri, e))?;
+    if path.is_empty() {
+        return Err(invalid(uri, "no logger path"));
+    }
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        if part.contains(';') {
+            return Err(invalid(uri, "';' is not a query separator (use '&')"));
+        }
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let k = unescape(k, true).map_err(|e| invalid(uri, e))?;
+        let v = unescape(v, true).map_err(|e| invalid(uri, e))?;
+        // Go keeps every value and containerd uses the first.
+        if !k.is_empty() && !pairs.iter().any(|(seen, _)| *seen == k) {
+            pairs.push((k, v));
+        }
+    }
+    pairs.sort();
+    let mut spec = LoggerSpec {
+        path: PathBuf::from(path),
+        args: Vec::new(),
+        env: Vec::new(),
+    };
+    for (k, v) in pairs {
+        if let Some(name) = k.strip_prefix(ENV_PREFIX) {
+            if name.is_empty() || name.contains('=') {
+                return Err(invalid(uri, format!("bad environment name {name:?}")));
+            }
+            if !RESERVED_ENV.contains(&name) {
+                spec.env.push((name.to_string(), v));
+            }
+        } else {
+            spec.args.push(k);
+            spec.args.push(v);
+        }
+    }
+    Ok(spec)
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in a query) into UTF-8 without NUL.
+fn unescape(s: &str, query: bool) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' if query => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    if out.contains(&0) {
+        return Err(format!("NUL byte in {s:?}"));
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// A logger that signalled ready, and the pipe ends the container writes to.
+#[derive(Debug)]
+pub struct Started {
+    /// The logger's pid. Nobody waits for it: the reaper collects it.
+    pub pid: i32,
+    /// Write end of the pipe the logger reads as fd 3: the container's stdout.
+    pub stdout: OwnedFd,
+    /// Write end of the pipe the logger reads as fd 4: the container's stderr.
+    pub stderr: OwnedFd,
+}
+
+/// Starts the logger `spec` names, with `env` (`CONTAINER_ID`, `CONTAINER_NAMESPACE`) as
+/// its environment, and waits up to [`READY_TIMEOUT`] for it to be ready.
+pub fn start(spec: &LoggerSpec, env: &[(String, String)]) -> io::Result<Started> {
+    start_with_timeout(spec, env, READY_TIMEOUT)
+}
+
+/// [`start`] with the ready timeout as a parameter. A logger that is not ready in time,
+/// or that is gone by then (neither pipe has a reader), is killed and an error returned.
+pub fn start_with_timeout(
+    spec: &LoggerSpec,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> io::Result<Started> {
+    let name = spec.path.display().to_string();
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let devnull = File::options().read(true).write(true).open("/dev/null")?;
+    let argv = argv(spec)?;
+    let envp = envp(spec, env)?;
+    let pid = spawn(
+        &argv,
+        &envp,
+        [
+            above_stdio(devnull.into())?,
+            above_stdio(out_r)?,
+            above_stdio(err_r)?,
+            above_stdio(ready_w)?,
+        ],
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("start binary logger {name}: {e}")))?;
+    // Our copies of the child's ends are closed now (spawn consumed them): the ready pipe
+    // reaches EOF once the logger closes fd 5, and only the logger reads the output pipes.
+    let handle = Handle::new(pid);
+    if let Err(e) = wait_ready(&ready_r, timeout) {
+        handle.kill();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("binary logger {name}: {e}"),
+        ));
+    }
+    let out_gone = has_no_reader(&out_w)?;
+    let err_gone = has_no_reader(&err_w)?;
+    if out_gone && err_gone {
+        handle.kill();
+        return Err(io::Error::other(format!(
+            "binary logger {name} exited (or closed fds 3 and 4) instead of reading the \
+             container's output"
+        )));
+    }
+    if out_gone || err_gone {
+        log::warn!(
+            "binary logger {name} (pid {pid}) closed fd {}: the container's {} has no reader",
+            if out_gone { 3 } else { 4 },
+            if out_gone { "stdout" } else { "stderr" },
+        );
+    }
+    Ok(Started {
+        pid,
+        stdout: out_w,
+        stderr: err_w,
+    })
+}
+
+fn argv(spec: &LoggerSpec) -> io::Result<Vec<CString>> {
+    let mut argv = vec![cstring(spec.path.as_os_str().as_bytes())?];
+    for a in &spec.args {
+        argv.push(cstring(a.as_bytes())?);
+    }
+    Ok(argv)
+}
+
+/// The caller's variables first (they win), then the URI's `env.` ones not already set.
+fn envp(spec: &LoggerSpec, env: &[(String, String)]) -> io::Result<Vec<CString>> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (k, v) in env.iter().chain(&spec.env) {
+        if k.is_empty() || k.contains('=') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad environment variable name {k:?}"),
+            ));
+        }
+        if seen.contains(&k.as_str()) {
+            continue;
+        }
+        seen.push(k);
+        out.push(cstring(format!("{k}={v}").as_bytes())?);
+    }
+    Ok(out)
+}
+
+fn cstring(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argv"))
+}
+
+/// The lowest fd the child's ends may have in the parent: above 0-5, the targets, so the
+/// remapping never overwrites a source it still needs and every dup2 copies between two
+/// different fds (which leaves the copy without FD_CLOEXEC).
+const FIRST_FREE_FD: RawFd = 6;
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= FIRST_FREE_FD {
+        return Ok(fd);
+    }
+    let copy = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(FIRST_FREE_FD))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// posix_spawn(3) of `argv[0]` with `envp`, fds 0-2 = `fds[0]`, 3-5 = `fds[1..]`, an empty
+/// signal mask and every signal at its default action. Returns the pid.
+fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i32> {
+    let targets: [(usize, RawFd); 6] = [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5)];
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr() as *mut libc::c_char)
+        .collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr() as *mut libc::c_char)
+        .collect();
+    envp_ptrs.push(std::ptr::null_mut());
+    let empty = SigSet::empty();
+    let all = SigSet::all();
+    let mut actions = FileActions::new()?;
+    let mut attr = SpawnAttr::new()?;
+    for (src, dst) in targets {
+        // SAFETY: `actions` was initialised by FileActions::new; both fds are plain ints
+        // (the source stays open in `fds` until posix_spawn has returned).
+        check(unsafe {
+            libc::posix_spawn_file_actions_adddup2(&mut actions.0, fds[src].as_raw_fd(), dst)
+        })?;
+    }
+    let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+    // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
+    // sigset_t values that the calls copy.
+    unsafe {
+        check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
+        check(libc::posix_spawnattr_setsigmask(
+            &mut attr.0,
+            empty.as_ref(),
+        ))?;
+        check(libc::posix_spawnattr_setsigdefault(
+            &mut attr.0,
+            all.as_ref(),
+        ))?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: path, argv and envp are NUL-terminated strings kept alive by `argv`/`envp`
+    // for the whole call, the pointer arrays end with a null pointer, and `actions` and
+    // `attr` are initialised. posix_spawn does not keep any of them.
+    check(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            argv[0].as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+        )
+    })?;
+    drop(fds);
+    Ok(pid)
+}
+
+/// posix_spawn* functions return the error number instead of setting errno.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    match ret {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        let mut raw = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        // SAFETY: init writes a valid empty file-actions object into `raw`.
+        check(unsafe { libc::posix_spawn_file_actions_init(raw.as_mut_ptr()) })?;
+        // SAFETY: initialised just above (init returned 0).
+        Ok(FileActions(unsafe { raw.assume_init() }))
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new() and destroyed exactly once, here.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Self> {
+        let mut raw = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        // SAFETY: init writes a valid default attributes object into `raw`.
+        check(unsafe { libc::posix_spawnattr_init(raw.as_mut_ptr()) })?;
+        // SAFETY: initialised just above (init returned 0).
+        Ok(SpawnAttr(unsafe { raw.assume_init() }))
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new() and destroyed exactly once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// How to kill a logger that failed to get ready, without ever hitting a recycled pid.
+enum Handle {
+    Pidfd(OwnedFd),
+    /// No pidfd_open (kernel < 5.3): the pid, still unreaped in all likelihood.
+    Pid(i32),
+    /// Already reaped.
+    Gone,
+}
+
+impl Handle {
+    fn new(pid: i32) -> Self {
+        match crate::supervisor::pidfd::open(pid) {
+            Ok(fd) => Handle::Pidfd(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Handle::Pid(pid),
+            Err(_) => Handle::Gone,
+        }
+    }
+
+    fn kill(&self) {
+        let _ = match self {
+            Handle::Pidfd(fd) => crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL),
+            Handle::Pid(pid) => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .map_err(io::Error::from),
+            Handle::Gone => Ok(()),
+        };
+    }
+}
+
+/// Waits until `ready` has a byte to read or reaches EOF.
+fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as u32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) => {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "not ready after {timeout:?} (a logger closes fd 5, or writes \
+                             to it, once it is ready)"
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => {
+                let mut byte = [0u8; 1];
+                let mut f = File::from(ready.try_clone()?);
+                return match f.read(&mut byte) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether the pipe `w` writes into has no reader left (poll reports POLLERR then).
+fn has_no_reader(w: &OwnedFd) -> io::Result<bool> {
+    let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => {
+                return Ok(fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLERR)))
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::Pid;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_path_args_and_env() {
+        let spec = parse("binary:///usr/bin/log%20ger?z=1&--driver=awslogs&a=&z=2&env.TZ=UTC&env.CONTAINER_ID=no&b=x+y%26").unwrap();
+        assert_eq!(spec.path, PathBuf::from("/usr/bin/log ger"));
+        // Sorted by key, first value of a repeated key, empty values kept.
+        assert_eq!(
+            spec.args,
+            s(&["--driver", "awslogs", "a", "", "b", "x y&", "z", "1"])
+        );
+        assert_eq!(spec.env, vec![("TZ".to_string(), "UTC".to_string())]);
+        let bare = parse("binary:///bin/logger").unwrap();
+        assert_eq!(bare.path, PathBuf::from("/bin/logger"));
+        assert!(bare.args.is_empty() && bare.env.is_empty());
+        assert_eq!(parse("binary:///l?flag").unwrap().args, s(&["flag", ""]));
+    }
+
+    #[test]
+    fn refuses_bad_uris() {
+        for (uri, why) in [
+            ("binary://", "no logger path"),
+            ("binary://?a=b", "no logger path"),
+            ("binary://host/usr/bin/x", "no host"),
+            ("binary:///x%zz", "bad escape"),
+            ("binary:///x?a=%4", "bad escape"),
+            ("binary:///x?a=1;b=2", "';'"),
+            ("binary:///x?a=%00", "NUL"),
+            ("binary:///x?env.=1", "environment name"),
+            ("file:///x", "not a binary"),
+        ] {
+            let e = parse(uri).unwrap_err().to_string();
+            assert!(e.contains(why), "{uri}: {e}");
+            assert!(e.contains(uri), "{uri}: {e}");
+        }
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// A logger that copies fd 3 and 4 into files in the directory given as `dir=` and
+    /// records its argv and environment.
+    pub(crate) fn copying_logger(dir: &Path) -> PathBuf {
+        script(
+            dir,
+            "logger.sh",
+            r#"d=$2
+env > "$d/env"
+printf '%s\n' "$@" > "$d/args"
+PATH=/usr/bin:/bin
+cat <&3 > "$d/out" 4<&- 5>&- &
+cat <&4 > "$d/err" 3<&- 5>&- &
+exec 3<&- 4<&- 5>&-
+wait
+touch "$d/done"
+"#,
+        )
+    }
+
+    fn exit_status(pid: i32) -> WaitStatus {
+        waitpid(Pid::from_raw(pid), None).unwrap()
+    }
+
+    #[test]
+    fn a_logger_gets_the_output_its_args_and_the_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let logger = copying_logger(dir.path());
+        let uri = format!("binary://{}?dir={}", logger.display(), dir.path().display());
+        let spec = parse(&uri).unwrap();
+        let env = [
+            ("CONTAINER_ID".to_string(), "c1".to_string()),
+            ("CONTAINER_NAMESPACE".to_string(), "ns1".to_string()),
+        ];
+        let started = start(&spec, &env).unwrap();
+        let mut out = File::from(started.stdout);
+        let mut err = File::from(started.stderr);
+        out.write_all(b"hello\n").unwrap();
+        err.write_all(b"oops\n").unwrap();
+        out.write_all(b"world\n").unwrap();
+        drop((out, err));
+        assert_eq!(
+            exit_status(started.pid),
+            WaitStatus::Exited(Pid::from_raw(started.pid), 0)
+        );
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+        assert_eq!(read("out"), "hello\nworld\n");
+        assert_eq!(read("err"), "oops\n");
+        assert_eq!(read("args"), format!("dir\n{}\n", dir.path().display()));
+        let env = read("env");
+        assert!(env.lines().any(|l| l == "CONTAINER_ID=c1"), "{env}");
+        assert!(env.lines().any(|l| l == "CONTAINER_NAMESPACE=ns1"), "{env}");
+        if std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+            assert!(
+                !env.contains("CARGO_MANIFEST_DIR="),
+                "shim env leaked: {env}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_logger_may_signal_ready_by_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Stays alive with fd 5 open after writing to it; exits at EOF on fd 3.
+        let logger = script(
+            dir.path(),
+            "w.sh",
+            "echo ready >&5\nexec cat <&3 >/dev/null\n",
+        );
+        let started = start_with_timeout(
+            &parse(&format!("binary://{}", logger.display())).unwrap(),
+            &[],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        drop((started.stdout, started.stderr));
+        assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
+    }
+
+    #[test]
+    fn a_logger_that_is_never_ready_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let logger = script(
+            dir.path(),
+            "slow.sh",
+            &format!("echo $$ > {}/pid\nexec sleep 30\n", dir.path().display()),
+        );
+        let spec = parse(&format!("binary://{}", logger.display())).unwrap();
+        let t0 = Instant::now();
+        let e = start_with_timeout(&spec, &[], Duration::from_millis(200)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let msg = e.to_string();
+        assert!(msg.contains("slow.sh") && msg.contains("fd 5"), "{msg}");
+        let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            matches!(
+                exit_status(pid),
+                WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+            ),
+            "the logger is killed"
+        );
+    }
+
+    #[test]
+    fn a_logger_that_exits_at_once_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let logger = script(dir.path(), "quit.sh", "exit 3\n");
+        let spec = parse(&format!("binary://{}", logger.display())).unwrap();
+        let e = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap_err();
+        assert!(
+            e.to_string().contains("quit.sh") && e.to_string().contains("exited"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_logger_is_a_clear_error() {
+        let spec = parse("binary:///nonexistent/tether-logger").unwrap();
+        let e = start(&spec, &[]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("/nonexistent/tether-logger"), "{e}");
+    }
+}
