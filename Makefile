@@ -13,7 +13,7 @@ RELEASE_BIN := target/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean
+.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance
 
 all: build
 
@@ -52,6 +52,10 @@ test: deps
 	$(CARGO) build --release --locked -p tether-shim
 	$(CARGO) test --workspace --locked
 
+## conformance: containerd's own client suite against tether (needs ../shared/conformance)
+conformance: deps build
+	tests/scripts/conformance.sh $(CURDIR)/target/release
+
 ## lint: rustfmt check and clippy with warnings as errors
 lint: check-toolchain
 	$(CARGO) fmt --all -- --check
@@ -60,9 +64,12 @@ lint: check-toolchain
 fmt:
 	$(CARGO) fmt --all
 
-## bench: tether vs containerd-shim-runc-v2, side by side (issue 5)
-bench:
-	@echo "make bench: the side-by-side benchmark against containerd-shim-runc-v2 is not built yet (issue 5)."; exit 2
+## bench: tether vs containerd-shim-runc-v2, side by side, in a private containerd (root).
+##        BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"; "1,30,100"), BENCH_OUTPUT
+##        (bench-results.json); the table is printed, the results also go to BENCH_OUTPUT.
+bench: deps build
+	@command -v python3 >/dev/null 2>&1 || { echo "error: make bench needs python3 (apt-get install python3)"; exit 1; }
+	python3 tests/scripts/bench.py $(CURDIR)/$(RELEASE_BIN)
 
 ## demo: private containerd + a busybox container through tether, then cleanup
 demo: deps build

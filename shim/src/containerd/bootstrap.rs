@@ -36,7 +36,11 @@ pub fn start(flags: &Flags) -> Result<(), String> {
     }
     let listener = address::bind_socket(&socket).map_err(|e| e.to_string())?;
     let _ = std::fs::write(bundle_dir.join("options.json"), opts.to_json());
-    match spawn_server(flags, &bundle_dir, listener, &opts) {
+    // The server removes its socket at exit: tell it where it is (the group's path, which
+    // its own id would not give).
+    let mut server_flags = flags.clone();
+    server_flags.socket = Some(uri.clone());
+    match spawn_server(&server_flags, &bundle_dir, listener, &opts) {
         Ok(pid) => {
             write_file(&bundle_dir.join("shim.pid"), pid.to_string().as_bytes())?;
             write_file(&bundle_dir.join("address"), uri.as_bytes())?;

@@ -12,3 +12,4 @@ pub mod publisher;
 pub mod server;
 pub mod service;
 pub mod ttrpc;
+pub mod workers;

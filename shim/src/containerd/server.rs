@@ -9,7 +9,8 @@
 
 use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
-use crate::containerd::ttrpc::{Connection, Incoming};
+use crate::containerd::ttrpc::Connection;
+use crate::containerd::workers::WorkerPool;
 use crate::supervisor::epoll::{Poller, Ready, Token, Waker};
 use crate::supervisor::pump::{Direction, Pump, PumpState};
 use crate::supervisor::signals;
@@ -20,7 +21,6 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ struct EventLoop {
     poller: Poller,
     listener: UnixListener,
     socket_path: Option<PathBuf>,
-    jobs: mpsc::Sender<(u32, Incoming)>,
+    workers: WorkerPool,
     conns: HashMap<u32, Connection>,
     next_conn: u32,
     pumps: HashMap<u32, PumpSlot>,
@@ -88,30 +88,14 @@ pub fn run(
         start_options,
         waker,
     ));
-    let (jobs, inbox) = mpsc::channel::<(u32, Incoming)>();
-    let worker_shim = shim.clone();
-    std::thread::Builder::new()
-        .name("tether-worker".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            for (conn, req) in inbox {
-                let stream = req.stream_id;
-                if let Some(reply) = worker_shim.handle(conn, &req) {
-                    worker_shim.post(LoopMsg::Respond {
-                        conn,
-                        stream,
-                        reply,
-                    });
-                }
-            }
-        })?;
+    let workers = WorkerPool::start(shim.clone())?;
 
     let mut ev = EventLoop {
         shim,
         poller,
         listener,
         socket_path,
-        jobs,
+        workers,
         conns: HashMap::new(),
         next_conn: 0,
         pumps: HashMap::new(),
@@ -192,6 +176,7 @@ impl EventLoop {
             return;
         };
         let mut close = false;
+        let mut fast = Vec::new();
         if r.writable {
             match conn.flush() {
                 Ok(false) => {
@@ -212,10 +197,19 @@ impl EventLoop {
                     close = true;
                 }
             }
-            for req in out.requests {
-                let _ = self.jobs.send((n, req));
-            }
             close |= out.closed;
+            for req in out.requests {
+                if Shim::is_fast(&req.method) {
+                    if let Some(reply) = self.shim.handle(n, &req) {
+                        fast.push((req.stream_id, reply));
+                    }
+                } else {
+                    self.workers.submit(n, req);
+                }
+            }
+        }
+        for (stream, reply) in fast {
+            self.respond(n, stream, reply);
         }
         if close {
             self.drop_conn(n);

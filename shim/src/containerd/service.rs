@@ -146,6 +146,15 @@ impl Shim {
         }
     }
 
+    /// RPCs that only read or update the process table (no runc call, no blocking): the
+    /// event loop answers them itself, so they are never queued behind a slow runc call.
+    pub fn is_fast(method: &str) -> bool {
+        matches!(
+            method,
+            "State" | "Wait" | "Connect" | "Exec" | "CloseIO" | "ResizePty" | "Shutdown"
+        )
+    }
+
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
     pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Reply> {
         if req.service != "containerd.task.v2.Task" {
@@ -410,13 +419,8 @@ impl Shim {
         let (pid, io) = match started {
             Ok(x) => x,
             Err(e) => {
-                let mut tasks = self.lock();
-                if let Some(p) = tasks
-                    .container_mut(&r.id)
-                    .and_then(|c| c.process_mut(&r.exec_id))
-                {
-                    p.starting = false;
-                }
+                let report = self.lock().start_failed(&r.id, &r.exec_id);
+                self.report_exits(report);
                 return Err(e);
             }
         };
@@ -688,7 +692,9 @@ impl Shim {
                     r.exec_id
                 )));
             }
-            if c.init.exit.is_some() || c.init.status != ProcStatus::Running {
+            // An init whose exit is held back for execs being started still takes execs
+            // (their start will fail with runc's message), as with the Go shim.
+            if c.init_exit_reported() || c.init.status == ProcStatus::Created {
                 return Err(failed_precondition(format!(
                     "container {} is not running",
                     r.id

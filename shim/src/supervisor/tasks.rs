@@ -117,8 +117,18 @@ impl Container {
         }
     }
 
+    /// Execs that run or are being started: the init's exit waits for them (a start in
+    /// flight must not see its container reported gone underneath it).
     fn running_execs(&self) -> usize {
-        self.execs.values().filter(|p| p.is_alive()).count()
+        self.execs
+            .values()
+            .filter(|p| p.is_alive() || p.starting)
+            .count()
+    }
+
+    /// Whether the init's exit has been reported (an exit held back for execs has not).
+    pub fn init_exit_reported(&self) -> bool {
+        self.init.exit.is_some() && self.deferred_init_exit.is_none()
     }
 }
 
@@ -298,6 +308,30 @@ impl Tasks {
         }
     }
 
+    /// A start failed: the process stays created. Returns the init exit it was holding
+    /// back, if it was the last exec in flight.
+    pub fn start_failed(&mut self, container_id: &str, exec_id: &str) -> Vec<Exited> {
+        let mut report = Vec::new();
+        let Some(c) = self.containers.get_mut(container_id) else {
+            return report;
+        };
+        if let Some(p) = c.process_mut(exec_id) {
+            p.starting = false;
+        }
+        if c.running_execs() == 0 {
+            if let Some(record) = c.deferred_init_exit.take() {
+                report.push(Exited {
+                    container_id: container_id.to_string(),
+                    exec_id: String::new(),
+                    pid: c.init.pid,
+                    record,
+                    waiters: std::mem::take(&mut c.init.waiters),
+                });
+            }
+        }
+        report
+    }
+
     /// Removes a container and its pids from the table.
     pub fn remove_container(&mut self, id: &str) -> Option<Container> {
         let c = self.containers.remove(id)?;
@@ -312,7 +346,7 @@ impl Tasks {
     pub fn init_exit_reported(&self, id: &str) -> bool {
         self.containers
             .get(id)
-            .map(|c| c.init.exit.is_some() && c.deferred_init_exit.is_none())
+            .map(Container::init_exit_reported)
             .unwrap_or(true)
     }
 }

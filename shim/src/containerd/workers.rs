@@ -1,0 +1,112 @@
+//! The threads that run runc-calling Task handlers.
+//!
+//! One worker always exists; another is started only when a call arrives while every
+//! worker is busy (a `runc exec` blocked on a frozen container must not hold up the
+//! other calls), and extra workers exit after a short idle time. At rest the shim has the
+//! loop, one worker and the event publisher.
+
+use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::ttrpc::Incoming;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// How long an extra worker waits for work before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// Stack of a worker: handlers are shallow; runc output is collected on the heap.
+const WORKER_STACK: usize = 256 * 1024;
+
+struct Shared {
+    queue: Mutex<VecDeque<(u32, Incoming)>>,
+    ready: Condvar,
+    idle: AtomicUsize,
+    threads: AtomicUsize,
+    shim: Arc<Shim>,
+}
+
+/// Hands calls to the workers.
+pub struct WorkerPool {
+    shared: Arc<Shared>,
+}
+
+impl WorkerPool {
+    /// Starts the permanent worker.
+    pub fn start(shim: Arc<Shim>) -> io::Result<Self> {
+        let pool = WorkerPool {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                idle: AtomicUsize::new(0),
+                threads: AtomicUsize::new(0),
+                shim,
+            }),
+        };
+        pool.spawn(true)?;
+        Ok(pool)
+    }
+
+    /// Queues a call; starts another worker when none is idle.
+    pub fn submit(&self, conn: u32, req: Incoming) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((conn, req));
+        if self.shared.idle.load(Ordering::SeqCst) == 0 {
+            if let Err(e) = self.spawn(false) {
+                log::warn!("no extra worker ({e}); the call waits for a busy one");
+            }
+        }
+        self.shared.ready.notify_one();
+    }
+
+    fn spawn(&self, permanent: bool) -> io::Result<()> {
+        let shared = self.shared.clone();
+        let n = shared.threads.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("tether-worker-{n}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || work(&shared, permanent));
+        if spawned.is_err() {
+            self.shared.threads.fetch_sub(1, Ordering::SeqCst);
+        }
+        spawned.map(|_| ())
+    }
+}
+
+fn work(shared: &Shared, permanent: bool) {
+    loop {
+        let job = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(job) = queue.pop_front() {
+                    break Some(job);
+                }
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                let (q, timeout) = shared
+                    .ready
+                    .wait_timeout(queue, IDLE_EXIT)
+                    .unwrap_or_else(|p| p.into_inner());
+                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                queue = q;
+                if timeout.timed_out() && !permanent && queue.is_empty() {
+                    break None;
+                }
+            }
+        };
+        let Some((conn, req)) = job else {
+            shared.threads.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        let stream = req.stream_id;
+        if let Some(reply) = shared.shim.handle(conn, &req) {
+            shared.shim.post(LoopMsg::Respond {
+                conn,
+                stream,
+                reply,
+            });
+        }
+    }
+}

@@ -1,0 +1,883 @@
+#!/usr/bin/env python3
+"""make bench: tether (containerd-shim-tether-v2) against containerd's Go shim
+(containerd-shim-runc-v2), side by side, in one private containerd.
+
+What it measures (both shims interleaved round-robin, so the machine's drift cancels):
+  - run-to-exit latency of `ctr run --rm ... /bin/true` (median, p90), plus the floor:
+    `runc run` (create+start+wait+delete) of a bundle with the same rootfs;
+  - `ctr run -d` start, `ctr task exec` and `task delete --force` + `container delete`;
+  - stdout throughput: 256 MiB from dd in the container through `ctr run` into a counter;
+  - memory with N running containers per shim (after one exec into each): per-shim RSS,
+    PSS, USS (smaps_rollup), threads, total PSS/USS, USS per extra running container;
+  - the stripped binary size of both shims.
+
+Everything it starts (containerd, containers, shims, runc state, cgroups, the temp dir)
+is removed at the end, also on Ctrl-C / SIGTERM.
+
+Usage: tests/scripts/bench.py [--iterations N] [--containers 1,30[,100]] [--output FILE]
+                              [SHIM_BINARY]
+Environment: BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"), BENCH_OUTPUT
+(<repo>/bench-results.json), BENCH_WARMUP (3), BENCH_THROUGHPUT_RUNS (3),
+BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH).
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TETHER_NAME = "containerd-shim-tether-v2"
+GO_NAME = "containerd-shim-runc-v2"
+RUNC_STATE = "/run/containerd/runc"
+SHIM_SOCKET_DIR = "/run/containerd/s"
+DD_MIB = 256
+DD_BYTES = DD_MIB * 1024 * 1024
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CMD_TIMEOUT = 120
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+COUNTER_PIPE_SIZE = 1 << 20
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def progress(msg):
+    sys.stdout.write(msg)
+    sys.stdout.flush()
+
+
+def run(cmd, timeout=CMD_TIMEOUT, check=True, **kw):
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    try:
+        p = subprocess.run(cmd, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"timed out after {timeout}s: {' '.join(cmd)}") from e
+    if check and p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip() if isinstance(p.stderr, bytes) else ""
+        raise BenchError(f"exit {p.returncode}: {' '.join(cmd)}\n  {err}")
+    return p
+
+
+def summary(samples):
+    s = sorted(samples)
+    out = {"n": len(s), "median": statistics.median(s), "min": s[0], "max": s[-1]}
+    out["p90"] = statistics.quantiles(s, n=10, method="inclusive")[8] if len(s) > 1 else s[0]
+    return out
+
+
+def rotated(items, i):
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def cgroup_mode():
+    fstypes = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            fstypes[parts[1]] = parts[2]
+    if fstypes.get("/sys/fs/cgroup") == "cgroup2":
+        return "v2 (unified)"
+    if fstypes.get("/sys/fs/cgroup/unified") == "cgroup2":
+        return "v1 (hybrid)"
+    return "v1 (legacy)"
+
+
+def read_first_line(path, default=""):
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return default
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def proc_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def shim_processes(ns):
+    """(pid, binary basename) of every shim process serving namespace `ns`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        args = proc_cmdline(entry)
+        if not args or not os.path.basename(args[0]).startswith("containerd-shim"):
+            continue
+        served = None
+        for j, a in enumerate(args):
+            if a == "-namespace" and j + 1 < len(args):
+                served = args[j + 1]
+            elif a.startswith("-namespace="):
+                served = a.split("=", 1)[1]
+        if served == ns and "delete" not in args:
+            found.append((int(entry), os.path.basename(args[0])))
+    return found
+
+
+def same_binary_processes(path):
+    """Pids of every process whose executable is the file `path`."""
+    st = os.stat(path)
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                e = os.stat(f"/proc/{entry}/exe")
+            except OSError:
+                continue
+            if (e.st_dev, e.st_ino) == (st.st_dev, st.st_ino):
+                pids.append(int(entry))
+    return pids
+
+
+def shim_memory(pid):
+    """RSS/PSS/USS (KiB) from smaps_rollup and the thread count of one process."""
+    m = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "kB":
+                m[parts[0].rstrip(":")] = int(parts[1])
+    threads = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    return {
+        "pid": pid,
+        "rss_kib": m.get("Rss", 0),
+        "pss_kib": m.get("Pss", 0),
+        "uss_kib": m.get("Private_Clean", 0) + m.get("Private_Dirty", 0),
+        "threads": threads,
+    }
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tether_bin = os.path.realpath(args.shim)
+        self.go_bin = os.path.realpath(args.go_shim)
+        self.pid = os.getpid()
+        self.work = None
+        self.ctd = None
+        self.sock = None
+        self.ns = {"tether": f"bench-t-{self.pid}", "go": f"bench-g-{self.pid}"}
+        self.ns_floor = f"bench-r-{self.pid}"
+        self.runtime = {"tether": "io.containerd.tether.v2", "go": "io.containerd.runc.v2"}
+        self.ids = {"tether": set(), "go": set()}  # every container id ever created
+        self.shims = ["tether", "go"]
+        self.results = {"errors": []}
+        self.seq = 0
+
+    # ---------------------------------------------------------------- setup
+
+    def setup(self):
+        self.work = tempfile.mkdtemp(prefix="tether-bench.", dir="/tmp")
+        w = self.work
+        self.sock = f"{w}/c.sock"
+        self.rootfs = f"{w}/rootfs"
+        self.fifo_dir = f"{w}/fifo"
+        self.runc_root = f"{w}/runc-root"
+        os.makedirs(f"{w}/bin")
+        os.makedirs(self.fifo_dir)
+        # a copy, not a symlink: a concurrent `cargo build` replacing target/release must
+        # not hand half of the containers a different tether binary
+        shutil.copy2(self.tether_bin, f"{w}/bin/{TETHER_NAME}")
+        os.symlink(self.go_bin, f"{w}/bin/{GO_NAME}")
+        self.shim_file = {"tether": f"{w}/bin/{TETHER_NAME}", "go": self.go_bin}
+
+        # busybox rootfs, as in demo.sh
+        os.makedirs(f"{self.rootfs}/bin")
+        shutil.copy2("/bin/busybox", f"{self.rootfs}/bin/busybox")
+        applets = run(["/bin/busybox", "--list"]).stdout.decode().split()
+        for a in applets:
+            if a != "busybox":
+                os.symlink("busybox", f"{self.rootfs}/bin/{a}")
+        for d in ("proc", "sys", "dev", "tmp", "etc"):
+            os.makedirs(f"{self.rootfs}/{d}", exist_ok=True)
+        with open(f"{self.rootfs}/etc/passwd", "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n")
+
+        # the runc floor bundle: `runc spec`, /bin/true, the same rootfs
+        bundle = f"{w}/bundle"
+        os.makedirs(bundle)
+        run(["runc", "spec", "--bundle", bundle])
+        with open(f"{bundle}/config.json") as f:
+            spec = json.load(f)
+        spec["process"]["terminal"] = False
+        spec["process"]["args"] = ["/bin/true"]
+        spec["root"] = {"path": self.rootfs, "readonly": False}
+        with open(f"{bundle}/config.json", "w") as f:
+            json.dump(spec, f)
+        self.bundle = bundle
+
+        with open(f"{w}/config.toml", "w") as f:
+            f.write(
+                f'version = 2\nroot = "{w}/root"\nstate = "{w}/state"\n'
+                'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                f'[grpc]\n  address = "{self.sock}"\n'
+                f'[ttrpc]\n  address = "{self.sock}.ttrpc"\n'
+            )
+        env = dict(os.environ, PATH=f"{w}/bin:{SYSTEM_PATH}")
+        self.ctd_log = open(f"{w}/containerd.log", "wb")
+        # its own session: a Ctrl-C on the terminal must not stop containerd before the
+        # cleanup has deleted the tasks through it
+        self.ctd = subprocess.Popen(
+            ["containerd", "-c", f"{w}/config.toml"],
+            stdin=subprocess.DEVNULL, stdout=self.ctd_log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.ctd.poll() is not None:
+                raise BenchError(f"containerd exited ({self.ctd.returncode}):\n{self.ctd_tail()}")
+            if run(["ctr", "-a", self.sock, "version"], check=False, timeout=10).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"containerd did not come up:\n{self.ctd_tail()}")
+            time.sleep(0.1)
+
+    def ctd_tail(self, n=15):
+        try:
+            with open(f"{self.work}/containerd.log", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    # --------------------------------------------------------------- ctr
+
+    def ctr(self, shim, *args, timeout=CMD_TIMEOUT, check=True):
+        return run(["ctr", "-a", self.sock, "-n", self.ns[shim], *args], timeout=timeout, check=check)
+
+    def new_id(self, shim, prefix):
+        self.seq += 1
+        cid = f"{prefix}-{self.seq}"
+        self.ids[shim].add(cid)
+        return cid
+
+    def run_args(self, shim, *extra):
+        return ["run", *extra, "--runtime", self.runtime[shim], "--fifo-dir", self.fifo_dir,
+                "--rootfs", self.rootfs]
+
+    def timed(self, fn, *a, **kw):
+        t0 = time.perf_counter()
+        fn(*a, **kw)
+        return (time.perf_counter() - t0) * 1000.0
+
+    def run_to_exit(self, shim):
+        cid = self.new_id(shim, "rte")
+        return self.timed(self.ctr, shim, *self.run_args(shim, "--rm"), cid, "/bin/true")
+
+    def runc_run_cmd(self, args):
+        """`runc run` (create+start+wait+delete) of the floor bundle running `args`."""
+        self.seq += 1
+        cid = f"floor-{self.seq}"
+        spec_path = f"{self.bundle}/config.json"
+        with open(spec_path) as f:
+            spec = json.load(f)
+        spec["process"]["args"] = args
+        spec["linux"]["cgroupsPath"] = f"/{self.ns_floor}/{cid}"
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        return ["runc", "--root", self.runc_root, "run", "--bundle", self.bundle, cid]
+
+    def runc_floor(self):
+        return self.timed(run, self.runc_run_cmd(["/bin/true"]))
+
+    def start_detached(self, shim, prefix):
+        cid = self.new_id(shim, prefix)
+        ms = self.timed(self.ctr, shim, *self.run_args(shim, "-d"), cid, "/bin/sleep", "100000")
+        return cid, ms
+
+    def exec_true(self, shim, cid, exec_id):
+        return self.timed(self.ctr, shim, "task", "exec", "--fifo-dir", self.fifo_dir,
+                          "--exec-id", exec_id, cid, "/bin/true")
+
+    def delete(self, shim, cid):
+        def both():
+            self.ctr(shim, "task", "delete", "--force", cid)
+            self.ctr(shim, "container", "delete", cid)
+        return self.timed(both)
+
+    def delete_many(self, shim, cids, timeout=CMD_TIMEOUT):
+        """Remove containers (and their tasks) in parallel chunks; untimed."""
+        cids = list(cids)
+        chunks = [cids[i:i + 8] for i in range(0, len(cids), 8)]
+
+        def one(chunk):
+            self.ctr(shim, "task", "delete", "--force", *chunk, timeout=timeout, check=False)
+            self.ctr(shim, "container", "delete", *chunk, timeout=timeout, check=False)
+        parallel(one, chunks, workers=4)
+
+    # ------------------------------------------------------------ phases
+
+    def phase_sizes(self):
+        sizes = {}
+        for shim, path in (("tether", self.tether_bin), ("go", self.go_bin)):
+            copy = f"{self.work}/{shim}.stripped"
+            stripped = bool(shutil.which("strip")) and run(
+                ["strip", "--strip-all", "-o", copy, path], check=False).returncode == 0
+            sizes[shim] = {
+                "path": path,
+                "installed_bytes": os.path.getsize(path),
+                "stripped_bytes": os.path.getsize(copy) if stripped else None,
+            }
+            if os.path.exists(copy):
+                os.unlink(copy)
+        self.results["binary_size"] = sizes
+
+    def phase_run_to_exit(self):
+        n, warm = self.args.iterations, self.args.warmup
+        runners = [("tether", lambda: self.run_to_exit("tether")),
+                   ("go", lambda: self.run_to_exit("go")),
+                   ("runc_floor", self.runc_floor)]
+        samples = {name: [] for name, _ in runners}
+        progress(f"run-to-exit ({warm} warm-up + {n} rounds x tether/go/runc) ")
+        for i in range(warm + n):
+            for name, fn in rotated(runners, i):
+                ms = fn()
+                if i >= warm:
+                    samples[name].append(ms)
+            progress("." if i >= warm else "w")
+        log()
+        self.results.setdefault("latency_ms", {})["run_to_exit"] = {
+            k: dict(summary(v), samples=v) for k, v in samples.items()}
+
+    def phase_lifecycle(self):
+        n, warm = self.args.iterations, min(self.args.warmup, 2)
+        keys = ("start", "exec", "delete")
+        samples = {k: {s: [] for s in self.shims} for k in keys}
+        progress(f"run -d / exec / delete ({warm} warm-up + {n} rounds x tether/go) ")
+        for i in range(warm + n):
+            for shim in rotated(self.shims, i):
+                cid, t_start = self.start_detached(shim, "lc")
+                t_exec = self.exec_true(shim, cid, f"e{i}")
+                t_del = self.delete(shim, cid)
+                if i >= warm:
+                    samples["start"][shim].append(t_start)
+                    samples["exec"][shim].append(t_exec)
+                    samples["delete"][shim].append(t_del)
+            progress("." if i >= warm else "w")
+        log()
+        lat = self.results.setdefault("latency_ms", {})
+        for k in keys:
+            lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
+
+    def throughput_once(self, shim):
+        dd = ["/bin/dd", "if=/dev/zero", "bs=1M", f"count={DD_MIB}"]
+        if shim == "runc_floor":  # dd's stdout is the counter's pipe itself
+            cmd = self.runc_run_cmd(dd)
+            cid = cmd[-1]
+        else:
+            cid = self.new_id(shim, "tp")
+            cmd = ["ctr", "-a", self.sock, "-n", self.ns[shim], *self.run_args(shim, "--rm"),
+                   cid, *dd]
+        errpath = f"{self.work}/dd-{cid}.err"
+        with open(errpath, "wb") as err:
+            t0 = time.perf_counter()
+            rfd, wfd = os.pipe()
+            # a 1 MiB pipe into the counter, so the counter is not what limits the rate
+            try:
+                fcntl.fcntl(wfd, F_SETPIPE_SZ, COUNTER_PIPE_SIZE)
+            except OSError:
+                pass
+            try:
+                p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=wfd, stderr=err)
+            finally:
+                os.close(wfd)
+            p.stdout = os.fdopen(rfd, "rb", buffering=0)
+            poller = select.poll()
+            poller.register(rfd, select.POLLIN)
+            deadline = time.monotonic() + CMD_TIMEOUT
+            try:
+                buf = memoryview(bytearray(1 << 20))
+                total, t_first = 0, None
+                while True:
+                    if not poller.poll(1000):
+                        if time.monotonic() > deadline:
+                            raise BenchError(f"throughput {shim}: no EOF after {CMD_TIMEOUT}s "
+                                             f"({total} bytes): {' '.join(cmd)}")
+                        continue
+                    k = p.stdout.readinto(buf)
+                    if not k:
+                        break
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    total += k
+                t_eof = time.perf_counter()
+                rc = p.wait(timeout=CMD_TIMEOUT)
+                t_exit = time.perf_counter()
+            except BaseException:
+                p.kill()
+                p.wait()
+                raise
+            finally:
+                p.stdout.close()
+        with open(errpath, errors="replace") as f:
+            errtext = f.read().strip()
+        rec = {
+            "bytes": total,
+            "exit_code": rc,
+            "seconds_stream": (t_eof - t_first) if t_first else None,
+            "seconds_total": t_exit - t0,
+        }
+        rec["mib_s"] = DD_MIB / rec["seconds_stream"] if rec["seconds_stream"] else 0.0
+        rec["mib_s_total"] = DD_MIB / rec["seconds_total"]
+        if total != DD_BYTES or rc != 0:
+            rec["error"] = f"got {total} bytes (want {DD_BYTES}), ctr exit {rc}: {errtext[-300:]}"
+            self.results["errors"].append(f"throughput {shim}: {rec['error']}")
+        return rec
+
+    def phase_throughput(self):
+        runners = self.shims + ["runc_floor"]
+        runs = {s: [] for s in runners}
+        progress(f"stdout throughput ({self.args.throughput_runs} x {DD_MIB} MiB x tether/go/runc) ")
+        for i in range(self.args.throughput_runs):
+            for shim in rotated(runners, i):
+                runs[shim].append(self.throughput_once(shim))
+                progress(".")
+        log()
+        out = {}
+        for s, rs in runs.items():
+            ok = [r for r in rs if "error" not in r]
+            out[s] = {
+                "runs": rs,
+                "ok_runs": len(ok),
+                "median_mib_s": statistics.median(r["mib_s"] for r in ok) if ok else None,
+                "median_mib_s_total": statistics.median(r["mib_s_total"] for r in ok) if ok else None,
+            }
+        self.results["throughput"] = out
+
+    def phase_memory(self):
+        levels = self.args.containers
+        running = {s: [] for s in self.shims}
+        mem = {}
+        for n in levels:
+            progress(f"memory at {n} running container(s) per shim: start+exec ")
+            k = 0
+            while len(running["tether"]) < n or len(running["go"]) < n:
+                for shim in rotated(self.shims, k):
+                    if len(running[shim]) < n:
+                        cid, _ = self.start_detached(shim, "mem")
+                        self.exec_true(shim, cid, "m1")
+                        running[shim].append(cid)
+                k += 1
+                if k % 5 == 0:
+                    progress(".")
+            time.sleep(2)  # let the shims settle after the execs
+            level = {}
+            for shim in self.shims:
+                procs = shim_processes(self.ns[shim])
+                want = TETHER_NAME if shim == "tether" else GO_NAME
+                wrong = [b for _, b in procs if b != want]
+                if wrong:
+                    raise BenchError(f"{shim} namespace served by unexpected shim binaries {wrong}")
+                if len(procs) != n:
+                    self.results["errors"].append(
+                        f"memory {shim}: {len(procs)} shim processes for {n} containers")
+                per = []
+                for pid, _ in procs:
+                    try:
+                        per.append(shim_memory(pid))
+                    except OSError as e:
+                        self.results["errors"].append(f"memory {shim}: pid {pid}: {e}")
+                if not per:
+                    raise BenchError(f"no {shim} shim processes found in {self.ns[shim]}")
+                ours = {pid for pid, _ in procs}
+                others = [p for p in same_binary_processes(self.shim_file[shim]) if p not in ours]
+                level[shim] = {
+                    "shim_processes": len(procs),
+                    "shims": per,
+                    **{f"median_{f}": statistics.median(p[f] for p in per)
+                       for f in ("rss_kib", "pss_kib", "uss_kib", "threads")},
+                    "total_pss_kib": sum(p["pss_kib"] for p in per),
+                    "total_uss_kib": sum(p["uss_kib"] for p in per),
+                    "total_rss_kib": sum(p["rss_kib"] for p in per),
+                    "total_threads": sum(p["threads"] for p in per),
+                    # other processes of the machine running the same binary share its
+                    # text pages, which lowers PSS/USS (notably at 1 container)
+                    "other_processes_same_binary": len(others),
+                }
+            mem[str(n)] = level
+            log(" measured")
+        self.results["memory"] = mem
+        base = levels[0]
+        extra = {}
+        for n in levels[1:]:
+            extra[str(n)] = {
+                s: {
+                    "uss_kib": (mem[str(n)][s]["total_uss_kib"] - mem[str(base)][s]["total_uss_kib"]) / (n - base),
+                    "pss_kib": (mem[str(n)][s]["total_pss_kib"] - mem[str(base)][s]["total_pss_kib"]) / (n - base),
+                } for s in self.shims}
+        self.results["per_extra_container"] = {"base": base, "by_level": extra}
+        progress("memory: removing the containers ")
+        for shim in self.shims:
+            self.delete_many(shim, running[shim])
+            progress(".")
+        log()
+
+    # ----------------------------------------------------------- cleanup
+
+    def cleanup(self):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if self.work is None:
+            return
+        # 1. through containerd, while it runs
+        if self.ctd is not None and self.ctd.poll() is None:
+            for shim in self.shims:
+                try:
+                    tasks = self.ctr(shim, "task", "ls", "-q", timeout=30, check=False).stdout.decode().split()
+                    conts = self.ctr(shim, "container", "ls", "-q", timeout=30, check=False).stdout.decode().split()
+                    self.delete_many(shim, sorted(set(tasks) | set(conts)), timeout=30)
+                except Exception as e:  # keep going: the brute-force steps below follow
+                    print(f"cleanup: {shim}: {e}", file=sys.stderr)
+        # 2. stop containerd
+        if self.ctd is not None:
+            if self.ctd.poll() is None:
+                self.ctd.terminate()
+                try:
+                    self.ctd.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.ctd.kill()
+                    self.ctd.wait()
+            self.ctd_log.close()
+        # 3. leftover shims of our namespaces, their containers, runc state, cgroups
+        namespaces = list(self.ns.values()) + [self.ns_floor]
+        for ns in self.ns.values():
+            for pid, _ in shim_processes(ns):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for root in [f"{RUNC_STATE}/{ns}" for ns in self.ns.values()] + [self.runc_root]:
+            if os.path.isdir(root):
+                p = run(["runc", "--root", root, "list", "-q"], check=False, timeout=30)
+                for cid in p.stdout.decode().split():
+                    run(["runc", "--root", root, "delete", "--force", cid], check=False, timeout=30)
+                if root.startswith(RUNC_STATE + "/"):
+                    shutil.rmtree(root, ignore_errors=True)
+        for ns in namespaces:
+            for top in glob.glob(f"/sys/fs/cgroup/*/{ns}") + glob.glob(f"/sys/fs/cgroup/{ns}"):
+                remove_cgroup_tree(top)
+        # 4. shim sockets of our containers (normally removed by the shims themselves)
+        for shim, ids in self.ids.items():
+            for cid in ids:
+                key = os.path.normpath(os.path.join(self.sock, self.ns[shim], cid))
+                path = f"{SHIM_SOCKET_DIR}/{hashlib.sha256(key.encode()).hexdigest()}"
+                for p in (path, path + ".lock"):
+                    if os.path.lexists(p):
+                        try:
+                            os.unlink(p)
+                        except OSError:
+                            pass
+        # 5. mounts under the temp dir, then the temp dir
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f]
+        for m in sorted((m for m in mounts if m == self.work or m.startswith(self.work + "/")),
+                        reverse=True):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def remove_cgroup_tree(top):
+    for _ in range(50):
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            try:
+                with open(f"{dirpath}/cgroup.procs") as f:
+                    for pid in f.read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except (ProcessLookupError, ValueError):
+                            pass
+            except OSError:
+                pass
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        if not os.path.exists(top):
+            return
+        time.sleep(0.1)
+    print(f"cleanup: could not remove {top}", file=sys.stderr)
+
+
+def parallel(fn, items, workers):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
+        for fut in [pool.submit(fn, it) for it in items]:
+            fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------ report
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(t, g):
+    if t is None or g in (None, 0):
+        return "-"
+    return f"{t / g:.2f}x"
+
+
+def report(res):
+    rows = []
+
+    def row(label, t, g, digits=1):
+        rows.append((label, fmt(t, digits), fmt(g, digits), ratio(t, g)))
+
+    lat = res.get("latency_ms", {})
+    if "run_to_exit" in lat:
+        r = lat["run_to_exit"]
+        row("run-to-exit median (ms)", r["tether"]["median"], r["go"]["median"])
+        row("run-to-exit p90 (ms)", r["tether"]["p90"], r["go"]["p90"])
+        fl = r["runc_floor"]["median"]
+        row("run-to-exit minus runc floor (ms)", r["tether"]["median"] - fl, r["go"]["median"] - fl)
+    for key, label in (("start", "ctr run -d start median (ms)"),
+                       ("exec", "ctr task exec median (ms)"),
+                       ("delete", "task delete -f + container delete (ms)")):
+        if key in lat:
+            row(label, lat[key]["tether"]["median"], lat[key]["go"]["median"])
+    tp = res.get("throughput")
+    if tp:
+        row(f"stdout {DD_MIB} MiB, streaming (MiB/s)", tp["tether"]["median_mib_s"],
+            tp["go"]["median_mib_s"], 0)
+        row(f"stdout {DD_MIB} MiB, incl. run (MiB/s)", tp["tether"]["median_mib_s_total"],
+            tp["go"]["median_mib_s_total"], 0)
+    for n, level in res.get("memory", {}).items():
+        t, g = level["tether"], level["go"]
+        row(f"[{n} ctr] shim processes", t["shim_processes"], g["shim_processes"], 0)
+        row(f"[{n} ctr] RSS per shim (KiB)", t["median_rss_kib"], g["median_rss_kib"], 0)
+        row(f"[{n} ctr] PSS per shim (KiB)", t["median_pss_kib"], g["median_pss_kib"], 0)
+        row(f"[{n} ctr] USS per shim (KiB)", t["median_uss_kib"], g["median_uss_kib"], 0)
+        row(f"[{n} ctr] threads per shim", t["median_threads"], g["median_threads"], 0)
+        row(f"[{n} ctr] total PSS of all shims (KiB)", t["total_pss_kib"], g["total_pss_kib"], 0)
+        row(f"[{n} ctr] total USS of all shims (KiB)", t["total_uss_kib"], g["total_uss_kib"], 0)
+    pe = res.get("per_extra_container")
+    if pe:
+        for n, v in pe["by_level"].items():
+            row(f"USS per extra running container, {pe['base']}->{n} (KiB)",
+                v["tether"]["uss_kib"], v["go"]["uss_kib"], 0)
+            row(f"PSS per extra running container, {pe['base']}->{n} (KiB)",
+                v["tether"]["pss_kib"], v["go"]["pss_kib"], 0)
+    sz = res.get("binary_size")
+    if sz:
+        def mib(s):
+            b = s["stripped_bytes"] if s["stripped_bytes"] is not None else s["installed_bytes"]
+            return b / 1048576
+        row("stripped binary size (MiB)", mib(sz["tether"]), mib(sz["go"]), 2)
+
+    w0 = max(len(r[0]) for r in rows) + 2
+    log(f"{'measure':<{w0}}{'tether':>12}{'go':>12}{'tether/go':>12}")
+    log("-" * (w0 + 36))
+    for label, t, g, q in rows:
+        log(f"{label:<{w0}}{t:>12}{g:>12}{q:>12}")
+    if "run_to_exit" in lat:
+        f = lat["run_to_exit"]["runc_floor"]
+        log("-" * (w0 + 36))
+        log(f"floor: runc run /bin/true, same rootfs (create+start+wait+delete): "
+            f"median {f['median']:.1f} ms, p90 {f['p90']:.1f} ms")
+    if tp and tp.get("runc_floor", {}).get("median_mib_s"):
+        f = tp["runc_floor"]
+        log(f"floor: runc run dd straight into the counter's pipe: "
+            f"{f['median_mib_s']:,.0f} MiB/s streaming, {f['median_mib_s_total']:,.0f} MiB/s incl. run")
+    log("ratios: lower is better, except MiB/s")
+    for n, level in res.get("memory", {}).items():
+        for s in ("tether", "go"):
+            k = level[s].get("other_processes_same_binary", 0)
+            if k:
+                log(f"note: at {n} container(s), {k} other process(es) on this machine ran the "
+                    f"same {s} binary; they share its text pages (lower PSS/USS)")
+
+
+# -------------------------------------------------------------------- main
+
+def parse_args():
+    env = os.environ.get
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("shim", nargs="?", default=f"{TOP}/target/release/{TETHER_NAME}",
+                    help="tether's binary (default: target/release/%(default)s)")
+    ap.add_argument("--go-shim", default=env("BENCH_GO_SHIM") or shutil.which(GO_NAME, path=SYSTEM_PATH))
+    ap.add_argument("--iterations", type=int, default=int(env("BENCH_ITERATIONS", "30")))
+    ap.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", "3")))
+    ap.add_argument("--throughput-runs", type=int, default=int(env("BENCH_THROUGHPUT_RUNS", "3")))
+    ap.add_argument("--containers", default=env("BENCH_CONTAINERS", "1,30"),
+                    help='running containers per shim for the memory measure, e.g. "1,30,100"')
+    ap.add_argument("--output", default=env("BENCH_OUTPUT") or f"{TOP}/bench-results.json")
+    a = ap.parse_args()
+    try:
+        a.containers = sorted({int(x) for x in a.containers.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--containers / BENCH_CONTAINERS: not a list of numbers: {a.containers!r}")
+    if not a.containers or a.containers[0] < 1:
+        ap.error("--containers: need positive counts")
+    if a.iterations < 2 or a.throughput_runs < 1 or a.warmup < 0:
+        ap.error("need --iterations >= 2, --throughput-runs >= 1, --warmup >= 0")
+    return a
+
+
+def preflight(a):
+    if os.geteuid() != 0:
+        raise BenchError("containers need root")
+    if not (os.path.isfile(a.shim) and os.access(a.shim, os.X_OK)):
+        raise BenchError(f"{a.shim} not built (make build)")
+    if not a.go_shim or not os.access(a.go_shim, os.X_OK):
+        raise BenchError(f"{GO_NAME} not found (apt-get install containerd)")
+    for tool in ("containerd", "ctr", "runc"):
+        if not shutil.which(tool, path=SYSTEM_PATH):
+            raise BenchError(f"{tool} not found (make deps)")
+    if not os.path.exists("/bin/busybox"):
+        raise BenchError("/bin/busybox not found (apt-get install busybox-static)")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def version_of(cmd):
+    p = run(cmd, check=False, timeout=30)
+    return (p.stdout or b"").decode(errors="replace").strip().splitlines()[:3]
+
+
+def main():
+    a = parse_args()
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    # also when started in the background by a shell (which ignores SIGINT there): an
+    # interrupt must still clean up; SIGHUP only if not ignored on purpose (nohup)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, on_signal)
+
+    b = Bench(a)
+    started = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    t_start = time.monotonic()
+    status = 0
+    try:
+        preflight(a)
+        meta = {
+            "date": started.isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "nproc": os.cpu_count(),
+            "cpu": cpu_model(),
+            "kernel": platform.release(),
+            "cgroup_mode": cgroup_mode(),
+            "mem_total": read_first_line("/proc/meminfo"),
+            "loadavg_start": read_first_line("/proc/loadavg"),
+            "containerd": version_of(["containerd", "--version"]),
+            "runc": version_of(["runc", "--version"])[:1],
+            "tether": {"path": b.tether_bin, "version": version_of([b.tether_bin, "-v"]),
+                       "sha256": sha256_file(b.tether_bin)},
+            "go_shim": {"path": b.go_bin, "version": version_of([b.go_bin, "-v"]),
+                        "sha256": sha256_file(b.go_bin)},
+            "iterations": a.iterations,
+            "warmup": a.warmup,
+            "throughput_runs": a.throughput_runs,
+            "containers": a.containers,
+        }
+        b.results["meta"] = meta
+        log(f"tether bench  {meta['date']}")
+        log(f"machine: {meta['nproc']} cpus ({meta['cpu']}), kernel {meta['kernel']}, "
+            f"cgroup {meta['cgroup_mode']}, loadavg {meta['loadavg_start']}")
+        log(f"containerd {' '.join(meta['containerd'][:1])}; {' '.join(meta['runc'])}")
+        def ver(v):
+            return ", ".join(x.strip() for x in v["version"][1:3])
+        log(f"tether: {b.tether_bin} ({ver(meta['tether'])})")
+        log(f"go:     {b.go_bin} ({ver(meta['go_shim'])})")
+        log(f"iterations {a.iterations} (+{a.warmup} warm-up), containers {a.containers}, "
+            f"throughput runs {a.throughput_runs}")
+        log()
+        b.setup()
+        b.phase_sizes()
+        b.phase_run_to_exit()
+        b.phase_lifecycle()
+        b.phase_throughput()
+        b.phase_memory()
+    except KeyboardInterrupt:
+        log("\ninterrupted: cleaning up")
+        status = 130
+    except BenchError as e:
+        log(f"\nbench: error: {e}")
+        if b.work and b.ctd is not None:
+            tail = b.ctd_tail()
+            if tail:
+                log("containerd log (tail):\n" + tail)
+        status = 1
+    finally:
+        b.cleanup()
+    if status == 130:
+        return status
+
+    b.results.setdefault("meta", {})["loadavg_end"] = read_first_line("/proc/loadavg")
+    b.results["meta"]["duration_s"] = round(time.monotonic() - t_start, 1)
+    if status == 0:
+        log()
+        report(b.results)
+        log(f"loadavg at end {b.results['meta']['loadavg_end']}; "
+            f"took {b.results['meta']['duration_s']} s")
+    for e in b.results["errors"]:
+        log(f"ERROR: {e}")
+    if b.results["errors"]:
+        status = status or 1
+    b.results["status"] = "ok" if status == 0 else "failed"
+    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
+    with open(a.output, "w") as f:
+        json.dump(b.results, f, indent=1)
+        f.write("\n")
+    log(f"results: {a.output}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

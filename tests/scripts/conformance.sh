@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs containerd's own integration/client suite (../shared/conformance) against tether
+# and fails if any test that the Go shim passes fails for tether, after one retry of the
+# failed tests alone (upstream's suite has timing-dependent tests: see the harness README).
+#
+# Usage: tests/scripts/conformance.sh [SHIM_DIR]   (default: target/release)
+# Env:   CONFORMANCE_CONTAINERD=1.7|2.1 to run a newer containerd's suite (default 1.6).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+shim_dir=${1:-$top/target/release}
+harness=${TETHER_CONFORMANCE_DIR:-$top/../shared/conformance}
+if [ ! -x "$harness/run.sh" ]; then
+  echo "conformance: no harness at $harness (shared/ is not beside this checkout): skipped"
+  exit 0
+fi
+[ -x "$shim_dir/containerd-shim-tether-v2" ] || { echo "conformance: $shim_dir/containerd-shim-tether-v2 missing (make build)"; exit 1; }
+
+case "${CONFORMANCE_CONTAINERD:-1.6}" in
+  1.6) baseline=$harness/BASELINE-runc-v2.txt ;;
+  1.7) baseline=$harness/BASELINE-runc-v2-ctd1.7.txt ;;
+  2.1) baseline=$harness/BASELINE-runc-v2-ctd2.1.txt ;;
+  *) echo "conformance: unknown CONFORMANCE_CONTAINERD=$CONFORMANCE_CONTAINERD"; exit 1 ;;
+esac
+
+out=$(mktemp /tmp/tether-conformance.XXXXXX)
+trap 'rm -f "$out" "$out.retry"' EXIT
+set +e
+CONFORMANCE_BASELINE=$baseline "$harness/run.sh" io.containerd.tether.v2 "$shim_dir" >"$out"
+set -e
+grep -E '^(PASS|FAIL|SKIP) |passed' "$out" | tail -n 1
+
+# Tests the Go shim passes in the baseline, and tether did not.
+regressions() {
+  grep -E '^(FAIL|SKIP) ' "$1" | awk '{print $2}' | while read -r t; do
+    grep -qE "^PASS $t( |$)" "$baseline" && echo "$t"
+  done
+}
+mapfile -t failed < <(regressions "$out")
+if [ ${#failed[@]} -eq 0 ]; then
+  echo "conformance: every test the Go shim passes, tether passes"
+  exit 0
+fi
+echo "conformance: retrying alone: ${failed[*]}"
+pattern="^($(IFS='|'; echo "${failed[*]}"))\$"
+set +e
+CONFORMANCE_RUN=$pattern "$harness/run.sh" io.containerd.tether.v2 "$shim_dir" >"$out.retry"
+set -e
+cat "$out.retry"
+mapfile -t still < <(regressions "$out.retry")
+if [ ${#still[@]} -ne 0 ]; then
+  echo "conformance: REGRESSION vs the Go shim: ${still[*]}"
+  exit 1
+fi
+echo "conformance: every test the Go shim passes, tether passes (after a retry)"
