@@ -1,11 +1,13 @@
 //! `containerd-shim-tether-v2`: a containerd shim v2 (runtime `io.containerd.tether.v2`)
-//! that drives runc, built on one supervision core with a standalone face to come.
+//! that drives runc, and a standalone reattachable process supervisor (`run`, `exec`,
+//! `attach`, `wait`, ... — see `standalone`), built on one supervision core.
 #![deny(unsafe_code)]
 
 mod cgroups;
 mod containerd;
 mod logger;
 mod mount;
+mod standalone;
 mod supervisor;
 
 use containerd::flags::{self, Action, Flags, FlagsError};
@@ -17,6 +19,9 @@ const RUNTIME_NAME: &str = "io.containerd.tether.v2";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| standalone::is_subcommand(a)) {
+        return ExitCode::from(standalone::cli::main(&args));
+    }
     let (flags, action) = match flags::parse(&args) {
         Ok(x) => x,
         Err(FlagsError::Help) => {

@@ -821,7 +821,7 @@ impl Drop for BackgroundCtr {
 
 /// The shim to test: `$TETHER_SHIM`, else the workspace's release build when it is newer
 /// than the debug build, else the debug build.
-fn shim_binary() -> PathBuf {
+pub fn shim_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TETHER_SHIM") {
         let p = PathBuf::from(p);
         assert!(p.is_file(), "TETHER_SHIM={} is not a file", p.display());

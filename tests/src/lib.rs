@@ -12,10 +12,12 @@ pub mod containerd_env;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;
+pub mod standalone_env;
 
 pub use bundle::Bundle;
 pub use containerd_env::ContainerdEnv;
 pub use runc_env::RuncEnv;
+pub use standalone_env::StandaloneEnv;
 
 /// A short unique id for a container or process: `<prefix>-<pid>-<counter>`.
 ///

@@ -1,0 +1,99 @@
+//! `kill`: signal a container's init (through runc) or one of its exec processes
+//! (through a pidfd, and only while it has no exit code).
+
+use super::args::{self, Spec};
+use super::depot::Depot;
+use super::errors::{CliError, CliResult};
+use crate::supervisor::pidfd;
+use nix::sys::signal::Signal;
+use std::str::FromStr;
+
+/// `kill --help`.
+pub const USAGE: &str = "\
+usage: containerd-shim-tether-v2 kill [--signal SIG] [--all] CONTAINER-ID [PROCESS-ID]
+
+Sends SIG (a number or a name such as TERM or SIGKILL; default TERM) to the process
+(default: the container's init, through `runc kill`; --all: every process of the
+container). An exec process is signalled through a pidfd, and only while it has no
+exitcode, so a recycled pid is never hit.";
+
+const SPEC: Spec = Spec {
+    valued: &[("--signal", Some("-s"))],
+    flags: &[("--all", Some("-a"))],
+};
+
+/// Parses `9`, `KILL` or `SIGKILL`.
+pub fn parse_signal(text: &str) -> CliResult<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n)
+            .map(|s| s as i32)
+            .map_err(|_| CliError::Usage(format!("invalid signal {text:?}")));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name)
+        .map(|s| s as i32)
+        .map_err(|_| CliError::Usage(format!("invalid signal {text:?}")))
+}
+
+/// Runs the subcommand.
+pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
+    let p = args::parse(argv, SPEC)?;
+    let pos = p.positionals(1, 2, USAGE)?;
+    let id = pos[0].as_str();
+    let signal = parse_signal(p.value("--signal").unwrap_or("TERM"))?;
+    let meta = depot.container(id)?;
+    let process = pos.get(1).map(String::as_str).unwrap_or(&meta.init);
+    if process == meta.init || p.flag("--all") {
+        return depot
+            .runc(None, None)
+            .kill(id, signal, p.flag("--all"))
+            .map_err(|e| match e.runtime_message() {
+                Some(m) if m.contains("not running") || m.contains("process already finished") => {
+                    CliError::NotFound(format!("container {id:?} is not running"))
+                }
+                _ => CliError::runc(e),
+            });
+    }
+    let dir = depot.process_dir(id, Some(process))?;
+    let exited = || -> CliResult<bool> { Ok(dir.read_exit().map_err(CliError::fifo)?.is_some()) };
+    let gone = || {
+        CliError::NotFound(format!(
+            "process {process:?} of container {id:?} has exited"
+        ))
+    };
+    if exited()? {
+        return Err(gone());
+    }
+    let pid = dir
+        .read_pid()
+        .map_err(CliError::fifo)?
+        .ok_or_else(|| CliError::NotFound(format!("process {process:?} has no pid yet")))?;
+    let fd = pidfd::open(pid).map_err(|_| gone())?;
+    // The pidfd pins the process: if it still has no exit code, it is ours.
+    if exited()? {
+        return Err(gone());
+    }
+    pidfd::send_signal(&fd, signal).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => gone(),
+        _ => CliError::Failed(format!("signal process {pid}: {e}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse() {
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("KILL").unwrap(), 9);
+        assert_eq!(parse_signal("sigterm").unwrap(), 15);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}

@@ -1,0 +1,592 @@
+//! The supervisor: one resident process per supervised process (the dadoo model).
+//!
+//! Started by `run`/`exec` as the hidden subcommand `supervise`, detached from its caller
+//! (its own session; reparented to init once the caller exits). It
+//! 1. opens the process directory's FIFOs without ever blocking: `exit` read-write (held
+//!    while the process lives), `stdout`/`stderr` as keep-alive writers (it holds a read
+//!    end it never reads, so the process never gets SIGPIPE while no manager is attached),
+//!    `stdin` and `winsz` as read ends plus a held write end (so they never reach EOF
+//!    between two managers);
+//! 2. starts the process with runc (`create`+`start` for a container's init, `exec -d`
+//!    for a process in a running container), `--pid-file <dir>/pidfile`, runc's log in
+//!    `<dir>/log.json`, through a runc monitor that shares the reaper;
+//! 3. reports `started <pid>` (or `error <kind> <message>`) on its stdout, the caller's
+//!    readiness pipe, and then runs one epoll loop over the stdio pumps, the `winsz`
+//!    stream and a signalfd;
+//! 4. when the process exits: writes `exitcode` atomically, closes `exit` (readers see
+//!    EOF), and stays until the output it buffered has been read by a manager — then it
+//!    closes the FIFOs' write ends (an attached manager sees EOF) and exits.
+//!
+//! SIGTERM, SIGINT and SIGHUP are ignored while the process lives (the supervisor
+//! survives its manager); after the exit they end the wait for a reader (`delete` uses
+//! this), dropping whatever output nobody read.
+
+use super::depot::{Depot, SUPERVISOR_PID};
+use super::errors::{CliError, CliResult};
+use super::fionread;
+use crate::supervisor::epoll::{Poller, Ready, Token};
+use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::{signals, tty};
+use fifo::{ExitRecord, ProcessDir, WinszDecoder};
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::pipe2;
+use runc_wrapper::{ConsoleSocket, CreateOpts, ExecOpts, ProcessIo};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Pipe and FIFO buffers are raised to this (best effort) so output waits for a manager.
+pub const PIPE_SIZE: usize = 1 << 20;
+/// Longest process spec accepted on stdin.
+const MAX_SPEC: u64 = 4 << 20;
+/// How long runc gets to hand over a pty master.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the exit, an output source that is still open (a descendant holds it) but idle
+/// for this long is abandoned; what it already delivered to the FIFO is still kept.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Poll interval while waiting for a manager to read the remaining output.
+const LINGER_POLL_MS: u16 = 100;
+
+/// Token of the stdout, stderr and stdin pumps and of the winsz stream.
+const STDOUT: u32 = 0;
+const STDERR: u32 = 1;
+const STDIN: u32 = 2;
+const WINSZ: u32 = 3;
+
+/// What to supervise.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// A container's init, created from this bundle.
+    Run {
+        /// The bundle directory.
+        bundle: PathBuf,
+    },
+    /// A process in a running container; its OCI process spec arrives on stdin.
+    Exec,
+}
+
+/// Everything the supervisor is told on its command line.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The global options (runc binary and root).
+    pub depot: Depot,
+    /// The container.
+    pub container: String,
+    /// The process directory (already created by the caller).
+    pub dir: PathBuf,
+    /// Run or exec.
+    pub kind: Kind,
+    /// Whether the process has a terminal.
+    pub tty: bool,
+}
+
+impl Plan {
+    /// The supervisor's command line (after the binary).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "supervise".into(),
+            "--depot".into(),
+            self.depot.root.clone().into(),
+            "--runc".into(),
+            self.depot.runc_bin.clone().into(),
+            "--runc-root".into(),
+            self.depot.runc_root.clone().into(),
+            "--dir".into(),
+            self.dir.clone().into(),
+        ];
+        match &self.kind {
+            Kind::Run { bundle } => {
+                a.push("--bundle".into());
+                a.push(bundle.clone().into());
+            }
+            Kind::Exec => a.push("--exec".into()),
+        }
+        if self.tty {
+            a.push("--tty".into());
+        }
+        a.push(self.container.clone().into());
+        a
+    }
+}
+
+/// Entry point of the hidden `supervise` subcommand; returns the exit code.
+pub fn main(plan: Plan) -> u8 {
+    // Our own session: the caller's terminal and process group signals do not reach us.
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    let mut ready = std::io::stdout();
+    let setup = (|| -> CliResult<(Supervisor, i32)> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| CliError::Failed(format!("subreaper: {e}")))?;
+        let sigfd =
+            signals::block_and_open().map_err(|e| CliError::Failed(format!("signalfd: {e}")))?;
+        let spec = match plan.kind {
+            Kind::Exec => {
+                let mut spec = Vec::new();
+                std::io::stdin()
+                    .take(MAX_SPEC)
+                    .read_to_end(&mut spec)
+                    .map_err(|e| CliError::Failed(format!("read process spec: {e}")))?;
+                spec
+            }
+            Kind::Run { .. } => Vec::new(),
+        };
+        start(&plan, &spec, sigfd)
+    })();
+    match setup {
+        Ok((mut sup, pid)) => {
+            let _ = writeln!(ready, "started {pid}");
+            let _ = ready.flush();
+            detach_stdio();
+            sup.run();
+            0
+        }
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            let _ = writeln!(ready, "error {} {msg}", e.kind());
+            let _ = ready.flush();
+            1
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null: closes the caller's readiness pipe.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}
+
+/// One output stream: the pump from the process into the FIFO, the FIFO's write end
+/// (held apart from the pump, so the FIFO stays open until it is drained) and the
+/// keep-alive read end.
+#[derive(Debug, Default)]
+struct Output {
+    pump: Option<Pump>,
+    writer: Option<File>,
+    keepalive: Option<File>,
+}
+
+impl Output {
+    /// Opens the FIFO at `path` as a keep-alive writer, its buffer raised to
+    /// [`PIPE_SIZE`].
+    fn open(path: &std::path::Path) -> CliResult<Self> {
+        let (writer, keepalive) = fifo::KeepAliveWriter::open(path)
+            .map_err(CliError::fifo)?
+            .into_parts();
+        let _ = fifo::set_pipe_size(&writer, PIPE_SIZE);
+        Ok(Output {
+            pump: None,
+            writer: Some(writer),
+            keepalive: Some(keepalive),
+        })
+    }
+
+    /// Adds the pump from `src` into this FIFO.
+    fn pump_from(&mut self, src: OwnedFd) -> CliResult<()> {
+        let Some(w) = &self.writer else {
+            return Ok(());
+        };
+        let dst = w
+            .try_clone()
+            .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
+        self.pump = Some(
+            Pump::new(Direction::Output, src, dst.into(), None)
+                .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
+        );
+        Ok(())
+    }
+
+    /// Whether the FIFO is closed (everything delivered, or given up).
+    fn closed(&self) -> bool {
+        self.writer.is_none()
+    }
+}
+
+/// The running supervisor.
+#[derive(Debug)]
+struct Supervisor {
+    poller: Poller,
+    sigfd: SignalFd,
+    reaper: Reaper,
+    dir: ProcessDir,
+    pid: i32,
+    exit_hold: Option<File>,
+    outputs: [Output; 2],
+    input: Option<Pump>,
+    stdin_hold: Option<File>,
+    winsz: Option<File>,
+    winsz_hold: Option<File>,
+    decoder: WinszDecoder,
+    master: Option<File>,
+    exited_at: Option<Instant>,
+    stop: bool,
+}
+
+/// The FIFO-side handles opened before the process starts.
+struct Fifos {
+    exit_hold: File,
+    outputs: [Output; 2],
+    stdin_r: File,
+    stdin_hold: File,
+    winsz: File,
+    winsz_hold: File,
+}
+
+fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
+    // `exit` first: a `wait` that starts as soon as we report must block, not see EOF.
+    let exit_hold = fifo::open_rdwr(&dir.exit()).map_err(CliError::fifo)?;
+    let outputs = [Output::open(&dir.stdout())?, Output::open(&dir.stderr())?];
+    let stdin_r = fifo::open_read(&dir.stdin(), true).map_err(CliError::fifo)?;
+    let stdin_hold = fifo::open_write(&dir.stdin(), true).map_err(CliError::fifo)?;
+    let winsz = fifo::open_read(&dir.winsz(), true).map_err(CliError::fifo)?;
+    let winsz_hold = fifo::open_write(&dir.winsz(), true).map_err(CliError::fifo)?;
+    Ok(Fifos {
+        exit_hold,
+        outputs,
+        stdin_r,
+        stdin_hold,
+        winsz,
+        winsz_hold,
+    })
+}
+
+fn pipe() -> CliResult<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| CliError::Failed(format!("pipe: {e}")))?;
+    let _ = fifo::set_pipe_size(&r, PIPE_SIZE);
+    Ok((r, w))
+}
+
+/// Opens the FIFOs, starts the process, and returns the supervisor and the process's pid.
+fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i32)> {
+    let dir = ProcessDir::from_path(&plan.dir).map_err(CliError::fifo)?;
+    let pid_path = dir.path().join(SUPERVISOR_PID);
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .map_err(|e| CliError::io("write", &pid_path, &e))?;
+    let mut fifos = open_fifos(&dir)?;
+    let reaper = Reaper::new();
+    let log = dir.log_json();
+    let runc = plan.depot.runc(Some(&log), Some(reaper.monitor()));
+    let id = plan.container.as_str();
+
+    let console = if plan.tty {
+        Some(ConsoleSocket::new().map_err(|e| CliError::Failed(e.to_string()))?)
+    } else {
+        None
+    };
+    let console_path = console.as_ref().map(|c| c.path().to_path_buf());
+    let mut input: Option<Pump> = None;
+    let io = if plan.tty {
+        ProcessIo::default()
+    } else {
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        fifos.outputs[0].pump_from(out_r)?;
+        fifos.outputs[1].pump_from(err_r)?;
+        let src = fifos
+            .stdin_r
+            .try_clone()
+            .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
+        input = Some(
+            Pump::new(Direction::Input, src.into(), in_w, None)
+                .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
+        );
+        ProcessIo::from_fds(Some(in_r), Some(out_w), Some(err_w))
+    };
+
+    let mut master = None;
+    match &plan.kind {
+        Kind::Run { bundle } => {
+            runc.create(
+                id,
+                bundle,
+                CreateOpts {
+                    pid_file: Some(dir.pidfile()),
+                    console_socket: console_path,
+                    io,
+                    ..Default::default()
+                },
+            )
+            .map_err(CliError::runc)?;
+            let started = (|| -> CliResult<()> {
+                if let Some(c) = &console {
+                    master = Some(
+                        c.receive_master(CONSOLE_TIMEOUT)
+                            .map_err(|e| CliError::Failed(e.to_string()))?,
+                    );
+                }
+                runc.start(id).map_err(CliError::runc)
+            })();
+            if let Err(e) = started {
+                // Nothing half-created: the container goes again.
+                let _ = runc.delete(id, true);
+                return Err(e);
+            }
+        }
+        Kind::Exec => {
+            runc.exec(
+                id,
+                spec,
+                ExecOpts {
+                    pid_file: Some(dir.pidfile()),
+                    console_socket: console_path,
+                    detach: true,
+                    io,
+                    process_dir: Some(dir.path().to_path_buf()),
+                    ..Default::default()
+                },
+            )
+            .map_err(exec_error)?;
+            if let Some(c) = &console {
+                match c.receive_master(CONSOLE_TIMEOUT) {
+                    Ok(m) => master = Some(m),
+                    Err(e) => {
+                        if let Ok(Some(pid)) = dir.read_pid() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                Signal::SIGKILL,
+                            );
+                        }
+                        return Err(CliError::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    let pid = dir
+        .read_pid()
+        .map_err(CliError::fifo)?
+        .ok_or_else(|| CliError::Failed("runc wrote no pid file".into()))?;
+
+    let master = match master {
+        Some(m) => {
+            let dup = |m: &OwnedFd| {
+                m.try_clone()
+                    .map_err(|e| CliError::Failed(format!("dup: {e}")))
+            };
+            fifos.outputs[0].pump_from(dup(&m)?)?;
+            let src = fifos
+                .stdin_r
+                .try_clone()
+                .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
+            input = Some(
+                Pump::new(Direction::Input, src.into(), dup(&m)?, None)
+                    .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
+            );
+            Some(File::from(m))
+        }
+        None => None,
+    };
+    drop(console);
+
+    let poller = Poller::new().map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
+    let Fifos {
+        exit_hold,
+        outputs,
+        stdin_r,
+        stdin_hold,
+        winsz,
+        winsz_hold,
+    } = fifos;
+    drop(stdin_r);
+    let sup = Supervisor {
+        poller,
+        sigfd,
+        reaper,
+        dir,
+        pid,
+        exit_hold: Some(exit_hold),
+        outputs,
+        input,
+        stdin_hold: Some(stdin_hold),
+        winsz: Some(winsz),
+        winsz_hold: Some(winsz_hold),
+        decoder: WinszDecoder::new(),
+        master,
+        exited_at: None,
+        stop: false,
+    };
+    sup.register()
+        .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
+    Ok((sup, pid))
+}
+
+/// runc exec's "cannot exec in a stopped container" means the container is gone.
+fn exec_error(e: runc_wrapper::Error) -> CliError {
+    let stopped = e
+        .runtime_message()
+        .is_some_and(|m| m.contains("stopped container") || m.contains("not running"));
+    if stopped {
+        CliError::NotFound(e.to_string())
+    } else {
+        CliError::runc(e)
+    }
+}
+
+impl Supervisor {
+    fn register(&self) -> std::io::Result<()> {
+        self.poller
+            .add_readable(self.sigfd.as_fd(), Token::Signals)?;
+        for (i, out) in self.outputs.iter().enumerate() {
+            if let Some(p) = &out.pump {
+                self.poller
+                    .add_edge(p.src_fd(), Token::Pump(i as u32), true, false)?;
+                self.poller
+                    .add_edge(p.dst_fd(), Token::Pump(i as u32), false, true)?;
+            }
+        }
+        if let Some(p) = &self.input {
+            self.poller
+                .add_edge(p.src_fd(), Token::Pump(STDIN), true, false)?;
+            self.poller
+                .add_edge(p.dst_fd(), Token::Pump(STDIN), false, true)?;
+        }
+        if let Some(w) = &self.winsz {
+            self.poller.add_readable(w.as_fd(), Token::Pump(WINSZ))?;
+        }
+        Ok(())
+    }
+
+    /// The event loop; returns when the process has exited and its output is delivered
+    /// (or a termination signal came after the exit).
+    fn run(&mut self) {
+        // Output that arrived before the loop.
+        for i in [STDOUT, STDERR, STDIN] {
+            self.run_pump(i);
+        }
+        let mut events: Vec<Ready> = Vec::new();
+        loop {
+            let timeout = self.exited_at.map(|_| LINGER_POLL_MS);
+            if self.poller.wait(timeout, &mut events).is_err() {
+                break;
+            }
+            for ev in events.clone() {
+                match ev.token {
+                    Token::Signals => self.on_signals(),
+                    Token::Pump(WINSZ) => self.on_winsz(),
+                    Token::Pump(i) => self.run_pump(i),
+                    _ => {}
+                }
+            }
+            if self.exited_at.is_some() && self.linger_done() {
+                break;
+            }
+        }
+    }
+
+    fn run_pump(&mut self, i: u32) {
+        let slot = match i {
+            STDOUT | STDERR => &mut self.outputs[i as usize].pump,
+            STDIN => &mut self.input,
+            _ => return,
+        };
+        let Some(p) = slot else { return };
+        if p.run() == PumpState::Done {
+            if let Some(p) = slot.take() {
+                self.poller.remove(p.src_fd());
+                self.poller.remove(p.dst_fd());
+            }
+        }
+    }
+
+    fn on_winsz(&mut self) {
+        let Some(w) = &mut self.winsz else { return };
+        let mut buf = [0u8; 1024];
+        loop {
+            match w.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for size in self.decoder.push(&buf[..n]).into_iter().flatten() {
+                        if let Some(m) = &self.master {
+                            let _ = tty::resize(m.as_fd(), size.columns, size.rows);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let signals = signals::drain(&mut self.sigfd);
+        for sig in &signals {
+            if *sig != Signal::SIGCHLD && self.exited_at.is_some() {
+                self.stop = true;
+            }
+        }
+        for exit in self.reaper.reap() {
+            if exit.pid == self.pid && self.exited_at.is_none() {
+                self.on_exit(ExitRecord::from_wait_status(exit.status, exit.at));
+            }
+        }
+    }
+
+    /// The process exited: record it, close `exit`, stop taking input.
+    fn on_exit(&mut self, record: ExitRecord) {
+        // Move what is already in the process pipes before anything else (saves a wakeup).
+        for i in [STDOUT, STDERR] {
+            self.run_pump(i);
+        }
+        let _ = self.dir.write_exit(&record);
+        self.exit_hold = None;
+        if let Some(p) = self.input.take() {
+            self.poller.remove(p.src_fd());
+            self.poller.remove(p.dst_fd());
+        }
+        self.stdin_hold = None;
+        if let Some(w) = self.winsz.take() {
+            self.poller.remove(w.as_fd());
+        }
+        self.winsz_hold = None;
+        self.master = None;
+        self.exited_at = Some(Instant::now());
+    }
+
+    /// After the exit: closes each FIFO once its pump has finished and a manager has read
+    /// everything in it. True when all are closed, or on a termination signal.
+    fn linger_done(&mut self) -> bool {
+        let Some(exited_at) = self.exited_at else {
+            return false;
+        };
+        if self.stop {
+            return true;
+        }
+        let grace_over = exited_at.elapsed() >= DRAIN_GRACE;
+        for out in &mut self.outputs {
+            if let Some(p) = &out.pump {
+                let src_idle = fionread::pending(p.src_fd()).unwrap_or(0) == 0;
+                if grace_over && src_idle {
+                    if let Some(p) = out.pump.take() {
+                        self.poller.remove(p.src_fd());
+                        self.poller.remove(p.dst_fd());
+                    }
+                }
+            }
+            if out.pump.is_none() {
+                let unread = out
+                    .keepalive
+                    .as_ref()
+                    .and_then(|k| fionread::pending(k.as_fd()))
+                    .unwrap_or(0);
+                if unread == 0 {
+                    out.writer = None;
+                    out.keepalive = None;
+                }
+            }
+        }
+        self.outputs.iter().all(Output::closed)
+    }
+}

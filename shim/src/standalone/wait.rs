@@ -1,0 +1,50 @@
+//! `wait`: block until a process has exited, print its exit code and exit with it.
+
+use super::args::{self, Spec};
+use super::attach::{exit_code_of, resolve_dir};
+use super::depot::Depot;
+use super::errors::{CliError, CliResult};
+use std::io::Read;
+
+/// `wait --help`.
+pub const USAGE: &str = "\
+usage: containerd-shim-tether-v2 wait [--json] (CONTAINER-ID [PROCESS-ID] | --dir DIR)
+
+Blocks until the process has exited (reads the `exit` FIFO to EOF), then prints its exit
+code (--json: {\"exit_code\":N,\"exited_at\":\"RFC 3339\"}) and exits with it. Works the same
+after the process has exited, any number of times.";
+
+const SPEC: Spec = Spec {
+    valued: &[("--dir", None)],
+    flags: &[("--json", None)],
+};
+
+/// Runs the subcommand; returns the process's exit code.
+pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
+    let p = args::parse(argv, SPEC)?;
+    let dir = resolve_dir(depot, &p, USAGE)?;
+    let mut exit = fifo::open_read(&dir.exit(), false).map_err(CliError::fifo)?;
+    let mut sink = [0u8; 64];
+    loop {
+        match exit.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CliError::io("read", &dir.exit(), &e)),
+        }
+    }
+    let code = exit_code_of(&dir)?;
+    let rec = dir.read_exit().map_err(CliError::fifo)?;
+    if p.flag("--json") {
+        let at = rec
+            .map(|r| fifo::rfc3339::format(r.exited_at))
+            .unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::json!({"exit_code": rec.map_or(i32::from(code), |r| r.code), "exited_at": at})
+        );
+    } else {
+        println!("{code}");
+    }
+    Ok(code)
+}

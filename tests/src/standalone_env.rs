@@ -1,0 +1,193 @@
+//! One test's private world for the standalone supervisor: a [`RuncEnv`] (own runc root,
+//! temp dir, cleanup guard) plus a depot inside its temp dir, and helpers to run the
+//! shim's subcommands against them.
+//!
+//! Dropping it deletes the depot's containers through the CLI (best effort), then the
+//! `RuncEnv` guard force-deletes whatever runc still knows, kills every process whose
+//! command line mentions the temp dir (the supervisors name their process directory) and
+//! removes the dir.
+
+use crate::bundle::Bundle;
+use crate::runc_env::RuncEnv;
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A depot, a runc root and the shim binary for one test.
+pub struct StandaloneEnv {
+    depot: PathBuf,
+    shim: PathBuf,
+    containers: std::sync::Mutex<Vec<String>>,
+    // Last: dropped after our own cleanup.
+    runc: RuncEnv,
+}
+
+impl StandaloneEnv {
+    /// A fresh environment (checks root, runc, busybox like [`RuncEnv::new`]).
+    pub fn new() -> Self {
+        let runc = RuncEnv::new();
+        let depot = runc.dir().join("depot");
+        StandaloneEnv {
+            depot,
+            shim: crate::containerd_env::shim_binary(),
+            containers: Default::default(),
+            runc,
+        }
+    }
+
+    /// The underlying runc environment.
+    pub fn runc_env(&self) -> &RuncEnv {
+        &self.runc
+    }
+
+    /// The depot directory.
+    pub fn depot(&self) -> &Path {
+        &self.depot
+    }
+
+    /// The process directory of `process` in `container`.
+    pub fn process_dir(&self, container: &str, process: &str) -> PathBuf {
+        self.depot.join(container).join("processes").join(process)
+    }
+
+    /// A command running the shim's `sub` subcommand against this depot and runc root.
+    pub fn cmd(&self, sub: &str) -> Command {
+        let mut c = Command::new(&self.shim);
+        c.arg(sub)
+            .arg("--depot")
+            .arg(&self.depot)
+            .arg("--runc")
+            .arg(self.runc.runc_binary())
+            .arg("--runc-root")
+            .arg(self.runc.root());
+        c
+    }
+
+    /// Runs `sub args...` to completion (stdin /dev/null), killed after 60 s.
+    pub fn output(&self, sub: &str, args: &[&str]) -> Output {
+        let mut c = self.cmd(sub);
+        c.args(args).stdin(Stdio::null());
+        output_bounded(c, Duration::from_secs(60))
+    }
+
+    /// Runs `sub args...` and asserts success; returns stdout.
+    pub fn ok(&self, sub: &str, args: &[&str]) -> String {
+        let out = self.output(sub, args);
+        assert!(
+            out.status.success(),
+            "{sub} {args:?}: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A busybox bundle named `name` running `args` (no terminal).
+    pub fn bundle(&self, name: &str, args: &[&str]) -> Bundle {
+        self.runc.bundle(name, args)
+    }
+
+    /// `run --bundle B ID --json`; returns the init's pid. The container is deleted when
+    /// the environment is dropped.
+    pub fn run(&self, id: &str, bundle: &Bundle) -> i32 {
+        self.containers.lock().unwrap().push(id.to_string());
+        let out = self.ok(
+            "run",
+            &["--bundle", bundle.path().to_str().unwrap(), "--json", id],
+        );
+        let v: Value = serde_json::from_str(out.trim()).expect("run --json output");
+        v["pid"].as_i64().expect("pid") as i32
+    }
+
+    /// Writes `process` (an OCI process) to a file and runs `exec`; returns the output.
+    pub fn exec_output(&self, id: &str, process_id: &str, process: &Value) -> Output {
+        let file = self.runc.dir().join(format!("{process_id}.process.json"));
+        std::fs::write(&file, serde_json::to_vec(process).unwrap()).unwrap();
+        self.output(
+            "exec",
+            &[
+                "--process",
+                file.to_str().unwrap(),
+                "--json",
+                id,
+                process_id,
+            ],
+        )
+    }
+
+    /// [`StandaloneEnv::exec_output`], asserting success; returns the pid.
+    pub fn exec(&self, id: &str, process_id: &str, process: &Value) -> i32 {
+        let out = self.exec_output(id, process_id, process);
+        assert!(
+            out.status.success(),
+            "exec {process_id}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("exec --json output");
+        v["pid"].as_i64().expect("pid") as i32
+    }
+
+    /// A unique id.
+    pub fn id(&self, prefix: &str) -> String {
+        self.runc.id(prefix)
+    }
+}
+
+impl Default for StandaloneEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StandaloneEnv {
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut *self.containers.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in ids {
+            let mut c = self.cmd("delete");
+            c.args(["--force", &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let _ = output_bounded(c, Duration::from_secs(20));
+        }
+    }
+}
+
+/// Runs `cmd` with captured output, killing it after `timeout` (then the output so far
+/// is returned with a failed status).
+pub fn output_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the shim");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                break child.wait().expect("wait for the shim");
+            }
+        }
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
