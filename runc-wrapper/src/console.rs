@@ -204,7 +204,7 @@ mod tests {
         let sender = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (r, w) = nix::unistd::pipe().unwrap();
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
                 let s = UnixStream::connect(&path).unwrap();
                 let fds = [w.as_raw_fd()];
                 sendmsg::<()>(

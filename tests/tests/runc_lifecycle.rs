@@ -9,7 +9,7 @@ use tether_tests::{cleanup, RuncEnv};
 
 /// A pipe whose write end becomes a container's stdout; the read end stays with the test.
 fn pipe() -> (fs::File, OwnedFd) {
-    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     (fs::File::from(r), w)
 }
 

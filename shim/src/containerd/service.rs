@@ -289,7 +289,11 @@ impl Shim {
             pid = 0;
             init.spec = restore_from.clone().into_bytes();
         } else {
-            let mut prepared = match stdio::prepare(&stdio_cfg, owner) {
+            let mut prepared = match stdio::prepare_with_env(
+                &stdio_cfg,
+                owner,
+                &stdio::logger_env(&r.id, &self.namespace),
+            ) {
                 Ok(p) => p,
                 Err(e) => {
                     undo_mount(&mounted);
@@ -486,8 +490,12 @@ impl Shim {
         restore: bool,
     ) -> RpcResult<(i32, Option<Prepared>)> {
         let opts = self.container_options(bundle);
-        let mut prepared = stdio::prepare(stdio_cfg, owner(&opts))
-            .map_err(|e| invalid(format!("process io: {e}")))?;
+        let mut prepared = stdio::prepare_with_env(
+            stdio_cfg,
+            owner(&opts),
+            &stdio::logger_env(&r.id, &self.namespace),
+        )
+        .map_err(|e| invalid(format!("process io: {e}")))?;
         let console_socket = prepared.console.as_ref().map(|c| c.path().to_path_buf());
         let pid_file = if restore {
             bundle.join("init.pid")

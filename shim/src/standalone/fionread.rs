@@ -27,7 +27,7 @@ mod tests {
 
     #[test]
     fn counts_bytes_in_a_pipe() {
-        let (r, w) = nix::unistd::pipe().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         assert_eq!(pending(r.as_fd()), Some(0));
         std::fs::File::from(w).write_all(b"hello").unwrap();
         assert_eq!(pending(r.as_fd()), Some(5));

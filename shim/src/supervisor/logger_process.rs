@@ -7,7 +7,7 @@
 //! - environment: only `CONTAINER_ID`, `CONTAINER_NAMESPACE` (given by the caller) and the
 //!   `env.NAME=value` query parameters (containerd 2.x), nothing from the shim's own;
 //! - fd 3: the read end of the container's stdout pipe, fd 4: of its stderr pipe, fd 5:
-//!   the write end of a "ready" pipe; fds 0-2 are `/dev/null`.
+//!   the write end of a "ready" pipe; fds 0-2 are `/dev/null`; no other fd.
 //!
 //! The shim waits until the logger closes fd 5 or writes to it (bounded by
 //! [`READY_TIMEOUT`]; containerd waits forever), then hands the write ends of the two pipes
@@ -122,6 +122,7 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("bad escape in {s:?}"))?;
@@ -189,6 +190,7 @@ pub fn start_with_timeout(
     // Our copies of the child's ends are closed now (spawn consumed them): the ready pipe
     // reaches EOF once the logger closes fd 5, and only the logger reads the output pipes.
     let handle = Handle::new(pid);
+    let deadline = Instant::now() + timeout;
     if let Err(e) = wait_ready(&ready_r, timeout) {
         handle.kill();
         return Err(io::Error::new(
@@ -196,8 +198,17 @@ pub fn start_with_timeout(
             format!("binary logger {name}: {e}"),
         ));
     }
-    let out_gone = has_no_reader(&out_w)?;
-    let err_gone = has_no_reader(&err_w)?;
+    // A logger that died closed fd 5 as it exited, and the kernel may release its fds 3
+    // and 4 a moment later: let the exit finish before asking whether the pipes still have
+    // readers. Processes forked meanwhile hold copies of the read ends until their exec:
+    // for a logger that exited, give those a moment to go too.
+    let grace = if handle.exiting() {
+        handle.wait_exited(deadline);
+        EXITED_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let [out_gone, err_gone] = readers_gone([&out_w, &err_w], grace)?;
     if out_gone && err_gone {
         handle.kill();
         return Err(io::Error::other(format!(
@@ -265,8 +276,9 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
-/// posix_spawn(3) of `argv[0]` with `envp`, fds 0-2 = `fds[0]`, 3-5 = `fds[1..]`, an empty
-/// signal mask and every signal at its default action. Returns the pid.
+/// posix_spawn(3) of `argv[0]` with `envp`, fds 0-2 = `fds[0]`, 3-5 = `fds[1..]` and no
+/// other fd (with glibc), an empty signal mask and every signal at its default action.
+/// Returns the pid.
 fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i32> {
     let targets: [(usize, RawFd); 6] = [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5)];
     let mut argv_ptrs: Vec<*mut libc::c_char> = argv
@@ -290,6 +302,14 @@ fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i3
             libc::posix_spawn_file_actions_adddup2(&mut actions.0, fds[src].as_raw_fd(), dst)
         })?;
     }
+    // Every fd the shim opens is close-on-exec; closing all above 5 in the child as well
+    // means no fd made without it (a library's, a test's) can reach a long-lived logger,
+    // where a pipe write end would keep another stream from ever seeing EOF.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `actions` is initialised; the call records a close-from action (glibc 2.34).
+    check(unsafe {
+        libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, FIRST_FREE_FD)
+    })?;
     let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
     // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
     // sigset_t values that the calls copy.
@@ -368,34 +388,103 @@ impl Drop for SpawnAttr {
     }
 }
 
-/// How to kill a logger that failed to get ready, without ever hitting a recycled pid.
-enum Handle {
+/// The logger while the shim still cares: to kill it if it fails to get ready, and to
+/// tell whether it is dying, never by a recycled pid where pidfds exist.
+struct Handle {
+    pid: i32,
+    kind: HandleKind,
+}
+
+enum HandleKind {
     Pidfd(OwnedFd),
     /// No pidfd_open (kernel < 5.3): the pid, still unreaped in all likelihood.
-    Pid(i32),
+    Pid,
     /// Already reaped.
     Gone,
 }
 
+/// `PF_EXITING` in the flags field of /proc/PID/stat: the task is in do_exit.
+const PF_EXITING: u64 = 0x4;
+
 impl Handle {
     fn new(pid: i32) -> Self {
-        match crate::supervisor::pidfd::open(pid) {
-            Ok(fd) => Handle::Pidfd(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Handle::Pid(pid),
-            Err(_) => Handle::Gone,
-        }
+        let kind = match crate::supervisor::pidfd::open(pid) {
+            Ok(fd) => HandleKind::Pidfd(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => HandleKind::Pid,
+            Err(_) => HandleKind::Gone,
+        };
+        Handle { pid, kind }
     }
 
     fn kill(&self) {
-        let _ = match self {
-            Handle::Pidfd(fd) => crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL),
-            Handle::Pid(pid) => nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
+        let _ = match &self.kind {
+            HandleKind::Pidfd(fd) => crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL),
+            HandleKind::Pid => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
                 nix::sys::signal::Signal::SIGKILL,
             )
             .map_err(io::Error::from),
-            Handle::Gone => Ok(()),
+            HandleKind::Gone => Ok(()),
         };
+    }
+
+    /// Whether the logger has exited or is exiting.
+    fn exiting(&self) -> bool {
+        match &self.kind {
+            HandleKind::Gone => true,
+            HandleKind::Pidfd(fd) if exited(fd, Duration::ZERO) => true,
+            _ => stat_says_exiting(self.pid),
+        }
+    }
+
+    /// Waits (until `deadline` at most) for an exiting logger to have finished exiting:
+    /// a zombie has released all its files.
+    fn wait_exited(&self, deadline: Instant) {
+        match &self.kind {
+            HandleKind::Gone => {}
+            HandleKind::Pidfd(fd) => {
+                exited(fd, deadline.saturating_duration_since(Instant::now()));
+            }
+            HandleKind::Pid => {
+                while Instant::now() < deadline && !stat_says_exited(self.pid) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (a pidfd polls readable then), waiting
+/// up to `timeout`.
+fn exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as u32;
+    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+/// State and flags from /proc/PID/stat; None when the pid is gone (reaped).
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp session tty_nr tpgid flags ...": comm may hold spaces
+    // and parentheses, so split after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let flags = fields.nth(5)?.parse().ok()?;
+    Some((state, flags))
+}
+
+fn stat_says_exiting(pid: i32) -> bool {
+    match proc_stat(pid) {
+        None => true,
+        Some((state, flags)) => matches!(state, 'Z' | 'X' | 'x') || flags & PF_EXITING != 0,
+    }
+}
+
+fn stat_says_exited(pid: i32) -> bool {
+    match proc_stat(pid) {
+        None => true,
+        Some((state, _)) => matches!(state, 'Z' | 'X' | 'x'),
     }
 }
 
@@ -434,18 +523,35 @@ fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<()> {
     }
 }
 
-/// Whether the pipe `w` writes into has no reader left (poll reports POLLERR then).
-fn has_no_reader(w: &OwnedFd) -> io::Result<bool> {
-    let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
+/// How long the readers of a dead logger's pipes may take to go away.
+const EXITED_GRACE: Duration = Duration::from_millis(250);
+
+/// Whether each pipe the write ends `ws` feed has no reader left (poll reports POLLERR
+/// then, and wakes on the last reader's close), waiting up to `grace` for all to be gone.
+fn readers_gone<const N: usize>(ws: [&OwnedFd; N], grace: Duration) -> io::Result<[bool; N]> {
+    let deadline = Instant::now() + grace;
+    let mut gone = [false; N];
     loop {
-        match poll(&mut fds, PollTimeout::ZERO) {
+        // No events asked for: only POLLERR (no reader) and POLLHUP are reported.
+        let open: Vec<usize> = (0..N).filter(|&i| !gone[i]).collect();
+        let mut fds: Vec<PollFd> = open
+            .iter()
+            .map(|&i| PollFd::new(ws[i].as_fd(), PollFlags::empty()))
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as u32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
             Ok(_) => {
-                return Ok(fds[0]
-                    .revents()
-                    .is_some_and(|r| r.contains(PollFlags::POLLERR)))
+                for (fd, &i) in fds.iter().zip(&open) {
+                    gone[i] |= fd.revents().is_some_and(|r| r.contains(PollFlags::POLLERR));
+                }
             }
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
+        }
+        if gone.iter().all(|g| *g) || Instant::now() >= deadline {
+            return Ok(gone);
         }
     }
 }
@@ -456,7 +562,6 @@ pub(crate) mod tests {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::Pid;
     use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -487,6 +592,7 @@ pub(crate) mod tests {
             ("binary://host/usr/bin/x", "no host"),
             ("binary:///x%zz", "bad escape"),
             ("binary:///x?a=%4", "bad escape"),
+            ("binary:///x?a=%+1", "bad escape"),
             ("binary:///x?a=1;b=2", "';'"),
             ("binary:///x?a=%00", "NUL"),
             ("binary:///x?env.=1", "environment name"),
@@ -498,31 +604,44 @@ pub(crate) mod tests {
         }
     }
 
-    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+    /// Percent-encodes everything but a few safe characters.
+    pub(crate) fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
     }
 
-    /// A logger that copies fd 3 and 4 into files in the directory given as `dir=` and
-    /// records its argv and environment.
-    pub(crate) fn copying_logger(dir: &Path) -> PathBuf {
-        script(
-            dir,
-            "logger.sh",
-            r#"d=$2
+    /// A logger URI running `/bin/sh -c SCRIPT dir DIR` (keys sort `-c` before `dir`, so
+    /// the script sees `$0` = "dir", `$1` = DIR). The loggers are never files the tests
+    /// write: exec'ing a file just written fails with ETXTBSY while another test's fork
+    /// still holds the write fd.
+    pub(crate) fn sh_logger(script: &str, dir: &Path) -> String {
+        format!(
+            "binary:///bin/sh?dir={}&-c={}",
+            encode(&dir.display().to_string()),
+            encode(script)
+        )
+    }
+
+    /// Copies fd 3 and 4 into DIR/out and DIR/err; records argv, the environment and its
+    /// open fds (without opening any while it looks).
+    pub(crate) const COPYING_LOGGER: &str = r#"d=$1
+fds= n=0
+while [ $n -lt 1024 ]; do [ -e /proc/$$/fd/$n ] && fds="$fds $n"; n=$((n+1)); done
+echo $fds > "$d/fds"
 env > "$d/env"
-printf '%s\n' "$@" > "$d/args"
+printf '%s\n' "$0" "$@" > "$d/args"
 PATH=/usr/bin:/bin
 cat <&3 > "$d/out" 4<&- 5>&- &
 cat <&4 > "$d/err" 3<&- 5>&- &
 exec 3<&- 4<&- 5>&-
 wait
-touch "$d/done"
-"#,
-        )
-    }
+"#;
 
     fn exit_status(pid: i32) -> WaitStatus {
         waitpid(Pid::from_raw(pid), None).unwrap()
@@ -531,14 +650,18 @@ touch "$d/done"
     #[test]
     fn a_logger_gets_the_output_its_args_and_the_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let logger = copying_logger(dir.path());
-        let uri = format!("binary://{}?dir={}", logger.display(), dir.path().display());
-        let spec = parse(&uri).unwrap();
+        let spec = parse(&sh_logger(COPYING_LOGGER, dir.path())).unwrap();
+        assert_eq!(spec.path, PathBuf::from("/bin/sh"));
+        assert_eq!(spec.args[0], "-c");
+        assert_eq!(spec.args[1], COPYING_LOGGER);
         let env = [
             ("CONTAINER_ID".to_string(), "c1".to_string()),
             ("CONTAINER_NAMESPACE".to_string(), "ns1".to_string()),
         ];
+        // Not close-on-exec, as a careless library would make it: must not reach the logger.
+        let leak = nix::unistd::pipe().unwrap();
         let started = start(&spec, &env).unwrap();
+        drop(leak);
         let mut out = File::from(started.stdout);
         let mut err = File::from(started.stderr);
         out.write_all(b"hello\n").unwrap();
@@ -552,6 +675,7 @@ touch "$d/done"
         let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
         assert_eq!(read("out"), "hello\nworld\n");
         assert_eq!(read("err"), "oops\n");
+        assert_eq!(read("fds"), "0 1 2 3 4 5\n");
         assert_eq!(read("args"), format!("dir\n{}\n", dir.path().display()));
         let env = read("env");
         assert!(env.lines().any(|l| l == "CONTAINER_ID=c1"), "{env}");
@@ -568,17 +692,9 @@ touch "$d/done"
     fn a_logger_may_signal_ready_by_writing() {
         let dir = tempfile::tempdir().unwrap();
         // Stays alive with fd 5 open after writing to it; exits at EOF on fd 3.
-        let logger = script(
-            dir.path(),
-            "w.sh",
-            "echo ready >&5\nexec cat <&3 >/dev/null\n",
-        );
-        let started = start_with_timeout(
-            &parse(&format!("binary://{}", logger.display())).unwrap(),
-            &[],
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let script = "echo ready >&5; exec cat <&3 >/dev/null";
+        let spec = parse(&sh_logger(script, dir.path())).unwrap();
+        let started = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap();
         drop((started.stdout, started.stderr));
         assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
     }
@@ -586,18 +702,17 @@ touch "$d/done"
     #[test]
     fn a_logger_that_is_never_ready_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let logger = script(
+        let spec = parse(&sh_logger(
+            r#"echo $$ > "$1/pid"; exec sleep 30"#,
             dir.path(),
-            "slow.sh",
-            &format!("echo $$ > {}/pid\nexec sleep 30\n", dir.path().display()),
-        );
-        let spec = parse(&format!("binary://{}", logger.display())).unwrap();
+        ))
+        .unwrap();
         let t0 = Instant::now();
         let e = start_with_timeout(&spec, &[], Duration::from_millis(200)).unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(5));
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("slow.sh") && msg.contains("fd 5"), "{msg}");
+        assert!(msg.contains("/bin/sh") && msg.contains("fd 5"), "{msg}");
         let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
             .unwrap()
             .trim()
@@ -615,11 +730,10 @@ touch "$d/done"
     #[test]
     fn a_logger_that_exits_at_once_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let logger = script(dir.path(), "quit.sh", "exit 3\n");
-        let spec = parse(&format!("binary://{}", logger.display())).unwrap();
+        let spec = parse(&sh_logger("exit 3", dir.path())).unwrap();
         let e = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap_err();
         assert!(
-            e.to_string().contains("quit.sh") && e.to_string().contains("exited"),
+            e.to_string().contains("/bin/sh") && e.to_string().contains("exited"),
             "{e}"
         );
     }

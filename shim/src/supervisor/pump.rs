@@ -171,7 +171,13 @@ impl Pump {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::unistd::pipe;
+    use nix::fcntl::OFlag;
+
+    /// Close-on-exec pipes: tests run in parallel with tests that spawn children, which
+    /// must not inherit a write end (the pump would never see EOF).
+    fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC)
+    }
 
     #[test]
     fn splices_between_pipes_until_eof() {
