@@ -381,31 +381,13 @@ impl ContainerdEnv {
             .stderr(Stdio::piped());
         let what = format!("{cmd:?}");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let pump = |stream: Option<Box<dyn Read + Send>>| {
-            let buf = Arc::new(Mutex::new(Vec::new()));
-            let sink = Arc::clone(&buf);
-            let reader = stream.map(|mut s| {
-                thread::spawn(move || {
-                    let mut chunk = [0u8; 8192];
-                    while let Ok(n) = s.read(&mut chunk) {
-                        if n == 0 {
-                            break;
-                        }
-                        sink.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .extend_from_slice(&chunk[..n]);
-                    }
-                })
-            });
-            (buf, reader)
-        };
-        let (stdout, out_reader) = pump(
+        let (stdout, out_reader) = collect_stream(
             child
                 .stdout
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
         );
-        let (stderr, err_reader) = pump(
+        let (stderr, err_reader) = collect_stream(
             child
                 .stderr
                 .take()
@@ -884,31 +866,13 @@ fn run_bounded(
             })
         }
     };
-    let collect = |stream: Option<Box<dyn Read + Send>>| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let handle = stream.map(|mut s| {
-            thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = s.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend_from_slice(&chunk[..n]);
-                }
-            })
-        });
-        (buf, handle)
-    };
-    let (out, out_reader) = collect(
+    let (out, out_reader) = collect_stream(
         child
             .stdout
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let (err, err_reader) = collect(
+    let (err, err_reader) = collect_stream(
         child
             .stderr
             .take()
@@ -1030,6 +994,29 @@ fn describe<S: AsRef<OsStr>>(args: &[S]) -> String {
         .map(|a| shell_quote(&a.as_ref().to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Reads `stream` (if any) to EOF on a thread, into a shared buffer the caller can look
+/// at while the reading goes on.
+fn collect_stream(
+    stream: Option<Box<dyn Read + Send>>,
+) -> (Arc<Mutex<Vec<u8>>>, Option<thread::JoinHandle<()>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buf);
+    let handle = stream.map(|mut s| {
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = s.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+        })
+    });
+    (buf, handle)
 }
 
 #[cfg(test)]
