@@ -12,7 +12,7 @@ use crate::runc_env::RuncEnv;
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A depot, a runc root and the shim binary for one test.
@@ -153,6 +153,22 @@ impl Drop for StandaloneEnv {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             let _ = output_bounded(c, Duration::from_secs(20));
+        }
+    }
+}
+
+/// Waits for `child` at most `timeout`; then kills it (and reaps it) and returns `None`.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
         }
     }
 }

@@ -1,7 +1,20 @@
-//! Standalone supervisor: a tty process resized through `winsz` sees the new size.
+//! Standalone supervisor: a tty process resized through `winsz` sees the new size;
+//! `attach` from a terminal (a pty pair standing in for an operator's) puts it in raw
+//! mode, forwards its size at once and on SIGWINCH, and restores it on every way out.
 
-use std::io::Write;
-use std::time::Duration;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::pty::{openpty, Winsize};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::termios::{tcgetattr, LocalFlags, Termios};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tether_tests::standalone_env::wait_bounded;
 use tether_tests::StandaloneEnv;
 
 #[test]
@@ -63,4 +76,202 @@ fn exec_tty_flag_and_resize_twice() {
         .collect();
     assert_eq!(sizes, ["20 80", "50 200"], "{text:?}");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// A pty pair playing an operator's terminal: `attach` gets the slave as stdin and
+/// stdout, the test types into the master and collects what appears on the screen.
+struct Terminal {
+    master: File,
+    slave: OwnedFd,
+    screen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn new(rows: u16, columns: u16) -> Self {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(Some(&size), None).unwrap();
+        let master = File::from(pty.master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
+        // Ends with EIO once every slave fd is closed (the test and attach are done).
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Terminal {
+            master,
+            slave: pty.slave,
+            screen,
+        }
+    }
+
+    fn settings(&self) -> Termios {
+        tcgetattr(&self.slave).unwrap()
+    }
+
+    fn is_raw(&self) -> bool {
+        !self.settings().local_flags.contains(LocalFlags::ICANON)
+    }
+
+    fn type_keys(&self, keys: &[u8]) {
+        (&self.master).write_all(keys).unwrap();
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for_screen(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.screen().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never appeared; the screen: {:?}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `attach` has put the terminal into raw mode (it has started streaming).
+    fn wait_until_raw(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.is_raw() {
+            assert!(
+                Instant::now() < deadline,
+                "attach never made the terminal raw"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sets the terminal's size the way a terminal emulator does (`stty` on the slave);
+    /// the caller sends the SIGWINCH (attach does not have this pty as its controlling
+    /// terminal, so the kernel's own SIGWINCH would not reach it).
+    fn resize(&self, rows: u16, columns: u16) {
+        let st = std::process::Command::new("stty")
+            .args(["rows", &rows.to_string(), "cols", &columns.to_string()])
+            .stdin(self.slave.try_clone().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// `attach args...` on this terminal (stdin and stdout the slave).
+    fn attach(&self, env: &StandaloneEnv, args: &[&str]) -> Child {
+        env.cmd("attach")
+            .args(args)
+            .stdin(self.slave.try_clone().unwrap())
+            .stdout(self.slave.try_clone().unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn nonblocking(&self) -> bool {
+        let flags =
+            OFlag::from_bits_truncate(fcntl(self.slave.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
+        flags.contains(OFlag::O_NONBLOCK)
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[test]
+fn attach_from_a_terminal_sends_its_size_and_restores_the_terminal() {
+    let env = StandaloneEnv::new();
+    let id = env.id("term");
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.run(&id, &bundle);
+    let script = "read a; stty size; read b; stty size; read c; exit 7";
+    env.exec(&id, "t", &bundle.exec_process(&["sh", "-c", script], true));
+    assert!(
+        env.process_dir(&id, "t").join("tty").is_file(),
+        "tty marker"
+    );
+
+    let term = Terminal::new(30, 100);
+    let before = term.settings();
+    assert!(!term.is_raw());
+    let mut attach = term.attach(&env, &[&id, "t"]);
+    term.wait_until_raw();
+    // The size went out before raw mode; give the supervisor a moment to apply it.
+    std::thread::sleep(Duration::from_millis(300));
+    // Raw: our Enter is a bare CR, which the process's own terminal turns into a newline.
+    term.type_keys(b"one\r");
+    term.wait_for_screen("30 100");
+
+    term.resize(40, 120);
+    kill(Pid::from_raw(attach.id() as i32), Signal::SIGWINCH).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_keys(b"two\r");
+    term.wait_for_screen("40 120");
+    assert!(term.is_raw(), "still raw while attached");
+
+    term.type_keys(b"three\r");
+    let status = wait_bounded(&mut attach, Duration::from_secs(20)).expect("attach ends");
+    assert_eq!(status.code(), Some(7), "stderr: {}", stderr_of(&mut attach));
+    assert_eq!(
+        term.settings(),
+        before,
+        "the terminal's settings are restored"
+    );
+    assert!(!term.nonblocking(), "our stdio is blocking again");
+    // Our keys were echoed once, by the process's terminal only.
+    let screen = term.screen();
+    assert_eq!(screen.matches("one").count(), 1, "{screen:?}");
+}
+
+#[test]
+fn a_detaching_signal_restores_the_terminal_and_leaves_the_process_running() {
+    let env = StandaloneEnv::new();
+    let id = env.id("termsig");
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.run(&id, &bundle);
+    let script = "read a; echo got-$a; exit 3";
+    env.exec(&id, "t", &bundle.exec_process(&["sh", "-c", script], true));
+    let dir = env.process_dir(&id, "t");
+
+    let term = Terminal::new(24, 80);
+    let before = term.settings();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let mut attach = term.attach(&env, &[&id, "t"]);
+        term.wait_until_raw();
+        kill(Pid::from_raw(attach.id() as i32), sig).unwrap();
+        let status = wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach ends");
+        assert_eq!(
+            status.signal(),
+            Some(sig as i32),
+            "attach dies of {sig}: {status:?}, stderr: {}",
+            stderr_of(&mut attach)
+        );
+        assert_eq!(term.settings(), before, "restored after {sig}");
+        assert!(!term.nonblocking(), "blocking again after {sig}");
+        assert!(!dir.join("exitcode").exists(), "the process lives on");
+    }
+
+    // A last attach, from the same terminal, still reaches the process.
+    let mut attach = term.attach(&env, &[&id, "t"]);
+    term.wait_until_raw();
+    term.type_keys(b"x\r");
+    let status = wait_bounded(&mut attach, Duration::from_secs(20)).expect("attach ends");
+    assert_eq!(status.code(), Some(3), "stderr: {}", stderr_of(&mut attach));
+    term.wait_for_screen("got-x");
+    assert_eq!(term.settings(), before);
 }

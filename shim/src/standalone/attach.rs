@@ -1,56 +1,164 @@
 //! `attach`: reopen a process's FIFOs and stream its stdio, as often as wanted.
+//!
+//! Single-threaded: one epoll loop over the pumps and a signalfd. Attached from a
+//! terminal to a tty process, our terminal goes into raw mode ([`RawMode`]) and its size
+//! is sent on `winsz` at once and on every SIGWINCH. SIGINT, SIGTERM and SIGHUP are read
+//! from the signalfd instead of killing us outright, so that every way out restores the
+//! terminal and our stdio's file flags (which our parent shares); then the signal is
+//! raised again, so our parent still sees us die of it.
 
 use super::args::{self, Spec};
-use super::depot::Depot;
+use super::control::{self, Request};
+use super::depot::{Depot, TTY_MARKER};
 use super::errors::{CliError, CliResult};
+use super::raw_mode::RawMode;
+use super::winsize;
 use crate::supervisor::epoll::{Poller, Ready, Token};
 use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::signals;
 use fifo::ProcessDir;
-use nix::fcntl::{fcntl, FcntlArg};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::stat::{fstat, SFlag};
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// `attach --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 attach [--no-stdin] (CONTAINER-ID [PROCESS-ID] | --dir DIR)
+usage: containerd-shim-tether-v2 attach [--no-stdin] [--close-stdin] (CONTAINER-ID [PROCESS-ID] | --dir DIR)
 
 Reopens the process's FIFOs: copies its stdout and stderr to ours and our stdin (unless
 it is /dev/null, a regular file, or --no-stdin) to its stdin, until its output ends (the
 process exited and everything it wrote was delivered). Then exits with the process's exit
 code. Output the process wrote while nobody was attached comes first. Detaching (killing
-attach) loses nothing: the next attach continues where this one stopped. Closing our
-stdin does not close the process's (it stays open until the process exits). One attach
-at a time: two concurrent attaches split the output between them.";
+attach) loses nothing: the next attach continues where this one stopped. One attach
+at a time: two concurrent attaches split the output between them.
+
+Closing our stdin does not close the process's (it stays open until the process exits),
+unless --close-stdin: then, once our stdin has reached EOF and everything read from it
+has been passed on, the process's stdin is closed as by `close-stdin` (at once when our
+stdin is not forwarded). With --close-stdin a regular file on stdin is refused: pipe it.
+
+A tty process (exec --tty, or process.terminal in the bundle) attached from a terminal
+(our stdin is one): the terminal is put into raw mode, so every key (Ctrl-C, Ctrl-D,
+Ctrl-Z) goes to the process, whose own terminal echoes and interprets it; its size is
+sent on `winsz` at once and again on every SIGWINCH (--no-stdin: the size only, no raw
+mode). There is no detach key: SIGINT, SIGTERM and SIGHUP (closing the terminal)
+detach; attach restores the terminal, then dies of that signal; the process keeps
+running.";
 
 const SPEC: Spec = Spec {
     valued: &[("--dir", None)],
-    flags: &[("--no-stdin", None)],
+    flags: &[("--no-stdin", None), ("--close-stdin", None)],
 };
 
 const OUT: u32 = 0;
 const ERR: u32 = 1;
 const IN: u32 = 2;
 
+/// The signals that detach us; SIGWINCH is handled too, when there is a terminal.
+const DETACH_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// What the command line and our stdio asked for.
+struct Options<'a> {
+    /// Our stdin is copied to the process's.
+    forward_stdin: bool,
+    /// Close the process's stdin once ours is done.
+    close_stdin: bool,
+    /// Our terminal, when we are attached from one to a tty process.
+    terminal: Option<BorrowedFd<'a>>,
+}
+
+/// Why the stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The process's output ended: it exited and everything was delivered.
+    Output,
+    /// A detaching signal.
+    Signal(Signal),
+}
+
 /// Runs the subcommand; returns the process's exit code.
 pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
     let p = args::parse(argv, SPEC)?;
     let dir = resolve_dir(depot, &p, USAGE)?;
-    let saved: Vec<(i32, Option<i32>)> = (0..3)
-        .map(|fd| (fd, fcntl(fd, FcntlArg::F_GETFL).ok()))
-        .collect();
-    let result = stream(&dir, !p.flag("--no-stdin"));
-    // The pumps made our stdio non-blocking, which our parent shares: put it back.
-    for (fd, flags) in saved {
-        if let Some(f) = flags {
-            let _ = fcntl(
-                fd,
-                FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(f)),
-            );
+    let stdin = std::io::stdin();
+    let stdin = stdin.as_fd();
+    let close_stdin = p.flag("--close-stdin");
+    let forward_stdin = !p.flag("--no-stdin") && is_stream(stdin);
+    if close_stdin && !p.flag("--no-stdin") && is_regular_file(stdin) {
+        return Err(CliError::Usage(
+            "--close-stdin: stdin is a regular file, which attach does not forward; \
+             pipe it (cat FILE | attach --close-stdin ...)"
+                .into(),
+        ));
+    }
+    let has_tty = dir.path().join(TTY_MARKER).is_file();
+    let terminal =
+        (has_tty && nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false)).then_some(stdin);
+    // Blocked before anything is changed: a signal from here on waits for the loop, so
+    // it cannot kill us between entering raw mode and restoring it.
+    let mut set = SigSet::empty();
+    for sig in DETACH_SIGNALS.into_iter().chain([Signal::SIGWINCH]) {
+        set.add(sig);
+    }
+    let mut sigfd = signals::block_and_open_set(&set).map_err(failed("signalfd"))?;
+    let ended = {
+        let _stdio = StdioFlags::save();
+        let _raw = match terminal {
+            Some(t) if forward_stdin => {
+                Some(RawMode::enter(t).map_err(failed("raw mode on the terminal"))?)
+            }
+            _ => None,
+        };
+        let opts = Options {
+            forward_stdin,
+            close_stdin,
+            terminal,
+        };
+        stream(&dir, &opts, &mut sigfd)
+        // The guards restore the terminal and our stdio here, whatever the outcome.
+    };
+    match ended? {
+        Ended::Output => exit_code_of(&dir),
+        Ended::Signal(sig) => Ok(die_of(sig, &set)),
+    }
+}
+
+/// Dies of `sig` by its default action, now that everything is restored: a shell or a
+/// manager waiting for us learns what ended us. Returns 128+N only if that fails.
+fn die_of(sig: Signal, blocked: &SigSet) -> u8 {
+    // Raised while blocked it stays pending; unblocking delivers it.
+    let _ = nix::sys::signal::raise(sig);
+    let _ = blocked.thread_unblock();
+    128u8.saturating_add(sig as u8)
+}
+
+/// The file status flags of our stdin, stdout and stderr, put back when dropped: the
+/// pumps make them non-blocking, and the open file descriptions are our parent's too.
+struct StdioFlags(Vec<(i32, Option<i32>)>);
+
+impl StdioFlags {
+    fn save() -> Self {
+        StdioFlags(
+            (0..3)
+                .map(|fd| (fd, fcntl(fd, FcntlArg::F_GETFL).ok()))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for StdioFlags {
+    fn drop(&mut self) {
+        for (fd, flags) in &self.0 {
+            if let Some(f) = flags {
+                let _ = fcntl(*fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(*f)));
+            }
         }
     }
-    result?;
-    exit_code_of(&dir)
 }
 
 /// The process directory named by `--dir` or by `CONTAINER-ID [PROCESS-ID]`.
@@ -74,12 +182,22 @@ pub fn exit_code_of(dir: &ProcessDir) -> CliResult<u8> {
     }
 }
 
+fn file_kind(fd: BorrowedFd<'_>) -> Option<SFlag> {
+    fstat(fd.as_raw_fd())
+        .ok()
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
+}
+
 /// Whether `fd` can be polled and spliced as a stream (pipe, socket, terminal).
 fn is_stream(fd: BorrowedFd<'_>) -> bool {
-    fstat(fd.as_raw_fd()).is_ok_and(|st| {
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK || kind == SFlag::S_IFCHR
-    }) && !is_dev_null(fd)
+    matches!(
+        file_kind(fd),
+        Some(SFlag::S_IFIFO) | Some(SFlag::S_IFSOCK) | Some(SFlag::S_IFCHR)
+    ) && !is_dev_null(fd)
+}
+
+fn is_regular_file(fd: BorrowedFd<'_>) -> bool {
+    file_kind(fd) == Some(SFlag::S_IFREG)
 }
 
 fn is_dev_null(fd: BorrowedFd<'_>) -> bool {
@@ -96,9 +214,23 @@ fn failed(what: &str) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |e| CliError::Failed(format!("{what}: {e}"))
 }
 
-/// Copies until both output FIFOs reach EOF.
-fn stream(dir: &ProcessDir, with_stdin: bool) -> CliResult<()> {
+/// Sends our terminal's size on `winsz`. Best effort: a size that does not arrive
+/// leaves the process's layout wrong, which is no reason to stop streaming.
+fn send_size(winsz: Option<&File>, terminal: Option<BorrowedFd<'_>>) {
+    if let (Some(mut w), Some(t)) = (winsz, terminal) {
+        if let Ok(Some(size)) = winsize::of(t) {
+            // Shorter than PIPE_BUF: written whole or not at all (full, or no reader).
+            let _ = w.write_all(fifo::encode_winsz(size).as_bytes());
+        }
+    }
+}
+
+/// Copies until both output FIFOs reach EOF, or a detaching signal comes.
+fn stream(dir: &ProcessDir, opts: &Options<'_>, sigfd: &mut SignalFd) -> CliResult<Ended> {
     let poller = Poller::new().map_err(failed("epoll"))?;
+    poller
+        .add_readable(sigfd.as_fd(), Token::Signals)
+        .map_err(failed("epoll"))?;
     let mut pumps: [Option<Pump>; 3] = [None, None, None];
     for (i, (path, ours)) in [
         (dir.stdout(), std::io::stdout().as_fd()),
@@ -117,12 +249,19 @@ fn stream(dir: &ProcessDir, with_stdin: bool) -> CliResult<()> {
         let _ = poller.add_edge(pump.dst_fd(), Token::Pump(i as u32), false, true);
         pumps[i] = Some(pump);
     }
-    let stdin = std::io::stdin();
-    if with_stdin && is_stream(stdin.as_fd()) {
-        // No reader means the supervisor has gone: the process exited, no stdin to feed.
+    // The size before any input: the process's first screen already fits. No reader
+    // means the process has exited and there is nothing to resize.
+    let winsz = match opts.terminal {
+        Some(_) => fifo::open_write(&dir.winsz(), true).ok(),
+        None => None,
+    };
+    send_size(winsz.as_ref(), opts.terminal);
+    if opts.forward_stdin {
+        // No reader: the process exited, or its stdin was closed; nothing to feed.
         if let Ok(dst) = fifo::open_write(&dir.stdin(), true) {
-            let pump = Pump::new(Direction::Input, dup(stdin.as_fd())?, dst.into(), None)
-                .map_err(failed("pump"))?;
+            let src = dup(std::io::stdin().as_fd())?;
+            let pump =
+                Pump::new(Direction::Input, src, dst.into(), None).map_err(failed("pump"))?;
             if poller
                 .add_edge(pump.src_fd(), Token::Pump(IN), true, false)
                 .is_ok()
@@ -135,6 +274,7 @@ fn stream(dir: &ProcessDir, with_stdin: bool) -> CliResult<()> {
     let run = |pumps: &mut [Option<Pump>; 3], i: usize| {
         if let Some(p) = &mut pumps[i] {
             if p.run() == PumpState::Done {
+                // Dropping the stdin pump closes our write end of the FIFO.
                 if let Some(p) = pumps[i].take() {
                     poller.remove(p.src_fd());
                     poller.remove(p.dst_fd());
@@ -142,19 +282,38 @@ fn stream(dir: &ProcessDir, with_stdin: bool) -> CliResult<()> {
             }
         }
     };
+    let mut close_pending = opts.close_stdin;
+    // Our stdin has ended once its pump is gone: ask for the process's to be closed.
+    let mut close_when_done = |pumps: &[Option<Pump>; 3]| -> CliResult<()> {
+        if close_pending && pumps[IN as usize].is_none() {
+            close_pending = false;
+            control::send(dir, Request::CloseStdin)?;
+        }
+        Ok(())
+    };
     for i in 0..3 {
         run(&mut pumps, i);
     }
+    close_when_done(&pumps)?;
     let mut events: Vec<Ready> = Vec::new();
     while pumps[OUT as usize].is_some() || pumps[ERR as usize].is_some() {
         poller.wait(None, &mut events).map_err(failed("epoll"))?;
         for ev in &events {
-            if let Token::Pump(i) = ev.token {
-                if i <= IN {
-                    run(&mut pumps, i as usize);
+            match ev.token {
+                Token::Signals => {
+                    for sig in signals::drain(sigfd) {
+                        if sig == Signal::SIGWINCH {
+                            send_size(winsz.as_ref(), opts.terminal);
+                        } else if DETACH_SIGNALS.contains(&sig) {
+                            return Ok(Ended::Signal(sig));
+                        }
+                    }
                 }
+                Token::Pump(i) if i <= IN => run(&mut pumps, i as usize),
+                _ => {}
             }
         }
+        close_when_done(&pumps)?;
     }
-    Ok(())
+    Ok(Ended::Output)
 }

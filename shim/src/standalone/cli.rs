@@ -4,7 +4,7 @@
 use super::depot::{Depot, DEFAULT_DEPOT};
 use super::errors::{CliError, CliResult, EXIT_CODES_HELP};
 use super::supervise::{Kind, Plan};
-use super::{args, attach, delete, exec, kill, run, status, supervise, wait};
+use super::{args, attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
 use std::path::{Path, PathBuf};
 
 /// The subcommands that select the standalone face (argv[1]).
@@ -12,6 +12,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "run",
     "exec",
     "attach",
+    "close-stdin",
     "wait",
     "kill",
     "ps",
@@ -28,19 +29,21 @@ usage: containerd-shim-tether-v2 COMMAND [OPTIONS] ...
 
 A reattachable process supervisor (the role of Garden's dadoo): every process gets a
 directory <depot>/<container-id>/processes/<process-id>/ holding the FIFOs stdin stdout
-stderr winsz exit and the files exitcode pidfile log.json, so a manager that knows only
-the directory can attach, resize ({\"columns\":N,\"rows\":N} on winsz) and wait.
+stderr winsz exit control and the files exitcode pidfile log.json, so a manager that
+knows only the directory can attach, resize ({\"columns\":N,\"rows\":N} on winsz), close
+stdin (\"close-stdin\" on control) and wait.
 
 Commands:
-  run      create and start a container from a bundle
-  exec     start a process in a running container
-  attach   stream a process's stdin/stdout/stderr (again and again)
-  wait     wait for a process to exit; print and exit with its code
-  kill     signal a container's init or one of its processes
-  ps       list a container's processes
-  list     list the depot's containers
-  state    a container's state and processes
-  delete   delete a container and its depot directory
+  run          create and start a container from a bundle
+  exec         start a process in a running container
+  attach       stream a process's stdin/stdout/stderr (again and again)
+  close-stdin  close a process's stdin (it reads EOF)
+  wait         wait for a process to exit; print and exit with its code
+  kill         signal a container's init or one of its processes
+  ps           list a container's processes
+  list         list the depot's containers
+  state        a container's state and processes
+  delete       delete a container and its depot directory
 Run COMMAND --help for its options.
 
 Global options (every command):
@@ -83,6 +86,7 @@ fn help_for(cmd: &str) -> String {
         "run" => run::USAGE,
         "exec" => exec::USAGE,
         "attach" => attach::USAGE,
+        "close-stdin" => close_stdin::USAGE,
         "wait" => wait::USAGE,
         "kill" => kill::USAGE,
         "ps" => status::PS_USAGE,
@@ -148,6 +152,7 @@ fn dispatch(cmd: &str, rest: &[String]) -> CliResult<u8> {
         "run" => ok(run::main(&depot, rest)),
         "exec" => ok(exec::main(&depot, rest)),
         "attach" => attach::main(&depot, rest),
+        "close-stdin" => ok(close_stdin::main(&depot, rest)),
         "wait" => wait::main(&depot, rest),
         "kill" => ok(kill::main(&depot, rest)),
         "ps" => ok(status::ps(&depot, rest)),

@@ -9,6 +9,8 @@
 //!       stdin stdout stderr winsz exit   FIFOs
 //!       exitcode pidfile log.json        files
 //!       supervisor.pid                   the pid of the process's supervisor
+//!       control                          FIFO: requests to the supervisor (`close-stdin`)
+//!       tty                              empty marker: the process has a terminal
 //! ```
 
 use super::errors::{CliError, CliResult};
@@ -28,6 +30,8 @@ pub const CONTAINER_JSON: &str = "container.json";
 pub const PROCESSES: &str = "processes";
 /// The supervisor's pid, in each process directory.
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
+/// Present (empty) in the process directory of a process that has a terminal.
+pub const TTY_MARKER: &str = "tty";
 
 /// What the depot remembers about a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]

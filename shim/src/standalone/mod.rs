@@ -4,11 +4,15 @@
 //! One file per concern: [`cli`] (dispatch, help), [`args`] (option parsing), [`depot`]
 //! (layout), [`errors`] (exit codes), [`launch`] + [`supervise`] (the resident
 //! supervisor, built on `crate::supervisor`'s epoll loop, reaper, pumps, tty and
-//! signals), and one file per verb.
+//! signals), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
+//! [`winsize`] (`attach` from a terminal), [`pty_eof`] (a tty process's end of input), and
+//! one file per verb.
 
 pub mod args;
 pub mod attach;
 pub mod cli;
+pub mod close_stdin;
+pub mod control;
 pub mod delete;
 pub mod depot;
 pub mod errors;
@@ -16,10 +20,13 @@ pub mod exec;
 pub mod fionread;
 pub mod kill;
 pub mod launch;
+pub mod pty_eof;
+pub mod raw_mode;
 pub mod run;
 pub mod status;
 pub mod supervise;
 pub mod wait;
+pub mod winsize;
 
 /// Whether `arg` (argv[1]) selects the standalone face.
 pub fn is_subcommand(arg: &str) -> bool {

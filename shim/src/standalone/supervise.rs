@@ -5,25 +5,31 @@
 //! 1. opens the process directory's FIFOs without ever blocking: `exit` read-write (held
 //!    while the process lives), `stdout`/`stderr` as keep-alive writers (it holds a read
 //!    end it never reads, so the process never gets SIGPIPE while no manager is attached),
-//!    `stdin` and `winsz` as read ends plus a held write end (so they never reach EOF
-//!    between two managers);
+//!    `stdin`, `winsz` and `control` as read ends plus a held write end (so they never
+//!    reach EOF between two managers); `control` (requests such as `close-stdin`, see
+//!    [`super::control`]) and, for a tty process, the `tty` marker are created here;
 //! 2. starts the process with runc (`create`+`start` for a container's init, `exec -d`
 //!    for a process in a running container), `--pid-file <dir>/pidfile`, runc's log in
 //!    `<dir>/log.json`, through a runc monitor that shares the reaper;
 //! 3. reports `started <pid>` (or `error <kind> <message>`) on its stdout, the caller's
-//!    readiness pipe, and then runs one epoll loop over the stdio pumps, the `winsz`
-//!    stream and a signalfd;
+//!    readiness pipe, and then runs one epoll loop over the stdio pumps, the `winsz` and
+//!    `control` streams and a signalfd;
 //! 4. when the process exits: writes `exitcode` atomically, closes `exit` (readers see
 //!    EOF), and stays until the output it buffered has been read by a manager — then it
 //!    closes the FIFOs' write ends (an attached manager sees EOF) and exits.
+//!
+//! `close-stdin` drops the held write end of `stdin`: once every manager has closed its
+//! end too, the stdin pump drains what they wrote and reaches EOF, which closes the
+//! process's stdin pipe (a tty process is sent its EOF character instead, [`pty_eof`]).
 //!
 //! SIGTERM, SIGINT and SIGHUP are ignored while the process lives (the supervisor
 //! survives its manager); after the exit they end the wait for a reader (`delete` uses
 //! this), dropping whatever output nobody read.
 
-use super::depot::{Depot, SUPERVISOR_PID};
+use super::control::{self, Request, CONTROL};
+use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
-use super::fionread;
+use super::{fionread, pty_eof};
 use crate::supervisor::epoll::{Poller, Ready, Token};
 use crate::supervisor::pump::{Direction, Pump, PumpState};
 use crate::supervisor::reaper::Reaper;
@@ -52,11 +58,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Poll interval while waiting for a manager to read the remaining output.
 const LINGER_POLL_MS: u16 = 100;
 
-/// Token of the stdout, stderr and stdin pumps and of the winsz stream.
+/// Token of the stdout, stderr and stdin pumps and of the winsz and control streams.
 const STDOUT: u32 = 0;
 const STDERR: u32 = 1;
 const STDIN: u32 = 2;
 const WINSZ: u32 = 3;
+const CONTROL_FIFO: u32 = 4;
 
 /// What to supervise.
 #[derive(Debug, Clone)]
@@ -229,6 +236,11 @@ struct Supervisor {
     winsz: Option<File>,
     winsz_hold: Option<File>,
     decoder: WinszDecoder,
+    control: Option<File>,
+    control_hold: Option<File>,
+    requests: control::Decoder,
+    /// A manager asked to close stdin: the stdin pump's end is the process's EOF.
+    stdin_closing: bool,
     master: Option<File>,
     exited_at: Option<Instant>,
     stop: bool,
@@ -242,6 +254,8 @@ struct Fifos {
     stdin_hold: File,
     winsz: File,
     winsz_hold: File,
+    control: File,
+    control_hold: File,
 }
 
 fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
@@ -252,6 +266,11 @@ fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
     let stdin_hold = fifo::open_write(&dir.stdin(), true).map_err(CliError::fifo)?;
     let winsz = fifo::open_read(&dir.winsz(), true).map_err(CliError::fifo)?;
     let winsz_hold = fifo::open_write(&dir.winsz(), true).map_err(CliError::fifo)?;
+    // Not one of the contract's FIFOs (the `fifo` crate makes those): ours to create.
+    let control_path = dir.path().join(CONTROL);
+    fifo::create(&control_path, 0o600, None).map_err(CliError::fifo)?;
+    let control = fifo::open_read(&control_path, true).map_err(CliError::fifo)?;
+    let control_hold = fifo::open_write(&control_path, true).map_err(CliError::fifo)?;
     Ok(Fifos {
         exit_hold,
         outputs,
@@ -259,6 +278,8 @@ fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
         stdin_hold,
         winsz,
         winsz_hold,
+        control,
+        control_hold,
     })
 }
 
@@ -274,6 +295,12 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
     let pid_path = dir.path().join(SUPERVISOR_PID);
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .map_err(|e| CliError::io("write", &pid_path, &e))?;
+    if plan.tty {
+        // Tells `attach` to put a terminal it is run from into raw mode and to send its
+        // size: a manager cannot ask runc (an exec's spec is not kept anywhere).
+        let marker = dir.path().join(TTY_MARKER);
+        std::fs::write(&marker, b"").map_err(|e| CliError::io("write", &marker, &e))?;
+    }
     let mut fifos = open_fifos(&dir)?;
     let reaper = Reaper::new();
     let log = dir.log_json();
@@ -399,6 +426,8 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         stdin_hold,
         winsz,
         winsz_hold,
+        control,
+        control_hold,
     } = fifos;
     drop(stdin_r);
     let sup = Supervisor {
@@ -414,6 +443,10 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         winsz: Some(winsz),
         winsz_hold: Some(winsz_hold),
         decoder: WinszDecoder::new(),
+        control: Some(control),
+        control_hold: Some(control_hold),
+        requests: control::Decoder::default(),
+        stdin_closing: false,
         master,
         exited_at: None,
         stop: false,
@@ -456,6 +489,10 @@ impl Supervisor {
         if let Some(w) = &self.winsz {
             self.poller.add_readable(w.as_fd(), Token::Pump(WINSZ))?;
         }
+        if let Some(c) = &self.control {
+            self.poller
+                .add_readable(c.as_fd(), Token::Pump(CONTROL_FIFO))?;
+        }
         Ok(())
     }
 
@@ -476,6 +513,7 @@ impl Supervisor {
                 match ev.token {
                     Token::Signals => self.on_signals(),
                     Token::Pump(WINSZ) => self.on_winsz(),
+                    Token::Pump(CONTROL_FIFO) => self.on_control(),
                     Token::Pump(i) => self.run_pump(i),
                     _ => {}
                 }
@@ -498,7 +536,51 @@ impl Supervisor {
                 self.poller.remove(p.src_fd());
                 self.poller.remove(p.dst_fd());
             }
+            if i == STDIN {
+                self.on_stdin_done();
+            }
         }
+    }
+
+    /// The stdin pump has ended (dropping it closed the process's stdin pipe). When that
+    /// was a manager's `close-stdin`, a tty process gets its EOF character: its pty stays.
+    fn on_stdin_done(&mut self) {
+        if let (true, Some(m)) = (self.stdin_closing, &self.master) {
+            // Best effort: a full input queue (the process reads nothing) only loses an
+            // EOF the process was never going to read.
+            let _ = pty_eof::send(m.as_fd());
+        }
+    }
+
+    fn on_control(&mut self) {
+        let Some(c) = &mut self.control else { return };
+        let mut buf = [0u8; 256];
+        let mut requests = Vec::new();
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => requests.extend(self.requests.push(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        for request in requests {
+            match request {
+                Request::CloseStdin => self.close_stdin(),
+            }
+        }
+    }
+
+    /// Lets go of the `stdin` FIFO: the pump reaches EOF once no manager writes to it
+    /// either and everything written has been moved on.
+    fn close_stdin(&mut self) {
+        if self.stdin_closing {
+            return;
+        }
+        self.stdin_closing = true;
+        self.stdin_hold = None;
+        // No edge will come if there was no other writer: look now.
+        self.run_pump(STDIN);
     }
 
     fn on_winsz(&mut self) {
@@ -551,6 +633,12 @@ impl Supervisor {
             self.poller.remove(w.as_fd());
         }
         self.winsz_hold = None;
+        // After `exitcode`: a manager whose request finds no reader knows the process
+        // has exited.
+        if let Some(c) = self.control.take() {
+            self.poller.remove(c.as_fd());
+        }
+        self.control_hold = None;
         self.master = None;
         self.exited_at = Some(Instant::now());
     }

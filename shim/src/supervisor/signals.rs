@@ -24,10 +24,15 @@ pub fn handled() -> SigSet {
 ///
 /// Children do not inherit the blocked mask: std's process spawning resets it.
 pub fn block_and_open() -> io::Result<SignalFd> {
-    let set = handled();
+    block_and_open_set(&handled())
+}
+
+/// [`block_and_open`] for another set of signals (the standalone `attach` wants SIGWINCH
+/// and no SIGCHLD).
+pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {
     set.thread_block()?;
     Ok(SignalFd::with_flags(
-        &set,
+        set,
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )?)
 }
