@@ -11,8 +11,9 @@ use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::workers::WorkerPool;
-use crate::supervisor::epoll::{Poller, Ready, Token, Waker};
-use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::epoll::{Ready, Token, Waker};
+use crate::supervisor::event_base::EventBase;
+use crate::supervisor::process_stdio::{ProcessStdio, Stream, Streams};
 use crate::supervisor::signals;
 use crate::supervisor::tasks::Exited;
 use std::collections::HashMap;
@@ -24,22 +25,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct PumpSlot {
+/// The pumps of one process, under their slot (`Token::Stdio(slot, _)`).
+struct StdioSlot {
     container: String,
     exec: String,
-    pump: Pump,
+    stdio: ProcessStdio,
 }
 
 struct EventLoop {
     shim: Arc<Shim>,
-    poller: Poller,
+    base: EventBase,
     listener: UnixListener,
     socket_path: Option<PathBuf>,
     workers: WorkerPool,
     conns: HashMap<u32, Connection>,
     next_conn: u32,
-    pumps: HashMap<u32, PumpSlot>,
-    next_pump: u32,
+    /// Processes whose pumps run, until they have all ended or the process is deleted.
+    stdio: HashMap<u32, StdioSlot>,
+    next_slot: u32,
     ooms: HashMap<u32, (String, crate::cgroups::oom::OomWatcher)>,
     next_oom: u32,
     /// Exits waiting for their process's output to drain, in report order.
@@ -61,13 +64,12 @@ pub fn run(
     start_options: crate::containerd::options::RuncOptions,
 ) -> io::Result<()> {
     // Before any thread exists, so every thread inherits the blocked mask.
-    let mut signal_fd = signals::block_and_open()?;
-    let poller = Poller::new()?;
+    let base = EventBase::new(&signals::handled())?;
     let waker = Waker::new()?;
-    poller.add_readable(waker.as_fd(), Token::Waker)?;
-    poller.add_readable(signal_fd.as_fd(), Token::Signals)?;
+    base.poller().add_readable(waker.as_fd(), Token::Waker)?;
     listener.set_nonblocking(true)?;
-    poller.add_readable(listener.as_fd(), Token::Listener)?;
+    base.poller()
+        .add_readable(listener.as_fd(), Token::Listener)?;
 
     let publisher = std::env::var("TTRPC_ADDRESS")
         .ok()
@@ -92,14 +94,14 @@ pub fn run(
 
     let mut ev = EventLoop {
         shim,
-        poller,
+        base,
         listener,
         socket_path,
         workers,
         conns: HashMap::new(),
         next_conn: 0,
-        pumps: HashMap::new(),
-        next_pump: 0,
+        stdio: HashMap::new(),
+        next_slot: 0,
         ooms: HashMap::new(),
         next_oom: 0,
         pending_exits: VecDeque::new(),
@@ -108,9 +110,9 @@ pub fn run(
     log::info!("serving task API v2");
     let mut ready = Vec::new();
     while !ev.shutting_down {
-        ev.poller.wait(ev.next_timeout(), &mut ready)?;
+        ev.base.wait(ev.next_deadline(), &mut ready)?;
         for r in ready.iter().copied() {
-            ev.dispatch(r, &mut signal_fd);
+            ev.dispatch(r);
         }
         ev.drain_outbox();
         ev.flush_exits();
@@ -121,12 +123,12 @@ pub fn run(
 }
 
 impl EventLoop {
-    fn dispatch(&mut self, r: Ready, signal_fd: &mut nix::sys::signalfd::SignalFd) {
+    fn dispatch(&mut self, r: Ready) {
         match r.token {
             Token::Listener => self.accept(),
             Token::Waker => self.shim.waker().drain(),
             Token::Signals => {
-                for sig in signals::drain(signal_fd) {
+                for sig in self.base.signals() {
                     if sig == nix::sys::signal::Signal::SIGCHLD {
                         self.reap();
                     } else {
@@ -137,8 +139,10 @@ impl EventLoop {
                 }
             }
             Token::Conn(n) => self.on_conn(n, r),
-            Token::Pump(n) => self.on_pump(n),
+            Token::Stdio(slot, stream) => self.on_stdio(slot, stream),
             Token::Oom(n) => self.on_oom(n),
+            // The containerd face reads no request FIFOs of its own.
+            Token::Fifo(_) => {}
         }
     }
 
@@ -151,7 +155,8 @@ impl EventLoop {
                     match Connection::new(stream) {
                         Ok(conn) => {
                             if self
-                                .poller
+                                .base
+                                .poller()
                                 .add_readable(conn.stream().as_fd(), Token::Conn(n))
                                 .is_ok()
                             {
@@ -180,7 +185,7 @@ impl EventLoop {
         if r.writable {
             match conn.flush() {
                 Ok(false) => {
-                    let _ = self.poller.set_writable_interest(
+                    let _ = self.base.poller().set_writable_interest(
                         conn.stream().as_fd(),
                         Token::Conn(n),
                         false,
@@ -218,7 +223,7 @@ impl EventLoop {
 
     fn drop_conn(&mut self, n: u32) {
         if let Some(conn) = self.conns.remove(&n) {
-            self.poller.remove(conn.stream().as_fd());
+            self.base.poller().remove(conn.stream().as_fd());
         }
     }
 
@@ -228,9 +233,11 @@ impl EventLoop {
         };
         match conn.respond(stream, reply) {
             Ok(true) => {
-                let _ =
-                    self.poller
-                        .set_writable_interest(conn.stream().as_fd(), Token::Conn(n), true);
+                let _ = self.base.poller().set_writable_interest(
+                    conn.stream().as_fd(),
+                    Token::Conn(n),
+                    true,
+                );
             }
             Ok(false) => {}
             Err(_) => self.drop_conn(n),
@@ -249,28 +256,36 @@ impl EventLoop {
     /// Queues exits behind any already waiting, after moving what their processes' pipes
     /// hold right now.
     fn queue_exits(&mut self, exits: Vec<Exited>) {
-        let deadline = Instant::now() + OUTPUT_DRAIN_WAIT;
+        let now = Instant::now();
         for e in exits {
-            self.run_output_pumps(&e.container_id, &e.exec_id);
+            let deadline = self.process_exited(&e.container_id, &e.exec_id, now);
             self.pending_exits.push_back((e, deadline));
         }
         self.flush_exits();
     }
 
-    fn run_output_pumps(&mut self, container: &str, exec: &str) {
-        let ids: Vec<u32> = self
-            .pumps
-            .iter()
-            .filter(|(_, s)| {
-                s.container == container
-                    && s.exec == exec
-                    && s.pump.direction() == Direction::Output
-            })
-            .map(|(n, _)| *n)
-            .collect();
-        for n in ids {
-            self.on_pump(n);
+    /// A process exited: its pumps move what its pipes hold and start the grace of its
+    /// output. Returns when its exit report stops waiting for the output to drain.
+    fn process_exited(&mut self, container: &str, exec: &str, now: Instant) -> Instant {
+        let grace_over = now + OUTPUT_DRAIN_WAIT;
+        let Some((&n, slot)) = self
+            .stdio
+            .iter_mut()
+            .find(|(_, s)| s.container == container && s.exec == exec)
+        else {
+            // No pumps here: none, or still on their way from the worker; the table's
+            // count of open outputs says whether the report waits for them.
+            return grace_over;
+        };
+        let ended = slot
+            .stdio
+            .exited(self.base.poller(), now, OUTPUT_DRAIN_WAIT);
+        let deadline = slot.stdio.drain_deadline().unwrap_or(grace_over);
+        if slot.stdio.is_empty() {
+            self.stdio.remove(&n);
         }
+        outputs_ended(&self.shim, container, exec, ended);
+        deadline
     }
 
     /// Reports queued exits from the front while their output has drained or their wait
@@ -278,6 +293,8 @@ impl EventLoop {
     fn flush_exits(&mut self) {
         let now = Instant::now();
         while let Some((e, deadline)) = self.pending_exits.front() {
+            // The table's count, not the loop's pumps: it also counts pumps the worker has
+            // handed over that the loop has not registered yet (what Delete waits for).
             let drained = self
                 .shim
                 .lock()
@@ -295,11 +312,8 @@ impl EventLoop {
     }
 
     /// Wakes the loop for the first pending exit's deadline.
-    fn next_timeout(&self) -> Option<u16> {
-        self.pending_exits.front().map(|(_, deadline)| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            left.as_millis().clamp(1, u128::from(u16::MAX)) as u16
-        })
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending_exits.front().map(|(_, deadline)| *deadline)
     }
 
     fn drain_outbox(&mut self) {
@@ -318,13 +332,9 @@ impl EventLoop {
                     LoopMsg::AddPumps {
                         container,
                         exec,
-                        pumps,
-                    } => {
-                        for pump in pumps {
-                            self.add_pump(&container, &exec, pump);
-                        }
-                    }
-                    LoopMsg::DropPumps { container, exec } => self.drop_pumps(&container, &exec),
+                        stdio,
+                    } => self.add_stdio(container, exec, stdio),
+                    LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
                     LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
                     LoopMsg::Shutdown => self.shutting_down = true,
@@ -333,77 +343,55 @@ impl EventLoop {
         }
     }
 
-    fn add_pump(&mut self, container: &str, exec: &str, pump: Pump) {
-        let n = self.next_pump;
-        self.next_pump = self.next_pump.wrapping_add(1);
-        let token = Token::Pump(n);
-        let registered = self
-            .poller
-            .add_edge(pump.src_fd(), token, true, false)
-            .and_then(|()| self.poller.add_edge(pump.dst_fd(), token, false, true));
-        if let Err(e) = registered {
-            log::warn!("stdio of {container}/{exec}: {e}");
-            self.poller.remove(pump.src_fd());
-            self.pump_finished(container, exec, pump.direction());
-            return;
+    /// Serves a process's pumps from now on.
+    fn add_stdio(&mut self, container: String, exec: String, mut stdio: ProcessStdio) {
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        if let Err(dropped) = stdio.register(self.base.poller(), slot) {
+            log::warn!("stdio of {container}/{exec}: {}", dropped.error);
+            outputs_ended(&self.shim, &container, &exec, dropped.streams);
         }
-        self.pumps.insert(
-            n,
-            PumpSlot {
-                container: container.into(),
-                exec: exec.into(),
-                pump,
-            },
-        );
+        if !stdio.is_empty() {
+            self.stdio.insert(
+                slot,
+                StdioSlot {
+                    container,
+                    exec,
+                    stdio,
+                },
+            );
+        }
     }
 
-    fn on_pump(&mut self, n: u32) {
-        let Some(slot) = self.pumps.get_mut(&n) else {
+    fn on_stdio(&mut self, slot: u32, stream: Stream) {
+        let Some(s) = self.stdio.get_mut(&slot) else {
             return;
         };
-        if slot.pump.run() == PumpState::Done {
-            if let Some(slot) = self.pumps.remove(&n) {
-                log::debug!(
-                    "stdio pump of {}/{} done after {} bytes",
-                    slot.container,
-                    slot.exec,
-                    slot.pump.moved()
-                );
-                self.poller.remove(slot.pump.src_fd());
-                self.poller.remove(slot.pump.dst_fd());
-                self.pump_finished(&slot.container, &slot.exec, slot.pump.direction());
-            }
-        }
-    }
-
-    fn drop_pumps(&mut self, container: &str, exec: &str) {
-        let ids: Vec<u32> = self
-            .pumps
-            .iter()
-            .filter(|(_, s)| s.container == container && s.exec == exec)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in ids {
-            if let Some(slot) = self.pumps.remove(&n) {
-                self.poller.remove(slot.pump.src_fd());
-                self.poller.remove(slot.pump.dst_fd());
-            }
-        }
-    }
-
-    fn pump_finished(&self, container: &str, exec: &str, direction: Direction) {
-        if direction != Direction::Output {
+        let Some(ended) = s.stdio.run(self.base.poller(), stream) else {
             return;
+        };
+        log::debug!(
+            "{stream:?} of {}/{} done after {} bytes",
+            s.container,
+            s.exec,
+            ended.moved
+        );
+        outputs_ended(&self.shim, &s.container, &s.exec, Streams::from(stream));
+        if s.stdio.is_empty() {
+            self.stdio.remove(&slot);
         }
-        let mut tasks = self.shim.lock();
-        if let Some(p) = tasks
-            .container_mut(container)
-            .and_then(|c| c.process_mut(exec))
-        {
-            p.open_pumps = p.open_pumps.saturating_sub(1);
-        }
-        drop(tasks);
-        self.shim.pumps_done.notify_all();
+    }
+
+    /// Stops serving a deleted process's stdio.
+    fn drop_stdio(&mut self, container: &str, exec: &str) {
+        let poller = self.base.poller();
+        self.stdio.retain(|_, s| {
+            let deleted = s.container == container && s.exec == exec;
+            if deleted {
+                s.stdio.close_all(poller);
+            }
+            !deleted
+        });
     }
 
     fn watch_oom(&mut self, container: String, pid: i32) {
@@ -411,7 +399,12 @@ impl EventLoop {
             Ok(w) => {
                 let n = self.next_oom;
                 self.next_oom = self.next_oom.wrapping_add(1);
-                if self.poller.add_readable(w.fd(), Token::Oom(n)).is_ok() {
+                if self
+                    .base
+                    .poller()
+                    .add_readable(w.fd(), Token::Oom(n))
+                    .is_ok()
+                {
                     self.ooms.insert(n, (container, w));
                 }
             }
@@ -431,7 +424,7 @@ impl EventLoop {
             Ok(false) => {}
             Err(_) => {
                 if let Some((_, w)) = self.ooms.remove(&n) {
-                    self.poller.remove(w.fd());
+                    self.base.poller().remove(w.fd());
                 }
             }
         }
@@ -457,4 +450,22 @@ impl EventLoop {
         }
         log::info!("shim shut down");
     }
+}
+
+/// Counts the output pumps of a process that have ended in the table, which Delete and
+/// the exit reports wait on.
+fn outputs_ended(shim: &Shim, container: &str, exec: &str, ended: Streams) {
+    let n = ended.outputs();
+    if n == 0 {
+        return;
+    }
+    let mut tasks = shim.lock();
+    if let Some(p) = tasks
+        .container_mut(container)
+        .and_then(|c| c.process_mut(exec))
+    {
+        p.open_pumps = p.open_pumps.saturating_sub(n);
+    }
+    drop(tasks);
+    shim.pumps_done.notify_all();
 }

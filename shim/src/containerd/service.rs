@@ -7,7 +7,7 @@ use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
 use crate::containerd::ttrpc::{Incoming, Reply};
-use crate::supervisor::pump::Pump;
+use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
 use crate::supervisor::tasks::{Container, Exited, ProcStatus, Process, Tasks};
@@ -39,7 +39,7 @@ pub enum LoopMsg {
     AddPumps {
         container: String,
         exec: String,
-        pumps: Vec<Pump>,
+        stdio: ProcessStdio,
     },
     /// Stop serving a process's stdio (it was deleted).
     DropPumps {
@@ -218,12 +218,12 @@ impl Shim {
         b.build()
     }
 
-    fn add_pumps(&self, container: &str, exec: &str, pumps: Vec<Pump>) {
-        if !pumps.is_empty() {
+    fn add_pumps(&self, container: &str, exec: &str, stdio: ProcessStdio) {
+        if !stdio.is_empty() {
             self.post(LoopMsg::AddPumps {
                 container: container.into(),
                 exec: exec.into(),
-                pumps,
+                stdio,
             });
         }
     }
@@ -282,7 +282,7 @@ impl Shim {
         let owner = owner(&opts);
         let runc = self.runc_for(&opts, &bundle);
         let mut init = Process::new("", stdio_cfg.clone(), Vec::new());
-        let mut pumps = Vec::new();
+        let mut pumps = ProcessStdio::default();
         let pid;
         if !restore_from.is_empty() {
             // Restored at Start, like the Go shim: the IO is set up then.
@@ -338,7 +338,7 @@ impl Shim {
             init.console = console;
             init.stdin_closer = prepared.stdin_closer.take();
             init.open_pumps = prepared.output_pumps();
-            pumps = std::mem::take(&mut prepared.pumps);
+            pumps = std::mem::take(&mut prepared.stdio);
         }
         let container = Container {
             bundle: bundle.clone(),
@@ -429,7 +429,7 @@ impl Shim {
             }
         };
         let mut early = None;
-        let mut pumps = Vec::new();
+        let mut pumps = ProcessStdio::default();
         {
             let mut tasks = self.lock();
             if !r.exec_id.is_empty() || restore {
@@ -451,7 +451,7 @@ impl Shim {
                     let prepared: &mut Prepared = &mut prepared;
                     p.stdin_closer = prepared.stdin_closer.take();
                     p.open_pumps = prepared.output_pumps();
-                    pumps = std::mem::take(&mut prepared.pumps);
+                    pumps = std::mem::take(&mut prepared.stdio);
                 }
                 if let Some(record) = early {
                     if p.pending_exit.is_none() {

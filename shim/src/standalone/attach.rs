@@ -1,11 +1,13 @@
 //! `attach`: reopen a process's FIFOs and stream its stdio, as often as wanted.
 //!
-//! Single-threaded: one epoll loop over the pumps and a signalfd. Attached from a
-//! terminal to a tty process, our terminal goes into raw mode ([`RawMode`]) and its size
-//! is sent on `winsz` at once and on every SIGWINCH. SIGINT, SIGTERM and SIGHUP are read
-//! from the signalfd instead of killing us outright, so that every way out restores the
-//! terminal and our stdio's file flags (which our parent shares); then the signal is
-//! raised again, so our parent still sees us die of it.
+//! Single-threaded: one epoll loop over the pumps and a signalfd, on the core's
+//! [`EventBase`] and [`ProcessStdio`] (our stdio is served as a supervisor serves its
+//! process's: the output FIFOs into our stdout and stderr, our stdin into the FIFO).
+//! Attached from a terminal to a tty process, our terminal goes into raw mode
+//! ([`RawMode`]) and its size is sent on `winsz` at once and on every SIGWINCH. SIGINT,
+//! SIGTERM and SIGHUP are read from the signalfd instead of killing us outright, so that
+//! every way out restores the terminal and our stdio's file flags (which our parent
+//! shares); then the signal is raised again, so our parent still sees us die of it.
 
 use super::args::{self, Spec};
 use super::control::{self, Request};
@@ -13,13 +15,13 @@ use super::depot::{Depot, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::raw_mode::RawMode;
 use super::winsize;
-use crate::supervisor::epoll::{Poller, Ready, Token};
-use crate::supervisor::pump::{Direction, Pump, PumpState};
-use crate::supervisor::signals;
+use crate::supervisor::epoll::{Ready, Token};
+use crate::supervisor::event_base::EventBase;
+use crate::supervisor::process_stdio::{ProcessStdio, Stream};
+use crate::supervisor::pump::{Direction, Pump};
 use fifo::ProcessDir;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::SignalFd;
 use nix::sys::stat::{fstat, SFlag};
 use std::fs::File;
 use std::io::Write;
@@ -55,9 +57,8 @@ const SPEC: Spec = Spec {
     flags: &[("--no-stdin", None), ("--close-stdin", None)],
 };
 
-const OUT: u32 = 0;
-const ERR: u32 = 1;
-const IN: u32 = 2;
+/// Our stdio's slot in its pumps' tokens.
+const SLOT: u32 = 0;
 
 /// The signals that detach us; SIGWINCH is handled too, when there is a terminal.
 const DETACH_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -105,7 +106,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
     for sig in DETACH_SIGNALS.into_iter().chain([Signal::SIGWINCH]) {
         set.add(sig);
     }
-    let mut sigfd = signals::block_and_open_set(&set).map_err(failed("signalfd"))?;
+    let mut base = EventBase::new(&set).map_err(failed("signalfd"))?;
     let ended = {
         let _stdio = StdioFlags::save();
         let _raw = match terminal {
@@ -119,7 +120,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
             close_stdin,
             terminal,
         };
-        stream(&dir, &opts, &mut sigfd)
+        stream(&dir, &opts, &mut base)
         // The guards restore the terminal and our stdio here, whatever the outcome.
     };
     match ended? {
@@ -226,28 +227,16 @@ fn send_size(winsz: Option<&File>, terminal: Option<BorrowedFd<'_>>) {
 }
 
 /// Copies until both output FIFOs reach EOF, or a detaching signal comes.
-fn stream(dir: &ProcessDir, opts: &Options<'_>, sigfd: &mut SignalFd) -> CliResult<Ended> {
-    let poller = Poller::new().map_err(failed("epoll"))?;
-    poller
-        .add_readable(sigfd.as_fd(), Token::Signals)
-        .map_err(failed("epoll"))?;
-    let mut pumps: [Option<Pump>; 3] = [None, None, None];
-    for (i, (path, ours)) in [
-        (dir.stdout(), std::io::stdout().as_fd()),
-        (dir.stderr(), std::io::stderr().as_fd()),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+fn stream(dir: &ProcessDir, opts: &Options<'_>, base: &mut EventBase) -> CliResult<Ended> {
+    let mut stdio = ProcessStdio::default();
+    for (stream, path, ours) in [
+        (Stream::Stdout, dir.stdout(), std::io::stdout().as_fd()),
+        (Stream::Stderr, dir.stderr(), std::io::stderr().as_fd()),
+    ] {
         let src = fifo::open_read(&path, true).map_err(CliError::fifo)?;
         let pump =
             Pump::new(Direction::Output, src.into(), dup(ours)?, None).map_err(failed("pump"))?;
-        poller
-            .add_edge(pump.src_fd(), Token::Pump(i as u32), true, false)
-            .map_err(failed("epoll"))?;
-        // A regular file as our stdout cannot be polled, and never needs to be.
-        let _ = poller.add_edge(pump.dst_fd(), Token::Pump(i as u32), false, true);
-        pumps[i] = Some(pump);
+        stdio.add(stream, pump);
     }
     // The size before any input: the process's first screen already fits. No reader
     // means the process has exited and there is nothing to resize.
@@ -262,46 +251,34 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, sigfd: &mut SignalFd) -> CliResu
             let src = dup(std::io::stdin().as_fd())?;
             let pump =
                 Pump::new(Direction::Input, src, dst.into(), None).map_err(failed("pump"))?;
-            if poller
-                .add_edge(pump.src_fd(), Token::Pump(IN), true, false)
-                .is_ok()
-            {
-                let _ = poller.add_edge(pump.dst_fd(), Token::Pump(IN), false, true);
-                pumps[IN as usize] = Some(pump);
-            }
+            stdio.add(Stream::Stdin, pump);
         }
     }
-    let run = |pumps: &mut [Option<Pump>; 3], i: usize| {
-        if let Some(p) = &mut pumps[i] {
-            if p.run() == PumpState::Done {
-                // Dropping the stdin pump closes our write end of the FIFO.
-                if let Some(p) = pumps[i].take() {
-                    poller.remove(p.src_fd());
-                    poller.remove(p.dst_fd());
-                }
-            }
+    if let Err(dropped) = stdio.register(base.poller(), SLOT) {
+        // Our stdin alone may be a device epoll cannot watch: then it is not forwarded
+        // (dropping its pump closed our end of the FIFO), as with /dev/null.
+        if dropped.streams.outputs() > 0 {
+            return Err(failed("epoll")(dropped.error));
         }
-    };
+    }
     let mut close_pending = opts.close_stdin;
     // Our stdin has ended once its pump is gone: ask for the process's to be closed.
-    let mut close_when_done = |pumps: &[Option<Pump>; 3]| -> CliResult<()> {
-        if close_pending && pumps[IN as usize].is_none() {
+    let mut close_when_done = |stdio: &ProcessStdio| -> CliResult<()> {
+        if close_pending && !stdio.is_open(Stream::Stdin) {
             close_pending = false;
             control::send(dir, Request::CloseStdin)?;
         }
         Ok(())
     };
-    for i in 0..3 {
-        run(&mut pumps, i);
-    }
-    close_when_done(&pumps)?;
+    stdio.run_all(base.poller());
+    close_when_done(&stdio)?;
     let mut events: Vec<Ready> = Vec::new();
-    while pumps[OUT as usize].is_some() || pumps[ERR as usize].is_some() {
-        poller.wait(None, &mut events).map_err(failed("epoll"))?;
+    while stdio.is_open(Stream::Stdout) || stdio.is_open(Stream::Stderr) {
+        base.wait(None, &mut events).map_err(failed("epoll"))?;
         for ev in &events {
             match ev.token {
                 Token::Signals => {
-                    for sig in signals::drain(sigfd) {
+                    for sig in base.signals() {
                         if sig == Signal::SIGWINCH {
                             send_size(winsz.as_ref(), opts.terminal);
                         } else if DETACH_SIGNALS.contains(&sig) {
@@ -309,11 +286,14 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, sigfd: &mut SignalFd) -> CliResu
                         }
                     }
                 }
-                Token::Pump(i) if i <= IN => run(&mut pumps, i as usize),
+                // Dropping the ended stdin pump closes our write end of the FIFO.
+                Token::Stdio(_, stream) => {
+                    stdio.run(base.poller(), stream);
+                }
                 _ => {}
             }
         }
-        close_when_done(&pumps)?;
+        close_when_done(&stdio)?;
     }
     Ok(Ended::Output)
 }

@@ -17,7 +17,6 @@ pub mod delete;
 pub mod depot;
 pub mod errors;
 pub mod exec;
-pub mod fionread;
 pub mod kill;
 pub mod launch;
 pub mod pty_eof;

@@ -18,6 +18,14 @@
 //!    EOF), and stays until the output it buffered has been read by a manager — then it
 //!    closes the FIFOs' write ends (an attached manager sees EOF) and exits.
 //!
+//! The loop's base, the process's pipes or pty, its pumps and its output's drain after
+//! the exit are the shared core's ([`crate::supervisor`]: `event_base`, `wiring`,
+//! `process_stdio`). What is this face's own: the FIFOs are held apart from the pumps and
+//! closed only once a manager has read what they hold (the containerd face's FIFOs are
+//! containerd's, and it learns of the exit from an event, not from EOF), and the exit is
+//! the one pid this supervisor started (no process table: nothing to hold back or
+//! reorder).
+//!
 //! `close-stdin` drops the held write end of `stdin`: once every manager has closed its
 //! end too, the stdin pump drains what they wrote and reaches EOF, which closes the
 //! process's stdin pipe (a tty process is sent its EOF character instead, [`pty_eof`]).
@@ -29,16 +37,15 @@
 use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
-use super::{fionread, pty_eof};
-use crate::supervisor::epoll::{Poller, Ready, Token};
-use crate::supervisor::pump::{Direction, Pump, PumpState};
+use super::pty_eof;
+use crate::supervisor::epoll::{Ready, Token};
+use crate::supervisor::event_base::EventBase;
+use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::{signals, tty};
+use crate::supervisor::wiring::{self, PipeOptions, Sink};
+use crate::supervisor::{fionread, signals, tty};
 use fifo::{ExitRecord, ProcessDir, WinszDecoder};
-use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
-use nix::unistd::pipe2;
 use runc_wrapper::{ConsoleSocket, CreateOpts, ExecOpts, ProcessIo};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -55,15 +62,15 @@ const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the exit, an output source that is still open (a descendant holds it) but idle
 /// for this long is abandoned; what it already delivered to the FIFO is still kept.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// Poll interval while waiting for a manager to read the remaining output.
-const LINGER_POLL_MS: u16 = 100;
+/// Poll interval while waiting for a manager to read the remaining output (nothing
+/// signals that a FIFO has been emptied).
+const LINGER_POLL: Duration = Duration::from_millis(100);
 
-/// Token of the stdout, stderr and stdin pumps and of the winsz and control streams.
-const STDOUT: u32 = 0;
-const STDERR: u32 = 1;
-const STDIN: u32 = 2;
-const WINSZ: u32 = 3;
-const CONTROL_FIFO: u32 = 4;
+/// The process's slot in its pumps' tokens: the supervisor has one.
+const SLOT: u32 = 0;
+/// Tokens of the winsz and control FIFOs.
+const WINSZ: u32 = 0;
+const CONTROL_FIFO: u32 = 1;
 
 /// What to supervise.
 #[derive(Debug, Clone)]
@@ -130,8 +137,8 @@ pub fn main(plan: Plan) -> u8 {
     let setup = (|| -> CliResult<(Supervisor, i32)> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| CliError::Failed(format!("subreaper: {e}")))?;
-        let sigfd =
-            signals::block_and_open().map_err(|e| CliError::Failed(format!("signalfd: {e}")))?;
+        let base = EventBase::new(&signals::handled())
+            .map_err(|e| CliError::Failed(format!("signalfd: {e}")))?;
         let spec = match plan.kind {
             Kind::Exec => {
                 let mut spec = Vec::new();
@@ -143,7 +150,7 @@ pub fn main(plan: Plan) -> u8 {
             }
             Kind::Run { .. } => Vec::new(),
         };
-        start(&plan, &spec, sigfd)
+        start(&plan, &spec, base)
     })();
     match setup {
         Ok((mut sup, pid)) => {
@@ -175,17 +182,16 @@ fn detach_stdio() {
     }
 }
 
-/// One output stream: the pump from the process into the FIFO, the FIFO's write end
-/// (held apart from the pump, so the FIFO stays open until it is drained) and the
+/// One output FIFO: its write end, held apart from the pump (which writes to a copy) so
+/// the FIFO stays open until a manager has read what the pump delivered, and the
 /// keep-alive read end.
 #[derive(Debug, Default)]
-struct Output {
-    pump: Option<Pump>,
+struct OutputFifo {
     writer: Option<File>,
     keepalive: Option<File>,
 }
 
-impl Output {
+impl OutputFifo {
     /// Opens the FIFO at `path` as a keep-alive writer, its buffer raised to
     /// [`PIPE_SIZE`].
     fn open(path: &std::path::Path) -> CliResult<Self> {
@@ -193,26 +199,40 @@ impl Output {
             .map_err(CliError::fifo)?
             .into_parts();
         let _ = fifo::set_pipe_size(&writer, PIPE_SIZE);
-        Ok(Output {
-            pump: None,
+        Ok(OutputFifo {
             writer: Some(writer),
             keepalive: Some(keepalive),
         })
     }
 
-    /// Adds the pump from `src` into this FIFO.
-    fn pump_from(&mut self, src: OwnedFd) -> CliResult<()> {
-        let Some(w) = &self.writer else {
-            return Ok(());
-        };
-        let dst = w
+    /// Where the pump from the process delivers: a copy of the write end (the keep-alive
+    /// read end is held here, not by the pump).
+    fn sink(&self) -> CliResult<Sink> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| CliError::Failed("output FIFO already closed".into()))?;
+        let dst = writer
             .try_clone()
             .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
-        self.pump = Some(
-            Pump::new(Direction::Output, src, dst.into(), None)
-                .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
-        );
-        Ok(())
+        Ok(Sink {
+            dst: dst.into(),
+            keepalive: None,
+        })
+    }
+
+    /// Bytes in the FIFO that no manager has read yet.
+    fn unread(&self) -> usize {
+        self.keepalive
+            .as_ref()
+            .and_then(|k| fionread::pending(k.as_fd()))
+            .unwrap_or(0)
+    }
+
+    /// Closes the FIFO: an attached manager reads EOF.
+    fn close(&mut self) {
+        self.writer = None;
+        self.keepalive = None;
     }
 
     /// Whether the FIFO is closed (everything delivered, or given up).
@@ -224,14 +244,16 @@ impl Output {
 /// The running supervisor.
 #[derive(Debug)]
 struct Supervisor {
-    poller: Poller,
-    sigfd: SignalFd,
+    base: EventBase,
     reaper: Reaper,
     dir: ProcessDir,
     pid: i32,
     exit_hold: Option<File>,
-    outputs: [Output; 2],
-    input: Option<Pump>,
+    /// The process's pumps (stdin from the `stdin` FIFO; stdout and stderr, or the pty's
+    /// output as stdout, into `outputs`).
+    stdio: ProcessStdio,
+    /// The `stdout` and `stderr` FIFOs.
+    outputs: [OutputFifo; 2],
     stdin_hold: Option<File>,
     winsz: Option<File>,
     winsz_hold: Option<File>,
@@ -242,14 +264,14 @@ struct Supervisor {
     /// A manager asked to close stdin: the stdin pump's end is the process's EOF.
     stdin_closing: bool,
     master: Option<File>,
-    exited_at: Option<Instant>,
+    exited: bool,
     stop: bool,
 }
 
 /// The FIFO-side handles opened before the process starts.
 struct Fifos {
     exit_hold: File,
-    outputs: [Output; 2],
+    outputs: [OutputFifo; 2],
     stdin_r: File,
     stdin_hold: File,
     winsz: File,
@@ -261,7 +283,10 @@ struct Fifos {
 fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
     // `exit` first: a `wait` that starts as soon as we report must block, not see EOF.
     let exit_hold = fifo::open_rdwr(&dir.exit()).map_err(CliError::fifo)?;
-    let outputs = [Output::open(&dir.stdout())?, Output::open(&dir.stderr())?];
+    let outputs = [
+        OutputFifo::open(&dir.stdout())?,
+        OutputFifo::open(&dir.stderr())?,
+    ];
     let stdin_r = fifo::open_read(&dir.stdin(), true).map_err(CliError::fifo)?;
     let stdin_hold = fifo::open_write(&dir.stdin(), true).map_err(CliError::fifo)?;
     let winsz = fifo::open_read(&dir.winsz(), true).map_err(CliError::fifo)?;
@@ -283,14 +308,16 @@ fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
     })
 }
 
-fn pipe() -> CliResult<(OwnedFd, OwnedFd)> {
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| CliError::Failed(format!("pipe: {e}")))?;
-    let _ = fifo::set_pipe_size(&r, PIPE_SIZE);
-    Ok((r, w))
+/// A copy of the `stdin` FIFO's read end, the source of the stdin pump.
+fn stdin_source(stdin_r: &File) -> CliResult<OwnedFd> {
+    stdin_r
+        .try_clone()
+        .map(OwnedFd::from)
+        .map_err(|e| CliError::Failed(format!("dup: {e}")))
 }
 
 /// Opens the FIFOs, starts the process, and returns the supervisor and the process's pid.
-fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i32)> {
+fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i32)> {
     let dir = ProcessDir::from_path(&plan.dir).map_err(CliError::fifo)?;
     let pid_path = dir.path().join(SUPERVISOR_PID);
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
@@ -301,7 +328,7 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         let marker = dir.path().join(TTY_MARKER);
         std::fs::write(&marker, b"").map_err(|e| CliError::io("write", &marker, &e))?;
     }
-    let mut fifos = open_fifos(&dir)?;
+    let fifos = open_fifos(&dir)?;
     let reaper = Reaper::new();
     let log = dir.log_json();
     let runc = plan.depot.runc(Some(&log), Some(reaper.monitor()));
@@ -313,24 +340,21 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         None
     };
     let console_path = console.as_ref().map(|c| c.path().to_path_buf());
-    let mut input: Option<Pump> = None;
-    let io = if plan.tty {
-        ProcessIo::default()
+    // With a terminal the pumps are wired once runc has handed the pty master over.
+    let (io, mut stdio) = if plan.tty {
+        (ProcessIo::default(), ProcessStdio::default())
     } else {
-        let (in_r, in_w) = pipe()?;
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        fifos.outputs[0].pump_from(out_r)?;
-        fifos.outputs[1].pump_from(err_r)?;
-        let src = fifos
-            .stdin_r
-            .try_clone()
-            .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
-        input = Some(
-            Pump::new(Direction::Input, src.into(), in_w, None)
-                .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
-        );
-        ProcessIo::from_fds(Some(in_r), Some(out_w), Some(err_w))
+        let opts = PipeOptions {
+            owner: None,
+            size: Some(PIPE_SIZE),
+        };
+        wiring::pipes(
+            Some(stdin_source(&fifos.stdin_r)?),
+            Some(fifos.outputs[0].sink()?),
+            Some(fifos.outputs[1].sink()?),
+            opts,
+        )
+        .map_err(|e| CliError::Failed(format!("stdio pipes: {e}")))?
     };
 
     let mut master = None;
@@ -399,26 +423,18 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
 
     let master = match master {
         Some(m) => {
-            let dup = |m: &OwnedFd| {
-                m.try_clone()
-                    .map_err(|e| CliError::Failed(format!("dup: {e}")))
-            };
-            fifos.outputs[0].pump_from(dup(&m)?)?;
-            let src = fifos
-                .stdin_r
-                .try_clone()
-                .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
-            input = Some(
-                Pump::new(Direction::Input, src.into(), dup(&m)?, None)
-                    .map_err(|e| CliError::Failed(format!("pump: {e}")))?,
-            );
+            stdio = wiring::terminal(
+                &m,
+                Some(stdin_source(&fifos.stdin_r)?),
+                Some(fifos.outputs[0].sink()?),
+            )
+            .map_err(|e| CliError::Failed(format!("terminal: {e}")))?;
             Some(File::from(m))
         }
         None => None,
     };
     drop(console);
 
-    let poller = Poller::new().map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
     let Fifos {
         exit_hold,
         outputs,
@@ -430,15 +446,14 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         control_hold,
     } = fifos;
     drop(stdin_r);
-    let sup = Supervisor {
-        poller,
-        sigfd,
+    let mut sup = Supervisor {
+        base,
         reaper,
         dir,
         pid,
         exit_hold: Some(exit_hold),
+        stdio,
         outputs,
-        input,
         stdin_hold: Some(stdin_hold),
         winsz: Some(winsz),
         winsz_hold: Some(winsz_hold),
@@ -448,7 +463,7 @@ fn start(plan: &Plan, spec: &[u8], sigfd: SignalFd) -> CliResult<(Supervisor, i3
         requests: control::Decoder::default(),
         stdin_closing: false,
         master,
-        exited_at: None,
+        exited: false,
         stop: false,
     };
     sup.register()
@@ -469,29 +484,14 @@ fn exec_error(e: runc_wrapper::Error) -> CliError {
 }
 
 impl Supervisor {
-    fn register(&self) -> std::io::Result<()> {
-        self.poller
-            .add_readable(self.sigfd.as_fd(), Token::Signals)?;
-        for (i, out) in self.outputs.iter().enumerate() {
-            if let Some(p) = &out.pump {
-                self.poller
-                    .add_edge(p.src_fd(), Token::Pump(i as u32), true, false)?;
-                self.poller
-                    .add_edge(p.dst_fd(), Token::Pump(i as u32), false, true)?;
-            }
-        }
-        if let Some(p) = &self.input {
-            self.poller
-                .add_edge(p.src_fd(), Token::Pump(STDIN), true, false)?;
-            self.poller
-                .add_edge(p.dst_fd(), Token::Pump(STDIN), false, true)?;
-        }
+    fn register(&mut self) -> std::io::Result<()> {
+        let poller = self.base.poller();
+        self.stdio.register(poller, SLOT).map_err(|u| u.error)?;
         if let Some(w) = &self.winsz {
-            self.poller.add_readable(w.as_fd(), Token::Pump(WINSZ))?;
+            poller.add_readable(w.as_fd(), Token::Fifo(WINSZ))?;
         }
         if let Some(c) = &self.control {
-            self.poller
-                .add_readable(c.as_fd(), Token::Pump(CONTROL_FIFO))?;
+            poller.add_readable(c.as_fd(), Token::Fifo(CONTROL_FIFO))?;
         }
         Ok(())
     }
@@ -500,45 +500,35 @@ impl Supervisor {
     /// (or a termination signal came after the exit).
     fn run(&mut self) {
         // Output that arrived before the loop.
-        for i in [STDOUT, STDERR, STDIN] {
-            self.run_pump(i);
+        let ended = self.stdio.run_all(self.base.poller());
+        if ended.contains(Stream::Stdin) {
+            self.on_stdin_done();
         }
         let mut events: Vec<Ready> = Vec::new();
         loop {
-            let timeout = self.exited_at.map(|_| LINGER_POLL_MS);
-            if self.poller.wait(timeout, &mut events).is_err() {
+            let deadline = self.exited.then(|| Instant::now() + LINGER_POLL);
+            if self.base.wait(deadline, &mut events).is_err() {
                 break;
             }
-            for ev in events.clone() {
+            for ev in &events {
                 match ev.token {
                     Token::Signals => self.on_signals(),
-                    Token::Pump(WINSZ) => self.on_winsz(),
-                    Token::Pump(CONTROL_FIFO) => self.on_control(),
-                    Token::Pump(i) => self.run_pump(i),
+                    Token::Fifo(WINSZ) => self.on_winsz(),
+                    Token::Fifo(CONTROL_FIFO) => self.on_control(),
+                    Token::Stdio(_, stream) => self.run_stream(stream),
                     _ => {}
                 }
             }
-            if self.exited_at.is_some() && self.linger_done() {
+            if self.exited && self.linger_done() {
                 break;
             }
         }
     }
 
-    fn run_pump(&mut self, i: u32) {
-        let slot = match i {
-            STDOUT | STDERR => &mut self.outputs[i as usize].pump,
-            STDIN => &mut self.input,
-            _ => return,
-        };
-        let Some(p) = slot else { return };
-        if p.run() == PumpState::Done {
-            if let Some(p) = slot.take() {
-                self.poller.remove(p.src_fd());
-                self.poller.remove(p.dst_fd());
-            }
-            if i == STDIN {
-                self.on_stdin_done();
-            }
+    fn run_stream(&mut self, stream: Stream) {
+        let ended = self.stdio.run(self.base.poller(), stream);
+        if ended.is_some() && stream == Stream::Stdin {
+            self.on_stdin_done();
         }
     }
 
@@ -580,7 +570,7 @@ impl Supervisor {
         self.stdin_closing = true;
         self.stdin_hold = None;
         // No edge will come if there was no other writer: look now.
-        self.run_pump(STDIN);
+        self.run_stream(Stream::Stdin);
     }
 
     fn on_winsz(&mut self) {
@@ -603,78 +593,60 @@ impl Supervisor {
     }
 
     fn on_signals(&mut self) {
-        let signals = signals::drain(&mut self.sigfd);
+        let signals = self.base.signals();
         for sig in &signals {
-            if *sig != Signal::SIGCHLD && self.exited_at.is_some() {
+            if *sig != Signal::SIGCHLD && self.exited {
                 self.stop = true;
             }
         }
         for exit in self.reaper.reap() {
-            if exit.pid == self.pid && self.exited_at.is_none() {
-                self.on_exit(ExitRecord::from_wait_status(exit.status, exit.at));
+            if exit.pid == self.pid && !self.exited {
+                self.on_exit(exit.record());
             }
         }
     }
 
     /// The process exited: record it, close `exit`, stop taking input.
     fn on_exit(&mut self, record: ExitRecord) {
-        // Move what is already in the process pipes before anything else (saves a wakeup).
-        for i in [STDOUT, STDERR] {
-            self.run_pump(i);
-        }
+        let poller = self.base.poller();
+        // Move what is already in the process pipes before anything else (saves a
+        // wakeup), and start the grace its output gets.
+        self.stdio.exited(poller, Instant::now(), DRAIN_GRACE);
         let _ = self.dir.write_exit(&record);
         self.exit_hold = None;
-        if let Some(p) = self.input.take() {
-            self.poller.remove(p.src_fd());
-            self.poller.remove(p.dst_fd());
-        }
+        self.stdio.close(poller, Stream::Stdin);
         self.stdin_hold = None;
         if let Some(w) = self.winsz.take() {
-            self.poller.remove(w.as_fd());
+            poller.remove(w.as_fd());
         }
         self.winsz_hold = None;
         // After `exitcode`: a manager whose request finds no reader knows the process
         // has exited.
         if let Some(c) = self.control.take() {
-            self.poller.remove(c.as_fd());
+            poller.remove(c.as_fd());
         }
         self.control_hold = None;
         self.master = None;
-        self.exited_at = Some(Instant::now());
+        self.exited = true;
     }
 
-    /// After the exit: closes each FIFO once its pump has finished and a manager has read
-    /// everything in it. True when all are closed, or on a termination signal.
+    /// After the exit: closes each FIFO once its pump has finished (or, after the grace,
+    /// been abandoned with an idle source) and a manager has read everything in it. True
+    /// when all are closed, or on a termination signal.
     fn linger_done(&mut self) -> bool {
-        let Some(exited_at) = self.exited_at else {
+        if !self.exited {
             return false;
-        };
+        }
         if self.stop {
             return true;
         }
-        let grace_over = exited_at.elapsed() >= DRAIN_GRACE;
-        for out in &mut self.outputs {
-            if let Some(p) = &out.pump {
-                let src_idle = fionread::pending(p.src_fd()).unwrap_or(0) == 0;
-                if grace_over && src_idle {
-                    if let Some(p) = out.pump.take() {
-                        self.poller.remove(p.src_fd());
-                        self.poller.remove(p.dst_fd());
-                    }
-                }
-            }
-            if out.pump.is_none() {
-                let unread = out
-                    .keepalive
-                    .as_ref()
-                    .and_then(|k| fionread::pending(k.as_fd()))
-                    .unwrap_or(0);
-                if unread == 0 {
-                    out.writer = None;
-                    out.keepalive = None;
-                }
+        self.stdio
+            .abandon_idle_outputs(self.base.poller(), Instant::now());
+        for (stream, out) in Stream::OUTPUTS.into_iter().zip(&mut self.outputs) {
+            if !self.stdio.is_open(stream) && out.unread() == 0 {
+                out.close();
             }
         }
-        self.outputs.iter().all(Output::closed)
+        self.outputs.iter().all(OutputFifo::closed)
     }
 }

@@ -1,42 +1,53 @@
 //! A thin epoll wrapper with typed tokens and a cross-thread waker.
 
+use crate::supervisor::process_stdio::Stream;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// What an epoll registration stands for: the kind in the high 32 bits, an index below.
+/// What an epoll registration stands for. Encoded in the event's 64 bits: the kind in
+/// bits 32..40, a stream in bits 40..48, an index in the low 32 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Token {
     Listener,
     Signals,
     Waker,
     Conn(u32),
-    Pump(u32),
+    /// A pump of a process's stdio: the process's slot in its face's table, and the stream
+    /// (see [`crate::supervisor::process_stdio`]).
+    Stdio(u32, Stream),
     Oom(u32),
+    /// A FIFO a face reads requests from itself (the standalone supervisor's `winsz` and
+    /// `control`).
+    Fifo(u32),
 }
 
 impl Token {
     fn encode(self) -> u64 {
-        match self {
-            Token::Listener => 1 << 32,
-            Token::Signals => 2 << 32,
-            Token::Waker => 3 << 32,
-            Token::Conn(n) => (4 << 32) | u64::from(n),
-            Token::Pump(n) => (5 << 32) | u64::from(n),
-            Token::Oom(n) => (6 << 32) | u64::from(n),
-        }
+        let (kind, stream, n): (u64, u8, u32) = match self {
+            Token::Listener => (1, 0, 0),
+            Token::Signals => (2, 0, 0),
+            Token::Waker => (3, 0, 0),
+            Token::Conn(n) => (4, 0, n),
+            Token::Stdio(n, s) => (5, s.to_bits(), n),
+            Token::Oom(n) => (6, 0, n),
+            Token::Fifo(n) => (7, 0, n),
+        };
+        (u64::from(stream) << 40) | (kind << 32) | u64::from(n)
     }
 
     fn decode(raw: u64) -> Option<Token> {
         let n = (raw & 0xffff_ffff) as u32;
-        Some(match raw >> 32 {
+        let stream = ((raw >> 40) & 0xff) as u8;
+        Some(match (raw >> 32) & 0xff {
             1 => Token::Listener,
             2 => Token::Signals,
             3 => Token::Waker,
             4 => Token::Conn(n),
-            5 => Token::Pump(n),
+            5 => Token::Stdio(n, Stream::from_bits(stream)?),
             6 => Token::Oom(n),
+            7 => Token::Fifo(n),
             _ => return None,
         })
     }
@@ -187,12 +198,16 @@ mod tests {
             Token::Signals,
             Token::Waker,
             Token::Conn(7),
-            Token::Pump(u32::MAX),
+            Token::Stdio(u32::MAX, Stream::Stdin),
+            Token::Stdio(0, Stream::Stdout),
+            Token::Stdio(3, Stream::Stderr),
             Token::Oom(0),
+            Token::Fifo(1),
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }
         assert_eq!(Token::decode(99 << 32), None);
+        assert_eq!(Token::decode((5 << 32) | (9 << 40)), None, "no such stream");
     }
 
     #[test]

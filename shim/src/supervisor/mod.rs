@@ -1,14 +1,25 @@
-//! The supervision core shared by both faces (containerd shim and standalone supervisor):
-//! one epoll loop, a child-subreaper that reaps with `waitpid(-1)` without ever stealing a
-//! runc invocation's status, pidfd-tracked processes, and non-blocking stdio pumps.
+//! The supervision core shared by both faces (containerd shim and standalone supervisor).
+//!
+//! Written once here: the loop's base ([`event_base`]: epoll, signals through a signalfd,
+//! deadlines), a child-subreaper that reaps with `waitpid(-1)` without ever stealing a
+//! runc invocation's status ([`reaper`]), pidfd-tracked processes ([`pidfd`]), how a
+//! process is connected to its pumps ([`wiring`]: pipes or a pty master), its pumps as a
+//! loop serves them and how its output drains after it exits ([`process_stdio`] over
+//! [`pump`]), and terminal resizing ([`tty`]). The faces keep what differs for a reason:
+//! which exits to wait for and in what order they are reported ([`tasks`] for the
+//! containerd face), and where the pumps' other ends lead.
 
 pub mod epoll;
+pub mod event_base;
+pub mod fionread;
 pub mod kill_all;
 pub mod logger_process;
 pub mod pidfd;
+pub mod process_stdio;
 pub mod pump;
 pub mod reaper;
 pub mod signals;
 pub mod stdio;
 pub mod tasks;
 pub mod tty;
+pub mod wiring;

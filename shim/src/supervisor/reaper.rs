@@ -8,6 +8,7 @@
 //! treating it as a container exit, and the monitor also reaps its own child directly, so
 //! it works even when no reaper loop runs (the `delete` action, tests).
 
+use fifo::ExitRecord;
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -26,6 +27,14 @@ pub struct ChildExit {
     /// Raw wait(2) status.
     pub status: i32,
     pub at: SystemTime,
+}
+
+impl ChildExit {
+    /// The exit as both faces report it: the code (128+N if killed by signal N) and when
+    /// it was reaped.
+    pub fn record(&self) -> ExitRecord {
+        ExitRecord::from_wait_status(self.status, self.at)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +173,24 @@ impl ProcessMonitor for RuncMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_records_its_code_or_128_plus_the_signal() {
+        let at = SystemTime::now();
+        let exited = ChildExit {
+            pid: 1,
+            status: 3 << 8,
+            at,
+        };
+        assert_eq!(exited.record().code, 3);
+        assert_eq!(exited.record().exited_at, at);
+        let killed = ChildExit {
+            pid: 1,
+            status: libc::SIGKILL,
+            at,
+        };
+        assert_eq!(killed.record().code, 137);
+    }
 
     /// `waitpid(-1)` would steal the children of tests running in parallel in this
     /// process, so the real check runs alone in a child copy of the test binary.

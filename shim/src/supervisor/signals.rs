@@ -5,7 +5,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::io;
 
-/// The signals routed to the loop: children exiting, and the polite ways to stop us.
+/// The signals a supervisor's loop handles: children exiting, and the polite ways to stop
+/// us (the standalone `attach` handles another set).
 pub fn handled() -> SigSet {
     let mut set = SigSet::empty();
     for sig in [
@@ -19,16 +20,11 @@ pub fn handled() -> SigSet {
     set
 }
 
-/// Blocks [`handled`] in the calling thread (threads spawned later inherit the mask, so
-/// call this before spawning any) and returns a non-blocking signalfd that reads them.
+/// Blocks `set` in the calling thread (threads spawned later inherit the mask, so call
+/// this before spawning any) and returns a non-blocking signalfd that reads them. Loops
+/// get theirs through [`crate::supervisor::event_base::EventBase::new`].
 ///
 /// Children do not inherit the blocked mask: std's process spawning resets it.
-pub fn block_and_open() -> io::Result<SignalFd> {
-    block_and_open_set(&handled())
-}
-
-/// [`block_and_open`] for another set of signals (the standalone `attach` wants SIGWINCH
-/// and no SIGCHLD).
 pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {
     set.thread_block()?;
     Ok(SignalFd::with_flags(

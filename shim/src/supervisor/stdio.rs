@@ -1,5 +1,6 @@
-//! A process's stdio as a supervisor serves it: the container side gets pipes (or a pty),
-//! and pumps move the bytes to and from wherever the manager wants them (FIFOs, a file).
+//! A process's stdio as the containerd face names it (URIs) and opens it: the manager's
+//! ends (FIFOs, a file, a logging binary); the process is connected to pumps by
+//! [`wiring`], which the standalone face shares.
 //!
 //! Guarantees:
 //! - the shim holds a read end of every output FIFO, so a container never gets SIGPIPE or
@@ -12,13 +13,12 @@
 //! container's pipes itself, so there are no pumps, and the shim keeps nothing of it.
 
 use crate::supervisor::logger_process::{self, LoggerSpec};
-use crate::supervisor::pump::{Direction, Pump};
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
+use crate::supervisor::process_stdio::ProcessStdio;
+use crate::supervisor::wiring::{self, chown, PipeOptions, Sink};
 use runc_wrapper::{ConsoleSocket, ProcessIo};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -75,8 +75,9 @@ fn strip_query(s: &str) -> &str {
 pub struct Prepared {
     /// runc's stdio (= the process's, without a terminal).
     pub io: ProcessIo,
-    /// Started by the loop; they run until their source reaches EOF.
-    pub pumps: Vec<Pump>,
+    /// The pumps, handed to the loop once runc has run; they run until their source
+    /// reaches EOF.
+    pub stdio: ProcessStdio,
     /// A write end of the stdin FIFO; dropping it is CloseIO.
     pub stdin_closer: Option<File>,
     /// With a terminal: the socket runc sends the pty master to.
@@ -90,7 +91,7 @@ pub struct Prepared {
 #[derive(Debug, Default)]
 struct PendingTty {
     stdin: Option<File>,
-    stdout: Option<(File, Option<File>)>,
+    stdout: Option<Sink>,
 }
 
 /// The environment containerd gives a `binary://` logger: pass it to [`prepare_with_env`].
@@ -128,8 +129,8 @@ pub fn prepare_with_env(
 ) -> io::Result<Prepared> {
     if let Some(spec) = binary_logger(cfg)? {
         let started = logger_process::start(&spec, logger_env)?;
-        chown_fd(&started.stdout, owner)?;
-        chown_fd(&started.stderr, owner)?;
+        chown(&started.stdout, owner)?;
+        chown(&started.stderr, owner)?;
         let mut out = Prepared::default();
         out.io.stdout = Some(started.stdout.into());
         out.io.stderr = Some(started.stderr.into());
@@ -152,28 +153,14 @@ pub fn prepare_with_env(
         out.pending_tty = Some(tty);
         return Ok(out);
     }
-    if let Some((reader, closer)) = stdin_fifo {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
-        chown_fd(&r, owner)?;
-        out.io.stdin = Some(r.into());
-        out.pumps
-            .push(Pump::new(Direction::Input, reader.into(), w, None)?);
+    let stdin = stdin_fifo.map(|(reader, closer)| {
         out.stdin_closer = Some(closer);
-    }
-    for (uri, is_stdout) in [(&cfg.stdout, true), (&cfg.stderr, false)] {
-        let Some((sink, keepalive)) = output_sink(uri)? else {
-            continue;
-        };
-        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
-        chown_fd(&w, owner)?;
-        if is_stdout {
-            out.io.stdout = Some(w.into());
-        } else {
-            out.io.stderr = Some(w.into());
-        }
-        out.pumps
-            .push(Pump::new(Direction::Output, r, sink.into(), keepalive)?);
-    }
+        OwnedFd::from(reader)
+    });
+    let stdout = output_sink(&cfg.stdout)?;
+    let stderr = output_sink(&cfg.stderr)?;
+    let opts = PipeOptions { owner, size: None };
+    (out.io, out.stdio) = wiring::pipes(stdin, stdout, stderr, opts)?;
     Ok(out)
 }
 
@@ -222,10 +209,7 @@ impl Prepared {
 
     /// How many pumps carry output (what a delete waits for).
     pub fn output_pumps(&self) -> usize {
-        self.pumps
-            .iter()
-            .filter(|p| p.direction() == Direction::Output)
-            .count()
+        self.stdio.open_outputs()
     }
 
     /// With a terminal: receives the pty master from runc (call after runc create/exec
@@ -238,22 +222,7 @@ impl Prepared {
             .ok_or_else(|| io::Error::other("no console socket for a terminal process"))?;
         let master = console.receive_master(timeout).map_err(io::Error::other)?;
         let tty = self.pending_tty.take().unwrap_or_default();
-        if let Some((sink, keepalive)) = tty.stdout {
-            self.pumps.push(Pump::new(
-                Direction::Output,
-                master.try_clone()?,
-                sink.into(),
-                keepalive,
-            )?);
-        }
-        if let Some(reader) = tty.stdin {
-            self.pumps.push(Pump::new(
-                Direction::Input,
-                reader.into(),
-                master.try_clone()?,
-                None,
-            )?);
-        }
+        self.stdio = wiring::terminal(&master, tty.stdin.map(OwnedFd::from), tty.stdout)?;
         Ok(File::from(master))
     }
 }
@@ -267,14 +236,17 @@ fn open_stdin_fifo(path: &str) -> io::Result<(File, File)> {
 }
 
 /// The manager-side sink of an output stream and, for a FIFO, the keep-alive read end.
-fn output_sink(uri: &str) -> io::Result<Option<(File, Option<File>)>> {
+fn output_sink(uri: &str) -> io::Result<Option<Sink>> {
     match parse_target(uri)? {
         Target::Null => Ok(None),
         Target::Fifo(path) => {
             let (writer, keepalive) = fifo::KeepAliveWriter::open(&path)
                 .map_err(io::Error::other)?
                 .into_parts();
-            Ok(Some((writer, Some(keepalive))))
+            Ok(Some(Sink {
+                dst: writer.into(),
+                keepalive: Some(keepalive),
+            }))
         }
         Target::File(path) => {
             if let Some(dir) = path.parent() {
@@ -286,26 +258,16 @@ fn output_sink(uri: &str) -> io::Result<Option<(File, Option<File>)>> {
                 .mode(0o640)
                 .open(&path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            Ok(Some((file, None)))
+            Ok(Some(Sink {
+                dst: file.into(),
+                keepalive: None,
+            }))
         }
         Target::Binary(_) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("stdio {uri:?}: a binary:// logger is only possible on stdout (and the same on stderr)"),
         )),
     }
-}
-
-fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
-    if let Some((uid, gid)) = owner {
-        if uid != 0 || gid != 0 {
-            nix::unistd::fchown(
-                fd.as_raw_fd(),
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -405,7 +367,7 @@ mod tests {
                 &logger_env("ctr-1", "default"),
             )
             .unwrap();
-            assert!(prepared.pumps.is_empty() && prepared.stdin_closer.is_none());
+            assert!(prepared.stdio.is_empty() && prepared.stdin_closer.is_none());
             assert_eq!(prepared.output_pumps(), 0);
             let pid = prepared.logger_pid().expect("a logger pid");
             run_with(&mut prepared, "echo hello; echo err >&2; echo again");

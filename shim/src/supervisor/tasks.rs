@@ -197,7 +197,7 @@ impl Tasks {
     pub fn on_exits(&mut self, exits: &[ChildExit]) -> Vec<Exited> {
         let mut report = Vec::new();
         for exit in exits {
-            let record = ExitRecord::from_wait_status(exit.status, exit.at);
+            let record = exit.record();
             let Some((cid, eid)) = self.pids.get(&exit.pid).cloned() else {
                 if self.unclaimed.len() >= MAX_UNCLAIMED {
                     self.unclaimed.clear();

@@ -1,6 +1,6 @@
-//! How many bytes wait unread in a pipe, FIFO or pty (`FIONREAD`): the supervisor stays
-//! resident after its process exits until the output it has buffered in the FIFOs has
-//! been read by a manager.
+//! How many bytes wait unread in a pipe, FIFO or pty (`FIONREAD`): whether an output
+//! source is idle (see `process_stdio`), and whether a manager has read what the
+//! standalone supervisor buffered in a FIFO.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -1,0 +1,472 @@
+//! The stdio pumps of one process as an event loop serves them, and how its output drains
+//! after it exits: written once for both faces. The containerd face keeps one
+//! [`ProcessStdio`] per process, the standalone supervisor one for its process, and
+//! `attach` one for its own stdio.
+//!
+//! A [`ProcessStdio`] owns at most one [`Pump`] per [`Stream`]. It registers them with the
+//! loop's [`Poller`] under `Token::Stdio(slot, stream)` (both fds edge-triggered: an idle
+//! stream never wakes the loop), runs a pump when its token is ready, and deregisters and
+//! drops it once it has ended, which closes its fds.
+//!
+//! The output drain: when the process exits, [`ProcessStdio::exited`] moves what its pipes
+//! hold at once and starts a grace period. An output stream has drained once its pump has
+//! reached EOF, i.e. every writer of the pipe is gone, the process's descendants included;
+//! since a descendant may hold the pipe open for ever, the wait is bounded by the grace
+//! ([`ProcessStdio::drain_overdue`]). What a face waits for differs, and stays with the
+//! face: the containerd face holds the exit *report* until the output has drained or the
+//! grace is over (clients stop reading at the exit), and lets the pumps run on; the
+//! standalone supervisor reports the exit at once and holds its *FIFOs* open, abandoning
+//! after the grace only the sources that have gone idle
+//! ([`ProcessStdio::abandon_idle_outputs`]), then waiting for a manager to read.
+
+use crate::supervisor::epoll::{Poller, Token};
+use crate::supervisor::fionread;
+use crate::supervisor::pump::{Direction, Pump, PumpState};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
+/// and its input `Stdin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// Every stream, in index order.
+    pub const ALL: [Stream; 3] = [Stream::Stdin, Stream::Stdout, Stream::Stderr];
+    /// The streams that carry the process's output.
+    pub const OUTPUTS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+    /// Which way the stream's bytes move.
+    pub fn direction(self) -> Direction {
+        match self {
+            Stream::Stdin => Direction::Input,
+            Stream::Stdout | Stream::Stderr => Direction::Output,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Stream::Stdin => 0,
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        }
+    }
+
+    /// The stream's number in an epoll token.
+    pub(crate) fn to_bits(self) -> u8 {
+        self.index() as u8
+    }
+
+    /// The stream numbered `bits` by [`Stream::to_bits`].
+    pub(crate) fn from_bits(bits: u8) -> Option<Stream> {
+        Stream::ALL.get(usize::from(bits)).copied()
+    }
+}
+
+/// A set of streams: the pumps an operation ended or dropped. `Copy`, no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streams(u8);
+
+impl From<Stream> for Streams {
+    fn from(stream: Stream) -> Self {
+        let mut s = Streams::default();
+        s.insert(stream);
+        s
+    }
+}
+
+impl Streams {
+    pub fn insert(&mut self, stream: Stream) {
+        self.0 |= 1 << stream.index();
+    }
+
+    pub fn contains(self, stream: Stream) -> bool {
+        self.0 & (1 << stream.index()) != 0
+    }
+
+    /// How many of the streams carry output.
+    pub fn outputs(self) -> usize {
+        Stream::OUTPUTS
+            .iter()
+            .filter(|s| self.contains(**s))
+            .count()
+    }
+}
+
+/// The pumps [`ProcessStdio::register`] could not register: they were dropped, so their
+/// streams are closed (an output's source pipe, an input's destination).
+#[derive(Debug)]
+pub struct Unregistered {
+    pub streams: Streams,
+    /// The first registration error.
+    pub error: io::Error,
+}
+
+/// A pump that has just ended (its source reached EOF or its destination went away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub stream: Stream,
+    /// Bytes it moved in its life.
+    pub moved: u64,
+}
+
+/// The stdio pumps of one process, and the state of its output drain.
+#[derive(Debug, Default)]
+pub struct ProcessStdio {
+    /// Indexed by [`Stream::index`].
+    pumps: [Option<Pump>; 3],
+    /// Set by the first [`ProcessStdio::exited`]: when the output's grace ends.
+    drain_deadline: Option<Instant>,
+}
+
+impl ProcessStdio {
+    /// Adds the pump of `stream`, whose direction must be the stream's; call before
+    /// [`ProcessStdio::register`]. A pump already there for the stream is dropped.
+    pub fn add(&mut self, stream: Stream, pump: Pump) {
+        debug_assert_eq!(pump.direction(), stream.direction(), "{stream:?}");
+        self.pumps[stream.index()] = Some(pump);
+    }
+
+    /// No pump left (or none ever).
+    pub fn is_empty(&self) -> bool {
+        self.pumps.iter().all(Option::is_none)
+    }
+
+    /// Whether the pump of `stream` is still there (has not ended, been closed or dropped).
+    pub fn is_open(&self, stream: Stream) -> bool {
+        self.pumps[stream.index()].is_some()
+    }
+
+    /// How many output pumps are still there.
+    pub fn open_outputs(&self) -> usize {
+        Stream::OUTPUTS.iter().filter(|s| self.is_open(**s)).count()
+    }
+
+    /// Registers every pump with `poller` under `Token::Stdio(slot, stream)`: its source
+    /// for readability, its destination for writability, both edge-triggered (a pump
+    /// moves until EAGAIN on every wakeup). A destination epoll cannot watch (`EPERM`: a
+    /// regular file, such as a `file://` log or `attach`'s stdout redirected to one) is
+    /// left out: it is always writable and its writes never wait.
+    ///
+    /// A pump that cannot be registered is dropped, the others stay registered; the error
+    /// names the dropped streams. Call once, after every [`ProcessStdio::add`].
+    pub fn register(&mut self, poller: &Poller, slot: u32) -> Result<(), Unregistered> {
+        let mut dropped = Streams::default();
+        let mut first = None;
+        for stream in Stream::ALL {
+            let Some(pump) = &self.pumps[stream.index()] else {
+                continue;
+            };
+            if let Err(e) = register_pump(poller, pump, Token::Stdio(slot, stream)) {
+                self.close(poller, stream);
+                dropped.insert(stream);
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(Unregistered {
+                streams: dropped,
+                error,
+            }),
+        }
+    }
+
+    /// Runs the pump of `stream`: call on every readiness of its token. When it has just
+    /// ended, it is deregistered and dropped (closing both its fds) and `Some` says so;
+    /// `None` if it waits for more, or was gone already.
+    pub fn run(&mut self, poller: &Poller, stream: Stream) -> Option<Ended> {
+        let pump = self.pumps[stream.index()].as_mut()?;
+        if pump.run() == PumpState::Open {
+            return None;
+        }
+        let moved = pump.moved();
+        self.close(poller, stream);
+        Some(Ended { stream, moved })
+    }
+
+    /// Runs every pump (bytes that arrived before the pumps were registered, or that a
+    /// face wants moved now); returns the streams whose pumps ended.
+    pub fn run_all(&mut self, poller: &Poller) -> Streams {
+        self.run_each(poller, &Stream::ALL)
+    }
+
+    fn run_each(&mut self, poller: &Poller, streams: &[Stream]) -> Streams {
+        let mut ended = Streams::default();
+        for stream in streams {
+            if self.run(poller, *stream).is_some() {
+                ended.insert(*stream);
+            }
+        }
+        ended
+    }
+
+    /// Stops serving `stream` at once: deregisters and drops its pump (an input pump's
+    /// destination, the process's stdin, is closed; an output's unread bytes stay in the
+    /// process's pipe). False if there was none.
+    pub fn close(&mut self, poller: &Poller, stream: Stream) -> bool {
+        match self.pumps[stream.index()].take() {
+            Some(pump) => {
+                poller.remove(pump.src_fd());
+                poller.remove(pump.dst_fd());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`ProcessStdio::close`] for every stream (the process is deleted).
+    pub fn close_all(&mut self, poller: &Poller) {
+        for stream in Stream::ALL {
+            self.close(poller, stream);
+        }
+    }
+
+    /// The process has exited: moves what its output pipes hold right now (before its
+    /// exit is acted on, and it saves a wakeup), and starts the grace its output gets to
+    /// drain: [`ProcessStdio::drain_overdue`] from `now + grace` on. Only the first call
+    /// starts the grace. Returns the output streams whose pumps ended.
+    pub fn exited(&mut self, poller: &Poller, now: Instant, grace: Duration) -> Streams {
+        self.drain_deadline.get_or_insert(now + grace);
+        self.run_each(poller, &Stream::OUTPUTS)
+    }
+
+    /// When the output's grace ends; `None` before [`ProcessStdio::exited`].
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.drain_deadline
+    }
+
+    /// Whether the process has exited and its output's grace is over: a face stops
+    /// waiting for output pumps that are still open (a descendant holds the pipe).
+    pub fn drain_overdue(&self, now: Instant) -> bool {
+        self.drain_deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Once the grace is over, drops the output pumps whose source holds nothing right
+    /// now: a descendant keeps the pipe open but is not writing, and waiting for its EOF
+    /// would keep the output open for ever. A source still carrying bytes keeps its pump
+    /// (nothing is cut off mid-stream). Returns the streams dropped.
+    pub fn abandon_idle_outputs(&mut self, poller: &Poller, now: Instant) -> Streams {
+        let mut dropped = Streams::default();
+        if !self.drain_overdue(now) {
+            return dropped;
+        }
+        for stream in Stream::OUTPUTS {
+            let idle = self.pumps[stream.index()]
+                .as_ref()
+                .is_some_and(|p| fionread::pending(p.src_fd()).unwrap_or(0) == 0);
+            if idle && self.close(poller, stream) {
+                dropped.insert(stream);
+            }
+        }
+        dropped
+    }
+}
+
+fn register_pump(poller: &Poller, pump: &Pump, token: Token) -> io::Result<()> {
+    poller.add_edge(pump.src_fd(), token, true, false)?;
+    match poller.add_edge(pump.dst_fd(), token, false, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+        Err(e) => {
+            poller.remove(pump.src_fd());
+            Err(e)
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::epoll::Ready;
+    use nix::fcntl::OFlag;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+
+    /// Close-on-exec: tests run in parallel with tests that spawn children, which must not
+    /// inherit a write end (a pump would never see EOF).
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
+    }
+
+    fn output(src: OwnedFd, dst: OwnedFd) -> Pump {
+        Pump::new(Direction::Output, src, dst, None).unwrap()
+    }
+
+    /// Waits for readiness and runs what is ready, as a loop would; returns the pumps
+    /// that ended.
+    fn turn(poller: &Poller, stdio: &mut ProcessStdio, ready: &mut Vec<Ready>) -> Vec<Ended> {
+        poller.wait(Some(1000), ready).unwrap();
+        let mut ended = Vec::new();
+        for r in ready.iter() {
+            let Token::Stdio(7, stream) = r.token else {
+                panic!("unexpected token {:?}", r.token)
+            };
+            ended.extend(stdio.run(poller, stream));
+        }
+        ended
+    }
+
+    #[test]
+    fn streams_are_a_small_set() {
+        let mut s = Streams::default();
+        assert_eq!(s.outputs(), 0);
+        s.insert(Stream::Stdin);
+        s.insert(Stream::Stderr);
+        assert!(s.contains(Stream::Stdin) && s.contains(Stream::Stderr));
+        assert!(!s.contains(Stream::Stdout));
+        assert_eq!(s.outputs(), 1);
+        for stream in Stream::ALL {
+            assert_eq!(Stream::from_bits(stream.to_bits()), Some(stream));
+        }
+        assert_eq!(Stream::from_bits(3), None);
+        assert_eq!(Streams::from(Stream::Stdin).outputs(), 0);
+        assert_eq!(Streams::from(Stream::Stdout).outputs(), 1);
+    }
+
+    #[test]
+    fn runs_on_readiness_and_drops_an_ended_pump() {
+        let poller = Poller::new().unwrap();
+        let (src_r, src_w) = pipe();
+        let (dst_r, dst_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, output(src_r, dst_w));
+        stdio.register(&poller, 7).unwrap();
+        assert_eq!(stdio.open_outputs(), 1);
+        let mut ready = Vec::new();
+        let mut writer = File::from(src_w);
+        writer.write_all(b"hello").unwrap();
+        assert!(turn(&poller, &mut stdio, &mut ready).is_empty());
+        drop(writer);
+        let ended = turn(&poller, &mut stdio, &mut ready);
+        assert_eq!(
+            ended,
+            [Ended {
+                stream: Stream::Stdout,
+                moved: 5
+            }]
+        );
+        assert!(stdio.is_empty() && !stdio.is_open(Stream::Stdout));
+        let mut out = String::new();
+        File::from(dst_r).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello", "EOF: the pump's write end was closed");
+        poller.wait(Some(0), &mut ready).unwrap();
+        assert!(ready.is_empty(), "deregistered: {ready:?}");
+    }
+
+    #[test]
+    fn a_regular_file_destination_needs_no_registration() {
+        let poller = Poller::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = File::create(&path).unwrap();
+        let (src_r, src_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stderr, output(src_r, file.into()));
+        stdio.register(&poller, 7).unwrap();
+        File::from(src_w).write_all(b"to a file").unwrap();
+        let mut ready = Vec::new();
+        let ended = turn(&poller, &mut stdio, &mut ready);
+        assert_eq!(ended.len(), 1, "EOF after the bytes: {ended:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "to a file");
+    }
+
+    #[test]
+    fn a_pump_that_cannot_be_registered_is_dropped_and_named() {
+        let poller = Poller::new().unwrap();
+        let (src_r, _src_w) = pipe();
+        let (_dst_r, dst_w) = pipe();
+        let file = tempfile::tempfile().unwrap();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, output(src_r, dst_w));
+        // epoll cannot watch a regular file as a source.
+        let (_in_r, in_w) = pipe();
+        stdio.add(
+            Stream::Stdin,
+            Pump::new(Direction::Input, file.into(), in_w, None).unwrap(),
+        );
+        let err = stdio.register(&poller, 7).unwrap_err();
+        assert_eq!(err.error.raw_os_error(), Some(libc::EPERM));
+        assert!(err.streams.contains(Stream::Stdin) && err.streams.outputs() == 0);
+        assert!(!stdio.is_open(Stream::Stdin) && stdio.is_open(Stream::Stdout));
+    }
+
+    #[test]
+    fn the_exit_moves_what_is_buffered_and_starts_the_grace() {
+        let poller = Poller::new().unwrap();
+        let (out_r, out_w) = pipe();
+        let (err_r, err_w) = pipe();
+        let (dst_r, dst_w) = pipe();
+        let (_dst2_r, dst2_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, output(out_r, dst_w));
+        stdio.add(Stream::Stderr, output(err_r, dst2_w));
+        stdio.register(&poller, 7).unwrap();
+        let mut out = File::from(out_w);
+        out.write_all(b"last words").unwrap();
+        drop(out);
+        // stderr's writer lives on (a descendant holds it), idle.
+        let _held = err_w;
+        let now = Instant::now();
+        assert!(
+            !stdio.drain_overdue(now + Duration::from_secs(100)),
+            "no exit yet"
+        );
+        let ended = stdio.exited(&poller, now, Duration::from_secs(2));
+        assert!(ended.contains(Stream::Stdout) && ended.outputs() == 1);
+        assert_eq!(stdio.drain_deadline(), Some(now + Duration::from_secs(2)));
+        // A second exit does not restart the grace.
+        stdio.exited(
+            &poller,
+            now + Duration::from_secs(1),
+            Duration::from_secs(2),
+        );
+        assert_eq!(stdio.drain_deadline(), Some(now + Duration::from_secs(2)));
+        let mut moved = vec![0u8; 64];
+        let n = File::from(dst_r).read(&mut moved).unwrap();
+        assert_eq!(&moved[..n], b"last words");
+
+        assert!(!stdio.drain_overdue(now + Duration::from_millis(1999)));
+        let none = Streams::default();
+        let early = stdio.abandon_idle_outputs(&poller, now + Duration::from_millis(1999));
+        assert_eq!(early, none);
+        assert!(stdio.drain_overdue(now + Duration::from_secs(2)));
+        let dropped = stdio.abandon_idle_outputs(&poller, now + Duration::from_secs(2));
+        assert!(dropped.contains(Stream::Stderr));
+        assert_eq!(stdio.open_outputs(), 0);
+    }
+
+    #[test]
+    fn a_source_still_carrying_bytes_is_not_abandoned() {
+        let poller = Poller::new().unwrap();
+        let (src_r, src_w) = pipe();
+        // A full destination: the bytes stay in the source.
+        let (_dst_r, dst_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, output(src_r, dst_w));
+        stdio.register(&poller, 7).unwrap();
+        let mut fill = File::from(src_w);
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fill),
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let chunk = [1u8; 4096];
+        // Fill the destination through the pump, then the source.
+        for _ in 0..64 {
+            let _ = fill.write(&chunk);
+            stdio.run(&poller, Stream::Stdout);
+        }
+        while fill.write(&chunk).is_ok() {}
+        let now = Instant::now();
+        stdio.exited(&poller, now, Duration::ZERO);
+        assert!(stdio.drain_overdue(now));
+        assert_eq!(stdio.abandon_idle_outputs(&poller, now), Streams::default());
+        assert!(stdio.is_open(Stream::Stdout));
+    }
+}
