@@ -52,6 +52,16 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
 
 
+def default_shim():
+    """make build's static binary: target/<host triple>/release/containerd-shim-tether-v2."""
+    try:
+        info = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+        host = next(l.split()[1] for l in info.splitlines() if l.startswith("host:"))
+        return f"{TOP}/target/{host}/release/{TETHER_NAME}"
+    except (OSError, StopIteration):
+        return f"{TOP}/target/release/{TETHER_NAME}"
+
+
 class BenchError(Exception):
     pass
 
@@ -740,8 +750,8 @@ def report(res):
 def parse_args():
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("shim", nargs="?", default=f"{TOP}/target/release/{TETHER_NAME}",
-                    help="tether's binary (default: target/release/%(default)s)")
+    ap.add_argument("shim", nargs="?", default=default_shim(),
+                    help="tether's binary (default: make build's %(default)s)")
     ap.add_argument("--go-shim", default=env("BENCH_GO_SHIM") or shutil.which(GO_NAME, path=SYSTEM_PATH))
     ap.add_argument("--iterations", type=int, default=int(env("BENCH_ITERATIONS", "30")))
     ap.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", "3")))
