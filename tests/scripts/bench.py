@@ -389,11 +389,25 @@ class Bench:
         self.results.setdefault("latency_ms", {})["run_to_exit"] = {
             k: dict(summary(v), samples=v) for k, v in samples.items()}
 
+    def start_exec_floor(self):
+        """A detached `runc run -d` container of the floor bundle to `runc exec` into."""
+        cmd = self.runc_run_cmd(["/bin/sleep", "100000"])
+        cmd.insert(cmd.index("run") + 1, "-d")
+        run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return cmd[-1]
+
+    def runc_exec_floor(self, cid):
+        """`runc exec` of /bin/true into the floor container (runc waits for it)."""
+        return self.timed(run, ["runc", "--root", self.runc_root, "exec", cid, "/bin/true"])
+
     def phase_lifecycle(self):
         n, warm = self.args.iterations, min(self.args.warmup, 2)
         keys = ("start", "exec", "delete")
         samples = {k: {s: [] for s in self.shims} for k in keys}
-        progress(f"run -d / exec / delete ({warm} warm-up + {n} rounds x tether/go) ")
+        samples["exec"]["runc_floor"] = []
+        floor_cid = self.start_exec_floor()
+        progress(f"run -d / exec / delete ({warm} warm-up + {n} rounds x tether/go, "
+                 "runc exec floor) ")
         for i in range(warm + n):
             for shim in rotated(self.shims, i):
                 cid, t_start = self.start_detached(shim, "lc")
@@ -403,8 +417,12 @@ class Bench:
                     samples["start"][shim].append(t_start)
                     samples["exec"][shim].append(t_exec)
                     samples["delete"][shim].append(t_del)
+            t_floor = self.runc_exec_floor(floor_cid)
+            if i >= warm:
+                samples["exec"]["runc_floor"].append(t_floor)
             progress("." if i >= warm else "w")
         log()
+        run(["runc", "--root", self.runc_root, "delete", "--force", floor_cid], check=False)
         lat = self.results.setdefault("latency_ms", {})
         for k in keys:
             lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
@@ -693,6 +711,10 @@ def report(res):
                        ("delete", "task delete -f + container delete (ms)")):
         if key in lat:
             row(label, lat[key]["tether"]["median"], lat[key]["go"]["median"])
+        if key == "exec" and "runc_floor" in lat.get("exec", {}):
+            fl = lat["exec"]["runc_floor"]["median"]
+            row("ctr task exec minus runc exec floor (ms)", lat["exec"]["tether"]["median"] - fl,
+                lat["exec"]["go"]["median"] - fl)
     tp = res.get("throughput")
     if tp:
         row(f"stdout {DD_MIB} MiB, streaming (MiB/s)", tp["tether"]["median_mib_s"],
@@ -731,6 +753,10 @@ def report(res):
         f = lat["run_to_exit"]["runc_floor"]
         log("-" * (w0 + 36))
         log(f"floor: runc run /bin/true, same rootfs (create+start+wait+delete): "
+            f"median {f['median']:.1f} ms, p90 {f['p90']:.1f} ms")
+    if "runc_floor" in lat.get("exec", {}):
+        f = lat["exec"]["runc_floor"]
+        log(f"floor: runc exec /bin/true into a running runc container (foreground): "
             f"median {f['median']:.1f} ms, p90 {f['p90']:.1f} ms")
     if tp and tp.get("runc_floor", {}).get("median_mib_s"):
         f = tp["runc_floor"]
