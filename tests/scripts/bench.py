@@ -52,6 +52,16 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
 
 
+def default_shim():
+    """make build's static binary: target/<host triple>/release/containerd-shim-tether-v2."""
+    try:
+        info = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+        host = next(l.split()[1] for l in info.splitlines() if l.startswith("host:"))
+        return f"{TOP}/target/{host}/release/{TETHER_NAME}"
+    except (OSError, StopIteration):
+        return f"{TOP}/target/release/{TETHER_NAME}"
+
+
 class BenchError(Exception):
     pass
 
@@ -379,11 +389,25 @@ class Bench:
         self.results.setdefault("latency_ms", {})["run_to_exit"] = {
             k: dict(summary(v), samples=v) for k, v in samples.items()}
 
+    def start_exec_floor(self):
+        """A detached `runc run -d` container of the floor bundle to `runc exec` into."""
+        cmd = self.runc_run_cmd(["/bin/sleep", "100000"])
+        cmd.insert(cmd.index("run") + 1, "-d")
+        run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return cmd[-1]
+
+    def runc_exec_floor(self, cid):
+        """`runc exec` of /bin/true into the floor container (runc waits for it)."""
+        return self.timed(run, ["runc", "--root", self.runc_root, "exec", cid, "/bin/true"])
+
     def phase_lifecycle(self):
         n, warm = self.args.iterations, min(self.args.warmup, 2)
         keys = ("start", "exec", "delete")
         samples = {k: {s: [] for s in self.shims} for k in keys}
-        progress(f"run -d / exec / delete ({warm} warm-up + {n} rounds x tether/go) ")
+        samples["exec"]["runc_floor"] = []
+        floor_cid = self.start_exec_floor()
+        progress(f"run -d / exec / delete ({warm} warm-up + {n} rounds x tether/go, "
+                 "runc exec floor) ")
         for i in range(warm + n):
             for shim in rotated(self.shims, i):
                 cid, t_start = self.start_detached(shim, "lc")
@@ -393,8 +417,12 @@ class Bench:
                     samples["start"][shim].append(t_start)
                     samples["exec"][shim].append(t_exec)
                     samples["delete"][shim].append(t_del)
+            t_floor = self.runc_exec_floor(floor_cid)
+            if i >= warm:
+                samples["exec"]["runc_floor"].append(t_floor)
             progress("." if i >= warm else "w")
         log()
+        run(["runc", "--root", self.runc_root, "delete", "--force", floor_cid], check=False)
         lat = self.results.setdefault("latency_ms", {})
         for k in keys:
             lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
@@ -683,6 +711,10 @@ def report(res):
                        ("delete", "task delete -f + container delete (ms)")):
         if key in lat:
             row(label, lat[key]["tether"]["median"], lat[key]["go"]["median"])
+        if key == "exec" and "runc_floor" in lat.get("exec", {}):
+            fl = lat["exec"]["runc_floor"]["median"]
+            row("ctr task exec minus runc exec floor (ms)", lat["exec"]["tether"]["median"] - fl,
+                lat["exec"]["go"]["median"] - fl)
     tp = res.get("throughput")
     if tp:
         row(f"stdout {DD_MIB} MiB, streaming (MiB/s)", tp["tether"]["median_mib_s"],
@@ -722,6 +754,10 @@ def report(res):
         log("-" * (w0 + 36))
         log(f"floor: runc run /bin/true, same rootfs (create+start+wait+delete): "
             f"median {f['median']:.1f} ms, p90 {f['p90']:.1f} ms")
+    if "runc_floor" in lat.get("exec", {}):
+        f = lat["exec"]["runc_floor"]
+        log(f"floor: runc exec /bin/true into a running runc container (foreground): "
+            f"median {f['median']:.1f} ms, p90 {f['p90']:.1f} ms")
     if tp and tp.get("runc_floor", {}).get("median_mib_s"):
         f = tp["runc_floor"]
         log(f"floor: runc run dd straight into the counter's pipe: "
@@ -740,8 +776,8 @@ def report(res):
 def parse_args():
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("shim", nargs="?", default=f"{TOP}/target/release/{TETHER_NAME}",
-                    help="tether's binary (default: target/release/%(default)s)")
+    ap.add_argument("shim", nargs="?", default=default_shim(),
+                    help="tether's binary (default: make build's %(default)s)")
     ap.add_argument("--go-shim", default=env("BENCH_GO_SHIM") or shutil.which(GO_NAME, path=SYSTEM_PATH))
     ap.add_argument("--iterations", type=int, default=int(env("BENCH_ITERATIONS", "30")))
     ap.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", "3")))

@@ -3,12 +3,12 @@
 # and fails if any test that the Go shim passes fails for tether, after one retry of the
 # failed tests alone (upstream's suite has timing-dependent tests: see the harness README).
 #
-# Usage: tests/scripts/conformance.sh [SHIM_DIR]   (default: target/release)
+# Usage: tests/scripts/conformance.sh [SHIM_DIR]   (default: make build's target/<host>/release)
 # Env:   CONFORMANCE_CONTAINERD=1.7|2.1 to run a newer containerd's suite (default 1.6).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
-shim_dir=${1:-$top/target/release}
+shim_dir=${1:-$top/target/$(rustc -vV | sed -n 's/^host: //p')/release}
 harness=${TETHER_CONFORMANCE_DIR:-$top/../shared/conformance}
 if [ ! -x "$harness/run.sh" ]; then
   echo "conformance: no harness at $harness (shared/ is not beside this checkout): skipped"

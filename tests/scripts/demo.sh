@@ -2,11 +2,11 @@
 # make demo: a private containerd with tether registered, one busybox container run
 # through it (output, an exec, exit codes), then everything it started is removed.
 #
-# Usage: tests/scripts/demo.sh [SHIM_BINARY]   (default: target/release/containerd-shim-tether-v2)
+# Usage: tests/scripts/demo.sh [SHIM_BINARY]   (default: make build's target/<host>/release/containerd-shim-tether-v2)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
-shim=${1:-$top/target/release/containerd-shim-tether-v2}
+shim=${1:-$top/target/$(rustc -vV | sed -n 's/^host: //p')/release/containerd-shim-tether-v2}
 [ -x "$shim" ] || { echo "demo: $shim not built (make build)"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "demo: containers need root"; exit 1; }
 

@@ -1,5 +1,6 @@
 //! Task events, built from the process table's facts and handed to the publisher.
 
+use crate::containerd::event_types::EventMessage;
 use crate::containerd::publisher::Publisher;
 use crate::supervisor::tasks::{unix_time, Exited};
 use containerd_shim_protos::events::task as ev;
@@ -30,7 +31,7 @@ impl Events {
         Events { publisher }
     }
 
-    fn send<M: protobuf::MessageFull>(&self, topic: &str, event: &M) {
+    fn send<M: EventMessage>(&self, topic: &str, event: &M) {
         if let Some(p) = &self.publisher {
             p.publish_message(topic, event);
         }

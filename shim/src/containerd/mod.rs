@@ -4,6 +4,7 @@ pub mod address;
 pub mod bootstrap;
 pub mod bundle;
 pub mod errors;
+pub mod event_types;
 pub mod events;
 pub mod flags;
 pub mod info;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::containerd::event_types::EventMessage;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use nix::errno::Errno;
@@ -400,10 +401,10 @@ impl Publisher {
     /// [`Publisher::publish`] for a protobuf message: the type URL is the
     /// message's full name (e.g. `containerd.events.TaskExit`). Never blocks; an
     /// event that cannot be encoded is dropped with a warning.
-    pub fn publish_message<M: protobuf::MessageFull>(&self, topic: &str, event: &M) {
-        let type_url = M::descriptor().full_name().to_string();
+    pub fn publish_message<M: EventMessage>(&self, topic: &str, event: &M) {
+        let type_url = M::TYPE_NAME;
         match event.write_to_bytes() {
-            Ok(value) => self.publish(topic, &type_url, value),
+            Ok(value) => self.publish(topic, type_url, value),
             Err(e) => log::warn!("dropping event {topic} ({type_url}): cannot encode it: {e}"),
         }
     }

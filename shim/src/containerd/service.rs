@@ -1033,15 +1033,22 @@ impl Shim {
 }
 
 /// Decodes a request, runs the handler, encodes the response.
-fn call<Req: protobuf::MessageFull, Resp: Message>(
+fn call<Req: Message, Resp: Message>(
     payload: &[u8],
     f: impl FnOnce(Req) -> RpcResult<Resp>,
 ) -> Reply {
     let req = Req::parse_from_bytes(payload)
-        .map_err(|e| invalid(format!("bad {}: {e}", Req::descriptor().name())))?;
+        .map_err(|e| invalid(format!("bad {}: {e}", message_name::<Req>())))?;
     let resp = f(req)?;
     resp.write_to_bytes()
         .map_err(|e| internal(format!("encode response: {e}")))
+}
+
+/// A request type's short name for error messages (`CreateTaskRequest`), taken from the
+/// Rust type rather than the protobuf descriptor, which would build reflection tables.
+fn message_name<M>() -> &'static str {
+    let full = std::any::type_name::<M>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 fn wait_reply(code: i32, at: SystemTime) -> Reply {

@@ -219,10 +219,18 @@ mod tests {
         drop(writer);
         let mut total = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
-        // Open now means the destination is full (the source's writer is gone), so the
-        // read below cannot block; Done means everything is in the destination.
+        // Open means the destination is full, or (briefly) that a child another test is
+        // forking still holds a copy of the source's writer: read without blocking and go
+        // on until the pump sees EOF; Done means everything is in the destination.
+        set_nonblocking(reader.as_fd()).unwrap();
         while pump.run() == PumpState::Open {
-            total += reader.read(&mut buf).unwrap();
+            match reader.read(&mut buf) {
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("read: {e}"),
+            }
         }
         drop(pump);
         let mut rest = Vec::new();
