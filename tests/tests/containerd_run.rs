@@ -46,6 +46,26 @@ fn run_rm_forwards_stdout_stderr_and_exit_code() {
 }
 
 #[test]
+fn file_log_uri_collects_stdout_and_stderr() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let log = env.dir().join("container.log");
+    let uri = format!("file://{}", log.display());
+    let out = env.ctr(&env.run_args(
+        &["--rm", "--log-uri", &uri],
+        &id,
+        &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+    ));
+    assert_exit(&env, &out, 3, "ctr run --rm --log-uri file://");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    // stdout and stderr share the file; their order between the two pipes is not fixed.
+    let mut lines: Vec<&str> = got.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["err", "out"], "{} holds {got:?}", log.display());
+    env.assert_no_leaks();
+}
+
+#[test]
 fn stdin_is_piped_to_the_container() {
     let env = ContainerdEnv::start();
     let id = env.id("c");
