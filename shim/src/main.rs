@@ -6,6 +6,7 @@
 mod cgroups;
 mod containerd;
 mod logger;
+mod malloc_arenas;
 mod mount;
 mod standalone;
 mod supervisor;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 const RUNTIME_NAME: &str = "io.containerd.tether.v2";
 
 fn main() -> ExitCode {
+    malloc_arenas::use_one_arena();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| standalone::is_subcommand(a)) {
         return ExitCode::from(standalone::cli::main(&args));
