@@ -93,29 +93,49 @@ impl StandaloneEnv {
     /// `run --bundle B ID --json`; returns the init's pid. The container is deleted when
     /// the environment is dropped.
     pub fn run(&self, id: &str, bundle: &Bundle) -> i32 {
+        self.run_with(id, bundle, &[])
+    }
+
+    /// [`StandaloneEnv::run`] with `extra` options (such as `--io-uid N`).
+    pub fn run_with(&self, id: &str, bundle: &Bundle, extra: &[&str]) -> i32 {
         self.containers.lock().unwrap().push(id.to_string());
-        let out = self.ok(
-            "run",
-            &["--bundle", bundle.path().to_str().unwrap(), "--json", id],
-        );
+        let mut args = vec!["--bundle", bundle.path().to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        args.push(id);
+        let out = self.ok("run", &args);
         let v: Value = serde_json::from_str(out.trim()).expect("run --json output");
         v["pid"].as_i64().expect("pid") as i32
     }
 
     /// Writes `process` (an OCI process) to a file and runs `exec`; returns the output.
     pub fn exec_output(&self, id: &str, process_id: &str, process: &Value) -> Output {
+        self.exec_output_with(id, process_id, process, &[])
+    }
+
+    /// [`StandaloneEnv::exec_output`] with `extra` options (such as `--io-uid N`).
+    pub fn exec_output_with(
+        &self,
+        id: &str,
+        process_id: &str,
+        process: &Value,
+        extra: &[&str],
+    ) -> Output {
         let file = self.runc.dir().join(format!("{process_id}.process.json"));
         std::fs::write(&file, serde_json::to_vec(process).unwrap()).unwrap();
-        self.output(
-            "exec",
-            &[
-                "--process",
-                file.to_str().unwrap(),
-                "--json",
-                id,
-                process_id,
-            ],
-        )
+        let mut args = vec!["--process", file.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        args.extend([id, process_id]);
+        self.output("exec", &args)
+    }
+
+    /// Lets every user traverse (not list) the test's temp dir, so that a manager running
+    /// as another user can reach the depot in it (the temp dir is 0700; a real depot's
+    /// parents are the operator's to open).
+    pub fn let_others_traverse(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.runc.dir();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .expect("chmod the test's temp dir");
     }
 
     /// [`StandaloneEnv::exec_output`], asserting success; returns the pid.
@@ -175,9 +195,29 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 
 /// Runs `cmd` with captured output, killing it after `timeout` (then the output so far
 /// is returned with a failed status).
-pub fn output_bounded(mut cmd: Command, timeout: Duration) -> Output {
+pub fn output_bounded(cmd: Command, timeout: Duration) -> Output {
+    output_bounded_impl(cmd, None, timeout)
+}
+
+/// [`output_bounded`], with `input` written to the command's stdin (a pipe, closed once
+/// everything is written).
+pub fn output_bounded_with_input(cmd: Command, input: &[u8], timeout: Duration) -> Output {
+    output_bounded_impl(cmd, Some(input.to_vec()), timeout)
+}
+
+fn output_bounded_impl(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the shim");
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn the command");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A thread: the child may read its stdin only once it has written output.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {

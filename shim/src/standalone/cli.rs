@@ -3,6 +3,7 @@
 
 use super::depot::{Depot, DEFAULT_DEPOT};
 use super::errors::{CliError, CliResult, EXIT_CODES_HELP};
+use super::io_owner::{IoOwner, GID_FLAG, UID_FLAG};
 use super::supervise::{Kind, Plan};
 use super::{args, attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub fn main(argv: &[String]) -> u8 {
 }
 
 fn help_for(cmd: &str) -> String {
+    // Shared by the commands that create a process directory.
+    let io_owner_help = matches!(cmd, "run" | "exec").then_some(super::io_owner::HELP);
     let text = match cmd {
         "run" => run::USAGE,
         "exec" => exec::USAGE,
@@ -98,7 +101,12 @@ fn help_for(cmd: &str) -> String {
     if text == USAGE {
         text.to_string()
     } else {
-        format!("{text}\n\nGlobal options: --depot DIR, --runc PATH, --runc-root DIR (see --help).")
+        let extra = io_owner_help
+            .map(|h| format!("\n\n{h}"))
+            .unwrap_or_default();
+        format!(
+            "{text}{extra}\n\nGlobal options: --depot DIR, --runc PATH, --runc-root DIR (see --help)."
+        )
     }
 }
 
@@ -167,11 +175,20 @@ fn dispatch(cmd: &str, rest: &[String]) -> CliResult<u8> {
 /// The hidden `supervise` subcommand (started by run/exec, never by people).
 fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
     const SPEC: args::Spec = args::Spec {
-        valued: &[("--dir", None), ("--bundle", None)],
+        valued: &[
+            ("--dir", None),
+            ("--bundle", None),
+            (UID_FLAG, None),
+            (GID_FLAG, None),
+        ],
         flags: &[("--exec", None), ("--tty", None)],
     };
     let p = args::parse(rest, SPEC)?;
-    let pos = p.positionals(1, 1, "supervise --dir DIR (--bundle B | --exec) [--tty] ID")?;
+    let pos = p.positionals(
+        1,
+        1,
+        "supervise --dir DIR (--bundle B | --exec) [--tty] [--io-uid U --io-gid G] ID",
+    )?;
     let dir = p
         .value("--dir")
         .ok_or_else(|| CliError::Usage("--dir is required".into()))?;
@@ -186,6 +203,7 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
         dir: dir.into(),
         kind,
         tty: p.flag("--tty"),
+        io_owner: IoOwner::from_args(&p)?,
     }))
 }
 

@@ -5,7 +5,8 @@
 //!   .runc/                       runc --root (default; --runc-root changes it)
 //!   <container-id>/
 //!     container.json             {"bundle": "...", "init": "<process-id>"}
-//!     processes/<process-id>/    the process directory (DESIGN.md, the dadoo contract)
+//!     processes/<process-id>/    the process directory (DESIGN.md, the dadoo contract;
+//!                                `--io-uid`/`--io-gid` open it to a manager: io_owner.rs)
 //!       stdin stdout stderr winsz exit   FIFOs
 //!       exitcode pidfile log.json        files
 //!       supervisor.pid                   the pid of the process's supervisor

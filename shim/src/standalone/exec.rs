@@ -3,16 +3,17 @@
 use super::args::{self, Spec};
 use super::depot::Depot;
 use super::errors::{CliError, CliResult};
+use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
-use fifo::{ProcessDir, ProcessDirOptions};
 use runc_wrapper::ContainerStatus;
 use serde_json::Value;
 use std::io::Read;
 
 /// `exec --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 exec --process FILE [--tty] [--json] CONTAINER-ID PROCESS-ID
+usage: containerd-shim-tether-v2 exec --process FILE [--tty] [--io-uid UID --io-gid GID] [--json]
+                                      CONTAINER-ID PROCESS-ID
 
 Starts a process in the running container from FILE, an OCI process spec (JSON, as for
 `runc exec --process`; \"-\" reads it from stdin). --tty gives it a pty (sets
@@ -20,7 +21,11 @@ process.terminal). It gets the process directory <depot>/CONTAINER-ID/processes/
 and a detached supervisor. Prints its pid (--json: {\"container\",\"process\",\"pid\",\"dir\"}).";
 
 const SPEC: Spec = Spec {
-    valued: &[("--process", Some("-p"))],
+    valued: &[
+        ("--process", Some("-p")),
+        (UID_FLAG, None),
+        (GID_FLAG, None),
+    ],
     flags: &[("--tty", Some("-t")), ("--json", None)],
 };
 
@@ -34,6 +39,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let (id, process_id) = (pos[0].as_str(), pos[1].as_str());
     Depot::check_container_id(id)?;
     fifo::validate_id(process_id).map_err(CliError::fifo)?;
+    let io_owner = IoOwner::from_args(&p)?;
     let file = p
         .value("--process")
         .ok_or_else(|| CliError::Usage(format!("--process is required\n{USAGE}")))?;
@@ -54,21 +60,20 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         Err(e) => return Err(CliError::runc(e)),
     }
     let procs = depot.processes_dir(id);
-    let dir = ProcessDir::create(&procs, process_id, &ProcessDirOptions::default()).map_err(
-        |e| match e {
-            fifo::Error::AlreadyExists { path } => CliError::Exists {
-                what: format!("process {process_id:?} of container {id:?}"),
-                path,
-            },
-            other => CliError::fifo(other),
+    let dir = io_owner::create_process_dir(&procs, process_id, io_owner).map_err(|e| match e {
+        fifo::Error::AlreadyExists { path } => CliError::Exists {
+            what: format!("process {process_id:?} of container {id:?}"),
+            path,
         },
-    )?;
+        other => CliError::fifo(other),
+    })?;
     let plan = Plan {
         depot: depot.clone(),
         container: id.to_string(),
         dir: dir.path().to_path_buf(),
         kind: Kind::Exec,
         tty,
+        io_owner,
     };
     match launch(&plan, &spec) {
         Ok(pid) => {

@@ -2,7 +2,8 @@
 //! containerd (the role Garden's `dadoo` plays), selected when argv[1] is a subcommand.
 //!
 //! One file per concern: [`cli`] (dispatch, help), [`args`] (option parsing), [`depot`]
-//! (layout), [`errors`] (exit codes), [`launch`] + [`supervise`] (the resident
+//! (layout), [`errors`] (exit codes), [`io_owner`] (`--io-uid`/`--io-gid`: a process
+//! directory for a non-root manager), [`launch`] + [`supervise`] (the resident
 //! supervisor, built on `crate::supervisor`'s epoll loop, reaper, pumps, tty and
 //! signals), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
 //! [`winsize`] (`attach` from a terminal), [`pty_eof`] (a tty process's end of input), and
@@ -17,6 +18,7 @@ pub mod delete;
 pub mod depot;
 pub mod errors;
 pub mod exec;
+pub mod io_owner;
 pub mod kill;
 pub mod launch;
 pub mod pty_eof;

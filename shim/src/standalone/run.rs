@@ -4,15 +4,16 @@
 use super::args::{self, Spec};
 use super::depot::{ContainerMeta, Depot};
 use super::errors::{CliError, CliResult};
+use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
-use fifo::{ProcessDir, ProcessDirOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// `run --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 run --bundle DIR [--process-id ID] [--json] CONTAINER-ID
+usage: containerd-shim-tether-v2 run --bundle DIR [--process-id ID] [--io-uid UID --io-gid GID]
+                                     [--json] CONTAINER-ID
 
 Creates and starts a container from the OCI bundle DIR (config.json + rootfs). Its init
 process gets the process directory <depot>/CONTAINER-ID/processes/ID/ (ID default
@@ -21,7 +22,12 @@ Prints the init's pid (--json: {\"container\",\"process\",\"pid\",\"dir\"}).
 The container stays (status stopped) after its init exits, until `delete`.";
 
 const SPEC: Spec = Spec {
-    valued: &[("--bundle", Some("-b")), ("--process-id", None)],
+    valued: &[
+        ("--bundle", Some("-b")),
+        ("--process-id", None),
+        (UID_FLAG, None),
+        (GID_FLAG, None),
+    ],
     flags: &[("--json", None)],
 };
 
@@ -33,6 +39,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     Depot::check_container_id(id)?;
     let process_id = p.value("--process-id").unwrap_or("init");
     fifo::validate_id(process_id).map_err(CliError::fifo)?;
+    let io_owner = IoOwner::from_args(&p)?;
     let bundle = p
         .value("--bundle")
         .ok_or_else(|| CliError::Usage(format!("--bundle is required\n{USAGE}")))?;
@@ -64,14 +71,15 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
                 init: process_id.to_string(),
             },
         )?;
-        let dir = ProcessDir::create(&procs, process_id, &ProcessDirOptions::default())
-            .map_err(CliError::fifo)?;
+        let dir =
+            io_owner::create_process_dir(&procs, process_id, io_owner).map_err(CliError::fifo)?;
         let plan = Plan {
             depot: depot.clone(),
             container: id.to_string(),
             dir: dir.path().to_path_buf(),
             kind: Kind::Run { bundle },
             tty,
+            io_owner,
         };
         let pid = launch(&plan, &[])?;
         Ok((pid, dir))

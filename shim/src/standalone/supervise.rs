@@ -37,6 +37,7 @@
 use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
+use super::io_owner::IoOwner;
 use super::pty_eof;
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
@@ -97,6 +98,8 @@ pub struct Plan {
     pub kind: Kind,
     /// Whether the process has a terminal.
     pub tty: bool,
+    /// Who the process's stdio belongs to (`--io-uid`/`--io-gid`): it gets `control` too.
+    pub io_owner: Option<IoOwner>,
 }
 
 impl Plan {
@@ -122,6 +125,9 @@ impl Plan {
         }
         if self.tty {
             a.push("--tty".into());
+        }
+        if let Some(owner) = self.io_owner {
+            a.extend(owner.to_args());
         }
         a.push(self.container.clone().into());
         a
@@ -280,7 +286,7 @@ struct Fifos {
     control_hold: File,
 }
 
-fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
+fn open_fifos(dir: &ProcessDir, io_owner: Option<IoOwner>) -> CliResult<Fifos> {
     // `exit` first: a `wait` that starts as soon as we report must block, not see EOF.
     let exit_hold = fifo::open_rdwr(&dir.exit()).map_err(CliError::fifo)?;
     let outputs = [
@@ -292,8 +298,9 @@ fn open_fifos(dir: &ProcessDir) -> CliResult<Fifos> {
     let winsz = fifo::open_read(&dir.winsz(), true).map_err(CliError::fifo)?;
     let winsz_hold = fifo::open_write(&dir.winsz(), true).map_err(CliError::fifo)?;
     // Not one of the contract's FIFOs (the `fifo` crate makes those): ours to create.
+    // Its requests are about the stdio, so it belongs to the stdio's owner (io_owner.rs).
     let control_path = dir.path().join(CONTROL);
-    fifo::create(&control_path, 0o600, None).map_err(CliError::fifo)?;
+    fifo::create(&control_path, 0o600, io_owner.map(IoOwner::pair)).map_err(CliError::fifo)?;
     let control = fifo::open_read(&control_path, true).map_err(CliError::fifo)?;
     let control_hold = fifo::open_write(&control_path, true).map_err(CliError::fifo)?;
     Ok(Fifos {
@@ -328,7 +335,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         let marker = dir.path().join(TTY_MARKER);
         std::fs::write(&marker, b"").map_err(|e| CliError::io("write", &marker, &e))?;
     }
-    let fifos = open_fifos(&dir)?;
+    let fifos = open_fifos(&dir, plan.io_owner)?;
     let reaper = Reaper::new();
     let log = dir.log_json();
     let runc = plan.depot.runc(Some(&log), Some(reaper.monitor()));
