@@ -28,6 +28,7 @@ check-toolchain:
 	@command -v $(CARGO) >/dev/null 2>&1 || { \
 	  echo "error: cargo not found. tether needs a Rust toolchain (rustup, Rust >= 1.80):"; \
 	  echo "       Debian 12's packaged rustc 1.63 is too old."; exit 1; }
+	@[ -n "$(HOST_TRIPLE)" ] || { echo "error: rustc not found (needed for the host triple of the static build)"; exit 1; }
 
 ## deps: apt-get install the Debian packages that are missing (runc, containerd, busybox-static, criu…)
 deps: check-toolchain
