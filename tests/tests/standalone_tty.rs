@@ -1,6 +1,8 @@
 //! Standalone supervisor: a tty process resized through `winsz` sees the new size;
 //! `attach` from a terminal (a pty pair standing in for an operator's) puts it in raw
 //! mode, forwards its size at once and on SIGWINCH, and restores it on every way out.
+//! The detach keys end it the same way; the stdin forwarding that watches for them loses
+//! nothing while the process's stdin is full.
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::{openpty, Winsize};
@@ -274,4 +276,154 @@ fn a_detaching_signal_restores_the_terminal_and_leaves_the_process_running() {
     assert_eq!(status.code(), Some(3), "stderr: {}", stderr_of(&mut attach));
     term.wait_for_screen("got-x");
     assert_eq!(term.settings(), before);
+}
+
+/// The code `attach` exits with when the detach keys are typed.
+const EXIT_DETACHED: i32 = 119;
+
+#[test]
+fn the_detach_keys_detach_and_leave_the_process_running() {
+    let env = StandaloneEnv::new();
+    let id = env.id("detach");
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.run(&id, &bundle);
+    env.exec(&id, "t", &bundle.exec_process(&["cat"], true));
+    let dir = env.process_dir(&id, "t");
+
+    let term = Terminal::new(24, 80);
+    let before = term.settings();
+    let mut attach = term.attach(&env, &[&id, "t"]);
+    term.wait_until_raw();
+    // The process's terminal echoes the line, then cat writes it back.
+    term.type_keys(b"abc\n");
+    term.wait_for_screen("abc\r\nabc\r\n");
+    // A lone ctrl-p, in a read of its own, then a key that breaks the sequence: both
+    // reach the process in order (its terminal echoes ctrl-p as ^P, cat returns the byte).
+    term.type_keys(b"\x10");
+    std::thread::sleep(Duration::from_millis(200));
+    term.type_keys(b"x\n");
+    term.wait_for_screen("^Px\r\n\x10x\r\n");
+    // The sequence, split across reads too.
+    term.type_keys(b"\x10");
+    std::thread::sleep(Duration::from_millis(200));
+    term.type_keys(b"\x11");
+    let status = wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach detaches");
+    assert_eq!(
+        status.code(),
+        Some(EXIT_DETACHED),
+        "stderr: {}",
+        stderr_of(&mut attach)
+    );
+    assert_eq!(
+        term.settings(),
+        before,
+        "the terminal's settings are restored"
+    );
+    assert!(!term.nonblocking(), "our stdio is blocking again");
+    assert!(!dir.join("exitcode").exists(), "the process lives on");
+
+    // Attached again, the line the process gets shows no trace of the detach keys.
+    let mut attach = term.attach(&env, &[&id, "t"]);
+    term.wait_until_raw();
+    term.type_keys(b"more\n");
+    term.wait_for_screen("more\r\nmore\r\n");
+    let screen = term.screen();
+    assert_eq!(screen.matches("^P").count(), 1, "{screen:?}");
+    assert!(
+        !screen.contains("^Q") && !screen.contains('\x11'),
+        "{screen:?}"
+    );
+    env.ok("kill", &["--signal", "TERM", &id, "t"]);
+    let status = wait_bounded(&mut attach, Duration::from_secs(20)).expect("attach ends");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "stderr: {}",
+        stderr_of(&mut attach)
+    );
+    assert_eq!(term.settings(), before);
+}
+
+#[test]
+fn detach_keys_can_be_chosen_or_disabled_and_bad_ones_are_usage_errors() {
+    let env = StandaloneEnv::new();
+    let id = env.id("detach2");
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.run(&id, &bundle);
+    env.exec(&id, "t", &bundle.exec_process(&["cat"], true));
+
+    let out = env.output("attach", &["--detach-keys", "ctrl-p,nope", &id, "t"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown key \"nope\""), "{err}");
+
+    let term = Terminal::new(24, 80);
+    let before = term.settings();
+    // Disabled: ctrl-p ctrl-q are just keys for the process (whose terminal echoes ^P
+    // and takes ctrl-q as its START key).
+    let mut attach = term.attach(&env, &["--detach-keys", "", &id, "t"]);
+    term.wait_until_raw();
+    term.type_keys(b"\x10\x11\n");
+    term.wait_for_screen("^P");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(attach.try_wait().unwrap().is_none(), "still attached");
+    kill(Pid::from_raw(attach.id() as i32), Signal::SIGTERM).unwrap();
+    wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach ends");
+
+    // Chosen: ctrl-a then d (screen's).
+    let mut attach = term.attach(&env, &["--detach-keys", "ctrl-a,d", &id, "t"]);
+    term.wait_until_raw();
+    term.type_keys(b"\x01d");
+    let status = wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach detaches");
+    assert_eq!(status.code(), Some(EXIT_DETACHED));
+    assert_eq!(term.settings(), before);
+}
+
+/// With detach keys (the default) our stdin is read and written rather than spliced:
+/// piped input far beyond what the FIFO and the process's pipe hold, fed while the
+/// process does not read yet, arrives whole and in order.
+#[test]
+fn piped_input_beyond_the_fifo_waits_for_room_and_is_not_lost() {
+    let env = StandaloneEnv::new();
+    let id = env.id("keyedpipe");
+    let bundle = env.bundle("b", &["sleep", "1000"]);
+    env.run(&id, &bundle);
+    let script = "sleep 1; md5sum";
+    env.exec(&id, "t", &bundle.exec_process(&["sh", "-c", script], false));
+
+    let mut attach = env.cmd("attach");
+    attach
+        .args(["--close-stdin", &id, "t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut attach = attach.spawn().unwrap();
+    let mut stdin = attach.stdin.take().unwrap();
+    // 6 MB of lines that never contain ctrl-p (nor ctrl-q).
+    let input: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("line {i:08} abcdefghijklmno\n").into_bytes())
+        .collect();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).map(|_| input));
+    let mut out = attach.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut attach, Duration::from_secs(60)).expect("attach ends");
+    assert_eq!(status.code(), Some(0), "stderr: {}", stderr_of(&mut attach));
+    let input = writer.join().unwrap().expect("all input written");
+    let out = reader.join().unwrap();
+    let md5 = std::process::Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&input)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout);
+    let md5 = md5.split_whitespace().next().unwrap();
+    assert!(out.contains(md5), "md5 {md5} in {out:?}");
 }

@@ -8,11 +8,17 @@
 //! SIGTERM and SIGHUP are read from the signalfd instead of killing us outright, so that
 //! every way out restores the terminal and our stdio's file flags (which our parent
 //! shares); then the signal is raised again, so our parent still sees us die of it.
+//!
+//! While our stdin is forwarded, the detach keys (`--detach-keys`, default ctrl-p,ctrl-q)
+//! end `attach` the same quiet way, with [`EXIT_DETACHED`]: our stdin is then read and
+//! scanned ([`KeyedInput`]) instead of spliced, since a splice never shows the bytes.
 
 use super::args::{self, Spec};
 use super::control::{self, Request};
 use super::depot::{Depot, TTY_MARKER};
-use super::errors::{CliError, CliResult};
+use super::detach_keys::{self, DetachKeys};
+use super::errors::{CliError, CliResult, EXIT_DETACHED};
+use super::keyed_input::{KeyedInput, Progress};
 use super::raw_mode::RawMode;
 use super::winsize;
 use crate::supervisor::epoll::{Ready, Token};
@@ -30,14 +36,15 @@ use std::path::Path;
 
 /// `attach --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 attach [--no-stdin] [--close-stdin] (CONTAINER-ID [PROCESS-ID] | --dir DIR)
+usage: containerd-shim-tether-v2 attach [--no-stdin] [--close-stdin] [--detach-keys KEYS]
+                                      (CONTAINER-ID [PROCESS-ID] | --dir DIR)
 
 Reopens the process's FIFOs: copies its stdout and stderr to ours and our stdin (unless
 it is /dev/null, a regular file, or --no-stdin) to its stdin, until its output ends (the
 process exited and everything it wrote was delivered). Then exits with the process's exit
-code. Output the process wrote while nobody was attached comes first. Detaching (killing
-attach) loses nothing: the next attach continues where this one stopped. One attach
-at a time: two concurrent attaches split the output between them.
+code. Output the process wrote while nobody was attached comes first. Detaching (the
+detach keys below, or killing attach) loses no output: the next attach continues where
+this one stopped. One attach at a time: two concurrent attaches split the output.
 
 Closing our stdin does not close the process's (it stays open until the process exits),
 unless --close-stdin: then, once our stdin has reached EOF and everything read from it
@@ -48,17 +55,28 @@ A tty process (exec --tty, or process.terminal in the bundle) attached from a te
 (our stdin is one): the terminal is put into raw mode, so every key (Ctrl-C, Ctrl-D,
 Ctrl-Z) goes to the process, whose own terminal echoes and interprets it; its size is
 sent on `winsz` at once and again on every SIGWINCH (--no-stdin: the size only, no raw
-mode). There is no detach key: SIGINT, SIGTERM and SIGHUP (closing the terminal)
-detach; attach restores the terminal, then dies of that signal; the process keeps
-running.";
+mode).
+
+Detaching leaves the process running. Typing the detach keys (while our stdin is
+forwarded; default ctrl-p,ctrl-q) stops forwarding, restores the terminal and exits with
+code 119; the keys themselves never reach the process, and keys that only begin the
+sequence are passed on once the next one does not continue it (ctrl-p x sends both).
+--detach-keys KEYS: comma-separated keys, each ctrl-<a..z, @, [, \\, ], ^, _> or one
+printable character (docker's format); '' disables detaching (then our stdin is spliced,
+so binary input that may contain the sequence is best sent this way). SIGINT, SIGTERM and
+SIGHUP (closing the terminal) detach too: attach restores the terminal, then dies of that
+signal.";
 
 const SPEC: Spec = Spec {
-    valued: &[("--dir", None)],
+    valued: &[("--dir", None), ("--detach-keys", None)],
     flags: &[("--no-stdin", None), ("--close-stdin", None)],
 };
 
 /// Our stdio's slot in its pumps' tokens.
 const SLOT: u32 = 0;
+/// With detach keys: our stdin is `Token::Stdio(SLOT, Stream::Stdin)` (as its pump would
+/// be) and the process's `stdin` FIFO, written to directly, this one.
+const STDIN_FIFO_TOKEN: Token = Token::Fifo(SLOT);
 
 /// The signals that detach us; SIGWINCH is handled too, when there is a terminal.
 const DETACH_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -71,6 +89,8 @@ struct Options<'a> {
     close_stdin: bool,
     /// Our terminal, when we are attached from one to a tty process.
     terminal: Option<BorrowedFd<'a>>,
+    /// The detach keys, when in effect (our stdin is forwarded and they are not disabled).
+    detach_keys: Option<DetachKeys>,
 }
 
 /// Why the stream ended.
@@ -80,11 +100,17 @@ enum Ended {
     Output,
     /// A detaching signal.
     Signal(Signal),
+    /// The detach keys were typed.
+    Keys,
 }
 
-/// Runs the subcommand; returns the process's exit code.
+/// Runs the subcommand; returns the process's exit code, or [`EXIT_DETACHED`] if the
+/// detach keys were typed.
 pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
     let p = args::parse(argv, SPEC)?;
+    // Checked even where unused (--no-stdin): a typo is reported, not ignored.
+    let detach_keys = detach_keys::parse(p.value("--detach-keys").unwrap_or(detach_keys::DEFAULT))
+        .map_err(CliError::Usage)?;
     let dir = resolve_dir(depot, &p, USAGE)?;
     let stdin = std::io::stdin();
     let stdin = stdin.as_fd();
@@ -119,6 +145,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
             forward_stdin,
             close_stdin,
             terminal,
+            detach_keys: detach_keys.filter(|_| forward_stdin),
         };
         stream(&dir, &opts, &mut base)
         // The guards restore the terminal and our stdio here, whatever the outcome.
@@ -126,6 +153,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
     match ended? {
         Ended::Output => exit_code_of(&dir),
         Ended::Signal(sig) => Ok(die_of(sig, &set)),
+        Ended::Keys => Ok(EXIT_DETACHED),
     }
 }
 
@@ -245,7 +273,24 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, base: &mut EventBase) -> CliResu
         None => None,
     };
     send_size(winsz.as_ref(), opts.terminal);
-    if opts.forward_stdin {
+    let mut keyed = None;
+    if let Some(keys) = &opts.detach_keys {
+        // No reader: as below, nothing to feed; our stdin is still watched for the keys.
+        let dst = fifo::open_write(&dir.stdin(), true).ok().map(OwnedFd::from);
+        let src = dup(std::io::stdin().as_fd())?;
+        let stdin_token = Token::Stdio(SLOT, Stream::Stdin);
+        // Our stdin may be a device epoll cannot watch: then it is not forwarded, as
+        // with /dev/null (and as the pump below does).
+        keyed = KeyedInput::new(
+            base.poller(),
+            src,
+            stdin_token,
+            dst,
+            STDIN_FIFO_TOKEN,
+            keys.clone(),
+        )
+        .ok();
+    } else if opts.forward_stdin {
         // No reader: the process exited, or its stdin was closed; nothing to feed.
         if let Ok(dst) = fifo::open_write(&dir.stdin(), true) {
             let src = dup(std::io::stdin().as_fd())?;
@@ -262,16 +307,24 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, base: &mut EventBase) -> CliResu
         }
     }
     let mut close_pending = opts.close_stdin;
-    // Our stdin has ended once its pump is gone: ask for the process's to be closed.
-    let mut close_when_done = |stdio: &ProcessStdio| -> CliResult<()> {
-        if close_pending && !stdio.is_open(Stream::Stdin) {
+    // Our stdin has ended once its pump is gone (or the keyed input passes nothing on any
+    // more): ask for the process's to be closed.
+    let mut close_when_done = |stdio: &ProcessStdio, keyed: &Option<KeyedInput>| {
+        let passing_on =
+            stdio.is_open(Stream::Stdin) || keyed.as_ref().is_some_and(KeyedInput::passing_on);
+        if close_pending && !passing_on {
             close_pending = false;
             control::send(dir, Request::CloseStdin)?;
         }
-        Ok(())
+        CliResult::Ok(())
     };
     stdio.run_all(base.poller());
-    close_when_done(&stdio)?;
+    // What our stdin held before the loop; an input that ends at once (a detach, EOF) is
+    // handled as in the loop.
+    if let Some(ended) = run_keyed(&mut keyed, base)? {
+        return Ok(ended);
+    }
+    close_when_done(&stdio, &keyed)?;
     let mut events: Vec<Ready> = Vec::new();
     while stdio.is_open(Stream::Stdout) || stdio.is_open(Stream::Stderr) {
         base.wait(None, &mut events).map_err(failed("epoll"))?;
@@ -286,6 +339,16 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, base: &mut EventBase) -> CliResu
                         }
                     }
                 }
+                Token::Stdio(_, Stream::Stdin) | STDIN_FIFO_TOKEN if keyed.is_some() => {
+                    if ev.token == STDIN_FIFO_TOKEN && ev.hangup {
+                        if let Some(k) = keyed.as_mut() {
+                            k.fifo_hung_up(base.poller());
+                        }
+                    }
+                    if let Some(ended) = run_keyed(&mut keyed, base)? {
+                        return Ok(ended);
+                    }
+                }
                 // Dropping the ended stdin pump closes our write end of the FIFO.
                 Token::Stdio(_, stream) => {
                     stdio.run(base.poller(), stream);
@@ -293,7 +356,26 @@ fn stream(dir: &ProcessDir, opts: &Options<'_>, base: &mut EventBase) -> CliResu
                 _ => {}
             }
         }
-        close_when_done(&stdio)?;
+        close_when_done(&stdio, &keyed)?;
+    }
+    if let Some(k) = keyed.take() {
+        k.close(base.poller());
     }
     Ok(Ended::Output)
+}
+
+/// Runs the keyed input, if there is one: closes and drops it once it is done, and says
+/// [`Ended::Keys`] if the detach keys were typed.
+fn run_keyed(keyed: &mut Option<KeyedInput>, base: &EventBase) -> CliResult<Option<Ended>> {
+    let Some(k) = keyed.as_mut() else {
+        return Ok(None);
+    };
+    let progress = k.run(base.poller()).map_err(failed("epoll"))?;
+    if progress == Progress::Open {
+        return Ok(None);
+    }
+    if let Some(k) = keyed.take() {
+        k.close(base.poller());
+    }
+    Ok((progress == Progress::Detach).then_some(Ended::Keys))
 }

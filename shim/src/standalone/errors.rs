@@ -21,12 +21,16 @@ pub const EXIT_PERMISSION: u8 = 123;
 pub const EXIT_RUNNING: u8 = 124;
 /// Exit code: runc failed, or another I/O error.
 pub const EXIT_FAILURE: u8 = 125;
+/// Exit code of `attach` when the detach keys were typed: not a failure (the process
+/// runs on, a later `attach` continues), but distinct from every failure above.
+pub const EXIT_DETACHED: u8 = 119;
 
 /// The exit-code table printed by every `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (wait, attach: the process's own exit code, 128+N if killed by signal N)
   2    usage error
+  119  attach: detached with the detach keys (the process keeps running)
   120  the container or process id already exists
   121  no such container or process, or the container is not running
   122  not an OCI bundle / not a valid process spec
@@ -167,9 +171,11 @@ mod tests {
             CliError::Failed("f".into()),
         ];
         let mut codes: Vec<u8> = all.iter().map(CliError::exit_code).collect();
+        codes.push(EXIT_DETACHED);
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), all.len());
+        assert_eq!(codes.len(), all.len() + 1, "EXIT_DETACHED is none of them");
+        assert!(EXIT_CODES_HELP.contains(&EXIT_DETACHED.to_string()));
         for e in &all {
             let back = CliError::from_kind(e.kind(), "m".into());
             assert_eq!(back.exit_code(), e.exit_code());

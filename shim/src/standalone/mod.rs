@@ -6,7 +6,8 @@
 //! directory for a non-root manager), [`launch`] + [`supervise`] (the resident
 //! supervisor, built on `crate::supervisor`'s epoll loop, reaper, pumps, tty and
 //! signals), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
-//! [`winsize`] (`attach` from a terminal), [`pty_eof`] (a tty process's end of input), and
+//! [`winsize`] (`attach` from a terminal), [`detach_keys`] + [`keyed_input`] (`attach`'s
+//! detach keys and the stdin forwarding that watches for them), [`pty_eof`] (a tty process's end of input), and
 //! one file per verb.
 
 pub mod args;
@@ -16,9 +17,11 @@ pub mod close_stdin;
 pub mod control;
 pub mod delete;
 pub mod depot;
+pub mod detach_keys;
 pub mod errors;
 pub mod exec;
 pub mod io_owner;
+pub mod keyed_input;
 pub mod kill;
 pub mod launch;
 pub mod pty_eof;
