@@ -379,11 +379,11 @@ fn detach_keys_can_be_chosen_or_disabled_and_bad_ones_are_usage_errors() {
     assert_eq!(term.settings(), before);
 }
 
-/// With detach keys (the default) our stdin is read and written rather than spliced:
-/// piped input far beyond what the FIFO and the process's pipe hold, fed while the
-/// process does not read yet, arrives whole and in order.
+/// Piped stdin is never scanned for the detach keys: input far beyond what the FIFO and
+/// the process's pipe hold, fed while the process does not read yet and full of the
+/// default sequence (ctrl-p ctrl-q), arrives whole and in order.
 #[test]
-fn piped_input_beyond_the_fifo_waits_for_room_and_is_not_lost() {
+fn piped_input_is_never_scanned_for_detach_keys_and_is_not_lost() {
     let env = StandaloneEnv::new();
     let id = env.id("keyedpipe");
     let bundle = env.bundle("b", &["sleep", "1000"]);
@@ -399,9 +399,9 @@ fn piped_input_beyond_the_fifo_waits_for_room_and_is_not_lost() {
         .stderr(Stdio::piped());
     let mut attach = attach.spawn().unwrap();
     let mut stdin = attach.stdin.take().unwrap();
-    // 6 MB of lines that never contain ctrl-p (nor ctrl-q).
+    // 6 MB of lines, each holding the default detach sequence.
     let input: Vec<u8> = (0..200_000u32)
-        .flat_map(|i| format!("line {i:08} abcdefghijklmno\n").into_bytes())
+        .flat_map(|i| format!("line {i:08} \x10\x11abcdefghijklm\n").into_bytes())
         .collect();
     let writer = std::thread::spawn(move || stdin.write_all(&input).map(|_| input));
     let mut out = attach.stdout.take().unwrap();

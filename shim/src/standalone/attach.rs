@@ -9,9 +9,11 @@
 //! every way out restores the terminal and our stdio's file flags (which our parent
 //! shares); then the signal is raised again, so our parent still sees us die of it.
 //!
-//! While our stdin is forwarded, the detach keys (`--detach-keys`, default ctrl-p,ctrl-q)
-//! end `attach` the same quiet way, with [`EXIT_DETACHED`]: our stdin is then read and
-//! scanned ([`KeyedInput`]) instead of spliced, since a splice never shows the bytes.
+//! While our stdin is forwarded from a terminal, the detach keys (`--detach-keys`, default
+//! ctrl-p,ctrl-q) end `attach` the same quiet way, with [`EXIT_DETACHED`]: our stdin is
+//! then read and scanned ([`KeyedInput`]) instead of spliced, since a splice never shows
+//! the bytes. Piped stdin is never scanned: a manager's (possibly binary) input must reach
+//! the process byte for byte, and no byte pair in it may detach by accident.
 
 use super::args::{self, Spec};
 use super::control::{self, Request};
@@ -58,12 +60,13 @@ sent on `winsz` at once and again on every SIGWINCH (--no-stdin: the size only, 
 mode).
 
 Detaching leaves the process running. Typing the detach keys (while our stdin is
-forwarded; default ctrl-p,ctrl-q) stops forwarding, restores the terminal and exits with
+forwarded and is a terminal; default ctrl-p,ctrl-q) stops forwarding, restores the
+terminal and exits with
 code 119; the keys themselves never reach the process, and keys that only begin the
 sequence are passed on once the next one does not continue it (ctrl-p x sends both).
 --detach-keys KEYS: comma-separated keys, each ctrl-<a..z, @, [, \\, ], ^, _> or one
-printable character (docker's format); '' disables detaching (then our stdin is spliced,
-so binary input that may contain the sequence is best sent this way). SIGINT, SIGTERM and
+printable character (docker's format); '' disables detaching. Piped stdin is never
+scanned for them: it is spliced to the process byte for byte. SIGINT, SIGTERM and
 SIGHUP (closing the terminal) detach too: attach restores the terminal, then dies of that
 signal.";
 
@@ -124,8 +127,8 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
         ));
     }
     let has_tty = dir.path().join(TTY_MARKER).is_file();
-    let terminal =
-        (has_tty && nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false)).then_some(stdin);
+    let stdin_is_terminal = nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false);
+    let terminal = (has_tty && stdin_is_terminal).then_some(stdin);
     // Blocked before anything is changed: a signal from here on waits for the loop, so
     // it cannot kill us between entering raw mode and restoring it.
     let mut set = SigSet::empty();
@@ -145,7 +148,8 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
             forward_stdin,
             close_stdin,
             terminal,
-            detach_keys: detach_keys.filter(|_| forward_stdin),
+            // Only a person at a terminal types them; piped input passes untouched.
+            detach_keys: detach_keys.filter(|_| forward_stdin && stdin_is_terminal),
         };
         stream(&dir, &opts, &mut base)
         // The guards restore the terminal and our stdio here, whatever the outcome.
