@@ -13,10 +13,10 @@
 
 use super::detach_keys::{DetachKeys, Fed, Matcher};
 use crate::supervisor::epoll::{Poller, Token};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use crate::supervisor::pump::set_nonblocking;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Bytes read from our stdin at a time: a terminal delivers a few per keystroke, and a
 /// pipe is throttled by the FIFO anyway.
@@ -57,13 +57,6 @@ pub struct KeyedInput {
     /// The FIFO is registered with writable interest (it was full).
     awaiting_room: bool,
     src_eof: bool,
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
-    fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 impl KeyedInput {
@@ -240,6 +233,7 @@ mod tests {
     use super::*;
     use crate::standalone::detach_keys;
     use crate::supervisor::epoll::Ready;
+    use nix::fcntl::OFlag;
     use nix::unistd::pipe2;
 
     const SRC: Token = Token::Fifo(1);

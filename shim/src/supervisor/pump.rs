@@ -51,7 +51,9 @@ pub struct Pump {
     moved: u64,
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Puts `fd`'s open file description into non-blocking mode (shared by everyone holding
+/// it: callers own the fd or restore the flag).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
     fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
