@@ -30,7 +30,7 @@ pub use exit::{ExitRecord, UNKNOWN_EXIT_CODE};
 pub use id::{validate_id, MAX_ID_LEN};
 pub use open::{
     create, open_rdwr, open_read, open_write, open_write_timeout, pipe_size, set_pipe_size,
-    KeepAliveWriter,
+    KeepAliveReader, KeepAliveWriter,
 };
 pub use pidfile::read_pid_file;
 pub use process_dir::{

@@ -183,6 +183,33 @@ impl KeepAliveWriter {
     }
 }
 
+/// A FIFO read end together with a write end its holder never writes, so that the reader
+/// never sees EOF while no real writer is connected: input arriving from one writer after
+/// another (managers that come and go) reaches one long-lived reader. Dropping the held
+/// write end is how the holder lets EOF through once the real writers are done.
+#[derive(Debug)]
+pub struct KeepAliveReader {
+    reader: File,
+    hold: File,
+}
+
+impl KeepAliveReader {
+    /// Opens the read end first, non-blocking (so the open never waits for a writer), then
+    /// the held write end (which cannot block or fail with `NoReader`: the read end
+    /// exists). The read end stays non-blocking, for an event loop. Errors: `Error::Io`
+    /// ("open"), `Error::NotAFifo`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let reader = open_read(path, true)?;
+        let hold = open_write(path, true)?;
+        Ok(KeepAliveReader { reader, hold })
+    }
+
+    /// Splits into `(reader, held write end)`.
+    pub fn into_parts(self) -> (File, File) {
+        (self.reader, self.hold)
+    }
+}
+
 impl Write for KeepAliveWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.writer.write(buf)
@@ -489,6 +516,28 @@ mod tests {
         // The Rust runtime ignores SIGPIPE, so this is an EPIPE error rather than death.
         let err = w.write_all(b"x").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn keepalive_reader_sees_no_eof_between_writers_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fifo_in(&dir, "f");
+        let (mut reader, hold) = KeepAliveReader::open(&path).unwrap().into_parts();
+        assert!(is_nonblocking(&reader));
+        let mut buf = [0u8; 8];
+        for msg in [&b"one"[..], b"two"] {
+            let mut w = open_write(&path, false).unwrap();
+            w.write_all(msg).unwrap();
+            drop(w);
+            assert_eq!(reader.read(&mut buf).unwrap(), msg.len());
+            // The writer is gone, yet no EOF: the held end keeps the pipe open.
+            assert_eq!(
+                reader.read(&mut buf).unwrap_err().kind(),
+                ErrorKind::WouldBlock
+            );
+        }
+        drop(hold);
+        assert_eq!(reader.read(&mut buf).unwrap(), 0, "EOF once released");
     }
 
     #[test]

@@ -293,16 +293,19 @@ fn open_fifos(dir: &ProcessDir, io_owner: Option<IoOwner>) -> CliResult<Fifos> {
         OutputFifo::open(&dir.stdout())?,
         OutputFifo::open(&dir.stderr())?,
     ];
-    let stdin_r = fifo::open_read(&dir.stdin(), true).map_err(CliError::fifo)?;
-    let stdin_hold = fifo::open_write(&dir.stdin(), true).map_err(CliError::fifo)?;
-    let winsz = fifo::open_read(&dir.winsz(), true).map_err(CliError::fifo)?;
-    let winsz_hold = fifo::open_write(&dir.winsz(), true).map_err(CliError::fifo)?;
+    // Read ends with a held write end: none of them reaches EOF between two managers.
+    let held = |path: &std::path::Path| {
+        fifo::KeepAliveReader::open(path)
+            .map(fifo::KeepAliveReader::into_parts)
+            .map_err(CliError::fifo)
+    };
+    let (stdin_r, stdin_hold) = held(&dir.stdin())?;
+    let (winsz, winsz_hold) = held(&dir.winsz())?;
     // Not one of the contract's FIFOs (the `fifo` crate makes those): ours to create.
     // Its requests are about the stdio, so it belongs to the stdio's owner (io_owner.rs).
     let control_path = dir.path().join(CONTROL);
     fifo::create(&control_path, 0o600, io_owner.map(IoOwner::pair)).map_err(CliError::fifo)?;
-    let control = fifo::open_read(&control_path, true).map_err(CliError::fifo)?;
-    let control_hold = fifo::open_write(&control_path, true).map_err(CliError::fifo)?;
+    let (control, control_hold) = held(&control_path)?;
     Ok(Fifos {
         exit_hold,
         outputs,

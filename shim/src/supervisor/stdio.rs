@@ -227,12 +227,12 @@ impl Prepared {
     }
 }
 
-/// Opens a stdin FIFO: a non-blocking read end for the pump, then a write end the
-/// supervisor holds until CloseIO (it cannot block: the read end exists).
+/// Opens a stdin FIFO: a non-blocking read end for the pump and a write end the
+/// supervisor holds until CloseIO.
 fn open_stdin_fifo(path: &str) -> io::Result<(File, File)> {
-    let reader = fifo::open_read(path.as_ref(), true).map_err(io::Error::other)?;
-    let closer = fifo::open_write(path.as_ref(), true).map_err(io::Error::other)?;
-    Ok((reader, closer))
+    fifo::KeepAliveReader::open(path.as_ref())
+        .map(fifo::KeepAliveReader::into_parts)
+        .map_err(io::Error::other)
 }
 
 /// The manager-side sink of an output stream and, for a FIFO, the keep-alive read end.
