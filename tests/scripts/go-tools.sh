@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the Go programs the tests drive, from the Go module proxy, pinned by version and
+# cached outside the clone, and prints the directory that holds each one's binaries.
+#
+#   tests/scripts/go-tools.sh containerd 2.3        # -> $CACHE/containerd-v2.3.7/bin
+#   tests/scripts/go-tools.sh cri-tools             # -> $CACHE/cri-tools-v1.37.0/bin
+#   tests/scripts/go-tools.sh all                   # every pinned tool, one dir per line
+#
+# containerd's bin dir holds `containerd`, `ctr` and that release's Go shim
+# `containerd-shim-runc-v2` (the baseline for the same daemon); cri-tools' holds `critest`
+# (a `go test -c` of ./cmd/critest) and `crictl`.
+#
+# The cache key is the module version and the Go version; a build that fails leaves
+# nothing in the cache (it is built in a temp dir and renamed into place). Nothing is
+# downloaded but modules through the Go module proxy (`go mod download`); the Go
+# toolchain is the machine's own (GOTOOLCHAIN=local: a module that asks for a newer Go
+# fails clearly rather than fetching a toolchain).
+set -euo pipefail
+
+CACHE=${TETHER_GO_CACHE:-/var/cache/tether/go}
+# Pinned versions: the newest patch release of each line on the day they were pinned.
+declare -A CONTAINERD=([2.2]=v2.2.9 [2.3]=v2.3.7 [2.4]=v2.4.2)
+CRI_TOOLS=v1.37.0
+CONTAINERD_MODULE=github.com/containerd/containerd/v2
+CRI_TOOLS_MODULE=sigs.k8s.io/cri-tools
+BUILD_TAGS='no_btrfs no_devmapper no_zfs no_aufs'
+
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=${CGO_ENABLED:-1}
+
+die() { echo "go-tools: $*" >&2; exit 1; }
+note() { echo "go-tools: $*" >&2; }
+
+command -v go >/dev/null 2>&1 || die "go not found (the polyglot machine has Go 1.26; apt-get install golang-go is too old for containerd 2.3)"
+GO_VERSION=$(go env GOVERSION)
+
+# module_dir MODULE VERSION: the read-only source dir of MODULE@VERSION in the module cache.
+module_dir() {
+  local json
+  json=$(go mod download -json "$1@$2") || die "cannot download $1@$2 from the Go module proxy"
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json"
+}
+
+# build_into NAME VERSION FUNC: runs FUNC TMPBIN SRCDIR unless $CACHE/NAME-VERSION exists.
+build_into() {
+  local name=$1 version=$2 fn=$3 module=$4
+  local dest="$CACHE/$name-$version"
+  if [ -f "$dest/.built-with-$GO_VERSION" ]; then
+    echo "$dest/bin"
+    return 0
+  fi
+  mkdir -p "$CACHE"
+  local src tmp
+  src=$(module_dir "$module" "$version")
+  [ -d "$src" ] || die "no source dir for $module@$version"
+  tmp=$(mktemp -d "$CACHE/.build-$name-XXXXXX")
+  trap 'rm -rf "$tmp"' RETURN
+  mkdir -p "$tmp/bin"
+  note "building $name $version with $GO_VERSION (cached in $dest)"
+  local started=$SECONDS
+  (cd "$src" && "$fn" "$tmp/bin") || die "building $name $version failed"
+  touch "$tmp/.built-with-$GO_VERSION"
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  note "built $name $version in $((SECONDS - started)) s"
+  echo "$dest/bin"
+}
+
+build_containerd() {
+  local out=$1
+  go build -tags "$BUILD_TAGS" -o "$out/containerd" ./cmd/containerd
+  go build -tags "$BUILD_TAGS" -o "$out/ctr" ./cmd/ctr
+  go build -tags "$BUILD_TAGS" -o "$out/containerd-shim-runc-v2" ./cmd/containerd-shim-runc-v2
+}
+
+build_cri_tools() {
+  local out=$1
+  go test -c -o "$out/critest" ./cmd/critest
+  go build -o "$out/crictl" ./cmd/crictl
+}
+
+containerd() {
+  local line=$1 version=${CONTAINERD[$1]:-}
+  [ -n "$version" ] || die "unknown containerd line '$line' (pinned: ${!CONTAINERD[*]})"
+  build_into containerd "$version" build_containerd "$CONTAINERD_MODULE"
+}
+
+cri_tools() {
+  build_into cri-tools "$CRI_TOOLS" build_cri_tools "$CRI_TOOLS_MODULE"
+}
+
+case "${1:-}" in
+  containerd) [ -n "${2:-}" ] || die "usage: $0 containerd 2.2|2.3|2.4"; containerd "$2" ;;
+  cri-tools) cri_tools ;;
+  all)
+    for line in 2.2 2.3 2.4; do containerd "$line"; done
+    cri_tools
+    ;;
+  versions)
+    for line in 2.2 2.3 2.4; do echo "containerd $line ${CONTAINERD[$line]}"; done
+    echo "cri-tools $CRI_TOOLS"
+    ;;
+  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | all | versions" ;;
+esac
