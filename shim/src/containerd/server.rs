@@ -45,15 +45,33 @@ struct EventLoop {
     next_slot: u32,
     ooms: HashMap<u32, (String, crate::cgroups::oom::OomWatcher)>,
     next_oom: u32,
-    /// Exits waiting for their process's output to drain, in report order.
-    pending_exits: VecDeque<(Exited, Instant)>,
-    shutting_down: bool,
+    /// Exits waiting for their process's output to drain or for the reply of the call
+    /// that caused them, in report order.
+    pending_exits: VecDeque<PendingExit>,
+    /// When the earliest queued exit stops waiting (computed by `flush_exits`).
+    exit_deadline: Option<Instant>,
+    /// When containerd asked the shim to shut down (it exits once no call is in flight).
+    shutdown_requested: Option<Instant>,
+}
+
+/// An exit waiting to be reported.
+struct PendingExit {
+    exit: Exited,
+    /// Reported by then even if its output has not drained.
+    drain_deadline: Instant,
+    /// Reported by then even if the call that caused it has not been answered.
+    hold_limit: Instant,
 }
 
 /// How long an exit report waits for the process's output to reach its FIFOs. Clients
 /// (ctr 1.6) stop reading output once they learn of the exit; output still in flight then
 /// is lost. Bounded, because a child the process left behind may hold its stdout open.
 const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
+/// How long an exit report waits for the reply of the call that caused it (a runc that
+/// hangs in `kill` must not keep the exit from containerd for ever).
+const EXIT_HOLD_LIMIT: Duration = crate::containerd::call_gate::ENTER_WAIT;
+/// How long a shim asked to shut down keeps serving the calls still in flight.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
 /// `start`; `socket_path` is removed at exit.
@@ -105,11 +123,12 @@ pub fn run(
         ooms: HashMap::new(),
         next_oom: 0,
         pending_exits: VecDeque::new(),
-        shutting_down: false,
+        exit_deadline: None,
+        shutdown_requested: None,
     };
     log::info!("serving task API v2");
     let mut ready = Vec::new();
-    while !ev.shutting_down {
+    while !ev.done() {
         ev.base.wait(ev.next_deadline(), &mut ready)?;
         for r in ready.iter().copied() {
             ev.dispatch(r);
@@ -205,16 +224,16 @@ impl EventLoop {
             close |= out.closed;
             for req in out.requests {
                 if Shim::is_fast(&req.method) {
-                    if let Some(reply) = self.shim.handle(n, &req) {
-                        fast.push((req.stream_id, reply));
+                    if let Some(answer) = self.shim.handle(n, &req) {
+                        fast.push((req.stream_id, answer));
                     }
                 } else {
                     self.workers.submit(n, req);
                 }
             }
         }
-        for (stream, reply) in fast {
-            self.respond(n, stream, reply);
+        for (stream, answer) in fast {
+            self.respond(n, stream, answer.reply);
         }
         if close {
             self.drop_conn(n);
@@ -257,9 +276,13 @@ impl EventLoop {
     /// hold right now.
     fn queue_exits(&mut self, exits: Vec<Exited>) {
         let now = Instant::now();
-        for e in exits {
-            let deadline = self.process_exited(&e.container_id, &e.exec_id, now);
-            self.pending_exits.push_back((e, deadline));
+        for exit in exits {
+            let drain_deadline = self.process_exited(&exit.container_id, &exit.exec_id, now);
+            self.pending_exits.push_back(PendingExit {
+                exit,
+                drain_deadline,
+                hold_limit: now + EXIT_HOLD_LIMIT,
+            });
         }
         self.flush_exits();
     }
@@ -288,32 +311,81 @@ impl EventLoop {
         deadline
     }
 
-    /// Reports queued exits from the front while their output has drained or their wait
-    /// is over (order is kept: an init's exit never overtakes its execs').
+    /// Reports the queued exits that may go now: the process's output has drained (or
+    /// its grace is over) and no call that can cause the exit is still unanswered (see
+    /// `call_gate`). Order is kept within a container (an init's exit never overtakes its
+    /// execs'); a container whose exit waits does not hold up another's.
     fn flush_exits(&mut self) {
         let now = Instant::now();
-        while let Some((e, deadline)) = self.pending_exits.front() {
+        let mut waiting: Vec<String> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.pending_exits.len() {
+            let p = &self.pending_exits[i];
+            let (cid, eid) = (&p.exit.container_id, &p.exit.exec_id);
+            if waiting.contains(cid) {
+                i += 1;
+                continue;
+            }
+            let held = now < p.hold_limit && self.shim.gate.holds_exit(cid, eid);
             // The table's count, not the loop's pumps: it also counts pumps the worker has
             // handed over that the loop has not registered yet (what Delete waits for).
-            let drained = self
-                .shim
-                .lock()
-                .container(&e.container_id)
-                .and_then(|c| c.process(&e.exec_id))
-                .map(|p| p.open_pumps == 0)
-                .unwrap_or(true);
-            if !drained && now < *deadline {
-                break;
+            let drained = now >= p.drain_deadline
+                || self
+                    .shim
+                    .lock()
+                    .container(cid)
+                    .and_then(|c| c.process(eid))
+                    .map(|p| p.open_pumps == 0)
+                    .unwrap_or(true);
+            if held || !drained {
+                let until = if held { p.hold_limit } else { p.drain_deadline };
+                deadline = Some(deadline.map_or(until, |d| d.min(until)));
+                waiting.push(cid.clone());
+                i += 1;
+                continue;
             }
-            if let Some((e, _)) = self.pending_exits.pop_front() {
-                self.shim.deliver(vec![e]);
+            if let Some(p) = self.pending_exits.remove(i) {
+                ready.push(p.exit);
             }
+        }
+        self.exit_deadline = deadline;
+        self.shim.deliver(ready);
+    }
+
+    /// Wakes the loop when the first queued exit stops waiting, or a shutdown's drain is
+    /// over.
+    fn next_deadline(&self) -> Option<Instant> {
+        let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
+        match (self.exit_deadline, shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Wakes the loop for the first pending exit's deadline.
-    fn next_deadline(&self) -> Option<Instant> {
-        self.pending_exits.front().map(|(_, deadline)| *deadline)
+    /// Whether the shim may exit: containerd asked it to shut down, it serves no container,
+    /// and every call in flight has been answered and every exit reported (or the drain's
+    /// bound is over). A container created meanwhile (a grouped shim's next container)
+    /// cancels the shutdown.
+    fn done(&mut self) -> bool {
+        let Some(at) = self.shutdown_requested else {
+            return false;
+        };
+        if !self.shim.lock().containers.is_empty() {
+            log::info!("shutdown cancelled: a container was created meanwhile");
+            self.shutdown_requested = None;
+            return false;
+        }
+        let idle = self.workers.in_flight() == 0 && self.pending_exits.is_empty();
+        if !idle && at.elapsed() >= SHUTDOWN_DRAIN {
+            log::warn!(
+                "shutting down with {} call(s) still in flight after {SHUTDOWN_DRAIN:?}",
+                self.workers.in_flight()
+            );
+            return true;
+        }
+        idle
     }
 
     fn drain_outbox(&mut self) {
@@ -328,7 +400,13 @@ impl EventLoop {
                         conn,
                         stream,
                         reply,
-                    } => self.respond(conn, stream, reply),
+                        hold,
+                    } => {
+                        self.respond(conn, stream, reply);
+                        // Written (or queued on the socket in order): the process's next
+                        // call and its exit report may go now.
+                        drop(hold);
+                    }
                     LoopMsg::AddPumps {
                         container,
                         exec,
@@ -337,7 +415,9 @@ impl EventLoop {
                     LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
                     LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
-                    LoopMsg::Shutdown => self.shutting_down = true,
+                    LoopMsg::Shutdown => {
+                        self.shutdown_requested.get_or_insert_with(Instant::now);
+                    }
                 }
             }
         }
@@ -432,7 +512,7 @@ impl EventLoop {
 
     /// Answers what is still queued, delivers the last events, removes the socket.
     fn finish(&mut self) {
-        let pending: Vec<Exited> = self.pending_exits.drain(..).map(|(e, _)| e).collect();
+        let pending: Vec<Exited> = self.pending_exits.drain(..).map(|p| p.exit).collect();
         self.shim.deliver(pending);
         self.drain_outbox();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

@@ -23,6 +23,8 @@ struct Shared {
     ready: Condvar,
     idle: AtomicUsize,
     threads: AtomicUsize,
+    /// Calls queued or running whose answer has not been posted to the loop yet.
+    in_flight: AtomicUsize,
     shim: Arc<Shim>,
 }
 
@@ -40,6 +42,7 @@ impl WorkerPool {
                 ready: Condvar::new(),
                 idle: AtomicUsize::new(0),
                 threads: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
                 shim,
             }),
         };
@@ -49,6 +52,7 @@ impl WorkerPool {
 
     /// Queues a call; starts another worker when none is idle.
     pub fn submit(&self, conn: u32, req: Incoming) {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.shared
             .queue
             .lock()
@@ -60,6 +64,12 @@ impl WorkerPool {
             }
         }
         self.shared.ready.notify_one();
+    }
+
+    /// Calls handed to the workers whose answer is not in the loop's outbox yet (the
+    /// shim does not exit while there are any: their callers would go unanswered).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     fn spawn(&self, permanent: bool) -> io::Result<()> {
@@ -101,12 +111,17 @@ fn work(shared: &Shared, permanent: bool) {
             return;
         };
         let stream = req.stream_id;
-        if let Some(reply) = shared.shim.handle(conn, &req) {
+        if let Some(answer) = shared.shim.handle(conn, &req) {
             shared.shim.post(LoopMsg::Respond {
                 conn,
                 stream,
-                reply,
+                reply: answer.reply,
+                hold: answer.hold,
             });
         }
+        // After the post: the loop sees no call in flight only once its answer is queued;
+        // and woken again, as it may have looked in between.
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        shared.shim.waker().wake();
     }
 }
