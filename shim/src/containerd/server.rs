@@ -16,8 +16,7 @@ use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream, Streams};
 use crate::supervisor::signals;
 use crate::supervisor::tasks::Exited;
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
@@ -40,6 +39,11 @@ struct EventLoop {
     workers: WorkerPool,
     conns: HashMap<u32, Connection>,
     next_conn: u32,
+    /// Connections not being read (see `update_interest`), re-checked as calls finish.
+    not_reading: BTreeSet<u32>,
+    /// Accept failures in a row (EMFILE, ENFILE…), and when the listener is polled again.
+    accept_failures: u32,
+    accept_resume_at: Option<Instant>,
     /// Processes whose pumps run, until they have all ended or the process is deleted.
     stdio: HashMap<u32, StdioSlot>,
     next_slot: u32,
@@ -72,6 +76,16 @@ const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
 const EXIT_HOLD_LIMIT: Duration = crate::containerd::call_gate::ENTER_WAIT;
 /// How long a shim asked to shut down keeps serving the calls still in flight.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// Calls of all connections that may wait for a worker at once; beyond, no connection is
+/// read until some are answered (with the per-connection bounds in `ttrpc`, this bounds
+/// what requests and replies can take in memory).
+const MAX_QUEUED_CALLS: usize = 256;
+/// Connections served at once; more are closed as they come (containerd uses one or two).
+const MAX_CONNECTIONS: usize = 4096;
+/// The first and the longest pause of the listener after `accept` failed (as with
+/// EMFILE, where the pending connection stays and the listener would fire at once again).
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
 /// `start`; `socket_path` is removed at exit.
@@ -118,6 +132,9 @@ pub fn run(
         workers,
         conns: HashMap::new(),
         next_conn: 0,
+        not_reading: BTreeSet::new(),
+        accept_failures: 0,
+        accept_resume_at: None,
         stdio: HashMap::new(),
         next_slot: 0,
         ooms: HashMap::new(),
@@ -130,12 +147,14 @@ pub fn run(
     let mut ready = Vec::new();
     while !ev.done() {
         ev.base.wait(ev.next_deadline(), &mut ready)?;
+        ev.resume_accepting();
         for r in ready.iter().copied() {
             ev.dispatch(r);
         }
         ev.drain_outbox();
         ev.flush_exits();
         ev.drain_outbox();
+        ev.resume_reading();
     }
     ev.finish();
     Ok(())
@@ -169,6 +188,17 @@ impl EventLoop {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if self.accept_failures > 0 {
+                        log::info!(
+                            "accepting connections again after {} failed accept(s)",
+                            self.accept_failures
+                        );
+                        self.accept_failures = 0;
+                    }
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        log::warn!("refusing a connection: {MAX_CONNECTIONS} are open already");
+                        continue;
+                    }
                     let n = self.next_conn;
                     self.next_conn = self.next_conn.wrapping_add(1);
                     match Connection::new(stream) {
@@ -188,9 +218,39 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("accept: {e}");
+                    self.pause_accepting(&e);
                     return;
                 }
+            }
+        }
+    }
+
+    /// `accept` failed (out of file descriptors, most likely): the pending connection is
+    /// still there, so the level-triggered listener would fire again at once. Stop polling
+    /// it for a while, longer each time in a row, and say so once per episode.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if self.accept_failures == 0 {
+            log::warn!("accept: {e}; retrying with a backoff up to {ACCEPT_BACKOFF_MAX:?}");
+        }
+        self.accept_failures = self.accept_failures.saturating_add(1);
+        let shift = self.accept_failures.saturating_sub(1).min(16);
+        let backoff = ACCEPT_BACKOFF_FIRST
+            .saturating_mul(1 << shift)
+            .min(ACCEPT_BACKOFF_MAX);
+        self.base.poller().remove(self.listener.as_fd());
+        self.accept_resume_at = Some(Instant::now() + backoff);
+    }
+
+    /// Polls the listener again once its backoff is over.
+    fn resume_accepting(&mut self) {
+        if self.accept_resume_at.is_some_and(|at| Instant::now() >= at) {
+            self.accept_resume_at = None;
+            if let Err(e) = self
+                .base
+                .poller()
+                .add_readable(self.listener.as_fd(), Token::Listener)
+            {
+                log::warn!("listener: {e}");
             }
         }
     }
@@ -199,67 +259,105 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&n) else {
             return;
         };
-        let mut close = false;
-        let mut fast = Vec::new();
-        if r.writable {
-            match conn.flush() {
-                Ok(false) => {
-                    let _ = self.base.poller().set_writable_interest(
-                        conn.stream().as_fd(),
-                        Token::Conn(n),
-                        false,
-                    );
-                }
-                Ok(true) => {}
-                Err(_) => close = true,
-            }
-        }
-        if r.readable || r.hangup {
+        let mut close = r.writable && conn.flush().is_err();
+        let mut answers = Vec::new();
+        if !close && r.hangup && !conn.reading {
+            // Both directions closed while the connection was held off: nobody to answer.
+            close = true;
+        } else if !close && (r.readable || r.hangup) {
             let out = conn.read();
             for (stream, st) in out.rejected {
-                if conn.respond(stream, Err(st)).is_err() {
-                    close = true;
-                }
+                answers.push((stream, Err(st)));
             }
             close |= out.closed;
             for req in out.requests {
-                if Shim::is_fast(&req.method) {
-                    if let Some(answer) = self.shim.handle(n, &req) {
-                        fast.push((req.stream_id, answer));
-                    }
-                } else {
+                if Shim::needs_worker(&req.method) {
+                    conn.calls_in_flight += 1;
                     self.workers.submit(n, req);
+                } else if let Some(answer) = self.shim.handle(n, &req) {
+                    answers.push((req.stream_id, answer.reply));
                 }
             }
         }
-        for (stream, answer) in fast {
-            self.respond(n, stream, answer.reply);
+        for (stream, reply) in answers {
+            close |= conn.respond(stream, reply).is_err();
         }
         if close {
             self.drop_conn(n);
+        } else {
+            self.update_interest(n);
+        }
+    }
+
+    /// Asks epoll for what the connection needs now: writability while replies wait,
+    /// readability while it takes its replies and has room for more calls (and the workers
+    /// have room): a client that sends calls and never reads replies stops being read.
+    fn update_interest(&mut self, n: u32) {
+        let room = self.workers.in_flight() < MAX_QUEUED_CALLS;
+        let Some(conn) = self.conns.get_mut(&n) else {
+            self.not_reading.remove(&n);
+            return;
+        };
+        let read = room && conn.wants_to_read();
+        let write = conn.unsent() > 0;
+        if read == conn.reading && write == conn.writing {
+            return;
+        }
+        match self
+            .base
+            .poller()
+            .set_interest(conn.stream().as_fd(), Token::Conn(n), read, write)
+        {
+            Ok(()) => {
+                conn.reading = read;
+                conn.writing = write;
+                if read {
+                    self.not_reading.remove(&n);
+                } else {
+                    self.not_reading.insert(n);
+                }
+            }
+            Err(e) => log::warn!("connection {n}: {e}"),
+        }
+    }
+
+    /// Reads again the connections held off, where their reasons are gone.
+    fn resume_reading(&mut self) {
+        if self.not_reading.is_empty() {
+            return;
+        }
+        let held: Vec<u32> = self.not_reading.iter().copied().collect();
+        for n in held {
+            self.update_interest(n);
         }
     }
 
     fn drop_conn(&mut self, n: u32) {
+        self.not_reading.remove(&n);
         if let Some(conn) = self.conns.remove(&n) {
             self.base.poller().remove(conn.stream().as_fd());
         }
     }
 
-    fn respond(&mut self, n: u32, stream: u32, reply: crate::containerd::ttrpc::Reply) {
+    /// Answers a call that was not answered when it was read: a worker's (`worker_call`,
+    /// which frees a place among the connection's calls in flight) or a parked Wait's.
+    fn respond(
+        &mut self,
+        n: u32,
+        stream: u32,
+        reply: crate::containerd::ttrpc::Reply,
+        worker_call: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(&n) else {
             return; // the caller went away; nothing to answer
         };
-        match conn.respond(stream, reply) {
-            Ok(true) => {
-                let _ = self.base.poller().set_writable_interest(
-                    conn.stream().as_fd(),
-                    Token::Conn(n),
-                    true,
-                );
-            }
-            Ok(false) => {}
-            Err(_) => self.drop_conn(n),
+        if worker_call {
+            conn.calls_in_flight = conn.calls_in_flight.saturating_sub(1);
+        }
+        if conn.respond(stream, reply).is_err() {
+            self.drop_conn(n);
+        } else {
+            self.update_interest(n);
         }
     }
 
@@ -354,14 +452,14 @@ impl EventLoop {
         self.shim.deliver(ready);
     }
 
-    /// Wakes the loop when the first queued exit stops waiting, or a shutdown's drain is
-    /// over.
+    /// Wakes the loop when the first queued exit stops waiting, a shutdown's drain is over,
+    /// or the listener's backoff.
     fn next_deadline(&self) -> Option<Instant> {
         let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
-        match (self.exit_deadline, shutdown) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.exit_deadline, shutdown, self.accept_resume_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the shim may exit: containerd asked it to shut down, it serves no container,
@@ -396,17 +494,22 @@ impl EventLoop {
             }
             for msg in msgs {
                 match msg {
-                    LoopMsg::Respond {
+                    LoopMsg::Answered {
                         conn,
                         stream,
                         reply,
                         hold,
                     } => {
-                        self.respond(conn, stream, reply);
+                        self.respond(conn, stream, reply, true);
                         // Written (or queued on the socket in order): the process's next
                         // call and its exit report may go now.
                         drop(hold);
                     }
+                    LoopMsg::Respond {
+                        conn,
+                        stream,
+                        reply,
+                    } => self.respond(conn, stream, reply, false),
                     LoopMsg::AddPumps {
                         container,
                         exec,

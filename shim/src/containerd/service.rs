@@ -26,18 +26,26 @@ use std::time::{Duration, Instant, SystemTime};
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Delete waits for a process's output to drain (as the Go shim does).
 const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Wait calls that may be parked on one process (containerd parks one or two).
+const MAX_WAITERS: usize = 64;
 /// Where runc keeps container state unless the options say otherwise.
 const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
 /// Work for the event loop, posted by the worker.
 #[derive(Debug)]
 pub enum LoopMsg {
-    /// Write a reply; then drop `hold`, which opens the process's call gate.
-    Respond {
+    /// A worker's reply to write; then drop `hold`, which opens the process's call gate.
+    Answered {
         conn: u32,
         stream: u32,
         reply: Reply,
         hold: Option<GateHold>,
+    },
+    /// The reply to a parked Wait.
+    Respond {
+        conn: u32,
+        stream: u32,
+        reply: Reply,
     },
     AddPumps {
         container: String,
@@ -163,18 +171,28 @@ impl Shim {
                     conn,
                     stream,
                     reply: reply.clone(),
-                    hold: None,
                 });
             }
         }
     }
 
-    /// RPCs that only read or update the process table (no runc call, no blocking): the
-    /// event loop answers them itself, so they are never queued behind a slow runc call.
-    pub fn is_fast(method: &str) -> bool {
+    /// RPCs that call runc, wait on a process or read cgroups: they run on a worker. All
+    /// others (table reads and updates, and anything unknown, which is refused) are
+    /// answered by the event loop itself, never queued behind a slow runc call nor taking
+    /// a worker.
+    pub fn needs_worker(method: &str) -> bool {
         matches!(
             method,
-            "State" | "Wait" | "Connect" | "Exec" | "CloseIO" | "ResizePty" | "Shutdown"
+            "Create"
+                | "Start"
+                | "Delete"
+                | "Kill"
+                | "Pids"
+                | "Pause"
+                | "Resume"
+                | "Checkpoint"
+                | "Update"
+                | "Stats"
         )
     }
 
@@ -1108,6 +1126,10 @@ impl Shim {
         let done = p.exit.filter(|_| p.exit_delivered);
         match done {
             Some(e) => Some(wait_reply(e.code, e.exited_at)),
+            None if p.waiters.len() >= MAX_WAITERS => Some(Err(resource_exhausted(format!(
+                "{MAX_WAITERS} Wait calls are parked on {} already",
+                display_id(&r.id, &r.exec_id)
+            )))),
             None => {
                 p.waiters.push((conn, stream));
                 None

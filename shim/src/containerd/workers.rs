@@ -2,8 +2,10 @@
 //!
 //! One worker always exists; another is started only when a call arrives while every
 //! worker is busy (a `runc exec` blocked on a frozen container must not hold up the
-//! other calls), and extra workers exit after a short idle time. At rest the shim has the
-//! loop, one worker and the event publisher.
+//! other calls), up to [`MAX_WORKERS`]; extra workers exit after a short idle time. At
+//! rest the shim has the loop, one worker and the event publisher. Only calls that need
+//! runc, a process or cgroups come here (`Shim::needs_worker`); the loop bounds how many
+//! wait in the queue by not reading connections past that bound.
 
 use crate::containerd::service::{LoopMsg, Shim};
 use crate::containerd::ttrpc::Incoming;
@@ -13,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Most workers at once: calls beyond wait in the queue (which the loop bounds).
+pub const MAX_WORKERS: usize = 8;
 /// How long an extra worker waits for work before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// Stack of a worker: handlers are shallow; runc output is collected on the heap.
@@ -58,7 +62,9 @@ impl WorkerPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back((conn, req));
-        if self.shared.idle.load(Ordering::SeqCst) == 0 {
+        if self.shared.idle.load(Ordering::SeqCst) == 0
+            && self.shared.threads.load(Ordering::SeqCst) < MAX_WORKERS
+        {
             if let Err(e) = self.spawn(false) {
                 log::warn!("no extra worker ({e}); the call waits for a busy one");
             }
@@ -112,7 +118,7 @@ fn work(shared: &Shared, permanent: bool) {
         };
         let stream = req.stream_id;
         if let Some(answer) = shared.shim.handle(conn, &req) {
-            shared.shim.post(LoopMsg::Respond {
+            shared.shim.post(LoopMsg::Answered {
                 conn,
                 stream,
                 reply: answer.reply,
