@@ -549,7 +549,7 @@ impl EventLoop {
                         stdio,
                     } => self.add_stdio(container, exec, stdio),
                     LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
-                    LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
+                    LoopMsg::WatchOom { container, watcher } => self.watch_oom(container, watcher),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
                     LoopMsg::Shutdown => {
                         self.shutdown_requested.get_or_insert_with(Instant::now);
@@ -610,21 +610,17 @@ impl EventLoop {
         });
     }
 
-    fn watch_oom(&mut self, container: String, pid: i32) {
-        match crate::cgroups::oom::OomWatcher::new(pid) {
-            Ok(w) => {
-                let n = self.next_oom;
-                self.next_oom = self.next_oom.wrapping_add(1);
-                if self
-                    .base
-                    .poller()
-                    .add_readable(w.fd(), Token::Oom(n))
-                    .is_ok()
-                {
-                    self.ooms.insert(n, (container, w));
-                }
+    /// Polls a container's OOM watcher, and checks it once now: an OOM kill between the
+    /// watcher's creation and this registration changed nothing the poll would see.
+    fn watch_oom(&mut self, container: String, watcher: crate::cgroups::oom::OomWatcher) {
+        let n = self.next_oom;
+        self.next_oom = self.next_oom.wrapping_add(1);
+        match self.base.poller().add_readable(watcher.fd(), Token::Oom(n)) {
+            Ok(()) => {
+                self.ooms.insert(n, (container, watcher));
+                self.on_oom(n);
             }
-            Err(e) => log::info!("no OOM events for {container}: {e}"),
+            Err(e) => log::warn!("no OOM events for {container}: {e}"),
         }
     }
 

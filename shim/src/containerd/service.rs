@@ -57,9 +57,11 @@ pub enum LoopMsg {
         container: String,
         exec: String,
     },
+    /// Register a container's OOM watcher (made by the worker while its init was known
+    /// to be alive) and report at once what it already counts.
     WatchOom {
         container: String,
-        pid: i32,
+        watcher: crate::cgroups::oom::OomWatcher,
     },
     /// Exits to report once the processes' output has drained (see the loop).
     Exited(Vec<Exited>),
@@ -317,6 +319,18 @@ impl Shim {
         b.build()
     }
 
+    /// Watches the memory cgroup of a container whose init `pid` was just created: here,
+    /// while the pid surely is that process (the loop would get it only later, maybe dead).
+    fn watch_oom(&self, container: &str, pid: i32) {
+        match crate::cgroups::oom::OomWatcher::new(pid) {
+            Ok(watcher) => self.post(LoopMsg::WatchOom {
+                container: container.to_string(),
+                watcher,
+            }),
+            Err(e) => log::info!("no OOM events for {container}: {e}"),
+        }
+    }
+
     fn add_pumps(&self, container: &str, exec: &str, stdio: ProcessStdio) {
         if !stdio.is_empty() {
             self.post(LoopMsg::AddPumps {
@@ -465,10 +479,7 @@ impl Shim {
         };
         self.add_pumps(&r.id, "", pumps);
         if pid > 0 {
-            self.post(LoopMsg::WatchOom {
-                container: r.id.clone(),
-                pid,
-            });
+            self.watch_oom(&r.id, pid);
         }
         self.events.create(
             &r.id,
@@ -562,10 +573,7 @@ impl Shim {
         self.add_pumps(&r.id, &r.exec_id, pumps);
         if r.exec_id.is_empty() {
             if restore {
-                self.post(LoopMsg::WatchOom {
-                    container: r.id.clone(),
-                    pid,
-                });
+                self.watch_oom(&r.id, pid);
             }
             self.events.start(&r.id, pid);
         } else {
