@@ -1,7 +1,8 @@
-//! The containerd face: `containerd-shim-tether-v2`, task API v2 over ttrpc.
+//! The containerd face: `containerd-shim-tether-v2`, task API v2 and v3 over ttrpc.
 
 pub mod address;
 pub mod bootstrap;
+pub mod bootstrap_protocol;
 pub mod bundle;
 pub mod errors;
 pub mod event_types;
@@ -13,4 +14,5 @@ pub mod publisher;
 pub mod server;
 pub mod service;
 pub mod ttrpc;
+pub mod wire;
 pub mod workers;
