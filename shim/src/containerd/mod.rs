@@ -13,6 +13,7 @@ pub mod options;
 pub mod publisher;
 pub mod server;
 pub mod service;
+pub mod task_api;
 pub mod ttrpc;
 pub mod wire;
 pub mod workers;

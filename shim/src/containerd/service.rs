@@ -157,7 +157,7 @@ impl Shim {
 
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
     pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Reply> {
-        if req.service != "containerd.task.v2.Task" {
+        if !crate::containerd::task_api::is_task_service(&req.service) {
             return Some(Err(unimplemented(format!(
                 "service {} is not served by tether",
                 req.service
