@@ -6,6 +6,7 @@ use crate::containerd::bootstrap_protocol::{
     encode_result, parse_start_input, StartInput, PROTOCOL, TASK_API_VERSION,
 };
 use crate::containerd::bundle;
+use crate::containerd::exit_status::{self, RecordedExit};
 use crate::containerd::flags::Flags;
 use crate::containerd::options::{decode_options, OptionsError, RuncOptions};
 use protobuf::well_known_types::any::Any;
@@ -295,7 +296,10 @@ fn move_pid_to(path: &str, pid: i32) -> Result<(), String> {
 }
 
 /// `delete`: containerd lost its shim (it died or was killed). Force-delete the
-/// container with runc, unmount its rootfs, remove the socket, and report it as killed.
+/// container with runc, unmount its rootfs, remove the socket, and report the init's exit:
+/// the status the server recorded in the bundle (`exit_status.rs`) when there is one, else
+/// "killed" (137) with the pid from `init.pid` (0 if there is none), as containerd's runc shim
+/// answers.
 pub fn delete(flags: &Flags) -> Result<(), String> {
     let bundle_dir = bundle_dir(flags)?;
     let opts = std::fs::read(bundle_dir.join("options.json"))
@@ -321,24 +325,17 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
             log::warn!("runc delete --force {}: {e}", flags.id);
         }
     }
+    // The time the container was last known to run, if no record says better.
+    let killed_at = std::time::SystemTime::now();
     if let Err(e) = crate::mount::unmount_all(&bundle_dir.join("rootfs")) {
         log::warn!("unmount rootfs: {e}");
     }
-    let facts = bundle::read_spec(&bundle_dir).unwrap_or_default();
-    let group = bundle::group_id(&facts, &flags.id);
-    if group == flags.id && flags.socket.is_none() {
-        // Under the socket_dir containerd 2.3+ chose at start (the bundle's link), else the
-        // default directory.
-        address::remove_socket(&address::socket_path_in(
-            &address::socket_dir_of(&bundle_dir),
-            &flags.address,
-            &flags.namespace,
-            &group,
-        ));
-    }
+    remove_dead_socket(&bundle_dir, flags);
+    let exit = exit_after_shim_died(&bundle_dir, killed_at);
     let mut resp = containerd_shim_protos::shim::shim::DeleteResponse::new();
-    resp.exit_status = 128 + libc::SIGKILL as u32;
-    resp.exited_at = crate::containerd::events::timestamp(std::time::SystemTime::now());
+    resp.pid = exit.pid;
+    resp.exit_status = exit.status;
+    resp.exited_at = crate::containerd::events::timestamp(exit.exited_at);
     let bytes = resp
         .write_to_bytes()
         .map_err(|e| format!("encode delete response: {e}"))?;
@@ -346,6 +343,49 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
         .write_all(&bytes)
         .map_err(|e| format!("write delete response: {e}"))
 }
+
+/// Removes the socket of a shim that died, when it was this container's own (a grouped
+/// container's socket belongs to its group's shim, which may still serve the others). It is
+/// under the socket_dir containerd 2.3+ chose at start (the bundle's `s` link), else under
+/// the default directory; an explicit `-socket` is left to whoever chose it.
+fn remove_dead_socket(bundle_dir: &Path, flags: &Flags) {
+    let facts = bundle::read_spec(bundle_dir).unwrap_or_default();
+    let group = bundle::group_id(&facts, &flags.id);
+    if group == flags.id && flags.socket.is_none() {
+        address::remove_socket(&address::socket_path_in(
+            &address::socket_dir_of(bundle_dir),
+            &flags.address,
+            &flags.namespace,
+            &group,
+        ));
+    }
+}
+
+/// The exit `delete` reports for the container in `bundle`: the recorded one when it is there
+/// and valid, else 137 at `killed_at` with the pid in `init.pid` (0 when that is missing or
+/// unreadable). Problems with either file are logged, never fatal.
+fn exit_after_shim_died(bundle: &Path, killed_at: std::time::SystemTime) -> RecordedExit {
+    match exit_status::read(bundle) {
+        Ok(Some(recorded)) => return recorded,
+        Ok(None) => {}
+        Err(e) => log::warn!("recorded exit status: {e}"),
+    }
+    let pid = match fifo::read_pid_file(&bundle.join(INIT_PID_FILE)) {
+        Ok(pid) => pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        Err(e) => {
+            log::warn!("init pid: {e}");
+            0
+        }
+    };
+    RecordedExit {
+        pid,
+        status: 128 + libc::SIGKILL as u32,
+        exited_at: killed_at,
+    }
+}
+
+/// The init process's pid file in the bundle (`runc create --pid-file`).
+const INIT_PID_FILE: &str = "init.pid";
 
 #[cfg(test)]
 mod tests {
@@ -473,5 +513,62 @@ mod tests {
         broken.type_url = "containerd.runc.v1.Options".into();
         broken.value = vec![0x32, 0x09];
         assert!(options_from_extensions(&[broken]).is_err());
+    }
+
+    #[test]
+    fn delete_reports_the_recorded_exit_else_137_with_the_init_pid() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let dir = tempfile::tempdir().unwrap();
+        let killed_at = UNIX_EPOCH + Duration::from_secs(1_796_083_200);
+        // Nothing at all: 137, pid 0, now.
+        assert_eq!(
+            exit_after_shim_died(dir.path(), killed_at),
+            RecordedExit {
+                pid: 0,
+                status: 137,
+                exited_at: killed_at
+            }
+        );
+        // A pid file: the real pid.
+        std::fs::write(dir.path().join("init.pid"), "4242").unwrap();
+        assert_eq!(exit_after_shim_died(dir.path(), killed_at).pid, 4242);
+        assert_eq!(exit_after_shim_died(dir.path(), killed_at).status, 137);
+        // A garbage record is ignored; a valid one wins.
+        std::fs::write(dir.path().join("exit.json"), "{").unwrap();
+        assert_eq!(exit_after_shim_died(dir.path(), killed_at).pid, 4242);
+        let recorded = RecordedExit {
+            pid: 4242,
+            status: 3,
+            exited_at: killed_at - Duration::from_secs(60),
+        };
+        exit_status::write(dir.path(), &recorded).unwrap();
+        assert_eq!(exit_after_shim_died(dir.path(), killed_at), recorded);
+    }
+
+    #[test]
+    fn delete_finds_the_socket_under_the_socket_dir_of_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle_dir = tmp.path().join("bundle");
+        std::fs::create_dir(&bundle_dir).unwrap();
+        let socket_dir = tmp.path().join("s");
+        let f = flags("ctr-1", "default");
+        // What start does for a 2.3 daemon's socket_dir.
+        address::write_socket_dir_link(&bundle_dir, &socket_dir).unwrap();
+        let sock = address::socket_path_in(&socket_dir, &f.address, &f.namespace, &f.id);
+        drop(address::bind_socket(&sock).unwrap());
+        assert!(sock.exists());
+        remove_dead_socket(&bundle_dir, &f);
+        assert!(!sock.exists());
+
+        // A container of a group leaves the group's socket alone.
+        std::fs::write(
+            bundle_dir.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}"#,
+        )
+        .unwrap();
+        let group_sock = address::socket_path_in(&socket_dir, &f.address, &f.namespace, "pod");
+        drop(address::bind_socket(&group_sock).unwrap());
+        remove_dead_socket(&bundle_dir, &f);
+        assert!(group_sock.exists());
     }
 }

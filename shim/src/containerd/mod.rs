@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod errors;
 pub mod event_types;
 pub mod events;
+pub mod exit_status;
 pub mod flags;
 pub mod info;
 pub mod options;

@@ -131,6 +131,11 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
+            if e.exec_id.is_empty() {
+                if let Some(bundle) = self.bundle_of(&e.container_id) {
+                    crate::containerd::exit_status::record(&bundle, e.pid, &e.record);
+                }
+            }
             self.events.exit(&e);
             if e.waiters.is_empty() {
                 continue;
