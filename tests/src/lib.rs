@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod cleanup;
 pub mod containerd_env;
+pub mod direct_shim;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;

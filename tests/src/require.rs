@@ -37,5 +37,20 @@ pub fn busybox() -> PathBuf {
     if !is_executable(&path) {
         panic!("/bin/busybox missing: install it with `apt-get install busybox-static` (or run `make deps`)");
     }
+    // A dynamically linked busybox (Debian's `busybox` package, which replaces
+    // `busybox-static`) cannot run in a rootfs without its libraries: every container
+    // would fail with "exec /bin/sh: no such file or directory".
+    if std::fs::read(&path).is_ok_and(|elf| names_a_dynamic_loader(&elf)) {
+        panic!(
+            "/bin/busybox is dynamically linked (Debian's `busybox` package): the test rootfs \
+             needs `apt-get install busybox-static` (or run `make deps`)"
+        );
+    }
     path
+}
+
+/// Whether an executable names the glibc dynamic loader (a static one does not).
+fn names_a_dynamic_loader(elf: &[u8]) -> bool {
+    const LOADER: &[u8] = b"/lib64/ld-linux";
+    elf.windows(LOADER.len()).any(|w| w == LOADER)
 }

@@ -26,6 +26,10 @@ pub fn internal(msg: impl Into<String>) -> Status {
     status(Code::INTERNAL, msg)
 }
 
+pub fn resource_exhausted(msg: impl Into<String>) -> Status {
+    status(Code::RESOURCE_EXHAUSTED, msg)
+}
+
 pub fn unimplemented(msg: impl Into<String>) -> Status {
     status(Code::UNIMPLEMENTED, msg)
 }
