@@ -161,6 +161,11 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
+            if e.exec_id.is_empty() {
+                if let Some(bundle) = self.bundle_of(&e.container_id) {
+                    crate::containerd::exit_status::record(&bundle, e.pid, &e.record);
+                }
+            }
             self.events.exit(&e);
             let waiters = self.lock().exit_delivered(&e.container_id, &e.exec_id);
             self.pumps_done.notify_all();
@@ -200,7 +205,7 @@ impl Shim {
 
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
     pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Answer> {
-        if req.service != "containerd.task.v2.Task" {
+        if !crate::containerd::task_api::is_task_service(&req.service) {
             return Some(Answer::now(Err(unimplemented(format!(
                 "service {} is not served by tether",
                 req.service
