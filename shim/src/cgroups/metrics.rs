@@ -154,10 +154,14 @@ pub(crate) fn hugetlb_sizes(dir: &Path, suffix: &str) -> Result<Vec<String>, Met
             (!size.is_empty() && !size.contains('.')).then(|| size.to_string())
         })
         .collect();
-    // By page size, as the Go shim lists them ("2MB" before "1GB"); names that do not
-    // parse go last, in name order.
-    sizes.sort_by_key(|s| (hugepage_bytes(s).unwrap_or(u64::MAX), s.clone()));
+    sizes.sort();
     Ok(sizes)
+}
+
+/// Sorts hugetlb page sizes by size ("2MB" before "1GB"), as the Go shim lists them in
+/// v2 metrics; names that do not parse go last, in name order.
+pub(crate) fn sort_by_page_size(sizes: &mut [String]) {
+    sizes.sort_by_key(|s| (hugepage_bytes(s).unwrap_or(u64::MAX), s.clone()));
 }
 
 /// The bytes of a hugetlb page size as the kernel names it in cgroup files (`2MB`,
@@ -184,8 +188,10 @@ mod tests {
             std::fs::write(dir.path().join(format!("hugetlb.{size}.current")), "0\n").unwrap();
         }
         std::fs::write(dir.path().join("hugetlb.2MB.rsvd.current"), "0\n").unwrap();
-        let sizes = hugetlb_sizes(dir.path(), ".current").unwrap();
-        assert_eq!(sizes, ["64KB", "2MB", "1GB", "odd"]);
+        let mut sizes = hugetlb_sizes(dir.path(), ".current").unwrap();
+        assert_eq!(sizes, ["1GB", "2MB", "64KB", "odd"], "name order (v1)");
+        sort_by_page_size(&mut sizes);
+        assert_eq!(sizes, ["64KB", "2MB", "1GB", "odd"], "size order (v2)");
         assert_eq!(hugepage_bytes("2MB"), Some(2 << 20));
         assert_eq!(hugepage_bytes("MB"), None);
         assert_eq!(hugepage_bytes("99999999999999GB"), None);
