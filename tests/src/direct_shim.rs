@@ -250,22 +250,72 @@ impl DirectShim {
     }
 }
 
+/// A raw ttrpc connection to the shim: requests written and responses read frame by frame,
+/// so a test sees the order in which the shim wrote its replies (the ttrpc client hands
+/// them to different threads, whose wake-up order says nothing).
+pub struct RawConn {
+    sock: std::os::unix::net::UnixStream,
+}
+
+impl RawConn {
+    /// Connects to the shim's socket.
+    pub fn connect(shim: &DirectShim) -> Self {
+        let sock = std::os::unix::net::UnixStream::connect(shim.socket().expect("shim socket"))
+            .expect("connect to the shim");
+        sock.set_read_timeout(Some(CALL_TIMEOUT))
+            .expect("read timeout");
+        RawConn { sock }
+    }
+
+    /// Sends a call of `containerd.task.v2.Task` on ttrpc stream `stream` (odd numbers).
+    pub fn send(&mut self, stream: u32, method: &str, request: &impl Message) {
+        use std::io::Write;
+        let mut req = containerd_shim_protos::ttrpc::Request::new();
+        req.service = "containerd.task.v2.Task".into();
+        req.method = method.into();
+        req.payload = request.write_to_bytes().expect("encode the request");
+        let body = req.write_to_bytes().expect("encode the ttrpc request");
+        let mut frame = Vec::with_capacity(10 + body.len());
+        frame.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(&[1, 0]);
+        frame.extend_from_slice(&body);
+        self.sock.write_all(&frame).expect("send the request");
+    }
+
+    /// The next response frame: its stream and the response.
+    pub fn recv(&mut self) -> (u32, containerd_shim_protos::ttrpc::Response) {
+        let mut header = [0u8; 10];
+        self.sock
+            .read_exact(&mut header)
+            .expect("a response header");
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let stream = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let mut body = vec![0u8; len];
+        self.sock.read_exact(&mut body).expect("a response body");
+        let resp = containerd_shim_protos::ttrpc::Response::parse_from_bytes(&body)
+            .expect("decode the response");
+        (stream, resp)
+    }
+}
+
 /// A fresh context with the test's call timeout.
 pub fn ctx() -> context::Context {
     context::with_timeout(CALL_TIMEOUT.as_nanos() as i64)
 }
 
-/// Makes the `log` FIFO and copies what the shim writes there into `sink` until the
-/// shim closes it (a detached thread: it ends with the shim).
+/// Makes the `log` FIFO and copies what the shim writes there into `sink`. Like
+/// containerd, it holds the FIFO open for reading and writing, so `start` closing its
+/// end is no EOF and the server finds a reader when it opens its own (a detached thread
+/// of the test process; it blocks on the FIFO once the shim is gone).
 fn drain_log_fifo(path: &Path, sink: Arc<Mutex<String>>) {
     if nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).is_err() {
         return;
     }
-    let path = path.to_path_buf();
+    let Ok(mut fifo) = fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return;
+    };
     std::thread::spawn(move || {
-        let Ok(mut fifo) = fs::File::open(&path) else {
-            return;
-        };
         let mut buf = [0u8; 4096];
         while let Ok(n) = fifo.read(&mut buf) {
             if n == 0 {

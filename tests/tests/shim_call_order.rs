@@ -8,10 +8,10 @@
 //! is answered before anyone learns of the exit, and nothing is left behind.
 
 use containerd_shim_protos::api;
-use std::sync::mpsc;
+use containerd_shim_protos::protobuf::Message;
 use std::thread;
 use std::time::{Duration, Instant};
-use tether_tests::direct_shim::{ctx, DirectShim, SlowRunc};
+use tether_tests::direct_shim::{ctx, DirectShim, RawConn, SlowRunc};
 
 const SLOW: Duration = Duration::from_millis(300);
 
@@ -76,40 +76,45 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     let runc = SlowRunc::write(shim.dir(), &["kill"], SLOW);
     shim.create_and_start(&id, shim.options(runc.path()));
 
-    let (tx, rx) = mpsc::channel();
-    thread::scope(|s| {
-        let reactor = s.spawn(|| react_to_exit(&shim, &id));
-        s.spawn(|| {
-            let mut kill = api::KillRequest::new();
-            kill.id = id.clone();
-            kill.signal = libc::SIGKILL as u32;
-            let sent = Instant::now();
-            let answer = shim.client().kill(ctx(), &kill).map_err(|e| e.to_string());
-            let _ = tx.send((answer, sent, Instant::now()));
-        });
-        let reaction = reactor.join().expect("the reacting thread");
-        let (kill, sent, kill_returned) = rx.recv().expect("the Kill thread");
+    // One connection, as containerd has: Wait parked first, then the Kill. The order of
+    // the two replies on the socket is the order in which the shim wrote them.
+    let mut conn = RawConn::connect(&shim);
+    let mut wait = api::WaitRequest::new();
+    wait.id = id.clone();
+    conn.send(1, "Wait", &wait);
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = libc::SIGKILL as u32;
+    let sent = Instant::now();
+    conn.send(3, "Kill", &kill);
+    let (first, first_reply) = conn.recv();
+    let kill_took = sent.elapsed();
+    let (second, second_reply) = conn.recv();
+    assert_eq!(
+        (first, second),
+        (3, 1),
+        "the Wait was answered before the Kill that caused the exit:\n{}",
+        shim.log()
+    );
+    assert_eq!(
+        first_reply.status.code.value(),
+        0,
+        "Kill: {:?}",
+        first_reply.status
+    );
+    assert!(
+        kill_took >= SLOW,
+        "the slow runc did not slow Kill down: the test proves nothing"
+    );
+    let waited = api::WaitResponse::parse_from_bytes(&second_reply.payload).expect("WaitResponse");
+    assert_eq!(waited.exit_status, 137, "SIGKILL's exit status");
 
-        assert!(
-            kill.is_ok(),
-            "Kill was not answered: {kill:?}\n{}",
-            shim.log()
-        );
-        assert!(
-            kill_returned.duration_since(sent) >= SLOW,
-            "the slow runc did not slow Kill down: the test proves nothing"
-        );
-        assert!(
-            kill_returned <= reaction.wait_returned,
-            "Wait learned of the exit {:?} before Kill was answered",
-            kill_returned - reaction.wait_returned
-        );
-        assert_eq!(reaction.exit_status, 137, "SIGKILL's exit status");
-        let deleted = reaction.delete.expect("Delete after the exit");
-        assert_eq!(deleted.exit_status, 137);
-        assert!(deleted.pid > 0, "Delete reports the real pid");
-        reaction.shutdown.expect("Shutdown");
-    });
+    // Then what containerd does on the exit: Delete and Shutdown, answered.
+    let reaction = react_to_exit(&shim, &id);
+    let deleted = reaction.delete.expect("Delete after the exit");
+    assert_eq!(deleted.exit_status, 137);
+    assert!(deleted.pid > 0, "Delete reports the real pid");
+    reaction.shutdown.expect("Shutdown");
     assert_nothing_left(&shim);
 }
 

@@ -200,7 +200,11 @@ fn accept_failures_back_off_instead_of_spinning() {
         c.read_exact(&mut header)
             .unwrap_or_else(|e| panic!("connection {i} not served after the limit rose: {e}"));
     }
-    shim.wait_log("accepting connections again", Duration::from_secs(2));
+    assert!(
+        shim.wait_log("accepting connections again", Duration::from_secs(2)),
+        "no recovery logged:\n{}",
+        shim.log()
+    );
     let log = shim.log();
     let warnings = log.matches("level=warning msg=\"accept:").count();
     assert!(
