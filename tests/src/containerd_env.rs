@@ -279,16 +279,13 @@ impl ContainerdEnv {
     /// A `ctr -a SOCK -n NS ARGS…` command, for callers that need to drive the process
     /// themselves (background `ctr events`, a pty). Prefer [`Self::ctr`].
     pub fn ctr_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(&self.ctr_bin);
-        cmd.arg("-a")
-            .arg(&self.address)
-            .arg("-n")
-            .arg(&self.namespace)
-            .args(args);
+        let mut cmd = ctr_base(&self.ctr_bin, &self.address);
+        cmd.arg("-n").arg(&self.namespace).args(args);
         cmd
     }
 
-    /// The same command as one shell-quoted string (for `script -c`).
+    /// The same command as one shell-quoted line (for `script -c`), with the same
+    /// environment.
     pub fn ctr_shell_line<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
         let mut words = vec![
             self.ctr_bin.to_string_lossy().into_owned(),
@@ -301,11 +298,12 @@ impl ContainerdEnv {
             args.iter()
                 .map(|a| a.as_ref().to_string_lossy().into_owned()),
         );
-        words
+        let line = words
             .iter()
             .map(|w| shell_quote(w))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        format!("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 {line}")
     }
 
     /// Runs `ctr -a SOCK -n NS ARGS…` with stdin from /dev/null; fails the test (with the
@@ -350,12 +348,8 @@ impl ContainerdEnv {
         let address = self.address.clone();
         let namespace = self.namespace.clone();
         let probe = move |args: &[&str]| -> String {
-            let mut cmd = Command::new(&ctr_bin);
-            cmd.arg("-a")
-                .arg(&address)
-                .arg("-n")
-                .arg(&namespace)
-                .args(args);
+            let mut cmd = ctr_base(&ctr_bin, &address);
+            cmd.arg("-n").arg(&namespace).args(args);
             run_bounded(cmd, None, Duration::from_secs(5))
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
@@ -600,8 +594,8 @@ impl ContainerdEnv {
                     self.log_tail()
                 );
             }
-            let mut probe = Command::new(&self.ctr_bin);
-            probe.arg("-a").arg(&self.address).arg("version");
+            let mut probe = ctr_base(&self.ctr_bin, &self.address);
+            probe.arg("version");
             if matches!(run_bounded(probe, None, Duration::from_secs(5)), Ok(o) if o.status.success())
             {
                 break;
@@ -964,6 +958,16 @@ pub fn shim_binary() -> PathBuf {
         )
     };
     fs::canonicalize(&chosen).unwrap_or(chosen)
+}
+
+/// `ctr -a ADDRESS`, quiet about deprecations: from 2.2 on, ctr prints containerd's
+/// deprecation warnings (cgroup v1 on this host) on its stderr, which tests compare.
+fn ctr_base(ctr: &Path, address: &Path) -> Command {
+    let mut cmd = Command::new(ctr);
+    cmd.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")
+        .arg("-a")
+        .arg(address);
+    cmd
 }
 
 /// Whether the output of `ctr task ps` has a row for exec `exec_id`. The INFO column is the
