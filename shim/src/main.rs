@@ -42,11 +42,11 @@ fn main() -> ExitCode {
         }
         Action::Info => info(),
         Action::Start => {
-            init_logging(&flags, false);
+            init_logging(&flags, LogTo::FifoOrNowhere);
             containerd::bootstrap::start(&flags)
         }
         Action::Delete => {
-            init_logging(&flags, false);
+            init_logging(&flags, LogTo::Stderr);
             containerd::bootstrap::delete(&flags)
         }
         Action::Serve => serve(&flags),
@@ -70,18 +70,31 @@ fn info() -> Result<(), String> {
         .map_err(|e| format!("write runtime info: {e}"))
 }
 
-/// Logs go to containerd's `log` FIFO in the bundle (the cwd) when serving, to stderr
-/// for the short actions (containerd shows a failed action's stderr).
-fn init_logging(flags: &Flags, serving: bool) {
-    let sink: Box<dyn Write + Send> = if serving {
-        let dir = flags
+/// Where a shim invocation logs.
+enum LogTo {
+    /// The server: containerd's `log` FIFO in the bundle (the cwd), else stderr.
+    Fifo,
+    /// `start`: the `log` FIFO if containerd holds it open, else nowhere. Never stderr:
+    /// containerd reads `start`'s stdout and stderr together as its answer.
+    FifoOrNowhere,
+    /// `delete`: stderr, which containerd logs as warnings or shows when it fails.
+    Stderr,
+}
+
+fn init_logging(flags: &Flags, to: LogTo) {
+    let dir = || {
+        flags
             .bundle
             .clone()
             .or_else(|| std::env::current_dir().ok())
-            .unwrap_or_default();
-        logger::open_sink(&dir)
-    } else {
-        Box::new(std::io::stderr())
+            .unwrap_or_default()
+    };
+    let sink: Box<dyn Write + Send> = match to {
+        LogTo::Fifo => logger::open_sink(&dir()),
+        LogTo::FifoOrNowhere => {
+            logger::open_fifo_sink(&dir()).unwrap_or_else(|| Box::new(std::io::sink()))
+        }
+        LogTo::Stderr => Box::new(std::io::stderr()),
     };
     let fields = vec![
         ("runtime".to_string(), RUNTIME_NAME.to_string()),
@@ -96,7 +109,7 @@ fn serve(flags: &Flags) -> Result<(), String> {
     let _ = nix::unistd::setsid();
     // Orphaned container processes (runc exits after starting them) become our children.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
-    init_logging(flags, true);
+    init_logging(flags, LogTo::Fifo);
     let socket_path = match &flags.socket {
         Some(s) => containerd::address::parse_uri(s).map_err(|e| e.to_string())?,
         None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),

@@ -131,6 +131,11 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
+            if e.exec_id.is_empty() {
+                if let Some(bundle) = self.bundle_of(&e.container_id) {
+                    crate::containerd::exit_status::record(&bundle, e.pid, &e.record);
+                }
+            }
             self.events.exit(&e);
             if e.waiters.is_empty() {
                 continue;
@@ -157,7 +162,7 @@ impl Shim {
 
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
     pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Reply> {
-        if req.service != "containerd.task.v2.Task" {
+        if !crate::containerd::task_api::is_task_service(&req.service) {
             return Some(Err(unimplemented(format!(
                 "service {} is not served by tether",
                 req.service
