@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 use tether_tests::containerd_env::{ps_lists_exec, ContainerdEnv, StdinAfter};
+use tether_tests::skip;
 
 /// Generous bound for polls (status changes, events): they normally take milliseconds.
 const POLL: Duration = Duration::from_secs(10);
@@ -489,6 +490,60 @@ fn exec_with_a_terminal_stdin_and_kill() {
         "init lives on"
     );
 
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+/// The daemon and the shim agree on the task API: containerd 2.3 and later start the shim
+/// with `BootstrapParams` and connect with task API v3 (what the shim's `BootstrapResult`
+/// says); older daemons get the plain address and speak v2. The same holds when a
+/// restarted daemon reconnects to the running shim.
+#[test]
+fn shim_speaks_the_task_api_of_its_daemon() {
+    const TEST: &str = "shim_speaks_the_task_api_of_its_daemon";
+    let version = tether_tests::containerd_version();
+    if !version.at_least(2, 0) {
+        skip(
+            TEST,
+            &format!(
+                "containerd {version} logs no `connecting to shim` line with the task API \
+                 version (it speaks only v2, which every other test uses)"
+            ),
+        );
+        return;
+    }
+    let want = if version.at_least(2, 3) { 3 } else { 2 };
+    let mut env = ContainerdEnv::start();
+    let id = env.id("c");
+    let connects = |env: &ContainerdEnv| -> Vec<String> {
+        let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
+        let needle = format!("connecting to shim {id}\"");
+        log.lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_string)
+            .collect()
+    };
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    env.restart_containerd();
+    assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+    let lines = connects(&env);
+    assert_eq!(
+        lines.len(),
+        2,
+        "containerd {version} connects to the shim at start and after its restart: {lines:#?}\n\
+         --- containerd log ---\n{}",
+        env.log_tail()
+    );
+    for line in &lines {
+        assert!(
+            line.contains("protocol=ttrpc") && line.contains(&format!("version={want}")),
+            "containerd {version} speaks task API v{want} over ttrpc with the shim: {line}"
+        );
+    }
     env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
     env.wait_task_status(&id, "STOPPED", POLL);
     env.ctr_ok(&["task", "rm", &id]);
