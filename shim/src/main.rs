@@ -5,6 +5,7 @@
 
 mod cgroups;
 mod containerd;
+mod idmap;
 mod logger;
 mod malloc_arenas;
 mod mount;
