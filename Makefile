@@ -63,8 +63,8 @@ test: deps build
 conformance: deps build
 	tests/scripts/conformance.sh $(CURDIR)/$(dir $(RELEASE_BIN))
 
-## test-containerd-matrix: the ctr-driven integration tests against containerd 1.6, 2.1, 2.2,
-##        2.3 and 2.4, and the upgrade test 2.1 -> 2.3, with a table of the results.
+## test-containerd-matrix: the ctr-driven integration tests against containerd 1.6, 1.7, 2.1,
+##        2.2, 2.3 and 2.4, and the upgrade tests 1.7 -> 2.3 and 2.1 -> 2.3, with a table.
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)

@@ -15,7 +15,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-LINES="1.6 2.1 2.2 2.3 2.4"
+LINES="1.6 1.7 2.1 2.2 2.3 2.4"
 
 die() { echo "containerd-daemon: $*" >&2; exit 1; }
 

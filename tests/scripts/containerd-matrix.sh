@@ -5,14 +5,15 @@
 #
 # Usage: tests/scripts/containerd-matrix.sh [SHIM]   (default: make build's release binary)
 # Env:
-#   TETHER_MATRIX          the containerd lines to run (default "1.6 2.1 2.2 2.3 2.4")
-#   TETHER_MATRIX_UPGRADE  FROM:TO pairs for the upgrade test (default "2.1:2.3"; "" = none)
+#   TETHER_MATRIX          the containerd lines to run (default "1.6 1.7 2.1 2.2 2.3 2.4")
+#   TETHER_MATRIX_UPGRADE  FROM:TO pairs for the upgrade test (default "1.7:2.3 2.1:2.3",
+#                          the upgrades to the long-term-support line; "" = none)
 #   TETHER_MATRIX_THREADS  --test-threads for each run (default 4: the tests mostly wait)
 #   TETHER_MATRIX_LOGS     where each run's full output goes (default target/containerd-matrix)
 #
 # Each containerd comes from tests/scripts/containerd-daemon.sh (1.6: Debian's package;
-# 2.1: the shared conformance harness's Debian sid package; 2.2-2.4: built by go-tools.sh,
-# cached). A line whose daemon cannot be had counts as failed. Exit status 0 iff nothing
+# 1.7 and 2.1: the shared conformance harness's Debian trixie and sid packages; 2.2-2.4:
+# built by go-tools.sh, cached). A line whose daemon cannot be had counts as failed. Exit status 0 iff nothing
 # failed.
 set -euo pipefail
 
@@ -22,8 +23,8 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 shim=${1:-$top/target/$host/release/containerd-shim-tether-v2}
 [ -x "$shim" ] || { echo "containerd-matrix: $shim missing (make build)" >&2; exit 1; }
 shim=$(cd "$(dirname "$shim")" && pwd)/$(basename "$shim")
-lines=${TETHER_MATRIX:-1.6 2.1 2.2 2.3 2.4}
-upgrades=${TETHER_MATRIX_UPGRADE-2.1:2.3}
+lines=${TETHER_MATRIX:-1.6 1.7 2.1 2.2 2.3 2.4}
+upgrades=${TETHER_MATRIX_UPGRADE-1.7:2.3 2.1:2.3}
 threads=${TETHER_MATRIX_THREADS:-4}
 logs=${TETHER_MATRIX_LOGS:-$top/target/containerd-matrix}
 # The test files that drive containerd with ctr (each runs on every line).
