@@ -78,7 +78,9 @@ enum LogTo {
     /// `start`: the `log` FIFO if containerd holds it open, else nowhere. Never stderr:
     /// containerd reads `start`'s stdout and stderr together as its answer.
     FifoOrNowhere,
-    /// `delete`: stderr, which containerd logs as warnings or shows when it fails.
+    /// `delete`: stderr, which containerd logs as warnings or shows when it fails; never at
+    /// debug level (containerd 2.x logs any stderr output of a successful `delete` as a
+    /// warning, and it runs `delete` after every shim exit).
     Stderr,
 }
 
@@ -102,7 +104,8 @@ fn init_logging(flags: &Flags, to: LogTo) {
         ("namespace".to_string(), flags.namespace.clone()),
         ("id".to_string(), flags.id.clone()),
     ];
-    let _ = logger::install(logger::Logger::new(sink, flags.debug, fields));
+    let debug = flags.debug && !matches!(to, LogTo::Stderr);
+    let _ = logger::install(logger::Logger::new(sink, debug, fields));
 }
 
 fn serve(flags: &Flags) -> Result<(), String> {

@@ -1,5 +1,6 @@
 //! The short-lived actions containerd runs: `start` (spawn the long-running shim, print
-//! its address) and `delete` (clean up after a shim that died).
+//! its address, in either of containerd's bootstrap protocols: see `bootstrap_protocol.rs`)
+//! and `delete` (clean up after a shim that died, and say how its container ended).
 
 use crate::containerd::address;
 use crate::containerd::bootstrap_protocol::{

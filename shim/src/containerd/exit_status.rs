@@ -11,7 +11,10 @@
 //! {"Timestamp":"2026-12-01T16:05:01.123456789Z","Pid":4242,"Status":3}
 //! ```
 //!
-//! The file is written atomically (temp file, fsync, rename, fsync of the bundle), mode 0600.
+//! The file is written atomically (a temp file renamed over it), mode 0600, by the shim's
+//! event loop. Not fsynced: the record must survive the shim, not the machine (after a
+//! reboot the containers are gone and containerd cleans the bundles up anyway), and the loop
+//! must not stall on a disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -48,7 +51,7 @@ pub enum ExitFileError {
     /// A file system call failed; `op` names it.
     #[error("{op} {}: {source}", path.display())]
     Io {
-        /// The call ("create", "write", "fsync", "rename", "read").
+        /// The call ("create", "write", "rename", "read").
         op: &'static str,
         /// The path it was made on.
         path: PathBuf,
@@ -118,13 +121,9 @@ fn write_via(bundle: &Path, tmp: &Path, json: &[u8]) -> Result<(), ExitFileError
         .open(tmp)
         .map_err(io_err("create", tmp))?;
     file.write_all(json).map_err(io_err("write", tmp))?;
-    file.sync_all().map_err(io_err("fsync", tmp))?;
     drop(file);
     let target = bundle.join(EXIT_FILE);
-    std::fs::rename(tmp, &target).map_err(io_err("rename", &target))?;
-    File::open(bundle)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", bundle))
+    std::fs::rename(tmp, &target).map_err(io_err("rename", &target))
 }
 
 /// Reads `<bundle>/exit.json`: `Ok(None)` when there is none; [`ExitFileError::Invalid`] when
