@@ -15,10 +15,9 @@ use tether_tests::direct_shim::{ctx, DirectShim, RawConn, SlowRunc};
 
 const SLOW: Duration = Duration::from_millis(300);
 
-/// What the "containerd" side saw after the exit: when Wait returned, and the results of
-/// the Delete and Shutdown it sent at once.
+/// What the "containerd" side saw after the exit: the exit status Wait gave, and the
+/// results of the Delete and Shutdown it sent at once.
 struct Reaction {
-    wait_returned: Instant,
     exit_status: u32,
     delete: Result<api::DeleteResponse, String>,
     shutdown: Result<(), String>,
@@ -30,7 +29,6 @@ fn react_to_exit(shim: &DirectShim, id: &str) -> Reaction {
     let mut wait = api::WaitRequest::new();
     wait.id = id.into();
     let waited = shim.client().wait(ctx(), &wait).expect("Wait");
-    let wait_returned = Instant::now();
     let mut delete = api::DeleteRequest::new();
     delete.id = id.into();
     let delete = shim
@@ -43,7 +41,6 @@ fn react_to_exit(shim: &DirectShim, id: &str) -> Reaction {
         .map(|_| ())
         .map_err(|e| e.to_string());
     Reaction {
-        wait_returned,
         exit_status: waited.exit_status,
         delete,
         shutdown,
@@ -111,6 +108,7 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
 
     // Then what containerd does on the exit: Delete and Shutdown, answered.
     let reaction = react_to_exit(&shim, &id);
+    assert_eq!(reaction.exit_status, 137);
     let deleted = reaction.delete.expect("Delete after the exit");
     assert_eq!(deleted.exit_status, 137);
     assert!(deleted.pid > 0, "Delete reports the real pid");
