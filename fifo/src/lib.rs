@@ -20,9 +20,11 @@ pub mod exit;
 pub mod id;
 pub mod open;
 pub mod pidfile;
+pub mod pinned;
 pub mod process_dir;
 pub mod rfc3339;
 mod small_file;
+pub mod start_time;
 pub mod winsz;
 
 pub use error::{Error, Result};
@@ -33,7 +35,10 @@ pub use open::{
     KeepAliveReader, KeepAliveWriter,
 };
 pub use pidfile::read_pid_file;
+pub use pinned::{write_atomic, PinnedDir};
 pub use process_dir::{
-    ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STDERR, STDIN, STDOUT, WINSZ,
+    Fate, ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STARTTIME, STDERR,
+    STDIN, STDOUT, WINSZ,
 };
+pub use start_time::StartRecord;
 pub use winsz::{encode_winsz, WindowSize, WinszDecoder, MAX_WINSZ_OBJECT};
