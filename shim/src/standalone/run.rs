@@ -45,25 +45,24 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         .ok_or_else(|| CliError::Usage(format!("--bundle is required\n{USAGE}")))?;
     let (bundle, tty) = check_bundle(Path::new(bundle))?;
 
+    // Before runc runs: it would make the depot 0700 as the parent of its root.
+    depot.prepare()?;
     if depot.runc(None, None).state(id).is_ok() {
         return Err(CliError::Exists {
             what: format!("container {id:?}"),
             path: depot.runc_root.join(id),
         });
     }
-    std::fs::create_dir_all(&depot.root).map_err(|e| CliError::io("mkdir", &depot.root, &e))?;
     let cdir = depot.container_dir(id);
-    std::fs::create_dir(&cdir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => CliError::Exists {
-            what: format!("container {id:?}"),
-            path: cdir.clone(),
-        },
-        _ => CliError::io("mkdir", &cdir, &e),
+    depot.create_container_dirs(id).map_err(|e| {
+        if !matches!(e, CliError::Exists { .. }) {
+            let _ = std::fs::remove_dir_all(&cdir);
+        }
+        e
     })?;
     // From here on, any failure removes the container's directory again.
     let result = (|| {
         let procs = depot.processes_dir(id);
-        std::fs::create_dir(&procs).map_err(|e| CliError::io("mkdir", &procs, &e))?;
         depot.write_container(
             id,
             &ContainerMeta {
