@@ -38,9 +38,10 @@ use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::io_owner::IoOwner;
-use super::pty_eof;
+use super::{keeper, pty_eof};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
+use crate::supervisor::pidfd;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::wiring::{self, PipeOptions, Sink};
@@ -501,6 +502,18 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     };
     sup.register()
         .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
+    // Only now: runc and the process were started with the score we were given.
+    keeper::protect_from_oom();
+    // It exits with the process; we reap it as any other child (the reaper's loop).
+    match pidfd::open(pid) {
+        Ok(fd) => {
+            if let Err(e) = keeper::spawn_keeper(&sup.process_output_ends(), &fd) {
+                log::warn!("no keeper for process {pid}: {e}");
+            }
+        }
+        // Exited and reaped already (by nobody else: it is our child), or no pidfds.
+        Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
+    }
     Ok((sup, pid))
 }
 
@@ -517,6 +530,15 @@ fn exec_error(e: runc_wrapper::Error) -> CliError {
 }
 
 impl Supervisor {
+    /// The process's ends of its output (pipe read ends or the pty master), for the keeper.
+    fn process_output_ends(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        let mut ends = self.stdio.output_sources();
+        if let Some(m) = &self.master {
+            ends.push(m.as_fd());
+        }
+        ends
+    }
+
     fn register(&mut self) -> std::io::Result<()> {
         let poller = self.base.poller();
         self.stdio.register(poller, SLOT).map_err(|u| u.error)?;
