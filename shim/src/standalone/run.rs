@@ -7,6 +7,7 @@ use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
+use crate::supervisor::go_json;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -104,8 +105,10 @@ fn check_bundle(dir: &Path) -> CliResult<(PathBuf, bool)> {
     let abs = std::fs::canonicalize(dir).map_err(|e| not_bundle(e.to_string()))?;
     let config = abs.join("config.json");
     let bytes = std::fs::read(&config).map_err(|e| not_bundle(format!("config.json: {e}")))?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| not_bundle(format!("config.json: {e}")))?;
+    // Read as runc reads it (bytes that are not UTF-8 are no error); runc gets the file
+    // itself, untouched.
+    let value: Value = serde_json::from_str(&go_json::lossy_utf8(&bytes))
+        .map_err(|e| not_bundle(format!("config.json: {e}")))?;
     let process = value
         .get("process")
         .filter(|p| p.is_object())
