@@ -94,6 +94,12 @@ fn killed_supervisor_case(tty: bool) {
     } else {
         eprintln!("this root may not lower oom_score_adj: the supervisor keeps {ours}");
         assert_eq!(oom_score_adj(sup), ours);
+        // Detected and logged, not fatal.
+        let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+        assert!(
+            log.contains("level=warning") && log.contains("oom_score_adj"),
+            "supervisor.log: {log:?}"
+        );
     }
     assert_eq!(oom_score_adj(pid), ours, "the process does not inherit it");
 

@@ -13,6 +13,7 @@
 //!       control                          FIFO: requests to the supervisor (`close-stdin`)
 //!       tty                              empty marker: the process has a terminal
 //!       starttime                        "<pid> <start ticks>": the process, not a recycled pid
+//!       supervisor.log                   the supervisor's warnings, made on the first one
 //! ```
 //!
 //! Modes are set explicitly, never left to the caller's umask: the depot, a container's

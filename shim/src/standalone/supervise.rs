@@ -38,7 +38,7 @@ use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::io_owner::IoOwner;
-use super::{keeper, pty_eof};
+use super::{keeper, pty_eof, supervisor_log};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::pidfd;
@@ -342,6 +342,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     // cannot steer a write of ours (or runc's) elsewhere.
     let pinned = PinnedDir::open(&plan.dir).map_err(CliError::fifo)?;
     let dir = ProcessDir::from_path(pinned.path()).map_err(CliError::fifo)?;
+    supervisor_log::install(dir.path(), &plan.dir);
     let write = |name: &str, bytes: &[u8]| {
         fifo::write_atomic(&dir.path().join(name), bytes, FILE_MODE)
             .map_err(|e| CliError::fifo_at(e, &plan.dir.join(name)))
