@@ -86,7 +86,6 @@ fn modes_are_explicit_under_umask_000() {
         TIMEOUT,
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    // exec too: its directory is made by another command.
     let depot = env.depot();
     let cdir = depot.join(&id);
     let dir = env.process_dir(&id, "init");
