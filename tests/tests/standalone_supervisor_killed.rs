@@ -113,7 +113,7 @@ fn killed_supervisor_case(tty: bool) {
     std::thread::sleep(Duration::from_secs(1));
     assert!(alive(pid), "the process died with its supervisor");
 
-    for sub in ["wait", "attach"] {
+    for sub in ["wait", "attach", "close-stdin"] {
         let out = quick(&env, sub, &[&id, "w"]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(116), "{sub}: {err}");

@@ -15,10 +15,10 @@ pub const EXIT_EXISTS: u8 = 120;
 pub const EXIT_NOT_FOUND: u8 = 121;
 /// Exit code: the bundle is not an OCI bundle, or the process spec is not a process.
 pub const EXIT_INVALID_SPEC: u8 = 122;
-/// Exit code of `wait`/`attach`: the supervisor is gone (SIGKILLed?) and the process still
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone (SIGKILLed?) and the process still
 /// runs, unsupervised: its exit code will never be recorded.
 pub const EXIT_UNSUPERVISED: u8 = 116;
-/// Exit code of `wait`/`attach`: the supervisor is gone and so is the process, its exit
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone and so is the process, its exit
 /// status unrecorded: lost.
 pub const EXIT_STATUS_LOST: u8 = 117;
 /// Exit code: the depot is unsafe: a user other than root (and the caller) could change it.
@@ -38,9 +38,9 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (wait, attach: the process's own exit code, 128+N if killed by signal N)
   2    usage error
-  116  wait, attach: the supervisor was killed; the process still runs (pid on stderr),
+  116  wait, attach, close-stdin: the supervisor was killed; the process still runs (pid on stderr),
        unsupervised: its output is no longer delivered, its exit code never recorded
-  117  wait, attach: the supervisor was killed and the process is gone: its status is lost
+  117  wait, attach, close-stdin: the supervisor was killed and the process is gone: its status is lost
   118  the depot is unsafe: owned by, or writable by, a user other than root and the caller
   119  attach: detached with the detach keys (the process keeps running)
   120  the container or process id already exists
