@@ -105,7 +105,7 @@ pub enum Error {
         content: String,
     },
 
-    /// A `starttime` record that is not "<pid> <start ticks>".
+    /// A `starttime` record that is not `"<pid> <start ticks>"`.
     #[error("start time record holds {content:?}, not \"<pid> <start ticks>\"")]
     BadStartRecord {
         /// Its content (possibly shortened).

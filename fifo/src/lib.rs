@@ -8,8 +8,11 @@
 //! * [`ProcessDir`]: the per-process directory of FIFOs and files (`stdin`, `stdout`,
 //!   `stderr`, `winsz`, `exit`, `exitcode`, `pidfile`, `log.json`) through which a manager
 //!   can die, restart, reattach and still learn the exit status.
-//! * [`ExitRecord`], [`WindowSize`]/[`WinszDecoder`], [`read_pid_file`]: the formats of
-//!   that directory's files and streams.
+//! * [`ExitRecord`], [`WindowSize`]/[`WinszDecoder`], [`read_pid_file`], [`StartRecord`]:
+//!   the formats of that directory's files and streams; [`Fate`]: what the directory
+//!   alone tells about a process whose supervisor is gone.
+//! * [`PinnedDir`], [`write_atomic`]: a directory held by a descriptor and files written
+//!   in it without following a symlink, so a path swapped under a writer cannot steer it.
 //!
 //! Linux only. Every descriptor is opened with `O_CLOEXEC`. No function panics on any input.
 

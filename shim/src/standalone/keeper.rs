@@ -119,4 +119,17 @@ mod tests {
     fn thread_count_is_read() {
         assert!(thread_count().is_some_and(|n| n >= 1));
     }
+
+    #[test]
+    fn no_fork_from_a_multi_threaded_process() {
+        // The test harness runs tests on threads: there are at least two, and a forked
+        // child could deadlock on a lock another thread held. It must refuse.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let fd = crate::supervisor::pidfd::open(std::process::id() as i32).unwrap();
+        let err = spawn_keeper(&[], &fd).unwrap_err();
+        assert!(err.to_string().contains("single-threaded"), "{err}");
+        drop(tx);
+        let _ = other.join();
+    }
 }
