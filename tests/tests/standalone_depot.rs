@@ -213,6 +213,17 @@ fn a_depot_other_users_can_write_is_refused() {
     let out = env.output("list", &[]);
     assert!(out.status.success(), "{out:?}");
     std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // runc's root too: root's runc trusts what is in it.
+    let runc_root = env.runc_root();
+    std::fs::create_dir_all(&runc_root).unwrap();
+    std::fs::set_permissions(&runc_root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.output("list", &[]);
+    assert_eq!(out.status.code(), Some(118), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(runc_root.to_str().unwrap()),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&runc_root, std::fs::Permissions::from_mode(0o700)).unwrap();
     // And the help lists the code.
     assert!(text(&env.output("run", &["--help"]).stdout).contains("118"));
 }

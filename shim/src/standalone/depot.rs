@@ -173,26 +173,13 @@ impl Depot {
     /// state), and whoever can rename or replace an entry on the way could steer those
     /// writes. The depot must be owned by root or the caller and not be writable by group
     /// or others; so must each directory above it, except that a sticky one (such as
-    /// `/tmp`) may be, since nobody else can rename or remove what it holds. Checked on
-    /// the path as given and on the path it resolves to. A missing depot is fine (there is
-    /// nothing in it yet).
+    /// `/tmp`) may be, since nobody else can rename or remove what it holds; and so must
+    /// runc's root. Checked on the path as given and on the path it resolves to. A missing
+    /// depot (or runc root) is fine: there is nothing in it yet.
     pub fn check_safe(&self) -> CliResult<()> {
-        if std::fs::symlink_metadata(&self.root).is_err() {
-            return Ok(());
-        }
-        check_dir_safe(&self.root, true)?;
-        for a in self.root.ancestors().skip(1) {
-            check_dir_safe(a, false)?;
-        }
-        if let Ok(real) = std::fs::canonicalize(&self.root) {
-            if real != self.root {
-                check_dir_safe(&real, true)?;
-                for a in real.ancestors().skip(1) {
-                    check_dir_safe(a, false)?;
-                }
-            }
-        }
-        Ok(())
+        check_tree_safe(&self.root)?;
+        // runc's state, which root's runc trusts, likewise (inside the depot by default).
+        check_tree_safe(&self.runc_root)
     }
 
     /// Creates the container's directory and its `processes/` (0711 exactly).
@@ -277,6 +264,25 @@ fn mkdir_exact(path: &Path, mode: u32) -> CliResult<bool> {
         .and_then(|d| d.chmod(mode))
         .map_err(CliError::fifo)?;
     Ok(true)
+}
+
+/// [`check_dir_safe`] for `dir` (if it exists) and every directory above it, on the path
+/// as given and as resolved.
+fn check_tree_safe(dir: &Path) -> CliResult<()> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Ok(());
+    }
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for path in [dir, real.as_path()] {
+        check_dir_safe(path, true)?;
+        for a in path.ancestors().skip(1) {
+            check_dir_safe(a, false)?;
+        }
+        if real == dir {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Whether a user other than root and us could rename, remove or create entries in the

@@ -41,7 +41,8 @@ Exit codes:
   116  wait, attach, close-stdin: the supervisor was killed; the process still runs (pid on stderr),
        unsupervised: its output is no longer delivered, its exit code never recorded
   117  wait, attach, close-stdin: the supervisor was killed and the process is gone: its status is lost
-  118  the depot is unsafe: owned by, or writable by, a user other than root and the caller
+  118  the depot (or runc's root) is unsafe: owned by, or writable by, a user other than
+       root and the caller
   119  attach: detached with the detach keys (the process keeps running)
   120  the container or process id already exists
   121  no such container or process, or the container is not running
