@@ -72,23 +72,24 @@ fn alive(pid: i32) -> bool {
 fn modes_are_explicit_under_umask_000() {
     let env = StandaloneEnv::new();
     let id = env.id("umask");
-    let bundle = env.bundle("b", &["sh", "-c", "echo hi; exit 3"]);
-    let mut run = env.cmd("run");
-    run.args(["--bundle", bundle.path().to_str().unwrap(), &id]);
-    let out = output_bounded(under_umask_000(&run), TIMEOUT);
+    // Runs until its stdin is closed: its files are all there while it runs.
+    let bundle = env.bundle("b", &["sh", "-c", "read l; exit 3"]);
+    let umask_000 = |sub: &str, args: &[&str]| {
+        let mut c = env.cmd(sub);
+        c.args(args);
+        output_bounded(under_umask_000(&c), TIMEOUT)
+    };
+    let out = umask_000("run", &["--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(out.status.success(), "run: {}", text(&out.stderr));
-    let out = output_bounded(
-        under_umask_000(&{
-            let mut c = env.cmd("wait");
-            c.arg(&id);
-            c
-        }),
-        TIMEOUT,
-    );
+    let dir = env.process_dir(&id, "init");
+    // Written by the supervisor once the process has started.
+    assert!(eventually(TIMEOUT, || dir.join("starttime").exists()));
+    let out = umask_000("close-stdin", &[&id]);
+    assert!(out.status.success(), "close-stdin: {}", text(&out.stderr));
+    let out = umask_000("wait", &[&id]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let depot = env.depot();
     let cdir = depot.join(&id);
-    let dir = env.process_dir(&id, "init");
     for (path, mode) in [
         (depot.to_path_buf(), 0o711),
         (cdir.clone(), 0o711),
