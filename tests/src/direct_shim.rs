@@ -92,6 +92,11 @@ impl DirectShim {
     /// Starts a shim for a container `id` whose bundle runs `args` (busybox), as containerd
     /// would: `start` in the bundle dir, then a connection to the printed address.
     pub fn start(id: &str, args: &[&str]) -> Self {
+        Self::start_with_env(id, args, &[])
+    }
+
+    /// [`DirectShim::start`] with extra environment variables for the shim.
+    pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         crate::require::root();
         let shim = crate::containerd_env::shim_binary();
         let dir = tempfile::Builder::new()
@@ -109,6 +114,7 @@ impl DirectShim {
             .args(["-debug", "-namespace", &namespace, "-id", id, "-address"])
             .arg(dir.path().join("containerd.sock"))
             .arg("start")
+            .envs(env.iter().copied())
             .current_dir(&bundle)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -164,6 +170,20 @@ impl DirectShim {
             .unwrap_or_default();
         let runc = fs::read_to_string(self.bundle().join("log.json")).unwrap_or_default();
         format!("shim log:\n{shim}\nruncs' log.json:\n{runc}")
+    }
+
+    /// Waits until the shim's log holds `needle` (the log is copied by another thread).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The test's temp dir.

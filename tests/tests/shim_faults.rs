@@ -200,10 +200,31 @@ fn accept_failures_back_off_instead_of_spinning() {
         c.read_exact(&mut header)
             .unwrap_or_else(|e| panic!("connection {i} not served after the limit rose: {e}"));
     }
+    shim.wait_log("accepting connections again", Duration::from_secs(2));
     let log = shim.log();
     let warnings = log.matches("level=warning msg=\"accept:").count();
     assert!(
         warnings <= 1,
         "accept failures logged {warnings} times:\n{log}"
+    );
+}
+
+#[test]
+fn a_shim_that_never_gets_a_container_exits_by_itself() {
+    // Before: a shim whose containerd failed between `start` and Create (or never sent
+    // Shutdown) stayed for ever, with its socket, where a later create of the same group
+    // could join it. The bound is 60 s; the test shortens it.
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start_with_env(&id, &["true"], &[("TETHER_IDLE_EXIT_SECS", "1")]);
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim with no container still runs"
+    );
+    let socket = shim.socket().expect("the shim's socket");
+    assert!(!socket.exists(), "{} left behind", socket.display());
+    assert!(
+        shim.wait_log("no container for", Duration::from_secs(2)),
+        "{}",
+        shim.log()
     );
 }

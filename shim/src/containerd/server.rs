@@ -56,6 +56,9 @@ struct EventLoop {
     exit_deadline: Option<Instant>,
     /// When containerd asked the shim to shut down (it exits once no call is in flight).
     shutdown_requested: Option<Instant>,
+    /// Since when the shim has served no container, and how long it may stay so.
+    empty_since: Option<Instant>,
+    idle_exit: Duration,
 }
 
 /// An exit waiting to be reported.
@@ -76,6 +79,11 @@ const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
 const EXIT_HOLD_LIMIT: Duration = crate::containerd::call_gate::ENTER_WAIT;
 /// How long a shim asked to shut down keeps serving the calls still in flight.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// How long a shim with no container waits for one before it exits by itself: containerd
+/// creates the first container right after `start`, and shuts the shim down after the
+/// last one; a shim left without either (containerd failed in between) must not stay
+/// for ever. `TETHER_IDLE_EXIT_SECS` overrides it (tests).
+const IDLE_EXIT: Duration = Duration::from_secs(60);
 /// Calls of all connections that may wait for a worker at once; beyond, no connection is
 /// read until some are answered (with the per-connection bounds in `ttrpc`, this bounds
 /// what requests and replies can take in memory).
@@ -142,6 +150,12 @@ pub fn run(
         pending_exits: VecDeque::new(),
         exit_deadline: None,
         shutdown_requested: None,
+        empty_since: Some(Instant::now()),
+        idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(IDLE_EXIT),
     };
     log::info!("serving task API v2");
     let mut ready = Vec::new();
@@ -453,10 +467,11 @@ impl EventLoop {
     }
 
     /// Wakes the loop when the first queued exit stops waiting, a shutdown's drain is over,
-    /// or the listener's backoff.
+    /// the listener's backoff, or the time a shim with no container waits for one.
     fn next_deadline(&self) -> Option<Instant> {
         let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
-        [self.exit_deadline, shutdown, self.accept_resume_at]
+        let idle = self.empty_since.map(|at| at + self.idle_exit);
+        [self.exit_deadline, shutdown, self.accept_resume_at, idle]
             .into_iter()
             .flatten()
             .min()
@@ -465,12 +480,30 @@ impl EventLoop {
     /// Whether the shim may exit: containerd asked it to shut down, it serves no container,
     /// and every call in flight has been answered and every exit reported (or the drain's
     /// bound is over). A container created meanwhile (a grouped shim's next container)
-    /// cancels the shutdown.
+    /// cancels the shutdown. Also when it has served no container and had no call for
+    /// `idle_exit`, shut down or not (an orphan: containerd failed between `start` and
+    /// Create, or after the last Delete).
     fn done(&mut self) -> bool {
+        let empty = self.shim.lock().containers.is_empty();
+        if !empty {
+            self.empty_since = None;
+        } else if self.workers.in_flight() > 0 {
+            // A Create in flight: not idle yet.
+            self.empty_since = Some(Instant::now());
+        } else {
+            let since = *self.empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.idle_exit {
+                log::warn!(
+                    "no container for {:?} and no shutdown from containerd: exiting",
+                    self.idle_exit
+                );
+                return true;
+            }
+        }
         let Some(at) = self.shutdown_requested else {
             return false;
         };
-        if !self.shim.lock().containers.is_empty() {
+        if !empty {
             log::info!("shutdown cancelled: a container was created meanwhile");
             self.shutdown_requested = None;
             return false;
@@ -516,7 +549,7 @@ impl EventLoop {
                         stdio,
                     } => self.add_stdio(container, exec, stdio),
                     LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
-                    LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
+                    LoopMsg::WatchOom { container, watcher } => self.watch_oom(container, watcher),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
                     LoopMsg::Shutdown => {
                         self.shutdown_requested.get_or_insert_with(Instant::now);
@@ -577,21 +610,17 @@ impl EventLoop {
         });
     }
 
-    fn watch_oom(&mut self, container: String, pid: i32) {
-        match crate::cgroups::oom::OomWatcher::new(pid) {
-            Ok(w) => {
-                let n = self.next_oom;
-                self.next_oom = self.next_oom.wrapping_add(1);
-                if self
-                    .base
-                    .poller()
-                    .add_readable(w.fd(), Token::Oom(n))
-                    .is_ok()
-                {
-                    self.ooms.insert(n, (container, w));
-                }
+    /// Polls a container's OOM watcher, and checks it once now: an OOM kill between the
+    /// watcher's creation and this registration changed nothing the poll would see.
+    fn watch_oom(&mut self, container: String, watcher: crate::cgroups::oom::OomWatcher) {
+        let n = self.next_oom;
+        self.next_oom = self.next_oom.wrapping_add(1);
+        match self.base.poller().add_readable(watcher.fd(), Token::Oom(n)) {
+            Ok(()) => {
+                self.ooms.insert(n, (container, watcher));
+                self.on_oom(n);
             }
-            Err(e) => log::info!("no OOM events for {container}: {e}"),
+            Err(e) => log::warn!("no OOM events for {container}: {e}"),
         }
     }
 

@@ -57,9 +57,11 @@ pub enum LoopMsg {
         container: String,
         exec: String,
     },
+    /// Register a container's OOM watcher (made by the worker while its init was known
+    /// to be alive) and report at once what it already counts.
     WatchOom {
         container: String,
-        pid: i32,
+        watcher: crate::cgroups::oom::OomWatcher,
     },
     /// Exits to report once the processes' output has drained (see the loop).
     Exited(Vec<Exited>),
@@ -159,6 +161,11 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
+            if e.exec_id.is_empty() {
+                if let Some(bundle) = self.bundle_of(&e.container_id) {
+                    crate::containerd::exit_status::record(&bundle, e.pid, &e.record);
+                }
+            }
             self.events.exit(&e);
             let waiters = self.lock().exit_delivered(&e.container_id, &e.exec_id);
             self.pumps_done.notify_all();
@@ -198,7 +205,7 @@ impl Shim {
 
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
     pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Answer> {
-        if req.service != "containerd.task.v2.Task" {
+        if !crate::containerd::task_api::is_task_service(&req.service) {
             return Some(Answer::now(Err(unimplemented(format!(
                 "service {} is not served by tether",
                 req.service
@@ -315,6 +322,18 @@ impl Shim {
             b = b.criu(&opts.criu_path);
         }
         b.build()
+    }
+
+    /// Watches the memory cgroup of a container whose init `pid` was just created: here,
+    /// while the pid surely is that process (the loop would get it only later, maybe dead).
+    fn watch_oom(&self, container: &str, pid: i32) {
+        match crate::cgroups::oom::OomWatcher::new(pid) {
+            Ok(watcher) => self.post(LoopMsg::WatchOom {
+                container: container.to_string(),
+                watcher,
+            }),
+            Err(e) => log::info!("no OOM events for {container}: {e}"),
+        }
     }
 
     fn add_pumps(&self, container: &str, exec: &str, stdio: ProcessStdio) {
@@ -465,10 +484,7 @@ impl Shim {
         };
         self.add_pumps(&r.id, "", pumps);
         if pid > 0 {
-            self.post(LoopMsg::WatchOom {
-                container: r.id.clone(),
-                pid,
-            });
+            self.watch_oom(&r.id, pid);
         }
         self.events.create(
             &r.id,
@@ -562,10 +578,7 @@ impl Shim {
         self.add_pumps(&r.id, &r.exec_id, pumps);
         if r.exec_id.is_empty() {
             if restore {
-                self.post(LoopMsg::WatchOom {
-                    container: r.id.clone(),
-                    pid,
-                });
+                self.watch_oom(&r.id, pid);
             }
             self.events.start(&r.id, pid);
         } else {
