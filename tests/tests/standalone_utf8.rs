@@ -3,15 +3,17 @@
 //! would pass them, instead of being refused (issue 12, point 8).
 //!
 //! runc (Go's encoding/json) reads each byte of a JSON string that is not valid UTF-8 as
-//! U+FFFD; the exec case compares with `runc exec` run directly on the same raw spec.
+//! U+FFFD, and so a `\uXXXX` escape of a lone UTF-16 surrogate; the exec case compares
+//! with `runc exec` run directly on the same raw spec.
 
 use std::process::{Command, Stdio};
 use tether_tests::StandaloneEnv;
 
-/// Prints its first argument and $X as hex bytes.
-const SCRIPT: &str = "printf %s \"$1\" | od -An -tx1; echo; printf %s \"$X\" | od -An -tx1";
+/// Prints its first argument, $X and $Y as hex bytes.
+const SCRIPT: &str = "for v in \"$1\" \"$X\" \"$Y\"; do printf %s \"$v\" | od -An -tx1; done";
 
-/// `json` with the placeholders `@ARG@` and `@ENV@` replaced by raw bytes.
+/// `json` with the placeholders `@ARG@` and `@ENV@` replaced by raw bytes, `@SUR@` by the
+/// escape of a lone surrogate.
 fn with_raw_bytes(json: &[u8]) -> Vec<u8> {
     let s = json.to_vec();
     let replace = |s: Vec<u8>, from: &[u8], to: &[u8]| -> Vec<u8> {
@@ -22,6 +24,7 @@ fn with_raw_bytes(json: &[u8]) -> Vec<u8> {
         [&s[..at], to, &s[at + from.len()..]].concat()
     };
     let s = replace(s, b"@ARG@", b"a\xffb");
+    let s = replace(s, b"@SUR@", br"\ud800x");
     replace(s, b"@ENV@", b"\xfe\xe2\x82")
 }
 
@@ -32,8 +35,9 @@ fn hex_words(out: &[u8]) -> String {
         .join(" ")
 }
 
-/// What Go's decoder makes of the raw bytes: one U+FFFD (ef bf bd) per invalid byte.
-const EXPECTED: &str = "61 ef bf bd 62 ef bf bd ef bf bd ef bf bd";
+/// What Go's decoder makes of them: one U+FFFD (ef bf bd) per invalid byte, and one for
+/// the lone surrogate.
+const EXPECTED: &str = "61 ef bf bd 62 ef bf bd ef bf bd ef bf bd ef bf bd 78";
 
 #[test]
 fn run_passes_raw_bytes_in_config_json_on_as_runc_reads_them() {
@@ -43,7 +47,7 @@ fn run_passes_raw_bytes_in_config_json_on_as_runc_reads_them() {
     bundle.config_mut()["process"]["env"]
         .as_array_mut()
         .unwrap()
-        .push("X=@ENV@".into());
+        .extend(["X=@ENV@".into(), "Y=@SUR@".into()]);
     bundle.save().unwrap();
     let config = bundle.path().join("config.json");
     let raw = with_raw_bytes(&std::fs::read(&config).unwrap());
@@ -76,7 +80,7 @@ fn exec_passes_raw_bytes_in_the_process_spec_on_as_runc_exec_does() {
     process["env"]
         .as_array_mut()
         .unwrap()
-        .push("X=@ENV@".into());
+        .extend(["X=@ENV@".into(), "Y=@SUR@".into()]);
     let raw = with_raw_bytes(&serde_json::to_vec(&process).unwrap());
     let file = env.runc_env().dir().join("raw.json");
     std::fs::write(&file, &raw).unwrap();

@@ -101,7 +101,7 @@ fn read_spec(file: &str, force_tty: bool) -> CliResult<(Vec<u8>, bool)> {
     let bad = |why: &str| CliError::InvalidSpec(format!("process spec {file}: {why}"));
     // Bytes that are not UTF-8 (args and env are bytes) are read as runc reads them.
     let mut value: Value =
-        serde_json::from_str(&go_json::lossy_utf8(&bytes)).map_err(|e| bad(&e.to_string()))?;
+        serde_json::from_str(&go_json::as_go_reads(&bytes)).map_err(|e| bad(&e.to_string()))?;
     let obj = value
         .as_object_mut()
         .ok_or_else(|| bad("not a JSON object"))?;

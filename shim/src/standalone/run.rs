@@ -107,7 +107,7 @@ fn check_bundle(dir: &Path) -> CliResult<(PathBuf, bool)> {
     let bytes = std::fs::read(&config).map_err(|e| not_bundle(format!("config.json: {e}")))?;
     // Read as runc reads it (bytes that are not UTF-8 are no error); runc gets the file
     // itself, untouched.
-    let value: Value = serde_json::from_str(&go_json::lossy_utf8(&bytes))
+    let value: Value = serde_json::from_str(&go_json::as_go_reads(&bytes))
         .map_err(|e| not_bundle(format!("config.json: {e}")))?;
     let process = value
         .get("process")
