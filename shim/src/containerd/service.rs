@@ -796,8 +796,11 @@ impl Shim {
             .ok_or_else(|| invalid("exec without a process spec"))?;
         // runc allocates a terminal from the process spec, containerd asks for one in the
         // request: make them agree (containerd's client does not always set both).
-        let mut process: serde_json::Value = serde_json::from_slice(&spec)
-            .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
+        // Decoded as runc (Go) decodes it, so bytes that are not UTF-8 in args or env reach
+        // the process as runc would pass them from the original (the spec is re-encoded).
+        let mut process: serde_json::Value =
+            serde_json::from_str(&crate::supervisor::go_json::as_go_reads(&spec))
+                .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
         let Some(obj) = process.as_object_mut() else {
             return Err(invalid("exec process spec is not a JSON object"));
         };
