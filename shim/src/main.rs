@@ -1,18 +1,11 @@
 //! `containerd-shim-tether-v2`: a containerd shim v2 (runtime `io.containerd.tether.v2`)
 //! that drives runc, and a standalone reattachable process supervisor (`run`, `exec`,
-//! `attach`, `wait`, ... — see `standalone`), built on one supervision core.
+//! `attach`, `wait`, ... — see `standalone`). A thin entry point over the `tether_shim`
+//! library, which holds the supervision core and both faces.
 #![deny(unsafe_code)]
 
-mod cgroups;
-mod containerd;
-mod idmap;
-mod logger;
-mod malloc_arenas;
-mod mount;
-mod standalone;
-mod supervisor;
-
-use containerd::flags::{self, Action, Flags, FlagsError};
+use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
+use tether_shim::{containerd, logger, malloc_arenas, standalone};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
