@@ -15,6 +15,7 @@ pub mod options;
 pub mod publisher;
 pub mod server;
 pub mod service;
+pub mod spool_setting;
 pub mod task_api;
 pub mod ttrpc;
 pub mod wire;

@@ -125,6 +125,13 @@ pub struct RuncOptions {
     /// criu work directory.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub criu_work_path: String,
+    /// tether's per-stream output spool limit (`SpoolLimit` in the TOML options; bytes,
+    /// `K`/`M`/`G` suffixes, an integer or a string; see `spool_setting`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub spool_limit: String,
+    /// tether's spool policy at the limit (`SpoolPolicy`: `block` or `drop-oldest`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub spool_policy: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -179,6 +186,8 @@ impl RuncOptions {
             criu_path: s(&self.criu_path, &task.criu_path),
             criu_image_path: s(&self.criu_image_path, &task.criu_image_path),
             criu_work_path: s(&self.criu_work_path, &task.criu_work_path),
+            spool_limit: s(&self.spool_limit, &task.spool_limit),
+            spool_policy: s(&self.spool_policy, &task.spool_policy),
         }
     }
 }
@@ -295,6 +304,7 @@ fn decode_runc_v1(value: &[u8]) -> Result<RuncOptions, String> {
         criu_path,
         criu_image_path: m.criu_image_path,
         criu_work_path: m.criu_work_path,
+        ..RuncOptions::default()
     })
 }
 
@@ -491,6 +501,13 @@ pub fn options_from_toml(file: &str, text: &str) -> Result<RuncOptions, OptionsE
             "criupath" => o.criu_path = want_str(entry.value)?,
             "criuimagepath" => o.criu_image_path = want_str(entry.value)?,
             "criuworkpath" => o.criu_work_path = want_str(entry.value)?,
+            "spoollimit" => {
+                o.spool_limit = match entry.value {
+                    toml::Value::Int(i) => i.to_string(),
+                    v => want_str(v)?,
+                }
+            }
+            "spoolpolicy" => o.spool_policy = want_str(entry.value)?,
             _ => {}
         }
     }
@@ -1150,6 +1167,7 @@ mod tests {
             criu_path: String::new(),
             criu_image_path: "/img".into(),
             criu_work_path: "/work".into(),
+            ..RuncOptions::default()
         }
     }
 
@@ -1532,6 +1550,8 @@ title = "ignored" # trailing comment
   CriuPath = '''/criu'''
   CriuImagePath = "/i"
   criu_work_path = "/w"
+  SpoolLimit = 1048576
+  spool_policy = "drop-oldest"
 "#;
         let got = options_from_toml("sample.toml", text).unwrap();
         assert_eq!(
@@ -1548,6 +1568,8 @@ title = "ignored" # trailing comment
                 criu_path: "/criu".into(),
                 criu_image_path: "/i".into(),
                 criu_work_path: "/w".into(),
+                spool_limit: "1048576".into(),
+                spool_policy: "drop-oldest".into(),
             }
         );
         // CRLF line endings are fine too.

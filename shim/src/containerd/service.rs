@@ -391,11 +391,20 @@ impl Shim {
                 }
             }
         };
+        let spool = crate::containerd::spool_setting::for_container(
+            &spec.annotations,
+            &opts.spool_limit,
+            &opts.spool_policy,
+            &bundle,
+            &r.id,
+        )
+        .map_err(invalid)?;
         let stdio_cfg = StdioConfig {
             stdin: r.stdin.clone(),
             stdout: r.stdout.clone(),
             stderr: r.stderr.clone(),
             terminal: r.terminal,
+            spool,
         };
         let owner = owner(&opts);
         let runc = self.runc_for(&opts, &bundle);
@@ -825,11 +834,17 @@ impl Shim {
                     r.id
                 )));
             }
+            // An exec spools as its container does (its own files, its own name).
+            let spool = c.init.stdio.spool.clone().map(|mut s| {
+                s.name = format!("{}/{}", r.id, r.exec_id);
+                s
+            });
             let stdio = StdioConfig {
                 stdin: r.stdin.clone(),
                 stdout: r.stdout.clone(),
                 stderr: r.stderr.clone(),
                 terminal: r.terminal,
+                spool,
             };
             c.execs
                 .insert(r.exec_id.clone(), Process::new(&r.exec_id, stdio, spec));

@@ -228,10 +228,7 @@ impl OutputFifo {
         let dst = writer
             .try_clone()
             .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
-        Ok(Sink {
-            dst: dst.into(),
-            keepalive: None,
-        })
+        Ok(Sink::new(dst.into(), None))
     }
 
     /// Bytes in the FIFO that no manager has read yet.

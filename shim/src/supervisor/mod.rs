@@ -21,6 +21,7 @@ pub mod process_stdio;
 pub mod pump;
 pub mod reaper;
 pub mod signals;
+pub mod spool;
 pub mod stdio;
 pub mod tasks;
 pub mod tty;

@@ -192,14 +192,33 @@ impl ProcessStdio {
     /// Runs the pump of `stream`: call on every readiness of its token. When it has just
     /// ended, it is deregistered and dropped (closing both its fds) and `Some` says so;
     /// `None` if it waits for more, or was gone already.
+    ///
+    /// With a spool, an output's source may end while the spool still holds bytes: that
+    /// is reported as its end (what the process wrote is all in the destination or the
+    /// spool: its exit can be reported), and the pump stays to drain the spool, dropped
+    /// silently once it is empty.
     pub fn run(&mut self, poller: &Poller, stream: Stream) -> Option<Ended> {
         let pump = self.pumps[stream.index()].as_mut()?;
-        if pump.run() == PumpState::Open {
+        let state = pump.run();
+        if state == PumpState::Open {
             return None;
         }
+        let first = pump.report_end();
         let moved = pump.moved();
-        self.close(poller, stream);
-        Some(Ended { stream, moved })
+        if state == PumpState::Done {
+            self.close(poller, stream);
+        }
+        first.then_some(Ended { stream, moved })
+    }
+
+    /// Bytes waiting in the spool of `stream` (0 without one).
+    pub fn spooled(&self, stream: Stream) -> u64 {
+        self.pumps[stream.index()].as_ref().map_or(0, Pump::spooled)
+    }
+
+    /// Bytes the spool of `stream` has discarded under `drop-oldest`.
+    pub fn dropped(&self, stream: Stream) -> u64 {
+        self.pumps[stream.index()].as_ref().map_or(0, Pump::dropped)
     }
 
     /// Runs every pump (bytes that arrived before the pumps were registered, or that a
@@ -261,17 +280,17 @@ impl ProcessStdio {
 
     /// Once the grace is over, drops the output pumps whose source holds nothing right
     /// now: a descendant keeps the pipe open but is not writing, and waiting for its EOF
-    /// would keep the output open for ever. A source still carrying bytes keeps its pump
-    /// (nothing is cut off mid-stream). Returns the streams dropped.
+    /// would keep the output open for ever. A source still carrying bytes, or a spool
+    /// still holding some, keeps its pump (nothing is cut off mid-stream). Returns the streams dropped.
     pub fn abandon_idle_outputs(&mut self, poller: &Poller, now: Instant) -> Streams {
         let mut dropped = Streams::default();
         if !self.drain_overdue(now) {
             return dropped;
         }
         for stream in Stream::OUTPUTS {
-            let idle = self.pumps[stream.index()]
-                .as_ref()
-                .is_some_and(|p| fionread::pending(p.src_fd()).unwrap_or(0) == 0);
+            let idle = self.pumps[stream.index()].as_ref().is_some_and(|p| {
+                p.spooled() == 0 && fionread::pending(p.src_fd()).unwrap_or(0) == 0
+            });
             if idle && self.close(poller, stream) {
                 dropped.insert(stream);
             }

@@ -4,7 +4,15 @@
 //! (the common case) the pump uses splice(2), so bytes move between pipe buffers inside
 //! the kernel without being copied through the shim. Other sources (a pty master) fall
 //! back to read/write through a buffer allocated only for them.
+//!
+//! An output pump may have a [`Spool`]: when the destination is full, the source's bytes
+//! go to the spool instead of waiting in the process's pipe, and leave it, oldest first,
+//! as soon as the destination has room; while the spool holds anything, newer bytes queue
+//! behind them there (order is kept, nothing is moved twice). While the reader keeps up
+//! the spool is never touched.
 
+use crate::supervisor::fionread;
+use crate::supervisor::spool::{Drain, Fill, Spool};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use std::fs::File;
@@ -21,6 +29,9 @@ const COPY_BUFFER: usize = 32 * 1024;
 pub enum PumpState {
     /// Waiting for the source to have data or the destination to have room.
     Open,
+    /// The source reached EOF and all it gave is in the destination or the spool; the
+    /// spool still holds bytes, which move on as the destination takes them.
+    SourceEnded,
     /// The source reached EOF and everything read was written (or the destination went
     /// away); the pump can be dropped, which closes both ends.
     Done,
@@ -49,6 +60,10 @@ pub struct Pump {
     pending: std::ops::Range<usize>,
     src_eof: bool,
     moved: u64,
+    // Boxed: most pumps have none, and a pump lives inline in its process's table.
+    spool: Option<Box<Spool>>,
+    /// Whether [`PumpState::SourceEnded`] (or `Done`) has been reported (by the caller).
+    end_reported: bool,
 }
 
 /// Puts `fd`'s open file description into non-blocking mode (shared by everyone holding
@@ -80,7 +95,30 @@ impl Pump {
             pending: 0..0,
             src_eof: false,
             moved: 0,
+            spool: None,
+            end_reported: false,
         })
+    }
+
+    /// This pump spools into `spool` when its destination is full (output pumps only).
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(Box::new(spool));
+        self
+    }
+
+    /// Bytes waiting in the spool.
+    pub fn spooled(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Bytes the spool discarded under `drop-oldest`.
+    pub fn dropped(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |s| s.dropped())
+    }
+
+    /// Marks the source's end as reported; true the first time.
+    pub(crate) fn report_end(&mut self) -> bool {
+        !std::mem::replace(&mut self.end_reported, true)
     }
 
     pub fn direction(&self) -> Direction {
@@ -103,10 +141,54 @@ impl Pump {
     }
 
     /// Moves everything that can move now. Call on every readiness event of either fd
-    /// (the loop registers both edge-triggered).
+    /// (the loop registers both edge-triggered): returns only once the source is empty
+    /// (or at EOF) and the destination full or nothing is left to move, so the next
+    /// edge of either fd is what it waits for.
     pub fn run(&mut self) -> PumpState {
+        // Set when the destination refused bytes in this call: its next writable edge
+        // will wake us, so nothing more is tried on it until then.
+        let mut dst_full = false;
         loop {
-            if self.splice && self.pending.is_empty() {
+            // The oldest bytes first: the spool's.
+            if !dst_full && self.spooled() > 0 {
+                let Some(spool) = self.spool.as_mut() else {
+                    unreachable!("spooled() > 0 without a spool")
+                };
+                match spool.drain_into(&self.dst) {
+                    Drain::Moved(n) => {
+                        self.moved += n as u64;
+                        continue;
+                    }
+                    Drain::Full => dst_full = true,
+                    Drain::Gone => return PumpState::Done,
+                }
+            }
+            let spooling = dst_full || self.spooled() > 0;
+            if self.src_eof && self.pending.is_empty() {
+                return if self.spooled() == 0 {
+                    PumpState::Done
+                } else {
+                    PumpState::SourceEnded
+                };
+            }
+            if self.splice && self.pending.is_empty() && !self.src_eof {
+                if spooling {
+                    let Some(spool) = self.spool.as_mut() else {
+                        return PumpState::Open;
+                    };
+                    match spool.fill_from(&self.src) {
+                        Fill::Moved(_) => continue,
+                        Fill::Eof | Fill::Failed => {
+                            self.src_eof = true;
+                            continue;
+                        }
+                        Fill::Empty | Fill::Full => return PumpState::Open,
+                        Fill::NotSpliceable => {
+                            self.splice = false;
+                            continue;
+                        }
+                    }
+                }
                 match splice(
                     &self.src,
                     None,
@@ -115,12 +197,25 @@ impl Pump {
                     SPLICE_CHUNK,
                     SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
                 ) {
-                    Ok(0) => return PumpState::Done,
+                    Ok(0) => {
+                        self.src_eof = true;
+                        continue;
+                    }
                     Ok(n) => {
                         self.moved += n as u64;
                         continue;
                     }
-                    Err(Errno::EAGAIN) => return PumpState::Open,
+                    // The source is empty, or the destination full: with a spool, which
+                    // one decides whether the bytes go there.
+                    Err(Errno::EAGAIN) => {
+                        if self.spool.is_some()
+                            && fionread::pending(self.src.as_fd()).unwrap_or(0) > 0
+                        {
+                            dst_full = true;
+                            continue;
+                        }
+                        return PumpState::Open;
+                    }
                     Err(Errno::EINTR) => continue,
                     // Not spliceable (e.g. a tty): copy through a buffer from now on.
                     Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
@@ -133,8 +228,21 @@ impl Pump {
                     Err(_) => return PumpState::Done,
                 }
             }
-            // Buffered path: flush what is pending, then read more.
+            // Buffered path: flush what is pending (into the spool while it holds
+            // anything: those bytes are older), then read more.
             if !self.pending.is_empty() {
+                if spooling {
+                    let Some(spool) = self.spool.as_mut() else {
+                        return PumpState::Open;
+                    };
+                    match spool.append(&self.buf[self.pending.clone()]) {
+                        0 => return PumpState::Open,
+                        n => {
+                            self.pending.start += n;
+                            continue;
+                        }
+                    }
+                }
                 match self.dst.write(&self.buf[self.pending.clone()]) {
                     Ok(0) => return PumpState::Done,
                     Ok(n) => {
@@ -142,13 +250,19 @@ impl Pump {
                         self.moved += n as u64;
                         continue;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PumpState::Open,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.spool.is_some() {
+                            dst_full = true;
+                            continue;
+                        }
+                        return PumpState::Open;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return PumpState::Done,
                 }
             }
             if self.src_eof {
-                return PumpState::Done;
+                continue;
             }
             if self.buf.len() < COPY_BUFFER {
                 self.buf.resize(COPY_BUFFER, 0);
@@ -156,14 +270,14 @@ impl Pump {
             match self.src.read(&mut self.buf) {
                 Ok(0) => {
                     self.src_eof = true;
-                    return PumpState::Done;
+                    continue;
                 }
                 Ok(n) => self.pending = 0..n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PumpState::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.src_eof = true;
-                    return PumpState::Done;
+                    continue;
                 }
             }
         }

@@ -14,6 +14,7 @@
 
 use crate::supervisor::logger_process::{self, LoggerSpec};
 use crate::supervisor::process_stdio::ProcessStdio;
+use crate::supervisor::spool::SpoolConfig;
 use crate::supervisor::wiring::{self, chown, PipeOptions, Sink};
 use runc_wrapper::{ConsoleSocket, ProcessIo};
 use std::fs::{File, OpenOptions};
@@ -29,6 +30,8 @@ pub struct StdioConfig {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+    /// The output streams' spool (none: the process blocks while the FIFO is full).
+    pub spool: Option<SpoolConfig>,
 }
 
 /// A parsed output destination.
@@ -149,7 +152,7 @@ pub fn prepare_with_env(
             tty.stdin = Some(reader);
             out.stdin_closer = Some(closer);
         }
-        tty.stdout = output_sink(&cfg.stdout)?;
+        tty.stdout = spooled(output_sink(&cfg.stdout)?, cfg, "stdout")?;
         out.pending_tty = Some(tty);
         return Ok(out);
     }
@@ -157,8 +160,8 @@ pub fn prepare_with_env(
         out.stdin_closer = Some(closer);
         OwnedFd::from(reader)
     });
-    let stdout = output_sink(&cfg.stdout)?;
-    let stderr = output_sink(&cfg.stderr)?;
+    let stdout = spooled(output_sink(&cfg.stdout)?, cfg, "stdout")?;
+    let stderr = spooled(output_sink(&cfg.stderr)?, cfg, "stderr")?;
     let opts = PipeOptions { owner, size: None };
     (out.io, out.stdio) = wiring::pipes(stdin, stdout, stderr, opts)?;
     Ok(out)
@@ -235,6 +238,22 @@ fn open_stdin_fifo(path: &str) -> io::Result<(File, File)> {
         .map_err(io::Error::other)
 }
 
+/// `sink` with the spool `cfg` asks for: a FIFO's only (a file never makes the process
+/// wait).
+fn spooled(sink: Option<Sink>, cfg: &StdioConfig, stream: &str) -> io::Result<Option<Sink>> {
+    match sink {
+        Some(sink) if sink.keepalive.is_some() => {
+            let label = cfg
+                .spool
+                .as_ref()
+                .map(|c| format!("{} {stream}", c.name))
+                .unwrap_or_default();
+            sink.spooled(cfg.spool.as_ref(), &label).map(Some)
+        }
+        other => Ok(other),
+    }
+}
+
 /// The manager-side sink of an output stream and, for a FIFO, the keep-alive read end.
 fn output_sink(uri: &str) -> io::Result<Option<Sink>> {
     match parse_target(uri)? {
@@ -243,10 +262,7 @@ fn output_sink(uri: &str) -> io::Result<Option<Sink>> {
             let (writer, keepalive) = fifo::KeepAliveWriter::open(&path)
                 .map_err(io::Error::other)?
                 .into_parts();
-            Ok(Some(Sink {
-                dst: writer.into(),
-                keepalive: Some(keepalive),
-            }))
+            Ok(Some(Sink::new(writer.into(), Some(keepalive))))
         }
         Target::File(path) => {
             if let Some(dir) = path.parent() {
@@ -258,10 +274,7 @@ fn output_sink(uri: &str) -> io::Result<Option<Sink>> {
                 .mode(0o640)
                 .open(&path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            Ok(Some(Sink {
-                dst: file.into(),
-                keepalive: None,
-            }))
+            Ok(Some(Sink::new(file.into(), None)))
         }
         Target::Binary(_) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -5,6 +5,7 @@
 
 use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::pump::{Direction, Pump};
+use crate::supervisor::spool::{Spool, SpoolConfig};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use runc_wrapper::ProcessIo;
@@ -21,6 +22,37 @@ pub struct Sink {
     /// fail with EPIPE while the real reader is away. `None` when the face holds one
     /// itself, or for a file.
     pub keepalive: Option<File>,
+    /// Where the stream's output goes while the destination is full (see [`crate::supervisor::spool`]).
+    pub spool: Option<Spool>,
+}
+
+impl Sink {
+    /// A sink without a spool.
+    pub fn new(dst: OwnedFd, keepalive: Option<File>) -> Sink {
+        Sink {
+            dst,
+            keepalive,
+            spool: None,
+        }
+    }
+
+    /// Gives the sink a spool per `cfg` (none if `cfg` is `None` or its limit 0), named
+    /// `label` in log lines.
+    pub fn spooled(mut self, cfg: Option<&SpoolConfig>, label: &str) -> io::Result<Sink> {
+        if let Some(cfg) = cfg.filter(|c| c.enabled()) {
+            self.spool = Some(Spool::open(cfg, label)?);
+        }
+        Ok(self)
+    }
+
+    /// The output pump from `src` into this sink.
+    fn pump(self, src: OwnedFd) -> io::Result<Pump> {
+        let pump = Pump::new(Direction::Output, src, self.dst, self.keepalive)?;
+        Ok(match self.spool {
+            Some(spool) => pump.with_spool(spool),
+            None => pump,
+        })
+    }
 }
 
 /// How the pipes between a process and its pumps are made.
@@ -62,10 +94,7 @@ pub fn pipes(
         } else {
             io.stderr = Some(w.into());
         }
-        stdio.add(
-            stream,
-            Pump::new(Direction::Output, r, sink.dst, sink.keepalive)?,
-        );
+        stdio.add(stream, sink.pump(r)?);
     }
     Ok((io, stdio))
 }
@@ -81,15 +110,7 @@ pub fn terminal(
 ) -> io::Result<ProcessStdio> {
     let mut stdio = ProcessStdio::default();
     if let Some(sink) = stdout {
-        stdio.add(
-            Stream::Stdout,
-            Pump::new(
-                Direction::Output,
-                master.try_clone()?,
-                sink.dst,
-                sink.keepalive,
-            )?,
-        );
+        stdio.add(Stream::Stdout, sink.pump(master.try_clone()?)?);
     }
     if let Some(src) = stdin {
         stdio.add(
@@ -134,10 +155,7 @@ mod tests {
     }
 
     fn sink(dst: OwnedFd) -> Sink {
-        Sink {
-            dst,
-            keepalive: None,
-        }
+        Sink::new(dst, None)
     }
 
     /// Runs every pump until none is left (the process and the writers are gone).
