@@ -54,12 +54,27 @@ struct EventLoop {
     pending_exits: VecDeque<PendingExit>,
     /// When the earliest queued exit stops waiting (computed by `flush_exits`).
     exit_deadline: Option<Instant>,
+    /// Spools still draining after their process's exit, which its Waits wait for until
+    /// the deadline.
+    spool_waits: Vec<SpoolWait>,
     /// When containerd asked the shim to shut down (it exits once no call is in flight).
     shutdown_requested: Option<Instant>,
     /// Since when the shim has served no container, and how long it may stay so.
     empty_since: Option<Instant>,
     idle_exit: Duration,
 }
+
+/// A spool a process's Waits wait for (see `Process::spooling`).
+struct SpoolWait {
+    container: String,
+    exec: String,
+    stream: Stream,
+    until: Instant,
+}
+
+/// How long Waits wait for a spool to drain after the exit: the Go shim's bound on its
+/// IO wait.
+const SPOOL_WAIT: Duration = Duration::from_secs(10);
 
 /// An exit waiting to be reported.
 struct PendingExit {
@@ -149,6 +164,7 @@ pub fn run(
         next_oom: 0,
         pending_exits: VecDeque::new(),
         exit_deadline: None,
+        spool_waits: Vec::new(),
         shutdown_requested: None,
         empty_since: Some(Instant::now()),
         idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
@@ -167,6 +183,7 @@ pub fn run(
         }
         ev.drain_outbox();
         ev.flush_exits();
+        ev.expire_spool_waits();
         ev.drain_outbox();
         ev.resume_reading();
     }
@@ -416,8 +433,15 @@ impl EventLoop {
             .stdio
             .exited(self.base.poller(), now, OUTPUT_DRAIN_WAIT);
         let deadline = slot.stdio.drain_deadline().unwrap_or(grace_over);
+        let spooling: Vec<Stream> = Stream::OUTPUTS
+            .into_iter()
+            .filter(|s| ended.contains(*s) && slot.stdio.is_open(*s))
+            .collect();
         if slot.stdio.is_empty() {
             self.stdio.remove(&n);
+        }
+        for stream in spooling {
+            self.spool_draining(container, exec, stream);
         }
         outputs_ended(&self.shim, container, exec, ended);
         deadline
@@ -471,10 +495,17 @@ impl EventLoop {
     fn next_deadline(&self) -> Option<Instant> {
         let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
         let idle = self.empty_since.map(|at| at + self.idle_exit);
-        [self.exit_deadline, shutdown, self.accept_resume_at, idle]
-            .into_iter()
-            .flatten()
-            .min()
+        let spool = self.spool_waits.iter().map(|w| w.until).min();
+        [
+            self.exit_deadline,
+            shutdown,
+            self.accept_resume_at,
+            idle,
+            spool,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the shim may exit: containerd asked it to shut down, it serves no container,
@@ -584,8 +615,26 @@ impl EventLoop {
             return;
         };
         let Some(ended) = s.stdio.run(self.base.poller(), stream) else {
+            if !s.stdio.is_open(stream) {
+                // A spool drained after its source had ended.
+                let (container, exec) = (s.container.clone(), s.exec.clone());
+                if s.stdio.is_empty() {
+                    self.stdio.remove(&slot);
+                }
+                self.spool_drained(&container, &exec, stream);
+            }
             return;
         };
+        if s.stdio.is_open(stream) {
+            // The source ended; its spool still holds bytes.
+            let (container, exec) = (s.container.clone(), s.exec.clone());
+            self.spool_draining(&container, &exec, stream);
+            let Some(s) = self.stdio.get_mut(&slot) else {
+                return;
+            };
+            outputs_ended(&self.shim, &s.container, &s.exec, Streams::from(stream));
+            return;
+        }
         log::debug!(
             "{stream:?} of {}/{} done after {} bytes",
             s.container,
@@ -598,8 +647,51 @@ impl EventLoop {
         }
     }
 
+    /// A spool of the process goes on draining after its source ended: its Waits wait
+    /// for it, up to `SPOOL_WAIT`.
+    fn spool_draining(&mut self, container: &str, exec: &str, stream: Stream) {
+        self.shim.lock().spool_draining(container, exec);
+        self.spool_waits.push(SpoolWait {
+            container: container.to_string(),
+            exec: exec.to_string(),
+            stream,
+            until: Instant::now() + SPOOL_WAIT,
+        });
+    }
+
+    /// A spool drained: Waits stop waiting for it.
+    fn spool_drained(&mut self, container: &str, exec: &str, stream: Stream) {
+        let before = self.spool_waits.len();
+        self.spool_waits
+            .retain(|w| !(w.container == container && w.exec == exec && w.stream == stream));
+        if self.spool_waits.len() < before {
+            self.shim.spool_settled(container, exec);
+        }
+    }
+
+    /// Waits stop waiting for spools that are still draining at their deadline (the
+    /// spools go on draining until the process is deleted).
+    fn expire_spool_waits(&mut self) {
+        let now = Instant::now();
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.spool_waits)
+            .into_iter()
+            .partition(|w| w.until <= now);
+        self.spool_waits = kept;
+        for w in expired {
+            log::info!(
+                "{:?} of {}/{}: still spooled after {SPOOL_WAIT:?}: Wait answered",
+                w.stream,
+                w.container,
+                w.exec
+            );
+            self.shim.spool_settled(&w.container, &w.exec);
+        }
+    }
+
     /// Stops serving a deleted process's stdio.
     fn drop_stdio(&mut self, container: &str, exec: &str) {
+        self.spool_waits
+            .retain(|w| !(w.container == container && w.exec == exec));
         let poller = self.base.poller();
         self.stdio.retain(|_, s| {
             let deleted = s.container == container && s.exec == exec;

@@ -183,6 +183,23 @@ impl Shim {
         }
     }
 
+    /// One of a process's spools has drained after its exit, or Wait has waited for it
+    /// long enough: answers the parked Waits if it was the last.
+    pub fn spool_settled(&self, container: &str, exec: &str) {
+        let settled = self.lock().spool_settled(container, exec);
+        let Some((exit, waiters)) = settled else {
+            return;
+        };
+        let reply = wait_reply(exit.code, exit.exited_at);
+        for (conn, stream) in waiters {
+            self.post(LoopMsg::Respond {
+                conn,
+                stream,
+                reply: reply.clone(),
+            });
+        }
+    }
+
     /// RPCs that call runc, wait on a process or read cgroups: they run on a worker. All
     /// others (table reads and updates, and anything unknown, which is refused) are
     /// answered by the event loop itself, never queued behind a slow runc call nor taking
@@ -1154,7 +1171,9 @@ impl Shim {
         };
         // An exit that is recorded but not reported yet (held for the output to drain, for
         // a Kill's reply, or an init's for its execs) parks the Wait like a live process.
-        let done = p.exit.filter(|_| p.exit_delivered);
+        // Also while a spool still feeds the output to a reader (bounded): a client stops
+        // reading once its Wait returns (ctr closes its FIFOs).
+        let done = p.exit.filter(|_| p.exit_delivered && p.spooling == 0);
         match done {
             Some(e) => Some(wait_reply(e.code, e.exited_at)),
             None if p.waiters.len() >= MAX_WAITERS => Some(Err(resource_exhausted(format!(

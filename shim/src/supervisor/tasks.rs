@@ -55,6 +55,9 @@ pub struct Process {
     pub console: Option<File>,
     /// Pumps of this process still moving bytes.
     pub open_pumps: usize,
+    /// Output streams whose source has ended while their spool still holds bytes for a
+    /// reader: Wait answers wait for them (bounded by the containerd face's loop).
+    pub spooling: usize,
     pub waiters: Vec<Waiter>,
 }
 
@@ -74,6 +77,7 @@ impl Process {
             stdin_closer: None,
             console: None,
             open_pumps: 0,
+            spooling: 0,
             waiters: Vec::new(),
         }
     }
@@ -339,10 +343,44 @@ impl Tasks {
         {
             Some(p) => {
                 p.exit_delivered = true;
+                if p.spooling > 0 {
+                    // Answered once the spools have drained (see `spool_settled`).
+                    return Vec::new();
+                }
                 std::mem::take(&mut p.waiters)
             }
             None => Vec::new(),
         }
+    }
+
+    /// A process's output stream has a spool still draining after its source ended.
+    pub fn spool_draining(&mut self, container_id: &str, exec_id: &str) {
+        if let Some(p) = self
+            .containers
+            .get_mut(container_id)
+            .and_then(|c| c.process_mut(exec_id))
+        {
+            p.spooling += 1;
+        }
+    }
+
+    /// One of the process's spools has drained (or Wait stopped waiting for it): when it
+    /// was the last and the exit has been reported, the parked Waits may be answered now:
+    /// returned with the exit.
+    pub fn spool_settled(
+        &mut self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Option<(ExitRecord, Vec<Waiter>)> {
+        let p = self
+            .containers
+            .get_mut(container_id)
+            .and_then(|c| c.process_mut(exec_id))?;
+        p.spooling = p.spooling.saturating_sub(1);
+        if p.spooling > 0 || !p.exit_delivered {
+            return None;
+        }
+        Some((p.exit?, std::mem::take(&mut p.waiters)))
     }
 
     /// Removes a container and its pids from the table.
