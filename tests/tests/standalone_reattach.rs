@@ -109,9 +109,10 @@ fn output_and_exit_code_outlive_an_absent_manager() {
 fn output_beyond_pipe_capacity_blocks_the_process_and_is_not_lost() {
     let env = StandaloneEnv::new();
     let id = env.id("big");
-    // ~2.9 MB: more than the process pipe and the FIFO hold together.
+    // ~2.9 MB: more than the process pipe and the FIFO hold together, without a spool
+    // (`--spool-limit 0`: see standalone_spool.rs for the spool).
     let bundle = env.bundle("b", &["sh", "-c", "seq 1 400000; exit 0"]);
-    env.run(&id, &bundle);
+    env.run_with(&id, &bundle, &["--spool-limit", "0"]);
     std::thread::sleep(Duration::from_secs(1));
     let ps = env.ok("ps", &["--json", &id]);
     let ps: serde_json::Value = serde_json::from_str(&ps).unwrap();

@@ -4,6 +4,7 @@
 use super::depot::{Depot, DEFAULT_DEPOT};
 use super::errors::{CliError, CliResult, EXIT_CODES_HELP};
 use super::io_owner::{IoOwner, GID_FLAG, UID_FLAG};
+use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
 use super::{args, attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
 use std::path::{Path, PathBuf};
@@ -102,7 +103,7 @@ fn help_for(cmd: &str) -> String {
         text.to_string()
     } else {
         let extra = io_owner_help
-            .map(|h| format!("\n\n{h}"))
+            .map(|h| format!("\n\n{h}\n\n{}", spool_flags::HELP))
             .unwrap_or_default();
         format!(
             "{text}{extra}\n\nGlobal options: --depot DIR, --runc PATH, --runc-root DIR (see --help)."
@@ -180,6 +181,8 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
             ("--bundle", None),
             (UID_FLAG, None),
             (GID_FLAG, None),
+            (spool_flags::LIMIT_FLAG, None),
+            (spool_flags::POLICY_FLAG, None),
         ],
         flags: &[("--exec", None), ("--tty", None)],
     };
@@ -204,6 +207,7 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
         kind,
         tty: p.flag("--tty"),
         io_owner: IoOwner::from_args(&p)?,
+        spool: SpoolFlags::from_args(&p)?,
     }))
 }
 

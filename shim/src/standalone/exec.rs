@@ -5,6 +5,7 @@ use super::depot::Depot;
 use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
+use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
 use crate::supervisor::go_json;
 use runc_wrapper::ContainerStatus;
@@ -14,7 +15,7 @@ use std::io::Read;
 /// `exec --help`.
 pub const USAGE: &str = "\
 usage: containerd-shim-tether-v2 exec --process FILE [--tty] [--io-uid UID --io-gid GID] [--json]
-                                      CONTAINER-ID PROCESS-ID
+                                      [--spool-limit N] [--spool-policy P] CONTAINER-ID PROCESS-ID
 
 Starts a process in the running container from FILE, an OCI process spec (JSON, as for
 `runc exec --process`; \"-\" reads it from stdin). --tty gives it a pty (sets
@@ -26,6 +27,8 @@ const SPEC: Spec = Spec {
         ("--process", Some("-p")),
         (UID_FLAG, None),
         (GID_FLAG, None),
+        (spool_flags::LIMIT_FLAG, None),
+        (spool_flags::POLICY_FLAG, None),
     ],
     flags: &[("--tty", Some("-t")), ("--json", None)],
 };
@@ -41,6 +44,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     Depot::check_container_id(id)?;
     fifo::validate_id(process_id).map_err(CliError::fifo)?;
     let io_owner = IoOwner::from_args(&p)?;
+    let spool = SpoolFlags::from_args(&p)?;
     let file = p
         .value("--process")
         .ok_or_else(|| CliError::Usage(format!("--process is required\n{USAGE}")))?;
@@ -75,6 +79,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         kind: Kind::Exec,
         tty,
         io_owner,
+        spool,
     };
     match launch(&plan, &spec) {
         Ok(pid) => {

@@ -29,6 +29,7 @@ pub mod launch;
 pub mod pty_eof;
 pub mod raw_mode;
 pub mod run;
+pub mod spool_flags;
 pub mod status;
 pub mod supervise;
 pub mod supervisor_log;

@@ -6,6 +6,7 @@ use super::depot::{ContainerMeta, Depot};
 use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
+use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
 use crate::supervisor::go_json;
 use serde_json::Value;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// `run --help`.
 pub const USAGE: &str = "\
 usage: containerd-shim-tether-v2 run --bundle DIR [--process-id ID] [--io-uid UID --io-gid GID]
-                                     [--json] CONTAINER-ID
+                                     [--spool-limit N] [--spool-policy P] [--json] CONTAINER-ID
 
 Creates and starts a container from the OCI bundle DIR (config.json + rootfs). Its init
 process gets the process directory <depot>/CONTAINER-ID/processes/ID/ (ID default
@@ -28,6 +29,8 @@ const SPEC: Spec = Spec {
         ("--process-id", None),
         (UID_FLAG, None),
         (GID_FLAG, None),
+        (spool_flags::LIMIT_FLAG, None),
+        (spool_flags::POLICY_FLAG, None),
     ],
     flags: &[("--json", None)],
 };
@@ -41,6 +44,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let process_id = p.value("--process-id").unwrap_or("init");
     fifo::validate_id(process_id).map_err(CliError::fifo)?;
     let io_owner = IoOwner::from_args(&p)?;
+    let spool = SpoolFlags::from_args(&p)?;
     let bundle = p
         .value("--bundle")
         .ok_or_else(|| CliError::Usage(format!("--bundle is required\n{USAGE}")))?;
@@ -80,6 +84,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
             kind: Kind::Run { bundle },
             tty,
             io_owner,
+            spool,
         };
         let pid = launch(&plan, &[])?;
         Ok((pid, dir))

@@ -38,6 +38,7 @@ use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::io_owner::IoOwner;
+use super::spool_flags::{self, SpoolFlags};
 use super::{keeper, pty_eof, supervisor_log};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
@@ -103,6 +104,8 @@ pub struct Plan {
     pub tty: bool,
     /// Who the process's stdio belongs to (`--io-uid`/`--io-gid`): it gets `control` too.
     pub io_owner: Option<IoOwner>,
+    /// The output spool (`--spool-limit`, `--spool-policy`).
+    pub spool: SpoolFlags,
 }
 
 impl Plan {
@@ -132,6 +135,7 @@ impl Plan {
         if let Some(owner) = self.io_owner {
             a.extend(owner.to_args());
         }
+        a.extend(self.spool.to_args());
         a.push(self.container.clone().into());
         a
     }
@@ -278,6 +282,8 @@ struct Supervisor {
     master: Option<File>,
     exited: bool,
     stop: bool,
+    /// What the output spools dropped, reported in the process directory.
+    drops: spool_flags::DropReport,
 }
 
 /// The FIFO-side handles opened before the process starts.
@@ -375,8 +381,8 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         };
         wiring::pipes(
             Some(stdin_source(&fifos.stdin_r)?),
-            Some(fifos.outputs[0].sink()?),
-            Some(fifos.outputs[1].sink()?),
+            Some(spooled(fifos.outputs[0].sink()?, plan, "stdout")?),
+            Some(spooled(fifos.outputs[1].sink()?, plan, "stderr")?),
             opts,
         )
         .map_err(|e| CliError::Failed(format!("stdio pipes: {e}")))?
@@ -457,7 +463,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
             stdio = wiring::terminal(
                 &m,
                 Some(stdin_source(&fifos.stdin_r)?),
-                Some(fifos.outputs[0].sink()?),
+                Some(spooled(fifos.outputs[0].sink()?, plan, "stdout")?),
             )
             .map_err(|e| CliError::Failed(format!("terminal: {e}")))?;
             Some(File::from(m))
@@ -497,6 +503,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         master,
         exited: false,
         stop: false,
+        drops: spool_flags::DropReport::new(&plan.dir),
     };
     sup.register()
         .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
@@ -513,6 +520,16 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
     }
     Ok((sup, pid))
+}
+
+/// `sink` with the spool the plan asks for, in the process directory.
+fn spooled(sink: Sink, plan: &Plan, stream: &str) -> CliResult<Sink> {
+    let name = format!("{}/{}", plan.container, plan.dir.display());
+    sink.spooled(
+        plan.spool.config(&name, &plan.dir).as_ref(),
+        &format!("{name} {stream}"),
+    )
+    .map_err(|e| CliError::Failed(format!("spool: {e}")))
 }
 
 /// runc exec's "cannot exec in a stopped container" means the container is gone.
@@ -572,10 +589,12 @@ impl Supervisor {
                     _ => {}
                 }
             }
+            self.drops.update(&self.stdio);
             if self.exited && self.linger_done() {
                 break;
             }
         }
+        self.drops.finish(&self.stdio);
     }
 
     fn run_stream(&mut self, stream: Stream) {

@@ -4,9 +4,9 @@
 //!
 //! The spool is a FIFO queue of bytes in one file: appended at `end`, drained from
 //! `start`, oldest first. Bytes enter by splice(2) from the process's pipe (or by
-//! `pwrite` from a pump's buffer, for a pty) and leave by splice into the destination
-//! FIFO, so they travel through the page cache, never through the shim's memory: the
-//! shim's RSS does not grow with what is spooled. When the queue empties the file is
+//! `pwrite` from a pump's buffer, for a pty) and leave through a 64 KiB buffer into the
+//! destination FIFO (see [`Spool::drain_into`] for why not splice): they live in the page
+//! cache, never in the shim's memory, whose RSS does not grow with what is spooled. When the queue empties the file is
 //! truncated to nothing; while a reader drains it without ever catching up, the drained
 //! head is punched out (`FALLOC_FL_PUNCH_HOLE`) so the disk used stays near the limit.
 //!
@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 /// Bytes moved per splice call (as the pump's direct path).
 const CHUNK: usize = 1 << 20;
+/// Buffer of the drain (allocated while the spool holds bytes).
+const DRAIN_BUFFER: usize = 64 * 1024;
 /// A drained head at least this long is punched out of the file.
 const PUNCH_AFTER: u64 = 4 << 20;
 /// Default per-stream limit when a face enables the spool without naming one.
@@ -148,6 +150,8 @@ pub struct Spool {
     dropped: u64,
     /// Set while the disk is full (logged once per episode).
     disk_full: bool,
+    /// The drain's buffer: empty while the spool is.
+    buf: Vec<u8>,
 }
 
 /// Opens an unlinked, mode 0600 file in `dir`: `O_TMPFILE` where the filesystem has it,
@@ -229,6 +233,7 @@ impl Spool {
             punched: 0,
             dropped: 0,
             disk_full: false,
+            buf: Vec::new(),
         }
     }
 
@@ -331,35 +336,35 @@ impl Spool {
         }
     }
 
-    /// Moves the oldest spooled bytes into `dst` (a pipe or FIFO; any other file through
-    /// a small buffer).
-    pub fn drain_into(&mut self, dst: &File) -> Drain {
+    /// Moves the oldest spooled bytes into `dst` (a FIFO, or any file).
+    ///
+    /// Through a small buffer, not splice: a splice from a file into a pipe passes
+    /// references to the file's page-cache pages, which the reader may take much later;
+    /// the spool truncates and punches its file as it drains, and a page truncated under
+    /// a pipe reads as zeros (or fails). The copy costs little next to the disk write the
+    /// bytes already took, and only bytes that had to wait take this path.
+    pub fn drain_into(&mut self, mut dst: &File) -> Drain {
+        use std::io::Write;
         if self.is_empty() {
             return Drain::Moved(0);
         }
-        let len = usize::try_from(self.len()).unwrap_or(CHUNK).min(CHUNK);
-        let mut off = to_off(self.start);
-        let moved = loop {
-            match splice(
-                &self.file,
-                Some(&mut off),
-                dst,
-                None,
-                len,
-                SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
-            ) {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; DRAIN_BUFFER];
+        }
+        let want = usize::try_from(self.len())
+            .unwrap_or(DRAIN_BUFFER)
+            .min(DRAIN_BUFFER);
+        let n = loop {
+            match self.file.read_at(&mut self.buf[..want], self.start) {
                 Ok(n) => break n,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Drain::Full,
-                Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match self.copy_into(dst, len) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Full,
-                    Err(_) => return Drain::Gone,
-                },
-                Err(_) => return Drain::Gone,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("{}: reading the spool: {e}", self.label);
+                    return Drain::Gone;
+                }
             }
         };
-        if moved == 0 {
+        if n == 0 {
             // The file is shorter than the queue says (truncated under us): nothing more
             // can come out of it.
             log::warn!("{}: spool file ended early", self.label);
@@ -367,18 +372,18 @@ impl Spool {
             self.compact();
             return Drain::Gone;
         }
+        // What is read and not written is read again next time (from `start`).
+        let moved = loop {
+            match dst.write(&self.buf[..n]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Full,
+                Err(_) => return Drain::Gone,
+            }
+        };
         self.start += moved as u64;
         self.compact();
         Drain::Moved(moved)
-    }
-
-    /// The slow path of [`Spool::drain_into`] for a destination splice refuses.
-    fn copy_into(&mut self, mut dst: &File, len: usize) -> io::Result<usize> {
-        use std::io::Write;
-        let mut buf = [0u8; 16 * 1024];
-        let want = len.min(buf.len());
-        let n = self.file.read_at(&mut buf[..want], self.start)?;
-        dst.write(&buf[..n])
     }
 
     /// Frees the disk the drained head uses: the whole file once empty, else the head in
@@ -393,6 +398,7 @@ impl Spool {
             self.start = 0;
             self.end = 0;
             self.punched = 0;
+            self.buf = Vec::new();
             return;
         }
         let head = self.start & !4095;
