@@ -150,3 +150,34 @@ fn block_at_the_limit_blocks_the_process() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(check_lines(&out.stdout, 1), 1_000_000);
 }
+
+/// What waits for a manager without a spool (`--spool-limit 0`), for the README: the
+/// process's pipe and the FIFO, 1 MiB each, hold whole pages as they come, so small
+/// writes take a page slot each (256 slots per 1 MiB pipe).
+#[test]
+fn without_a_spool_what_waits_depends_on_the_write_size() {
+    let env = StandaloneEnv::new();
+    for (name, script) in [
+        // One 8-byte write(2) per line.
+        (
+            "8-byte writes",
+            "i=1000000; while :; do echo $i; i=$((i+1)); done",
+        ),
+        // 64 KiB writes.
+        ("64 KiB writes", "while :; do head -c 65536 /dev/zero; done"),
+    ] {
+        let id = env.id("nospool");
+        let bundle = env.bundle(&id, &["sh", "-c", script]);
+        env.run_with(&id, &bundle, &["--spool-limit", "0"]);
+        // Blocked long before this.
+        std::thread::sleep(Duration::from_secs(4));
+        env.ok("kill", &["--signal", "KILL", &id]);
+        let out = env.output("attach", &[&id]);
+        eprintln!(
+            "without a spool, {name}: {} bytes waited for a manager",
+            out.stdout.len()
+        );
+        assert!(!out.stdout.is_empty());
+        env.ok("delete", &[&id]);
+    }
+}
