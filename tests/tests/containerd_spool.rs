@@ -216,3 +216,53 @@ fn block_at_the_limit_blocks_the_writer() {
     env.ctr_ok(&["containers", "delete", id.as_str()]);
     env.assert_no_leaks();
 }
+
+/// The resident memory (VmRSS, KiB) of process `pid`.
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_shim_stays_small_while_a_gib_is_spooled() {
+    let env = ContainerdEnv::start();
+    let id = env.id("gib");
+    const GIB: u64 = 1 << 30;
+    let started = Instant::now();
+    run_unread(
+        &env,
+        &id,
+        &["io.tether.spool-limit=2G"],
+        &format!("dd if=/dev/zero bs=65536 count={} 2>/dev/null", GIB / 65536),
+    );
+    let shims = env.shim_pids();
+    let before: u64 = shims.iter().filter_map(|p| rss_kib(*p)).sum();
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.task_status(&id).as_deref() != Some("STOPPED") {
+        assert!(Instant::now() < deadline, "the writer did not finish");
+        peak = peak.max(shims.iter().filter_map(|p| rss_kib(*p)).sum());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let after: u64 = shims.iter().filter_map(|p| rss_kib(*p)).sum();
+    eprintln!(
+        "1 GiB written unread in {took:?} ({:.0} MiB/s into the spool); shim RSS {before} KiB \
+         before, {peak} KiB at most, {after} KiB after",
+        1024.0 / took.as_secs_f64()
+    );
+    assert!(
+        peak < before + 4096,
+        "the shim grew with the spool: {before} -> {peak} KiB"
+    );
+    env.ctr_ok(&["task", "delete", id.as_str()]);
+    env.ctr_ok(&["containers", "delete", id.as_str()]);
+    let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&id) && l.contains("spooled bytes dropped unread")),
+        "the delete reports what it dropped"
+    );
+    env.assert_no_leaks();
+}

@@ -152,6 +152,10 @@ pub struct Spool {
     disk_full: bool,
     /// The drain's buffer: empty while the spool is.
     buf: Vec<u8>,
+    /// `buf[..buffered]` holds the spool's bytes from offset `buffered_at` (read, not yet
+    /// written); stale once `start` has moved elsewhere (drop-oldest).
+    buffered: usize,
+    buffered_at: Option<u64>,
 }
 
 /// Opens an unlinked, mode 0600 file in `dir`: `O_TMPFILE` where the filesystem has it,
@@ -234,6 +238,8 @@ impl Spool {
             dropped: 0,
             disk_full: false,
             buf: Vec::new(),
+            buffered: 0,
+            buffered_at: None,
         }
     }
 
@@ -351,36 +357,49 @@ impl Spool {
         if self.buf.is_empty() {
             self.buf = vec![0u8; DRAIN_BUFFER];
         }
-        let want = usize::try_from(self.len())
-            .unwrap_or(DRAIN_BUFFER)
-            .min(DRAIN_BUFFER);
-        let n = loop {
-            match self.file.read_at(&mut self.buf[..want], self.start) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("{}: reading the spool: {e}", self.label);
-                    return Drain::Gone;
+        // Bytes read earlier and refused by a full destination are written from the
+        // buffer, not read again: a writer that keeps the source busy wakes the pump
+        // often while the destination stays full.
+        if self.buffered_at != Some(self.start) || self.buffered == 0 {
+            let want = usize::try_from(self.len())
+                .unwrap_or(DRAIN_BUFFER)
+                .min(DRAIN_BUFFER);
+            let n = loop {
+                match self.file.read_at(&mut self.buf[..want], self.start) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::warn!("{}: reading the spool: {e}", self.label);
+                        return Drain::Gone;
+                    }
                 }
+            };
+            if n == 0 {
+                // The file is shorter than the queue says (truncated under us): nothing
+                // more can come out of it.
+                log::warn!("{}: spool file ended early", self.label);
+                self.start = self.end;
+                self.compact();
+                return Drain::Gone;
             }
-        };
-        if n == 0 {
-            // The file is shorter than the queue says (truncated under us): nothing more
-            // can come out of it.
-            log::warn!("{}: spool file ended early", self.label);
-            self.start = self.end;
-            self.compact();
-            return Drain::Gone;
+            self.buffered_at = Some(self.start);
+            self.buffered = n;
         }
-        // What is read and not written is read again next time (from `start`).
         let moved = loop {
-            match dst.write(&self.buf[..n]) {
+            match dst.write(&self.buf[..self.buffered]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Full,
                 Err(_) => return Drain::Gone,
             }
         };
+        if moved < self.buffered {
+            self.buf.copy_within(moved..self.buffered, 0);
+            self.buffered -= moved;
+            self.buffered_at = Some(self.start + moved as u64);
+        } else {
+            self.buffered = 0;
+        }
         self.start += moved as u64;
         self.compact();
         Drain::Moved(moved)
@@ -399,6 +418,8 @@ impl Spool {
             self.end = 0;
             self.punched = 0;
             self.buf = Vec::new();
+            self.buffered = 0;
+            self.buffered_at = None;
             return;
         }
         let head = self.start & !4095;
