@@ -953,17 +953,11 @@ impl Shim {
         };
         match runc.kill(&r.id, signal, r.all) {
             Ok(()) => Ok(Default::default()),
-            Err(e) => {
-                let msg = e.to_string();
-                if msg.contains("container not running")
-                    || msg.contains("process already finished")
-                    || msg.contains("no such process")
-                {
-                    Err(not_found("process already finished"))
-                } else {
-                    Err(from_runc(e))
-                }
+            // As the Go shim answers a signal to a process that is gone.
+            Err(e) if e.kind() == runc_wrapper::ErrorKind::NotRunning => {
+                Err(not_found("process already finished"))
             }
+            Err(e) => Err(from_runc(e)),
         }
     }
 
