@@ -9,13 +9,13 @@
 
 use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::tasks::Exited;
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::workers::WorkerPool;
 use crate::supervisor::epoll::{Ready, Token, Waker};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream, Streams};
 use crate::supervisor::signals;
-use crate::supervisor::tasks::Exited;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;

@@ -7,11 +7,11 @@ use crate::containerd::call_gate::{CallGate, ExitReport, GateHold, ENTER_WAIT};
 use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
+use crate::containerd::tasks::{Container, Exited, ProcStatus, Process, Tasks};
 use crate::containerd::ttrpc::{Incoming, Reply};
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
-use crate::supervisor::tasks::{Container, Exited, ProcStatus, Process, Tasks};
 use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use protobuf::well_known_types::any::Any;
@@ -467,8 +467,9 @@ impl Shim {
             deferred_init_exit: None,
             rootfs_mounted: mounted,
             runc,
+            options: opts.clone(),
             cgroup_procs: if !spec.own_pid_namespace && pid > 0 {
-                crate::supervisor::kill_all::procs_file_of(pid)
+                crate::containerd::kill_all::procs_file_of(pid)
             } else {
                 None
             },
@@ -507,12 +508,12 @@ impl Shim {
     // ---- Start -------------------------------------------------------------------
 
     fn start(&self, r: api::StartRequest) -> RpcResult<api::StartResponse> {
-        let (runc, bundle, stdio_cfg, spec, restore) = {
+        let (runc, bundle, opts, stdio_cfg, spec, restore) = {
             let mut tasks = self.lock();
             let c = tasks
                 .container_mut(&r.id)
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
-            let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
+            let (runc, bundle, opts) = (c.runc.clone(), c.bundle.clone(), c.options.clone());
             let p = c
                 .process_mut(&r.exec_id)
                 .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
@@ -524,7 +525,7 @@ impl Shim {
             }
             p.starting = true;
             let restore = r.exec_id.is_empty() && p.pid == 0 && !p.spec.is_empty();
-            (runc, bundle, p.stdio.clone(), p.spec.clone(), restore)
+            (runc, bundle, opts, p.stdio.clone(), p.spec.clone(), restore)
         };
         let started = if r.exec_id.is_empty() && !restore {
             self.lock()
@@ -533,7 +534,15 @@ impl Shim {
                 .ok_or_else(|| not_found("container vanished"))
                 .and_then(|pid| runc.start(&r.id).map(|()| (pid, None)).map_err(from_runc))
         } else {
-            self.start_new_process(&r, &runc, &bundle, &stdio_cfg, &spec, restore)
+            let launch = NewProcess {
+                runc: &runc,
+                bundle: &bundle,
+                opts: &opts,
+                stdio: &stdio_cfg,
+                spec: &spec,
+                restore,
+            };
+            self.start_new_process(&r, &launch)
         };
         let (pid, io) = match started {
             Ok(x) => x,
@@ -553,7 +562,7 @@ impl Shim {
             if restore {
                 if let Some(c) = tasks.container_mut(&r.id) {
                     if c.shares_pid_ns {
-                        c.cgroup_procs = crate::supervisor::kill_all::procs_file_of(pid);
+                        c.cgroup_procs = crate::containerd::kill_all::procs_file_of(pid);
                     }
                 }
             }
@@ -595,16 +604,19 @@ impl Shim {
     fn start_new_process(
         &self,
         r: &api::StartRequest,
-        runc: &Runc,
-        bundle: &Path,
-        stdio_cfg: &StdioConfig,
-        spec: &[u8],
-        restore: bool,
+        launch: &NewProcess<'_>,
     ) -> RpcResult<(i32, Option<Prepared>)> {
-        let opts = self.container_options(bundle);
+        let NewProcess {
+            runc,
+            bundle,
+            opts,
+            stdio: stdio_cfg,
+            spec,
+            restore,
+        } = *launch;
         let mut prepared = stdio::prepare_with_env(
             stdio_cfg,
-            owner(&opts),
+            owner(opts),
             &stdio::logger_env(&r.id, &self.namespace),
         )
         .map_err(|e| invalid(format!("process io: {e}")))?;
@@ -622,7 +634,7 @@ impl Shim {
                 bundle,
                 RestoreOpts {
                     image_path: PathBuf::from(image),
-                    work_path: Some(work_path(&opts, bundle)),
+                    work_path: Some(work_path(opts, bundle)),
                     detach: true,
                     pid_file: Some(pid_file.clone()),
                     no_pivot: opts.no_pivot_root,
@@ -660,13 +672,6 @@ impl Shim {
         }
         let pid = read_pid(&pid_file)?;
         Ok((pid, Some(prepared)))
-    }
-
-    fn container_options(&self, bundle: &Path) -> RuncOptions {
-        std::fs::read(bundle.join("options.json"))
-            .ok()
-            .and_then(|b| RuncOptions::from_json(&b).ok())
-            .unwrap_or_else(|| self.start_options.clone())
     }
 
     // ---- Delete ------------------------------------------------------------------
@@ -1026,19 +1031,18 @@ impl Shim {
         &self,
         r: api::CheckpointTaskRequest,
     ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
-        let (runc, bundle) = {
+        let (runc, bundle, opts) = {
             let tasks = self.lock();
             let c = tasks
                 .container(&r.id)
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
-            (c.runc.clone(), c.bundle.clone())
+            (c.runc.clone(), c.bundle.clone(), c.options.clone())
         };
         let copts = match r.options.as_ref() {
             Some(a) => decode_checkpoint_options(&a.type_url, &a.value)
                 .map_err(|e| invalid(format!("checkpoint options: {e}")))?,
             None => Default::default(),
         };
-        let opts = self.container_options(&bundle);
         let image = if !copts.image_path.is_empty() {
             PathBuf::from(&copts.image_path)
         } else {
@@ -1146,6 +1150,17 @@ impl Shim {
             }
         }
     }
+}
+
+/// What `start_new_process` launches: an exec's or a restored init's process.
+#[derive(Clone, Copy)]
+struct NewProcess<'a> {
+    runc: &'a Runc,
+    bundle: &'a Path,
+    opts: &'a RuncOptions,
+    stdio: &'a StdioConfig,
+    spec: &'a [u8],
+    restore: bool,
 }
 
 /// Decodes a request, runs the handler, encodes the response.
