@@ -17,6 +17,7 @@ pub mod publisher;
 pub mod server;
 pub mod service;
 pub mod task_api;
+pub mod task_call;
 pub mod tasks;
 pub mod ttrpc;
 pub mod wire;

@@ -9,6 +9,7 @@
 
 use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::Exited;
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::workers::WorkerPool;
@@ -285,11 +286,21 @@ impl EventLoop {
             }
             close |= out.closed;
             for req in out.requests {
-                if Shim::needs_worker(&req.method) {
-                    conn.calls_in_flight += 1;
-                    self.workers.submit(n, req);
-                } else if let Some(answer) = self.shim.handle(n, &req) {
-                    answers.push((req.stream_id, answer.reply));
+                let stream = req.stream_id;
+                match TaskCall::decode(&req.service, &req.method, &req.payload) {
+                    Err(st) => {
+                        log::info!("rpc {}.{} refused: {}", req.service, req.method, st.message);
+                        answers.push((stream, Err(st)));
+                    }
+                    Ok(call) if call.needs_worker() => {
+                        conn.calls_in_flight += 1;
+                        self.workers.submit(n, stream, call);
+                    }
+                    Ok(call) => {
+                        if let Some(answer) = self.shim.handle(n, stream, call) {
+                            answers.push((stream, answer.reply));
+                        }
+                    }
                 }
             }
         }

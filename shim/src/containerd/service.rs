@@ -7,8 +7,9 @@ use crate::containerd::call_gate::{CallGate, ExitReport, GateHold, ENTER_WAIT};
 use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
+use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::{Container, Exited, ProcStatus, Process, Tasks};
-use crate::containerd::ttrpc::{Incoming, Reply};
+use crate::containerd::ttrpc::Reply;
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
@@ -183,99 +184,43 @@ impl Shim {
         }
     }
 
-    /// RPCs that call runc, wait on a process or read cgroups: they run on a worker. All
-    /// others (table reads and updates, and anything unknown, which is refused) are
-    /// answered by the event loop itself, never queued behind a slow runc call nor taking
-    /// a worker.
-    pub fn needs_worker(method: &str) -> bool {
-        matches!(
-            method,
-            "Create"
-                | "Start"
-                | "Delete"
-                | "Kill"
-                | "Pids"
-                | "Pause"
-                | "Resume"
-                | "Checkpoint"
-                | "Update"
-                | "Stats"
-        )
-    }
-
-    /// Handles one request. `None` means the call was parked (Wait) and is answered later.
-    pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Answer> {
-        if !crate::containerd::task_api::is_task_service(&req.service) {
-            return Some(Answer::now(Err(unimplemented(format!(
-                "service {} is not served by tether",
-                req.service
-            )))));
-        }
-        let p = &req.payload;
-        log::debug!("rpc {}", req.method);
+    /// Handles one decoded call on `stream` of connection `conn`. `None` means the call
+    /// was parked (Wait) and is answered later.
+    pub fn handle(&self, conn: u32, stream: u32, call: TaskCall) -> Option<Answer> {
+        let name = call.name();
+        log::debug!("rpc {name}");
         use ExitReport::{Free, HeldBack};
-        let answer = match req.method.as_str() {
-            "Create" => Answer::now(call(p, |r| self.create(r))),
-            "Start" => Answer::now(call(p, |r| self.start(r))),
+        let answer = match call {
+            TaskCall::Create(r) => Answer::now(self.create(r).and_then(encode)),
+            TaskCall::Start(r) => Answer::now(self.start(r).and_then(encode)),
             // Delete waits for the exit report it must come after; it cannot cause one.
-            "Delete" => self.ordered(
-                p,
-                Free,
-                |r: &api::DeleteRequest| process_of(&r.id, &r.exec_id),
-                |r| self.delete(r),
-            ),
-            "Exec" => Answer::now(call(p, |r| self.exec(r))),
-            "ResizePty" => Answer::now(call(p, |r| self.resize_pty(r))),
-            "CloseIO" => Answer::now(call(p, |r| self.close_io(r))),
-            "State" => Answer::now(call(p, |r| self.state(r))),
-            // A kill-all is the init's business: the init's exit waits for its reply.
-            "Kill" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::KillRequest| process_of(&r.id, if r.all { "" } else { &r.exec_id }),
-                |r| self.kill(r),
-            ),
-            "Pids" => Answer::now(call(p, |r| self.pids(r))),
-            "Pause" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::PauseRequest| process_of(&r.id, ""),
-                |r| self.pause(r),
-            ),
-            "Resume" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::ResumeRequest| process_of(&r.id, ""),
-                |r| self.resume(r),
-            ),
-            // A checkpoint without leave-running ends the init.
-            "Checkpoint" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::CheckpointTaskRequest| process_of(&r.id, ""),
-                |r| self.checkpoint(r),
-            ),
-            "Update" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::UpdateTaskRequest| process_of(&r.id, ""),
-                |r| self.update(r),
-            ),
-            "Stats" => Answer::now(call(p, |r| self.stats(r))),
-            "Connect" => Answer::now(call(p, |r| self.connect(r))),
-            "Shutdown" => Answer::now(call(p, |r| self.shutdown(r))),
-            "Wait" => {
-                return match api::WaitRequest::parse_from_bytes(p) {
-                    Ok(r) => self.wait(conn, req.stream_id, &r).map(Answer::now),
-                    Err(e) => Some(Answer::now(Err(invalid(format!("bad WaitRequest: {e}"))))),
-                }
+            TaskCall::Delete(r) => {
+                self.ordered(process_of(&r.id, &r.exec_id), Free, || self.delete(r))
             }
-            other => Answer::now(Err(unimplemented(format!(
-                "method {other} is not implemented"
-            )))),
+            TaskCall::Exec(r) => Answer::now(self.exec(r).and_then(encode)),
+            TaskCall::ResizePty(r) => Answer::now(self.resize_pty(r).and_then(encode)),
+            TaskCall::CloseIO(r) => Answer::now(self.close_io(r).and_then(encode)),
+            TaskCall::State(r) => Answer::now(self.state(r).and_then(encode)),
+            // A kill-all is the init's business: the init's exit waits for its reply.
+            TaskCall::Kill(r) => {
+                let process = process_of(&r.id, if r.all { "" } else { &r.exec_id });
+                self.ordered(process, HeldBack, || self.kill(r))
+            }
+            TaskCall::Pids(r) => Answer::now(self.pids(r).and_then(encode)),
+            TaskCall::Pause(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.pause(r)),
+            TaskCall::Resume(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.resume(r)),
+            // A checkpoint without leave-running ends the init.
+            TaskCall::Checkpoint(r) => {
+                self.ordered(process_of(&r.id, ""), HeldBack, || self.checkpoint(r))
+            }
+            TaskCall::Update(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.update(r)),
+            TaskCall::Stats(r) => Answer::now(self.stats(r).and_then(encode)),
+            TaskCall::Connect(r) => Answer::now(self.connect(r).and_then(encode)),
+            TaskCall::Shutdown(r) => Answer::now(self.shutdown(r).and_then(encode)),
+            TaskCall::Wait(r) => return self.wait(conn, stream, &r).map(Answer::now),
         };
         if let Err(st) = &answer.reply {
-            log::info!("rpc {} failed: {}", req.method, st.message);
+            log::info!("rpc {name} failed: {}", st.message);
         }
         Some(answer)
     }
@@ -283,21 +228,15 @@ impl Shim {
     /// Runs a call inside its process's call gate (see `call_gate`): after the previous
     /// call on that process has been answered, and, for `HeldBack`, with the process's
     /// exit report held until this call's reply has been written.
-    fn ordered<Req: Message, Resp: Message>(
+    fn ordered<Resp: Message>(
         &self,
-        payload: &[u8],
+        (container, exec): (String, String),
         exit: ExitReport,
-        process: impl FnOnce(&Req) -> (String, String),
-        f: impl FnOnce(Req) -> RpcResult<Resp>,
+        f: impl FnOnce() -> RpcResult<Resp>,
     ) -> Answer {
-        let req = match decode::<Req>(payload) {
-            Ok(r) => r,
-            Err(st) => return Answer::now(Err(st)),
-        };
-        let (container, exec) = process(&req);
         let hold = self.gate.enter(&container, &exec, exit, ENTER_WAIT);
         Answer {
-            reply: f(req).and_then(encode),
+            reply: f().and_then(encode),
             hold: Some(hold),
         }
     }
@@ -1163,19 +1102,6 @@ struct NewProcess<'a> {
     restore: bool,
 }
 
-/// Decodes a request, runs the handler, encodes the response.
-fn call<Req: Message, Resp: Message>(
-    payload: &[u8],
-    f: impl FnOnce(Req) -> RpcResult<Resp>,
-) -> Reply {
-    f(decode(payload)?).and_then(encode)
-}
-
-fn decode<Req: Message>(payload: &[u8]) -> RpcResult<Req> {
-    Req::parse_from_bytes(payload)
-        .map_err(|e| invalid(format!("bad {}: {e}", message_name::<Req>())))
-}
-
 fn encode<Resp: Message>(resp: Resp) -> Reply {
     resp.write_to_bytes()
         .map_err(|e| internal(format!("encode response: {e}")))
@@ -1184,13 +1110,6 @@ fn encode<Resp: Message>(resp: Resp) -> Reply {
 /// The call gate key of a process.
 fn process_of(id: &str, exec_id: &str) -> (String, String) {
     (id.to_string(), exec_id.to_string())
-}
-
-/// A request type's short name for error messages (`CreateTaskRequest`), taken from the
-/// Rust type rather than the protobuf descriptor, which would build reflection tables.
-fn message_name<M>() -> &'static str {
-    let full = std::any::type_name::<M>();
-    full.rsplit("::").next().unwrap_or(full)
 }
 
 fn wait_reply(code: i32, at: SystemTime) -> Reply {
