@@ -4,6 +4,7 @@
 use super::args::{self, Spec};
 use super::depot::{live_supervisor, Depot};
 use super::errors::{CliError, CliResult};
+use super::pea::PeaRecord;
 use crate::supervisor::pidfd;
 use fifo::Fate;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,7 +23,10 @@ and removes <depot>/CONTAINER-ID with every process directory. A running contain
 refused unless --force, which kills its processes first. A container runc no longer knows
 (its state was removed) whose processes still run (checked against their recorded start
 time, so a recycled pid is never hit) is refused too, and --force kills them (SIGKILL
-through a pidfd) and waits for them to be gone.";
+through a pidfd) and waits for them to be gone. The runc containers of its peas are
+deleted with it. A container another runtime runs (external, see exec --help) is never
+deleted with runc: only the depot entry goes, and its processes started here (refused
+while they run, killed with --force).";
 
 const SPEC: Spec = Spec {
     valued: &[],
@@ -38,8 +42,14 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let pos = p.positionals(1, 1, USAGE)?;
     let id = pos[0].as_str();
     let force = p.flag("--force");
-    depot.container(id)?;
-    let runc = depot.runc(None, None);
+    let meta = depot.container(id)?;
+    let cdepot = depot.for_container(&meta);
+    let runc = cdepot.runc(None, None);
+    if meta.external.is_some() {
+        // The container is another runtime's: only what was started here goes.
+        kill_orphans(depot, id, force, "it is run by another runtime")?;
+        return finish(depot, id);
+    }
     match runc.state(id) {
         Ok(s) => {
             let live = matches!(
@@ -60,21 +70,47 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         }
         // runc no longer knows it (its state was lost or removed behind our back): its
         // processes may still run, and only the depot can tell.
-        Err(e) if e.is_not_found() => kill_orphans(depot, id, force)?,
+        Err(e) if e.is_not_found() => kill_orphans(depot, id, force, "runc no longer knows it")?,
         Err(e) => return Err(CliError::runc(e)),
     }
+    delete_peas(&cdepot, id)?;
+    finish(depot, id)
+}
+
+/// Stops the container's supervisors and removes its depot directory.
+fn finish(depot: &Depot, id: &str) -> CliResult<()> {
     stop_supervisors(depot, id)?;
     let cdir = depot.container_dir(id);
     std::fs::remove_dir_all(&cdir).map_err(|e| CliError::io("remove", &cdir, &e))
 }
 
+/// Deletes the runc containers of the container's peas (killing what is left in them):
+/// each pea's supervisor does so when its pea exits, which the outer init's end causes,
+/// but a supervisor that was killed would leave them.
+fn delete_peas(depot: &Depot, id: &str) -> CliResult<()> {
+    let runc = depot.runc(None, None);
+    for p in depot.process_ids(id)? {
+        let Some(rec) = PeaRecord::read(&depot.processes_dir(id).join(&p)) else {
+            continue;
+        };
+        if let Err(e) = runc.delete(&rec.runc_id, true) {
+            // Its supervisor may have deleted it at the same moment.
+            match runc.state(&rec.runc_id) {
+                Err(gone) if gone.is_not_found() => {}
+                _ => return Err(CliError::runc(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long killed processes get to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The container is unknown to runc: its processes that still run (by the depot's
+/// The container is unknown to runc (or another runtime's, `why` says): its processes that still run (by the depot's
 /// records: pid and start time) are refused without `force`, SIGKILLed with it; returns
 /// once they are gone. An error, and nothing removed, if one cannot be killed.
-fn kill_orphans(depot: &Depot, id: &str, force: bool) -> CliResult<()> {
+fn kill_orphans(depot: &Depot, id: &str, force: bool, why: &str) -> CliResult<()> {
     let mut running = Vec::new();
     for p in depot.process_ids(id)? {
         let dir = depot.process_dir(id, Some(&p))?;
@@ -92,8 +128,8 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool) -> CliResult<()> {
         .join(", ");
     if !force {
         return Err(CliError::Running(format!(
-            "runc no longer knows container {id:?} but its processes {list} still run: \
-             use --force to kill them"
+            "container {id:?}: {why}, but its processes {list} still run: use --force to \
+             kill them"
         )));
     }
     let mut pidfds = Vec::new();
@@ -109,8 +145,7 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool) -> CliResult<()> {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
             Err(e) => {
                 return Err(CliError::Failed(format!(
-                    "runc no longer knows container {id:?}; cannot kill its process {p:?} \
-                     (pid {pid}): {e}"
+                    "container {id:?} ({why}): cannot kill its process {p:?} (pid {pid}): {e}"
                 )))
             }
         }
@@ -122,8 +157,8 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool) -> CliResult<()> {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
             return Err(CliError::Failed(format!(
-                "runc no longer knows container {id:?}; its processes {list} were killed \
-                 but are still there after {KILL_TIMEOUT:?}"
+                "container {id:?} ({why}): its processes {list} were killed but are still \
+                 there after {KILL_TIMEOUT:?}"
             )));
         }
     }
