@@ -36,7 +36,7 @@ stdin (\"close-stdin\" on control) and wait.
 
 Commands:
   run          create and start a container from a bundle
-  exec         start a process in a running container
+  exec         start a process in a running container (or a pea: its own container)
   attach       stream a process's stdin/stdout/stderr (again and again)
   close-stdin  close a process's stdin (it reads EOF)
   wait         wait for a process to exit; print and exit with its code

@@ -4,7 +4,9 @@
 //! <depot>/
 //!   .runc/                       runc --root (default; --runc-root changes it)
 //!   <container-id>/
-//!     container.json             {"bundle": "...", "init": "<process-id>"}
+//!     container.json             {"bundle": "...", "init": "<process-id>"}, plus
+//!                                "external": {"runc_root"} for a container another
+//!                                runtime runs (external.rs)
 //!     processes/<process-id>/    the process directory (DESIGN.md, the dadoo contract;
 //!                                `--io-uid`/`--io-gid` open it to a manager: io_owner.rs)
 //!       stdin stdout stderr winsz exit   FIFOs
@@ -14,6 +16,7 @@
 //!       tty                              empty marker: the process has a terminal
 //!       starttime                        "<pid> <start ticks>": the process, not a recycled pid
 //!       supervisor.log                   the supervisor's warnings, made on the first one
+//!       config.json pea.json             a pea's bundle config and record (pea.rs)
 //! ```
 //!
 //! Modes are set explicitly, never left to the caller's umask: the depot, a container's
