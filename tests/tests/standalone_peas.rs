@@ -376,3 +376,41 @@ fn bad_peas_are_refused_and_leave_nothing() {
     env.ok("delete", &[&id]);
     assert_nothing_left(&env, &id);
 }
+
+#[test]
+fn a_manager_without_root_uses_a_peas_directory() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const IO_ID: u32 = 1234;
+    let env = StandaloneEnv::new();
+    env.let_others_traverse();
+    let id = env.id("pea-iou");
+    env.run(&id, &env.bundle("outer", &["sleep", "1000"]));
+    let bundle = pea_bundle(&env, "pea", "read line; echo out:$line; cat /marker; exit 7");
+    let uid = IO_ID.to_string();
+    exec_pea_ok(
+        &env,
+        &id,
+        "p1",
+        &bundle,
+        &["--share", "net", "--io-uid", &uid, "--io-gid", &uid],
+    );
+    let dir = env.process_dir(&id, "p1");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, IO_ID, 0o710));
+    let config = std::fs::metadata(dir.join("config.json")).unwrap();
+    assert_eq!((config.uid(), config.mode() & 0o7777), (0, 0o600), "root's alone");
+
+    // The manager, as uid 1234, attaches by directory and feeds it a line.
+    let mut attach = env.cmd("attach");
+    attach.args(["--dir", dir.to_str().unwrap()]).uid(IO_ID).gid(IO_ID);
+    let out = tether_tests::standalone_env::output_bounded_with_input(
+        attach,
+        b"hello\n",
+        Duration::from_secs(30),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out:hello\npea-rootfs\n");
+    assert_eq!(out.status.code(), Some(7));
+    env.ok("delete", &["--force", &id]);
+    assert_nothing_left(&env, &id);
+}
