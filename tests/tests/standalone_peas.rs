@@ -386,7 +386,11 @@ fn a_manager_without_root_uses_a_peas_directory() {
     env.let_others_traverse();
     let id = env.id("pea-iou");
     env.run(&id, &env.bundle("outer", &["sleep", "1000"]));
-    let bundle = pea_bundle(&env, "pea", "read line; echo out:$line; cat /marker; exit 7");
+    let bundle = pea_bundle(
+        &env,
+        "pea",
+        "read line; echo out:$line; cat /marker; exit 7",
+    );
     let uid = IO_ID.to_string();
     exec_pea_ok(
         &env,
@@ -397,20 +401,59 @@ fn a_manager_without_root_uses_a_peas_directory() {
     );
     let dir = env.process_dir(&id, "p1");
     let meta = std::fs::metadata(&dir).unwrap();
-    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, IO_ID, 0o710));
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, IO_ID, 0o710)
+    );
     let config = std::fs::metadata(dir.join("config.json")).unwrap();
-    assert_eq!((config.uid(), config.mode() & 0o7777), (0, 0o600), "root's alone");
+    assert_eq!(
+        (config.uid(), config.mode() & 0o7777),
+        (0, 0o600),
+        "root's alone"
+    );
 
     // The manager, as uid 1234, attaches by directory and feeds it a line.
     let mut attach = env.cmd("attach");
-    attach.args(["--dir", dir.to_str().unwrap()]).uid(IO_ID).gid(IO_ID);
+    attach
+        .args(["--dir", dir.to_str().unwrap()])
+        .uid(IO_ID)
+        .gid(IO_ID);
     let out = tether_tests::standalone_env::output_bounded_with_input(
         attach,
         b"hello\n",
         Duration::from_secs(30),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "out:hello\npea-rootfs\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out:hello\npea-rootfs\n"
+    );
     assert_eq!(out.status.code(), Some(7));
+    env.ok("delete", &["--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn deleting_a_pea_alone_deletes_its_runc_container() {
+    let env = StandaloneEnv::new();
+    let id = env.id("pea-del1");
+    env.run(&id, &env.bundle("outer", &["sleep", "1000"]));
+    let bundle = pea_bundle(&env, "pea", "sleep 1000");
+    let pea_pid = exec_pea_ok(&env, &id, "p1", &bundle, &["--share", "net"]);
+    let cgroup = memory_limit_file(pea_pid).parent().unwrap().to_path_buf();
+    let runc_id = format!("{id}.p1");
+    // Running: refused (124) without --force.
+    assert_eq!(env.output("delete", &[&id, "p1"]).status.code(), Some(124));
+    assert!(runc_list(&env).contains(&runc_id));
+    // The init goes only with its container.
+    assert_eq!(env.output("delete", &[&id, "init"]).status.code(), Some(2));
+    env.ok("delete", &["--force", &id, "p1"]);
+    assert!(!env.process_dir(&id, "p1").exists());
+    assert!(!runc_list(&env).contains(&runc_id), "{:?}", runc_list(&env));
+    assert!(!cgroup.exists(), "its cgroup is gone");
+    assert!(!std::path::Path::new(&format!("/proc/{pea_pid}")).exists());
+    let state: Value = serde_json::from_str(&env.ok("state", &["--json", &id])).unwrap();
+    assert_eq!(state["status"], "running", "the container is untouched");
+    assert_eq!(state["processes"].as_array().unwrap().len(), 1);
     env.ok("delete", &["--force", &id]);
     assert_nothing_left(&env, &id);
 }

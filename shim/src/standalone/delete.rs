@@ -1,5 +1,6 @@
 //! `delete`: remove a container (runc delete), end its supervisors and remove its depot
-//! directory with every process directory in it.
+//! directory with every process directory in it; or remove one process directory (and a
+//! pea's runc container).
 
 use super::args::{self, Spec};
 use super::depot::{live_supervisor, Depot};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// `delete --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 delete [--force] CONTAINER-ID
+usage: containerd-shim-tether-v2 delete [--force] CONTAINER-ID [PROCESS-ID]
 
 Deletes the container with runc, stops its supervisors (output nobody read is dropped)
 and removes <depot>/CONTAINER-ID with every process directory. A running container is
@@ -26,7 +27,12 @@ time, so a recycled pid is never hit) is refused too, and --force kills them (SI
 through a pidfd) and waits for them to be gone. The runc containers of its peas are
 deleted with it. A container another runtime runs (external, see exec --help) is never
 deleted with runc: only the depot entry goes, and its processes started here (refused
-while they run, killed with --force).";
+while they run, killed with --force).
+
+With PROCESS-ID (not the init's: that goes with its container) only that process goes:
+refused while it runs unless --force, which kills it (SIGKILL through a pidfd) and waits;
+then its supervisor is stopped, a pea's runc container deleted, and its directory
+removed.";
 
 const SPEC: Spec = Spec {
     valued: &[],
@@ -39,11 +45,19 @@ const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
 /// Runs the subcommand.
 pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let p = args::parse(argv, SPEC)?;
-    let pos = p.positionals(1, 1, USAGE)?;
+    let pos = p.positionals(1, 2, USAGE)?;
     let id = pos[0].as_str();
     let force = p.flag("--force");
     let meta = depot.container(id)?;
     let cdepot = depot.for_container(&meta);
+    if let Some(process) = pos.get(1) {
+        if *process == meta.init && meta.external.is_none() {
+            return Err(CliError::Usage(format!(
+                "{process:?} is the init of container {id:?}: delete the container"
+            )));
+        }
+        return delete_process(&cdepot, id, process, force);
+    }
     let runc = cdepot.runc(None, None);
     if meta.external.is_some() {
         // The container is another runtime's: only what was started here goes.
@@ -77,6 +91,21 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     finish(depot, id)
 }
 
+/// One process: killed if it runs (with `force`), its supervisor stopped, a pea's runc
+/// container deleted, its directory removed.
+fn delete_process(depot: &Depot, id: &str, process: &str, force: bool) -> CliResult<()> {
+    let dir = depot.process_dir(id, Some(process))?;
+    if let Ok(Fate::Running(pid)) = dir.fate() {
+        let running = vec![(process.to_string(), pid, dir.clone())];
+        kill_running(id, running, force, "deleting a process of it")?;
+    }
+    if let Some(rec) = PeaRecord::read(dir.path()) {
+        delete_pea(depot, &rec)?;
+    }
+    stop_supervisors_of(&[dir.clone()]);
+    dir.remove().map_err(CliError::fifo)
+}
+
 /// Stops the container's supervisors and removes its depot directory.
 fn finish(depot: &Depot, id: &str) -> CliResult<()> {
     stop_supervisors(depot, id)?;
@@ -88,17 +117,22 @@ fn finish(depot: &Depot, id: &str) -> CliResult<()> {
 /// each pea's supervisor does so when its pea exits, which the outer init's end causes,
 /// but a supervisor that was killed would leave them.
 fn delete_peas(depot: &Depot, id: &str) -> CliResult<()> {
-    let runc = depot.runc(None, None);
     for p in depot.process_ids(id)? {
-        let Some(rec) = PeaRecord::read(&depot.processes_dir(id).join(&p)) else {
-            continue;
-        };
-        if let Err(e) = runc.delete(&rec.runc_id, true) {
-            // Its supervisor may have deleted it at the same moment.
-            match runc.state(&rec.runc_id) {
-                Err(gone) if gone.is_not_found() => {}
-                _ => return Err(CliError::runc(e)),
-            }
+        if let Some(rec) = PeaRecord::read(&depot.processes_dir(id).join(&p)) {
+            delete_pea(depot, &rec)?;
+        }
+    }
+    Ok(())
+}
+
+/// `runc delete --force` of a pea's runc container; gone already is fine.
+fn delete_pea(depot: &Depot, rec: &PeaRecord) -> CliResult<()> {
+    let runc = depot.runc(None, None);
+    if let Err(e) = runc.delete(&rec.runc_id, true) {
+        // Its supervisor may have deleted it at the same moment.
+        match runc.state(&rec.runc_id) {
+            Err(gone) if gone.is_not_found() => {}
+            _ => return Err(CliError::runc(e)),
         }
     }
     Ok(())
@@ -118,6 +152,17 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool, why: &str) -> CliResult<()
             running.push((p, pid, dir));
         }
     }
+    kill_running(id, running, force, why)
+}
+
+/// Refuses `running` (process id, pid, directory) without `force`; SIGKILLs them with it
+/// and returns once they are gone.
+fn kill_running(
+    id: &str,
+    running: Vec<(String, i32, fifo::ProcessDir)>,
+    force: bool,
+    why: &str,
+) -> CliResult<()> {
     if running.is_empty() {
         return Ok(());
     }
@@ -128,7 +173,7 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool, why: &str) -> CliResult<()
         .join(", ");
     if !force {
         return Err(CliError::Running(format!(
-            "container {id:?}: {why}, but its processes {list} still run: use --force to \
+            "container {id:?} ({why}): its processes {list} still run: use --force to \
              kill them"
         )));
     }
@@ -168,18 +213,23 @@ fn kill_orphans(depot: &Depot, id: &str, force: bool, why: &str) -> CliResult<()
 /// SIGTERMs every live supervisor of the container until it is gone (a supervisor ignores
 /// SIGTERM until its process has been reaped), SIGKILL after a grace period.
 fn stop_supervisors(depot: &Depot, id: &str) -> CliResult<()> {
+    let mut dirs = Vec::new();
+    for p in depot.process_ids(id)? {
+        if let Ok(dir) = depot.process_dir(id, Some(&p)) {
+            dirs.push(dir);
+        }
+    }
+    stop_supervisors_of(&dirs);
+    Ok(())
+}
+
+/// [`stop_supervisors`] for the processes in `dirs`.
+fn stop_supervisors_of(dirs: &[fifo::ProcessDir]) {
     let deadline = Instant::now() + SUPERVISOR_GRACE;
     loop {
-        let mut live = Vec::new();
-        for p in depot.process_ids(id)? {
-            if let Ok(dir) = depot.process_dir(id, Some(&p)) {
-                if let Some(pid) = live_supervisor(&dir) {
-                    live.push(pid);
-                }
-            }
-        }
+        let live: Vec<i32> = dirs.iter().filter_map(live_supervisor).collect();
         if live.is_empty() || Instant::now() >= deadline + SUPERVISOR_GRACE {
-            return Ok(());
+            return;
         }
         let signal = if Instant::now() >= deadline {
             Signal::SIGKILL
