@@ -102,7 +102,7 @@ fn delete_process(depot: &Depot, id: &str, process: &str, force: bool) -> CliRes
     if let Some(rec) = PeaRecord::read(dir.path()) {
         delete_pea(depot, &rec)?;
     }
-    stop_supervisors_of(&[dir.clone()]);
+    stop_supervisors_of(std::slice::from_ref(&dir));
     dir.remove().map_err(CliError::fifo)
 }
 
