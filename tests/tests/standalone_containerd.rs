@@ -131,16 +131,31 @@ fn processes_in_a_container_containerd_runs() {
         container: id.clone(),
     };
 
-    // Three processes, each with its own supervisor and process directory in our depot.
+    // Three processes, each with its own supervisor and process directory in our depot,
+    // started at once: they race to give the container its depot entry, and agree on one.
     let counter = "i=0; while :; do i=$((i+1)); echo line$i; sleep 0.02; done";
-    let pids = [
-        manager.exec("p1", counter),
-        manager.exec("p2", "sleep 1000"),
-        manager.exec("p3", "trap '' TERM; while :; do sleep 1; done"),
+    let scripts = [
+        ("p1", counter),
+        ("p2", "sleep 1000"),
+        ("p3", "trap '' TERM; while :; do sleep 1; done"),
     ];
+    let pids: Vec<i32> = std::thread::scope(|s| {
+        let started: Vec<_> = scripts
+            .iter()
+            .map(|(p, script)| s.spawn(|| manager.exec(p, script)))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let hidden: Vec<_> = std::fs::read_dir(manager.depot.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".adopt"))
+        .collect();
+    assert!(hidden.is_empty(), "half-made entries left: {hidden:?}");
     // Each is its supervisor's child (reparented to it, a subreaper, when runc exits),
     // never the shim's: the shim's reaper cannot see, reap or report them.
-    for (p, pid) in ["p1", "p2", "p3"].iter().zip(pids) {
+    for (p, pid) in ["p1", "p2", "p3"].iter().zip(pids.iter().copied()) {
         let sup = std::fs::read_to_string(manager.dir(p).join("supervisor.pid")).unwrap();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let ppid = status
@@ -156,7 +171,7 @@ fn processes_in_a_container_containerd_runs() {
     // The shim is undisturbed: containerd sees the processes in the container (its
     // cgroup), the task runs, and its own execs work.
     let ps = env.ctr_ok(&["task", "ps", &id]);
-    for pid in pids {
+    for pid in &pids {
         assert!(
             ps.lines()
                 .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
