@@ -457,3 +457,73 @@ fn deleting_a_pea_alone_deletes_its_runc_container() {
     env.ok("delete", &["--force", &id]);
     assert_nothing_left(&env, &id);
 }
+
+#[test]
+fn a_pea_whose_container_stops_while_it_starts_is_undone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = StandaloneEnv::new();
+    let id = env.id("pea-race");
+    env.run(&id, &env.bundle("outer", &["sleep", "1000"]));
+    // A runc that, after `run` has started the pea, waits for the test to kill the
+    // container's init (injecting the race, not replacing runc).
+    let dir = env.runc_env().dir();
+    let mark = dir.join("pea-started");
+    let wrapper = dir.join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\"{real}\" \"$@\"; rc=$?\ncase \" $* \" in *\" run \"*) touch \"{mark}\"; \
+             while [ ! -e \"{mark}.go\" ]; do sleep 0.05; done;; esac\nexit $rc\n",
+            real = env.runc_env().runc_binary().display(),
+            mark = mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = pea_bundle(&env, "pea", "sleep 1000");
+    let mut exec = env.cmd("exec");
+    exec.args(["--runc", wrapper.to_str().unwrap()])
+        .args([
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            "--share",
+            "net",
+            &id,
+            "p1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut exec = exec.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !mark.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runc run never returned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        runc_list(&env).contains(&format!("{id}.p1")),
+        "the pea started"
+    );
+    env.ok("kill", &["--signal", "KILL", &id]);
+    assert_eq!(env.output("wait", &[&id]).status.code(), Some(137));
+    std::fs::write(mark.with_extension("go"), "").unwrap();
+    let status = tether_tests::standalone_env::wait_bounded(&mut exec, Duration::from_secs(20));
+    let mut err = String::new();
+    exec.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(121), "{err}");
+    assert!(err.contains("stopped while its pea started"), "{err}");
+    assert!(
+        !env.process_dir(&id, "p1").exists(),
+        "no process directory left"
+    );
+    assert_eq!(runc_list(&env), vec![id.clone()], "no pea left in runc");
+    env.ok("delete", &[&id]);
+    assert_nothing_left(&env, &id);
+}

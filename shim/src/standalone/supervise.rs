@@ -427,6 +427,9 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         _ => None,
     };
     let mut master = None;
+    // Armed once a pea's runc container exists: every way out of here but success
+    // deletes it again (nothing half-created).
+    let mut undo_pea = UndoPea(None);
     match &plan.kind {
         Kind::Run { bundle } => {
             runc.create(
@@ -492,14 +495,12 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
                 let _ = runc.delete(runc_id, true);
                 return Err(CliError::runc(e));
             }
+            undo_pea.arm(&runc, runc_id);
             if let Some(c) = &console {
-                match c.receive_master(CONSOLE_TIMEOUT) {
-                    Ok(m) => master = Some(m),
-                    Err(e) => {
-                        let _ = runc.delete(runc_id, true);
-                        return Err(CliError::Failed(e.to_string()));
-                    }
-                }
+                master = Some(
+                    c.receive_master(CONSOLE_TIMEOUT)
+                        .map_err(|e| CliError::Failed(e.to_string()))?,
+                );
             }
         }
         Kind::Exec => {
@@ -548,7 +549,6 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
             if ties.outer.as_ref().is_some_and(has_exited) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-                let _ = runc.delete(runc_id, true);
                 return Err(CliError::NotFound(format!(
                     "container {id:?} stopped while its pea started"
                 )));
@@ -625,7 +625,30 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         // Exited and reaped already (by nobody else: it is our child), or no pidfds.
         Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
     }
+    undo_pea.disarm();
     Ok((sup, pid))
+}
+
+/// Deletes a pea's runc container (`runc delete --force`) when dropped while armed: a
+/// pea whose start failed half-way leaves nothing.
+struct UndoPea(Option<(runc_wrapper::Runc, String)>);
+
+impl UndoPea {
+    fn arm(&mut self, runc: &runc_wrapper::Runc, id: &str) {
+        self.0 = Some((runc.clone(), id.to_string()));
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UndoPea {
+    fn drop(&mut self) {
+        if let Some((runc, id)) = self.0.take() {
+            let _ = runc.delete(&id, true);
+        }
+    }
 }
 
 /// A pidfd of the outer container's init, once runc says the container `id` runs with
