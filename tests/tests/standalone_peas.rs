@@ -360,6 +360,21 @@ fn bad_peas_are_refused_and_leave_nothing() {
         "no process directory left"
     );
 
+    // A runc container of the pea's name: refused (120), and that container untouched.
+    let namesake = format!("{id}.p1");
+    env.run(&namesake, &env.bundle("namesake", &["sleep", "1000"]));
+    let out = exec_pea(&env, &id, "p1", &bundle, &[]);
+    assert_eq!(
+        code(&out),
+        Some(120),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: Value = serde_json::from_str(&env.ok("state", &["--json", &namesake])).unwrap();
+    assert_eq!(state["status"], "running");
+    assert!(!env.process_dir(&id, "p1").exists());
+    env.ok("delete", &["--force", &namesake]);
+
     // The outer container is not running.
     env.ok("kill", &["--signal", "KILL", &id]);
     env.output("wait", &[&id]);

@@ -485,7 +485,12 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
             );
             if let Err(e) = ran {
                 // Nothing half-created, but never someone else's container of that name.
-                let taken = e.runtime_message().is_some_and(|m| m.contains("exists"));
+                // runc's own words (1.1: "container with given ID already exists",
+                // older: "container with id exists"); a mount's "file exists" is not it.
+                let taken = e.runtime_message().is_some_and(|m| {
+                    m.contains("container with given ID already exists")
+                        || m.contains("container with id exists")
+                });
                 if taken {
                     return Err(CliError::Exists {
                         what: format!("runc container {runc_id:?} (the pea's name)"),
