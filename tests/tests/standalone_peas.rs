@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -299,14 +300,23 @@ fn a_pea_with_a_terminal() {
     let env = StandaloneEnv::new();
     let id = env.id("pea-tty");
     env.run(&id, &env.bundle("outer", &["sleep", "1000"]));
-    let bundle = pea_bundle(&env, "pea", "tty; cat /marker; exit 4");
+    let bundle = pea_bundle(&env, "pea", "tty; cat /marker; sleep 1; stty size; exit 4");
     exec_pea_ok(&env, &id, "p1", &bundle, &["--tty"]);
     let dir = env.process_dir(&id, "p1");
     assert!(dir.join("tty").exists());
+    // Resized through `winsz` as any process is.
+    let mut winsz = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(dir.join("winsz"))
+        .unwrap();
+    std::io::Write::write_all(&mut winsz, b"{\"columns\":100,\"rows\":30}").unwrap();
+    drop(winsz);
     let out = env.output("attach", &[&id, "p1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("/dev/pts/"), "{text:?}");
     assert!(text.contains("pea-rootfs\r\n"), "{text:?}");
+    assert!(text.contains("30 100\r\n"), "{text:?}");
     assert_eq!(out.status.code(), Some(4));
     env.ok("delete", &["--force", &id]);
     assert_nothing_left(&env, &id);
