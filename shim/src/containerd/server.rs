@@ -112,7 +112,7 @@ pub fn run(
     base.poller()
         .add_readable(listener.as_fd(), Token::Listener)?;
 
-    let publisher = std::env::var("TTRPC_ADDRESS")
+    let publisher = std::env::var(crate::containerd::bootstrap::TTRPC_ADDRESS_ENV)
         .ok()
         .filter(|a| !a.is_empty())
         .and_then(|addr| {
