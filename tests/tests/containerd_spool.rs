@@ -266,3 +266,53 @@ fn the_shim_stays_small_while_a_gib_is_spooled() {
     );
     env.assert_no_leaks();
 }
+
+/// Streaming throughput through `ctr run` with the spool on (default) and off
+/// (`io.tether.spool-limit=0`), interleaved (`cargo test -- --ignored`; the README's
+/// figures, with the release build in `TETHER_SHIM`).
+#[test]
+#[ignore]
+fn streaming_throughput_with_and_without_the_spool() {
+    let env = ContainerdEnv::start();
+    const MIB: u64 = 256;
+    let mut results: Vec<(&str, f64)> = Vec::new();
+    for round in 0..9 {
+        for (name, ann) in [
+            ("spool on", None),
+            ("spool off", Some("io.tether.spool-limit=0")),
+        ] {
+            let id = env.id("tp");
+            let mut flags = vec!["--rm"];
+            if let Some(a) = ann {
+                flags.extend(["--annotation", a]);
+            }
+            let script = format!("dd if=/dev/zero bs=65536 count={} 2>/dev/null", MIB * 16);
+            let mut cmd = env.ctr_command(&env.run_args(&flags, &id, &["/bin/sh", "-c", &script]));
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
+            let started = Instant::now();
+            let mut child = cmd.spawn().unwrap();
+            let mut out = child.stdout.take().unwrap();
+            let n = std::io::copy(&mut out, &mut std::io::sink()).unwrap();
+            child.wait().unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            assert_eq!(n, MIB << 20, "{name}: every byte");
+            let rate = MIB as f64 / secs;
+            eprintln!("round {round} {name}: {rate:.0} MiB/s");
+            results.push((name, rate));
+        }
+    }
+    let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
+    let spooled = log.lines().filter(|l| l.contains("output spooled")).count();
+    eprintln!("runs in which the spool was used: {spooled}");
+    for name in ["spool on", "spool off"] {
+        let mut r: Vec<f64> = results
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, r)| *r)
+            .collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        eprintln!("{name}: median {:.0} MiB/s", r[r.len() / 2]);
+    }
+    env.assert_no_leaks();
+}

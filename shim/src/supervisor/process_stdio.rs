@@ -259,11 +259,17 @@ impl ProcessStdio {
     }
 
     /// The process has exited: moves what its output pipes hold right now (before its
-    /// exit is acted on, and it saves a wakeup), and starts the grace its output gets to
+    /// exit is acted on, and it saves a wakeup; into the spool, if any, when the
+    /// destination is full), and starts the grace its output gets to
     /// drain: [`ProcessStdio::drain_overdue`] from `now + grace` on. Only the first call
     /// starts the grace. Returns the output streams whose pumps ended.
     pub fn exited(&mut self, poller: &Poller, now: Instant, grace: Duration) -> Streams {
         self.drain_deadline.get_or_insert(now + grace);
+        for stream in Stream::OUTPUTS {
+            if let Some(pump) = self.pumps[stream.index()].as_mut() {
+                pump.spool_eagerly();
+            }
+        }
         self.run_each(poller, &Stream::OUTPUTS)
     }
 

@@ -62,6 +62,10 @@ pub struct Pump {
     moved: u64,
     // Boxed: most pumps have none, and a pump lives inline in its process's table.
     spool: Option<Box<Spool>>,
+    /// With a spool: the source pipe's capacity (see `should_spool`).
+    src_capacity: Option<usize>,
+    /// Spool whatever the source holds once the destination is full (after the exit).
+    eager: bool,
     /// Whether [`PumpState::SourceEnded`] (or `Done`) has been reported (by the caller).
     end_reported: bool,
 }
@@ -96,6 +100,8 @@ impl Pump {
             src_eof: false,
             moved: 0,
             spool: None,
+            src_capacity: None,
+            eager: false,
             end_reported: false,
         })
     }
@@ -103,7 +109,26 @@ impl Pump {
     /// This pump spools into `spool` when its destination is full (output pumps only).
     pub fn with_spool(mut self, spool: Spool) -> Self {
         self.spool = Some(Box::new(spool));
+        self.src_capacity = fcntl(self.src.as_raw_fd(), FcntlArg::F_GETPIPE_SZ)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok());
         self
+    }
+
+    /// From now on, everything the source holds goes to the spool when the destination
+    /// is full (the writer has exited: nothing is gained by leaving bytes in its pipe).
+    pub fn spool_eagerly(&mut self) {
+        self.eager = true;
+    }
+
+    /// The destination is full (splice said EAGAIN): whether the source's bytes go to the
+    /// spool now. Only when they would otherwise block the writer — its pipe is at least
+    /// half full — or after its exit: a reader that is merely a little slower than the
+    /// writer (streaming) then paces it as before, without a disk write. A source that is
+    /// not a pipe spools whatever it holds.
+    fn should_spool(&self) -> bool {
+        let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
+        pending > 0 && (self.eager || self.src_capacity.is_none_or(|cap| pending >= cap / 2))
     }
 
     /// Bytes waiting in the spool.
@@ -208,9 +233,7 @@ impl Pump {
                     // The source is empty, or the destination full: with a spool, which
                     // one decides whether the bytes go there.
                     Err(Errno::EAGAIN) => {
-                        if self.spool.is_some()
-                            && fionread::pending(self.src.as_fd()).unwrap_or(0) > 0
-                        {
+                        if self.spool.is_some() && self.should_spool() {
                             dst_full = true;
                             continue;
                         }

@@ -150,6 +150,8 @@ pub struct Spool {
     dropped: u64,
     /// Set while the disk is full (logged once per episode).
     disk_full: bool,
+    /// Whether anything was ever spooled (logged once).
+    used: bool,
     /// The drain's buffer: empty while the spool is.
     buf: Vec<u8>,
     /// `buf[..buffered]` holds the spool's bytes from offset `buffered_at` (read, not yet
@@ -237,6 +239,7 @@ impl Spool {
             punched: 0,
             dropped: 0,
             disk_full: false,
+            used: false,
             buf: Vec::new(),
             buffered: 0,
             buffered_at: None,
@@ -301,8 +304,7 @@ impl Spool {
             ) {
                 Ok(0) => return Fill::Eof,
                 Ok(n) => {
-                    self.end += n as u64;
-                    self.disk_full_over();
+                    self.appended(n);
                     return Fill::Moved(n);
                 }
                 Err(Errno::EINTR) => continue,
@@ -329,8 +331,7 @@ impl Spool {
                 .write_at(&bytes[..room.min(bytes.len())], self.end)
             {
                 Ok(n) => {
-                    self.end += n as u64;
-                    self.disk_full_over();
+                    self.appended(n);
                     return n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -437,6 +438,18 @@ impl Spool {
                 Err(_) => self.punched = head,
             }
         }
+    }
+
+    fn appended(&mut self, n: usize) {
+        if self.end == 0 && self.start == 0 && !self.used {
+            log::info!(
+                "{}: the reader is not keeping up: output spooled (logged once)",
+                self.label
+            );
+            self.used = true;
+        }
+        self.end += n as u64;
+        self.disk_full_over();
     }
 
     fn disk_full_now(&mut self, e: Errno) {
