@@ -46,6 +46,17 @@ pub enum Direction {
     Output,
 }
 
+/// An output pump's spool and when it takes bytes. Boxed in the pump: most pumps have
+/// none, and a pump lives inline in its process's table.
+#[derive(Debug)]
+struct Spooling {
+    spool: Spool,
+    /// The source pipe's capacity (see `Pump::should_spool`); `None`: not a pipe.
+    src_capacity: Option<usize>,
+    /// Spool whatever the source holds once the destination is full (after the exit).
+    eager: bool,
+}
+
 /// Moves bytes from `src` to `dst` until `src` reaches EOF.
 #[derive(Debug)]
 pub struct Pump {
@@ -60,12 +71,7 @@ pub struct Pump {
     pending: std::ops::Range<usize>,
     src_eof: bool,
     moved: u64,
-    // Boxed: most pumps have none, and a pump lives inline in its process's table.
-    spool: Option<Box<Spool>>,
-    /// With a spool: the source pipe's capacity (see `should_spool`).
-    src_capacity: Option<usize>,
-    /// Spool whatever the source holds once the destination is full (after the exit).
-    eager: bool,
+    spool: Option<Box<Spooling>>,
     /// Whether [`PumpState::SourceEnded`] (or `Done`) has been reported (by the caller).
     end_reported: bool,
 }
@@ -100,25 +106,29 @@ impl Pump {
             src_eof: false,
             moved: 0,
             spool: None,
-            src_capacity: None,
-            eager: false,
             end_reported: false,
         })
     }
 
     /// This pump spools into `spool` when its destination is full (output pumps only).
     pub fn with_spool(mut self, spool: Spool) -> Self {
-        self.spool = Some(Box::new(spool));
-        self.src_capacity = fcntl(self.src.as_raw_fd(), FcntlArg::F_GETPIPE_SZ)
+        let src_capacity = fcntl(self.src.as_raw_fd(), FcntlArg::F_GETPIPE_SZ)
             .ok()
             .and_then(|n| usize::try_from(n).ok());
+        self.spool = Some(Box::new(Spooling {
+            spool,
+            src_capacity,
+            eager: false,
+        }));
         self
     }
 
     /// From now on, everything the source holds goes to the spool when the destination
     /// is full (the writer has exited: nothing is gained by leaving bytes in its pipe).
     pub fn spool_eagerly(&mut self) {
-        self.eager = true;
+        if let Some(s) = self.spool.as_mut() {
+            s.eager = true;
+        }
     }
 
     /// The destination is full (splice said EAGAIN): whether the source's bytes go to the
@@ -127,18 +137,21 @@ impl Pump {
     /// writer (streaming) then paces it as before, without a disk write. A source that is
     /// not a pipe spools whatever it holds.
     fn should_spool(&self) -> bool {
+        let Some(s) = self.spool.as_ref() else {
+            return false;
+        };
         let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
-        pending > 0 && (self.eager || self.src_capacity.is_none_or(|cap| pending >= cap / 2))
+        pending > 0 && (s.eager || s.src_capacity.is_none_or(|cap| pending >= cap / 2))
     }
 
     /// Bytes waiting in the spool.
     pub fn spooled(&self) -> u64 {
-        self.spool.as_ref().map_or(0, |s| s.len())
+        self.spool.as_ref().map_or(0, |s| s.spool.len())
     }
 
     /// Bytes the spool discarded under `drop-oldest`.
     pub fn dropped(&self) -> u64 {
-        self.spool.as_ref().map_or(0, |s| s.dropped())
+        self.spool.as_ref().map_or(0, |s| s.spool.dropped())
     }
 
     /// Marks the source's end as reported; true the first time.
@@ -179,7 +192,7 @@ impl Pump {
                 let Some(spool) = self.spool.as_mut() else {
                     unreachable!("spooled() > 0 without a spool")
                 };
-                match spool.drain_into(&self.dst) {
+                match spool.spool.drain_into(&self.dst) {
                     Drain::Moved(n) => {
                         self.moved += n as u64;
                         continue;
@@ -201,7 +214,7 @@ impl Pump {
                     let Some(spool) = self.spool.as_mut() else {
                         return PumpState::Open;
                     };
-                    match spool.fill_from(&self.src) {
+                    match spool.spool.fill_from(&self.src) {
                         Fill::Moved(_) => continue,
                         Fill::Eof | Fill::Failed => {
                             self.src_eof = true;
@@ -258,7 +271,7 @@ impl Pump {
                     let Some(spool) = self.spool.as_mut() else {
                         return PumpState::Open;
                     };
-                    match spool.append(&self.buf[self.pending.clone()]) {
+                    match spool.spool.append(&self.buf[self.pending.clone()]) {
                         0 => return PumpState::Open,
                         n => {
                             self.pending.start += n;
