@@ -141,7 +141,9 @@ fn drop_oldest_reports_exactly_what_it_dropped() {
     let id = env.id("drop");
     // 8 MiB of 8-byte lines, with a 1 MiB spool: most of it must go.
     const LINES: u64 = 1 << 20;
-    let script = format!("seq 1000000 {} ", 1_000_000 + LINES - 1);
+    // After `ctr run -d` has gone: what it read and had not written yet would be lost in
+    // ctr, not in the shim, and spoil the count.
+    let script = format!("sleep 1; seq 1000000 {} ", 1_000_000 + LINES - 1);
     let head = run_unread(
         &env,
         &id,
@@ -192,7 +194,7 @@ fn block_at_the_limit_blocks_the_writer() {
         &env,
         &id,
         &["io.tether.spool-limit=1M", "io.tether.spool-policy=block"],
-        "seq 1000000 2048575; touch /tmp/done",
+        "sleep 1; seq 1000000 2048575; touch /tmp/done",
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));

@@ -185,6 +185,7 @@ pub fn run(
         ev.drain_outbox();
         ev.flush_exits();
         ev.expire_spool_waits();
+        ev.run_spool_rechecks();
         ev.drain_outbox();
         ev.resume_reading();
     }
@@ -507,12 +508,18 @@ impl EventLoop {
         let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
         let idle = self.empty_since.map(|at| at + self.idle_exit);
         let spool = self.spool_waits.iter().map(|w| w.until).min();
+        let recheck = self
+            .stdio
+            .values()
+            .filter_map(|s| s.stdio.next_recheck())
+            .min();
         [
             self.exit_deadline,
             shutdown,
             self.accept_resume_at,
             idle,
             spool,
+            recheck,
         ]
         .into_iter()
         .flatten()
@@ -677,6 +684,20 @@ impl EventLoop {
             .retain(|w| !(w.container == container && w.exec == exec && w.stream == stream));
         if self.spool_waits.len() < before {
             self.shim.spool_settled(container, exec);
+        }
+    }
+
+    /// Runs the output pumps that declined to spool while their reader was active and
+    /// want to look again now (see `ProcessStdio::next_recheck`).
+    fn run_spool_rechecks(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(u32, Stream)> = self
+            .stdio
+            .iter()
+            .flat_map(|(slot, s)| s.stdio.due_rechecks(now).into_iter().map(|st| (*slot, st)))
+            .collect();
+        for (slot, stream) in due {
+            self.on_stdio(slot, stream);
         }
     }
 

@@ -739,7 +739,11 @@ impl Supervisor {
         }
         let mut events: Vec<Ready> = Vec::new();
         loop {
-            let deadline = self.exited.then(|| Instant::now() + LINGER_POLL);
+            let linger = self.exited.then(|| Instant::now() + LINGER_POLL);
+            let deadline = [linger, self.stdio.next_recheck()]
+                .into_iter()
+                .flatten()
+                .min();
             if self.base.wait(deadline, &mut events).is_err() {
                 break;
             }
@@ -752,6 +756,9 @@ impl Supervisor {
                     Token::Stdio(_, stream) => self.run_stream(stream),
                     _ => {}
                 }
+            }
+            for stream in self.stdio.due_rechecks(Instant::now()) {
+                self.run_stream(stream);
             }
             self.drops.update(&self.stdio);
             if self.exited && self.linger_done() {

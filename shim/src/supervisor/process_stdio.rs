@@ -211,6 +211,31 @@ impl ProcessStdio {
         first.then_some(Ended { stream, moved })
     }
 
+    /// When an output pump wants to run again without an event: it declined to spool
+    /// because its reader was active a moment ago (see `Pump::should_spool`). A face
+    /// wakes by then and calls [`ProcessStdio::due_rechecks`].
+    pub fn next_recheck(&self) -> Option<Instant> {
+        self.pumps
+            .iter()
+            .flatten()
+            .filter_map(Pump::recheck_at)
+            .min()
+    }
+
+    /// The output streams whose recheck is due at `now`: run them (with
+    /// [`ProcessStdio::run`], which reports what ended).
+    pub fn due_rechecks(&self, now: Instant) -> Vec<Stream> {
+        Stream::OUTPUTS
+            .into_iter()
+            .filter(|s| {
+                self.pumps[s.index()]
+                    .as_ref()
+                    .and_then(Pump::recheck_at)
+                    .is_some_and(|at| at <= now)
+            })
+            .collect()
+    }
+
     /// Bytes waiting in the spool of `stream` (0 without one).
     pub fn spooled(&self, stream: Stream) -> u64 {
         self.pumps[stream.index()].as_ref().map_or(0, Pump::spooled)

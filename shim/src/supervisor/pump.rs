@@ -18,6 +18,7 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// Bytes moved per splice call: large enough to drain a full 1 MiB pipe in one call.
 const SPLICE_CHUNK: usize = 1 << 20;
@@ -55,7 +56,16 @@ struct Spooling {
     src_capacity: Option<usize>,
     /// Spool whatever the source holds once the destination is full (after the exit).
     eager: bool,
+    /// When the destination last took bytes.
+    last_progress: Instant,
+    /// Set when the pump declined to spool because the reader was active a moment ago.
+    recheck_at: Option<Instant>,
 }
+
+/// How long a reader may take no bytes, while the writer is about to block, before the
+/// spool takes over: shorter stalls pace the writer as without a spool (a slow reader,
+/// streaming), longer ones are a reader that is away.
+pub const STALL: Duration = Duration::from_millis(100);
 
 /// Moves bytes from `src` to `dst` until `src` reaches EOF.
 #[derive(Debug)]
@@ -119,6 +129,8 @@ impl Pump {
             spool,
             src_capacity,
             eager: false,
+            last_progress: Instant::now(),
+            recheck_at: None,
         }));
         self
     }
@@ -133,15 +145,47 @@ impl Pump {
 
     /// The destination is full (splice said EAGAIN): whether the source's bytes go to the
     /// spool now. Only when they would otherwise block the writer — its pipe is at least
-    /// half full — or after its exit: a reader that is merely a little slower than the
-    /// writer (streaming) then paces it as before, without a disk write. A source that is
-    /// not a pipe spools whatever it holds.
-    fn should_spool(&self) -> bool {
-        let Some(s) = self.spool.as_ref() else {
+    /// half full — and the reader has taken nothing for [`STALL`], or after the writer's
+    /// exit: a reader that is merely slower than the writer (streaming) then paces it as
+    /// before, without a disk write. A source that is not a pipe spools whatever it holds.
+    fn should_spool(&mut self) -> bool {
+        let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
+        let Some(s) = self.spool.as_mut() else {
             return false;
         };
-        let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
-        pending > 0 && (s.eager || s.src_capacity.is_none_or(|cap| pending >= cap / 2))
+        if pending == 0 {
+            return false;
+        }
+        let Some(cap) = s.src_capacity else {
+            return true;
+        };
+        if s.eager {
+            return true;
+        }
+        if pending < cap / 2 {
+            return false;
+        }
+        // The reader took bytes a moment ago: it is slow, not gone; look again when it
+        // has been quiet for `STALL` (the face runs the pump then: `recheck_at`).
+        let quiet_until = s.last_progress + STALL;
+        if Instant::now() >= quiet_until {
+            return true;
+        }
+        s.recheck_at = Some(quiet_until);
+        false
+    }
+
+    /// When the pump wants to be run again without an event (see `should_spool`).
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.spool.as_ref().and_then(|s| s.recheck_at)
+    }
+
+    /// `n` bytes reached the destination.
+    fn progressed(&mut self, n: usize) {
+        self.moved += n as u64;
+        if let Some(s) = self.spool.as_mut() {
+            s.last_progress = Instant::now();
+        }
     }
 
     /// Bytes waiting in the spool.
@@ -186,6 +230,9 @@ impl Pump {
         // Set when the destination refused bytes in this call: its next writable edge
         // will wake us, so nothing more is tried on it until then.
         let mut dst_full = false;
+        if let Some(s) = self.spool.as_mut() {
+            s.recheck_at = None;
+        }
         loop {
             // The oldest bytes first: the spool's.
             if !dst_full && self.spooled() > 0 {
@@ -194,7 +241,7 @@ impl Pump {
                 };
                 match spool.spool.drain_into(&self.dst) {
                     Drain::Moved(n) => {
-                        self.moved += n as u64;
+                        self.progressed(n);
                         continue;
                     }
                     Drain::Full => dst_full = true,
@@ -240,7 +287,7 @@ impl Pump {
                         continue;
                     }
                     Ok(n) => {
-                        self.moved += n as u64;
+                        self.progressed(n);
                         continue;
                     }
                     // The source is empty, or the destination full: with a spool, which
@@ -283,7 +330,7 @@ impl Pump {
                     Ok(0) => return PumpState::Done,
                     Ok(n) => {
                         self.pending.start += n;
-                        self.moved += n as u64;
+                        self.progressed(n);
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -546,7 +546,18 @@ mod tests {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if stuck {
-                        return off;
+                        // Declined while the reader was active a moment ago: the face
+                        // runs the pump again at `recheck_at`, as here.
+                        match pump.recheck_at() {
+                            Some(at) => {
+                                std::thread::sleep(
+                                    at.saturating_duration_since(std::time::Instant::now()),
+                                );
+                                assert_ne!(pump.run(), PumpState::Done);
+                                continue;
+                            }
+                            None => return off,
+                        }
                     }
                     assert_ne!(pump.run(), PumpState::Done);
                     stuck = true;
