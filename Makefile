@@ -20,7 +20,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix
+.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix fuzz test-faults
 
 all: build
 
@@ -68,6 +68,18 @@ conformance: deps build
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
+
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS (30) each; needs cargo-fuzz.
+##        FUZZ_TARGETS="ttrpc_frames winsz_stream" picks targets; see tests/scripts/fuzz.sh
+FUZZ_SECONDS ?= 30
+fuzz: check-toolchain
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/scripts/fuzz.sh
+
+## test-faults: the fault suite (root): hostile clients and load on a shim over ttrpc
+##        (shim_faults), and crashes, full disks and broken runc under containerd
+##        (containerd_faults), against the release build.
+test-faults: deps build
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test shim_faults --test containerd_faults -- --test-threads=1
 
 ## lint: rustfmt check and clippy with warnings as errors
 lint: check-toolchain

@@ -185,7 +185,7 @@ fn header(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
 
 /// Decodes the complete frames at the front of `buf` (removing them). Err means the peer
 /// broke the protocol (an oversized frame): the connection must be dropped.
-fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), ()> {
+pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), ()> {
     let mut pos = 0;
     while buf.len() - pos >= HEADER_LEN {
         let h = &buf[pos..pos + HEADER_LEN];
