@@ -22,7 +22,7 @@ fn a_sigkilled_shim_is_cleaned_up_and_its_exit_has_the_real_pid() {
     // 137 (its `delete` answers "killed"), and so must tether's `delete`.
     let env = ContainerdEnv::start();
     let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["sleep", "600"]));
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "600"]));
     env.wait_task_status(&id, "RUNNING", POLL);
     let pid = env.task_pid(&id).expect("the task's pid");
     let shims = env.shim_pids();
@@ -44,9 +44,27 @@ fn a_sigkilled_shim_is_cleaned_up_and_its_exit_has_the_real_pid() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = env.ctr(&["task", "rm", "-f", &id]);
+    // Gone, or a zombie waiting for whichever ancestor reaps orphans.
+    let state = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+    };
+    let deadline = Instant::now() + POLL;
+    while state(pid).is_some_and(|s| s != "Z") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
-        std::fs::metadata(format!("/proc/{pid}")).is_err(),
-        "the container's init {pid} outlived its shim"
+        state(pid).is_none_or(|s| s == "Z"),
+        "the container's init {pid} outlived its shim (state {:?})\n--- containerd log ---\n{}",
+        state(pid),
+        env.log_tail()
     );
     env.ctr_ok(&["container", "rm", &id]);
     env.assert_no_leaks();
@@ -59,7 +77,7 @@ fn execs_running_while_containerd_is_sigkilled_report_their_exit_codes_after_res
     const EXECS: usize = 20;
     let mut env = ContainerdEnv::start();
     let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["sleep", "600"]));
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "600"]));
     env.wait_task_status(&id, "RUNNING", POLL);
     let go = env.rootfs().join("tmp/go");
     let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit $0";
