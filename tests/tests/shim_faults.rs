@@ -716,3 +716,90 @@ fn a_burst_of_ten_thousand_calls_leaves_the_shim_near_its_resting_size() {
         "shim RSS {resting} KiB at rest, {after} KiB after {calls} calls"
     );
 }
+
+#[test]
+fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
+    // runc `create` that hangs (5 s here, then fails): the caller's deadline passes, the
+    // shim goes on answering other calls, and once runc gives up nothing is left. (The Go
+    // shim, by its code, kills runc when the call's ttrpc deadline passes: go-runc runs it
+    // under the request's context. tether lets runc run to its end.)
+    use containerd_shim_protos::api;
+    use tether_tests::direct_shim::ctx;
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let real = tether_tests::require::tool("runc", "runc");
+    let hanging = shim.dir().join("hanging-runc");
+    std::fs::write(
+        &hanging,
+        format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do case \"$a\" in create|run) sleep 5; \
+             echo 'injected hang' >&2; exit 1 ;; esac; done\n\
+             exec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &hanging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut create = api::CreateTaskRequest::new();
+    create.id = id.clone();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    create.options = Some(shim.options(&hanging)).into();
+    let began = Instant::now();
+    let creator = {
+        let client = shim.client().clone();
+        std::thread::spawn(move || {
+            let short = containerd_shim_protos::ttrpc::context::with_timeout(
+                Duration::from_secs(2).as_nanos() as i64,
+            );
+            client.create(short, &create)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Other calls are answered while runc hangs.
+    let took = round_trip(&shim);
+    assert!(
+        took < Duration::from_secs(1),
+        "Connect waited {took:?} behind a hanging runc"
+    );
+    let result = creator.join().unwrap();
+    let waited = began.elapsed();
+    assert!(result.is_err(), "Create with a hanging runc succeeded");
+    assert!(
+        waited < Duration::from_secs(4),
+        "the caller waited {waited:?} past its deadline"
+    );
+    eprintln!(
+        "hanging runc: Create gave up after {waited:?}: {:?}",
+        result.err()
+    );
+    // Once runc has given up: no task, no container, no mount.
+    std::thread::sleep(Duration::from_secs(6));
+    let mut state = api::StateRequest::new();
+    state.id = id.clone();
+    assert!(
+        shim.client().state(ctx(), &state).is_err(),
+        "a task is left"
+    );
+    assert_eq!(
+        runc_containers(&shim.runc_state_dir()),
+        "",
+        "a runc container is left"
+    );
+    assert_eq!(
+        mounted_under(&shim.bundle()),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim runs on"
+    );
+}
