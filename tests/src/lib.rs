@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod cleanup;
 pub mod containerd_env;
+pub mod cri_env;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;
@@ -16,6 +17,7 @@ pub mod standalone_env;
 
 pub use bundle::Bundle;
 pub use containerd_env::ContainerdEnv;
+pub use cri_env::CriEnv;
 pub use runc_env::RuncEnv;
 pub use standalone_env::StandaloneEnv;
 

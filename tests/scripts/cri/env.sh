@@ -133,6 +133,7 @@ UPID=""
 CATPID=""
 cleanup() {
     set +e
+    trap '' INT TERM HUP PIPE   # a second Ctrl-C must not cut the teardown short
     [ -z "$CATPID" ] || kill "$CATPID" 2>/dev/null
     if [ -n "$UPID" ] && kill -0 "$UPID" 2>/dev/null; then
         # unshare --fork ignores SIGTERM/SIGINT: SIGKILL it, and --kill-child then
