@@ -171,7 +171,17 @@ fn pod_scenario(handler: &str, shim_exe: &Path) {
         );
     }
     let task_dir = work.join("state/io.containerd.runtime.v2.task/k8s.io");
-    let address = |id: &str| fs::read_to_string(task_dir.join(id).join("address")).ok();
+    // the shim's address: containerd 1.6 keeps it in the bundle's `address`, 2.x in
+    // `bootstrap.json`
+    let address = |id: &str| -> Option<String> {
+        let bundle = task_dir.join(id);
+        fs::read_to_string(bundle.join("address")).ok().or_else(|| {
+            let json: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(bundle.join("bootstrap.json")).ok()?)
+                    .ok()?;
+            json["address"].as_str().map(str::to_string)
+        })
+    };
     assert!(address(&pod_id).is_some(), "no shim address for the pod");
     assert_eq!(address(&talker_id), address(&pod_id), "talker's shim");
     assert_eq!(address(&worker_id), address(&pod_id), "worker's shim");

@@ -25,6 +25,9 @@
 #   CRI_CACHE            cache of images and CA (default /var/tmp/tether-cri)
 #   CRI_KEEP_DIR         if set, containerd's log (with the shims' logs) is copied there
 #   CRI_DEBUG=1          containerd log level debug (default info)
+#   CRI_TETHER_OPTIONS   configpath (default: tether's options table holds only ConfigPath,
+#                        the TOML file with BinaryName, Root, ...) | inline (those keys in
+#                        the options table itself)
 #
 # Inside the bed (CMD's environment, also written to READY_FILE):
 #   CRI_ENDPOINT   unix socket of containerd's CRI (and containerd API)
@@ -90,7 +93,8 @@ if [ ! -x "$BUSYBOX" ]; then
     rm -rf "$CACHE/busybox"; mv "$CACHE/busybox.tmp/root" "$CACHE/busybox"
     rm -rf "$CACHE/busybox.tmp"
 fi
-ldd "$BUSYBOX" 2>/dev/null | grep -q 'libc\.so' || die "$BUSYBOX is not dynamically linked"
+# (not `ldd | grep -q`: with pipefail, grep's early exit fails the pipe with SIGPIPE)
+case "$(ldd "$BUSYBOX" 2>/dev/null)" in *libc.so*) ;; *) die "$BUSYBOX is not dynamically linked" ;; esac
 key=$(cat "$BUSYBOX" "$HERE/images.py" | sha256sum | cut -c1-16)
 IMAGES="$CACHE/images.$key"
 if [ ! -f "$IMAGES/refs.json" ]; then
@@ -221,6 +225,10 @@ IoUid = 0
 IoGid = 0
 EOF
 
+# CRI_TETHER_OPTIONS=inline: the same keys inline in the handler's options table instead
+# of ConfigPath (containerd >= 1.7 then sends them as runtimeoptions' config_body)
+TETHER_OPTIONS=${CRI_TETHER_OPTIONS:-configpath}
+case "$TETHER_OPTIONS" in configpath|inline) ;; *) die "CRI_TETHER_OPTIONS: configpath or inline" ;; esac
 LEVEL=info
 [ "${CRI_DEBUG:-}" = 1 ] && LEVEL=debug
 cat >"$WORK/containerd.toml" <<EOF
@@ -259,7 +267,8 @@ state = "$WORK/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
       runtime_type = "io.containerd.tether.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether.options]
-        ConfigPath = "$WORK/tether-runtime.toml"
+$(if [ "$TETHER_OPTIONS" = inline ]; then sed -n 's/^[A-Z]/        &/p' "$WORK/tether-runtime.toml"
+  else echo "        ConfigPath = \"$WORK/tether-runtime.toml\""; fi)
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
