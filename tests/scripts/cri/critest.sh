@@ -15,7 +15,9 @@
 #
 # Environment: CRI_CONTAINERD (1.6 | 2.3), CRI_KILL_DELAY_MS (delayed-kill mode: e.g. 300),
 # TETHER_SHIM, CRITEST (default /var/cache/tether/go/cri-tools-v1.37.0/bin/critest),
-# CRI_HANDLERS (default "runc tether"); see env.sh.
+# CRI_HANDLERS (default "runc tether"), CRI_CRITEST_TIMEOUT (per handler and run, ginkgo
+# duration, default 30m: a hanging spec must not hold CI for ginkgo's default hour);
+# see env.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 say() { echo "critest.sh: $*" >&2; }
@@ -32,7 +34,8 @@ if [ "${1:-}" = --in-bed ]; then
     for h in $HANDLERS; do
         args=(--runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT"
               --runtime-handler "$h" "-ginkgo.json-report=$out/$h.json" -ginkgo.no-color
-              "-ginkgo.seed=$seed" -ginkgo.randomize-all)
+              "-ginkgo.seed=$seed" -ginkgo.randomize-all
+              "-ginkgo.timeout=${CRI_CRITEST_TIMEOUT:-30m}")
         [ -z "$focus" ] || args+=("-ginkgo.focus=$focus")
         [ -z "$skip" ] || args+=("-ginkgo.skip=$skip")
         say "handler $h: critest ${args[*]}"
