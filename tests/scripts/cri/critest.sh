@@ -89,4 +89,5 @@ for r in $(seq 1 "$RUNS"); do
         say "run $r: the bed failed (status $?)"
 done
 say "wall time $(( $(date +%s) - T0 )) s"
-python3 "$HERE/compare.py" --handlers "$HANDLERS" "$OUT"/run*
+python3 "$HERE/compare.py" --handlers "$HANDLERS" --known-flaky "$HERE/known-flaky.txt" \
+    --containerd "${CRI_CONTAINERD:-1.6}" "$OUT"/run*
