@@ -19,6 +19,9 @@
 # duration, default 30m: a hanging spec must not hold CI for ginkgo's default hour);
 # see env.sh.
 set -euo pipefail
+# The body is one compound command, parsed whole before it runs: editing this file
+# while a run is in progress cannot change what that run executes.
+{
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 say() { echo "critest.sh: $*" >&2; }
 
@@ -91,3 +94,5 @@ done
 say "wall time $(( $(date +%s) - T0 )) s"
 python3 "$HERE/compare.py" --handlers "$HANDLERS" --known-flaky "$HERE/known-flaky.txt" \
     --containerd "${CRI_CONTAINERD:-1.6}" "$OUT"/run*
+exit
+}

@@ -37,6 +37,9 @@
 #   CRI_RUNC_CALLS_DIR        the runc wrapper's per-handler call logs
 #   CRI_NS_PID     (READY_FILE only) host pid of the namespace init: nsenter -t it -n -m
 set -euo pipefail
+# The body is one compound command, parsed whole before it runs: editing this file
+# while a run is in progress cannot change what that run executes.
+{
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
@@ -317,3 +320,5 @@ rc=0
 wait "$UPID" || rc=$?
 UPID=""
 exit "$rc"
+exit
+}

@@ -11,6 +11,9 @@
 # Inputs (environment, from env.sh): CRI_WORK, CRI_IMAGES, CRI_PKI, CRI_HELPERS,
 # CRI_CTD_VERSION, CRI_MODE, PATH (tether's shim dir, then containerd's bin dir).
 set -u
+# The body is one compound command, parsed whole before it runs: editing this file
+# while a run is in progress cannot change what that run executes.
+{
 W=$CRI_WORK
 fail() { echo "cri-env (inner): $*" >&2; exit 1; }
 
@@ -82,3 +85,5 @@ cd / || true
 kill "$CTD_PID" 2>/dev/null
 for _ in $(seq 1 50); do kill -0 "$CTD_PID" 2>/dev/null || break; sleep 0.1; done
 exit "$rc"
+exit
+}
