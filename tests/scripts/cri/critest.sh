@@ -77,7 +77,12 @@ done
 [ -x "$CRITEST" ] || { say "no critest at $CRITEST: run tests/scripts/go-tools.sh cri-tools"; exit 2; }
 [ -x "$CRICTL" ] || { say "no crictl at $CRICTL"; exit 2; }
 [ -n "$SEED" ] || SEED=$(( (RANDOM << 15 | RANDOM) % 100000 + 1 ))
-OUT=${OUT:-/var/tmp/tether-cri/results/$(date +%Y%m%d-%H%M%S)-ctd${CRI_CONTAINERD:-1.6}}
+if [ -z "$OUT" ]; then
+    RESULTS=/var/tmp/tether-cri/results
+    OUT=$RESULTS/$(date +%Y%m%d-%H%M%S)-ctd${CRI_CONTAINERD:-1.6}
+    # keep the 20 newest default result dirs (containerd logs make them a few MB each)
+    ls -1dt "$RESULTS"/[0-9]*-ctd* 2>/dev/null | tail -n +20 | xargs -r rm -rf
+fi
 mkdir -p "$OUT"
 say "containerd ${CRI_CONTAINERD:-1.6}, handlers: $HANDLERS, runs: $RUNS, seed $SEED, kill delay ${CRI_KILL_DELAY_MS:-0} ms, results in $OUT"
 T0=$(date +%s)
