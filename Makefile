@@ -20,7 +20,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance \
+.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
         test-cri critest-cri cri-tools cri-deps
 
 all: build
@@ -63,6 +63,12 @@ test: deps build
 ## conformance: containerd's own client suite against tether (needs ../shared/conformance)
 conformance: deps build
 	tests/scripts/conformance.sh $(CURDIR)/$(dir $(RELEASE_BIN))
+
+## test-containerd-matrix: the ctr-driven integration tests against containerd 1.6, 1.7, 2.1,
+##        2.2, 2.3 and 2.4, and the upgrade tests 1.7 -> 2.3 and 2.1 -> 2.3, with a table.
+##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
+test-containerd-matrix: deps build
+	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
 
 ## test-cri: the Kubernetes path. critest (cri-tools v1.37.0) through containerd 1.6's CRI with
 ##           the runc and tether handlers side by side (fails when a spec passes for runc and

@@ -105,6 +105,13 @@ pub enum Error {
         content: String,
     },
 
+    /// A `starttime` record that is not `"<pid> <start ticks>"`.
+    #[error("start time record holds {content:?}, not \"<pid> <start ticks>\"")]
+    BadStartRecord {
+        /// Its content (possibly shortened).
+        content: String,
+    },
+
     /// A malformed object on the `winsz` stream.
     #[error("bad window size message: {reason}")]
     BadWinsz {

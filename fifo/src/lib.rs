@@ -8,8 +8,11 @@
 //! * [`ProcessDir`]: the per-process directory of FIFOs and files (`stdin`, `stdout`,
 //!   `stderr`, `winsz`, `exit`, `exitcode`, `pidfile`, `log.json`) through which a manager
 //!   can die, restart, reattach and still learn the exit status.
-//! * [`ExitRecord`], [`WindowSize`]/[`WinszDecoder`], [`read_pid_file`]: the formats of
-//!   that directory's files and streams.
+//! * [`ExitRecord`], [`WindowSize`]/[`WinszDecoder`], [`read_pid_file`], [`StartRecord`]:
+//!   the formats of that directory's files and streams; [`Fate`]: what the directory
+//!   alone tells about a process whose supervisor is gone.
+//! * [`PinnedDir`], [`write_atomic`]: a directory held by a descriptor and files written
+//!   in it without following a symlink, so a path swapped under a writer cannot steer it.
 //!
 //! Linux only. Every descriptor is opened with `O_CLOEXEC`. No function panics on any input.
 
@@ -20,9 +23,11 @@ pub mod exit;
 pub mod id;
 pub mod open;
 pub mod pidfile;
+pub mod pinned;
 pub mod process_dir;
 pub mod rfc3339;
 mod small_file;
+pub mod start_time;
 pub mod winsz;
 
 pub use error::{Error, Result};
@@ -33,7 +38,10 @@ pub use open::{
     KeepAliveReader, KeepAliveWriter,
 };
 pub use pidfile::read_pid_file;
+pub use pinned::{write_atomic, PinnedDir};
 pub use process_dir::{
-    ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STDERR, STDIN, STDOUT, WINSZ,
+    Fate, ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STARTTIME, STDERR,
+    STDIN, STDOUT, WINSZ,
 };
+pub use start_time::StartRecord;
 pub use winsz::{encode_winsz, WindowSize, WinszDecoder, MAX_WINSZ_OBJECT};

@@ -8,20 +8,21 @@
 //!   exitcode            file, written atomically (ExitRecord format)
 //!   pidfile             file, written by `runc --pid-file`
 //!   log.json            file, runc's JSON log
+//!   starttime           file, "<pid> <start ticks>": tells the process from a recycled pid
 //! ```
 //!
 //! Nothing about a process lives only in the supervisor's memory: a manager that restarts
 //! finds everything here.
 
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{DirBuilder, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::exit::ExitRecord;
 use crate::id::validate_id;
+use crate::pinned::{write_atomic, PinnedDir};
+use crate::start_time::StartRecord;
 use crate::{open, pidfile, small_file};
 
 /// The process's stdin FIFO.
@@ -40,6 +41,8 @@ pub const EXITCODE: &str = "exitcode";
 pub const PIDFILE: &str = "pidfile";
 /// runc's JSON log.
 pub const LOG_JSON: &str = "log.json";
+/// The process's pid and start time ([`StartRecord`]), written by its supervisor.
+pub const STARTTIME: &str = "starttime";
 
 /// Mode of the process directory itself.
 const DIR_MODE: u32 = 0o700;
@@ -50,8 +53,18 @@ const EXITCODE_MODE: u32 = 0o644;
 /// An exit record is two short lines; more than this is garbage.
 const MAX_EXITCODE: usize = 4096;
 
-/// Distinguishes temp files of concurrent `write_exit` calls within one process.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+/// What is known of a process whose supervisor records nothing more (see
+/// [`ProcessDir::fate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// It exited; the record is final.
+    Exited(ExitRecord),
+    /// It still runs as this pid (checked against its start time).
+    Running(i32),
+    /// It is gone (or no record tells which process it was) and its exit status was not
+    /// recorded: the pid it had, if known.
+    Lost(Option<i32>),
+}
 
 /// How to create a process directory.
 #[derive(Debug, Clone, Default)]
@@ -109,23 +122,42 @@ impl ProcessDir {
         Ok(dir)
     }
 
-    /// Sets the directory's mode and makes the FIFOs.
+    /// Sets the directory's mode and makes the FIFOs, through a descriptor of the
+    /// directory just made (nothing is re-resolved through `parent`).
     fn populate(
         &self,
         opts: &ProcessDirOptions,
         make_fifo: &mut impl FnMut(&Path, u32, Option<(u32, u32)>) -> Result<()>,
     ) -> Result<()> {
+        let pinned = PinnedDir::open(&self.path)?;
         // mkdir's mode went through the umask: make it exact.
-        std::fs::set_permissions(&self.path, Permissions::from_mode(DIR_MODE))
-            .map_err(|e| Error::io("chmod", &self.path, e))?;
+        pinned.chmod(DIR_MODE)?;
         let mode = match opts.fifo_mode {
             0 => DEFAULT_FIFO_MODE,
             m => m,
         };
         for name in [STDIN, STDOUT, STDERR, WINSZ] {
-            make_fifo(&self.path.join(name), mode, opts.owner)?;
+            make_fifo(&pinned.path().join(name), mode, opts.owner).map_err(|e| self.unpinned(e))?;
         }
-        make_fifo(&self.path.join(EXIT), mode, None)
+        make_fifo(&pinned.path().join(EXIT), mode, None).map_err(|e| self.unpinned(e))
+    }
+
+    /// `e` with a path through a [`PinnedDir`] of this directory replaced by the real one.
+    fn unpinned(&self, e: Error) -> Error {
+        let fix = |p: PathBuf| match p.file_name() {
+            Some(name) if p.starts_with("/proc") => self.path.join(name),
+            _ => p,
+        };
+        match e {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: fix(path),
+                source,
+            },
+            Error::NotAFifo { path } => Error::NotAFifo { path: fix(path) },
+            Error::NoReader { path } => Error::NoReader { path: fix(path) },
+            other => other,
+        }
     }
 
     /// Opens the existing directory `parent/id`. Validates `id`; `Error::NotFound { path }`
@@ -195,36 +227,44 @@ impl ProcessDir {
     /// record. On failure the temp file is removed. Errors: `Error::Io` ("create", "write",
     /// "fsync", "rename").
     pub fn write_exit(&self, record: &ExitRecord) -> Result<()> {
-        let tmp = self.path.join(format!(
-            ".{EXITCODE}.{}.{}.tmp",
-            std::process::id(),
-            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = self.write_exit_via(&tmp, record);
-        if result.is_err() {
-            // Best effort: the original error is what matters.
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    fn write_exit_via(&self, tmp: &Path, record: &ExitRecord) -> Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(EXITCODE_MODE)
-            .open(tmp)
-            .map_err(|e| Error::io("create", tmp, e))?;
-        file.write_all(record.encode().as_bytes())
-            .map_err(|e| Error::io("write", tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", tmp, e))?;
-        drop(file);
-        let target = self.exitcode();
-        std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
+        write_atomic(&self.exitcode(), record.encode().as_bytes(), EXITCODE_MODE)?;
         // Make the rename itself durable.
         File::open(&self.path)
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+
+    /// Path of the `starttime` record.
+    pub fn starttime(&self) -> PathBuf {
+        self.path.join(STARTTIME)
+    }
+
+    /// Writes the `starttime` record (atomically, mode 0644, as `exitcode`).
+    pub fn write_start(&self, record: &StartRecord) -> Result<()> {
+        write_atomic(&self.starttime(), record.encode().as_bytes(), EXITCODE_MODE)
+    }
+
+    /// Reads the `starttime` record: `Ok(None)` if there is none, `Error::BadStartRecord`
+    /// on garbage, `Error::Io` ("read") if unreadable.
+    pub fn read_start(&self) -> Result<Option<StartRecord>> {
+        let Some(bytes) = small_file::read(&self.starttime(), MAX_EXITCODE)? else {
+            return Ok(None);
+        };
+        StartRecord::decode(&String::from_utf8_lossy(&bytes)).map(Some)
+    }
+
+    /// What the directory alone tells about its process, for when its supervisor is gone
+    /// and will record nothing more: its exit (`exitcode`), or whether the pid recorded
+    /// in `starttime` still names it.
+    pub fn fate(&self) -> Result<Fate> {
+        if let Some(exit) = self.read_exit()? {
+            return Ok(Fate::Exited(exit));
+        }
+        Ok(match self.read_start()? {
+            Some(start) if start.is_running() => Fate::Running(start.pid),
+            Some(start) => Fate::Lost(Some(start.pid)),
+            None => Fate::Lost(self.read_pid().ok().flatten()),
+        })
     }
 
     /// Reads `exitcode`. `Ok(None)` when there is none yet; `Error::BadExitCode` (with the

@@ -253,10 +253,15 @@ pub fn install(logger: Logger) -> Result<(), log::SetLoggerError> {
 /// when there is none (no such file, not a FIFO, or no reader: containerd opens its end
 /// before it starts the shim, so a missing reader means it is not waiting for our logs).
 pub fn open_sink(dir: &Path) -> Box<dyn Write + Send> {
-    match fifo::open_write(&dir.join("log"), true) {
-        Ok(file) => Box::new(file),
-        Err(_) => Box::new(io::stderr()),
-    }
+    open_fifo_sink(dir).unwrap_or_else(|| Box::new(io::stderr()))
+}
+
+/// The `log` FIFO in `dir` opened as [`open_sink`] opens it, or `None` where that falls back
+/// to stderr.
+pub fn open_fifo_sink(dir: &Path) -> Option<Box<dyn Write + Send>> {
+    fifo::open_write(&dir.join("log"), true)
+        .ok()
+        .map(|file| Box::new(file) as Box<dyn Write + Send>)
 }
 
 #[cfg(test)]

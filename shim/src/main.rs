@@ -1,19 +1,13 @@
 //! `containerd-shim-tether-v2`: a containerd shim v2 (runtime `io.containerd.tether.v2`)
 //! that drives runc, and a standalone reattachable process supervisor (`run`, `exec`,
-//! `attach`, `wait`, ... — see `standalone`), built on one supervision core.
+//! `attach`, `wait`, ... — see `standalone`). A thin entry point over the `tether_shim`
+//! library, which holds the supervision core and both faces.
 #![deny(unsafe_code)]
 
-mod cgroups;
-mod containerd;
-mod logger;
-mod malloc_arenas;
-mod mount;
-mod standalone;
-mod supervisor;
-
-use containerd::flags::{self, Action, Flags, FlagsError};
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
+use tether_shim::{containerd, logger, malloc_arenas, standalone};
 
 /// The runtime type containerd knows this shim by.
 const RUNTIME_NAME: &str = "io.containerd.tether.v2";
@@ -42,11 +36,11 @@ fn main() -> ExitCode {
         }
         Action::Info => info(),
         Action::Start => {
-            init_logging(&flags, false);
+            init_logging(&flags, LogTo::FifoOrNowhere);
             containerd::bootstrap::start(&flags)
         }
         Action::Delete => {
-            init_logging(&flags, false);
+            init_logging(&flags, LogTo::Stderr);
             containerd::bootstrap::delete(&flags)
         }
         Action::Serve => serve(&flags),
@@ -70,25 +64,41 @@ fn info() -> Result<(), String> {
         .map_err(|e| format!("write runtime info: {e}"))
 }
 
-/// Logs go to containerd's `log` FIFO in the bundle (the cwd) when serving, to stderr
-/// for the short actions (containerd shows a failed action's stderr).
-fn init_logging(flags: &Flags, serving: bool) {
-    let sink: Box<dyn Write + Send> = if serving {
-        let dir = flags
+/// Where a shim invocation logs.
+enum LogTo {
+    /// The server: containerd's `log` FIFO in the bundle (the cwd), else stderr.
+    Fifo,
+    /// `start`: the `log` FIFO if containerd holds it open, else nowhere. Never stderr:
+    /// containerd reads `start`'s stdout and stderr together as its answer.
+    FifoOrNowhere,
+    /// `delete`: stderr, which containerd logs as warnings or shows when it fails; never at
+    /// debug level (containerd 2.x logs any stderr output of a successful `delete` as a
+    /// warning, and it runs `delete` after every shim exit).
+    Stderr,
+}
+
+fn init_logging(flags: &Flags, to: LogTo) {
+    let dir = || {
+        flags
             .bundle
             .clone()
             .or_else(|| std::env::current_dir().ok())
-            .unwrap_or_default();
-        logger::open_sink(&dir)
-    } else {
-        Box::new(std::io::stderr())
+            .unwrap_or_default()
+    };
+    let sink: Box<dyn Write + Send> = match to {
+        LogTo::Fifo => logger::open_sink(&dir()),
+        LogTo::FifoOrNowhere => {
+            logger::open_fifo_sink(&dir()).unwrap_or_else(|| Box::new(std::io::sink()))
+        }
+        LogTo::Stderr => Box::new(std::io::stderr()),
     };
     let fields = vec![
         ("runtime".to_string(), RUNTIME_NAME.to_string()),
         ("namespace".to_string(), flags.namespace.clone()),
         ("id".to_string(), flags.id.clone()),
     ];
-    let _ = logger::install(logger::Logger::new(sink, flags.debug, fields));
+    let debug = flags.debug && !matches!(to, LogTo::Stderr);
+    let _ = logger::install(logger::Logger::new(sink, debug, fields));
 }
 
 fn serve(flags: &Flags) -> Result<(), String> {
@@ -96,7 +106,7 @@ fn serve(flags: &Flags) -> Result<(), String> {
     let _ = nix::unistd::setsid();
     // Orphaned container processes (runc exits after starting them) become our children.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
-    init_logging(flags, true);
+    init_logging(flags, LogTo::Fifo);
     let socket_path = match &flags.socket {
         Some(s) => containerd::address::parse_uri(s).map_err(|e| e.to_string())?,
         None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),

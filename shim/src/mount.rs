@@ -6,9 +6,15 @@
 //! propagation in a second call, read-only bind by remount, the overlay
 //! long-`lowerdir` workaround) so the shim behaves like `containerd-shim-runc-v2`.
 //!
+//! containerd 2.x adds to these: `uidmap=`/`gidmap=` (idmapped mounts, see
+//! [`crate::idmap`]), and its mount manager's own `X-containerd.*` options and
+//! `format/`/`mkfs/`/`mkdir/` type transforms, which must not reach a shim (refused
+//! with a clear error, as containerd's mount package refuses them).
+//!
 //! Everything here blocks the calling thread in mount(2)/umount2(2). The only
 //! thread ever started is a short-lived one for an overlay whose options exceed
-//! a page (see [`mount_all`]).
+//! a page (see [`mount_all`]); an idmapped mount clones one short-lived child
+//! process into a new user namespace.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -174,9 +180,9 @@ pub fn mount_all(specs: &[MountSpec], target: &Path) -> Result<(), MountError> {
     let mut layers = 0usize;
     for spec in specs {
         match mount_one(spec, &target) {
-            Ok(added) => layers += usize::from(added),
+            Ok(added) => layers += added,
             Err(failure) => {
-                layers += usize::from(failure.added);
+                layers += failure.added;
                 rollback(&target, layers);
                 return Err(failure.error);
             }
@@ -200,16 +206,178 @@ fn rollback(target: &Path, layers: usize) {
     }
 }
 
-/// A failed spec, and whether it left a new mount on the target anyway (a bind
-/// whose read-only remount or propagation change failed).
+/// A failed spec, and how many mounts it left on the target anyway (a bind whose
+/// read-only remount or propagation change failed).
 struct Failure {
     error: MountError,
-    added: bool,
+    added: usize,
 }
 
-/// Mounts one spec; `Ok(true)` if it added a mount on top of `target`.
-fn mount_one(spec: &MountSpec, target: &Path) -> Result<bool, Failure> {
-    let fail = |added: bool, error: MountError| Failure { error, added };
+/// Mounts one spec, handling what containerd 2.x adds to a mount before the plain
+/// mount(2) calls: its own `X-containerd.*` options and `format/`, `mkfs/`, `mkdir/`
+/// transforms, which its mount manager must have consumed (refused, as containerd's
+/// mount package refuses them), and `uidmap=`/`gidmap=` ([`crate::idmap`]). Returns how
+/// many mounts it stacked on `target`.
+fn mount_one(spec: &MountSpec, target: &Path) -> Result<usize, Failure> {
+    let unsupported = |reason: String| Failure {
+        error: MountError::Unsupported {
+            kind: spec.kind.clone(),
+            src: spec.source.clone(),
+            target: target.to_path_buf(),
+            reason,
+        },
+        added: 0,
+    };
+    if let Some(o) = spec.options.iter().find(|o| o.starts_with("X-containerd.")) {
+        return Err(unsupported(format!(
+            "internal mount option {o:?} was not consumed by containerd's mount manager"
+        )));
+    }
+    if spec.kind.contains('/') {
+        return Err(unsupported(
+            "a mount transform (format/, mkfs/, mkdir/) that containerd's mount manager \
+             applies before the shim"
+                .into(),
+        ));
+    }
+    let (idmap, options) = split_idmap_options(&spec.options);
+    let Some((uidmap, gidmap)) = idmap else {
+        let plain = MountSpec {
+            options,
+            ..spec.clone()
+        };
+        return mount_plain(&plain, target).map(usize::from);
+    };
+    let idmap_err = |e: crate::idmap::IdmapError| unsupported(format!("idmapped mount: {e}"));
+    let uid = crate::idmap::parse_mappings(&uidmap).map_err(idmap_err)?;
+    let gid = crate::idmap::parse_mappings(&gidmap).map_err(idmap_err)?;
+    let userns = crate::idmap::user_namespace(&uid, &gid).map_err(idmap_err)?;
+    if spec.kind == "overlay" {
+        // The lower layers are idmapped, through a temporary mount beside the target.
+        let lowered = IdmappedLowers::attach(&options, target, &userns).map_err(idmap_err)?;
+        let plain = MountSpec {
+            options: lowered.options.clone(),
+            ..spec.clone()
+        };
+        // The overlay holds its layers; the temporary mount goes either way.
+        return mount_plain(&plain, target).map(usize::from);
+    }
+    let added = usize::from(mount_plain(
+        &MountSpec {
+            options,
+            ..spec.clone()
+        },
+        target,
+    )?);
+    crate::idmap::idmapped_clone(target, target, &userns, false).map_err(|e| Failure {
+        added,
+        ..idmap_err(e)
+    })?;
+    Ok(added + 1)
+}
+
+/// Takes `uidmap=` and `gidmap=` out of `options`. Returns both values when both are there
+/// (containerd remaps only then; one alone is dropped as well) and the other options.
+fn split_idmap_options(options: &[String]) -> (Option<(String, String)>, Vec<String>) {
+    let mut uid = None;
+    let mut gid = None;
+    let mut rest = Vec::with_capacity(options.len());
+    for o in options {
+        if let Some(v) = o.strip_prefix("uidmap=") {
+            uid = Some(v.to_owned());
+        } else if let Some(v) = o.strip_prefix("gidmap=") {
+            gid = Some(v.to_owned());
+        } else {
+            rest.push(o.clone());
+        }
+    }
+    match (uid, gid) {
+        (Some(u), Some(g)) => (Some((u, g)), rest),
+        (None, None) => (None, rest),
+        _ => {
+            log::warn!("uidmap= without gidmap= (or the reverse): not remapped, as containerd");
+            (None, rest)
+        }
+    }
+}
+
+/// Overlay lower directories seen through an idmapped, read-only clone of their common
+/// parent, attached on a temporary directory beside the mount target for as long as this
+/// lives (the overlay mount takes its own references to the layers).
+struct IdmappedLowers {
+    /// The mount options with `lowerdir=` rewritten to go through the clone.
+    options: Vec<String>,
+    dir: PathBuf,
+}
+
+impl IdmappedLowers {
+    fn attach(
+        options: &[String],
+        target: &Path,
+        userns: &std::os::fd::OwnedFd,
+    ) -> Result<Self, crate::idmap::IdmapError> {
+        use crate::idmap::IdmapError;
+        const KEY: &str = "lowerdir=";
+        let idx = options
+            .iter()
+            .position(|o| o.starts_with(KEY))
+            .ok_or_else(|| IdmapError::NoCommonDir("(no lowerdir= option)".into()))?;
+        let lowers: Vec<&str> = options[idx][KEY.len()..].split(':').collect();
+        let common = crate::idmap::common_dir(&lowers)?;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            ".idmapped-lowers-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = target.parent().unwrap_or(Path::new("/")).join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| IdmapError::Sys {
+                op: format!("mkdir {}", dir.display()),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        if let Err(e) = crate::idmap::idmapped_clone(&common, &dir, userns, true) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+        let through: Vec<String> = lowers
+            .iter()
+            .map(|l| {
+                let rel = l
+                    .strip_prefix(common.to_str().unwrap_or_default())
+                    .unwrap_or(l);
+                format!("{}{rel}", dir.display())
+            })
+            .collect();
+        let mut rewritten = options.to_vec();
+        rewritten[idx] = format!("{KEY}{}", through.join(":"));
+        Ok(IdmappedLowers {
+            options: rewritten,
+            dir,
+        })
+    }
+}
+
+impl Drop for IdmappedLowers {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.dir, MntFlags::MNT_DETACH) {
+            log::warn!("unmount {}: {e}", self.dir.display());
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            log::warn!("remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Mounts one spec with plain mount(2) calls; `Ok(true)` if it added a mount on top of
+/// `target`.
+fn mount_plain(spec: &MountSpec, target: &Path) -> Result<bool, Failure> {
+    let fail = |added: bool, error: MountError| Failure {
+        error,
+        added: usize::from(added),
+    };
     let unsupported = |reason: String| MountError::Unsupported {
         kind: spec.kind.clone(),
         src: spec.source.clone(),
@@ -880,6 +1048,152 @@ mod tests {
         assert!(!lower.join("written").exists());
         unmount_all(&target).unwrap();
         assert_eq!(mount_count(&target), 0);
+    }
+
+    #[test]
+    fn containerd_internal_options_and_transforms_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("rootfs");
+        for (m, want) in [
+            (
+                spec("ext4", "/x.img", &["X-containerd.mkfs.fs=ext4", "rw"]),
+                "X-containerd.mkfs.fs=ext4",
+            ),
+            (
+                spec("erofs", "/x", &["ro", "X-containerd.dmverity=/x.meta"]),
+                "not consumed",
+            ),
+            (spec("format/mkdir/overlay", "overlay", &[]), "transform"),
+        ] {
+            let e = mount_all(&[m], &target).unwrap_err();
+            assert!(matches!(e, MountError::Unsupported { .. }), "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        assert_eq!(mount_count(&target), 0);
+    }
+
+    #[test]
+    fn idmap_options_are_taken_out_together() {
+        let (m, rest) = split_idmap_options(&strings(&[
+            "ro",
+            "uidmap=0:100000:65536",
+            "lowerdir=/a",
+            "gidmap=0:200000:65536",
+        ]));
+        assert_eq!(
+            m,
+            Some(("0:100000:65536".to_string(), "0:200000:65536".to_string()))
+        );
+        assert_eq!(rest, strings(&["ro", "lowerdir=/a"]));
+        // One without the other is dropped and nothing is remapped, as containerd does.
+        let (m, rest) = split_idmap_options(&strings(&["uidmap=0:1:1", "rw"]));
+        assert_eq!(m, None);
+        assert_eq!(rest, strings(&["rw"]));
+    }
+
+    /// uid and gid of `path` (not following a final symlink).
+    fn owner(path: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path).unwrap();
+        (m.uid(), m.gid())
+    }
+
+    #[test]
+    fn overlay_with_idmapped_lower_dirs() {
+        require_root!();
+        let mut s = Scratch::new();
+        let base = s.tmpfs("base");
+        let snapshots = base.join("snapshots");
+        let (l1, l2, upper, work) = (
+            snapshots.join("1/fs"),
+            snapshots.join("2/fs"),
+            snapshots.join("3/fs"),
+            snapshots.join("3/work"),
+        );
+        for d in [&l1, &l2, &upper, &work] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(l1.join("bottom"), b"1").unwrap();
+        fs::write(l2.join("top"), b"2").unwrap();
+        // The snapshotter gives the upper layer to the container's root already.
+        std::os::unix::fs::chown(&upper, Some(100_000), Some(200_000)).unwrap();
+        let target = s.mountpoint("bundle/rootfs");
+        fs::create_dir(s.path("bundle")).unwrap();
+        let opts = [
+            format!("lowerdir={}:{}", l2.display(), l1.display()),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+            "uidmap=0:100000:65536".to_string(),
+            "gidmap=0:200000:65536".to_string(),
+        ];
+        let opts: Vec<&str> = opts.iter().map(|s| s.as_str()).collect();
+        mount_all(&[spec("overlay", "overlay", &opts)], &target).unwrap();
+        // Files root owns in the layers belong to the container's root, as the host sees.
+        assert_eq!(owner(&target.join("bottom")), (100_000, 200_000));
+        assert_eq!(owner(&target.join("top")), (100_000, 200_000));
+        assert_eq!(fs::read(target.join("bottom")).unwrap(), b"1");
+        // The layers themselves are untouched, and the temporary mount is gone.
+        assert_eq!(owner(&l1.join("bottom")), (0, 0));
+        let leftovers: Vec<_> = fs::read_dir(s.path("bundle"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("rootfs")]);
+        // No mount point is left there (the overlay's own options still name the paths
+        // it was given, as with containerd).
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.lines().any(|l| l
+                .split(' ')
+                .nth(4)
+                .unwrap_or("")
+                .contains(".idmapped-lowers-")),
+            "{mountinfo}"
+        );
+        assert_eq!(mount_count(&target), 1);
+        unmount_all(&target).unwrap();
+        assert_eq!(mount_count(&target), 0);
+    }
+
+    #[test]
+    fn idmapped_bind_mount() {
+        require_root!();
+        let mut s = Scratch::new();
+        let base = s.tmpfs("base");
+        fs::write(base.join("f"), b"x").unwrap();
+        let target = s.mountpoint("rootfs");
+        let src = base.display().to_string();
+        mount_all(
+            &[spec(
+                "bind",
+                &src,
+                &["rbind", "uidmap=0:100000:65536", "gidmap=0:100000:65536"],
+            )],
+            &target,
+        )
+        .unwrap();
+        assert_eq!(owner(&target.join("f")), (100_000, 100_000));
+        assert_eq!(owner(&base.join("f")), (0, 0));
+        // The bind and its idmapped clone on top: both go on unmount.
+        assert_eq!(mount_count(&target), 2);
+        unmount_all(&target).unwrap();
+        assert_eq!(mount_count(&target), 0);
+    }
+
+    #[test]
+    fn bad_id_mappings_are_refused_before_mounting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("rootfs");
+        let e = mount_all(
+            &[spec(
+                "overlay",
+                "overlay",
+                &["lowerdir=/a/b", "uidmap=0:x:1", "gidmap=0:1:1"],
+            )],
+            &target,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("invalid id mapping"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,8 @@ cleanup() {
   fi
   pkill -KILL -f "containerd-shim-tether-v2 -namespace $ns " 2>/dev/null
   rm -rf "/run/containerd/runc/$ns"
-  for d in /sys/fs/cgroup/*/"$ns"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
+  # v1: one dir per controller; v2 (unified): one dir.
+  for d in /sys/fs/cgroup/*/"$ns" "/sys/fs/cgroup/$ns"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$work"
 }

@@ -53,11 +53,13 @@ build_into() {
   src=$(module_dir "$module" "$version")
   [ -d "$src" ] || die "no source dir for $module@$version"
   tmp=$(mktemp -d "$CACHE/.build-$name-XXXXXX")
-  trap 'rm -rf "$tmp"' RETURN
   mkdir -p "$tmp/bin"
   note "building $name $version with $GO_VERSION (cached in $dest)"
   local started=$SECONDS
-  (cd "$src" && "$fn" "$tmp/bin") || die "building $name $version failed"
+  if ! (cd "$src" && "$fn" "$tmp/bin"); then
+    rm -rf "$tmp"
+    die "building $name $version failed"
+  fi
   touch "$tmp/.built-with-$GO_VERSION"
   rm -rf "$dest"
   mv "$tmp" "$dest"

@@ -7,8 +7,14 @@
 //! (`/run/containerd/s/<sha256 of "<address>/<ns>/<id>">`), runc roots
 //! (`/run/containerd/runc/<ns>`) and cgroups (`/<ns>/<id>`) never collide between parallel
 //! tests. Dropping it tears everything down whatever the test did, without panicking.
+//!
+//! The daemon is `$TETHER_CONTAINERD_DIR/containerd` (with that dir's `ctr`) when the
+//! variable is set, else the one on PATH: the same tests run against every containerd of
+//! the matrix (1.6 to 2.4; `tests/scripts/containerd-matrix.sh`). One config serves them
+//! all: containerd 2.x migrates a `version = 2` file itself.
 
 use crate::cleanup;
+use crate::containerd_version::{self, DaemonVersion};
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
 use std::fs;
@@ -24,6 +30,20 @@ use std::time::{Duration, Instant, SystemTime};
 pub const RUNTIME: &str = "io.containerd.tether.v2";
 /// The shim binary containerd looks up on its PATH for [`RUNTIME`].
 pub const SHIM_BINARY: &str = "containerd-shim-tether-v2";
+/// The plugins a test daemon does without: CRI in every form (1.x has one plugin
+/// `io.containerd.grpc.v1.cri`; 2.x splits it into `io.containerd.cri.v1.images`,
+/// `io.containerd.cri.v1.runtime`, the pod sandbox controller and the grpc service) and NRI
+/// (whose socket, /var/run/nri/nri.sock, would be shared by the parallel daemons).
+/// containerd filters the registered plugins by these ids: an id a version does not have
+/// is ignored.
+const DISABLED_PLUGINS: &[&str] = &[
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.images",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.podsandbox.controller.v1.podsandbox",
+    "io.containerd.nri.v1.nri",
+];
+
 /// Where containerd's shims put their sockets (whatever containerd's own state dir).
 pub const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 /// The default runc root of containerd's runc shims; tether keeps `<root>/<namespace>`.
@@ -65,7 +85,9 @@ pub struct ContainerdEnv {
     shim: PathBuf,
     containerd_bin: PathBuf,
     ctr_bin: PathBuf,
+    version: DaemonVersion,
     runc_bin: PathBuf,
+    criu_dir: Option<PathBuf>,
     daemon: Option<Child>,
     ids: Mutex<Vec<String>>,
     rootfs: Mutex<Option<PathBuf>>,
@@ -73,11 +95,12 @@ pub struct ContainerdEnv {
 
 impl ContainerdEnv {
     /// Checks the preconditions (root, containerd, ctr, runc, a built shim), writes the
-    /// config, starts containerd and waits until it answers.
+    /// config, starts containerd and waits until it answers. A `criu` that works (see
+    /// [`crate::require::criu_dir`]) goes on containerd's PATH, for runc.
     pub fn start() -> Self {
         crate::require::root();
-        let containerd_bin = crate::require::tool("containerd", "containerd");
-        let ctr_bin = crate::require::tool("ctr", "containerd");
+        let (containerd_bin, ctr_bin) = containerd_version::containerd_tools();
+        let version = containerd_version::version_of(&containerd_bin);
         let runc_bin = crate::require::tool("runc", "runc");
         let shim = shim_binary();
         let dir = tempfile::Builder::new()
@@ -99,7 +122,7 @@ impl ContainerdEnv {
             "version = 2\n\
              root = \"{root}\"\n\
              state = \"{state}\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             disabled_plugins = [{disabled}]\n\
              \n\
              [grpc]\n  address = \"{grpc}\"\n\
              \n\
@@ -109,6 +132,11 @@ impl ContainerdEnv {
             root = path.join("root").display(),
             state = path.join("state").display(),
             grpc = address.display(),
+            disabled = DISABLED_PLUGINS
+                .iter()
+                .map(|id| format!("\"{id}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         fs::write(&config, toml).expect("write config.toml");
         let mut env = ContainerdEnv {
@@ -123,7 +151,9 @@ impl ContainerdEnv {
             shim,
             containerd_bin,
             ctr_bin,
+            version,
             runc_bin,
+            criu_dir: crate::require::criu_dir().ok(),
             daemon: None,
             ids: Mutex::new(Vec::new()),
             rootfs: Mutex::new(None),
@@ -132,6 +162,16 @@ impl ContainerdEnv {
         let ns = env.namespace.clone();
         env.ctr_ok(&["namespaces", "create", &ns]);
         env
+    }
+
+    /// The version of the running containerd.
+    pub fn version(&self) -> DaemonVersion {
+        self.version
+    }
+
+    /// The dir of the working `criu` on containerd's PATH, if there is one.
+    pub fn criu_dir(&self) -> Option<&Path> {
+        self.criu_dir.as_deref()
     }
 
     /// The test's temp dir.
@@ -201,19 +241,51 @@ impl ContainerdEnv {
         args
     }
 
+    /// Imports the busybox rootfs as a one-layer image (see [`crate::oci_image`]) into this
+    /// namespace, unpacked for the default snapshotter; returns its name. For what only
+    /// containers from an image can do (`ctr containers checkpoint/restore`).
+    pub fn import_busybox_image(&self) -> String {
+        const NAME: &str = "docker.io/tether-test/busybox:latest";
+        let archive = self.path.join("busybox-image.tar");
+        crate::oci_image::write_archive(
+            &self.rootfs(),
+            NAME,
+            &self.path.join("image-work"),
+            &archive,
+        )
+        .expect("write the busybox image archive");
+        self.ctr_ok(&["images".as_ref(), "import".as_ref(), archive.as_os_str()]);
+        let _ = fs::remove_file(&archive);
+        NAME.to_string()
+    }
+
+    /// The arguments of `ctr run` through tether of `image`:
+    /// `run --runtime io.containerd.tether.v2 FLAGS… IMAGE ID CMD…`.
+    pub fn image_run_args(
+        &self,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        cmd: &[&str],
+    ) -> Vec<String> {
+        let mut args = vec!["run".to_string(), "--runtime".into(), RUNTIME.into()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.push(image.into());
+        args.push(id.into());
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        args
+    }
+
     /// A `ctr -a SOCK -n NS ARGS…` command, for callers that need to drive the process
     /// themselves (background `ctr events`, a pty). Prefer [`Self::ctr`].
     pub fn ctr_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(&self.ctr_bin);
-        cmd.arg("-a")
-            .arg(&self.address)
-            .arg("-n")
-            .arg(&self.namespace)
-            .args(args);
+        let mut cmd = ctr_base(&self.ctr_bin, &self.address);
+        cmd.arg("-n").arg(&self.namespace).args(args);
         cmd
     }
 
-    /// The same command as one shell-quoted string (for `script -c`).
+    /// The same command as one shell-quoted line (for `script -c`), with the same
+    /// environment.
     pub fn ctr_shell_line<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
         let mut words = vec![
             self.ctr_bin.to_string_lossy().into_owned(),
@@ -226,11 +298,12 @@ impl ContainerdEnv {
             args.iter()
                 .map(|a| a.as_ref().to_string_lossy().into_owned()),
         );
-        words
+        let line = words
             .iter()
             .map(|w| shell_quote(w))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        format!("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 {line}")
     }
 
     /// Runs `ctr -a SOCK -n NS ARGS…` with stdin from /dev/null; fails the test (with the
@@ -275,12 +348,8 @@ impl ContainerdEnv {
         let address = self.address.clone();
         let namespace = self.namespace.clone();
         let probe = move |args: &[&str]| -> String {
-            let mut cmd = Command::new(&ctr_bin);
-            cmd.arg("-a")
-                .arg(&address)
-                .arg("-n")
-                .arg(&namespace)
-                .args(args);
+            let mut cmd = ctr_base(&ctr_bin, &address);
+            cmd.arg("-n").arg(&namespace).args(args);
             run_bounded(cmd, None, Duration::from_secs(5))
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
@@ -297,8 +366,7 @@ impl ContainerdEnv {
                 })
             }),
             StdinAfter::ExecRunning { id, exec_id } => {
-                let needle = format!("ExecID:{exec_id},");
-                Box::new(move || probe(&["task", "ps", &id]).contains(&needle))
+                Box::new(move || ps_lists_exec(&probe(&["task", "ps", &id]), &exec_id))
             }
         };
         self.finish(
@@ -328,6 +396,20 @@ impl ContainerdEnv {
                 self.log_tail()
             ),
         }
+    }
+
+    /// Panics with everything useful (output, containerd's log) unless `out` exited with
+    /// `code`.
+    pub fn assert_exit(&self, out: &Output, code: i32, what: &str) {
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{what}: exit status {}\nstdout: {}\nstderr: {}\n--- containerd log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
     }
 
     /// The STATUS column of `ctr task ls` for `id` (`RUNNING`, `STOPPED`, `PAUSED`…), or
@@ -443,6 +525,44 @@ impl ContainerdEnv {
         self.spawn_daemon();
     }
 
+    /// Stops containerd with SIGTERM (the daemon only: shims run on) and waits for it to
+    /// exit. [`Self::start_containerd_from`] starts one again; until then `ctr` fails.
+    pub fn stop_containerd(&mut self) {
+        if let Some(child) = self.daemon.take() {
+            stop_daemon(child, Duration::from_secs(10));
+        }
+        append_log(&self.log, "\n===== test: containerd stopped =====\n");
+    }
+
+    /// Starts `dir/containerd` (and uses `dir/ctr` from now on) on the same config, root,
+    /// state and address, after [`Self::stop_containerd`]: how an operator upgrades with
+    /// containers running. Waits until it answers; returns its version.
+    pub fn start_containerd_from(&mut self, dir: &Path) -> DaemonVersion {
+        assert!(
+            self.daemon.is_none(),
+            "containerd still runs: stop it first"
+        );
+        let (containerd_bin, ctr_bin) = (dir.join("containerd"), dir.join("ctr"));
+        assert!(
+            containerd_bin.is_file() && ctr_bin.is_file(),
+            "{} lacks containerd or ctr",
+            dir.display()
+        );
+        self.version = containerd_version::version_of(&containerd_bin);
+        append_log(
+            &self.log,
+            &format!(
+                "\n===== test: containerd {} ({}) starts =====\n",
+                self.version,
+                containerd_bin.display()
+            ),
+        );
+        self.containerd_bin = containerd_bin;
+        self.ctr_bin = ctr_bin;
+        self.spawn_daemon();
+        self.version
+    }
+
     fn spawn_daemon(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -452,6 +572,7 @@ impl ContainerdEnv {
         let log2 = log.try_clone().expect("dup containerd.log");
         let inherited = std::env::var_os("PATH").unwrap_or_default();
         let mut path = vec![self.path.join("bin")];
+        path.extend(self.criu_dir.clone());
         path.extend(std::env::split_paths(&inherited));
         let path = std::env::join_paths(path).expect("build containerd's PATH");
         let mut cmd = Command::new(&self.containerd_bin);
@@ -473,8 +594,8 @@ impl ContainerdEnv {
                     self.log_tail()
                 );
             }
-            let mut probe = Command::new(&self.ctr_bin);
-            probe.arg("-a").arg(&self.address).arg("version");
+            let mut probe = ctr_base(&self.ctr_bin, &self.address);
+            probe.arg("version");
             if matches!(run_bounded(probe, None, Duration::from_secs(5)), Ok(o) if o.status.success())
             {
                 break;
@@ -839,6 +960,29 @@ pub fn shim_binary() -> PathBuf {
     fs::canonicalize(&chosen).unwrap_or(chosen)
 }
 
+/// `ctr -a ADDRESS`, quiet about deprecations: from 2.2 on, ctr prints containerd's
+/// deprecation warnings (cgroup v1 on this host) on its stderr, which tests compare.
+fn ctr_base(ctr: &Path, address: &Path) -> Command {
+    let mut cmd = Command::new(ctr);
+    cmd.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")
+        .arg("-a")
+        .arg(address);
+    cmd
+}
+
+/// Whether the output of `ctr task ps` has a row for exec `exec_id`. The INFO column is the
+/// shim's `containerd.runc.v1.ProcessDetails`, which ctr 1.x prints as
+/// `&ProcessDetails{ExecID:e1,}` and ctr 2.x in protobuf text format, `exec_id:"e1"` (with
+/// spacing that the Go library varies on purpose).
+pub fn ps_lists_exec(ps: &str, exec_id: &str) -> bool {
+    let v1 = format!("ExecID:{exec_id},");
+    let v2 = format!("exec_id:\"{exec_id}\"");
+    ps.lines().skip(1).any(|line| {
+        let packed: String = line.split_whitespace().skip(1).collect();
+        packed.contains(&v1) || packed.contains(&v2)
+    })
+}
+
 /// What a command printed before it was killed for taking too long.
 struct Partial {
     stdout: Vec<u8>,
@@ -1032,6 +1176,18 @@ fn collect_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ps_rows_of_execs_in_both_ctr_formats() {
+        let v1 = "PID     INFO\n8928    -\n9068    &ProcessDetails{ExecID:e2,}\n";
+        let v2 = "PID     INFO\n8928    -\n9068    exec_id:\"e2\"\n9070    exec_id:  \"e22\"\n";
+        assert!(ps_lists_exec(v1, "e2"));
+        assert!(!ps_lists_exec(v1, "e"));
+        assert!(ps_lists_exec(v2, "e2"));
+        assert!(ps_lists_exec(v2, "e22"));
+        assert!(!ps_lists_exec(v2, "e3"));
+        assert!(!ps_lists_exec("PID INFO\n", "e2"));
+    }
 
     #[test]
     fn quoting() {

@@ -50,15 +50,18 @@ impl CriEnv {
 
     /// [`CriEnv::start`], unless crictl has not been built (cri-tools is a Go build,
     /// `tests/scripts/go-tools.sh cri-tools`, that a plain `cargo test` does not make):
-    /// then the test is skipped with a message, or fails if `TETHER_CRI_REQUIRED=1`
+    /// then the test is skipped ([`crate::skip`]), or fails if `TETHER_CRI_REQUIRED=1`
     /// (`make test-cri` sets it).
     pub fn start_or_skip(test: &str) -> Option<Self> {
         let crictl = Self::crictl_binary();
         if !crictl.is_file() && std::env::var("TETHER_CRI_REQUIRED").as_deref() != Ok("1") {
-            eprintln!(
-                "SKIP {test}: no crictl at {} (tests/scripts/go-tools.sh cri-tools builds it; \
-                 make test-cri runs these tests)",
-                crictl.display()
+            crate::skip(
+                test,
+                &format!(
+                    "no crictl at {} (tests/scripts/go-tools.sh cri-tools builds it; \
+                     make test-cri runs these tests)",
+                    crictl.display()
+                ),
             );
             return None;
         }

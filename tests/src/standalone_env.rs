@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 pub struct StandaloneEnv {
     depot: PathBuf,
     shim: PathBuf,
+    /// runc's root is the default, `<depot>/.runc`, instead of the `RuncEnv`'s.
+    runc_root_in_depot: bool,
     containers: std::sync::Mutex<Vec<String>>,
     // Last: dropped after our own cleanup.
     runc: RuncEnv,
@@ -32,8 +34,26 @@ impl StandaloneEnv {
         StandaloneEnv {
             depot,
             shim: crate::containerd_env::shim_binary(),
+            runc_root_in_depot: false,
             containers: Default::default(),
             runc,
+        }
+    }
+
+    /// Like [`StandaloneEnv::new`], but the commands use the default runc root inside the
+    /// depot (`<depot>/.runc`), as an operator who gives no `--runc-root` does.
+    pub fn with_runc_root_in_depot() -> Self {
+        let mut env = Self::new();
+        env.runc_root_in_depot = true;
+        env
+    }
+
+    /// The runc root the commands use.
+    pub fn runc_root(&self) -> PathBuf {
+        if self.runc_root_in_depot {
+            self.depot.join(".runc")
+        } else {
+            self.runc.root().to_path_buf()
         }
     }
 
@@ -59,9 +79,10 @@ impl StandaloneEnv {
             .arg("--depot")
             .arg(&self.depot)
             .arg("--runc")
-            .arg(self.runc.runc_binary())
-            .arg("--runc-root")
-            .arg(self.runc.root());
+            .arg(self.runc.runc_binary());
+        if !self.runc_root_in_depot {
+            c.arg("--runc-root").arg(self.runc.root());
+        }
         c
     }
 
@@ -173,6 +194,10 @@ impl Drop for StandaloneEnv {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             let _ = output_bounded(c, Duration::from_secs(20));
+        }
+        if self.runc_root_in_depot {
+            // What the CLI could not delete (the `RuncEnv` guard knows only its own root).
+            crate::cleanup::delete_all_containers(self.runc.runc_binary(), &self.runc_root());
         }
     }
 }

@@ -3,26 +3,14 @@
 
 use std::process::Command;
 use std::time::Duration;
-use tether_tests::containerd_env::{ContainerdEnv, StdinAfter};
+use tether_tests::containerd_env::{ps_lists_exec, ContainerdEnv, StdinAfter};
+use tether_tests::skip;
 
 /// Generous bound for polls (status changes, events): they normally take milliseconds.
 const POLL: Duration = Duration::from_secs(10);
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Panics with everything useful unless `out` exited with `code`.
-fn assert_exit(env: &ContainerdEnv, out: &std::process::Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit status {}\nstdout: {}\nstderr: {}\n--- containerd log ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        env.log_tail()
-    );
 }
 
 #[test]
@@ -34,7 +22,7 @@ fn run_rm_forwards_stdout_stderr_and_exit_code() {
         &id,
         &["/bin/sh", "-c", "echo out; echo err >&2; exit 7"],
     ));
-    assert_exit(&env, &out, 7, "ctr run --rm");
+    env.assert_exit(&out, 7, "ctr run --rm");
     assert_eq!(text(&out.stdout), "out\n");
     assert!(
         text(&out.stderr).contains("err"),
@@ -56,7 +44,7 @@ fn file_log_uri_collects_stdout_and_stderr() {
         &id,
         &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
     ));
-    assert_exit(&env, &out, 3, "ctr run --rm --log-uri file://");
+    env.assert_exit(&out, 3, "ctr run --rm --log-uri file://");
     let got = std::fs::read_to_string(&log).unwrap_or_default();
     // stdout and stderr share the file; their order between the two pipes is not fixed.
     let mut lines: Vec<&str> = got.lines().collect();
@@ -76,7 +64,7 @@ fn stdin_is_piped_to_the_container() {
         b"hello\n",
         StdinAfter::TaskRunning(id.clone()),
     );
-    assert_exit(&env, &out, 0, "ctr run --rm cat");
+    env.assert_exit(&out, 0, "ctr run --rm cat");
     assert_eq!(text(&out.stdout), "hello\n");
     env.assert_no_leaks();
 }
@@ -102,7 +90,7 @@ fn detached_run_exec_ps_kill_delete() {
         "-c",
         "echo in-exec; exit 4",
     ]);
-    assert_exit(&env, &out, 4, "ctr task exec");
+    env.assert_exit(&out, 4, "ctr task exec");
     assert_eq!(text(&out.stdout), "in-exec\n");
 
     let pid = env.task_pid(&id).expect("ctr task ls lists the task");
@@ -119,7 +107,7 @@ fn detached_run_exec_ps_kill_delete() {
     env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
     env.wait_task_status(&id, "STOPPED", POLL);
     let out = env.ctr(&["task", "rm", &id]);
-    assert_exit(&env, &out, 0, "ctr task rm");
+    env.assert_exit(&out, 0, "ctr task rm");
     // ctr reports a non-zero exit on delete: 128 + SIGKILL.
     assert!(
         text(&out.stderr).contains("exit code 137"),
@@ -140,7 +128,7 @@ fn terminal_run_gets_a_pty() {
     let mut cmd = Command::new(tether_tests::require::tool("script", "bsdutils"));
     cmd.args(["-qec", &line, "/dev/null"]);
     let out = env.run_with_timeout(cmd);
-    assert_exit(&env, &out, 0, "script ctr run -t");
+    env.assert_exit(&out, 0, "script ctr run -t");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("/dev/pts/"), "tty output: {stdout:?}");
     env.assert_no_leaks();
@@ -210,7 +198,7 @@ fn oom_kill_is_published() {
         &id,
         &["/bin/sh", "-c", "x=a; while true; do x=$x$x; done"],
     ));
-    assert_exit(&env, &out, 137, "ctr run under a 16 MiB limit");
+    env.assert_exit(&out, 137, "ctr run under a 16 MiB limit");
     let oom = events.wait_for_line(&["/tasks/oom", &id], POLL);
     assert!(
         oom.is_some(),
@@ -368,7 +356,7 @@ fn duplicate_container_and_exec_ids_are_refused() {
     let ps = env.ctr_ok(&["task", "ps", &id]);
     assert_eq!(ps.lines().skip(1).count(), 2, "init and e2: {ps}");
     assert!(
-        ps.lines().any(|l| l.contains("ExecID:e2")),
+        ps_lists_exec(&ps, "e2"),
         "ctr task ps names the exec (containerd.runc.v1.ProcessDetails): {ps}"
     );
 
@@ -385,14 +373,14 @@ fn repeated_runs_leave_nothing_behind() {
     for n in 0..3 {
         let id = env.id("c");
         let out = env.ctr(&env.run_args(&["--rm"], &id, &["/bin/echo", &format!("run{n}")]));
-        assert_exit(&env, &out, 0, "ctr run --rm echo");
+        env.assert_exit(&out, 0, "ctr run --rm echo");
         assert_eq!(text(&out.stdout), format!("run{n}\n"));
     }
     let id = env.id("c");
     env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
     env.wait_task_status(&id, "RUNNING", POLL);
     let out = env.ctr(&["task", "exec", "--exec-id", "x", &id, "/bin/true"]);
-    assert_exit(&env, &out, 0, "ctr task exec true");
+    env.assert_exit(&out, 0, "ctr task exec true");
     env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
     env.wait_task_status(&id, "STOPPED", POLL);
     env.ctr_ok(&["task", "rm", &id]);
@@ -460,7 +448,7 @@ fn exec_with_a_terminal_stdin_and_kill() {
     let mut cmd = Command::new(tether_tests::require::tool("script", "bsdutils"));
     cmd.args(["-qec", &line, "/dev/null"]);
     let out = env.run_with_timeout(cmd);
-    assert_exit(&env, &out, 3, "script ctr task exec -t");
+    env.assert_exit(&out, 3, "script ctr task exec -t");
     assert!(
         text(&out.stdout).contains("/dev/pts/"),
         "exec tty: {}",
@@ -476,13 +464,13 @@ fn exec_with_a_terminal_stdin_and_kill() {
             exec_id: "s1".into(),
         },
     );
-    assert_exit(&env, &out, 0, "ctr task exec cat");
+    env.assert_exit(&out, 0, "ctr task exec cat");
     assert_eq!(text(&out.stdout), "to-exec\n");
 
     // An exec killed by its exec id from another ctr: the attached ctr gets 128 + 9.
     let exec = env.spawn_ctr(&["task", "exec", "--exec-id", "k1", &id, "/bin/sleep", "1000"]);
     let deadline = std::time::Instant::now() + POLL;
-    while !env.ctr_ok(&["task", "ps", &id]).contains("ExecID:k1") {
+    while !ps_lists_exec(&env.ctr_ok(&["task", "ps", &id]), "k1") {
         assert!(
             std::time::Instant::now() < deadline,
             "exec k1 never showed in ctr task ps"
@@ -502,6 +490,60 @@ fn exec_with_a_terminal_stdin_and_kill() {
         "init lives on"
     );
 
+    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    env.wait_task_status(&id, "STOPPED", POLL);
+    env.ctr_ok(&["task", "rm", &id]);
+    env.ctr_ok(&["container", "rm", &id]);
+    env.assert_no_leaks();
+}
+
+/// The daemon and the shim agree on the task API: containerd 2.3 and later start the shim
+/// with `BootstrapParams` and connect with task API v3 (what the shim's `BootstrapResult`
+/// says); older daemons get the plain address and speak v2. The same holds when a
+/// restarted daemon reconnects to the running shim.
+#[test]
+fn shim_speaks_the_task_api_of_its_daemon() {
+    const TEST: &str = "shim_speaks_the_task_api_of_its_daemon";
+    let version = tether_tests::containerd_version();
+    if !version.at_least(2, 0) {
+        skip(
+            TEST,
+            &format!(
+                "containerd {version} logs no `connecting to shim` line with the task API \
+                 version (it speaks only v2, which every other test uses)"
+            ),
+        );
+        return;
+    }
+    let want = if version.at_least(2, 3) { 3 } else { 2 };
+    let mut env = ContainerdEnv::start();
+    let id = env.id("c");
+    let connects = |env: &ContainerdEnv| -> Vec<String> {
+        let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
+        let needle = format!("connecting to shim {id}\"");
+        log.lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_string)
+            .collect()
+    };
+    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+    env.wait_task_status(&id, "RUNNING", POLL);
+    env.restart_containerd();
+    assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+    let lines = connects(&env);
+    assert_eq!(
+        lines.len(),
+        2,
+        "containerd {version} connects to the shim at start and after its restart: {lines:#?}\n\
+         --- containerd log ---\n{}",
+        env.log_tail()
+    );
+    for line in &lines {
+        assert!(
+            line.contains("protocol=ttrpc") && line.contains(&format!("version={want}")),
+            "containerd {version} speaks task API v{want} over ttrpc with the shim: {line}"
+        );
+    }
     env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
     env.wait_task_status(&id, "STOPPED", POLL);
     env.ctr_ok(&["task", "rm", &id]);

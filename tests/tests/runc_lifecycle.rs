@@ -195,11 +195,25 @@ fn update_changes_the_memory_limit_and_stats_see_the_container() {
                 .any(|c| c == "memory")
                 .then(|| path.to_string())
         });
-    if let Some(path) = memcg {
-        let file = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
-        let got: i64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
-        assert_eq!(got, limit, "{file}");
-    }
+    // The limit as the kernel has it: v1's memory controller line, or v2's unified one
+    // ("0::/path"). Neither found is a failure, not a silent pass.
+    let file = match memcg {
+        Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+        None => {
+            let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let unified = cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or_else(|| panic!("no memory cgroup for {pid}:\n{cgroup}"));
+            format!("/sys/fs/cgroup{unified}/memory.max")
+        }
+    };
+    let got: i64 = fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(got, limit, "{file}");
 
     let stats = env.runc().stats(&id).expect("events --stats");
     assert!(stats.pids.current >= 1, "stats count the init process");

@@ -158,9 +158,44 @@ pub(crate) fn hugetlb_sizes(dir: &Path, suffix: &str) -> Result<Vec<String>, Met
     Ok(sizes)
 }
 
+/// Sorts hugetlb page sizes by size ("2MB" before "1GB"), as the Go shim lists them in
+/// v2 metrics; names that do not parse go last, in name order.
+pub(crate) fn sort_by_page_size(sizes: &mut [String]) {
+    sizes.sort_by_key(|s| (hugepage_bytes(s).unwrap_or(u64::MAX), s.clone()));
+}
+
+/// The bytes of a hugetlb page size as the kernel names it in cgroup files (`2MB`,
+/// `1GB`, `64KB`).
+fn hugepage_bytes(size: &str) -> Option<u64> {
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+    let shift = match unit {
+        "KB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hugetlb_sizes_come_by_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in ["1GB", "2MB", "64KB", "odd"] {
+            std::fs::write(dir.path().join(format!("hugetlb.{size}.current")), "0\n").unwrap();
+        }
+        std::fs::write(dir.path().join("hugetlb.2MB.rsvd.current"), "0\n").unwrap();
+        let mut sizes = hugetlb_sizes(dir.path(), ".current").unwrap();
+        assert_eq!(sizes, ["1GB", "2MB", "64KB", "odd"], "name order (v1)");
+        sort_by_page_size(&mut sizes);
+        assert_eq!(sizes, ["64KB", "2MB", "1GB", "odd"], "size order (v2)");
+        assert_eq!(hugepage_bytes("2MB"), Some(2 << 20));
+        assert_eq!(hugepage_bytes("MB"), None);
+        assert_eq!(hugepage_bytes("99999999999999GB"), None);
+    }
     use containerd_shim_protos::{cgroups, cgroups_v2};
 
     #[test]

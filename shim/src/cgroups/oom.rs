@@ -97,8 +97,11 @@ impl OomWatcher {
     ///
     /// v1: an eventfd (`EFD_CLOEXEC|EFD_NONBLOCK`) registered by writing
     /// `"<eventfd> <fd of memory.oom_control>"` to `cgroup.event_control`.
-    /// v2: a non-blocking inotify watch (`IN_MODIFY`) on `memory.events`, with
-    /// the `oom_kill` count at start remembered.
+    /// v2: a non-blocking inotify watch (`IN_MODIFY`) on `memory.events`, counting
+    /// `oom_kill` from 0 as containerd's Go watcher does: the cgroup is the
+    /// container's own, made with it, so every kill it counts is the container's,
+    /// including one before the watch existed (the first [`OomWatcher::check`]
+    /// reports it).
     /// Fails with [`OomError::NoMemoryCgroup`] if the process has no memory
     /// cgroup; callers log that and carry on without OOM events.
     pub fn new(pid: i32) -> Result<Self, OomError> {
@@ -161,17 +164,11 @@ impl OomWatcher {
         })?;
         inotify::add_watch(inotify.as_fd(), &events, inotify::IN_MODIFY)
             .map_err(io_err("watch", &events))?;
-        // Read the baseline after the watch exists, so no kill can slip
-        // between the two unseen.
-        let oom_kills = match read_oom_kills(&events)? {
-            Some(n) => n,
-            None => return Err(OomError::Gone),
-        };
         Ok(OomWatcher {
             kind: Kind::V2 {
                 inotify,
                 events,
-                oom_kills,
+                oom_kills: 0,
             },
         })
     }
@@ -398,10 +395,13 @@ mod tests {
             OomWatcher::v2(dir.path()),
             Err(OomError::NoMemoryCgroup)
         ));
+        // A kill before the watch existed is the container's too: reported by the first
+        // check (the loop checks once when it registers the watcher).
         std::fs::write(&events, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n").unwrap();
         let mut w = OomWatcher::v2(dir.path()).unwrap();
         assert!(!readable(w.fd(), Duration::from_millis(50)));
-        assert!(!w.check().unwrap(), "nothing changed yet");
+        assert!(w.check().unwrap(), "the kill before the watch");
+        assert!(!w.check().unwrap(), "nothing changed since");
 
         // A change that is not an OOM kill: a spurious wakeup.
         std::fs::write(&events, "low 0\nhigh 0\nmax 5\noom 0\noom_kill 1\n").unwrap();

@@ -12,7 +12,7 @@ use containerd_shim_protos::cgroups_v2::metrics::{
 use protobuf::MessageField;
 
 use crate::cgroups::metrics::{
-    flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, MetricsError,
+    flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, sort_by_page_size, MetricsError,
 };
 
 /// Builds v2 metrics for the cgroup directory `dir`.
@@ -226,7 +226,9 @@ fn read_psi(dir: &Path, file: &str) -> Result<Option<PSIStats>, MetricsError> {
 
 fn hugetlb(dir: &Path) -> Result<Vec<HugeTlbStat>, MetricsError> {
     let mut out = Vec::new();
-    for size in hugetlb_sizes(dir, ".current")? {
+    let mut sizes = hugetlb_sizes(dir, ".current")?;
+    sort_by_page_size(&mut sizes);
+    for size in sizes {
         let mut h = HugeTlbStat::new();
         h.current = read_u64(&dir.join(format!("hugetlb.{size}.current")))?.unwrap_or(0);
         h.max = read_limit(&dir.join(format!("hugetlb.{size}.max")), u64::MAX)?.unwrap_or(0);

@@ -150,6 +150,32 @@ pub fn socket_path_in(dir: &Path, containerd_address: &str, namespace: &str, id:
     dir.join(hex)
 }
 
+/// Name of the symlink in a bundle that points at the socket directory containerd chose
+/// (`socket_dir` of the bootstrap parameters), as containerd's Go shim library leaves it, so
+/// that whoever cleans up after the shim (the server at exit, `delete` after a crash) finds the
+/// socket without the parameters.
+pub const SOCKET_DIR_LINK: &str = "s";
+
+/// Points `<bundle>/s` at `socket_dir`, replacing whatever was there.
+pub fn write_socket_dir_link(bundle: &Path, socket_dir: &Path) -> Result<(), AddressError> {
+    let link = bundle.join(SOCKET_DIR_LINK);
+    match fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove old socket dir link", &link)(e)),
+    }
+    std::os::unix::fs::symlink(socket_dir, &link).map_err(io_err("symlink", &link))
+}
+
+/// The socket directory recorded in `<bundle>/s`, or [`SOCKET_DIR`] when there is no such
+/// link (a bundle started by containerd before 2.3, or without `socket_dir`).
+pub fn socket_dir_of(bundle: &Path) -> PathBuf {
+    match fs::read_link(bundle.join(SOCKET_DIR_LINK)) {
+        Ok(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => PathBuf::from(SOCKET_DIR),
+    }
+}
+
 /// The address to print on `start`: `"unix://"` followed by `path` (lossily as UTF-8; shim
 /// paths are ASCII).
 pub fn socket_uri(path: &Path) -> String {
@@ -365,6 +391,22 @@ mod tests {
             )),
             format!("unix://{want}")
         );
+    }
+
+    #[test]
+    fn socket_dir_link_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No link: the default directory.
+        assert_eq!(socket_dir_of(tmp.path()), PathBuf::from(SOCKET_DIR));
+        write_socket_dir_link(tmp.path(), Path::new("/tmp/tether-s")).unwrap();
+        assert_eq!(socket_dir_of(tmp.path()), PathBuf::from("/tmp/tether-s"));
+        // Replaced, not refused, when start runs again in the same bundle.
+        write_socket_dir_link(tmp.path(), Path::new("/run/x/s")).unwrap();
+        assert_eq!(socket_dir_of(tmp.path()), PathBuf::from("/run/x/s"));
+        assert!(fs::symlink_metadata(tmp.path().join("s"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn read_spec(bundle: &Path) -> Result<SpecFacts, String> {
     let path = bundle.join("config.json");
     let bytes =
         std::fs::read(&path).map_err(|e| format!("bundle config {}: {e}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    // Read as runc (Go) reads it: bytes that are not UTF-8 in strings are no error (args
+    // and env are bytes on Linux); runc itself reads the file untouched.
+    let text = crate::supervisor::go_json::as_go_reads(&bytes);
+    let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("bundle config {} is not valid JSON: {e}", path.display()))?;
     let obj = value
         .as_object()

@@ -7,8 +7,16 @@
 //! name and `features` holding the OCI runtime's `features` document, which it decodes by
 //! type URL; so tether answers as containerd's runc shim does: its own runtime name, its
 //! version, the options echoed, and `runc features` under the same type URL.
+//!
+//! containerd 2.3 and 2.4 still write the bare options `Any` here (never `BootstrapParams`,
+//! which only `start` gets: `getRuntimeInfo` in core/runtime/v2/task_manager.go). They run
+//! `-info` before the first task of a runtime not named `io.containerd.runc.v2` (to read the
+//! `containerd.io/runtime-allow-mounts` annotation, which tether leaves out: the daemon's mount
+//! manager then prepares every mount type it knows itself), and before a task with idmapped
+//! mounts, whose creation fails unless `features` says `mountExtensions.idmap.enabled`.
+//! Kubernetes likewise needs the features to allow user-namespaced pods on the runtime class.
 
-use containerd_shim_protos::shim::oci::Options;
+use crate::containerd::options::{decode_options, OptionsError};
 use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
@@ -18,11 +26,6 @@ use protobuf::{Message, MessageField};
 /// document's JSON, as typeurl marshals non-protobuf types.
 pub const FEATURES_TYPE_URL: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
-
-/// The full protobuf name of the runc shim options (`containerd.runc.v1.Options`), which
-/// containerd sends without a prefix and other clients may send as
-/// `type.googleapis.com/containerd.runc.v1.Options`.
-const RUNC_OPTIONS_NAME: &str = "containerd.runc.v1.Options";
 
 /// The OCI runtime used when the options name none, as containerd's runc shim does.
 const DEFAULT_RUNTIME_BINARY: &str = "runc";
@@ -42,14 +45,15 @@ pub enum InfoError {
     /// stdin was not empty and was not a protobuf `google.protobuf.Any`.
     #[error("cannot decode the runtime options on stdin as a protobuf google.protobuf.Any: {0}")]
     Decode(#[source] protobuf::Error),
-    /// The options claimed to be `containerd.runc.v1.Options` but their value did not decode.
+    /// The options are of a runtime options type tether knows but did not decode (or, for
+    /// CRI's options, their TOML config could not be read).
     #[error("cannot decode the runtime options of type {type_url:?}: {source}")]
     Options {
         /// The type URL the options were sent with.
         type_url: String,
         /// The decoding error.
         #[source]
-        source: protobuf::Error,
+        source: OptionsError,
     },
     /// The answer could not be encoded (should not happen for well-formed messages).
     #[error("cannot encode RuntimeInfo: {0}")]
@@ -70,14 +74,15 @@ pub fn version_text() -> String {
 /// `name` = `runtime_name`, `version` = this crate's version and [`version_text`]'s revision,
 /// `options` = the `Any` read from `stdin` exactly as given (absent when `stdin` is empty),
 /// and `features` = the output of `<binary> features` as an `Any` of type
-/// [`FEATURES_TYPE_URL`], where `<binary>` is the `BinaryName` of `containerd.runc.v1.Options`
-/// when the options are of that type and name one, else `runc`. When the runtime cannot
-/// report features (missing binary, no `features` verb) the field is left out and the reason
-/// is logged at debug level, as containerd's runc shim does.
+/// [`FEATURES_TYPE_URL`], where `<binary>` is the `BinaryName` of the options when they are
+/// of a runtime options type tether knows (runc `Options`, the legacy runc types, CRI's
+/// `runtimeoptions.v1.Options` with its TOML) and name one, else `runc`. When the runtime
+/// cannot report features (missing binary, no `features` verb, output that is not JSON) the
+/// field is left out and the reason is logged at debug level, as containerd's runc shim does.
 ///
 /// Errors: [`InfoError::Decode`] if `stdin` is not an `Any`, [`InfoError::Options`] if it is
-/// runc options that do not decode. Options of any other type are echoed and otherwise
-/// ignored.
+/// runtime options of a known type that do not decode. Options of any other type are echoed
+/// and otherwise ignored.
 pub fn runtime_info(stdin: &[u8], runtime_name: &str) -> Result<Vec<u8>, InfoError> {
     runtime_info_with(stdin, runtime_name, |binary| {
         runc_wrapper::Runc::builder()
@@ -100,20 +105,23 @@ fn runtime_info_with(
     } else {
         Some(Any::parse_from_bytes(stdin).map_err(InfoError::Decode)?)
     };
-    let binary = match &options {
-        Some(any) if is_runc_options(&any.type_url) => {
-            let opts =
-                Options::parse_from_bytes(&any.value).map_err(|source| InfoError::Options {
+    let binary_name = match &options {
+        Some(any) => match decode_options(&any.type_url, &any.value) {
+            Ok(opts) => opts.binary_name,
+            Err(OptionsError::UnknownType(_)) => String::new(),
+            Err(source) => {
+                return Err(InfoError::Options {
                     type_url: any.type_url.clone(),
                     source,
-                })?;
-            if opts.binary_name.is_empty() {
-                DEFAULT_RUNTIME_BINARY.to_owned()
-            } else {
-                opts.binary_name
+                })
             }
-        }
-        _ => DEFAULT_RUNTIME_BINARY.to_owned(),
+        },
+        None => String::new(),
+    };
+    let binary = if binary_name.is_empty() {
+        DEFAULT_RUNTIME_BINARY.to_owned()
+    } else {
+        binary_name
     };
 
     let mut version = RuntimeVersion::new();
@@ -133,14 +141,11 @@ fn runtime_info_with(
     info.write_to_bytes().map_err(InfoError::Encode)
 }
 
-/// Whether `type_url` names `containerd.runc.v1.Options`, with or without a `…/` prefix.
-fn is_runc_options(type_url: &str) -> bool {
-    type_url.rsplit('/').next() == Some(RUNC_OPTIONS_NAME)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::containerd::options::{CRI_RUNTIME_OPTIONS, LEGACY_RUNC_OPTIONS, RUNC_V1_OPTIONS};
+    use containerd_shim_protos::shim::oci::Options;
     use std::cell::RefCell;
     use std::os::unix::fs::PermissionsExt;
 
@@ -151,7 +156,7 @@ mod tests {
         opts.binary_name = binary_name.to_owned();
         opts.systemd_cgroup = true;
         let mut any = Any::new();
-        any.type_url = format!("{prefix}{RUNC_OPTIONS_NAME}");
+        any.type_url = format!("{prefix}{RUNC_V1_OPTIONS}");
         any.value = opts.write_to_bytes().unwrap();
         any
     }
@@ -222,6 +227,38 @@ mod tests {
     }
 
     #[test]
+    fn binary_name_from_cri_and_legacy_options() {
+        // CRI's runtimeoptions.v1.Options with the TOML inlined (field 3, config_body).
+        let toml = b"BinaryName = \"/usr/bin/crun\"\nSystemdCgroup = true\n";
+        let mut value = vec![0x1a, toml.len() as u8];
+        value.extend_from_slice(toml);
+        let mut any = Any::new();
+        any.type_url = CRI_RUNTIME_OPTIONS.into();
+        any.value = value;
+        let (info, asked) = run(&any.write_to_bytes().unwrap(), None);
+        assert_eq!(asked, "/usr/bin/crun");
+        assert_eq!(info.options.as_ref(), Some(&any));
+        // The legacy containerd.linux.runc.RuncOptions: runtime (1) names the binary.
+        let mut any = Any::new();
+        any.type_url = LEGACY_RUNC_OPTIONS.into();
+        any.value = [&[0x0a, 0x04][..], b"crun"].concat();
+        assert_eq!(run(&any.write_to_bytes().unwrap(), None).1, "crun");
+    }
+
+    #[test]
+    fn a_runtime_without_features_gives_an_answer_without_them() {
+        // Real binaries that are no OCI runtime with a `features` verb: one fails, one
+        // succeeds with no output (not JSON).
+        for binary in ["/bin/false", "/bin/true"] {
+            let stdin = runc_options_any(binary, "").write_to_bytes().unwrap();
+            let out = runtime_info(&stdin, "io.containerd.tether.v2").unwrap();
+            let info = RuntimeInfo::parse_from_bytes(&out).unwrap();
+            assert!(info.features.is_none(), "{binary}");
+            assert!(info.options.is_some());
+        }
+    }
+
+    #[test]
     fn garbage_stdin_is_an_error() {
         // Field 1 (type_url) claims 5 bytes and has 1.
         let e = runtime_info_with(&[0x0a, 0x05, b'a'], "n", |_| None).unwrap_err();
@@ -234,11 +271,11 @@ mod tests {
     #[test]
     fn malformed_runc_options_are_an_error() {
         let mut any = Any::new();
-        any.type_url = RUNC_OPTIONS_NAME.into();
+        any.type_url = RUNC_V1_OPTIONS.into();
         any.value = vec![0x32, 0x09, b'x']; // binary_name (6) claims 9 bytes, has 1
         let e = runtime_info_with(&any.write_to_bytes().unwrap(), "n", |_| None).unwrap_err();
         assert!(matches!(e, InfoError::Options { .. }), "{e}");
-        assert!(e.to_string().contains(RUNC_OPTIONS_NAME), "{e}");
+        assert!(e.to_string().contains(RUNC_V1_OPTIONS), "{e}");
     }
 
     #[test]

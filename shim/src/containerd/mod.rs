@@ -1,16 +1,21 @@
-//! The containerd face: `containerd-shim-tether-v2`, task API v2 over ttrpc.
+//! The containerd face: `containerd-shim-tether-v2`, task API v2 and v3 over ttrpc.
 
 pub mod address;
 pub mod bootstrap;
+pub mod bootstrap_protocol;
 pub mod bundle;
+pub mod call_gate;
 pub mod errors;
 pub mod event_types;
 pub mod events;
+pub mod exit_status;
 pub mod flags;
 pub mod info;
 pub mod options;
 pub mod publisher;
 pub mod server;
 pub mod service;
+pub mod task_api;
 pub mod ttrpc;
+pub mod wire;
 pub mod workers;

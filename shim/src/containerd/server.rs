@@ -16,8 +16,7 @@ use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream, Streams};
 use crate::supervisor::signals;
 use crate::supervisor::tasks::Exited;
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
@@ -40,20 +39,61 @@ struct EventLoop {
     workers: WorkerPool,
     conns: HashMap<u32, Connection>,
     next_conn: u32,
+    /// Connections not being read (see `update_interest`), re-checked as calls finish.
+    not_reading: BTreeSet<u32>,
+    /// Accept failures in a row (EMFILE, ENFILE…), and when the listener is polled again.
+    accept_failures: u32,
+    accept_resume_at: Option<Instant>,
     /// Processes whose pumps run, until they have all ended or the process is deleted.
     stdio: HashMap<u32, StdioSlot>,
     next_slot: u32,
     ooms: HashMap<u32, (String, crate::cgroups::oom::OomWatcher)>,
     next_oom: u32,
-    /// Exits waiting for their process's output to drain, in report order.
-    pending_exits: VecDeque<(Exited, Instant)>,
-    shutting_down: bool,
+    /// Exits waiting for their process's output to drain or for the reply of the call
+    /// that caused them, in report order.
+    pending_exits: VecDeque<PendingExit>,
+    /// When the earliest queued exit stops waiting (computed by `flush_exits`).
+    exit_deadline: Option<Instant>,
+    /// When containerd asked the shim to shut down (it exits once no call is in flight).
+    shutdown_requested: Option<Instant>,
+    /// Since when the shim has served no container, and how long it may stay so.
+    empty_since: Option<Instant>,
+    idle_exit: Duration,
+}
+
+/// An exit waiting to be reported.
+struct PendingExit {
+    exit: Exited,
+    /// Reported by then even if its output has not drained.
+    drain_deadline: Instant,
+    /// Reported by then even if the call that caused it has not been answered.
+    hold_limit: Instant,
 }
 
 /// How long an exit report waits for the process's output to reach its FIFOs. Clients
 /// (ctr 1.6) stop reading output once they learn of the exit; output still in flight then
 /// is lost. Bounded, because a child the process left behind may hold its stdout open.
 const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
+/// How long an exit report waits for the reply of the call that caused it (a runc that
+/// hangs in `kill` must not keep the exit from containerd for ever).
+const EXIT_HOLD_LIMIT: Duration = crate::containerd::call_gate::ENTER_WAIT;
+/// How long a shim asked to shut down keeps serving the calls still in flight.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// How long a shim with no container waits for one before it exits by itself: containerd
+/// creates the first container right after `start`, and shuts the shim down after the
+/// last one; a shim left without either (containerd failed in between) must not stay
+/// for ever. `TETHER_IDLE_EXIT_SECS` overrides it (tests).
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+/// Calls of all connections that may wait for a worker at once; beyond, no connection is
+/// read until some are answered (with the per-connection bounds in `ttrpc`, this bounds
+/// what requests and replies can take in memory).
+const MAX_QUEUED_CALLS: usize = 256;
+/// Connections served at once; more are closed as they come (containerd uses one or two).
+const MAX_CONNECTIONS: usize = 4096;
+/// The first and the longest pause of the listener after `accept` failed (as with
+/// EMFILE, where the pending connection stays and the listener would fire at once again).
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
 /// `start`; `socket_path` is removed at exit.
@@ -100,23 +140,35 @@ pub fn run(
         workers,
         conns: HashMap::new(),
         next_conn: 0,
+        not_reading: BTreeSet::new(),
+        accept_failures: 0,
+        accept_resume_at: None,
         stdio: HashMap::new(),
         next_slot: 0,
         ooms: HashMap::new(),
         next_oom: 0,
         pending_exits: VecDeque::new(),
-        shutting_down: false,
+        exit_deadline: None,
+        shutdown_requested: None,
+        empty_since: Some(Instant::now()),
+        idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(IDLE_EXIT),
     };
     log::info!("serving task API v2");
     let mut ready = Vec::new();
-    while !ev.shutting_down {
+    while !ev.done() {
         ev.base.wait(ev.next_deadline(), &mut ready)?;
+        ev.resume_accepting();
         for r in ready.iter().copied() {
             ev.dispatch(r);
         }
         ev.drain_outbox();
         ev.flush_exits();
         ev.drain_outbox();
+        ev.resume_reading();
     }
     ev.finish();
     Ok(())
@@ -150,6 +202,17 @@ impl EventLoop {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if self.accept_failures > 0 {
+                        log::info!(
+                            "accepting connections again after {} failed accept(s)",
+                            self.accept_failures
+                        );
+                        self.accept_failures = 0;
+                    }
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        log::warn!("refusing a connection: {MAX_CONNECTIONS} are open already");
+                        continue;
+                    }
                     let n = self.next_conn;
                     self.next_conn = self.next_conn.wrapping_add(1);
                     match Connection::new(stream) {
@@ -169,9 +232,39 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("accept: {e}");
+                    self.pause_accepting(&e);
                     return;
                 }
+            }
+        }
+    }
+
+    /// `accept` failed (out of file descriptors, most likely): the pending connection is
+    /// still there, so the level-triggered listener would fire again at once. Stop polling
+    /// it for a while, longer each time in a row, and say so once per episode.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if self.accept_failures == 0 {
+            log::warn!("accept: {e}; retrying with a backoff up to {ACCEPT_BACKOFF_MAX:?}");
+        }
+        self.accept_failures = self.accept_failures.saturating_add(1);
+        let shift = self.accept_failures.saturating_sub(1).min(16);
+        let backoff = ACCEPT_BACKOFF_FIRST
+            .saturating_mul(1 << shift)
+            .min(ACCEPT_BACKOFF_MAX);
+        self.base.poller().remove(self.listener.as_fd());
+        self.accept_resume_at = Some(Instant::now() + backoff);
+    }
+
+    /// Polls the listener again once its backoff is over.
+    fn resume_accepting(&mut self) {
+        if self.accept_resume_at.is_some_and(|at| Instant::now() >= at) {
+            self.accept_resume_at = None;
+            if let Err(e) = self
+                .base
+                .poller()
+                .add_readable(self.listener.as_fd(), Token::Listener)
+            {
+                log::warn!("listener: {e}");
             }
         }
     }
@@ -180,67 +273,105 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&n) else {
             return;
         };
-        let mut close = false;
-        let mut fast = Vec::new();
-        if r.writable {
-            match conn.flush() {
-                Ok(false) => {
-                    let _ = self.base.poller().set_writable_interest(
-                        conn.stream().as_fd(),
-                        Token::Conn(n),
-                        false,
-                    );
-                }
-                Ok(true) => {}
-                Err(_) => close = true,
-            }
-        }
-        if r.readable || r.hangup {
+        let mut close = r.writable && conn.flush().is_err();
+        let mut answers = Vec::new();
+        if !close && r.hangup && !conn.reading {
+            // Both directions closed while the connection was held off: nobody to answer.
+            close = true;
+        } else if !close && (r.readable || r.hangup) {
             let out = conn.read();
             for (stream, st) in out.rejected {
-                if conn.respond(stream, Err(st)).is_err() {
-                    close = true;
-                }
+                answers.push((stream, Err(st)));
             }
             close |= out.closed;
             for req in out.requests {
-                if Shim::is_fast(&req.method) {
-                    if let Some(reply) = self.shim.handle(n, &req) {
-                        fast.push((req.stream_id, reply));
-                    }
-                } else {
+                if Shim::needs_worker(&req.method) {
+                    conn.calls_in_flight += 1;
                     self.workers.submit(n, req);
+                } else if let Some(answer) = self.shim.handle(n, &req) {
+                    answers.push((req.stream_id, answer.reply));
                 }
             }
         }
-        for (stream, reply) in fast {
-            self.respond(n, stream, reply);
+        for (stream, reply) in answers {
+            close |= conn.respond(stream, reply).is_err();
         }
         if close {
             self.drop_conn(n);
+        } else {
+            self.update_interest(n);
+        }
+    }
+
+    /// Asks epoll for what the connection needs now: writability while replies wait,
+    /// readability while it takes its replies and has room for more calls (and the workers
+    /// have room): a client that sends calls and never reads replies stops being read.
+    fn update_interest(&mut self, n: u32) {
+        let room = self.workers.in_flight() < MAX_QUEUED_CALLS;
+        let Some(conn) = self.conns.get_mut(&n) else {
+            self.not_reading.remove(&n);
+            return;
+        };
+        let read = room && conn.wants_to_read();
+        let write = conn.unsent() > 0;
+        if read == conn.reading && write == conn.writing {
+            return;
+        }
+        match self
+            .base
+            .poller()
+            .set_interest(conn.stream().as_fd(), Token::Conn(n), read, write)
+        {
+            Ok(()) => {
+                conn.reading = read;
+                conn.writing = write;
+                if read {
+                    self.not_reading.remove(&n);
+                } else {
+                    self.not_reading.insert(n);
+                }
+            }
+            Err(e) => log::warn!("connection {n}: {e}"),
+        }
+    }
+
+    /// Reads again the connections held off, where their reasons are gone.
+    fn resume_reading(&mut self) {
+        if self.not_reading.is_empty() {
+            return;
+        }
+        let held: Vec<u32> = self.not_reading.iter().copied().collect();
+        for n in held {
+            self.update_interest(n);
         }
     }
 
     fn drop_conn(&mut self, n: u32) {
+        self.not_reading.remove(&n);
         if let Some(conn) = self.conns.remove(&n) {
             self.base.poller().remove(conn.stream().as_fd());
         }
     }
 
-    fn respond(&mut self, n: u32, stream: u32, reply: crate::containerd::ttrpc::Reply) {
+    /// Answers a call that was not answered when it was read: a worker's (`worker_call`,
+    /// which frees a place among the connection's calls in flight) or a parked Wait's.
+    fn respond(
+        &mut self,
+        n: u32,
+        stream: u32,
+        reply: crate::containerd::ttrpc::Reply,
+        worker_call: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(&n) else {
             return; // the caller went away; nothing to answer
         };
-        match conn.respond(stream, reply) {
-            Ok(true) => {
-                let _ = self.base.poller().set_writable_interest(
-                    conn.stream().as_fd(),
-                    Token::Conn(n),
-                    true,
-                );
-            }
-            Ok(false) => {}
-            Err(_) => self.drop_conn(n),
+        if worker_call {
+            conn.calls_in_flight = conn.calls_in_flight.saturating_sub(1);
+        }
+        if conn.respond(stream, reply).is_err() {
+            self.drop_conn(n);
+        } else {
+            self.update_interest(n);
         }
     }
 
@@ -257,9 +388,13 @@ impl EventLoop {
     /// hold right now.
     fn queue_exits(&mut self, exits: Vec<Exited>) {
         let now = Instant::now();
-        for e in exits {
-            let deadline = self.process_exited(&e.container_id, &e.exec_id, now);
-            self.pending_exits.push_back((e, deadline));
+        for exit in exits {
+            let drain_deadline = self.process_exited(&exit.container_id, &exit.exec_id, now);
+            self.pending_exits.push_back(PendingExit {
+                exit,
+                drain_deadline,
+                hold_limit: now + EXIT_HOLD_LIMIT,
+            });
         }
         self.flush_exits();
     }
@@ -288,32 +423,100 @@ impl EventLoop {
         deadline
     }
 
-    /// Reports queued exits from the front while their output has drained or their wait
-    /// is over (order is kept: an init's exit never overtakes its execs').
+    /// Reports the queued exits that may go now: the process's output has drained (or
+    /// its grace is over) and no call that can cause the exit is still unanswered (see
+    /// `call_gate`). Order is kept within a container (an init's exit never overtakes its
+    /// execs'); a container whose exit waits does not hold up another's.
     fn flush_exits(&mut self) {
         let now = Instant::now();
-        while let Some((e, deadline)) = self.pending_exits.front() {
+        let mut waiting: Vec<String> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.pending_exits.len() {
+            let p = &self.pending_exits[i];
+            let (cid, eid) = (&p.exit.container_id, &p.exit.exec_id);
+            if waiting.contains(cid) {
+                i += 1;
+                continue;
+            }
+            let held = now < p.hold_limit && self.shim.gate.holds_exit(cid, eid);
             // The table's count, not the loop's pumps: it also counts pumps the worker has
             // handed over that the loop has not registered yet (what Delete waits for).
-            let drained = self
-                .shim
-                .lock()
-                .container(&e.container_id)
-                .and_then(|c| c.process(&e.exec_id))
-                .map(|p| p.open_pumps == 0)
-                .unwrap_or(true);
-            if !drained && now < *deadline {
-                break;
+            let drained = now >= p.drain_deadline
+                || self
+                    .shim
+                    .lock()
+                    .container(cid)
+                    .and_then(|c| c.process(eid))
+                    .map(|p| p.open_pumps == 0)
+                    .unwrap_or(true);
+            if held || !drained {
+                let until = if held { p.hold_limit } else { p.drain_deadline };
+                deadline = Some(deadline.map_or(until, |d| d.min(until)));
+                waiting.push(cid.clone());
+                i += 1;
+                continue;
             }
-            if let Some((e, _)) = self.pending_exits.pop_front() {
-                self.shim.deliver(vec![e]);
+            if let Some(p) = self.pending_exits.remove(i) {
+                ready.push(p.exit);
             }
         }
+        self.exit_deadline = deadline;
+        self.shim.deliver(ready);
     }
 
-    /// Wakes the loop for the first pending exit's deadline.
+    /// Wakes the loop when the first queued exit stops waiting, a shutdown's drain is over,
+    /// the listener's backoff, or the time a shim with no container waits for one.
     fn next_deadline(&self) -> Option<Instant> {
-        self.pending_exits.front().map(|(_, deadline)| *deadline)
+        let shutdown = self.shutdown_requested.map(|at| at + SHUTDOWN_DRAIN);
+        let idle = self.empty_since.map(|at| at + self.idle_exit);
+        [self.exit_deadline, shutdown, self.accept_resume_at, idle]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the shim may exit: containerd asked it to shut down, it serves no container,
+    /// and every call in flight has been answered and every exit reported (or the drain's
+    /// bound is over). A container created meanwhile (a grouped shim's next container)
+    /// cancels the shutdown. Also when it has served no container and had no call for
+    /// `idle_exit`, shut down or not (an orphan: containerd failed between `start` and
+    /// Create, or after the last Delete).
+    fn done(&mut self) -> bool {
+        let empty = self.shim.lock().containers.is_empty();
+        if !empty {
+            self.empty_since = None;
+        } else if self.workers.in_flight() > 0 {
+            // A Create in flight: not idle yet.
+            self.empty_since = Some(Instant::now());
+        } else {
+            let since = *self.empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.idle_exit {
+                log::warn!(
+                    "no container for {:?} and no shutdown from containerd: exiting",
+                    self.idle_exit
+                );
+                return true;
+            }
+        }
+        let Some(at) = self.shutdown_requested else {
+            return false;
+        };
+        if !empty {
+            log::info!("shutdown cancelled: a container was created meanwhile");
+            self.shutdown_requested = None;
+            return false;
+        }
+        let idle = self.workers.in_flight() == 0 && self.pending_exits.is_empty();
+        if !idle && at.elapsed() >= SHUTDOWN_DRAIN {
+            log::warn!(
+                "shutting down with {} call(s) still in flight after {SHUTDOWN_DRAIN:?}",
+                self.workers.in_flight()
+            );
+            return true;
+        }
+        idle
     }
 
     fn drain_outbox(&mut self) {
@@ -324,20 +527,33 @@ impl EventLoop {
             }
             for msg in msgs {
                 match msg {
+                    LoopMsg::Answered {
+                        conn,
+                        stream,
+                        reply,
+                        hold,
+                    } => {
+                        self.respond(conn, stream, reply, true);
+                        // Written (or queued on the socket in order): the process's next
+                        // call and its exit report may go now.
+                        drop(hold);
+                    }
                     LoopMsg::Respond {
                         conn,
                         stream,
                         reply,
-                    } => self.respond(conn, stream, reply),
+                    } => self.respond(conn, stream, reply, false),
                     LoopMsg::AddPumps {
                         container,
                         exec,
                         stdio,
                     } => self.add_stdio(container, exec, stdio),
                     LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
-                    LoopMsg::WatchOom { container, pid } => self.watch_oom(container, pid),
+                    LoopMsg::WatchOom { container, watcher } => self.watch_oom(container, watcher),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
-                    LoopMsg::Shutdown => self.shutting_down = true,
+                    LoopMsg::Shutdown => {
+                        self.shutdown_requested.get_or_insert_with(Instant::now);
+                    }
                 }
             }
         }
@@ -394,21 +610,17 @@ impl EventLoop {
         });
     }
 
-    fn watch_oom(&mut self, container: String, pid: i32) {
-        match crate::cgroups::oom::OomWatcher::new(pid) {
-            Ok(w) => {
-                let n = self.next_oom;
-                self.next_oom = self.next_oom.wrapping_add(1);
-                if self
-                    .base
-                    .poller()
-                    .add_readable(w.fd(), Token::Oom(n))
-                    .is_ok()
-                {
-                    self.ooms.insert(n, (container, w));
-                }
+    /// Polls a container's OOM watcher, and checks it once now: an OOM kill between the
+    /// watcher's creation and this registration changed nothing the poll would see.
+    fn watch_oom(&mut self, container: String, watcher: crate::cgroups::oom::OomWatcher) {
+        let n = self.next_oom;
+        self.next_oom = self.next_oom.wrapping_add(1);
+        match self.base.poller().add_readable(watcher.fd(), Token::Oom(n)) {
+            Ok(()) => {
+                self.ooms.insert(n, (container, watcher));
+                self.on_oom(n);
             }
-            Err(e) => log::info!("no OOM events for {container}: {e}"),
+            Err(e) => log::warn!("no OOM events for {container}: {e}"),
         }
     }
 
@@ -432,7 +644,7 @@ impl EventLoop {
 
     /// Answers what is still queued, delivers the last events, removes the socket.
     fn finish(&mut self) {
-        let pending: Vec<Exited> = self.pending_exits.drain(..).map(|(e, _)| e).collect();
+        let pending: Vec<Exited> = self.pending_exits.drain(..).map(|p| p.exit).collect();
         self.shim.deliver(pending);
         self.drain_outbox();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

@@ -3,6 +3,7 @@
 //! serialised per shim, as containerd expects); `Wait` parks its call in the process
 //! table and the event loop answers it when the process exits.
 
+use crate::containerd::call_gate::{CallGate, ExitReport, GateHold, ENTER_WAIT};
 use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
@@ -18,19 +19,29 @@ use protobuf::{Message, MessageField};
 use runc_wrapper::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts, Runc};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a terminal process may take to hand its pty master over.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Delete waits for a process's output to drain (as the Go shim does).
 const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Wait calls that may be parked on one process (containerd parks one or two).
+const MAX_WAITERS: usize = 64;
 /// Where runc keeps container state unless the options say otherwise.
 const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
 /// Work for the event loop, posted by the worker.
 #[derive(Debug)]
 pub enum LoopMsg {
+    /// A worker's reply to write; then drop `hold`, which opens the process's call gate.
+    Answered {
+        conn: u32,
+        stream: u32,
+        reply: Reply,
+        hold: Option<GateHold>,
+    },
+    /// The reply to a parked Wait.
     Respond {
         conn: u32,
         stream: u32,
@@ -46,21 +57,39 @@ pub enum LoopMsg {
         container: String,
         exec: String,
     },
+    /// Register a container's OOM watcher (made by the worker while its init was known
+    /// to be alive) and report at once what it already counts.
     WatchOom {
         container: String,
-        pid: i32,
+        watcher: crate::cgroups::oom::OomWatcher,
     },
     /// Exits to report once the processes' output has drained (see the loop).
     Exited(Vec<Exited>),
     Shutdown,
 }
 
+/// What a handled call gives back: its reply, and the hold on its process's call gate
+/// that the loop drops once the reply is written.
+#[derive(Debug)]
+pub struct Answer {
+    pub reply: Reply,
+    pub hold: Option<GateHold>,
+}
+
+impl Answer {
+    fn now(reply: Reply) -> Self {
+        Answer { reply, hold: None }
+    }
+}
+
 /// Everything the two shim threads share.
 pub struct Shim {
     pub namespace: String,
     pub tasks: Mutex<Tasks>,
-    /// Signalled when a pump finishes (Delete waits for output to drain).
+    /// Signalled when a pump finishes or an exit is reported (Delete waits for both).
     pub pumps_done: Condvar,
+    /// Orders Kill, Delete, … of one process against each other and its exit report.
+    pub gate: Arc<CallGate>,
     pub reaper: Reaper,
     pub events: Events,
     /// Options given to `start` (stdin), the base for every container's.
@@ -81,6 +110,7 @@ impl Shim {
             namespace,
             tasks: Mutex::new(Tasks::default()),
             pumps_done: Condvar::new(),
+            gate: CallGate::new(),
             reaper,
             events,
             start_options,
@@ -131,12 +161,19 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
+            if e.exec_id.is_empty() {
+                if let Some(bundle) = self.bundle_of(&e.container_id) {
+                    crate::containerd::exit_status::record(&bundle, e.pid, &e.record);
+                }
+            }
             self.events.exit(&e);
-            if e.waiters.is_empty() {
+            let waiters = self.lock().exit_delivered(&e.container_id, &e.exec_id);
+            self.pumps_done.notify_all();
+            if waiters.is_empty() {
                 continue;
             }
             let reply = wait_reply(e.record.code, e.record.exited_at);
-            for (conn, stream) in e.waiters {
+            for (conn, stream) in waiters {
                 self.post(LoopMsg::Respond {
                     conn,
                     stream,
@@ -146,54 +183,123 @@ impl Shim {
         }
     }
 
-    /// RPCs that only read or update the process table (no runc call, no blocking): the
-    /// event loop answers them itself, so they are never queued behind a slow runc call.
-    pub fn is_fast(method: &str) -> bool {
+    /// RPCs that call runc, wait on a process or read cgroups: they run on a worker. All
+    /// others (table reads and updates, and anything unknown, which is refused) are
+    /// answered by the event loop itself, never queued behind a slow runc call nor taking
+    /// a worker.
+    pub fn needs_worker(method: &str) -> bool {
         matches!(
             method,
-            "State" | "Wait" | "Connect" | "Exec" | "CloseIO" | "ResizePty" | "Shutdown"
+            "Create"
+                | "Start"
+                | "Delete"
+                | "Kill"
+                | "Pids"
+                | "Pause"
+                | "Resume"
+                | "Checkpoint"
+                | "Update"
+                | "Stats"
         )
     }
 
     /// Handles one request. `None` means the call was parked (Wait) and is answered later.
-    pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Reply> {
-        if req.service != "containerd.task.v2.Task" {
-            return Some(Err(unimplemented(format!(
+    pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Answer> {
+        if !crate::containerd::task_api::is_task_service(&req.service) {
+            return Some(Answer::now(Err(unimplemented(format!(
                 "service {} is not served by tether",
                 req.service
-            ))));
+            )))));
         }
         let p = &req.payload;
         log::debug!("rpc {}", req.method);
-        let reply = match req.method.as_str() {
-            "Create" => call(p, |r| self.create(r)),
-            "Start" => call(p, |r| self.start(r)),
-            "Delete" => call(p, |r| self.delete(r)),
-            "Exec" => call(p, |r| self.exec(r)),
-            "ResizePty" => call(p, |r| self.resize_pty(r)),
-            "CloseIO" => call(p, |r| self.close_io(r)),
-            "State" => call(p, |r| self.state(r)),
-            "Kill" => call(p, |r| self.kill(r)),
-            "Pids" => call(p, |r| self.pids(r)),
-            "Pause" => call(p, |r| self.pause(r)),
-            "Resume" => call(p, |r| self.resume(r)),
-            "Checkpoint" => call(p, |r| self.checkpoint(r)),
-            "Update" => call(p, |r| self.update(r)),
-            "Stats" => call(p, |r| self.stats(r)),
-            "Connect" => call(p, |r| self.connect(r)),
-            "Shutdown" => call(p, |r| self.shutdown(r)),
+        use ExitReport::{Free, HeldBack};
+        let answer = match req.method.as_str() {
+            "Create" => Answer::now(call(p, |r| self.create(r))),
+            "Start" => Answer::now(call(p, |r| self.start(r))),
+            // Delete waits for the exit report it must come after; it cannot cause one.
+            "Delete" => self.ordered(
+                p,
+                Free,
+                |r: &api::DeleteRequest| process_of(&r.id, &r.exec_id),
+                |r| self.delete(r),
+            ),
+            "Exec" => Answer::now(call(p, |r| self.exec(r))),
+            "ResizePty" => Answer::now(call(p, |r| self.resize_pty(r))),
+            "CloseIO" => Answer::now(call(p, |r| self.close_io(r))),
+            "State" => Answer::now(call(p, |r| self.state(r))),
+            // A kill-all is the init's business: the init's exit waits for its reply.
+            "Kill" => self.ordered(
+                p,
+                HeldBack,
+                |r: &api::KillRequest| process_of(&r.id, if r.all { "" } else { &r.exec_id }),
+                |r| self.kill(r),
+            ),
+            "Pids" => Answer::now(call(p, |r| self.pids(r))),
+            "Pause" => self.ordered(
+                p,
+                HeldBack,
+                |r: &api::PauseRequest| process_of(&r.id, ""),
+                |r| self.pause(r),
+            ),
+            "Resume" => self.ordered(
+                p,
+                HeldBack,
+                |r: &api::ResumeRequest| process_of(&r.id, ""),
+                |r| self.resume(r),
+            ),
+            // A checkpoint without leave-running ends the init.
+            "Checkpoint" => self.ordered(
+                p,
+                HeldBack,
+                |r: &api::CheckpointTaskRequest| process_of(&r.id, ""),
+                |r| self.checkpoint(r),
+            ),
+            "Update" => self.ordered(
+                p,
+                HeldBack,
+                |r: &api::UpdateTaskRequest| process_of(&r.id, ""),
+                |r| self.update(r),
+            ),
+            "Stats" => Answer::now(call(p, |r| self.stats(r))),
+            "Connect" => Answer::now(call(p, |r| self.connect(r))),
+            "Shutdown" => Answer::now(call(p, |r| self.shutdown(r))),
             "Wait" => {
                 return match api::WaitRequest::parse_from_bytes(p) {
-                    Ok(r) => self.wait(conn, req.stream_id, &r),
-                    Err(e) => Some(Err(invalid(format!("bad WaitRequest: {e}")))),
+                    Ok(r) => self.wait(conn, req.stream_id, &r).map(Answer::now),
+                    Err(e) => Some(Answer::now(Err(invalid(format!("bad WaitRequest: {e}"))))),
                 }
             }
-            other => Err(unimplemented(format!("method {other} is not implemented"))),
+            other => Answer::now(Err(unimplemented(format!(
+                "method {other} is not implemented"
+            )))),
         };
-        if let Err(st) = &reply {
+        if let Err(st) = &answer.reply {
             log::info!("rpc {} failed: {}", req.method, st.message);
         }
-        Some(reply)
+        Some(answer)
+    }
+
+    /// Runs a call inside its process's call gate (see `call_gate`): after the previous
+    /// call on that process has been answered, and, for `HeldBack`, with the process's
+    /// exit report held until this call's reply has been written.
+    fn ordered<Req: Message, Resp: Message>(
+        &self,
+        payload: &[u8],
+        exit: ExitReport,
+        process: impl FnOnce(&Req) -> (String, String),
+        f: impl FnOnce(Req) -> RpcResult<Resp>,
+    ) -> Answer {
+        let req = match decode::<Req>(payload) {
+            Ok(r) => r,
+            Err(st) => return Answer::now(Err(st)),
+        };
+        let (container, exec) = process(&req);
+        let hold = self.gate.enter(&container, &exec, exit, ENTER_WAIT);
+        Answer {
+            reply: f(req).and_then(encode),
+            hold: Some(hold),
+        }
     }
 
     fn runc_for(&self, opts: &RuncOptions, bundle: &Path) -> Runc {
@@ -216,6 +322,18 @@ impl Shim {
             b = b.criu(&opts.criu_path);
         }
         b.build()
+    }
+
+    /// Watches the memory cgroup of a container whose init `pid` was just created: here,
+    /// while the pid surely is that process (the loop would get it only later, maybe dead).
+    fn watch_oom(&self, container: &str, pid: i32) {
+        match crate::cgroups::oom::OomWatcher::new(pid) {
+            Ok(watcher) => self.post(LoopMsg::WatchOom {
+                container: container.to_string(),
+                watcher,
+            }),
+            Err(e) => log::info!("no OOM events for {container}: {e}"),
+        }
     }
 
     fn add_pumps(&self, container: &str, exec: &str, stdio: ProcessStdio) {
@@ -366,10 +484,7 @@ impl Shim {
         };
         self.add_pumps(&r.id, "", pumps);
         if pid > 0 {
-            self.post(LoopMsg::WatchOom {
-                container: r.id.clone(),
-                pid,
-            });
+            self.watch_oom(&r.id, pid);
         }
         self.events.create(
             &r.id,
@@ -463,10 +578,7 @@ impl Shim {
         self.add_pumps(&r.id, &r.exec_id, pumps);
         if r.exec_id.is_empty() {
             if restore {
-                self.post(LoopMsg::WatchOom {
-                    container: r.id.clone(),
-                    pid,
-                });
+                self.watch_oom(&r.id, pid);
             }
             self.events.start(&r.id, pid);
         } else {
@@ -646,18 +758,20 @@ impl Shim {
         self.lock().container(id).map(|c| c.bundle.clone())
     }
 
-    /// Waits (bounded) until the process's pumps have moved everything its pipes hold.
+    /// Waits (bounded) until an exited process's pumps have moved everything its pipes
+    /// hold and its exit has been reported, so that TaskExit (and the answers to parked
+    /// Waits) come before the TaskDelete of the same process.
     fn wait_for_output(&self, id: &str, exec_id: &str) {
         let deadline = Instant::now() + IO_DRAIN_TIMEOUT;
         let mut tasks = self.lock();
         loop {
-            let open = tasks
+            let settled = tasks
                 .container(id)
                 .and_then(|c| c.process(exec_id))
-                .map(|p| if p.is_alive() { 0 } else { p.open_pumps })
-                .unwrap_or(0);
+                .map(|p| p.exit.is_none() || (p.open_pumps == 0 && p.exit_delivered))
+                .unwrap_or(true);
             let now = Instant::now();
-            if open == 0 || now >= deadline {
+            if settled || now >= deadline {
                 return;
             }
             tasks = self
@@ -682,8 +796,11 @@ impl Shim {
             .ok_or_else(|| invalid("exec without a process spec"))?;
         // runc allocates a terminal from the process spec, containerd asks for one in the
         // request: make them agree (containerd's client does not always set both).
-        let mut process: serde_json::Value = serde_json::from_slice(&spec)
-            .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
+        // Decoded as runc (Go) decodes it, so bytes that are not UTF-8 in args or env reach
+        // the process as runc would pass them from the original (the spec is re-encoded).
+        let mut process: serde_json::Value =
+            serde_json::from_str(&crate::supervisor::go_json::as_go_reads(&spec))
+                .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
         let Some(obj) = process.as_object_mut() else {
             return Err(invalid("exec process spec is not a JSON object"));
         };
@@ -836,17 +953,11 @@ impl Shim {
         };
         match runc.kill(&r.id, signal, r.all) {
             Ok(()) => Ok(Default::default()),
-            Err(e) => {
-                let msg = e.to_string();
-                if msg.contains("container not running")
-                    || msg.contains("process already finished")
-                    || msg.contains("no such process")
-                {
-                    Err(not_found("process already finished"))
-                } else {
-                    Err(from_runc(e))
-                }
+            // As the Go shim answers a signal to a process that is gone.
+            Err(e) if e.kind() == runc_wrapper::ErrorKind::NotRunning => {
+                Err(not_found("process already finished"))
             }
+            Err(e) => Err(from_runc(e)),
         }
     }
 
@@ -1014,16 +1125,21 @@ impl Shim {
 
     fn wait(&self, conn: u32, stream: u32, r: &api::WaitRequest) -> Option<Reply> {
         let mut tasks = self.lock();
-        let reported = tasks.init_exit_reported(&r.id);
         let Some(c) = tasks.container_mut(&r.id) else {
             return Some(Err(not_found(format!("container {} not found", r.id))));
         };
         let Some(p) = c.process_mut(&r.exec_id) else {
             return Some(Err(not_found(format!("process {} not found", r.exec_id))));
         };
-        let done = p.exit.filter(|_| !r.exec_id.is_empty() || reported);
+        // An exit that is recorded but not reported yet (held for the output to drain, for
+        // a Kill's reply, or an init's for its execs) parks the Wait like a live process.
+        let done = p.exit.filter(|_| p.exit_delivered);
         match done {
             Some(e) => Some(wait_reply(e.code, e.exited_at)),
+            None if p.waiters.len() >= MAX_WAITERS => Some(Err(resource_exhausted(format!(
+                "{MAX_WAITERS} Wait calls are parked on {} already",
+                display_id(&r.id, &r.exec_id)
+            )))),
             None => {
                 p.waiters.push((conn, stream));
                 None
@@ -1037,11 +1153,22 @@ fn call<Req: Message, Resp: Message>(
     payload: &[u8],
     f: impl FnOnce(Req) -> RpcResult<Resp>,
 ) -> Reply {
-    let req = Req::parse_from_bytes(payload)
-        .map_err(|e| invalid(format!("bad {}: {e}", message_name::<Req>())))?;
-    let resp = f(req)?;
+    f(decode(payload)?).and_then(encode)
+}
+
+fn decode<Req: Message>(payload: &[u8]) -> RpcResult<Req> {
+    Req::parse_from_bytes(payload)
+        .map_err(|e| invalid(format!("bad {}: {e}", message_name::<Req>())))
+}
+
+fn encode<Resp: Message>(resp: Resp) -> Reply {
     resp.write_to_bytes()
         .map_err(|e| internal(format!("encode response: {e}")))
+}
+
+/// The call gate key of a process.
+fn process_of(id: &str, exec_id: &str) -> (String, String) {
+    (id.to_string(), exec_id.to_string())
 }
 
 /// A request type's short name for error messages (`CreateTaskRequest`), taken from the

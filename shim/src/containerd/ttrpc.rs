@@ -13,6 +13,15 @@ use ttrpc::proto::{Code, Request, Response, Status};
 const HEADER_LEN: usize = 10;
 /// ttrpc's own limit on a message.
 const MAX_MESSAGE: usize = 4 << 20;
+/// Bytes read from one connection per readiness: a client that writes without pause is
+/// served in turns with the others, and what it sent waits in its socket, not here.
+const READ_BUDGET: usize = 64 << 10;
+/// Calls of one connection that may wait for a worker at once; beyond, the connection is
+/// not read until some are answered.
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
+/// Reply bytes that may wait for a connection that does not read them; beyond, the
+/// connection is not read until it takes them (the Go shim stops at about 200 KB).
+pub const MAX_UNSENT: usize = 256 << 10;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
 
@@ -45,6 +54,11 @@ pub struct Connection {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Calls read from it whose reply is still to come from a worker.
+    pub calls_in_flight: usize,
+    /// What the event loop currently asks epoll for on it.
+    pub reading: bool,
+    pub writing: bool,
 }
 
 /// What reading produced.
@@ -66,6 +80,9 @@ impl Connection {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
+            calls_in_flight: 0,
+            reading: true,
+            writing: false,
         })
     }
 
@@ -73,17 +90,32 @@ impl Connection {
         &self.stream
     }
 
-    /// Reads everything available and decodes complete frames.
+    /// Reply bytes queued and not yet taken by the peer.
+    pub fn unsent(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Whether the connection may be read: it takes its replies and has room for calls.
+    pub fn wants_to_read(&self) -> bool {
+        self.calls_in_flight < MAX_CALLS_IN_FLIGHT && self.unsent() < MAX_UNSENT
+    }
+
+    /// Reads what is available, at most [`READ_BUDGET`] bytes, and decodes complete frames.
     pub fn read(&mut self) -> ReadOutcome {
         let mut out = ReadOutcome::default();
         let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            let want = budget.min(chunk.len());
+            match self.stream.read(&mut chunk[..want]) {
                 Ok(0) => {
                     out.closed = true;
                     break;
                 }
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    budget -= n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -237,6 +269,45 @@ mod tests {
         assert!(out.requests.is_empty());
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].0, 5);
+    }
+
+    #[test]
+    fn one_read_takes_at_most_its_budget() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server).unwrap();
+        let frame = request_frame(1, "State", &[7u8; 1000]);
+        let frames = 3 * READ_BUDGET / frame.len();
+        client.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        for _ in 0..frames {
+            if (&client).write_all(&frame).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let first = conn.read();
+        assert!(!first.closed);
+        assert!(first.requests.len() * frame.len() <= READ_BUDGET);
+        let mut total = first.requests.len();
+        for _ in 0..16 {
+            total += conn.read().requests.len();
+        }
+        assert_eq!(total, sent, "the rest is read on the next turns");
+    }
+
+    #[test]
+    fn a_connection_that_takes_no_replies_is_not_read() {
+        let (_client, server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server).unwrap();
+        assert!(conn.wants_to_read());
+        let big = vec![0u8; 64 << 10];
+        while conn.unsent() < MAX_UNSENT {
+            conn.respond(1, Ok(big.clone())).unwrap();
+        }
+        assert!(!conn.wants_to_read());
+        let mut conn2 = Connection::new(UnixStream::pair().unwrap().1).unwrap();
+        conn2.calls_in_flight = MAX_CALLS_IN_FLIGHT;
+        assert!(!conn2.wants_to_read());
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! One worker always exists; another is started only when a call arrives while every
 //! worker is busy (a `runc exec` blocked on a frozen container must not hold up the
-//! other calls), and extra workers exit after a short idle time. At rest the shim has the
-//! loop, one worker and the event publisher.
+//! other calls), up to [`MAX_WORKERS`]; extra workers exit after a short idle time. At
+//! rest the shim has the loop, one worker and the event publisher. Only calls that need
+//! runc, a process or cgroups come here (`Shim::needs_worker`); the loop bounds how many
+//! wait in the queue by not reading connections past that bound.
 
 use crate::containerd::service::{LoopMsg, Shim};
 use crate::containerd::ttrpc::Incoming;
@@ -13,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Most workers at once: calls beyond wait in the queue (which the loop bounds).
+pub const MAX_WORKERS: usize = 8;
 /// How long an extra worker waits for work before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// Stack of a worker: handlers are shallow; runc output is collected on the heap.
@@ -23,6 +27,8 @@ struct Shared {
     ready: Condvar,
     idle: AtomicUsize,
     threads: AtomicUsize,
+    /// Calls queued or running whose answer has not been posted to the loop yet.
+    in_flight: AtomicUsize,
     shim: Arc<Shim>,
 }
 
@@ -40,6 +46,7 @@ impl WorkerPool {
                 ready: Condvar::new(),
                 idle: AtomicUsize::new(0),
                 threads: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
                 shim,
             }),
         };
@@ -49,17 +56,26 @@ impl WorkerPool {
 
     /// Queues a call; starts another worker when none is idle.
     pub fn submit(&self, conn: u32, req: Incoming) {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.shared
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back((conn, req));
-        if self.shared.idle.load(Ordering::SeqCst) == 0 {
+        if self.shared.idle.load(Ordering::SeqCst) == 0
+            && self.shared.threads.load(Ordering::SeqCst) < MAX_WORKERS
+        {
             if let Err(e) = self.spawn(false) {
                 log::warn!("no extra worker ({e}); the call waits for a busy one");
             }
         }
         self.shared.ready.notify_one();
+    }
+
+    /// Calls handed to the workers whose answer is not in the loop's outbox yet (the
+    /// shim does not exit while there are any: their callers would go unanswered).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     fn spawn(&self, permanent: bool) -> io::Result<()> {
@@ -101,12 +117,17 @@ fn work(shared: &Shared, permanent: bool) {
             return;
         };
         let stream = req.stream_id;
-        if let Some(reply) = shared.shim.handle(conn, &req) {
-            shared.shim.post(LoopMsg::Respond {
+        if let Some(answer) = shared.shim.handle(conn, &req) {
+            shared.shim.post(LoopMsg::Answered {
                 conn,
                 stream,
-                reply,
+                reply: answer.reply,
+                hold: answer.hold,
             });
         }
+        // After the post: the loop sees no call in flight only once its answer is queued;
+        // and woken again, as it may have looked in between.
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        shared.shim.waker().wake();
     }
 }

@@ -27,7 +27,7 @@ use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::pump::{Direction, Pump};
-use fifo::ProcessDir;
+use fifo::{Fate, ProcessDir};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{fstat, SFlag};
@@ -204,13 +204,29 @@ pub fn resolve_dir(depot: &Depot, p: &args::Parsed, usage: &str) -> CliResult<Pr
     depot.process_dir(&pos[0], pos.get(1).map(String::as_str))
 }
 
-/// The exit code in `exitcode`, or an error if there is none (the supervisor died).
+/// The exit code in `exitcode`, once the process's `exit` or output has reached EOF.
+/// Without one its supervisor is gone (killed: it always writes `exitcode` before
+/// closing anything), and the error says exactly what is known instead
+/// ([`fifo::ProcessDir::fate`]): [`CliError::Unsupervised`] with the pid the process still
+/// runs as, or [`CliError::StatusLost`].
 pub fn exit_code_of(dir: &ProcessDir) -> CliResult<u8> {
-    match dir.read_exit().map_err(CliError::fifo)? {
-        Some(rec) => Ok(u8::try_from(rec.code).unwrap_or(255)),
-        None => Err(CliError::Failed(format!(
-            "{}: the process's output ended but there is no exitcode (its supervisor died?)",
+    Ok(u8::try_from(exit_record_of(dir)?.code).unwrap_or(255))
+}
+
+/// [`exit_code_of`], the whole record.
+pub fn exit_record_of(dir: &ProcessDir) -> CliResult<fifo::ExitRecord> {
+    let gone = "its supervisor is gone (killed?) without recording an exit code";
+    match dir.fate().map_err(CliError::fifo)? {
+        Fate::Exited(rec) => Ok(rec),
+        Fate::Running(pid) => Err(CliError::Unsupervised(format!(
+            "{}: {gone}; the process still runs as pid {pid}, unsupervised: its output is \
+             no longer delivered and its exit code will not be recorded",
             dir.path().display()
+        ))),
+        Fate::Lost(pid) => Err(CliError::StatusLost(format!(
+            "{}: {gone}; the process{} is gone and its exit status was lost",
+            dir.path().display(),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
         ))),
     }
 }

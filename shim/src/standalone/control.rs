@@ -91,14 +91,9 @@ pub fn send(dir: &ProcessDir, request: Request) -> CliResult<Delivery> {
     let mut fifo = match fifo::open_write(&path, true) {
         Ok(f) => f,
         Err(fifo::Error::NoReader { .. }) => {
-            // The supervisor writes `exitcode` before it stops reading requests.
-            return match dir.read_exit().map_err(CliError::fifo)? {
-                Some(_) => Ok(Delivery::Exited),
-                None => Err(CliError::Failed(format!(
-                    "{}: nobody reads it and the process has no exitcode (its supervisor died?)",
-                    path.display()
-                ))),
-            };
+            // The supervisor writes `exitcode` before it stops reading requests: without
+            // one it was killed, and the error says what is known (116 or 117).
+            return super::attach::exit_record_of(dir).map(|_| Delivery::Exited);
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             return Err(CliError::Failed(format!(
@@ -148,15 +143,24 @@ mod tests {
     }
 
     #[test]
-    fn send_reports_a_missing_fifo_and_an_exited_process() {
+    fn send_reports_a_missing_fifo_a_killed_supervisor_and_an_exited_process() {
+        use crate::standalone::errors::{EXIT_STATUS_LOST, EXIT_UNSUPERVISED};
         let tmp = tempfile::tempdir().unwrap();
         let dir = ProcessDir::from_path(tmp.path()).unwrap();
         let err = send(&dir, Request::CloseStdin).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         fifo::create(&tmp.path().join(CONTROL), 0o600, None).unwrap();
+        // No reader and no exitcode: the supervisor was killed. The process is gone (no
+        // record of it), then "running" (the record names this test process).
+        let err = send(&dir, Request::CloseStdin).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_STATUS_LOST, "{err}");
+        let me = fifo::StartRecord::of(std::process::id() as i32).unwrap();
+        dir.write_start(&me).unwrap();
+        let err = send(&dir, Request::CloseStdin).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_UNSUPERVISED, "{err}");
         assert!(
-            send(&dir, Request::CloseStdin).is_err(),
-            "no reader, no exitcode"
+            err.to_string().contains(&format!("pid {}", me.pid)),
+            "{err}"
         );
         dir.write_exit(&fifo::ExitRecord::from_wait_status(
             0,

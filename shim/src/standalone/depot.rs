@@ -12,12 +12,21 @@
 //!       supervisor.pid                   the pid of the process's supervisor
 //!       control                          FIFO: requests to the supervisor (`close-stdin`)
 //!       tty                              empty marker: the process has a terminal
+//!       starttime                        "<pid> <start ticks>": the process, not a recycled pid
+//!       supervisor.log                   the supervisor's warnings, made on the first one
 //! ```
+//!
+//! Modes are set explicitly, never left to the caller's umask: the depot, a container's
+//! directory and its `processes/` 0711 (root's; a manager running as another user only
+//! traverses them, `--io-uid`), `container.json` 0644, the process directories as the
+//! `fifo` crate and `io_owner.rs` make them. Root writes in all of these, so a depot that
+//! anyone but root (or the caller) could write to is refused ([`Depot::check_safe`]).
 
 use super::errors::{CliError, CliResult};
-use fifo::ProcessDir;
+use fifo::{PinnedDir, ProcessDir};
 use runc_wrapper::{ProcessMonitor, Runc};
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +42,11 @@ pub const PROCESSES: &str = "processes";
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
 /// Present (empty) in the process directory of a process that has a terminal.
 pub const TTY_MARKER: &str = "tty";
+/// Mode of the depot, a container's directory and its `processes/`: root's, traversable
+/// (a manager without root opens a process directory below them by name).
+pub const DIR_MODE: u32 = 0o711;
+/// Mode of `container.json`.
+pub const CONTAINER_JSON_MODE: u32 = 0o644;
 
 /// What the depot remembers about a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +117,12 @@ impl Depot {
     /// The container's metadata; [`CliError::NotFound`] if the depot does not know it.
     pub fn container(&self, id: &str) -> CliResult<ContainerMeta> {
         Self::check_container_id(id)?;
+        self.check_safe()?;
+        for dir in [self.container_dir(id), self.processes_dir(id)] {
+            if std::fs::symlink_metadata(&dir).is_ok() {
+                check_dir_safe(&dir, true)?;
+            }
+        }
         let path = self.container_dir(id).join(CONTAINER_JSON);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -118,13 +138,69 @@ impl Depot {
             .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))
     }
 
-    /// Writes the container's metadata (atomically: temp file + rename).
+    /// Writes the container's metadata (atomically: temp file + rename, mode 0644, through
+    /// a descriptor of the container's directory).
     pub fn write_container(&self, id: &str, meta: &ContainerMeta) -> CliResult<()> {
-        let path = self.container_dir(id).join(CONTAINER_JSON);
-        let tmp = self.container_dir(id).join(".container.json.tmp");
+        let cdir = self.container_dir(id);
+        let pinned = PinnedDir::open(&cdir).map_err(CliError::fifo)?;
         let bytes = serde_json::to_vec(meta).map_err(|e| CliError::Failed(e.to_string()))?;
-        std::fs::write(&tmp, bytes).map_err(|e| CliError::io("write", &tmp, &e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| CliError::io("rename", &path, &e))
+        fifo::write_atomic(
+            &pinned.path().join(CONTAINER_JSON),
+            &bytes,
+            CONTAINER_JSON_MODE,
+        )
+        .map_err(|e| CliError::fifo_at(e, &cdir.join(CONTAINER_JSON)))
+    }
+
+    /// Creates the depot (and missing parents) with mode 0711 if it does not exist, before
+    /// anything else (runc would make it 0700 as the parent of its root, and a manager
+    /// without root could not reach a process directory), then checks it is safe.
+    pub fn prepare(&self) -> CliResult<()> {
+        let mut missing: Vec<&Path> = self
+            .root
+            .ancestors()
+            .take_while(|p| std::fs::symlink_metadata(p).is_err())
+            .collect();
+        missing.reverse();
+        for dir in missing {
+            mkdir_exact(dir, DIR_MODE).map(drop)?;
+        }
+        self.check_safe()
+    }
+
+    /// Refuses ([`CliError::UnsafeDepot`]) a depot that a user other than root and the
+    /// caller could change: root writes in it (`exitcode`, `container.json`, runc's
+    /// state), and whoever can rename or replace an entry on the way could steer those
+    /// writes. The depot must be owned by root or the caller and not be writable by group
+    /// or others; so must each directory above it, except that a sticky one (such as
+    /// `/tmp`) may be, since nobody else can rename or remove what it holds; and so must
+    /// runc's root. Checked on the path as given and on the path it resolves to. A missing
+    /// depot (or runc root) is fine: there is nothing in it yet.
+    pub fn check_safe(&self) -> CliResult<()> {
+        check_tree_safe(&self.root)?;
+        // runc's state, which root's runc trusts, likewise (inside the depot by default).
+        check_tree_safe(&self.runc_root)
+    }
+
+    /// Creates the container's directory and its `processes/` (0711 exactly).
+    /// [`CliError::Exists`] if the container's directory exists.
+    pub fn create_container_dirs(&self, id: &str) -> CliResult<()> {
+        let cdir = self.container_dir(id);
+        if !mkdir_exact(&cdir, DIR_MODE)? {
+            return Err(CliError::Exists {
+                what: format!("container {id:?}"),
+                path: cdir,
+            });
+        }
+        let pinned = PinnedDir::open(&cdir).map_err(CliError::fifo)?;
+        let procs = pinned.path().join(PROCESSES);
+        if !mkdir_exact(&procs, DIR_MODE)? {
+            return Err(CliError::Failed(format!(
+                "{} appeared while it was being made",
+                self.processes_dir(id).display()
+            )));
+        }
+        Ok(())
     }
 
     /// The process directory of an existing process; the init's when `process` is None.
@@ -141,6 +217,7 @@ impl Depot {
 
     /// The container ids in the depot, sorted.
     pub fn container_ids(&self) -> CliResult<Vec<String>> {
+        self.check_safe()?;
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -171,6 +248,76 @@ impl Depot {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+}
+
+/// Makes the directory `path` with permission bits exactly `mode` (the umask does not
+/// apply: they are set again through a descriptor of the new directory). False if it
+/// already existed (left untouched).
+fn mkdir_exact(path: &Path, mode: u32) -> CliResult<bool> {
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(CliError::io("mkdir", path, &e)),
+    }
+    PinnedDir::open(path)
+        .and_then(|d| d.chmod(mode))
+        .map_err(CliError::fifo)?;
+    Ok(true)
+}
+
+/// [`check_dir_safe`] for `dir` (if it exists) and every directory above it, on the path
+/// as given and as resolved.
+fn check_tree_safe(dir: &Path) -> CliResult<()> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Ok(());
+    }
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for path in [dir, real.as_path()] {
+        check_dir_safe(path, true)?;
+        for a in path.ancestors().skip(1) {
+            check_dir_safe(a, false)?;
+        }
+        if real == dir {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a user other than root and us could rename, remove or create entries in the
+/// directory `dir` (`last`: the depot or a directory in it, where a sticky bit does not
+/// excuse group or other write permission).
+fn check_dir_safe(dir: &Path, last: bool) -> CliResult<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| CliError::io("stat", dir, &e))?;
+    let us = nix::unistd::geteuid().as_raw();
+    let unsafe_because = if meta.uid() != 0 && meta.uid() != us {
+        Some(format!("{} is owned by uid {}", dir.display(), meta.uid()))
+    } else if meta.mode() & 0o022 != 0 && (last || meta.mode() & 0o1000 == 0) {
+        Some(format!(
+            "{} is writable by {} (mode {:04o})",
+            dir.display(),
+            if meta.mode() & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match unsafe_because {
+        None => Ok(()),
+        Some(why) => Err(CliError::UnsafeDepot(format!(
+            "{why}: a user other than root{} could redirect what is written in the depot; \
+             make it (and its parents) owned by root and not writable by group or others",
+            if us == 0 {
+                String::new()
+            } else {
+                format!(" and uid {us}")
+            }
+        ))),
     }
 }
 

@@ -15,6 +15,14 @@ pub const EXIT_EXISTS: u8 = 120;
 pub const EXIT_NOT_FOUND: u8 = 121;
 /// Exit code: the bundle is not an OCI bundle, or the process spec is not a process.
 pub const EXIT_INVALID_SPEC: u8 = 122;
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone (SIGKILLed?) and the process still
+/// runs, unsupervised: its exit code will never be recorded.
+pub const EXIT_UNSUPERVISED: u8 = 116;
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone and so is the process, its exit
+/// status unrecorded: lost.
+pub const EXIT_STATUS_LOST: u8 = 117;
+/// Exit code: the depot is unsafe: a user other than root (and the caller) could change it.
+pub const EXIT_UNSAFE_DEPOT: u8 = 118;
 /// Exit code: the depot (or a directory in it) may not be written by the caller.
 pub const EXIT_PERMISSION: u8 = 123;
 /// Exit code: the container is still running (`delete` without `--force`).
@@ -30,6 +38,11 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (wait, attach: the process's own exit code, 128+N if killed by signal N)
   2    usage error
+  116  wait, attach, close-stdin: the supervisor was killed; the process still runs (pid on stderr),
+       unsupervised: its output is no longer delivered, its exit code never recorded
+  117  wait, attach, close-stdin: the supervisor was killed and the process is gone: its status is lost
+  118  the depot (or runc's root) is unsafe: owned by, or writable by, a user other than
+       root and the caller
   119  attach: detached with the detach keys (the process keeps running)
   120  the container or process id already exists
   121  no such container or process, or the container is not running
@@ -61,6 +74,15 @@ pub enum CliError {
     /// The caller may not write where it must.
     #[error("permission denied: {0}")]
     Permission(String),
+    /// The supervisor is gone and the process runs on without it.
+    #[error("{0}")]
+    Unsupervised(String),
+    /// The supervisor is gone and the process too, its exit status unrecorded.
+    #[error("{0}")]
+    StatusLost(String),
+    /// A depot another user could change (owner or mode).
+    #[error("unsafe depot: {0}")]
+    UnsafeDepot(String),
     /// `delete` of a running container without `--force`.
     #[error("{0}")]
     Running(String),
@@ -78,6 +100,9 @@ impl CliError {
             CliError::NotFound(_) => EXIT_NOT_FOUND,
             CliError::InvalidSpec(_) => EXIT_INVALID_SPEC,
             CliError::Permission(_) => EXIT_PERMISSION,
+            CliError::Unsupervised(_) => EXIT_UNSUPERVISED,
+            CliError::StatusLost(_) => EXIT_STATUS_LOST,
+            CliError::UnsafeDepot(_) => EXIT_UNSAFE_DEPOT,
             CliError::Running(_) => EXIT_RUNNING,
             CliError::Failed(_) => EXIT_FAILURE,
         }
@@ -91,6 +116,9 @@ impl CliError {
             CliError::NotFound(_) => "not-found",
             CliError::InvalidSpec(_) => "invalid-spec",
             CliError::Permission(_) => "permission",
+            CliError::Unsupervised(_) => "unsupervised",
+            CliError::StatusLost(_) => "status-lost",
+            CliError::UnsafeDepot(_) => "unsafe-depot",
             CliError::Running(_) => "running",
             CliError::Failed(_) => "failed",
         }
@@ -107,6 +135,9 @@ impl CliError {
             "not-found" => CliError::NotFound(message),
             "invalid-spec" => CliError::InvalidSpec(message),
             "permission" => CliError::Permission(message),
+            "unsupervised" => CliError::Unsupervised(message),
+            "status-lost" => CliError::StatusLost(message),
+            "unsafe-depot" => CliError::UnsafeDepot(message),
             "running" => CliError::Running(message),
             _ => CliError::Failed(message),
         }
@@ -128,6 +159,15 @@ impl CliError {
             CliError::NotFound(e.to_string())
         } else {
             CliError::Failed(e.to_string())
+        }
+    }
+
+    /// [`CliError::fifo`] for an operation on `real`, done through a pinned directory
+    /// (whose `/proc/PID/fd/N/...` path would mean nothing to users).
+    pub fn fifo_at(e: fifo::Error, real: &std::path::Path) -> Self {
+        match e {
+            fifo::Error::Io { op, source, .. } => CliError::io(op, real, &source),
+            other => CliError::fifo(other),
         }
     }
 
@@ -167,6 +207,9 @@ mod tests {
             CliError::NotFound("n".into()),
             CliError::InvalidSpec("i".into()),
             CliError::Permission("p".into()),
+            CliError::Unsupervised("s".into()),
+            CliError::StatusLost("l".into()),
+            CliError::UnsafeDepot("d".into()),
             CliError::Running("r".into()),
             CliError::Failed("f".into()),
         ];

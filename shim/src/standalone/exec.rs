@@ -6,6 +6,7 @@ use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
+use crate::supervisor::go_json;
 use runc_wrapper::ContainerStatus;
 use serde_json::Value;
 use std::io::Read;
@@ -98,7 +99,9 @@ fn read_spec(file: &str, force_tty: bool) -> CliResult<(Vec<u8>, bool)> {
     };
     read.map_err(|e| CliError::InvalidSpec(format!("process spec {file}: {e}")))?;
     let bad = |why: &str| CliError::InvalidSpec(format!("process spec {file}: {why}"));
-    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+    // Bytes that are not UTF-8 (args and env are bytes) are read as runc reads them.
+    let mut value: Value =
+        serde_json::from_str(&go_json::as_go_reads(&bytes)).map_err(|e| bad(&e.to_string()))?;
     let obj = value
         .as_object_mut()
         .ok_or_else(|| bad("not a JSON object"))?;

@@ -18,18 +18,16 @@
 //! owner; one without the other grants nothing usable). `--io-uid 0 --io-gid 0` is the
 //! layout without the flags: root owns everything already. The directories above the
 //! process directory must be searchable by the manager as well: `run` creates the
-//! container's with the caller's umask (0755 under 022); the depot's own and its parents
-//! are the operator's.
+//! container's and its `processes/` 0711, and the depot 0711 when it does not exist yet;
+//! the parents of an existing depot are the operator's.
 //!
 //! `control` must carry only requests about the stdio: one that is more (a signal, say)
 //! would need a FIFO of its own, kept from this user.
 
 use super::args::Parsed;
 use super::errors::{CliError, CliResult};
-use fifo::{ProcessDir, ProcessDirOptions};
+use fifo::{PinnedDir, ProcessDir, ProcessDirOptions};
 use std::ffi::OsString;
-use std::fs::Permissions;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// The options, as `args::Spec::valued` entries (no short aliases).
@@ -149,19 +147,19 @@ pub fn create_process_dir(
 }
 
 /// Lets `gid` read `exit` and traverse the directory; their owner stays the creator.
+/// Done through a descriptor of the directory: nothing is re-resolved by path.
 fn open_to_group(dir: &ProcessDir, gid: u32) -> fifo::Result<()> {
     let creator = nix::unistd::geteuid().as_raw();
+    let pinned = PinnedDir::open(dir.path())?;
     // On an existing FIFO `create` only re-owns and re-modes it, never through a symlink.
-    fifo::create(&dir.exit(), EXIT_MODE, Some((creator, gid)))?;
-    let path = dir.path();
-    let io = |op, source| fifo::Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    };
-    std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| io("chown", e))?;
+    fifo::create(
+        &pinned.path().join(fifo::EXIT),
+        EXIT_MODE,
+        Some((creator, gid)),
+    )?;
+    pinned.chown(None, Some(gid))?;
     // After the chown, which may clear mode bits.
-    std::fs::set_permissions(path, Permissions::from_mode(DIR_MODE)).map_err(|e| io("chmod", e))
+    pinned.chmod(DIR_MODE)
 }
 
 #[cfg(test)]

@@ -74,8 +74,13 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         .map_err(CliError::fifo)?
         .ok_or_else(|| CliError::NotFound(format!("process {process:?} has no pid yet")))?;
     let fd = pidfd::open(pid).map_err(|_| gone())?;
-    // The pidfd pins the process: if it still has no exit code, it is ours.
-    if exited()? {
+    // The pidfd pins the process: if it still has no exit code, and (when recorded) it
+    // started when ours did, it is ours.
+    let started_as_ours = match dir.read_start().map_err(CliError::fifo)? {
+        Some(start) => start.pid == pid && start.is_running(),
+        None => true,
+    };
+    if exited()? || !started_as_ours {
         return Err(gone());
     }
     pidfd::send_signal(&fd, signal).map_err(|e| match e.raw_os_error() {

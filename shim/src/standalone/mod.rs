@@ -5,7 +5,8 @@
 //! (layout), [`errors`] (exit codes), [`io_owner`] (`--io-uid`/`--io-gid`: a process
 //! directory for a non-root manager), [`launch`] + [`supervise`] (the resident
 //! supervisor, built on `crate::supervisor`'s epoll loop, reaper, pumps, tty and
-//! signals), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
+//! signals), [`keeper`] (what a process keeps if its supervisor is SIGKILLed),
+//! [`supervisor_log`] (its warnings), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
 //! [`winsize`] (`attach` from a terminal), [`detach_keys`] + [`keyed_input`] (`attach`'s
 //! detach keys and the stdin forwarding that watches for them), [`pty_eof`] (a tty process's end of input), and
 //! one file per verb.
@@ -21,6 +22,7 @@ pub mod detach_keys;
 pub mod errors;
 pub mod exec;
 pub mod io_owner;
+pub mod keeper;
 pub mod keyed_input;
 pub mod kill;
 pub mod launch;
@@ -29,6 +31,7 @@ pub mod raw_mode;
 pub mod run;
 pub mod status;
 pub mod supervise;
+pub mod supervisor_log;
 pub mod wait;
 pub mod winsize;
 

@@ -7,6 +7,7 @@ use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
+use crate::supervisor::go_json;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -45,25 +46,24 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         .ok_or_else(|| CliError::Usage(format!("--bundle is required\n{USAGE}")))?;
     let (bundle, tty) = check_bundle(Path::new(bundle))?;
 
+    // Before runc runs: it would make the depot 0700 as the parent of its root.
+    depot.prepare()?;
     if depot.runc(None, None).state(id).is_ok() {
         return Err(CliError::Exists {
             what: format!("container {id:?}"),
             path: depot.runc_root.join(id),
         });
     }
-    std::fs::create_dir_all(&depot.root).map_err(|e| CliError::io("mkdir", &depot.root, &e))?;
     let cdir = depot.container_dir(id);
-    std::fs::create_dir(&cdir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => CliError::Exists {
-            what: format!("container {id:?}"),
-            path: cdir.clone(),
-        },
-        _ => CliError::io("mkdir", &cdir, &e),
+    depot.create_container_dirs(id).map_err(|e| {
+        if !matches!(e, CliError::Exists { .. }) {
+            let _ = std::fs::remove_dir_all(&cdir);
+        }
+        e
     })?;
     // From here on, any failure removes the container's directory again.
     let result = (|| {
         let procs = depot.processes_dir(id);
-        std::fs::create_dir(&procs).map_err(|e| CliError::io("mkdir", &procs, &e))?;
         depot.write_container(
             id,
             &ContainerMeta {
@@ -105,8 +105,10 @@ fn check_bundle(dir: &Path) -> CliResult<(PathBuf, bool)> {
     let abs = std::fs::canonicalize(dir).map_err(|e| not_bundle(e.to_string()))?;
     let config = abs.join("config.json");
     let bytes = std::fs::read(&config).map_err(|e| not_bundle(format!("config.json: {e}")))?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| not_bundle(format!("config.json: {e}")))?;
+    // Read as runc reads it (bytes that are not UTF-8 are no error); runc gets the file
+    // itself, untouched.
+    let value: Value = serde_json::from_str(&go_json::as_go_reads(&bytes))
+        .map_err(|e| not_bundle(format!("config.json: {e}")))?;
     let process = value
         .get("process")
         .filter(|p| p.is_object())

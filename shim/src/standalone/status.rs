@@ -24,8 +24,9 @@ Prints the container's state and its processes. --json:
 pub const PS_USAGE: &str = "\
 usage: containerd-shim-tether-v2 ps [--json] CONTAINER-ID
 
-Lists the container's supervised processes: id, pid, status (running, exited, or unknown
-when its supervisor died without an exit code), exit code, directory. --json: an array of
+Lists the container's supervised processes: id, pid, status (running, exited; when its
+supervisor was killed: unsupervised while the process still runs, lost once it is gone
+with its exit status), exit code, directory. --json: an array of
 {\"id\",\"pid\",\"status\",\"exit_code\",\"exited_at\",\"dir\"}.";
 
 const SPEC: Spec = Spec {
@@ -52,7 +53,12 @@ fn processes_json(depot: &Depot, id: &str) -> CliResult<Vec<Value>> {
         let status = match (&exit, live_supervisor(&dir)) {
             (Some(_), _) => "exited",
             (None, Some(_)) => "running",
-            (None, None) => "unknown",
+            // The supervisor is gone without an exit code: killed.
+            (None, None) => match dir.fate() {
+                Ok(fifo::Fate::Exited(_)) => "exited",
+                Ok(fifo::Fate::Running(_)) => "unsupervised",
+                Ok(fifo::Fate::Lost(_)) | Err(_) => "lost",
+            },
         };
         out.push(json!({
             "id": pid_name,

@@ -38,14 +38,15 @@ use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::io_owner::IoOwner;
-use super::pty_eof;
+use super::{keeper, pty_eof, supervisor_log};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
+use crate::supervisor::pidfd;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::wiring::{self, PipeOptions, Sink};
 use crate::supervisor::{fionread, signals, tty};
-use fifo::{ExitRecord, ProcessDir, WinszDecoder};
+use fifo::{ExitRecord, PinnedDir, ProcessDir, StartRecord, WinszDecoder};
 use nix::sys::signal::Signal;
 use runc_wrapper::{ConsoleSocket, CreateOpts, ExecOpts, ProcessIo};
 use std::fs::File;
@@ -54,6 +55,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Mode of the files the supervisor writes (`supervisor.pid`, `tty`, `starttime`).
+const FILE_MODE: u32 = 0o644;
 /// Pipe and FIFO buffers are raised to this (best effort) so output waits for a manager.
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Longest process spec accepted on stdin.
@@ -138,6 +141,10 @@ impl Plan {
 pub fn main(plan: Plan) -> u8 {
     // Our own session: the caller's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
+    // What runc creates in the process directory (`pidfile`, `log.json`) is not left to
+    // the caller's umask: under 000 it would be writable by a manager that may traverse
+    // the directory (`--io-gid`), and `kill` trusts `pidfile`.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = std::env::set_current_dir("/");
     let mut ready = std::io::stdout();
     let setup = (|| -> CliResult<(Supervisor, i32)> {
@@ -252,6 +259,8 @@ impl OutputFifo {
 struct Supervisor {
     base: EventBase,
     reaper: Reaper,
+    /// The process directory, held open: `dir`'s path resolves through it.
+    _pinned: PinnedDir,
     dir: ProcessDir,
     pid: i32,
     exit_hold: Option<File>,
@@ -328,15 +337,24 @@ fn stdin_source(stdin_r: &File) -> CliResult<OwnedFd> {
 
 /// Opens the FIFOs, starts the process, and returns the supervisor and the process's pid.
 fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i32)> {
-    let dir = ProcessDir::from_path(&plan.dir).map_err(CliError::fifo)?;
-    let pid_path = dir.path().join(SUPERVISOR_PID);
-    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
-        .map_err(|e| CliError::io("write", &pid_path, &e))?;
+    // Opened once: from here on every entry is reached through this descriptor (for us
+    // and for runc), so renaming the directory away and putting a symlink in its place
+    // cannot steer a write of ours (or runc's) elsewhere.
+    let pinned = PinnedDir::open(&plan.dir).map_err(CliError::fifo)?;
+    let dir = ProcessDir::from_path(pinned.path()).map_err(CliError::fifo)?;
+    supervisor_log::install(dir.path(), &plan.dir);
+    let write = |name: &str, bytes: &[u8]| {
+        fifo::write_atomic(&dir.path().join(name), bytes, FILE_MODE)
+            .map_err(|e| CliError::fifo_at(e, &plan.dir.join(name)))
+    };
+    write(
+        SUPERVISOR_PID,
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
     if plan.tty {
         // Tells `attach` to put a terminal it is run from into raw mode and to send its
         // size: a manager cannot ask runc (an exec's spec is not kept anywhere).
-        let marker = dir.path().join(TTY_MARKER);
-        std::fs::write(&marker, b"").map_err(|e| CliError::io("write", &marker, &e))?;
+        write(TTY_MARKER, b"")?;
     }
     let fifos = open_fifos(&dir, plan.io_owner)?;
     let reaper = Reaper::new();
@@ -430,6 +448,12 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         .read_pid()
         .map_err(CliError::fifo)?
         .ok_or_else(|| CliError::Failed("runc wrote no pid file".into()))?;
+    // The process is our unreaped child: the pid is still its own. A process that has
+    // exited already needs no record (its exit code follows at once).
+    if let Some(start) = StartRecord::of(pid) {
+        dir.write_start(&start)
+            .map_err(|e| CliError::fifo_at(e, &plan.dir.join(fifo::STARTTIME)))?;
+    }
 
     let master = match master {
         Some(m) => {
@@ -459,6 +483,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     let mut sup = Supervisor {
         base,
         reaper,
+        _pinned: pinned,
         dir,
         pid,
         exit_hold: Some(exit_hold),
@@ -478,6 +503,18 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     };
     sup.register()
         .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
+    // Only now: runc and the process were started with the score we were given.
+    keeper::protect_from_oom();
+    // It exits with the process; we reap it as any other child (the reaper's loop).
+    match pidfd::open(pid) {
+        Ok(fd) => {
+            if let Err(e) = keeper::spawn_keeper(&sup.process_output_ends(), &fd) {
+                log::warn!("no keeper for process {pid}: {e}");
+            }
+        }
+        // Exited and reaped already (by nobody else: it is our child), or no pidfds.
+        Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
+    }
     Ok((sup, pid))
 }
 
@@ -494,6 +531,15 @@ fn exec_error(e: runc_wrapper::Error) -> CliError {
 }
 
 impl Supervisor {
+    /// The process's ends of its output (pipe read ends or the pty master), for the keeper.
+    fn process_output_ends(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        let mut ends = self.stdio.output_sources();
+        if let Some(m) = &self.master {
+            ends.push(m.as_fd());
+        }
+        ends
+    }
+
     fn register(&mut self) -> std::io::Result<()> {
         let poller = self.base.poller();
         self.stdio.register(poller, SLOT).map_err(|u| u.error)?;

@@ -1,7 +1,7 @@
 //! `wait`: block until a process has exited, print its exit code and exit with it.
 
 use super::args::{self, Spec};
-use super::attach::{exit_code_of, resolve_dir};
+use super::attach::{exit_record_of, resolve_dir};
 use super::depot::Depot;
 use super::errors::{CliError, CliResult};
 use std::io::Read;
@@ -12,7 +12,9 @@ usage: containerd-shim-tether-v2 wait [--json] (CONTAINER-ID [PROCESS-ID] | --di
 
 Blocks until the process has exited (reads the `exit` FIFO to EOF), then prints its exit
 code (--json: {\"exit_code\":N,\"exited_at\":\"RFC 3339\"}) and exits with it. Works the same
-after the process has exited, any number of times.";
+after the process has exited, any number of times. If the process's supervisor was killed
+(it records the exit code), says so at once instead: exit code 116 while the process
+still runs (its pid is printed), 117 once it is gone and its status lost.";
 
 const SPEC: Spec = Spec {
     valued: &[("--dir", None)],
@@ -33,15 +35,12 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
             Err(e) => return Err(CliError::io("read", &dir.exit(), &e)),
         }
     }
-    let code = exit_code_of(&dir)?;
-    let rec = dir.read_exit().map_err(CliError::fifo)?;
+    let rec = exit_record_of(&dir)?;
+    let code = u8::try_from(rec.code).unwrap_or(255);
     if p.flag("--json") {
-        let at = rec
-            .map(|r| fifo::rfc3339::format(r.exited_at))
-            .unwrap_or_default();
         println!(
             "{}",
-            serde_json::json!({"exit_code": rec.map_or(i32::from(code), |r| r.code), "exited_at": at})
+            serde_json::json!({"exit_code": rec.code, "exited_at": fifo::rfc3339::format(rec.exited_at)})
         );
     } else {
         println!("{code}");

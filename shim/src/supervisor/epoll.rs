@@ -110,7 +110,22 @@ impl Poller {
         token: Token,
         write: bool,
     ) -> io::Result<()> {
-        let mut flags = EpollFlags::EPOLLIN;
+        self.set_interest(fd, token, true, write)
+    }
+
+    /// Sets what a level-triggered registration waits for. With neither, only a hangup or
+    /// an error is reported (the kernel always reports those).
+    pub fn set_interest(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut flags = EpollFlags::empty();
+        if read {
+            flags |= EpollFlags::EPOLLIN;
+        }
         if write {
             flags |= EpollFlags::EPOLLOUT;
         }

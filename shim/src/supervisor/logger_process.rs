@@ -1,4 +1,4 @@
-//! `binary://` loggers: containerd's pluggable logging binaries.
+//! `binary://` and `binary-v2://` loggers: containerd's pluggable logging binaries.
 //!
 //! A stdio URI `binary:///path/to/logger?key=value&env.NAME=value` makes the shim start
 //! `/path/to/logger` with, as containerd does:
@@ -10,7 +10,11 @@
 //!   the write end of a "ready" pipe; fds 0-2 are `/dev/null`; no other fd.
 //!
 //! The shim waits until the logger closes fd 5 or writes to it (bounded by
-//! [`READY_TIMEOUT`]; containerd waits forever), then hands the write ends of the two pipes
+//! [`READY_TIMEOUT`]; containerd waits forever). `binary-v2://` (containerd 2.2+, same
+//! syntax) is stricter, as containerd's runc shim: the logger must write a byte to fd 5 (its
+//! library's `ready()` writes one and closes it), and EOF without one means it crashed or
+//! exited before it was ready, a failure; plain `binary://` counts EOF as ready, for the
+//! loggers written before. Then the shim hands the write ends of the two pipes
 //! to the container and forgets the logger: it holds the read ends itself and exits when
 //! the container's last writer is gone. The shim never waits for it; its subreaper loop
 //! reaps it like any unknown child.
@@ -43,7 +47,17 @@ const ENV_PREFIX: &str = "env.";
 /// Set from the caller's ids only; `env.` parameters cannot override them (as containerd).
 const RESERVED_ENV: [&str; 2] = ["CONTAINER_ID", "CONTAINER_NAMESPACE"];
 
-/// A parsed `binary://` URI: what to run.
+/// The legacy scheme: EOF on fd 5 counts as ready.
+const SCHEME: &str = "binary://";
+/// The strict scheme: ready only once a byte arrived on fd 5.
+const SCHEME_V2: &str = "binary-v2://";
+
+/// Whether `uri` names a logging binary (`binary://` or `binary-v2://`).
+pub fn is_logger_uri(uri: &str) -> bool {
+    uri.starts_with(SCHEME) || uri.starts_with(SCHEME_V2)
+}
+
+/// A parsed `binary://` or `binary-v2://` URI: what to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerSpec {
     /// The logger binary (absolute).
@@ -52,25 +66,32 @@ pub struct LoggerSpec {
     pub args: Vec<String>,
     /// `env.NAME=value` parameters, sorted by name.
     pub env: Vec<(String, String)>,
+    /// `binary-v2://`: the logger is ready only once it wrote a byte to fd 5.
+    pub strict_ready: bool,
 }
 
 fn invalid(uri: &str, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("stdio {uri:?}: {why}"))
 }
 
-/// Parses `binary:///abs/path?k=v&...` (the scheme must be there). Percent-escapes are
-/// decoded (and `+` in the query is a space), as Go's `net/url` does; a host part, an
-/// empty path, bad escapes, `;` separators and NUL bytes are refused.
+/// Parses `binary:///abs/path?k=v&...` or `binary-v2:///abs/path?k=v&...` (the scheme must
+/// be there). Percent-escapes are decoded (and `+` in the query is a space), as Go's
+/// `net/url` does; a host part, an empty path, bad escapes, `;` separators and NUL bytes are
+/// refused.
 pub fn parse(uri: &str) -> io::Result<LoggerSpec> {
-    let rest = uri
-        .strip_prefix("binary://")
-        .ok_or_else(|| invalid(uri, "not a binary:// URI"))?;
+    let (scheme, rest, strict_ready) = if let Some(rest) = uri.strip_prefix(SCHEME_V2) {
+        (SCHEME_V2, rest, true)
+    } else if let Some(rest) = uri.strip_prefix(SCHEME) {
+        (SCHEME, rest, false)
+    } else {
+        return Err(invalid(uri, "not a binary:// or binary-v2:// URI"));
+    };
     let rest = rest.split('#').next().unwrap_or(rest);
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !location.is_empty() && !location.starts_with('/') {
         return Err(invalid(
             uri,
-            "a binary:// logger URI has no host: write binary:///absolute/path",
+            format!("a {scheme} logger URI has no host: write {scheme}/absolute/path"),
         ));
     }
     let path = unescape(location, false).map_err(|e| invalid(uri, e))?;
@@ -95,6 +116,7 @@ pub fn parse(uri: &str) -> io::Result<LoggerSpec> {
         path: PathBuf::from(path),
         args: Vec::new(),
         env: Vec::new(),
+        strict_ready,
     };
     for (k, v) in pairs {
         if let Some(name) = k.strip_prefix(ENV_PREFIX) {
@@ -191,12 +213,24 @@ pub fn start_with_timeout(
     // reaches EOF once the logger closes fd 5, and only the logger reads the output pipes.
     let handle = Handle::new(pid);
     let deadline = Instant::now() + timeout;
-    if let Err(e) = wait_ready(&ready_r, timeout) {
-        handle.kill();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("binary logger {name}: {e}"),
-        ));
+    match wait_ready(&ready_r, timeout) {
+        Ok(Ready::Byte) => {}
+        Ok(Ready::Eof) if !spec.strict_ready => {}
+        Ok(Ready::Eof) => {
+            handle.kill();
+            return Err(io::Error::other(format!(
+                "binary logger {name} closed fd 5 without writing to it: it did not signal \
+                 ready (a binary-v2:// logger writes a byte first), it may have crashed or \
+                 exited prematurely"
+            )));
+        }
+        Err(e) => {
+            handle.kill();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("binary logger {name}: {e}"),
+            ));
+        }
     }
     // A logger that died closed fd 5 as it exited, and the kernel may release its fds 3
     // and 4 a moment later: let the exit finish before asking whether the pipes still have
@@ -489,7 +523,16 @@ fn stat_says_exited(pid: i32) -> bool {
 }
 
 /// Waits until `ready` has a byte to read or reaches EOF.
-fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<()> {
+/// How a logger signalled that it is ready.
+enum Ready {
+    /// It wrote (at least) a byte to fd 5.
+    Byte,
+    /// fd 5 reached EOF with nothing written: it closed it, or exited.
+    Eof,
+}
+
+/// Waits up to `timeout` for the first byte or EOF on the ready pipe.
+fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<Ready> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -512,7 +555,8 @@ fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<()> {
                 let mut byte = [0u8; 1];
                 let mut f = File::from(ready.try_clone()?);
                 return match f.read(&mut byte) {
-                    Ok(_) => Ok(()),
+                    Ok(0) => Ok(Ready::Eof),
+                    Ok(_) => Ok(Ready::Byte),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => Err(e),
                 };
@@ -582,6 +626,15 @@ pub(crate) mod tests {
         assert_eq!(bare.path, PathBuf::from("/bin/logger"));
         assert!(bare.args.is_empty() && bare.env.is_empty());
         assert_eq!(parse("binary:///l?flag").unwrap().args, s(&["flag", ""]));
+        assert!(!bare.strict_ready);
+        // binary-v2: the same syntax, strict readiness.
+        let v2 = parse("binary-v2:///usr/bin/log%20ger?z=1&env.TZ=UTC").unwrap();
+        assert_eq!(v2.path, PathBuf::from("/usr/bin/log ger"));
+        assert_eq!(v2.args, s(&["z", "1"]));
+        assert_eq!(v2.env, vec![("TZ".to_string(), "UTC".to_string())]);
+        assert!(v2.strict_ready);
+        assert!(is_logger_uri("binary:///x") && is_logger_uri("binary-v2:///x"));
+        assert!(!is_logger_uri("file:///x") && !is_logger_uri("/run/x/binary://"));
     }
 
     #[test]
@@ -596,6 +649,9 @@ pub(crate) mod tests {
             ("binary:///x?a=1;b=2", "';'"),
             ("binary:///x?a=%00", "NUL"),
             ("binary:///x?env.=1", "environment name"),
+            ("binary-v2://", "no logger path"),
+            ("binary-v2://host/x", "binary-v2:///absolute"),
+            ("binary-v3:///x", "not a binary"),
             ("file:///x", "not a binary"),
         ] {
             let e = parse(uri).unwrap_err().to_string();
@@ -697,6 +753,58 @@ wait
         let started = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap();
         drop((started.stdout, started.stderr));
         assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
+    }
+
+    /// `sh_logger` for the strict scheme.
+    fn sh_logger_v2(script: &str, dir: &Path) -> String {
+        sh_logger(script, dir).replacen("binary://", "binary-v2://", 1)
+    }
+
+    #[test]
+    fn a_binary_v2_logger_is_ready_once_it_writes_a_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        // What containerd's logging.Run does: one zero byte, then close fd 5.
+        let script = r#"printf '\0' >&5; exec 5>&-; exec cat <&3 >"$1/out""#;
+        let spec = parse(&sh_logger_v2(script, dir.path())).unwrap();
+        let started = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap();
+        let mut out = File::from(started.stdout);
+        out.write_all(b"v2\n").unwrap();
+        drop((out, started.stderr));
+        assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "v2\n"
+        );
+    }
+
+    #[test]
+    fn a_binary_v2_logger_that_closes_fd_5_without_a_byte_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        // Alive and reading, but never said ready: the legacy scheme takes it, v2 does not.
+        let script = r#"echo $$ > "$1/pid"; exec 5>&-; exec cat <&3 >/dev/null"#;
+        let legacy = parse(&sh_logger(script, dir.path())).unwrap();
+        let started = start_with_timeout(&legacy, &[], Duration::from_secs(5)).unwrap();
+        drop((started.stdout, started.stderr));
+        assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
+
+        let strict = parse(&sh_logger_v2(script, dir.path())).unwrap();
+        let e = start_with_timeout(&strict, &[], Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("did not signal ready"), "{e}");
+        let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            matches!(
+                exit_status(pid),
+                WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+            ),
+            "the logger is killed"
+        );
+        // One that exits before saying anything fails too.
+        let spec = parse(&sh_logger_v2("exit 0", dir.path())).unwrap();
+        assert!(start_with_timeout(&spec, &[], Duration::from_secs(5)).is_err());
     }
 
     #[test]

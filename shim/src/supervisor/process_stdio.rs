@@ -23,6 +23,7 @@ use crate::supervisor::epoll::{Poller, Token};
 use crate::supervisor::fionread;
 use crate::supervisor::pump::{Direction, Pump, PumpState};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 /// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
@@ -139,6 +140,18 @@ impl ProcessStdio {
     /// Whether the pump of `stream` is still there (has not ended, been closed or dropped).
     pub fn is_open(&self, stream: Stream) -> bool {
         self.pumps[stream.index()].is_some()
+    }
+
+    /// The descriptors through which the output pumps face the process (the read ends of
+    /// its stdout and stderr pipes, or the pty master): whoever else holds copies keeps
+    /// the process's writes from failing with EPIPE (or its terminal from hanging up)
+    /// should these pumps go away (the standalone face's keeper).
+    pub fn output_sources(&self) -> Vec<BorrowedFd<'_>> {
+        Stream::OUTPUTS
+            .iter()
+            .filter_map(|s| self.pumps[s.index()].as_ref())
+            .map(Pump::src_fd)
+            .collect()
     }
 
     /// How many output pumps are still there.

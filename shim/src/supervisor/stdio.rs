@@ -9,7 +9,7 @@
 //! - the shim holds a write end of the stdin FIFO until CloseIO, so the process sees EOF
 //!   on stdin only when the manager says so, not when a client merely reconnects.
 //!
-//! A `binary://` stdout (see [`logger_process`]) is the exception: the logger reads the
+//! A `binary://` or `binary-v2://` stdout (see [`logger_process`]) is the exception: the logger reads the
 //! container's pipes itself, so there are no pumps, and the shim keeps nothing of it.
 
 use crate::supervisor::logger_process::{self, LoggerSpec};
@@ -42,7 +42,7 @@ pub enum Target {
 }
 
 /// Parses containerd's stdio URIs: a plain path or `fifo://` is a FIFO, `file://` a file
-/// to append to, `binary://` a logging binary ([`logger_process::parse`]).
+/// to append to, `binary://` and `binary-v2://` a logging binary ([`logger_process::parse`]).
 pub fn parse_target(uri: &str) -> io::Result<Target> {
     if uri.is_empty() {
         return Ok(Target::Null);
@@ -53,7 +53,7 @@ pub fn parse_target(uri: &str) -> io::Result<Target> {
     if let Some(rest) = uri.strip_prefix("fifo://") {
         return Ok(Target::Fifo(PathBuf::from(rest)));
     }
-    if uri.starts_with("binary://") {
+    if logger_process::is_logger_uri(uri) {
         return logger_process::parse(uri).map(Target::Binary);
     }
     if let Some((scheme, _)) = uri.split_once("://") {
@@ -166,7 +166,7 @@ pub fn prepare_with_env(
 
 /// The logger a `binary://` stdout names, after checking the rest of `cfg` fits with it.
 fn binary_logger(cfg: &StdioConfig) -> io::Result<Option<LoggerSpec>> {
-    let is_binary = |uri: &str| uri.starts_with("binary://");
+    let is_binary = logger_process::is_logger_uri;
     if !is_binary(&cfg.stdout) {
         if is_binary(&cfg.stderr) {
             return Err(io::Error::new(
@@ -291,6 +291,16 @@ mod tests {
                 path: "/usr/bin/logger".into(),
                 args: vec!["a".into(), "1".into(), "b".into(), "2".into()],
                 env: Vec::new(),
+                strict_ready: false,
+            })
+        );
+        assert_eq!(
+            parse_target("binary-v2:///usr/bin/logger?a=1").unwrap(),
+            Target::Binary(LoggerSpec {
+                path: "/usr/bin/logger".into(),
+                args: vec!["a".into(), "1".into()],
+                env: Vec::new(),
+                strict_ready: true,
             })
         );
         assert!(parse_target("binary://host/logger")

@@ -39,6 +39,10 @@ pub struct Process {
     pub pidfd: Option<OwnedFd>,
     pub status: ProcStatus,
     pub exit: Option<ExitRecord>,
+    /// Its exit has been reported (TaskExit sent, parked Waits answered). Until then a
+    /// Wait parks even though `exit` is set: no caller learns of an exit before the
+    /// reply of the call that caused it (see `containerd::call_gate`).
+    pub exit_delivered: bool,
     /// A start is in flight: exits are held in `pending_exit` until it is reported.
     pub starting: bool,
     pub pending_exit: Option<ExitRecord>,
@@ -62,6 +66,7 @@ impl Process {
             pidfd: None,
             status: ProcStatus::Created,
             exit: None,
+            exit_delivered: false,
             starting: false,
             pending_exit: None,
             stdio,
@@ -139,7 +144,6 @@ pub struct Exited {
     pub exec_id: String,
     pub pid: i32,
     pub record: ExitRecord,
-    pub waiters: Vec<Waiter>,
 }
 
 /// Most unclaimed exits kept (exits of processes the table does not know, e.g. a logger,
@@ -276,33 +280,27 @@ impl Tasks {
                 container.deferred_init_exit = Some(record);
                 return;
             }
-            let waiters = std::mem::take(&mut container.init.waiters);
             report.push(Exited {
                 container_id: container_id.to_string(),
                 exec_id: String::new(),
                 pid,
                 record,
-                waiters,
             });
             return;
         }
-        let waiters = std::mem::take(&mut process.waiters);
         report.push(Exited {
             container_id: container_id.to_string(),
             exec_id: exec_id.to_string(),
             pid,
             record,
-            waiters,
         });
         if container.running_execs() == 0 {
             if let Some(init_record) = container.deferred_init_exit.take() {
-                let waiters = std::mem::take(&mut container.init.waiters);
                 report.push(Exited {
                     container_id: container_id.to_string(),
                     exec_id: String::new(),
                     pid: container.init.pid,
                     record: init_record,
-                    waiters,
                 });
             }
         }
@@ -325,11 +323,26 @@ impl Tasks {
                     exec_id: String::new(),
                     pid: c.init.pid,
                     record,
-                    waiters: std::mem::take(&mut c.init.waiters),
                 });
             }
         }
         report
+    }
+
+    /// Marks an exit as reported and hands over the Waits parked on it. Returns nothing
+    /// for a process the table no longer has.
+    pub fn exit_delivered(&mut self, container_id: &str, exec_id: &str) -> Vec<Waiter> {
+        match self
+            .containers
+            .get_mut(container_id)
+            .and_then(|c| c.process_mut(exec_id))
+        {
+            Some(p) => {
+                p.exit_delivered = true;
+                std::mem::take(&mut p.waiters)
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Removes a container and its pids from the table.
@@ -340,14 +353,6 @@ impl Tasks {
             self.pids.remove(&e.pid);
         }
         Some(c)
-    }
-
-    /// Whether the init exit of a container has been reported (or nothing runs).
-    pub fn init_exit_reported(&self, id: &str) -> bool {
-        self.containers
-            .get(id)
-            .map(Container::init_exit_reported)
-            .unwrap_or(true)
     }
 }
 
@@ -427,12 +432,30 @@ mod tests {
         t.container_mut("c").unwrap().execs.insert("e".into(), e);
         t.register_pid("c", "e", P2);
         assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "init held back");
-        assert!(!t.init_exit_reported("c"));
+        assert!(!t.container("c").unwrap().init_exit_reported());
         let report = t.on_exits(&[exit(P2, 0)]);
         let order: Vec<_> = report.iter().map(|e| e.exec_id.as_str()).collect();
         assert_eq!(order, ["e", ""]);
         assert_eq!(report[1].record.code, 137);
-        assert!(t.init_exit_reported("c"));
+        assert!(t.container("c").unwrap().init_exit_reported());
+    }
+
+    #[test]
+    fn waits_parked_before_delivery_are_handed_over_once() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1);
+        let report = t.on_exits(&[exit(P1, 9)]);
+        assert_eq!(report.len(), 1);
+        let init = &mut t.container_mut("c").unwrap().init;
+        assert!(
+            init.exit.is_some() && !init.exit_delivered,
+            "recorded, not reported"
+        );
+        init.waiters.push((1, 3));
+        assert_eq!(t.exit_delivered("c", ""), vec![(1, 3)]);
+        assert!(t.container("c").unwrap().init.exit_delivered);
+        assert!(t.exit_delivered("c", "").is_empty(), "handed over once");
+        assert!(t.exit_delivered("gone", "").is_empty());
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! A directory pinned by an open descriptor, so that a path swapped under it (a directory
+//! renamed away and a symlink put in its place) cannot steer what is written "in" it.
+//!
+//! [`PinnedDir::open`] opens the directory once, with `O_DIRECTORY|O_NOFOLLOW` (its last
+//! component must not be a symlink), and [`PinnedDir::path`] then names it as
+//! `/proc/<our pid>/fd/<fd>`: the kernel resolves that to the opened directory itself,
+//! never looking at the original path again, for this process and for the children it
+//! hands such paths to (runc's `--pid-file` and `--log`). Entries are reached as
+//! `path().join(name)`: one more component, which the writers in this crate open with
+//! `O_NOFOLLOW` or `O_EXCL` and replace with `rename`, none of which follows a symlink.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A directory held open; see the module documentation.
+#[derive(Debug)]
+pub struct PinnedDir {
+    dir: File,
+    origin: PathBuf,
+    path: PathBuf,
+}
+
+impl PinnedDir {
+    /// Opens the directory at `path` without following a symlink in its last component.
+    /// Errors: `Error::NotFound`, `Error::NotADirectory` (also for a symlink, even to a
+    /// directory), `Error::Io` ("open").
+    pub fn open(path: &Path) -> Result<Self> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => Error::NotFound { path: path.into() },
+                Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+                    Error::NotADirectory { path: path.into() }
+                }
+                _ => Error::io("open", path, e),
+            })?;
+        let via = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            dir.as_raw_fd()
+        ));
+        Ok(PinnedDir {
+            dir,
+            origin: path.into(),
+            path: via,
+        })
+    }
+
+    /// The directory, as a path that resolves through the descriptor (valid while `self`
+    /// lives, in this process and in its children).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path it was opened at (for messages).
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Sets the directory's permission bits exactly (fchmod: no umask, no path).
+    pub fn chmod(&self, mode: u32) -> Result<()> {
+        self.dir
+            .set_permissions(Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| Error::io("chmod", &self.origin, e))
+    }
+
+    /// Changes the directory's owner (fchown; `None` leaves that id unchanged).
+    pub fn chown(&self, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        std::os::unix::fs::fchown(&self.dir, uid, gid)
+            .map_err(|e| Error::io("chown", &self.origin, e))
+    }
+
+    /// `(owner uid, permission bits)` of the directory.
+    pub fn owner_and_mode(&self) -> Result<(u32, u32)> {
+        let meta = self
+            .dir
+            .metadata()
+            .map_err(|e| Error::io("fstat", &self.origin, e))?;
+        Ok((meta.uid(), meta.mode() & 0o7777))
+    }
+
+    /// fsyncs the directory (makes a rename in it durable).
+    pub fn sync(&self) -> Result<()> {
+        self.dir
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.origin, e))
+    }
+}
+
+impl AsFd for PinnedDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+/// Writes `bytes` to `path` atomically with permission bits exactly `mode`: a temp file
+/// next to it is created with `O_EXCL` (never through a symlink), written, fsynced,
+/// fchmod'ed and renamed over `path` (rename replaces a symlink, never follows it). A
+/// reader sees no file, the old one or the whole new one. On failure the temp file is
+/// removed. Errors: `Error::Io` ("create", "write", "fsync", "chmod", "rename").
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode & 0o7777)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        // The mode went through the umask.
+        file.set_permissions(Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| Error::io("chmod", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    })();
+    if result.is_err() {
+        // Best effort: the original error is what matters.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_land_in_the_opened_directory_after_a_swap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let pinned = PinnedDir::open(&dir).unwrap();
+        // The directory is renamed away and a symlink to elsewhere takes its name.
+        let moved = tmp.path().join("moved");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&dir, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        write_atomic(&pinned.path().join("f"), b"x", 0o640).unwrap();
+        assert_eq!(std::fs::read(moved.join("f")).unwrap(), b"x");
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+        let meta = std::fs::metadata(moved.join("f")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        // No temp file left.
+        assert_eq!(std::fs::read_dir(&moved).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_is_not_opened_as_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path(), &link).unwrap();
+        assert!(matches!(
+            PinnedDir::open(&link),
+            Err(Error::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            PinnedDir::open(&tmp.path().join("missing")),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_symlink_instead_of_following_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let target = tmp.path().join("f");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_atomic(&target, b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert!(!std::fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn chmod_is_exact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pinned = PinnedDir::open(tmp.path()).unwrap();
+        pinned.chmod(0o711).unwrap();
+        assert_eq!(pinned.owner_and_mode().unwrap().1, 0o711);
+        pinned.chmod(0o700).unwrap();
+        assert_eq!(pinned.owner_and_mode().unwrap().1, 0o700);
+    }
+}

@@ -1,0 +1,227 @@
+//! A minimal, bounds-checked protobuf wire-format reader, for the messages the protos
+//! crate does not generate: the legacy runc options (`options.rs`) and containerd's
+//! bootstrap protocol (`bootstrap_protocol.rs`). Never panics on any input; every
+//! malformed encoding is an error that says where.
+
+/// Nesting limit for skipped groups, so hostile input cannot recurse deeply.
+const MAX_GROUP_DEPTH: usize = 64;
+
+/// One field's payload.
+pub(crate) enum Value<'a> {
+    Varint(u64),
+    Fixed64,
+    Bytes(&'a [u8]),
+    Fixed32,
+    /// A (deprecated) group, already skipped.
+    Group,
+}
+
+impl<'a> Value<'a> {
+    fn name(&self) -> &'static str {
+        match self {
+            Value::Varint(_) => "varint",
+            Value::Fixed64 => "fixed64",
+            Value::Bytes(_) => "length-delimited",
+            Value::Fixed32 => "fixed32",
+            Value::Group => "group",
+        }
+    }
+
+    pub(crate) fn bool(&self, field: u32) -> Result<bool, String> {
+        match self {
+            Value::Varint(v) => Ok(*v != 0),
+            other => Err(format!(
+                "field {field}: expected a bool, got {}",
+                other.name()
+            )),
+        }
+    }
+
+    /// proto3 `uint32`: the varint truncated to 32 bits, as protobuf does.
+    pub(crate) fn uint32(&self, field: u32) -> Result<u32, String> {
+        match self {
+            Value::Varint(v) => Ok(*v as u32),
+            other => Err(format!(
+                "field {field}: expected a uint32, got {}",
+                other.name()
+            )),
+        }
+    }
+
+    /// proto3 `int32` and enums: the varint truncated to 32 bits, read as signed, as
+    /// protobuf does (a negative value travels as a 10-byte varint).
+    pub(crate) fn int32(&self, field: u32) -> Result<i32, String> {
+        match self {
+            Value::Varint(v) => Ok(*v as u32 as i32),
+            other => Err(format!(
+                "field {field}: expected an int32, got {}",
+                other.name()
+            )),
+        }
+    }
+
+    pub(crate) fn bytes(&self, field: u32) -> Result<&'a [u8], String> {
+        match self {
+            Value::Bytes(b) => Ok(b),
+            other => Err(format!(
+                "field {field}: expected bytes, got {}",
+                other.name()
+            )),
+        }
+    }
+
+    pub(crate) fn string(&self, field: u32) -> Result<String, String> {
+        let b = self.bytes(field)?;
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| format!("field {field}: string is not valid UTF-8"))
+    }
+}
+
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| format!("truncated varint at byte {}", self.pos))?;
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return Err(format!("varint overflows 64 bits at byte {}", self.pos - 1));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        // The 10th byte either ended the varint or failed the overflow check.
+        Err(format!("varint too long at byte {}", self.pos))
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+        let start = self.pos;
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| start.checked_add(n))
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| {
+                format!(
+                    "field at byte {start} wants {n} bytes, only {} left",
+                    self.buf.len() - start
+                )
+            })?;
+        self.pos = end;
+        Ok(&self.buf[start..end])
+    }
+
+    fn key(&mut self) -> Result<(u32, u8), String> {
+        let at = self.pos;
+        let key = self.varint()?;
+        let field = key >> 3;
+        if field == 0 || field > (1 << 29) - 1 {
+            return Err(format!("invalid field number {field} at byte {at}"));
+        }
+        // Both narrowings are exact: field < 2^29 and the mask keeps 3 bits.
+        Ok((field as u32, (key & 7) as u8))
+    }
+
+    /// Reads the payload of a field of `wire_type`, skipping groups.
+    fn payload(&mut self, field: u32, wire_type: u8, depth: usize) -> Result<Value<'a>, String> {
+        match wire_type {
+            0 => Ok(Value::Varint(self.varint()?)),
+            1 => self.take(8).map(|_| Value::Fixed64),
+            2 => {
+                let n = self.varint()?;
+                Ok(Value::Bytes(self.take(n)?))
+            }
+            3 => {
+                if depth >= MAX_GROUP_DEPTH {
+                    return Err("groups nested too deeply".to_string());
+                }
+                loop {
+                    if self.pos >= self.buf.len() {
+                        return Err(format!("unterminated group (field {field})"));
+                    }
+                    let (f, wt) = self.key()?;
+                    if wt == 4 {
+                        if f != field {
+                            return Err(format!("group {field} closed by end-group of field {f}"));
+                        }
+                        return Ok(Value::Group);
+                    }
+                    self.payload(f, wt, depth + 1)?;
+                }
+            }
+            4 => Err(format!("unexpected end-group for field {field}")),
+            5 => self.take(4).map(|_| Value::Fixed32),
+            other => Err(format!("invalid wire type {other} for field {field}")),
+        }
+    }
+
+    /// The next field, or `None` at the end of the buffer.
+    pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, String> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let (field, wire_type) = self.key()?;
+        let v = self.payload(field, wire_type, 0)?;
+        Ok(Some((field, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(buf: &[u8]) -> Result<Vec<(u32, u64)>, String> {
+        let mut r = Reader::new(buf);
+        let mut out = Vec::new();
+        while let Some((f, v)) = r.next_field()? {
+            out.push((
+                f,
+                if let Value::Varint(n) = v {
+                    n
+                } else {
+                    u64::MAX
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn negative_int32_is_a_ten_byte_varint() {
+        // Field 3 = -4 as Go's protobuf encodes an int32 enum (LOG_LEVEL_DEBUG).
+        let buf = [
+            0x18, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        let mut r = Reader::new(&buf);
+        let (field, v) = r.next_field().unwrap().unwrap();
+        assert_eq!((field, v.int32(field).unwrap()), (3, -4));
+        assert!(r.next_field().unwrap().is_none());
+        // The 32-bit form some encoders use truncates to the same value.
+        let buf = [0x18, 0xfc, 0xff, 0xff, 0xff, 0x0f];
+        let (field, v) = Reader::new(&buf).next_field().unwrap().unwrap();
+        assert_eq!(v.int32(field).unwrap(), -4);
+        assert!(v.string(field).is_err());
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        assert!(fields(&[0x08]).is_err()); // truncated varint
+        assert!(fields(&[0x0a, 0x05, b'a']).is_err()); // short bytes
+        assert!(fields(&[0x00, 0x01]).is_err()); // field 0
+        assert!(fields(&[0x0f]).is_err()); // wire type 7
+        assert_eq!(fields(&[0x08, 0x96, 0x01]).unwrap(), vec![(1, 150)]);
+    }
+}

@@ -1,0 +1,373 @@
+//! tether's shim driven directly over ttrpc, the way containerd drives it, without
+//! containerd: for tests that need to place calls precisely against each other (Kill,
+//! Wait, Delete and Shutdown of one task at once) with a `runc` that is slow on purpose.
+//!
+//! [`DirectShim::start`] runs `containerd-shim-tether-v2 … start` in a busybox bundle of
+//! its own and connects a ttrpc client to the address it prints. [`SlowRunc`] writes a
+//! wrapper around the real runc that returns late from the verbs it is given (the work
+//! itself happens on time), to be named as the task's `BinaryName`. Dropping a
+//! `DirectShim` kills the shim and everything it ran, and removes its socket, runc state,
+//! mounts and temp dir, whatever the test did.
+
+use crate::cleanup;
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::ttrpc::context;
+use containerd_shim_protos::{Client, TaskClient};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The runtime options' type URL for runc `Options`.
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+/// How long one ttrpc call may take before the test's client gives up on it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A wrapper around the real runc that returns `delay` late from each of `verbs`.
+#[derive(Debug)]
+pub struct SlowRunc {
+    path: PathBuf,
+}
+
+impl SlowRunc {
+    /// Writes the wrapper script into `dir`.
+    pub fn write(dir: &Path, verbs: &[&str], delay: Duration) -> Self {
+        let real = crate::require::tool("runc", "runc");
+        let path = dir.join("slow-runc");
+        // runc's global options come first (`--root X --log Y kill ID 9`); the first
+        // argument that is one of the verbs decides. Test paths never equal a verb.
+        let script = format!(
+            "#!/bin/sh\n\
+             # The real runc, returning {ms} ms late from: {verbs}.\n\
+             slow=\n\
+             for a in \"$@\"; do\n\
+             \x20 case \"$a\" in {pattern}) slow=1; break ;; esac\n\
+             done\n\
+             {real} \"$@\"\n\
+             rc=$?\n\
+             [ -n \"$slow\" ] && sleep {secs}\n\
+             exit $rc\n",
+            ms = delay.as_millis(),
+            verbs = verbs.join(" "),
+            pattern = verbs.join("|"),
+            real = real.display(),
+            secs = delay.as_secs_f64(),
+        );
+        fs::write(&path, script).expect("write the slow runc wrapper");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .expect("make the slow runc wrapper executable");
+        SlowRunc { path }
+    }
+
+    /// The wrapper's path, for `BinaryName`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// One shim, started by hand, with a ttrpc client. See the module docs.
+pub struct DirectShim {
+    client: TaskClient,
+    // Dropped after the client: the connection closes before the shim is killed.
+    leftovers: Leftovers,
+}
+
+/// What a [`DirectShim`] removes when dropped.
+struct Leftovers {
+    dir: Option<tempfile::TempDir>,
+    namespace: String,
+    runc_root: PathBuf,
+    socket: Option<PathBuf>,
+    shim_pid: Option<i32>,
+    shim_log: Arc<Mutex<String>>,
+}
+
+impl DirectShim {
+    /// Starts a shim for a container `id` whose bundle runs `args` (busybox), as containerd
+    /// would: `start` in the bundle dir, then a connection to the printed address.
+    pub fn start(id: &str, args: &[&str]) -> Self {
+        Self::start_with_env(id, args, &[])
+    }
+
+    /// [`DirectShim::start`] with extra environment variables for the shim.
+    pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        crate::require::root();
+        let shim = crate::containerd_env::shim_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("td-")
+            .tempdir_in("/tmp")
+            .expect("create the test's temp dir under /tmp");
+        let bundle = dir.path().join("bundle");
+        crate::Bundle::busybox(&bundle, args).expect("write the busybox bundle");
+        let namespace = format!("{}-x", crate::unique_id("dns"));
+        let runc_root = dir.path().join("runc");
+        // containerd's `log` FIFO, drained into `shim_log` for failure messages.
+        let shim_log = Arc::new(Mutex::new(String::new()));
+        drain_log_fifo(&bundle.join("log"), shim_log.clone());
+        let mut start = Command::new(&shim)
+            .args(["-debug", "-namespace", &namespace, "-id", id, "-address"])
+            .arg(dir.path().join("containerd.sock"))
+            .arg("start")
+            .envs(env.iter().copied())
+            .current_dir(&bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the shim's start command");
+        let mut address = String::new();
+        if let Some(mut out) = start.stdout.take() {
+            let _ = out.read_to_string(&mut address);
+        }
+        let status = start.wait().expect("wait for the shim's start command");
+        let shim_pid = fs::read_to_string(bundle.join("shim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let socket = address.strip_prefix("unix://").map(PathBuf::from);
+        let leftovers = Leftovers {
+            dir: Some(dir),
+            namespace,
+            runc_root,
+            socket,
+            shim_pid,
+            shim_log,
+        };
+        assert!(
+            status.success() && !address.is_empty(),
+            "shim start failed ({status}): printed {address:?}"
+        );
+        let client = Client::connect(&address)
+            .unwrap_or_else(|e| panic!("connect to the shim at {address}: {e}"));
+        DirectShim {
+            client: TaskClient::new(client),
+            leftovers,
+        }
+    }
+
+    /// The ttrpc Task client (share it across threads by reference).
+    pub fn client(&self) -> &TaskClient {
+        &self.client
+    }
+
+    /// The bundle directory.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir().join("bundle")
+    }
+
+    /// The shim's own log (logrus lines), for failure messages.
+    pub fn log(&self) -> String {
+        let shim = self
+            .leftovers
+            .shim_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        let runc = fs::read_to_string(self.bundle().join("log.json")).unwrap_or_default();
+        format!("shim log:\n{shim}\nruncs' log.json:\n{runc}")
+    }
+
+    /// Waits until the shim's log holds `needle` (the log is copied by another thread).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The test's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.leftovers.dir()
+    }
+
+    /// The shim server's pid (from `shim.pid`).
+    pub fn shim_pid(&self) -> Option<i32> {
+        self.leftovers.shim_pid
+    }
+
+    /// The shim's socket path.
+    pub fn socket(&self) -> Option<&Path> {
+        self.leftovers.socket.as_deref()
+    }
+
+    /// The runc root the task runs under (`<root>/<namespace>` is runc's own).
+    pub fn runc_state_dir(&self) -> PathBuf {
+        self.leftovers.runc_state_dir()
+    }
+
+    /// runc `Options` naming `binary` and this shim's private runc root.
+    pub fn options(&self, binary: &Path) -> Any {
+        let mut o = Options::new();
+        o.binary_name = binary.to_string_lossy().into_owned();
+        o.root = self.leftovers.runc_root.to_string_lossy().into_owned();
+        let mut any = Any::new();
+        any.type_url = RUNC_OPTIONS.into();
+        any.value = o.write_to_bytes().expect("encode runc Options");
+        any
+    }
+
+    /// Create (with `options`) and Start of task `id`; returns its pid.
+    pub fn create_and_start(&self, id: &str, options: Any) -> u32 {
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.into();
+        create.bundle = self.bundle().to_string_lossy().into_owned();
+        create.options = Some(options).into();
+        self.client
+            .create(ctx(), &create)
+            .unwrap_or_else(|e| panic!("Create {id}: {e}"));
+        let mut start = api::StartRequest::new();
+        start.id = id.into();
+        self.client
+            .start(ctx(), &start)
+            .unwrap_or_else(|e| panic!("Start {id}: {e}"))
+            .pid
+    }
+
+    /// Waits until the shim server has exited; false when it still runs after `timeout`.
+    pub fn wait_shim_exit(&self, timeout: Duration) -> bool {
+        let Some(pid) = self.leftovers.shim_pid else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !pid_alive(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !pid_alive(pid)
+    }
+}
+
+/// A raw ttrpc connection to the shim: requests written and responses read frame by frame,
+/// so a test sees the order in which the shim wrote its replies (the ttrpc client hands
+/// them to different threads, whose wake-up order says nothing).
+pub struct RawConn {
+    sock: std::os::unix::net::UnixStream,
+}
+
+impl RawConn {
+    /// Connects to the shim's socket.
+    pub fn connect(shim: &DirectShim) -> Self {
+        let sock = std::os::unix::net::UnixStream::connect(shim.socket().expect("shim socket"))
+            .expect("connect to the shim");
+        sock.set_read_timeout(Some(CALL_TIMEOUT))
+            .expect("read timeout");
+        RawConn { sock }
+    }
+
+    /// Sends a call of `containerd.task.v2.Task` on ttrpc stream `stream` (odd numbers).
+    pub fn send(&mut self, stream: u32, method: &str, request: &impl Message) {
+        use std::io::Write;
+        let mut req = containerd_shim_protos::ttrpc::Request::new();
+        req.service = "containerd.task.v2.Task".into();
+        req.method = method.into();
+        req.payload = request.write_to_bytes().expect("encode the request");
+        let body = req.write_to_bytes().expect("encode the ttrpc request");
+        let mut frame = Vec::with_capacity(10 + body.len());
+        frame.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(&[1, 0]);
+        frame.extend_from_slice(&body);
+        self.sock.write_all(&frame).expect("send the request");
+    }
+
+    /// The next response frame: its stream and the response.
+    pub fn recv(&mut self) -> (u32, containerd_shim_protos::ttrpc::Response) {
+        let mut header = [0u8; 10];
+        self.sock
+            .read_exact(&mut header)
+            .expect("a response header");
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let stream = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let mut body = vec![0u8; len];
+        self.sock.read_exact(&mut body).expect("a response body");
+        let resp = containerd_shim_protos::ttrpc::Response::parse_from_bytes(&body)
+            .expect("decode the response");
+        (stream, resp)
+    }
+}
+
+/// A fresh context with the test's call timeout.
+pub fn ctx() -> context::Context {
+    context::with_timeout(CALL_TIMEOUT.as_nanos() as i64)
+}
+
+/// Makes the `log` FIFO and copies what the shim writes there into `sink`. Like
+/// containerd, it holds the FIFO open for reading and writing, so `start` closing its
+/// end is no EOF and the server finds a reader when it opens its own (a detached thread
+/// of the test process; it blocks on the FIFO once the shim is gone).
+fn drain_log_fifo(path: &Path, sink: Arc<Mutex<String>>) {
+    if nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).is_err() {
+        return;
+    }
+    let Ok(mut fifo) = fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = fifo.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie is gone for our purposes; the shim is reparented to init, which reaps it.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Leftovers {
+    fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/"))
+    }
+
+    fn runc_state_dir(&self) -> PathBuf {
+        self.runc_root.join(&self.namespace)
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if let Some(pid) = self.shim_pid.filter(|p| pid_alive(*p)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let runc = crate::require::tool("runc", "runc");
+        cleanup::delete_all_containers(&runc, &self.runc_state_dir());
+        if let Some(socket) = &self.socket {
+            let _ = fs::remove_file(socket);
+        }
+        if let Some(dir) = self.dir.take() {
+            cleanup::unmount_under(dir.path());
+            let _ = dir.close();
+        }
+    }
+}

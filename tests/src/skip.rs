@@ -1,0 +1,32 @@
+//! Skipping a test that cannot run here, visibly.
+//!
+//! Rust's test harness has no runtime skip: a test that returns early counts as passed.
+//! [`skip`] therefore says why on stderr (shown with `--nocapture` and for failures) and,
+//! when `TETHER_SKIP_LOG` names a file, appends `<test>\t<reason>` to it, so a runner
+//! (`tests/scripts/containerd-matrix.sh`) can report the test as skipped, with the reason.
+
+use std::io::Write;
+
+/// The environment variable naming the file skip records are appended to.
+pub const SKIP_LOG_ENV: &str = "TETHER_SKIP_LOG";
+
+/// Records that `test` is skipped because of `reason`; the caller then returns.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    let Some(path) = std::env::var_os(SKIP_LOG_ENV) else {
+        return;
+    };
+    // One write of one line with O_APPEND: parallel tests do not interleave.
+    let line = format!("{test}\t{}\n", reason.replace(['\n', '\t'], " "));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(err) = written {
+        eprintln!(
+            "cannot record the skip in {}: {err}",
+            path.to_string_lossy()
+        );
+    }
+}
