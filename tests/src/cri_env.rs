@@ -48,19 +48,39 @@ impl CriEnv {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CRICTL))
     }
 
-    /// [`CriEnv::start`], unless crictl has not been built (cri-tools is a Go build,
-    /// `tests/scripts/go-tools.sh cri-tools`, that a plain `cargo test` does not make):
-    /// then the test is skipped ([`crate::skip`]), or fails if `TETHER_CRI_REQUIRED=1`
+    /// [`CriEnv::start`], unless what only the CRI bed needs is missing: crictl (a Go
+    /// build, `tests/scripts/go-tools.sh cri-tools`) or the CNI plugins and iptables
+    /// (`make cri-deps`), which a plain `cargo test` / `make test` does not provide. Then
+    /// the test is skipped ([`crate::skip`]), or fails if `TETHER_CRI_REQUIRED=1`
     /// (`make test-cri` sets it).
     pub fn start_or_skip(test: &str) -> Option<Self> {
         let crictl = Self::crictl_binary();
-        if !crictl.is_file() && std::env::var("TETHER_CRI_REQUIRED").as_deref() != Ok("1") {
+        let mut missing: Vec<String> = Vec::new();
+        if !crictl.is_file() {
+            missing.push(format!(
+                "crictl at {} (tests/scripts/go-tools.sh cri-tools)",
+                crictl.display()
+            ));
+        }
+        for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+            if !Path::new("/usr/lib/cni").join(plugin).is_file() {
+                missing.push(format!(
+                    "/usr/lib/cni/{plugin} (containernetworking-plugins)"
+                ));
+            }
+        }
+        if !["/usr/sbin/iptables", "/sbin/iptables"]
+            .iter()
+            .any(|p| Path::new(p).exists())
+        {
+            missing.push("iptables".to_string());
+        }
+        if !missing.is_empty() && std::env::var("TETHER_CRI_REQUIRED").as_deref() != Ok("1") {
             crate::skip(
                 test,
                 &format!(
-                    "no crictl at {} (tests/scripts/go-tools.sh cri-tools builds it; \
-                     make test-cri runs these tests)",
-                    crictl.display()
+                    "the CRI test bed needs {} (make test-cri provides them)",
+                    missing.join(", ")
                 ),
             );
             return None;
