@@ -151,6 +151,19 @@ fn pod_scenario(handler: &str, shim_exe: &Path) {
         "{handler}: expected one shim for the pod, found {shims:#?}"
     );
     let shim = &shims[0];
+    if handler == "tether" {
+        // The handler's TOML names a ShimCgroup (env.sh): the pod's shim runs in it.
+        let wanted = format!(
+            "/tether-cri-shims-{}",
+            work.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let cgroups = fs::read_to_string(env.inside(&format!("/proc/{}/cgroup", shim.pid)))
+            .unwrap_or_default();
+        assert!(
+            cgroups.lines().any(|l| l.ends_with(&wanted)),
+            "the tether shim is not in its ShimCgroup {wanted}:\n{cgroups}"
+        );
+    }
     let procs = env.processes();
     let by_bed_pid = |bed_pid: i32| -> BedProcess {
         procs

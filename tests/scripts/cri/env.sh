@@ -226,6 +226,7 @@ Root = "$WORK/runc-root/tether"
 SystemdCgroup = false
 IoUid = 0
 IoGid = 0
+ShimCgroup = "/tether-cri-shims-$(basename "$WORK")"
 EOF
 
 # CRI_TETHER_OPTIONS=inline: the same keys inline in the handler's options table instead
