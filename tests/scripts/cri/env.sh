@@ -154,14 +154,16 @@ cleanup() {
     # Containers' cgroups (cgroup v1: one tree per controller; v2: one tree) are named
     # after the container id under the cgroup parent critest or crictl chose; killed
     # processes take a moment to leave them. Only empty cgroups created by this run
-    # (newer than $MARK, 64-hex ids or CRI's "…:cri-containerd:…" names) are removed.
+    # (newer than $MARK, 64-hex ids or CRI's "…:cri-containerd:…" names, and the tether
+    # handler's ShimCgroup) are removed.
     local i left c
     for i in 1 2 3 4 5 6 7 8 9 10; do
         left=0
         while read -r c; do
             rmdir "$c" 2>/dev/null || left=1
         done < <(find /sys/fs/cgroup -mindepth 1 -type d -newer "$MARK" \
-                    \( -regex '.*/[0-9a-f]\{64\}' -o -name '*cri-containerd*' -o -name 'test.slice' \) \
+                    \( -regex '.*/[0-9a-f]\{64\}' -o -name '*cri-containerd*' -o -name 'test.slice' \
+                       -o -name "tether-cri-shims-$(basename "$WORK")" \) \
                     2>/dev/null | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-)
         [ "$left" = 0 ] && break
         sleep 0.5
