@@ -4,10 +4,10 @@
 //! library, which holds the supervision core and both faces.
 #![deny(unsafe_code)]
 
-use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
-use tether_shim::{containerd, logger, malloc_arenas, standalone};
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
+use tether_shim::{containerd, logger, malloc_arenas, standalone};
 
 /// The runtime type containerd knows this shim by.
 const RUNTIME_NAME: &str = "io.containerd.tether.v2";

@@ -461,7 +461,7 @@ mod tests {
         }
         if host_hierarchy() != Hierarchy::V1 || !root.join("cgroup.event_control").exists() {
             println!(
-                "skipped: no cgroup v1 memory controller at {}",
+                "skipped: cgroup v1 only, and there is no v1 memory controller at {} (v2_real_oom covers v2)",
                 root.display()
             );
             return;
@@ -515,6 +515,105 @@ mod tests {
         guard.child = None;
 
         // Removing the cgroup signals the eventfd once more: check says Gone.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(readable(w.fd(), Duration::from_secs(2)));
+        assert!(matches!(w.check(), Err(OomError::Gone)));
+    }
+
+    /// Runs a child in the cgroup `dir` that fills memory until the OOM killer ends it,
+    /// after it read a line on stdin when `wait_for_go`; returns the child (joined to the
+    /// cgroup already) and its pid.
+    fn spawn_hog(guard: &mut Cleanup, dir: &Path, wait_for_go: bool) -> i32 {
+        let procs = dir.join("cgroup.procs");
+        let go = if wait_for_go { "&& read go " } else { "" };
+        let script = format!(
+            "echo $$ > '{}' && echo ready {go}&& exec tail /dev/zero",
+            procs.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        guard.child = Some(child);
+        pid
+    }
+
+    /// Real OOM kills in a real cgroup v2 memory cgroup on this machine (the cgroup v2
+    /// leg's guest): one before the watcher exists (reported by its first check, as
+    /// the shim relies on when a container is killed before its watch is set up), one
+    /// after (inotify on `memory.events` wakes the watcher), then the removal.
+    #[test]
+    fn v2_real_oom() {
+        let root = Path::new("/sys/fs/cgroup");
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: not root");
+            return;
+        }
+        let subtree = std::fs::read_to_string(root.join("cgroup.subtree_control"));
+        if host_hierarchy() != Hierarchy::V2
+            || !subtree.is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"))
+        {
+            println!("skipped: cgroup v2 only, and this is not a v2 host with the memory controller enabled at its root");
+            return;
+        }
+        let dir = root.join(format!("tether-oomtest-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            println!("skipped: cannot create {}: {e}", dir.display());
+            return;
+        }
+        let mut guard = Cleanup {
+            child: None,
+            dir: dir.clone(),
+        };
+        std::fs::write(dir.join("memory.max"), "8M").unwrap();
+        // Without a swap limit the child could swap instead of being killed.
+        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+
+        // 1. Killed before the watcher exists: its first check reports it.
+        spawn_hog(&mut guard, &dir, false);
+        let status = guard.child.as_mut().unwrap().wait().unwrap();
+        guard.child = None;
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "the OOM killer ended the first child: {status:?}"
+        );
+        let mut w = OomWatcher::v2(&dir).unwrap();
+        assert!(w.check().unwrap(), "the kill before the watch is reported");
+        assert!(!w.check().unwrap(), "and only once");
+
+        // 2. Killed while watched: memory.events changes, the fd becomes readable.
+        spawn_hog(&mut guard, &dir, true);
+        let c = guard.child.as_mut().unwrap();
+        writeln!(c.stdin.as_mut().unwrap(), "go").unwrap();
+        assert!(
+            readable(w.fd(), Duration::from_secs(20)),
+            "no OOM within 20 s"
+        );
+        // The fd may wake for another memory.events key first (max, high).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !w.check().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "no oom_kill counted");
+            readable(w.fd(), Duration::from_millis(200));
+        }
+        let c = guard.child.as_mut().unwrap();
+        c.wait().unwrap();
+        guard.child = None;
+
+        // 3. Removing the cgroup ends the watch: check says Gone.
         for _ in 0..50 {
             if std::fs::remove_dir(&dir).is_ok() {
                 break;

@@ -9,9 +9,10 @@
 # tests that touch cgroups, not the whole suite):
 #   shim unit tests     all of them (cgroup parsing, metrics, the OOM watchers on a real
 #                       v2 cgroup)
-#   containerd_run      OOM (memory.events), metrics (v2 fields), pause/resume
-#                       (cgroup.freeze), update (memory.max, pids.max), exec in the task's
-#                       cgroup, cgroups removed on delete
+#   containerd_run      OOM (memory.events, /tasks/oom before /tasks/exit), metrics (v2
+#                       fields), pause/resume (cgroup.freeze), exec in the task's cgroup,
+#                       cgroups removed on delete
+#   shim_update         Update through the Task API (memory.max, pids.max)
 #   runc_lifecycle      the runc driver: pause/resume, update (memory.max), stats, exec
 #   standalone_*        the supervisor face: run/exec/kill, delete --force
 set -euo pipefail
@@ -24,7 +25,8 @@ cd "$top"
 # Prints the test executable of one cargo target (`--lib` of a package or `--test name`).
 executables() {
   cargo test --locked --no-run --message-format=json "$@" 2>/dev/null |
-    jq -r 'select(.reason == "compiler-artifact" and .profile.test == true and .executable != null) | .executable'
+    grep '"reason":"compiler-artifact"' | grep '"test":true' |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p'
 }
 build() {
   # Progress and errors on stderr; the JSON is read a second time (a no-op build) for the
@@ -35,13 +37,14 @@ build() {
 
 shim_lib=$(build -p tether-shim --lib)
 tests_bins=$(build -p tether-tests --test containerd_run --test runc_lifecycle \
-  --test standalone_lifecycle --test standalone_depot --test shim_memory)
+  --test shim_update --test standalone_lifecycle --test standalone_depot --test shim_memory)
 bin() { grep "/deps/$1-" <<<"$tests_bins"; }
 
 tab=$'\t'
 {
   echo "shim-unit${tab}$top/shim${tab}${shim_lib}${tab}"
-  echo "containerd_run${tab}$top/tests${tab}$(bin containerd_run)${tab}pause_and_resume metrics_report_memory_and_pids oom_kill_is_published update_sets_memory_max_and_pids_max detached_run_exec_ps_kill_delete repeated_runs_leave_nothing_behind"
+  echo "containerd_run${tab}$top/tests${tab}$(bin containerd_run)${tab}pause_and_resume metrics_report_memory_and_pids oom_kill_is_published detached_run_exec_ps_kill_delete repeated_runs_leave_nothing_behind"
+  echo "shim_update${tab}$top/tests${tab}$(bin shim_update)${tab}"
   echo "runc_lifecycle${tab}$top/tests${tab}$(bin runc_lifecycle)${tab}"
   echo "standalone_lifecycle${tab}$top/tests${tab}$(bin standalone_lifecycle)${tab}supervisors_outlive_their_manager"
   echo "standalone_depot${tab}$top/tests${tab}$(bin standalone_depot)${tab}delete_force_kills_an_init_runc_forgot"

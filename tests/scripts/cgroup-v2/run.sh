@@ -46,7 +46,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM HUP
 
-read -r kernel initrd < <("$here/guest-kernel.sh")
+kernel_initrd=$("$here/guest-kernel.sh")
+read -r kernel initrd <<<"$kernel_initrd"
 
 # The test binaries: built here, run there.
 say "building the test binaries"
