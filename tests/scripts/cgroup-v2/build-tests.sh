@@ -7,8 +7,8 @@
 #
 # What runs, and why (TCG emulation is 10-30x slower than the host, so the leg runs the
 # tests that touch cgroups, not the whole suite):
-#   shim unit tests     all of them (cgroup parsing, metrics, the OOM watchers on a real
-#                       v2 cgroup)
+#   shim unit tests     all but the idmapped-mount ones (cgroup parsing, metrics, the OOM
+#                       watchers on a real v2 cgroup)
 #   containerd_run      OOM (memory.events, /tasks/oom before /tasks/exit), metrics (v2
 #                       fields), pause/resume (cgroup.freeze), exec in the task's cgroup,
 #                       cgroups removed on delete
@@ -42,7 +42,9 @@ bin() { grep "/deps/$1-" <<<"$tests_bins"; }
 
 tab=$'\t'
 {
-  echo "shim-unit${tab}$top/shim${tab}${shim_lib}${tab}"
+  # The idmapped-mount tests idmap a tmpfs, which the guest's 6.1 kernel cannot (tmpfs
+  # supports idmapped mounts from 6.3 on); they run in make test on the host.
+  echo "shim-unit${tab}$top/shim${tab}${shim_lib}${tab}--skip idmapped"
   echo "containerd_run${tab}$top/tests${tab}$(bin containerd_run)${tab}pause_and_resume metrics_report_memory_and_pids oom_kill_is_published detached_run_exec_ps_kill_delete repeated_runs_leave_nothing_behind"
   echo "shim_update${tab}$top/tests${tab}$(bin shim_update)${tab}"
   echo "runc_lifecycle${tab}$top/tests${tab}$(bin runc_lifecycle)${tab}"
