@@ -287,9 +287,7 @@ fn read_populated(cgroup_events: &Path) -> Result<Option<bool>, OomError> {
 /// `populated` from `cgroup.events` text (a file without the key counts as populated:
 /// only the kernel's `populated 0` ends a watcher).
 fn parse_populated(s: &str) -> bool {
-    flat_keyed(s)
-        .find(|(k, _)| *k == "populated")
-        .map_or(true, |(_, v)| v != 0)
+    !flat_keyed(s).any(|(k, v)| k == "populated" && v == 0)
 }
 
 /// `oom_kill` from `memory.events` text (0 if absent).
