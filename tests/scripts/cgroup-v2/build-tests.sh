@@ -12,7 +12,7 @@
 #   containerd_run      OOM (memory.events, /tasks/oom before /tasks/exit), metrics (v2
 #                       fields), pause/resume (cgroup.freeze), exec in the task's cgroup,
 #                       cgroups removed on delete
-#   shim_update         Update through the Task API (memory.max, pids.max)
+#   shim_cgroups        Update through the Task API (memory.max, pids.max), ShimCgroup
 #   runc_lifecycle      the runc driver: pause/resume, update (memory.max), stats, exec
 #   standalone_*        the supervisor face: run/exec/kill, delete --force
 set -euo pipefail
@@ -37,7 +37,7 @@ build() {
 
 shim_lib=$(build -p tether-shim --lib)
 tests_bins=$(build -p tether-tests --test containerd_run --test runc_lifecycle \
-  --test shim_update --test standalone_lifecycle --test standalone_depot --test shim_memory)
+  --test shim_cgroups --test standalone_lifecycle --test standalone_depot --test shim_memory)
 bin() { grep "/deps/$1-" <<<"$tests_bins"; }
 
 tab=$'\t'
@@ -46,7 +46,7 @@ tab=$'\t'
   # supports idmapped mounts from 6.3 on); they run in make test on the host.
   echo "shim-unit${tab}$top/shim${tab}${shim_lib}${tab}--skip idmapped"
   echo "containerd_run${tab}$top/tests${tab}$(bin containerd_run)${tab}pause_and_resume metrics_report_memory_and_pids oom_kill_is_published detached_run_exec_ps_kill_delete repeated_runs_leave_nothing_behind"
-  echo "shim_update${tab}$top/tests${tab}$(bin shim_update)${tab}"
+  echo "shim_cgroups${tab}$top/tests${tab}$(bin shim_cgroups)${tab}"
   echo "runc_lifecycle${tab}$top/tests${tab}$(bin runc_lifecycle)${tab}"
   echo "standalone_lifecycle${tab}$top/tests${tab}$(bin standalone_lifecycle)${tab}supervisors_outlive_their_manager"
   echo "standalone_depot${tab}$top/tests${tab}$(bin standalone_depot)${tab}delete_force_kills_an_init_runc_forgot"
