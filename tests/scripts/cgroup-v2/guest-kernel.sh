@@ -43,7 +43,8 @@ fi
 
 [ -x "$busybox" ] || { echo "guest-kernel: $busybox missing (apt-get install busybox-static)" >&2; exit 1; }
 work=$(mktemp -d "$cache_root/.build.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM HUP
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM HUP
 
 echo "guest-kernel: fetching $pkg $version" >&2
 (cd "$work" && apt-get download -q "$pkg=$version" >&2)

@@ -73,7 +73,7 @@ qemu-system-x86_64 \
   -nodefaults -no-user-config -display none -no-reboot -nic none \
   -serial stdio -monitor none \
   -kernel "$kernel" -initrd "$initrd" \
-  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 random.trust_cpu=on tether.workspace=$top tether.run=$run" \
+  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all random.trust_cpu=on tether.workspace=$top tether.run=$run" \
   -fsdev "local,id=hostroot,path=/,readonly=on,$fs_opts" -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
   -fsdev "local,id=workspace,path=$top,$fs_opts" -device virtio-9p-pci,fsdev=workspace,mount_tag=workspace \
   -fsdev "local,id=run,path=$run,$fs_opts" -device virtio-9p-pci,fsdev=run,mount_tag=run \
