@@ -20,7 +20,8 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix test-cgroup-v2
+.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
+        test-cri critest-cri cri-tools cri-deps test-cgroup-v2
 
 all: build
 
@@ -74,6 +75,36 @@ test-containerd-matrix: deps build
 ##        with only the unified hierarchy; see tests/scripts/cgroup-v2/run.sh
 test-cgroup-v2: deps build
 	tests/scripts/cgroup-v2/run.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-cri: the Kubernetes path. critest (cri-tools v1.37.0) through containerd 1.6's CRI with
+##           the runc and tether handlers side by side (fails when a spec passes for runc and
+##           not for tether), then the crictl pod scenarios (tests/tests/cri_pod.rs).
+##           CRI_RUNS (1), CRI_SEED (random), CRI_CONTAINERD (1.6 | 2.3),
+##           CRI_KILL_DELAY_MS (0; 300 = the delayed `runc kill` mode); see tests/scripts/cri/.
+test-cri: critest-cri
+	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod
+
+## critest-cri: only the critest comparison of test-cri
+critest-cri: deps cri-deps build cri-tools
+	tests/scripts/cri/critest.sh --runs $${CRI_RUNS:-1} $${CRI_SEED:+--seed $$CRI_SEED}
+
+# Debian packages only the CRI test bed needs (Debian's dynamically linked busybox is
+# fetched by tests/scripts/cri/env.sh itself: it conflicts with busybox-static)
+CRI_DEB_PACKAGES := containernetworking-plugins iptables openssl python3 bsdutils
+cri-deps:
+	@missing=""; \
+	for p in $(CRI_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "cri-deps: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# critest and crictl, built once from the Go module proxy and cached (tests/scripts/go-tools.sh)
+cri-tools:
+	tests/scripts/go-tools.sh cri-tools >/dev/null
+	@if [ "$${CRI_CONTAINERD:-1.6}" = 2.3 ]; then tests/scripts/go-tools.sh containerd 2.3 >/dev/null; fi
 
 ## lint: rustfmt check and clippy with warnings as errors
 lint: check-toolchain

@@ -149,6 +149,21 @@ impl Runc {
     }
 
     /// `Ok(finished)` if runc exited 0, else the [`Error::Runtime`] describing the failure.
+    /// The exit code of a `runc run`/`exec` that ran the process in the foreground (its own
+    /// code unless runc logged an error); with `detach`, any non-zero status is runc's failure.
+    pub(crate) fn exit_code(
+        &self,
+        command: &'static str,
+        detach: bool,
+        finished: Finished,
+    ) -> Result<i32> {
+        match finished.status.code() {
+            Some(0) => Ok(0),
+            Some(code) if !detach && self.logged_error(&finished).is_none() => Ok(code),
+            _ => Err(self.failure(command, &finished)),
+        }
+    }
+
     pub(crate) fn check(&self, command: &'static str, finished: Finished) -> Result<Finished> {
         if finished.status.success() {
             Ok(finished)

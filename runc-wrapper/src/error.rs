@@ -60,7 +60,50 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+/// What a runc failure means, so callers never match runc's wording themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The container does not exist (runc's, crun's or youki's "no such container").
+    NotFound,
+    /// The container or process exists but is not running (a signal to a stopped
+    /// container, a process that already finished).
+    NotRunning,
+    /// A container with that id exists already.
+    AlreadyExists,
+    /// Anything else, including every failure that is not runc's own.
+    Other,
+}
+
 impl Error {
+    /// What the failure means; [`ErrorKind::Other`] unless runc ran and said one of the
+    /// known things (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        let Error::Runtime { message, .. } = self else {
+            return ErrorKind::Other;
+        };
+        let m = message.to_ascii_lowercase();
+        if m.contains("container does not exist")
+            || m.contains("container not found")
+            || m.contains("no such container")
+            || (m.starts_with("container") && m.contains("does not exist"))
+            || (m.contains("/status") && m.contains("no such file or directory"))
+        {
+            ErrorKind::NotFound
+        } else if m.contains("container not running")
+            || m.contains("is not running")
+            || m.contains("process already finished")
+            || m.contains("no such process")
+        {
+            ErrorKind::NotRunning
+        } else if m.contains("already exists")
+            || (m.contains("container with id") && m.contains("exists"))
+        {
+            ErrorKind::AlreadyExists
+        } else {
+            ErrorKind::Other
+        }
+    }
+
     /// Whether runc reported that the container does not exist.
     ///
     /// True only for [`Error::Runtime`] whose message is runc's (or crun's / youki's) "no such
@@ -68,15 +111,7 @@ impl Error {
     /// `container not found`, `no such container`, or crun's failure to open the container's
     /// `status` file with `No such file or directory`.
     pub fn is_not_found(&self) -> bool {
-        let Error::Runtime { message, .. } = self else {
-            return false;
-        };
-        let m = message.to_ascii_lowercase();
-        m.contains("container does not exist")
-            || m.contains("container not found")
-            || m.contains("no such container")
-            || (m.starts_with("container") && m.contains("does not exist"))
-            || (m.contains("/status") && m.contains("no such file or directory"))
+        self.kind() == ErrorKind::NotFound
     }
 
     /// runc's own message for an [`Error::Runtime`], `None` for every other variant.
@@ -105,6 +140,27 @@ mod tests {
             status: Some(1),
             message: msg.into(),
         }
+    }
+
+    #[test]
+    fn kinds_from_runc_and_crun_wordings() {
+        for (msg, kind) in [
+            ("container does not exist", ErrorKind::NotFound),
+            ("container \"x\" does not exist", ErrorKind::NotFound),
+            ("container not running", ErrorKind::NotRunning),
+            ("process already finished", ErrorKind::NotRunning),
+            ("kill: no such process", ErrorKind::NotRunning),
+            ("container with id exists: c1", ErrorKind::AlreadyExists),
+            ("container `c1` already exists", ErrorKind::AlreadyExists),
+            ("permission denied", ErrorKind::Other),
+        ] {
+            assert_eq!(runtime(msg).kind(), kind, "{msg}");
+        }
+        assert_eq!(
+            Error::InvalidArgument("container not running".into()).kind(),
+            ErrorKind::Other,
+            "only runc's own failures have a kind"
+        );
     }
 
     #[test]

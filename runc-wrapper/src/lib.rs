@@ -21,7 +21,7 @@ mod runtime_log;
 mod types;
 
 pub use console::ConsoleSocket;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use io::ProcessIo;
 pub use monitor::{DefaultMonitor, ProcessMonitor};
 pub use options::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts};

@@ -224,19 +224,6 @@ impl Runc {
         self.exit_code("run", detach, finished)
     }
 
-    fn exit_code(
-        &self,
-        command: &'static str,
-        detach: bool,
-        finished: crate::command::Finished,
-    ) -> Result<i32> {
-        match finished.status.code() {
-            Some(0) => Ok(0),
-            Some(code) if !detach && self.logged_error(&finished).is_none() => Ok(code),
-            _ => Err(self.failure(command, &finished)),
-        }
-    }
-
     /// `runc exec --process <tmpfile>`, the file holding `process_json` (an OCI Process as JSON,
     /// passed through verbatim).
     ///

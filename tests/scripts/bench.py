@@ -52,6 +52,11 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
 
 
+# A pod as CRI makes it: the pause container and 3 others, in one shim (grouped by the
+# sandbox id annotation, which containerd's CRI sets on every container of a pod).
+POD_CONTAINERS = 4
+SANDBOX_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+
 def default_shim():
     """make build's static binary: target/<host triple>/release/containerd-shim-tether-v2."""
     try:
@@ -580,6 +585,48 @@ class Bench:
             progress(".")
         log()
 
+    def phase_pods(self):
+        """Shim memory for pods as CRI makes them: a pause container and 3 more, grouped
+        into one shim per pod by the `io.kubernetes.cri.sandbox-id` annotation (both shims
+        group by it), at each level of BENCH_PODS."""
+        pods = {}
+        for n in self.args.pods:
+            progress(f"pods: {n} pod(s) of pause + {POD_CONTAINERS - 1} per shim ")
+            level = {}
+            started = {s: [] for s in self.shims}
+            for i in range(n):
+                for shim in rotated(self.shims, i):
+                    self.seq += 1
+                    pod = f"pod-{self.seq}"
+                    for c in range(POD_CONTAINERS):
+                        cid = self.new_id(shim, f"{pod}-c{c}")
+                        self.ctr(shim, *self.run_args(shim, "-d", "--annotation",
+                                                      f"{SANDBOX_ANNOTATION}={pod}"),
+                                 cid, "/bin/sleep", "100000")
+                        started[shim].append(cid)
+                if i % 5 == 0:
+                    progress(".")
+            time.sleep(2)
+            for shim in self.shims:
+                procs = shim_processes(self.ns[shim])
+                if len(procs) != n:
+                    self.results["errors"].append(
+                        f"pods {shim}: {len(procs)} shim processes for {n} pods")
+                per = [shim_memory(pid) for pid, _ in procs]
+                level[shim] = {
+                    "shim_processes": len(procs),
+                    "total_pss_kib": sum(p["pss_kib"] for p in per),
+                    "total_uss_kib": sum(p["uss_kib"] for p in per),
+                    "total_rss_kib": sum(p["rss_kib"] for p in per),
+                    "threads_per_shim": statistics.median(p["threads"] for p in per) if per else 0,
+                }
+            pods[str(n)] = level
+            progress(" measured; removing ")
+            for shim in self.shims:
+                self.delete_many(shim, started[shim])
+            log()
+        self.results["pods"] = pods
+
     # ----------------------------------------------------------- cleanup
 
     def cleanup(self):
@@ -730,6 +777,16 @@ def report(res):
         row(f"[{n} ctr] threads per shim", t["median_threads"], g["median_threads"], 0)
         row(f"[{n} ctr] total PSS of all shims (KiB)", t["total_pss_kib"], g["total_pss_kib"], 0)
         row(f"[{n} ctr] total USS of all shims (KiB)", t["total_uss_kib"], g["total_uss_kib"], 0)
+    for n, level in res.get("pods", {}).items():
+        t, g = level["tether"], level["go"]
+        row(f"[{n} pod(s) of {POD_CONTAINERS}] shim processes", t["shim_processes"],
+            g["shim_processes"], 0)
+        row(f"[{n} pod(s) of {POD_CONTAINERS}] total PSS of the shims (KiB)",
+            t["total_pss_kib"], g["total_pss_kib"], 0)
+        row(f"[{n} pod(s) of {POD_CONTAINERS}] total USS of the shims (KiB)",
+            t["total_uss_kib"], g["total_uss_kib"], 0)
+        row(f"[{n} pod(s) of {POD_CONTAINERS}] threads per shim", t["threads_per_shim"],
+            g["threads_per_shim"], 0)
     pe = res.get("per_extra_container")
     if pe:
         for n, v in pe["by_level"].items():
@@ -784,12 +841,18 @@ def parse_args():
     ap.add_argument("--throughput-runs", type=int, default=int(env("BENCH_THROUGHPUT_RUNS", "3")))
     ap.add_argument("--containers", default=env("BENCH_CONTAINERS", "1,30"),
                     help='running containers per shim for the memory measure, e.g. "1,30,100"')
+    ap.add_argument("--pods", default=env("BENCH_PODS", "1,30"),
+                    help='pods (pause + 3 containers, one shim each) for the pod measure; "" skips')
     ap.add_argument("--output", default=env("BENCH_OUTPUT") or f"{TOP}/bench-results.json")
     a = ap.parse_args()
     try:
         a.containers = sorted({int(x) for x in a.containers.split(",") if x.strip()})
     except ValueError:
         ap.error(f"--containers / BENCH_CONTAINERS: not a list of numbers: {a.containers!r}")
+    try:
+        a.pods = sorted({int(x) for x in a.pods.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--pods / BENCH_PODS: not a list of numbers: {a.pods!r}")
     if not a.containers or a.containers[0] < 1:
         ap.error("--containers: need positive counts")
     if a.iterations < 2 or a.throughput_runs < 1 or a.warmup < 0:
@@ -880,6 +943,7 @@ def main():
         b.phase_lifecycle()
         b.phase_throughput()
         b.phase_memory()
+        b.phase_pods()
     except KeyboardInterrupt:
         log("\ninterrupted: cleaning up")
         status = 130

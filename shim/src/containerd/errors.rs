@@ -34,13 +34,13 @@ pub fn unimplemented(msg: impl Into<String>) -> Status {
     status(Code::UNIMPLEMENTED, msg)
 }
 
-/// A runc failure: runc's own message; NotFound when runc says the container is gone.
+/// A runc failure: runc's own message, with the code its kind means to containerd.
 pub fn from_runc(err: runc_wrapper::Error) -> Status {
-    if err.is_not_found() {
-        return not_found(err.to_string());
-    }
-    match err {
-        runc_wrapper::Error::InvalidArgument(m) => invalid(m),
-        other => status(Code::UNKNOWN, other.to_string()),
+    use runc_wrapper::ErrorKind;
+    match (err.kind(), err) {
+        (ErrorKind::NotFound, e) => not_found(e.to_string()),
+        (ErrorKind::AlreadyExists, e) => already_exists(e.to_string()),
+        (_, runc_wrapper::Error::InvalidArgument(m)) => invalid(m),
+        (_, other) => status(Code::UNKNOWN, other.to_string()),
     }
 }

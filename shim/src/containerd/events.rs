@@ -2,7 +2,7 @@
 
 use crate::containerd::event_types::EventMessage;
 use crate::containerd::publisher::Publisher;
-use crate::supervisor::tasks::{unix_time, Exited};
+use crate::containerd::tasks::{unix_time, Exited};
 use containerd_shim_protos::events::task as ev;
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::MessageField;

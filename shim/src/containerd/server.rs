@@ -9,13 +9,14 @@
 
 use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task_call::TaskCall;
+use crate::containerd::tasks::Exited;
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::workers::WorkerPool;
 use crate::supervisor::epoll::{Ready, Token, Waker};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream, Streams};
 use crate::supervisor::signals;
-use crate::supervisor::tasks::Exited;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
@@ -111,7 +112,7 @@ pub fn run(
     base.poller()
         .add_readable(listener.as_fd(), Token::Listener)?;
 
-    let publisher = std::env::var("TTRPC_ADDRESS")
+    let publisher = std::env::var(crate::containerd::bootstrap::TTRPC_ADDRESS_ENV)
         .ok()
         .filter(|a| !a.is_empty())
         .and_then(|addr| {
@@ -285,11 +286,21 @@ impl EventLoop {
             }
             close |= out.closed;
             for req in out.requests {
-                if Shim::needs_worker(&req.method) {
-                    conn.calls_in_flight += 1;
-                    self.workers.submit(n, req);
-                } else if let Some(answer) = self.shim.handle(n, &req) {
-                    answers.push((req.stream_id, answer.reply));
+                let stream = req.stream_id;
+                match TaskCall::decode(&req.service, &req.method, &req.payload) {
+                    Err(st) => {
+                        log::info!("rpc {}.{} refused: {}", req.service, req.method, st.message);
+                        answers.push((stream, Err(st)));
+                    }
+                    Ok(call) if call.needs_worker() => {
+                        conn.calls_in_flight += 1;
+                        self.workers.submit(n, stream, call);
+                    }
+                    Ok(call) => {
+                        if let Some(answer) = self.shim.handle(n, stream, call) {
+                            answers.push((stream, answer.reply));
+                        }
+                    }
                 }
             }
         }

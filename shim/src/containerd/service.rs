@@ -7,11 +7,12 @@ use crate::containerd::call_gate::{CallGate, ExitReport, GateHold, ENTER_WAIT};
 use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
-use crate::containerd::ttrpc::{Incoming, Reply};
+use crate::containerd::task_call::TaskCall;
+use crate::containerd::tasks::{Container, Exited, ProcStatus, Process, Tasks};
+use crate::containerd::ttrpc::Reply;
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
-use crate::supervisor::tasks::{Container, Exited, ProcStatus, Process, Tasks};
 use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use protobuf::well_known_types::any::Any;
@@ -183,99 +184,43 @@ impl Shim {
         }
     }
 
-    /// RPCs that call runc, wait on a process or read cgroups: they run on a worker. All
-    /// others (table reads and updates, and anything unknown, which is refused) are
-    /// answered by the event loop itself, never queued behind a slow runc call nor taking
-    /// a worker.
-    pub fn needs_worker(method: &str) -> bool {
-        matches!(
-            method,
-            "Create"
-                | "Start"
-                | "Delete"
-                | "Kill"
-                | "Pids"
-                | "Pause"
-                | "Resume"
-                | "Checkpoint"
-                | "Update"
-                | "Stats"
-        )
-    }
-
-    /// Handles one request. `None` means the call was parked (Wait) and is answered later.
-    pub fn handle(&self, conn: u32, req: &Incoming) -> Option<Answer> {
-        if !crate::containerd::task_api::is_task_service(&req.service) {
-            return Some(Answer::now(Err(unimplemented(format!(
-                "service {} is not served by tether",
-                req.service
-            )))));
-        }
-        let p = &req.payload;
-        log::debug!("rpc {}", req.method);
+    /// Handles one decoded call on `stream` of connection `conn`. `None` means the call
+    /// was parked (Wait) and is answered later.
+    pub fn handle(&self, conn: u32, stream: u32, call: TaskCall) -> Option<Answer> {
+        let name = call.name();
+        log::debug!("rpc {name}");
         use ExitReport::{Free, HeldBack};
-        let answer = match req.method.as_str() {
-            "Create" => Answer::now(call(p, |r| self.create(r))),
-            "Start" => Answer::now(call(p, |r| self.start(r))),
+        let answer = match call {
+            TaskCall::Create(r) => Answer::now(self.create(r).and_then(encode)),
+            TaskCall::Start(r) => Answer::now(self.start(r).and_then(encode)),
             // Delete waits for the exit report it must come after; it cannot cause one.
-            "Delete" => self.ordered(
-                p,
-                Free,
-                |r: &api::DeleteRequest| process_of(&r.id, &r.exec_id),
-                |r| self.delete(r),
-            ),
-            "Exec" => Answer::now(call(p, |r| self.exec(r))),
-            "ResizePty" => Answer::now(call(p, |r| self.resize_pty(r))),
-            "CloseIO" => Answer::now(call(p, |r| self.close_io(r))),
-            "State" => Answer::now(call(p, |r| self.state(r))),
-            // A kill-all is the init's business: the init's exit waits for its reply.
-            "Kill" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::KillRequest| process_of(&r.id, if r.all { "" } else { &r.exec_id }),
-                |r| self.kill(r),
-            ),
-            "Pids" => Answer::now(call(p, |r| self.pids(r))),
-            "Pause" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::PauseRequest| process_of(&r.id, ""),
-                |r| self.pause(r),
-            ),
-            "Resume" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::ResumeRequest| process_of(&r.id, ""),
-                |r| self.resume(r),
-            ),
-            // A checkpoint without leave-running ends the init.
-            "Checkpoint" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::CheckpointTaskRequest| process_of(&r.id, ""),
-                |r| self.checkpoint(r),
-            ),
-            "Update" => self.ordered(
-                p,
-                HeldBack,
-                |r: &api::UpdateTaskRequest| process_of(&r.id, ""),
-                |r| self.update(r),
-            ),
-            "Stats" => Answer::now(call(p, |r| self.stats(r))),
-            "Connect" => Answer::now(call(p, |r| self.connect(r))),
-            "Shutdown" => Answer::now(call(p, |r| self.shutdown(r))),
-            "Wait" => {
-                return match api::WaitRequest::parse_from_bytes(p) {
-                    Ok(r) => self.wait(conn, req.stream_id, &r).map(Answer::now),
-                    Err(e) => Some(Answer::now(Err(invalid(format!("bad WaitRequest: {e}"))))),
-                }
+            TaskCall::Delete(r) => {
+                self.ordered(process_of(&r.id, &r.exec_id), Free, || self.delete(r))
             }
-            other => Answer::now(Err(unimplemented(format!(
-                "method {other} is not implemented"
-            )))),
+            TaskCall::Exec(r) => Answer::now(self.exec(r).and_then(encode)),
+            TaskCall::ResizePty(r) => Answer::now(self.resize_pty(r).and_then(encode)),
+            TaskCall::CloseIO(r) => Answer::now(self.close_io(r).and_then(encode)),
+            TaskCall::State(r) => Answer::now(self.state(r).and_then(encode)),
+            // A kill-all is the init's business: the init's exit waits for its reply.
+            TaskCall::Kill(r) => {
+                let process = process_of(&r.id, if r.all { "" } else { &r.exec_id });
+                self.ordered(process, HeldBack, || self.kill(r))
+            }
+            TaskCall::Pids(r) => Answer::now(self.pids(r).and_then(encode)),
+            TaskCall::Pause(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.pause(r)),
+            TaskCall::Resume(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.resume(r)),
+            // A checkpoint without leave-running ends the init.
+            TaskCall::Checkpoint(r) => {
+                self.ordered(process_of(&r.id, ""), HeldBack, || self.checkpoint(r))
+            }
+            TaskCall::Update(r) => self.ordered(process_of(&r.id, ""), HeldBack, || self.update(r)),
+            TaskCall::Stats(r) => Answer::now(self.stats(r).and_then(encode)),
+            TaskCall::Connect(r) => Answer::now(self.connect(r).and_then(encode)),
+            TaskCall::Shutdown(r) => Answer::now(self.shutdown(r).and_then(encode)),
+            TaskCall::Wait(r) => return self.wait(conn, stream, &r).map(Answer::now),
         };
         if let Err(st) = &answer.reply {
-            log::info!("rpc {} failed: {}", req.method, st.message);
+            log::info!("rpc {name} failed: {}", st.message);
         }
         Some(answer)
     }
@@ -283,21 +228,15 @@ impl Shim {
     /// Runs a call inside its process's call gate (see `call_gate`): after the previous
     /// call on that process has been answered, and, for `HeldBack`, with the process's
     /// exit report held until this call's reply has been written.
-    fn ordered<Req: Message, Resp: Message>(
+    fn ordered<Resp: Message>(
         &self,
-        payload: &[u8],
+        (container, exec): (String, String),
         exit: ExitReport,
-        process: impl FnOnce(&Req) -> (String, String),
-        f: impl FnOnce(Req) -> RpcResult<Resp>,
+        f: impl FnOnce() -> RpcResult<Resp>,
     ) -> Answer {
-        let req = match decode::<Req>(payload) {
-            Ok(r) => r,
-            Err(st) => return Answer::now(Err(st)),
-        };
-        let (container, exec) = process(&req);
         let hold = self.gate.enter(&container, &exec, exit, ENTER_WAIT);
         Answer {
-            reply: f(req).and_then(encode),
+            reply: f().and_then(encode),
             hold: Some(hold),
         }
     }
@@ -467,8 +406,9 @@ impl Shim {
             deferred_init_exit: None,
             rootfs_mounted: mounted,
             runc,
+            options: opts.clone(),
             cgroup_procs: if !spec.own_pid_namespace && pid > 0 {
-                crate::supervisor::kill_all::procs_file_of(pid)
+                crate::containerd::kill_all::procs_file_of(pid)
             } else {
                 None
             },
@@ -507,12 +447,12 @@ impl Shim {
     // ---- Start -------------------------------------------------------------------
 
     fn start(&self, r: api::StartRequest) -> RpcResult<api::StartResponse> {
-        let (runc, bundle, stdio_cfg, spec, restore) = {
+        let (runc, bundle, opts, stdio_cfg, spec, restore) = {
             let mut tasks = self.lock();
             let c = tasks
                 .container_mut(&r.id)
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
-            let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
+            let (runc, bundle, opts) = (c.runc.clone(), c.bundle.clone(), c.options.clone());
             let p = c
                 .process_mut(&r.exec_id)
                 .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
@@ -524,7 +464,7 @@ impl Shim {
             }
             p.starting = true;
             let restore = r.exec_id.is_empty() && p.pid == 0 && !p.spec.is_empty();
-            (runc, bundle, p.stdio.clone(), p.spec.clone(), restore)
+            (runc, bundle, opts, p.stdio.clone(), p.spec.clone(), restore)
         };
         let started = if r.exec_id.is_empty() && !restore {
             self.lock()
@@ -533,7 +473,15 @@ impl Shim {
                 .ok_or_else(|| not_found("container vanished"))
                 .and_then(|pid| runc.start(&r.id).map(|()| (pid, None)).map_err(from_runc))
         } else {
-            self.start_new_process(&r, &runc, &bundle, &stdio_cfg, &spec, restore)
+            let launch = NewProcess {
+                runc: &runc,
+                bundle: &bundle,
+                opts: &opts,
+                stdio: &stdio_cfg,
+                spec: &spec,
+                restore,
+            };
+            self.start_new_process(&r, &launch)
         };
         let (pid, io) = match started {
             Ok(x) => x,
@@ -553,7 +501,7 @@ impl Shim {
             if restore {
                 if let Some(c) = tasks.container_mut(&r.id) {
                     if c.shares_pid_ns {
-                        c.cgroup_procs = crate::supervisor::kill_all::procs_file_of(pid);
+                        c.cgroup_procs = crate::containerd::kill_all::procs_file_of(pid);
                     }
                 }
             }
@@ -595,16 +543,19 @@ impl Shim {
     fn start_new_process(
         &self,
         r: &api::StartRequest,
-        runc: &Runc,
-        bundle: &Path,
-        stdio_cfg: &StdioConfig,
-        spec: &[u8],
-        restore: bool,
+        launch: &NewProcess<'_>,
     ) -> RpcResult<(i32, Option<Prepared>)> {
-        let opts = self.container_options(bundle);
+        let NewProcess {
+            runc,
+            bundle,
+            opts,
+            stdio: stdio_cfg,
+            spec,
+            restore,
+        } = *launch;
         let mut prepared = stdio::prepare_with_env(
             stdio_cfg,
-            owner(&opts),
+            owner(opts),
             &stdio::logger_env(&r.id, &self.namespace),
         )
         .map_err(|e| invalid(format!("process io: {e}")))?;
@@ -622,7 +573,7 @@ impl Shim {
                 bundle,
                 RestoreOpts {
                     image_path: PathBuf::from(image),
-                    work_path: Some(work_path(&opts, bundle)),
+                    work_path: Some(work_path(opts, bundle)),
                     detach: true,
                     pid_file: Some(pid_file.clone()),
                     no_pivot: opts.no_pivot_root,
@@ -660,13 +611,6 @@ impl Shim {
         }
         let pid = read_pid(&pid_file)?;
         Ok((pid, Some(prepared)))
-    }
-
-    fn container_options(&self, bundle: &Path) -> RuncOptions {
-        std::fs::read(bundle.join("options.json"))
-            .ok()
-            .and_then(|b| RuncOptions::from_json(&b).ok())
-            .unwrap_or_else(|| self.start_options.clone())
     }
 
     // ---- Delete ------------------------------------------------------------------
@@ -953,17 +897,11 @@ impl Shim {
         };
         match runc.kill(&r.id, signal, r.all) {
             Ok(()) => Ok(Default::default()),
-            Err(e) => {
-                let msg = e.to_string();
-                if msg.contains("container not running")
-                    || msg.contains("process already finished")
-                    || msg.contains("no such process")
-                {
-                    Err(not_found("process already finished"))
-                } else {
-                    Err(from_runc(e))
-                }
+            // As the Go shim answers a signal to a process that is gone.
+            Err(e) if e.kind() == runc_wrapper::ErrorKind::NotRunning => {
+                Err(not_found("process already finished"))
             }
+            Err(e) => Err(from_runc(e)),
         }
     }
 
@@ -1032,19 +970,18 @@ impl Shim {
         &self,
         r: api::CheckpointTaskRequest,
     ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
-        let (runc, bundle) = {
+        let (runc, bundle, opts) = {
             let tasks = self.lock();
             let c = tasks
                 .container(&r.id)
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
-            (c.runc.clone(), c.bundle.clone())
+            (c.runc.clone(), c.bundle.clone(), c.options.clone())
         };
         let copts = match r.options.as_ref() {
             Some(a) => decode_checkpoint_options(&a.type_url, &a.value)
                 .map_err(|e| invalid(format!("checkpoint options: {e}")))?,
             None => Default::default(),
         };
-        let opts = self.container_options(&bundle);
         let image = if !copts.image_path.is_empty() {
             PathBuf::from(&copts.image_path)
         } else {
@@ -1154,17 +1091,15 @@ impl Shim {
     }
 }
 
-/// Decodes a request, runs the handler, encodes the response.
-fn call<Req: Message, Resp: Message>(
-    payload: &[u8],
-    f: impl FnOnce(Req) -> RpcResult<Resp>,
-) -> Reply {
-    f(decode(payload)?).and_then(encode)
-}
-
-fn decode<Req: Message>(payload: &[u8]) -> RpcResult<Req> {
-    Req::parse_from_bytes(payload)
-        .map_err(|e| invalid(format!("bad {}: {e}", message_name::<Req>())))
+/// What `start_new_process` launches: an exec's or a restored init's process.
+#[derive(Clone, Copy)]
+struct NewProcess<'a> {
+    runc: &'a Runc,
+    bundle: &'a Path,
+    opts: &'a RuncOptions,
+    stdio: &'a StdioConfig,
+    spec: &'a [u8],
+    restore: bool,
 }
 
 fn encode<Resp: Message>(resp: Resp) -> Reply {
@@ -1175,13 +1110,6 @@ fn encode<Resp: Message>(resp: Resp) -> Reply {
 /// The call gate key of a process.
 fn process_of(id: &str, exec_id: &str) -> (String, String) {
     (id.to_string(), exec_id.to_string())
-}
-
-/// A request type's short name for error messages (`CreateTaskRequest`), taken from the
-/// Rust type rather than the protobuf descriptor, which would build reflection tables.
-fn message_name<M>() -> &'static str {
-    let full = std::any::type_name::<M>();
-    full.rsplit("::").next().unwrap_or(full)
 }
 
 fn wait_reply(code: i32, at: SystemTime) -> Reply {

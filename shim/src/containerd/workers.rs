@@ -8,7 +8,7 @@
 //! wait in the queue by not reading connections past that bound.
 
 use crate::containerd::service::{LoopMsg, Shim};
-use crate::containerd::ttrpc::Incoming;
+use crate::containerd::task_call::TaskCall;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,8 @@ const IDLE_EXIT: Duration = Duration::from_secs(10);
 const WORKER_STACK: usize = 256 * 1024;
 
 struct Shared {
-    queue: Mutex<VecDeque<(u32, Incoming)>>,
+    /// Calls waiting for a worker: (connection, stream, call).
+    queue: Mutex<VecDeque<(u32, u32, TaskCall)>>,
     ready: Condvar,
     idle: AtomicUsize,
     threads: AtomicUsize,
@@ -55,13 +56,13 @@ impl WorkerPool {
     }
 
     /// Queues a call; starts another worker when none is idle.
-    pub fn submit(&self, conn: u32, req: Incoming) {
+    pub fn submit(&self, conn: u32, stream: u32, call: TaskCall) {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.shared
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back((conn, req));
+            .push_back((conn, stream, call));
         if self.shared.idle.load(Ordering::SeqCst) == 0
             && self.shared.threads.load(Ordering::SeqCst) < MAX_WORKERS
         {
@@ -112,12 +113,11 @@ fn work(shared: &Shared, permanent: bool) {
                 }
             }
         };
-        let Some((conn, req)) = job else {
+        let Some((conn, stream, call)) = job else {
             shared.threads.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        let stream = req.stream_id;
-        if let Some(answer) = shared.shim.handle(conn, &req) {
+        if let Some(answer) = shared.shim.handle(conn, stream, call) {
             shared.shim.post(LoopMsg::Answered {
                 conn,
                 stream,

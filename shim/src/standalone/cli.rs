@@ -36,7 +36,7 @@ stdin (\"close-stdin\" on control) and wait.
 
 Commands:
   run          create and start a container from a bundle
-  exec         start a process in a running container
+  exec         start a process in a running container (or a pea: its own container)
   attach       stream a process's stdin/stdout/stderr (again and again)
   close-stdin  close a process's stdin (it reads EOF)
   wait         wait for a process to exit; print and exit with its code
@@ -178,6 +178,9 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
         valued: &[
             ("--dir", None),
             ("--bundle", None),
+            ("--pea", None),
+            ("--outer-pid", None),
+            ("--pea-bundle", None),
             (UID_FLAG, None),
             (GID_FLAG, None),
         ],
@@ -187,15 +190,28 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
     let pos = p.positionals(
         1,
         1,
-        "supervise --dir DIR (--bundle B | --exec) [--tty] [--io-uid U --io-gid G] ID",
+        "supervise --dir DIR (--bundle B | --exec | --pea RUNC-ID --outer-pid PID \
+         [--pea-bundle B]) [--tty] [--io-uid U --io-gid G] ID",
     )?;
     let dir = p
         .value("--dir")
         .ok_or_else(|| CliError::Usage("--dir is required".into()))?;
-    let kind = match (p.value("--bundle"), p.flag("--exec")) {
-        (Some(b), false) => Kind::Run { bundle: b.into() },
-        (None, true) => Kind::Exec,
-        _ => return Err(CliError::Usage("exactly one of --bundle, --exec".into())),
+    let kind = match (p.value("--bundle"), p.flag("--exec"), p.value("--pea")) {
+        (Some(b), false, None) => Kind::Run { bundle: b.into() },
+        (None, true, None) => Kind::Exec,
+        (None, false, Some(runc_id)) => Kind::Pea {
+            runc_id: runc_id.to_string(),
+            outer_pid: p
+                .value("--outer-pid")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| CliError::Usage("--pea needs --outer-pid PID".into()))?,
+            bundle: p.value("--pea-bundle").unwrap_or_default().into(),
+        },
+        _ => {
+            return Err(CliError::Usage(
+                "exactly one of --bundle, --exec, --pea".into(),
+            ))
+        }
     };
     Ok(supervise::main(Plan {
         depot,

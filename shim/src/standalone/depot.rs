@@ -4,7 +4,9 @@
 //! <depot>/
 //!   .runc/                       runc --root (default; --runc-root changes it)
 //!   <container-id>/
-//!     container.json             {"bundle": "...", "init": "<process-id>"}
+//!     container.json             {"bundle": "...", "init": "<process-id>"}, plus
+//!                                "external": {"runc_root"} for a container another
+//!                                runtime runs (external.rs)
 //!     processes/<process-id>/    the process directory (DESIGN.md, the dadoo contract;
 //!                                `--io-uid`/`--io-gid` open it to a manager: io_owner.rs)
 //!       stdin stdout stderr winsz exit   FIFOs
@@ -14,6 +16,7 @@
 //!       tty                              empty marker: the process has a terminal
 //!       starttime                        "<pid> <start ticks>": the process, not a recycled pid
 //!       supervisor.log                   the supervisor's warnings, made on the first one
+//!       config.json pea.json             a pea's bundle config and record (pea.rs)
 //! ```
 //!
 //! Modes are set explicitly, never left to the caller's umask: the depot, a container's
@@ -53,8 +56,22 @@ pub const CONTAINER_JSON_MODE: u32 = 0o644;
 pub struct ContainerMeta {
     /// The bundle it was created from.
     pub bundle: PathBuf,
-    /// The process id (directory name) of its init process.
+    /// The process id (directory name) of its init process (empty for an external
+    /// container, whose init is another runtime's).
     pub init: String,
+    /// Set when the container is not ours: another runtime (containerd) created it and
+    /// owns its init; the depot holds only the processes `exec` started in it, and
+    /// `delete` never deletes it with runc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<External>,
+}
+
+/// What the depot records about a container another runtime runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct External {
+    /// runc's `--root` under which that runtime keeps the container (containerd's is
+    /// `<containerd state>/runc/<namespace>`).
+    pub runc_root: PathBuf,
 }
 
 /// The global options every subcommand shares.
@@ -89,6 +106,18 @@ impl Depot {
             b = b.monitor(m);
         }
         b.build()
+    }
+
+    /// The options to use for the container `meta` describes: an external container's
+    /// runc root is the one recorded for it, whatever the command line says.
+    pub fn for_container(&self, meta: &ContainerMeta) -> Depot {
+        match &meta.external {
+            Some(ext) => Depot {
+                runc_root: ext.runc_root.clone(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
     }
 
     /// Checks a container id: a valid file name that is not the runc root's.
@@ -206,6 +235,12 @@ impl Depot {
     /// The process directory of an existing process; the init's when `process` is None.
     pub fn process_dir(&self, id: &str, process: Option<&str>) -> CliResult<ProcessDir> {
         let meta = self.container(id)?;
+        if process.is_none() && meta.external.is_some() {
+            return Err(CliError::Usage(format!(
+                "container {id:?} is run by another runtime (its init is not supervised \
+                 here): name one of its processes"
+            )));
+        }
         let pid = process.unwrap_or(&meta.init);
         ProcessDir::open(&self.processes_dir(id), pid).map_err(|e| match e {
             fifo::Error::NotFound { .. } => {

@@ -46,7 +46,7 @@ Exit codes:
   119  attach: detached with the detach keys (the process keeps running)
   120  the container or process id already exists
   121  no such container or process, or the container is not running
-  122  not an OCI bundle / not a valid process spec
+  122  not an OCI bundle / not a valid process spec / a --share kind the container lacks
   123  permission denied on the depot (or a read-only file system)
   124  the container is still running (delete without --force)
   125  runc or the supervisor failed, or another I/O error";

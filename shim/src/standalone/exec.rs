@@ -1,29 +1,49 @@
 //! `exec`: start a process in a running container from an OCI process spec.
 
 use super::args::{self, Spec};
-use super::depot::Depot;
+use super::depot::{ContainerMeta, Depot};
 use super::errors::{CliError, CliResult};
 use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::supervise::{Kind, Plan};
+use super::{external, pea};
 use crate::supervisor::go_json;
 use runc_wrapper::ContainerStatus;
 use serde_json::Value;
 use std::io::Read;
+use std::path::Path;
 
 /// `exec --help`.
 pub const USAGE: &str = "\
-usage: containerd-shim-tether-v2 exec --process FILE [--tty] [--io-uid UID --io-gid GID] [--json]
-                                      CONTAINER-ID PROCESS-ID
+usage: containerd-shim-tether-v2 exec (--process FILE | --bundle DIR [--share KINDS]) [--tty]
+                                      [--io-uid UID --io-gid GID] [--json] CONTAINER-ID PROCESS-ID
 
-Starts a process in the running container from FILE, an OCI process spec (JSON, as for
-`runc exec --process`; \"-\" reads it from stdin). --tty gives it a pty (sets
-process.terminal). It gets the process directory <depot>/CONTAINER-ID/processes/PROCESS-ID/
-and a detached supervisor. Prints its pid (--json: {\"container\",\"process\",\"pid\",\"dir\"}).";
+Starts a process in the running container. It gets the process directory
+<depot>/CONTAINER-ID/processes/PROCESS-ID/ and a detached supervisor. Prints its pid
+(--json: {\"container\",\"process\",\"pid\",\"dir\"}).
+
+  --process FILE  an OCI process spec (JSON, as for `runc exec --process`; \"-\" reads it
+                  from stdin), run with `runc exec` in the container
+  --bundle DIR    a pea: an OCI bundle (config.json + its own rootfs, mounts, resources)
+                  run as its own runc container CONTAINER-ID.PROCESS-ID (`runc run
+                  --detach`), its process directory being its bundle (config.json there);
+                  it is killed when the container's init dies and its runc container is
+                  deleted when it exits (and with the container)
+  --share KINDS   with --bundle: join these namespaces of the container's init, comma-
+                  separated (net ipc uts pid mnt user cgroup time; e.g. net,ipc,uts,pid);
+                  namespace paths in the bundle's config.json are kept as they are
+  --tty           give it a pty (sets process.terminal)
+
+A container the depot does not know but runc runs under --runc-root (one containerd runs:
+--runc-root /run/containerd/runc/NAMESPACE) gets a depot entry marked external: processes
+started in it are supervised here; the container stays the other runtime's (delete
+removes only the depot entry).";
 
 const SPEC: Spec = Spec {
     valued: &[
         ("--process", Some("-p")),
+        ("--bundle", Some("-b")),
+        ("--share", None),
         (UID_FLAG, None),
         (GID_FLAG, None),
     ],
@@ -41,25 +61,92 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     Depot::check_container_id(id)?;
     fifo::validate_id(process_id).map_err(CliError::fifo)?;
     let io_owner = IoOwner::from_args(&p)?;
-    let file = p
-        .value("--process")
-        .ok_or_else(|| CliError::Usage(format!("--process is required\n{USAGE}")))?;
-    let (spec, tty) = read_spec(file, p.flag("--tty"))?;
-
-    depot.container(id)?;
-    match depot.runc(None, None).state(id) {
-        Ok(s) if s.status == ContainerStatus::Running => {}
-        Ok(s) => {
-            return Err(CliError::NotFound(format!(
-                "container {id:?} is not running (status {})",
-                s.status
+    let source = match (p.value("--process"), p.value("--bundle")) {
+        (Some(file), None) => {
+            if p.value("--share").is_some() {
+                return Err(CliError::Usage("--share goes with --bundle".into()));
+            }
+            Source::Spec(file)
+        }
+        (None, Some(bundle)) => Source::Pea {
+            bundle,
+            share: pea::parse_share(p.value("--share").unwrap_or(""))?,
+        },
+        _ => {
+            return Err(CliError::Usage(format!(
+                "exactly one of --process, --bundle is required\n{USAGE}"
             )))
         }
-        Err(e) if e.is_not_found() => {
-            return Err(CliError::NotFound(format!("container {id:?} is gone")))
+    };
+
+    let (meta, adopted) = container_or_adopt(depot, id)?;
+    let cdepot = depot.for_container(&meta);
+    let outer_pid = running_pid(&cdepot, id)?;
+    let (kind, spec, tty) = match source {
+        Source::Spec(file) => {
+            let (spec, tty) = read_spec(file, p.flag("--tty"))?;
+            (Kind::Exec, spec, tty)
         }
-        Err(e) => return Err(CliError::runc(e)),
+        Source::Pea { bundle, share } => {
+            if meta.external.is_some() {
+                return Err(CliError::Usage(format!(
+                    "container {id:?} is run by another runtime: peas are made only in \
+                     containers run here"
+                )));
+            }
+            let runc_id = pea::runc_id(id, process_id)?;
+            if cdepot.runc(None, None).state(&runc_id).is_ok() {
+                return Err(CliError::Exists {
+                    what: format!("runc container {runc_id:?} (the pea's name)"),
+                    path: cdepot.runc_root.join(&runc_id),
+                });
+            }
+            let prepared = pea::prepare(Path::new(bundle), &share, outer_pid, p.flag("--tty"))?;
+            let kind = Kind::Pea {
+                runc_id,
+                outer_pid,
+                bundle: prepared.bundle,
+            };
+            (kind, prepared.config, prepared.tty)
+        }
+    };
+    let result = start_process(&cdepot, id, process_id, kind, &spec, tty, io_owner);
+    match result {
+        Ok((pid, dir)) => {
+            super::cli::print_started(p.flag("--json"), id, process_id, pid, &dir);
+            Ok(())
+        }
+        Err(e) => {
+            if adopted {
+                forget_if_unused(depot, id);
+            }
+            Err(e)
+        }
     }
+}
+
+/// Where the process comes from.
+enum Source<'a> {
+    /// An OCI process spec file, for `runc exec`.
+    Spec(&'a str),
+    /// A bundle: a pea.
+    Pea {
+        bundle: &'a str,
+        share: Vec<pea::NsKind>,
+    },
+}
+
+/// Creates the process directory and launches the supervisor; on failure the directory
+/// is removed again. Returns the pid and the directory.
+fn start_process(
+    depot: &Depot,
+    id: &str,
+    process_id: &str,
+    kind: Kind,
+    spec: &[u8],
+    tty: bool,
+    io_owner: Option<IoOwner>,
+) -> CliResult<(i32, std::path::PathBuf)> {
     let procs = depot.processes_dir(id);
     let dir = io_owner::create_process_dir(&procs, process_id, io_owner).map_err(|e| match e {
         fifo::Error::AlreadyExists { path } => CliError::Exists {
@@ -72,19 +159,61 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         depot: depot.clone(),
         container: id.to_string(),
         dir: dir.path().to_path_buf(),
-        kind: Kind::Exec,
+        kind,
         tty,
         io_owner,
     };
-    match launch(&plan, &spec) {
-        Ok(pid) => {
-            super::cli::print_started(p.flag("--json"), id, process_id, pid, dir.path());
-            Ok(())
-        }
+    match launch(&plan, spec) {
+        Ok(pid) => Ok((pid, dir.path().to_path_buf())),
         Err(e) => {
             let _ = dir.remove();
             Err(e)
         }
+    }
+}
+
+/// The depot's container `id`; or, when the depot does not know it but runc runs it under
+/// the given root, a new external entry for it (true: made by this call).
+fn container_or_adopt(depot: &Depot, id: &str) -> CliResult<(ContainerMeta, bool)> {
+    match depot.container(id) {
+        Ok(meta) => Ok((meta, false)),
+        Err(CliError::NotFound(msg)) => match depot.runc(None, None).state(id) {
+            Ok(state) if state.status == ContainerStatus::Running => {
+                external::adopt(depot, id, &state).map(|m| (m, true))
+            }
+            Ok(state) => Err(CliError::NotFound(format!(
+                "{msg}; runc under {} knows it but it is {}",
+                depot.runc_root.display(),
+                state.status
+            ))),
+            Err(_) => Err(CliError::NotFound(format!(
+                "{msg}, nor does runc under {}",
+                depot.runc_root.display()
+            ))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes an external entry this `exec` made when it holds no process (the exec failed).
+fn forget_if_unused(depot: &Depot, id: &str) {
+    if std::fs::remove_dir(depot.processes_dir(id)).is_ok() {
+        let cdir = depot.container_dir(id);
+        let _ = std::fs::remove_file(cdir.join(super::depot::CONTAINER_JSON));
+        let _ = std::fs::remove_dir(&cdir);
+    }
+}
+
+/// The pid of the container's init, which must be running.
+fn running_pid(depot: &Depot, id: &str) -> CliResult<i32> {
+    match depot.runc(None, None).state(id) {
+        Ok(s) if s.status == ContainerStatus::Running => Ok(s.pid),
+        Ok(s) => Err(CliError::NotFound(format!(
+            "container {id:?} is not running (status {})",
+            s.status
+        ))),
+        Err(e) if e.is_not_found() => Err(CliError::NotFound(format!("container {id:?} is gone"))),
+        Err(e) => Err(CliError::runc(e)),
     }
 }
 

@@ -4,6 +4,7 @@
 use super::args::{self, Spec};
 use super::depot::Depot;
 use super::errors::{CliError, CliResult};
+use super::pea::PeaRecord;
 use crate::supervisor::pidfd;
 use nix::sys::signal::Signal;
 use std::str::FromStr;
@@ -14,8 +15,9 @@ usage: containerd-shim-tether-v2 kill [--signal SIG] [--all] CONTAINER-ID [PROCE
 
 Sends SIG (a number or a name such as TERM or SIGKILL; default TERM) to the process
 (default: the container's init, through `runc kill`; --all: every process of the
-container). An exec process is signalled through a pidfd, and only while it has no
-exitcode, so a recycled pid is never hit.";
+container). An exec process or a pea is signalled through a pidfd, and only while it has
+no exitcode, so a recycled pid is never hit; --all with a pea signals every process of
+its own runc container.";
 
 const SPEC: Spec = Spec {
     valued: &[("--signal", Some("-s"))],
@@ -47,7 +49,22 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let id = pos[0].as_str();
     let signal = parse_signal(p.value("--signal").unwrap_or("TERM"))?;
     let meta = depot.container(id)?;
+    if meta.external.is_some() && (pos.len() < 2 || p.flag("--all")) {
+        return Err(CliError::Usage(format!(
+            "container {id:?} is run by another runtime: only the processes started here are \
+             signalled here (name one; no --all)"
+        )));
+    }
     let process = pos.get(1).map(String::as_str).unwrap_or(&meta.init);
+    let dir = depot.process_dir(id, Some(process));
+    let pea = dir.as_ref().ok().and_then(|d| PeaRecord::read(d.path()));
+    if let (Some(pea), true) = (pea, p.flag("--all")) {
+        // Every process of the pea's own runc container.
+        return depot
+            .runc(None, None)
+            .kill(&pea.runc_id, signal, true)
+            .map_err(|e| not_running_or(e, &pea.runc_id));
+    }
     if process == meta.init || p.flag("--all") {
         return depot
             .runc(None, None)
@@ -59,7 +76,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
                 _ => CliError::runc(e),
             });
     }
-    let dir = depot.process_dir(id, Some(process))?;
+    let dir = dir?;
     let exited = || -> CliResult<bool> { Ok(dir.read_exit().map_err(CliError::fifo)?.is_some()) };
     let gone = || {
         CliError::NotFound(format!(
@@ -87,6 +104,16 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         Some(libc::ESRCH) => gone(),
         _ => CliError::Failed(format!("signal process {pid}: {e}")),
     })
+}
+
+/// runc's "not running" as [`CliError::NotFound`].
+fn not_running_or(e: runc_wrapper::Error, id: &str) -> CliError {
+    match e.runtime_message() {
+        Some(m) if m.contains("not running") || m.contains("process already finished") => {
+            CliError::NotFound(format!("container {id:?} is not running"))
+        }
+        _ => CliError::runc(e),
+    }
 }
 
 #[cfg(test)]

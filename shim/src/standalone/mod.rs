@@ -8,8 +8,9 @@
 //! signals), [`keeper`] (what a process keeps if its supervisor is SIGKILLed),
 //! [`supervisor_log`] (its warnings), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
 //! [`winsize`] (`attach` from a terminal), [`detach_keys`] + [`keyed_input`] (`attach`'s
-//! detach keys and the stdin forwarding that watches for them), [`pty_eof`] (a tty process's end of input), and
-//! one file per verb.
+//! detach keys and the stdin forwarding that watches for them), [`pty_eof`] (a tty process's end of input),
+//! [`pea`] (a process that is its own runc container), [`external`] (containers another
+//! runtime runs), and one file per verb.
 
 pub mod args;
 pub mod attach;
@@ -21,11 +22,13 @@ pub mod depot;
 pub mod detach_keys;
 pub mod errors;
 pub mod exec;
+pub mod external;
 pub mod io_owner;
 pub mod keeper;
 pub mod keyed_input;
 pub mod kill;
 pub mod launch;
+pub mod pea;
 pub mod pty_eof;
 pub mod raw_mode;
 pub mod run;

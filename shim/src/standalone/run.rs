@@ -69,6 +69,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
             &ContainerMeta {
                 bundle: bundle.clone(),
                 init: process_id.to_string(),
+                external: None,
             },
         )?;
         let dir =

@@ -4,6 +4,7 @@
 use super::args::{self, Spec};
 use super::depot::{live_supervisor, Depot};
 use super::errors::{CliError, CliResult};
+use super::pea::PeaRecord;
 use serde_json::{json, Value};
 
 /// `list --help`.
@@ -11,7 +12,9 @@ pub const LIST_USAGE: &str = "\
 usage: containerd-shim-tether-v2 list [--json]
 
 Lists the depot's containers: id, status (runc's, or \"deleted\" if runc no longer knows
-it), init pid, bundle. --json: an array of {\"id\",\"status\",\"pid\",\"bundle\"}.";
+it), init pid, bundle. --json: an array of {\"id\",\"status\",\"pid\",\"bundle\",\"init\",
+\"external\"} (external: a container another runtime runs, see exec --help). Peas are
+listed by ps, as processes of their container.";
 
 /// `state --help`.
 pub const STATE_USAGE: &str = "\
@@ -27,7 +30,8 @@ usage: containerd-shim-tether-v2 ps [--json] CONTAINER-ID
 Lists the container's supervised processes: id, pid, status (running, exited; when its
 supervisor was killed: unsupervised while the process still runs, lost once it is gone
 with its exit status), exit code, directory. --json: an array of
-{\"id\",\"pid\",\"status\",\"exit_code\",\"exited_at\",\"dir\"}.";
+{\"id\",\"kind\",\"runc_id\",\"pid\",\"status\",\"exit_code\",\"exited_at\",\"dir\"}, kind
+\"process\" or \"pea\" (its own runc container, runc_id; see exec --help).";
 
 const SPEC: Spec = Spec {
     valued: &[],
@@ -36,12 +40,15 @@ const SPEC: Spec = Spec {
 
 fn container_json(depot: &Depot, id: &str) -> CliResult<Value> {
     let meta = depot.container(id)?;
-    let (status, pid) = match depot.runc(None, None).state(id) {
+    let (status, pid) = match depot.for_container(&meta).runc(None, None).state(id) {
         Ok(s) => (s.status.to_string(), s.pid),
         Err(e) if e.is_not_found() => ("deleted".to_string(), 0),
         Err(e) => return Err(CliError::runc(e)),
     };
-    Ok(json!({"id": id, "status": status, "pid": pid, "bundle": meta.bundle, "init": meta.init}))
+    Ok(json!({
+        "id": id, "status": status, "pid": pid, "bundle": meta.bundle, "init": meta.init,
+        "external": meta.external.is_some(),
+    }))
 }
 
 fn processes_json(depot: &Depot, id: &str) -> CliResult<Vec<Value>> {
@@ -60,8 +67,11 @@ fn processes_json(depot: &Depot, id: &str) -> CliResult<Vec<Value>> {
                 Ok(fifo::Fate::Lost(_)) | Err(_) => "lost",
             },
         };
+        let pea = PeaRecord::read(dir.path());
         out.push(json!({
             "id": pid_name,
+            "kind": if pea.is_some() { "pea" } else { "process" },
+            "runc_id": pea.map(|p| p.runc_id),
             "pid": pid,
             "status": status,
             "exit_code": exit.map(|e| e.code),

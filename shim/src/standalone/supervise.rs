@@ -38,7 +38,7 @@ use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use super::io_owner::IoOwner;
-use super::{keeper, pty_eof, supervisor_log};
+use super::{keeper, pea, pty_eof, supervisor_log};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::pidfd;
@@ -72,9 +72,10 @@ const LINGER_POLL: Duration = Duration::from_millis(100);
 
 /// The process's slot in its pumps' tokens: the supervisor has one.
 const SLOT: u32 = 0;
-/// Tokens of the winsz and control FIFOs.
+/// Tokens of the winsz and control FIFOs, and of a pea's watch on the outer init.
 const WINSZ: u32 = 0;
 const CONTROL_FIFO: u32 = 1;
+const OUTER_INIT: u32 = 2;
 
 /// What to supervise.
 #[derive(Debug, Clone)]
@@ -86,6 +87,16 @@ pub enum Kind {
     },
     /// A process in a running container; its OCI process spec arrives on stdin.
     Exec,
+    /// A pea ([`super::pea`]): its own runc container, run from the process directory,
+    /// whose `config.json` arrives on stdin; it lives no longer than the outer init.
+    Pea {
+        /// Its runc container id.
+        runc_id: String,
+        /// The pid of the outer container's init when `exec` looked (checked again here).
+        outer_pid: i32,
+        /// The manager's bundle it was made from (recorded in `pea.json`).
+        bundle: PathBuf,
+    },
 }
 
 /// Everything the supervisor is told on its command line.
@@ -125,6 +136,18 @@ impl Plan {
                 a.push(bundle.clone().into());
             }
             Kind::Exec => a.push("--exec".into()),
+            Kind::Pea {
+                runc_id,
+                outer_pid,
+                bundle,
+            } => {
+                a.push("--pea".into());
+                a.push(runc_id.into());
+                a.push("--outer-pid".into());
+                a.push(outer_pid.to_string().into());
+                a.push("--pea-bundle".into());
+                a.push(bundle.clone().into());
+            }
         }
         if self.tty {
             a.push("--tty".into());
@@ -153,7 +176,7 @@ pub fn main(plan: Plan) -> u8 {
         let base = EventBase::new(&signals::handled())
             .map_err(|e| CliError::Failed(format!("signalfd: {e}")))?;
         let spec = match plan.kind {
-            Kind::Exec => {
+            Kind::Exec | Kind::Pea { .. } => {
                 let mut spec = Vec::new();
                 std::io::stdin()
                     .take(MAX_SPEC)
@@ -279,8 +302,20 @@ struct Supervisor {
     /// A manager asked to close stdin: the stdin pump's end is the process's EOF.
     stdin_closing: bool,
     master: Option<File>,
+    /// Set for a pea: what ties it to its runc container and to the outer init.
+    pea: Option<PeaTies>,
     exited: bool,
     stop: bool,
+}
+
+/// A pea's runc container, deleted when the pea exits, and the outer init, whose exit
+/// kills the pea.
+#[derive(Debug)]
+struct PeaTies {
+    runc: runc_wrapper::Runc,
+    runc_id: String,
+    /// A pidfd of the outer container's init; readable once it has exited.
+    outer: Option<OwnedFd>,
 }
 
 /// The FIFO-side handles opened before the process starts.
@@ -385,7 +420,16 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         .map_err(|e| CliError::Failed(format!("stdio pipes: {e}")))?
     };
 
+    // A pea joins the outer init's namespaces by /proc/PID paths: pin that init first, and
+    // make sure the pid is still its (runc knows the container running with it).
+    let outer = match &plan.kind {
+        Kind::Pea { outer_pid, .. } => Some(pin_outer_init(&runc, id, *outer_pid)?),
+        _ => None,
+    };
     let mut master = None;
+    // Armed once a pea's runc container exists: every way out of here but success
+    // deletes it again (nothing half-created).
+    let mut undo_pea = UndoPea(None);
     match &plan.kind {
         Kind::Run { bundle } => {
             runc.create(
@@ -412,6 +456,56 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
                 // Nothing half-created: the container goes again.
                 let _ = runc.delete(id, true);
                 return Err(e);
+            }
+        }
+        Kind::Pea {
+            runc_id, bundle, ..
+        } => {
+            fifo::write_atomic(&dir.path().join(pea::CONFIG_JSON), spec, pea::CONFIG_MODE)
+                .map_err(|e| CliError::fifo_at(e, &plan.dir.join(pea::CONFIG_JSON)))?;
+            let record = pea::PeaRecord {
+                runc_id: runc_id.clone(),
+                bundle: bundle.clone(),
+            };
+            let record =
+                serde_json::to_vec(&record).map_err(|e| CliError::Failed(e.to_string()))?;
+            fifo::write_atomic(&dir.path().join(pea::PEA_JSON), &record, pea::PEA_JSON_MODE)
+                .map_err(|e| CliError::fifo_at(e, &plan.dir.join(pea::PEA_JSON)))?;
+            let ran = runc.run(
+                runc_id,
+                dir.path(),
+                CreateOpts {
+                    pid_file: Some(dir.pidfile()),
+                    console_socket: console_path,
+                    no_new_keyring: true,
+                    detach: true,
+                    io,
+                    ..Default::default()
+                },
+            );
+            if let Err(e) = ran {
+                // Nothing half-created, but never someone else's container of that name.
+                // runc's own words (1.1: "container with given ID already exists",
+                // older: "container with id exists"); a mount's "file exists" is not it.
+                let taken = e.runtime_message().is_some_and(|m| {
+                    m.contains("container with given ID already exists")
+                        || m.contains("container with id exists")
+                });
+                if taken {
+                    return Err(CliError::Exists {
+                        what: format!("runc container {runc_id:?} (the pea's name)"),
+                        path: plan.depot.runc_root.join(runc_id),
+                    });
+                }
+                let _ = runc.delete(runc_id, true);
+                return Err(CliError::runc(e));
+            }
+            undo_pea.arm(&runc, runc_id);
+            if let Some(c) = &console {
+                master = Some(
+                    c.receive_master(CONSOLE_TIMEOUT)
+                        .map_err(|e| CliError::Failed(e.to_string()))?,
+                );
             }
         }
         Kind::Exec => {
@@ -448,6 +542,26 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         .read_pid()
         .map_err(CliError::fifo)?
         .ok_or_else(|| CliError::Failed("runc wrote no pid file".into()))?;
+    let pea = match &plan.kind {
+        Kind::Pea { runc_id, .. } => {
+            let ties = PeaTies {
+                runc: runc.clone(),
+                runc_id: runc_id.clone(),
+                outer,
+            };
+            // The outer init died while the pea started: its /proc paths may have named
+            // whatever took the pid. The pea goes, and with it its runc container.
+            if ties.outer.as_ref().is_some_and(has_exited) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                return Err(CliError::NotFound(format!(
+                    "container {id:?} stopped while its pea started"
+                )));
+            }
+            Some(ties)
+        }
+        _ => None,
+    };
     // The process is our unreaped child: the pid is still its own. A process that has
     // exited already needs no record (its exit code follows at once).
     if let Some(start) = StartRecord::of(pid) {
@@ -498,6 +612,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         requests: control::Decoder::default(),
         stdin_closing: false,
         master,
+        pea,
         exited: false,
         stop: false,
     };
@@ -515,7 +630,52 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         // Exited and reaped already (by nobody else: it is our child), or no pidfds.
         Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
     }
+    undo_pea.disarm();
     Ok((sup, pid))
+}
+
+/// Deletes a pea's runc container (`runc delete --force`) when dropped while armed: a
+/// pea whose start failed half-way leaves nothing.
+struct UndoPea(Option<(runc_wrapper::Runc, String)>);
+
+impl UndoPea {
+    fn arm(&mut self, runc: &runc_wrapper::Runc, id: &str) {
+        self.0 = Some((runc.clone(), id.to_string()));
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UndoPea {
+    fn drop(&mut self) {
+        if let Some((runc, id)) = self.0.take() {
+            let _ = runc.delete(&id, true);
+        }
+    }
+}
+
+/// A pidfd of the outer container's init, once runc says the container `id` runs with
+/// that very pid (after the pidfd pinned it: a recycled pid cannot slip in between).
+fn pin_outer_init(runc: &runc_wrapper::Runc, id: &str, pid: i32) -> CliResult<OwnedFd> {
+    let gone = || CliError::NotFound(format!("container {id:?} is not running"));
+    let fd = pidfd::open(pid).map_err(|_| gone())?;
+    match runc.state(id) {
+        Ok(s) if s.status == runc_wrapper::ContainerStatus::Running && s.pid == pid => Ok(fd),
+        Ok(_) => Err(gone()),
+        Err(e) if e.is_not_found() => Err(gone()),
+        Err(e) => Err(CliError::runc(e)),
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (it polls readable).
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// runc exec's "cannot exec in a stopped container" means the container is gone.
@@ -549,6 +709,9 @@ impl Supervisor {
         if let Some(c) = &self.control {
             poller.add_readable(c.as_fd(), Token::Fifo(CONTROL_FIFO))?;
         }
+        if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
+            poller.add_readable(outer.as_fd(), Token::Fifo(OUTER_INIT))?;
+        }
         Ok(())
     }
 
@@ -571,6 +734,7 @@ impl Supervisor {
                     Token::Signals => self.on_signals(),
                     Token::Fifo(WINSZ) => self.on_winsz(),
                     Token::Fifo(CONTROL_FIFO) => self.on_control(),
+                    Token::Fifo(OUTER_INIT) => self.on_outer_exit(),
                     Token::Stdio(_, stream) => self.run_stream(stream),
                     _ => {}
                 }
@@ -595,6 +759,20 @@ impl Supervisor {
             // Best effort: a full input queue (the process reads nothing) only loses an
             // EOF the process was never going to read.
             let _ = pty_eof::send(m.as_fd());
+        }
+    }
+
+    /// The outer container's init has exited: a pea does not outlive it. (One sharing
+    /// its pid namespace was killed with it already.)
+    fn on_outer_exit(&mut self) {
+        let Some(outer) = self.pea.as_mut().and_then(|p| p.outer.take()) else {
+            return;
+        };
+        self.base.poller().remove(outer.as_fd());
+        if !self.exited {
+            log::info!("the container's init exited: killing pea {}", self.pid);
+            // Our unreaped child: the pid is still its own.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
         }
     }
 
@@ -668,6 +846,18 @@ impl Supervisor {
         // Move what is already in the process pipes before anything else (saves a
         // wakeup), and start the grace its output gets.
         self.stdio.exited(poller, Instant::now(), DRAIN_GRACE);
+        if let Some(pea) = self.pea.take() {
+            if let Some(outer) = &pea.outer {
+                poller.remove(outer.as_fd());
+            }
+            // Before `exitcode`: once a waiter sees the exit, the pea's runc container
+            // (state, cgroups, what is left in them) is gone too.
+            match pea.runc.delete(&pea.runc_id, true) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => log::warn!("cannot delete the pea's runc container: {e}"),
+            }
+        }
         let _ = self.dir.write_exit(&record);
         self.exit_hold = None;
         self.stdio.close(poller, Stream::Stdin);

@@ -18,8 +18,8 @@ pub enum Token {
     /// (see [`crate::supervisor::process_stdio`]).
     Stdio(u32, Stream),
     Oom(u32),
-    /// A FIFO a face reads requests from itself (the standalone supervisor's `winsz` and
-    /// `control`).
+    /// A descriptor a face handles itself: the standalone supervisor's `winsz` and
+    /// `control` FIFOs, and a pea supervisor's pidfd of the outer container's init.
     Fifo(u32),
 }
 

@@ -7,14 +7,13 @@
 //! loop serves them and how its output drains after it exits ([`process_stdio`] over
 //! [`pump`]), terminal resizing ([`tty`]), and JSON specs read as runc reads them
 //! ([`go_json`]). The faces keep what differs for a reason:
-//! which exits to wait for and in what order they are reported ([`tasks`] for the
-//! containerd face), and where the pumps' other ends lead.
+//! which exits to wait for and in what order they are reported (`containerd::tasks` for
+//! the containerd face), and where the pumps' other ends lead.
 
 pub mod epoll;
 pub mod event_base;
 pub mod fionread;
 pub mod go_json;
-pub mod kill_all;
 pub mod logger_process;
 pub mod pidfd;
 pub mod process_stdio;
@@ -22,6 +21,5 @@ pub mod pump;
 pub mod reaper;
 pub mod signals;
 pub mod stdio;
-pub mod tasks;
 pub mod tty;
 pub mod wiring;

@@ -100,6 +100,9 @@ pub struct Container {
     pub rootfs_mounted: Option<PathBuf>,
     /// The runc driver for this container (its binary, root and log).
     pub runc: runc_wrapper::Runc,
+    /// The runtime options it was created with (Create's over `start`'s), kept so that no
+    /// call reads `options.json` again.
+    pub options: crate::containerd::options::RuncOptions,
     /// Its cgroup's process list, to kill what is left when a shared-pid-namespace init
     /// dies.
     pub cgroup_procs: Option<PathBuf>,
@@ -273,7 +276,7 @@ impl Tasks {
                     }
                 }
                 if let Some(procs) = &container.cgroup_procs {
-                    crate::supervisor::kill_all::kill_all(procs);
+                    crate::containerd::kill_all::kill_all(procs);
                 }
             }
             if container.running_execs() > 0 {
@@ -381,6 +384,7 @@ mod tests {
                 deferred_init_exit: None,
                 rootfs_mounted: None,
                 runc: runc_wrapper::Runc::new(),
+                options: Default::default(),
                 cgroup_procs: None,
             },
         );

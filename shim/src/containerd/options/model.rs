@@ -1,0 +1,126 @@
+//! The runc options tether honours, and checkpoint options, whatever form they came in.
+
+use super::OptionsError;
+use serde::{Deserialize, Serialize};
+
+/// The runc options tether honours, whatever form they arrived in.
+///
+/// Empty strings, `false` and `0` mean "not set": callers apply the defaults
+/// (`runc` for the binary, `/run/containerd/runc/<namespace>` for the root).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuncOptions {
+    /// runc binary name or path; empty means `runc`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub binary_name: String,
+    /// `runc --root`; empty means the default per-namespace root.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub root: String,
+    /// Use the systemd cgroup driver (`runc --systemd-cgroup`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub systemd_cgroup: bool,
+    /// `runc create --no-pivot`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_pivot_root: bool,
+    /// `runc create --no-new-keyring`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_new_keyring: bool,
+    /// Owner uid of the I/O pipes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub io_uid: u32,
+    /// Owner gid of the I/O pipes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub io_gid: u32,
+    /// cgroup to move the shim into.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub shim_cgroup: String,
+    /// criu binary path (removed from containerd 2.0's message, still sent by 1.x).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub criu_path: String,
+    /// Checkpoint image path used for restore.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub criu_image_path: String,
+    /// criu work directory.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub criu_work_path: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl RuncOptions {
+    /// JSON for the bundle's `options.json`, with the Go shim's snake_case
+    /// keys; empty, `false` and zero fields are omitted.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings, bools and integers always serialises; the
+        // fallback only exists so this path cannot panic.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// Parses `options.json` as written by [`RuncOptions::to_json`] or by the
+    /// Go runc shim: missing keys take their defaults, unknown keys (such as
+    /// `task_api_address`) are ignored.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, OptionsError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Layers task-level options over these container-level (start-time)
+    /// ones: every non-empty string, `true` flag or non-zero id in `task`
+    /// wins; everything else keeps the value from `self`. A flag cannot be
+    /// turned off by a task-level override, because protobuf cannot tell an
+    /// explicit `false` from "not set".
+    pub fn merged_with(&self, task: &RuncOptions) -> RuncOptions {
+        fn s(base: &str, over: &str) -> String {
+            if over.is_empty() { base } else { over }.to_string()
+        }
+        fn n(base: u32, over: u32) -> u32 {
+            if over != 0 {
+                over
+            } else {
+                base
+            }
+        }
+        RuncOptions {
+            binary_name: s(&self.binary_name, &task.binary_name),
+            root: s(&self.root, &task.root),
+            systemd_cgroup: self.systemd_cgroup || task.systemd_cgroup,
+            no_pivot_root: self.no_pivot_root || task.no_pivot_root,
+            no_new_keyring: self.no_new_keyring || task.no_new_keyring,
+            io_uid: n(self.io_uid, task.io_uid),
+            io_gid: n(self.io_gid, task.io_gid),
+            shim_cgroup: s(&self.shim_cgroup, &task.shim_cgroup),
+            criu_path: s(&self.criu_path, &task.criu_path),
+            criu_image_path: s(&self.criu_image_path, &task.criu_image_path),
+            criu_work_path: s(&self.criu_work_path, &task.criu_work_path),
+        }
+    }
+}
+
+/// Checkpoint options, from `containerd.runc.v1.CheckpointOptions` or the
+/// legacy `containerd.linux.runc.CheckpointOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// Stop the container after checkpointing (`runc checkpoint` without `--leave-running`).
+    pub exit: bool,
+    /// `--tcp-established`.
+    pub open_tcp: bool,
+    /// `--ext-unix-sk`.
+    pub external_unix_sockets: bool,
+    /// `--shell-job`.
+    pub terminal: bool,
+    /// `--file-locks`.
+    pub file_locks: bool,
+    /// `--empty-ns` values.
+    pub empty_namespaces: Vec<String>,
+    /// `--manage-cgroups-mode` (soft, full, strict); empty means runc's default.
+    pub cgroups_mode: String,
+    /// `--image-path`.
+    pub image_path: String,
+    /// `--work-path`.
+    pub work_path: String,
+}
