@@ -21,7 +21,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 .PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-cri critest-cri cri-tools cri-deps fuzz test-faults
+        test-cri critest-cri cri-tools cri-deps fuzz test-faults test-cgroup-v2
 
 all: build
 
@@ -69,6 +69,12 @@ conformance: deps build
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-cgroup-v2: the cgroup v2 leg: the tests that touch cgroups (containerd face, runc
+##        driver, standalone face, the shim's unit tests) in a throwaway QEMU guest booted
+##        with only the unified hierarchy; see tests/scripts/cgroup-v2/run.sh
+test-cgroup-v2: deps build
+	tests/scripts/cgroup-v2/run.sh $(CURDIR)/$(RELEASE_BIN)
 
 ## test-cri: the Kubernetes path. critest (cri-tools v1.37.0) through containerd 1.6's CRI with
 ##           the runc and tether handlers side by side (fails when a spec passes for runc and
