@@ -20,7 +20,8 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix
+.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
+        test-cri critest-cri cri-tools cri-deps fuzz test-faults test-cgroup-v2
 
 all: build
 
@@ -68,6 +69,54 @@ conformance: deps build
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-cgroup-v2: the cgroup v2 leg: the tests that touch cgroups (containerd face, runc
+##        driver, standalone face, the shim's unit tests) in a throwaway QEMU guest booted
+##        with only the unified hierarchy; see tests/scripts/cgroup-v2/run.sh
+test-cgroup-v2: deps build
+	tests/scripts/cgroup-v2/run.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-cri: the Kubernetes path. critest (cri-tools v1.37.0) through containerd 1.6's CRI with
+##           the runc and tether handlers side by side (fails when a spec passes for runc and
+##           not for tether), then the crictl pod scenarios (tests/tests/cri_pod.rs).
+##           CRI_RUNS (1), CRI_SEED (random), CRI_CONTAINERD (1.6 | 2.3),
+##           CRI_KILL_DELAY_MS (0; 300 = the delayed `runc kill` mode); see tests/scripts/cri/.
+test-cri: critest-cri
+	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod
+
+## critest-cri: only the critest comparison of test-cri
+critest-cri: deps cri-deps build cri-tools
+	tests/scripts/cri/critest.sh --runs $${CRI_RUNS:-1} $${CRI_SEED:+--seed $$CRI_SEED}
+
+# Debian packages only the CRI test bed needs (Debian's dynamically linked busybox is
+# fetched by tests/scripts/cri/env.sh itself: it conflicts with busybox-static)
+CRI_DEB_PACKAGES := containernetworking-plugins iptables openssl python3 bsdutils
+cri-deps:
+	@missing=""; \
+	for p in $(CRI_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "cri-deps: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# critest and crictl, built once from the Go module proxy and cached (tests/scripts/go-tools.sh)
+cri-tools:
+	tests/scripts/go-tools.sh cri-tools >/dev/null
+	@if [ "$${CRI_CONTAINERD:-1.6}" = 2.3 ]; then tests/scripts/go-tools.sh containerd 2.3 >/dev/null; fi
+
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS (30) each; needs cargo-fuzz.
+##        FUZZ_TARGETS="ttrpc_frames winsz_stream" picks targets; see tests/scripts/fuzz.sh
+FUZZ_SECONDS ?= 30
+fuzz: check-toolchain
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/scripts/fuzz.sh
+
+## test-faults: the fault suite (root): hostile clients and load on a shim over ttrpc
+##        (shim_faults), and crashes, full disks and broken runc under containerd
+##        (containerd_faults), against the release build.
+test-faults: deps build
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test shim_faults --test containerd_faults -- --test-threads=1
 
 ## lint: rustfmt check and clippy with warnings as errors
 lint: check-toolchain

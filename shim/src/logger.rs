@@ -140,7 +140,7 @@ fn level_name(level: Level) -> &'static str {
 }
 
 /// One logrus text line, newline included. `suffix` is the pre-rendered fields.
-fn format_line(time: SystemTime, level: Level, msg: &str, suffix: &str) -> String {
+pub fn format_line(time: SystemTime, level: Level, msg: &str, suffix: &str) -> String {
     let mut line = String::with_capacity(64 + msg.len() + suffix.len());
     push_key_value(&mut line, "time", &fifo::rfc3339::format(time));
     line.push(' ');
@@ -156,7 +156,7 @@ fn format_line(time: SystemTime, level: Level, msg: &str, suffix: &str) -> Strin
 }
 
 /// Appends `key=value`, quoting `value` when logrus would.
-fn push_key_value(out: &mut String, key: &str, value: &str) {
+pub fn push_key_value(out: &mut String, key: &str, value: &str) {
     out.push_str(key);
     out.push('=');
     if needs_quoting(value) {

@@ -97,6 +97,20 @@ impl DirectShim {
 
     /// [`DirectShim::start`] with extra environment variables for the shim.
     pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_inner(id, args, env, None)
+    }
+
+    /// [`DirectShim::start`] with `options` (runc `Options`) on `start`'s stdin, as
+    /// containerd 1.6-2.2 give them (e.g. `ShimCgroup`, which applies at start).
+    pub fn start_with_options(id: &str, args: &[&str], options: &Options) -> Self {
+        let mut any = Any::new();
+        any.type_url = RUNC_OPTIONS.into();
+        any.value = options.write_to_bytes().expect("encode runc Options");
+        let stdin = any.write_to_bytes().expect("encode the options Any");
+        Self::start_inner(id, args, &[], Some(&stdin))
+    }
+
+    fn start_inner(id: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Self {
         crate::require::root();
         let shim = crate::containerd_env::shim_binary();
         let dir = tempfile::Builder::new()
@@ -116,11 +130,19 @@ impl DirectShim {
             .arg("start")
             .envs(env.iter().copied())
             .current_dir(&bundle)
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("run the shim's start command");
+        if let (Some(bytes), Some(mut pipe)) = (stdin, start.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(bytes).expect("write the shim's start stdin");
+        }
         let mut address = String::new();
         if let Some(mut out) = start.stdout.take() {
             let _ = out.read_to_string(&mut address);

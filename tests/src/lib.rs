@@ -7,9 +7,11 @@
 #![deny(unsafe_code)]
 
 pub mod bundle;
+pub mod cgroup;
 pub mod cleanup;
 pub mod containerd_env;
 pub mod containerd_version;
+pub mod cri_env;
 pub mod direct_shim;
 pub mod oci_image;
 pub mod require;
@@ -21,6 +23,7 @@ pub mod standalone_env;
 pub use bundle::Bundle;
 pub use containerd_env::ContainerdEnv;
 pub use containerd_version::{containerd_version, DaemonVersion};
+pub use cri_env::CriEnv;
 pub use runc_env::RuncEnv;
 pub use skip::skip;
 pub use standalone_env::StandaloneEnv;

@@ -1,8 +1,10 @@
 //! tether under a real containerd, driven by `ctr` exactly as a user would: each test has
 //! its own containerd (see `ContainerdEnv`) and ends by checking that nothing leaked.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use tether_tests::cgroup::{self, Hierarchy};
 use tether_tests::containerd_env::{ps_lists_exec, ContainerdEnv, StdinAfter};
 use tether_tests::skip;
 
@@ -92,9 +94,28 @@ fn detached_run_exec_ps_kill_delete() {
     ]);
     env.assert_exit(&out, 4, "ctr task exec");
     assert_eq!(text(&out.stdout), "in-exec\n");
+    // An exec joins its task's cgroup (on v2 runc exec enters the unified directory).
+    let out = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        &id,
+        "/bin/sh",
+        "-c",
+        "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup",
+    ]);
+    env.assert_exit(&out, 0, "ctr task exec cat /proc/*/cgroup");
+    let cgroups = text(&out.stdout);
+    let (init_cg, exec_cg) = cgroups.split_once("--\n").expect("both cgroup files");
+    assert!(!init_cg.trim().is_empty(), "init's cgroup: {cgroups}");
+    assert_eq!(init_cg, exec_cg, "the exec runs in the init's cgroup");
 
     let pid = env.task_pid(&id).expect("ctr task ls lists the task");
     assert!(pid > 0);
+    // The task's cgroup, as the host sees it: gone once the task is deleted.
+    let task_cgroup = cgroup::dir_of(pid, "memory");
+    assert!(task_cgroup.is_dir(), "{}", task_cgroup.display());
     let ps = env.ctr_ok(&["task", "ps", &id]);
     assert!(
         ps.lines()
@@ -115,6 +136,12 @@ fn detached_run_exec_ps_kill_delete() {
         text(&out.stderr)
     );
     assert_eq!(env.task_status(&id), None);
+    assert!(
+        !task_cgroup.exists(),
+        "Delete removes the task's cgroup {} ({})",
+        task_cgroup.display(),
+        Hierarchy::current().name()
+    );
     env.ctr_ok(&["container", "rm", &id]);
     env.assert_no_leaks();
 }
@@ -134,16 +161,49 @@ fn terminal_run_gets_a_pty() {
     env.assert_no_leaks();
 }
 
+/// What the kernel says of a task's freeze: v2 `cgroup.freeze` (what runc writes) and the
+/// `frozen` key of `cgroup.events` (what the kernel reached), v1 `freezer.state`.
+fn assert_frozen(dir: &Path, frozen: bool) {
+    match Hierarchy::current() {
+        Hierarchy::V2 => {
+            assert_eq!(
+                cgroup::read(dir, "cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+                "{}/cgroup.freeze",
+                dir.display()
+            );
+            let events = cgroup::read(dir, "cgroup.events");
+            assert_eq!(
+                cgroup::keyed_value(&events, "frozen"),
+                Some(u64::from(frozen)),
+                "{}/cgroup.events: {events}",
+                dir.display()
+            );
+        }
+        Hierarchy::V1 => assert_eq!(
+            cgroup::read(dir, "freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+            "{}/freezer.state",
+            dir.display()
+        ),
+    }
+}
+
 #[test]
 fn pause_and_resume() {
     let env = ContainerdEnv::start();
     let id = env.id("c");
     env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
     env.wait_task_status(&id, "RUNNING", POLL);
+    let pid = env.task_pid(&id).expect("ctr task ls lists the task");
+    let freezer = cgroup::dir_of(pid, "freezer");
+    assert_frozen(&freezer, false);
     env.ctr_ok(&["task", "pause", &id]);
     assert_eq!(env.task_status(&id).as_deref(), Some("PAUSED"));
+    assert_frozen(&freezer, true);
     env.ctr_ok(&["task", "resume", &id]);
     assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
+    assert_frozen(&freezer, false);
     env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
     env.wait_task_status(&id, "STOPPED", POLL);
     env.ctr_ok(&["task", "rm", &id]);
@@ -168,13 +228,50 @@ fn metrics_report_memory_and_pids() {
             (cols.next() == Some(name)).then(|| cols.next().unwrap_or("").to_string())
         })
     };
-    let memory = value("memory.usage_in_bytes").or_else(|| value("memory.usage"));
+    // The Metrics type follows the hierarchy (io.containerd.cgroups.v1/v2.Metrics), and
+    // ctr prints each with its own names: a v1 name on v2 (or the reverse) means the shim
+    // sent the wrong type.
+    let (usage, v1_names, v2_names): (&str, &[&str], &[&str]) = (
+        match Hierarchy::current() {
+            Hierarchy::V1 => "memory.usage_in_bytes",
+            Hierarchy::V2 => "memory.usage",
+        },
+        &[
+            "memory.usage_in_bytes",
+            "memory.limit_in_bytes",
+            "cpuacct.usage",
+        ],
+        &[
+            "memory.usage",
+            "memory.usage_limit",
+            "cpu.usage_usec",
+            "cpu.user_usec",
+        ],
+    );
+    let (present, absent) = match Hierarchy::current() {
+        Hierarchy::V1 => (v1_names, v2_names),
+        Hierarchy::V2 => (v2_names, v1_names),
+    };
+    for name in present {
+        assert!(
+            value(name).is_some(),
+            "{name} ({}) in the metrics: {metrics}",
+            Hierarchy::current().name()
+        );
+    }
+    for name in absent {
+        assert!(
+            value(name).is_none(),
+            "no {name} on {}: {metrics}",
+            Hierarchy::current().name()
+        );
+    }
     assert!(
-        memory
+        value(usage)
             .as_deref()
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|v| v > 0),
-        "memory usage in the metrics: {metrics}"
+        "{usage} > 0 in the metrics: {metrics}"
     );
     assert_eq!(
         value("pids.current").as_deref(),
@@ -211,6 +308,19 @@ fn oom_kill_is_published() {
         exit.as_deref()
             .is_some_and(|l| l.contains("\"exit_status\":137")),
         "exit event with status 137: {exit:?}"
+    );
+    // containerd learns of the OOM before the exit it caused (CRI reports the container's
+    // reason as OOMKilled only then). On v2 the OOM comes from memory.events' oom_kill.
+    let all = events.stdout();
+    let position = |topic: &str| {
+        all.lines()
+            .position(|l| l.contains(topic) && l.contains(&id))
+            .unwrap_or_else(|| panic!("{topic} for {id} in:\n{all}"))
+    };
+    assert!(
+        position("/tasks/oom") < position("/tasks/exit"),
+        "/tasks/oom before /tasks/exit ({}):\n{all}",
+        Hierarchy::current().name()
     );
     drop(events);
     env.assert_no_leaks();

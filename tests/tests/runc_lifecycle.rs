@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
+use tether_tests::cgroup::{self, Hierarchy};
 use tether_tests::{cleanup, RuncEnv};
 
 /// A pipe whose write end becomes a container's stdout; the read end stays with the test.
@@ -185,35 +186,22 @@ fn update_changes_the_memory_limit_and_stats_see_the_container() {
         )
         .expect("update");
     let pid = env.runc().state(&id).unwrap().pid;
-    let memcg = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
-            ctrl.split(',')
-                .any(|c| c == "memory")
-                .then(|| path.to_string())
-        });
-    // The limit as the kernel has it: v1's memory controller line, or v2's unified one
-    // ("0::/path"). Neither found is a failure, not a silent pass.
-    let file = match memcg {
-        Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
-        None => {
-            let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-            let unified = cgroup
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .unwrap_or_else(|| panic!("no memory cgroup for {pid}:\n{cgroup}"));
-            format!("/sys/fs/cgroup{unified}/memory.max")
-        }
-    };
-    let got: i64 = fs::read_to_string(&file)
+    // The limit as the kernel has it: v1's memory.limit_in_bytes or v2's memory.max (a
+    // process with neither fails the test rather than passing unchecked).
+    let memcg = cgroup::dir_of(pid, "memory");
+    let file = memcg.join(match Hierarchy::current() {
+        Hierarchy::V1 => "memory.limit_in_bytes",
+        Hierarchy::V2 => "memory.max",
+    });
+    let file = file.display();
+    let got: i64 = fs::read_to_string(file.to_string())
         .unwrap_or_else(|e| panic!("{file}: {e}"))
         .trim()
         .parse()
         .unwrap();
     assert_eq!(got, limit, "{file}");
+    let pids = cgroup::dir_of(pid, "pids");
+    assert_eq!(cgroup::read(&pids, "pids.max"), "77", "{}", pids.display());
 
     let stats = env.runc().stats(&id).expect("events --stats");
     assert!(stats.pids.current >= 1, "stats count the init process");

@@ -232,3 +232,578 @@ fn a_shim_that_never_gets_a_container_exits_by_itself() {
         shim.log()
     );
 }
+
+/// Reads one reply frame (header and body) and returns its stream id.
+fn read_reply(sock: &mut UnixStream) -> std::io::Result<u32> {
+    let mut header = [0u8; 10];
+    sock.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    sock.read_exact(&mut vec![0u8; len])?;
+    Ok(u32::from_be_bytes(
+        header[4..8].try_into().expect("4 bytes"),
+    ))
+}
+
+/// How long a fresh connection waits for the answer to one `Connect`.
+fn round_trip(shim: &DirectShim) -> Duration {
+    let began = Instant::now();
+    let mut c = connect(shim);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&frame(1, "containerd.task.v2.Task", "Connect"))
+        .unwrap();
+    assert_eq!(read_reply(&mut c).expect("an answer to Connect"), 1);
+    began.elapsed()
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft limit on open files to `want` with `prlimit` (the shim's
+/// `start`, hence the server, inherits it).
+fn raise_nofile(want: u64) {
+    let status = Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={want}:"))
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(
+        status.success(),
+        "prlimit --nofile={want}: the hard limit is lower"
+    );
+}
+
+#[test]
+fn two_thousand_idle_connections_neither_stop_the_shim_nor_grow_it() {
+    // Measured here (release build): +0.45 MiB RSS for 2,000 idle connections, and a new
+    // client answered in 0.3 ms with them open. The Go shim was not measured this way.
+    const IDLE: usize = 2000;
+    raise_nofile(IDLE as u64 + 256);
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let pid = shim.shim_pid().expect("shim pid");
+    round_trip(&shim);
+    let before = rss_kib(pid);
+    let idle: Vec<UnixStream> = (0..IDLE).map(|_| connect(&shim)).collect();
+    // Every one accepted (the kernel's backlog holds only a few hundred).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < IDLE && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        open_fds(pid) >= IDLE,
+        "the shim holds {} fds",
+        open_fds(pid)
+    );
+    let took = round_trip(&shim);
+    let after = rss_kib(pid);
+    eprintln!(
+        "{IDLE} idle connections: shim RSS {before} -> {after} KiB, a new client answered in {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "a new client waited {took:?}"
+    );
+    assert!(
+        after < before + 4 * 1024,
+        "shim RSS grew from {before} KiB to {after} KiB with {IDLE} idle connections"
+    );
+    drop(idle);
+    // Closed connections are dropped: their descriptors come back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) > 64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(open_fds(pid) <= 64, "{} fds still open", open_fds(pid));
+    round_trip(&shim);
+}
+
+#[test]
+fn a_slow_loris_client_does_not_hold_up_the_others() {
+    // A client that sends its frame one byte per 100 ms: the shim reads what is there and
+    // goes on serving; the slow frame is answered when it is complete. (The Go shim gives
+    // each connection its own goroutine, so it is not held up either.)
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let request = frame(7, "containerd.task.v2.Task", "Connect");
+    let mut loris = connect(&shim);
+    loris
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sender = {
+        let mut w = loris.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in request {
+                w.write_all(&[b]).expect("send one byte");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut slowest = Duration::ZERO;
+    let mut served = 0;
+    while !sender.is_finished() {
+        slowest = slowest.max(round_trip(&shim));
+        served += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sender.join().unwrap();
+    eprintln!("{served} clients served during the slow frame, the slowest in {slowest:?}");
+    assert!(
+        served >= 10,
+        "only {served} clients served in the slow frame's time"
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a client waited {slowest:?}"
+    );
+    assert_eq!(read_reply(&mut loris).expect("the slow frame's answer"), 7);
+}
+
+/// A tmpfs of `size` mounted on a new dir under `parent`, unmounted when dropped.
+struct TinyTmpfs {
+    path: std::path::PathBuf,
+}
+
+impl TinyTmpfs {
+    fn mount(parent: &std::path::Path, size: &str) -> Self {
+        let path = parent.join("full");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", path.display());
+        TinyTmpfs { path }
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.path.join("filler")).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Processes whose working directory is `dir` (the shim server runs in its bundle).
+fn processes_in(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+        .collect()
+}
+
+#[test]
+fn start_on_a_full_state_disk_leaves_no_shim_and_no_socket() {
+    // Before: writing `shim.pid` failed after the server was spawned, and the server ran
+    // on, its socket in place (37 of 90 creates with a full state disk left one), where a
+    // later create of the same group would join it. The Go shim (containerd's shim
+    // library) fails the same way: it removes the socket and kills the server.
+    tether_tests::require::root();
+    let dir = tempfile::Builder::new()
+        .prefix("td-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let disk = TinyTmpfs::mount(dir.path(), "64k");
+    let bundle = disk.path.clone();
+    disk.fill();
+    let id = tether_tests::unique_id("full");
+    let namespace = format!("{}-x", tether_tests::unique_id("dns"));
+    let address = dir.path().join("containerd.sock");
+    let out = Command::new(tether_tests::containerd_env::shim_binary())
+        .args(["-namespace", &namespace, "-id", &id, "-address"])
+        .arg(&address)
+        .arg("start")
+        .current_dir(&bundle)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the shim's start");
+    std::thread::sleep(Duration::from_millis(300));
+    let left = processes_in(&bundle);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // The socket containerd's shim library would name: sha256 of address/namespace/id.
+    let socket = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}/{namespace}/{id}", address.display()));
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        std::path::Path::new("/run/containerd/s").join(hex)
+    };
+    let socket_left = socket.exists();
+    let _ = std::fs::remove_file(&socket);
+    assert!(
+        !out.status.success(),
+        "start succeeded on a full disk: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!(
+        "start failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert!(left.is_empty(), "shim server(s) {left:?} left running");
+    assert!(!socket_left, "socket {} left behind", socket.display());
+    for name in ["shim.pid", "address"] {
+        assert!(!bundle.join(name).exists(), "{name} left in the bundle");
+    }
+}
+
+/// A `BinaryName` wrapper around the real runc whose `create` fails as runc fails: the
+/// error as a JSON line in the `--log` file (which the shim reads, as runc writes it
+/// there) and on stderr.
+fn failing_runc(dir: &std::path::Path) -> std::path::PathBuf {
+    let real = tether_tests::require::tool("runc", "runc");
+    let path = dir.join("failing-runc");
+    let script = format!(
+        "#!/bin/sh\n\
+         log=/dev/null; prev=\n\
+         for a in \"$@\"; do\n\
+         \x20 [ \"$prev\" = --log ] && log=$a\n\
+         \x20 case \"$a\" in create|run)\n\
+         \x20   msg='injected failure: no space left on device'\n\
+         \x20   printf '{{\"level\":\"error\",\"msg\":\"%s\",\"time\":\"2026-01-01T00:00:00Z\"}}\\n' \"$msg\" >>\"$log\"\n\
+         \x20   echo \"$msg\" >&2; exit 1 ;;\n\
+         \x20 esac\n\
+         \x20 prev=$a\n\
+         done\n\
+         exec {} \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+fn runc_containers(state_dir: &std::path::Path) -> String {
+    let out = Command::new(tether_tests::require::tool("runc", "runc"))
+        .arg("--root")
+        .arg(state_dir)
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mounted_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn create_with_a_missing_or_failing_runc_fails_clearly_and_leaves_nothing() {
+    // The Go shim answers both with the error runc (or exec) gave, and leaves no container
+    // and no rootfs mount; a Shutdown then ends the shim.
+    use containerd_shim_protos::api;
+    use tether_tests::direct_shim::ctx;
+    for case in ["missing", "failing"] {
+        let id = tether_tests::unique_id("fault");
+        let shim = DirectShim::start(&id, &["true"]);
+        let (binary, expect) = match case {
+            "missing" => (shim.dir().join("no-such-runc"), "no-such-runc"),
+            _ => (failing_runc(shim.dir()), "injected failure"),
+        };
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.clone();
+        create.bundle = shim.bundle().to_string_lossy().into_owned();
+        create.options = Some(shim.options(&binary)).into();
+        let err = shim
+            .client()
+            .create(ctx(), &create)
+            .expect_err("Create with a runc that cannot create");
+        let message = format!("{err:?}");
+        eprintln!("{case} runc: {message}");
+        assert!(
+            message.contains(expect),
+            "{case} runc: unclear error {message}"
+        );
+        let mut state = api::StateRequest::new();
+        state.id = id.clone();
+        assert!(
+            shim.client().state(ctx(), &state).is_err(),
+            "{case}: a task is left"
+        );
+        assert_eq!(
+            runc_containers(&shim.runc_state_dir()),
+            "",
+            "{case}: a runc container is left"
+        );
+        assert_eq!(
+            mounted_under(&shim.bundle()),
+            Vec::<String>::new(),
+            "{case}: mounts left"
+        );
+        shim.client()
+            .shutdown(ctx(), &api::ShutdownRequest::new())
+            .expect("Shutdown");
+        assert!(
+            shim.wait_shim_exit(Duration::from_secs(10)),
+            "{case}: shim runs on"
+        );
+        let socket = shim.socket().expect("socket");
+        assert!(!socket.exists(), "{case}: socket {} left", socket.display());
+    }
+}
+
+/// Children of `pid` that are zombies (exited, not reaped).
+fn zombie_children(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let rest: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            rest.first() == Some(&"Z") && rest.get(1) == Some(&pid.to_string().as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_execs_leave_no_growth_and_no_zombies() {
+    // Bounds: fds back to where they were, threads too once idle workers have exited (10 s),
+    // RSS within +1 MiB of its level after a warm-up, no zombie. The probe measured +28 KiB over 1,000 execs (the Go shim
+    // +0.3 MiB). TETHER_SOAK_EXECS overrides the count.
+    use containerd_shim_protos::api;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use tether_tests::direct_shim::ctx;
+    let execs: usize = std::env::var("TETHER_SOAK_EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let id = tether_tests::unique_id("soak");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    let pid = shim.shim_pid().expect("shim pid");
+    let runc = tether_tests::require::tool("runc", "runc");
+    shim.create_and_start(&id, shim.options(&runc));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shim.bundle().join("config.json")).unwrap()).unwrap();
+    let mut process = spec["process"].clone();
+    process["args"] = serde_json::json!(["true"]);
+    let process = serde_json::to_vec(&process).unwrap();
+    let exec_once = |n: usize| {
+        let exec_id = format!("e{n}");
+        let mut exec = api::ExecProcessRequest::new();
+        exec.id = id.clone();
+        exec.exec_id = exec_id.clone();
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = process.clone();
+        exec.spec = Some(any).into();
+        shim.client().exec(ctx(), &exec).expect("Exec");
+        let mut start = api::StartRequest::new();
+        start.id = id.clone();
+        start.exec_id = exec_id.clone();
+        shim.client().start(ctx(), &start).expect("Start the exec");
+        let mut wait = api::WaitRequest::new();
+        wait.id = id.clone();
+        wait.exec_id = exec_id.clone();
+        let status = shim.client().wait(ctx(), &wait).expect("Wait").exit_status;
+        assert_eq!(status, 0, "exec {n} exited {status}");
+        let mut delete = api::DeleteRequest::new();
+        delete.id = id.clone();
+        delete.exec_id = exec_id;
+        shim.client()
+            .delete(ctx(), &delete)
+            .expect("Delete the exec");
+    };
+    for n in 0..20 {
+        exec_once(n);
+    }
+    let (fds, thr, rss) = (open_fds(pid), threads(pid), rss_kib(pid));
+    let began = Instant::now();
+    for n in 20..20 + execs {
+        exec_once(n);
+    }
+    let took = began.elapsed();
+    // Workers beyond the first exit after 10 s without work: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while threads(pid) > thr && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (fds2, thr2, rss2) = (open_fds(pid), threads(pid), rss_kib(pid));
+    let zombies = zombie_children(pid);
+    eprintln!(
+        "{execs} execs in {took:?}: fds {fds} -> {fds2}, threads {thr} -> {thr2}, RSS {rss} -> {rss2} KiB"
+    );
+    assert!(fds2 <= fds, "fds grew from {fds} to {fds2}");
+    assert!(thr2 <= thr, "threads grew from {thr} to {thr2}");
+    assert!(rss2 <= rss + 1024, "RSS grew from {rss} KiB to {rss2} KiB");
+    assert!(zombies.is_empty(), "zombie children {zombies:?}");
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = libc::SIGKILL as u32;
+    shim.client().kill(ctx(), &kill).expect("Kill");
+    let mut wait = api::WaitRequest::new();
+    wait.id = id.clone();
+    shim.client().wait(ctx(), &wait).expect("Wait");
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    shim.client().delete(ctx(), &delete).expect("Delete");
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+}
+
+#[test]
+fn a_burst_of_ten_thousand_calls_leaves_the_shim_near_its_resting_size() {
+    // The probe saw 6-9 MiB stay resident after a burst of 10,000 calls: replies queued
+    // without bound and up to 70 threads (stacks, arenas). With both bounded, measured on
+    // the release build (`make build`): resting 1.9-2.0 MiB, +0.36-0.7 MiB after 10,000
+    // pipelined State/Pids/Stats/Delete/unknown calls, and it stays: glibc's brk heap grew
+    // from 136 to ~680 KiB to serve the burst and is fragmented by allocations still live
+    // at its top (`malloc_trim(0)` returns ~180 KiB of it; closing the connection nothing
+    // more: the connection's buffers already shrink after a burst). The bound here, 2 MiB,
+    // also holds for the debug build (+0.7 MiB).
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let pid = shim.shim_pid().expect("shim pid");
+    round_trip(&shim);
+    std::thread::sleep(Duration::from_millis(200));
+    let resting = rss_kib(pid);
+    let mut sock = connect(&shim);
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let calls = 10_000u32;
+    let writer = {
+        let mut w = sock.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..calls {
+                let method = ["State", "Pids", "Stats", "NoSuchMethod"][i as usize % 4];
+                if w.write_all(&frame(2 * i + 1, "containerd.task.v2.Task", method))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    for _ in 0..calls {
+        read_reply(&mut sock).expect("an answer to each call");
+    }
+    writer.join().unwrap();
+    drop(sock);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    eprintln!("{calls} calls: shim RSS {resting} -> {after} KiB");
+    assert!(
+        after < resting + 2 * 1024,
+        "shim RSS {resting} KiB at rest, {after} KiB after {calls} calls"
+    );
+}
+
+#[test]
+fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
+    // runc `create` that hangs (5 s here, then fails): the caller's deadline passes, the
+    // shim goes on answering other calls, and once runc gives up nothing is left. (The Go
+    // shim, by its code, kills runc when the call's ttrpc deadline passes: go-runc runs it
+    // under the request's context. tether lets runc run to its end.)
+    use containerd_shim_protos::api;
+    use tether_tests::direct_shim::ctx;
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let real = tether_tests::require::tool("runc", "runc");
+    let hanging = shim.dir().join("hanging-runc");
+    std::fs::write(
+        &hanging,
+        format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do case \"$a\" in create|run) sleep 5; \
+             echo 'injected hang' >&2; exit 1 ;; esac; done\n\
+             exec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &hanging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut create = api::CreateTaskRequest::new();
+    create.id = id.clone();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    create.options = Some(shim.options(&hanging)).into();
+    let began = Instant::now();
+    let creator = {
+        let client = shim.client().clone();
+        std::thread::spawn(move || {
+            let short = containerd_shim_protos::ttrpc::context::with_timeout(
+                Duration::from_secs(2).as_nanos() as i64,
+            );
+            client.create(short, &create)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Other calls are answered while runc hangs.
+    let took = round_trip(&shim);
+    assert!(
+        took < Duration::from_secs(1),
+        "Connect waited {took:?} behind a hanging runc"
+    );
+    let result = creator.join().unwrap();
+    let waited = began.elapsed();
+    assert!(result.is_err(), "Create with a hanging runc succeeded");
+    assert!(
+        waited < Duration::from_secs(4),
+        "the caller waited {waited:?} past its deadline"
+    );
+    eprintln!(
+        "hanging runc: Create gave up after {waited:?}: {:?}",
+        result.err()
+    );
+    // Once runc has given up: no task, no container, no mount.
+    std::thread::sleep(Duration::from_secs(6));
+    let mut state = api::StateRequest::new();
+    state.id = id.clone();
+    assert!(
+        shim.client().state(ctx(), &state).is_err(),
+        "a task is left"
+    );
+    assert_eq!(
+        runc_containers(&shim.runc_state_dir()),
+        "",
+        "a runc container is left"
+    );
+    assert_eq!(
+        mounted_under(&shim.bundle()),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim runs on"
+    );
+}

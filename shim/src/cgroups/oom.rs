@@ -88,7 +88,12 @@ enum Kind {
     V2 {
         inotify: OwnedFd,
         events: PathBuf,
+        /// `cgroup.events`, whose `populated` says when the cgroup has emptied.
+        cgroup_events: PathBuf,
         oom_kills: u64,
+        /// The cgroup was found empty while an OOM kill was being reported: the next
+        /// check says [`OomError::Gone`].
+        ended: bool,
     },
 }
 
@@ -101,7 +106,10 @@ impl OomWatcher {
     /// `oom_kill` from 0 as containerd's Go watcher does: the cgroup is the
     /// container's own, made with it, so every kill it counts is the container's,
     /// including one before the watch existed (the first [`OomWatcher::check`]
-    /// reports it).
+    /// reports it). A second watch on `cgroup.events` ends the watcher once the cgroup
+    /// is empty (`populated 0`: the container has exited), as the Go watcher ends:
+    /// removing a v2 cgroup sends an inotify watch on its files nothing, so without it
+    /// the watch would outlive the container.
     /// Fails with [`OomError::NoMemoryCgroup`] if the process has no memory
     /// cgroup; callers log that and carry on without OOM events.
     pub fn new(pid: i32) -> Result<Self, OomError> {
@@ -164,11 +172,16 @@ impl OomWatcher {
         })?;
         inotify::add_watch(inotify.as_fd(), &events, inotify::IN_MODIFY)
             .map_err(io_err("watch", &events))?;
+        let cgroup_events = dir.join("cgroup.events");
+        inotify::add_watch(inotify.as_fd(), &cgroup_events, inotify::IN_MODIFY)
+            .map_err(io_err("watch", &cgroup_events))?;
         Ok(OomWatcher {
             kind: Kind::V2 {
                 inotify,
                 events,
+                cgroup_events,
                 oom_kills: 0,
+                ended: false,
             },
         })
     }
@@ -184,7 +197,9 @@ impl OomWatcher {
     /// Call when [`OomWatcher::fd`] is readable: drains it without blocking and
     /// returns `Ok(true)` if one or more new OOM events happened, `Ok(false)`
     /// for a spurious or unrelated wakeup. `Err(OomError::Gone)` once the
-    /// cgroup has been removed: deregister the fd and drop the watcher.
+    /// cgroup has been removed (v2: or has emptied): deregister the fd and drop the
+    /// watcher. After `Ok(true)`, check again: the same wakeup may also have ended
+    /// the cgroup (an OOM kill and the exit it causes come together).
     pub fn check(&mut self) -> Result<bool, OomError> {
         match &mut self.kind {
             Kind::V1 { efd, dir } => {
@@ -211,23 +226,32 @@ impl OomWatcher {
             Kind::V2 {
                 inotify,
                 events,
+                cgroup_events,
                 oom_kills,
+                ended,
             } => {
+                if *ended {
+                    return Err(OomError::Gone);
+                }
                 let watch_removed =
                     inotify::drain(inotify.as_fd()).map_err(|source| OomError::Sys {
                         action: "read inotify",
                         source,
                     })?;
+                // Read before the OOM count: an OOM kill that emptied the cgroup is
+                // counted before the exit that followed it, so it is not lost.
+                let empty = !read_populated(cgroup_events)?.unwrap_or(false);
                 let Some(now) = read_oom_kills(events)? else {
                     return Err(OomError::Gone);
                 };
                 if now > *oom_kills {
                     *oom_kills = now;
+                    *ended = empty;
                     return Ok(true);
                 }
                 // The counter can only restart if the cgroup was recreated.
                 *oom_kills = now;
-                if watch_removed {
+                if watch_removed || empty {
                     return Err(OomError::Gone);
                 }
                 Ok(false)
@@ -246,6 +270,24 @@ fn read_oom_kills(events: &Path) -> Result<Option<u64>, OomError> {
         }
         Err(e) => Err(io_err("read", events)(e)),
     }
+}
+
+/// `populated` of a v2 `cgroup.events`: whether any process is in the cgroup or below;
+/// `None` if the file is gone (the cgroup was removed).
+fn read_populated(cgroup_events: &Path) -> Result<Option<bool>, OomError> {
+    match std::fs::read_to_string(cgroup_events) {
+        Ok(s) => Ok(Some(parse_populated(&s))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
+            Ok(None)
+        }
+        Err(e) => Err(io_err("read", cgroup_events)(e)),
+    }
+}
+
+/// `populated` from `cgroup.events` text (a file without the key counts as populated:
+/// only the kernel's `populated 0` ends a watcher).
+fn parse_populated(s: &str) -> bool {
+    !flat_keyed(s).any(|(k, v)| k == "populated" && v == 0)
 }
 
 /// `oom_kill` from `memory.events` text (0 if absent).
@@ -391,10 +433,12 @@ mod tests {
     fn v2_watcher_on_fake_events_file() {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("memory.events");
+        let cgroup_events = dir.path().join("cgroup.events");
         assert!(matches!(
             OomWatcher::v2(dir.path()),
             Err(OomError::NoMemoryCgroup)
         ));
+        std::fs::write(&cgroup_events, "populated 1\nfrozen 0\n").unwrap();
         // A kill before the watch existed is the container's too: reported by the first
         // check (the loop checks once when it registers the watcher).
         std::fs::write(&events, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n").unwrap();
@@ -419,6 +463,41 @@ mod tests {
         assert!(matches!(w.check(), Err(OomError::Gone)));
     }
 
+    /// The container exits: `cgroup.events` says `populated 0` and the watcher ends,
+    /// after reporting an OOM kill that came in the same wakeup.
+    #[test]
+    fn v2_watcher_ends_when_the_cgroup_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("memory.events");
+        let cgroup_events = dir.path().join("cgroup.events");
+        std::fs::write(&events, "oom 0\noom_kill 0\n").unwrap();
+        std::fs::write(&cgroup_events, "populated 1\nfrozen 0\n").unwrap();
+        let mut w = OomWatcher::v2(dir.path()).unwrap();
+        assert!(!w.check().unwrap());
+
+        // Emptied without an OOM kill: Gone.
+        std::fs::write(&cgroup_events, "populated 0\nfrozen 0\n").unwrap();
+        assert!(readable(w.fd(), Duration::from_secs(2)));
+        assert!(matches!(w.check(), Err(OomError::Gone)));
+
+        // An OOM kill and the exit it caused, seen in one wakeup: the kill, then Gone.
+        std::fs::write(&cgroup_events, "populated 1\nfrozen 0\n").unwrap();
+        let mut w = OomWatcher::v2(dir.path()).unwrap();
+        assert!(!w.check().unwrap());
+        std::fs::write(&events, "oom 1\noom_kill 1\n").unwrap();
+        std::fs::write(&cgroup_events, "populated 0\nfrozen 0\n").unwrap();
+        assert!(readable(w.fd(), Duration::from_secs(2)));
+        assert!(w.check().unwrap(), "the OOM kill is reported");
+        assert!(matches!(w.check(), Err(OomError::Gone)));
+    }
+
+    #[test]
+    fn parse_populated_values() {
+        assert!(parse_populated("populated 1\nfrozen 0\n"));
+        assert!(!parse_populated("populated 0\nfrozen 1\n"));
+        assert!(parse_populated(""), "no key: not known to be empty");
+    }
+
     #[test]
     fn no_such_process() {
         assert!(matches!(
@@ -430,12 +509,17 @@ mod tests {
     /// Removes the test cgroup and kills the child even when an assertion fails.
     struct Cleanup {
         child: Option<Child>,
+        /// A process that keeps the cgroup populated (v2).
+        keeper: Option<Child>,
         dir: PathBuf,
     }
 
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            if let Some(mut c) = self.child.take() {
+            for mut c in [self.child.take(), self.keeper.take()]
+                .into_iter()
+                .flatten()
+            {
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -461,7 +545,7 @@ mod tests {
         }
         if host_hierarchy() != Hierarchy::V1 || !root.join("cgroup.event_control").exists() {
             println!(
-                "skipped: no cgroup v1 memory controller at {}",
+                "skipped: cgroup v1 only, and there is no v1 memory controller at {} (v2_real_oom covers v2)",
                 root.display()
             );
             return;
@@ -473,6 +557,7 @@ mod tests {
         }
         let mut guard = Cleanup {
             child: None,
+            keeper: None,
             dir: dir.clone(),
         };
         std::fs::write(dir.join("memory.limit_in_bytes"), "8M").unwrap();
@@ -523,5 +608,108 @@ mod tests {
         }
         assert!(readable(w.fd(), Duration::from_secs(2)));
         assert!(matches!(w.check(), Err(OomError::Gone)));
+    }
+
+    /// Runs `command` in a child that joins the cgroup `dir` first; with `wait_for_go`
+    /// it execs `command` only once it reads a line on stdin. Returns once the child is
+    /// in the cgroup.
+    fn spawn_in(dir: &Path, command: &str, wait_for_go: bool) -> Child {
+        let procs = dir.join("cgroup.procs");
+        let go = if wait_for_go { "&& read go " } else { "" };
+        let script = format!(
+            "echo $$ > '{}' && echo ready {go}&& exec {command}",
+            procs.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+
+    /// Real OOM kills in a real cgroup v2 memory cgroup on this machine (the cgroup v2
+    /// leg's guest): one before the watcher exists (reported by its first check, as
+    /// the shim relies on when a container is killed before its watch is set up), one
+    /// after (inotify on `memory.events` wakes the watcher), then the end of the watch
+    /// when the cgroup empties (`cgroup.events`).
+    #[test]
+    fn v2_real_oom() {
+        let root = Path::new("/sys/fs/cgroup");
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: not root");
+            return;
+        }
+        let subtree = std::fs::read_to_string(root.join("cgroup.subtree_control"));
+        if host_hierarchy() != Hierarchy::V2
+            || !subtree.is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"))
+        {
+            println!(
+                "skipped: cgroup v2 only, and this is not a v2 host with the memory \
+                 controller enabled at its root (v1_real_oom covers v1)"
+            );
+            return;
+        }
+        let dir = root.join(format!("tether-oomtest-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            println!("skipped: cannot create {}: {e}", dir.display());
+            return;
+        }
+        let mut guard = Cleanup {
+            child: None,
+            keeper: None,
+            dir: dir.clone(),
+        };
+        std::fs::write(dir.join("memory.max"), "8M").unwrap();
+        // Without a swap limit the child could swap instead of being killed.
+        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        // A small process that keeps the cgroup populated between the kills (the OOM
+        // killer picks the largest process: the hog).
+        guard.keeper = Some(spawn_in(&dir, "sleep 600", false));
+
+        // 1. Killed before the watcher exists: its first check reports it.
+        let status = spawn_in(&dir, "tail /dev/zero", false).wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "the OOM killer ended the first child: {status:?}"
+        );
+        let mut w = OomWatcher::v2(&dir).unwrap();
+        assert!(w.check().unwrap(), "the kill before the watch is reported");
+        assert!(!w.check().unwrap(), "and only once");
+
+        // 2. Killed while watched: memory.events changes, the fd becomes readable.
+        let mut hog = spawn_in(&dir, "tail /dev/zero", true);
+        writeln!(hog.stdin.as_mut().unwrap(), "go").unwrap();
+        guard.child = Some(hog);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no oom_kill counted within 30 s");
+            // The fd may wake for another memory.events key first (max, high).
+            if readable(w.fd(), Duration::from_millis(500)) && w.check().unwrap() {
+                break;
+            }
+        }
+        guard.child.take().unwrap().wait().unwrap();
+
+        // 3. The cgroup empties (its last process exits): the watch ends.
+        let mut keeper = guard.keeper.take().unwrap();
+        keeper.kill().unwrap();
+        keeper.wait().unwrap();
+        assert!(readable(w.fd(), Duration::from_secs(5)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match w.check() {
+                Err(OomError::Gone) => break,
+                other => assert!(Instant::now() < deadline, "still watching: {other:?}"),
+            }
+            readable(w.fd(), Duration::from_millis(200));
+        }
     }
 }

@@ -158,7 +158,8 @@ pub fn start(flags: &Flags) -> Result<(), String> {
         return print_reply(&config.reply(&uri));
     }
     let listener = address::bind_socket(&socket).map_err(|e| e.to_string())?;
-    let _ = std::fs::write(bundle_dir.join("options.json"), config.options.to_json());
+    // Best effort: `delete` falls back to the defaults without it.
+    let _ = config.options.write_json(&bundle_dir.join("options.json"));
     // The server removes its socket at exit: tell it where it is (the group's path, which
     // its own id would not give).
     let mut server_flags = config.flags.clone();
@@ -171,14 +172,33 @@ pub fn start(flags: &Flags) -> Result<(), String> {
         config.ttrpc_address.as_deref(),
     ) {
         Ok(pid) => {
-            write_file(&bundle_dir.join("shim.pid"), pid.to_string().as_bytes())?;
-            write_file(&bundle_dir.join("address"), uri.as_bytes())?;
-            print_reply(&config.reply(&uri))
+            let published = write_file(&bundle_dir.join("shim.pid"), pid.to_string().as_bytes())
+                .and_then(|()| write_file(&bundle_dir.join("address"), uri.as_bytes()))
+                .and_then(|()| print_reply(&config.reply(&uri)));
+            if published.is_err() {
+                abandon_server(pid, &socket, &bundle_dir);
+            }
+            published
         }
         Err(e) => {
             address::remove_socket(&socket);
             Err(e)
         }
+    }
+}
+
+/// Undoes a spawned server whose start could not be completed (a full disk for `shim.pid`
+/// or `address`, containerd gone before it read the reply): containerd will never know
+/// of it, so it must not outlive `start`, nor its socket let a later create of the group
+/// join it. Kills and reaps it (it is our child), removes its socket and what `start`
+/// wrote of it into the bundle.
+fn abandon_server(pid: u32, socket: &Path, bundle_dir: &Path) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    address::remove_socket(socket);
+    for name in ["shim.pid", "address"] {
+        let _ = std::fs::remove_file(bundle_dir.join(name));
     }
 }
 

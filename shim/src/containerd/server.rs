@@ -752,17 +752,20 @@ impl EventLoop {
         let Some((container, watcher)) = self.ooms.get_mut(&n) else {
             return;
         };
-        match watcher.check() {
-            Ok(true) => {
-                log::info!("container {container} hit its memory limit (OOM)");
-                self.shim.events.oom(container);
-            }
-            Ok(false) => {}
-            Err(_) => {
-                if let Some((_, w)) = self.ooms.remove(&n) {
-                    self.base.poller().remove(w.fd());
+        // After an OOM, check again: the wakeup may also have ended the cgroup (v2: the
+        // OOM kill and the exit it caused), and no further wakeup would say so.
+        loop {
+            match watcher.check() {
+                Ok(true) => {
+                    log::info!("container {container} hit its memory limit (OOM)");
+                    self.shim.events.oom(container);
                 }
+                Ok(false) => return,
+                Err(_) => break,
             }
+        }
+        if let Some((_, w)) = self.ooms.remove(&n) {
+            self.base.poller().remove(w.fd());
         }
     }
 

@@ -323,7 +323,7 @@ impl Shim {
             }
             opts = opts.merged_with(&task_opts);
         }
-        let _ = std::fs::write(bundle.join("options.json"), opts.to_json());
+        let _ = opts.write_json(&bundle.join("options.json"));
         let rootfs = bundle.join("rootfs");
         let mounted = if r.rootfs.is_empty() {
             None

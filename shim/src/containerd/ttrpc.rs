@@ -183,9 +183,19 @@ fn header(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Decodes the complete frames at the front of `buf` (removing them). Err means the peer
-/// broke the protocol (an oversized frame): the connection must be dropped.
-fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), ()> {
+/// A frame declared longer than ttrpc allows: the peer broke the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ttrpc frame of {len} bytes exceeds the {MAX_MESSAGE}-byte limit")]
+pub struct OversizedFrame {
+    /// The length the frame header declared.
+    pub len: usize,
+}
+
+/// Decodes the complete frames at the front of `buf` (removing them) into `out`: requests,
+/// and undecodable requests as rejections; other frame types are skipped. Never panics.
+/// Err means the peer broke the protocol (an oversized frame): the connection must be
+/// dropped.
+pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), OversizedFrame> {
     let mut pos = 0;
     while buf.len() - pos >= HEADER_LEN {
         let h = &buf[pos..pos + HEADER_LEN];
@@ -193,7 +203,7 @@ fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), ()> {
         let stream_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
         let kind = h[8];
         if len > MAX_MESSAGE {
-            return Err(());
+            return Err(OversizedFrame { len });
         }
         if buf.len() - pos < HEADER_LEN + len {
             break;

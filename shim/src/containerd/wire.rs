@@ -7,7 +7,7 @@
 const MAX_GROUP_DEPTH: usize = 64;
 
 /// One field's payload.
-pub(crate) enum Value<'a> {
+pub enum Value<'a> {
     Varint(u64),
     Fixed64,
     Bytes(&'a [u8]),
@@ -27,7 +27,7 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub(crate) fn bool(&self, field: u32) -> Result<bool, String> {
+    pub fn bool(&self, field: u32) -> Result<bool, String> {
         match self {
             Value::Varint(v) => Ok(*v != 0),
             other => Err(format!(
@@ -38,7 +38,7 @@ impl<'a> Value<'a> {
     }
 
     /// proto3 `uint32`: the varint truncated to 32 bits, as protobuf does.
-    pub(crate) fn uint32(&self, field: u32) -> Result<u32, String> {
+    pub fn uint32(&self, field: u32) -> Result<u32, String> {
         match self {
             Value::Varint(v) => Ok(*v as u32),
             other => Err(format!(
@@ -50,7 +50,7 @@ impl<'a> Value<'a> {
 
     /// proto3 `int32` and enums: the varint truncated to 32 bits, read as signed, as
     /// protobuf does (a negative value travels as a 10-byte varint).
-    pub(crate) fn int32(&self, field: u32) -> Result<i32, String> {
+    pub fn int32(&self, field: u32) -> Result<i32, String> {
         match self {
             Value::Varint(v) => Ok(*v as u32 as i32),
             other => Err(format!(
@@ -60,7 +60,7 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub(crate) fn bytes(&self, field: u32) -> Result<&'a [u8], String> {
+    pub fn bytes(&self, field: u32) -> Result<&'a [u8], String> {
         match self {
             Value::Bytes(b) => Ok(b),
             other => Err(format!(
@@ -70,7 +70,7 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub(crate) fn string(&self, field: u32) -> Result<String, String> {
+    pub fn string(&self, field: u32) -> Result<String, String> {
         let b = self.bytes(field)?;
         std::str::from_utf8(b)
             .map(str::to_string)
@@ -78,13 +78,13 @@ impl<'a> Value<'a> {
     }
 }
 
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field, or `None` at the end of the buffer.
-    pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, String> {
+    pub fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, String> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }

@@ -2,6 +2,9 @@
 
 use super::OptionsError;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 /// The runc options tether honours, whatever form they arrived in.
 ///
@@ -74,6 +77,20 @@ impl RuncOptions {
     /// `task_api_address`) are ignored.
     pub fn from_json(bytes: &[u8]) -> Result<Self, OptionsError> {
         Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Writes [`Self::to_json`] to `path` (a bundle's `options.json`), readable by root
+    /// only (0600, as the Go shim writes it: the options name binaries and paths), the mode
+    /// set on an existing file too.
+    pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(&self.to_json())
     }
 
     /// Layers task-level options over these container-level (start-time)

@@ -564,3 +564,24 @@ fn merged_with_prefers_set_task_fields() {
     assert_eq!(base.merged_with(&RuncOptions::default()), base);
     assert_eq!(RuncOptions::default().merged_with(&base), base);
 }
+
+#[test]
+fn options_json_is_written_for_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("options.json");
+    // An older tether left it 0644: the mode is corrected, not only set on creation.
+    std::fs::write(&path, b"{}").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let opts = RuncOptions {
+        binary_name: "crun".into(),
+        ..RuncOptions::default()
+    };
+    opts.write_json(&path).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        RuncOptions::from_json(&std::fs::read(&path).unwrap()).unwrap(),
+        opts
+    );
+}
