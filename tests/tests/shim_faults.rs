@@ -807,3 +807,23 @@ fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
         "the shim runs on"
     );
 }
+
+#[test]
+fn a_bad_container_id_is_named_as_a_container_id() {
+    // Before: "process id \"../x\" is invalid", for a container id.
+    use containerd_shim_protos::api;
+    let id = tether_tests::unique_id("fault");
+    let shim = DirectShim::start(&id, &["true"]);
+    let mut create = api::CreateTaskRequest::new();
+    create.id = "../x".into();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    let err = shim
+        .client()
+        .create(tether_tests::direct_shim::ctx(), &create)
+        .expect_err("a container id with a slash");
+    let text = err.to_string();
+    assert!(
+        text.contains("container id") && text.contains("../x") && text.contains("is invalid"),
+        "{text}"
+    );
+}

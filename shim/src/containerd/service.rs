@@ -305,7 +305,7 @@ impl Shim {
     // ---- Create ------------------------------------------------------------------
 
     fn create(&self, r: api::CreateTaskRequest) -> RpcResult<api::CreateTaskResponse> {
-        fifo::validate_id(&r.id).map_err(|e| invalid(e.to_string()))?;
+        fifo::validate_id(&r.id).map_err(|e| invalid_id("container", e))?;
         if self.lock().containers.contains_key(&r.id) {
             return Err(already_exists(format!("container {} already exists", r.id)));
         }
@@ -758,7 +758,7 @@ impl Shim {
         &self,
         r: api::ExecProcessRequest,
     ) -> RpcResult<protobuf::well_known_types::empty::Empty> {
-        fifo::validate_id(&r.exec_id).map_err(|e| invalid(e.to_string()))?;
+        fifo::validate_id(&r.exec_id).map_err(|e| invalid_id("exec", e))?;
         let spec = r
             .spec
             .as_ref()
@@ -1139,6 +1139,16 @@ struct NewProcess<'a> {
 fn encode<Resp: Message>(resp: Resp) -> Reply {
     resp.write_to_bytes()
         .map_err(|e| internal(format!("encode response: {e}")))
+}
+
+/// An id refused by `fifo::validate_id`, named as what it is (a container or an exec id).
+fn invalid_id(what: &str, e: fifo::Error) -> ttrpc::proto::Status {
+    match e {
+        fifo::Error::InvalidId { id, reason } => {
+            invalid(format!("{what} id {id:?} is invalid: {reason}"))
+        }
+        other => invalid(other.to_string()),
+    }
 }
 
 /// The call gate key of a process.
