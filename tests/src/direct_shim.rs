@@ -256,6 +256,17 @@ impl DirectShim {
             .pid
     }
 
+    /// SIGKILLs task `id`'s init and waits for its exit, as containerd's force-kill does.
+    pub fn kill_and_wait(&self, id: &str) -> api::WaitResponse {
+        let mut kill = api::KillRequest::new();
+        kill.id = id.into();
+        kill.signal = libc::SIGKILL as u32;
+        self.client.kill(ctx(), &kill).expect("Kill");
+        let mut wait = api::WaitRequest::new();
+        wait.id = id.into();
+        self.client.wait(ctx(), &wait).expect("Wait")
+    }
+
     /// Waits until the shim server has exited; false when it still runs after `timeout`.
     pub fn wait_shim_exit(&self, timeout: Duration) -> bool {
         let Some(pid) = self.leftovers.shim_pid else {

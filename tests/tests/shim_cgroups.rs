@@ -55,13 +55,7 @@ fn update_sets_memory_max_and_pids_max() {
         pidscg.display()
     );
 
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
-    shim.client().kill(ctx(), &kill).expect("Kill");
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    shim.client().wait(ctx(), &wait).expect("Wait");
+    shim.kill_and_wait(&id);
     let mut delete = api::DeleteRequest::new();
     delete.id = id.clone();
     shim.client().delete(ctx(), &delete).expect("Delete");

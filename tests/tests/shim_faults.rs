@@ -659,13 +659,7 @@ fn a_thousand_execs_leave_no_growth_and_no_zombies() {
     assert!(thr2 <= thr, "threads grew from {thr} to {thr2}");
     assert!(rss2 <= rss + 1024, "RSS grew from {rss} KiB to {rss2} KiB");
     assert!(zombies.is_empty(), "zombie children {zombies:?}");
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
-    shim.client().kill(ctx(), &kill).expect("Kill");
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    shim.client().wait(ctx(), &wait).expect("Wait");
+    shim.kill_and_wait(&id);
     let mut delete = api::DeleteRequest::new();
     delete.id = id.clone();
     shim.client().delete(ctx(), &delete).expect("Delete");

@@ -102,13 +102,7 @@ fn an_init_and_an_exec_with_invalid_utf8_run_as_runc_runs_them() {
         "the exec's X as runc passes it"
     );
 
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
-    shim.client().kill(ctx(), &kill).expect("Kill");
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    shim.client().wait(ctx(), &wait).expect("Wait");
+    shim.kill_and_wait(&id);
     let mut delete = api::DeleteRequest::new();
     delete.id = id.clone();
     delete.exec_id = "x1".into();
