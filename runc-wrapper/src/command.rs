@@ -4,12 +4,15 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::io::ProcessIo;
@@ -42,7 +45,24 @@ impl Runc {
         self.log_path().map(runtime_log::log_offset)
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<Child> {
+    /// Starts `cmd`; with a `deadline`, in a process group of its own (so that whatever runc
+    /// starts and has not detached yet is killed with it), and not at all once it has passed.
+    fn spawn(
+        &self,
+        command: &'static str,
+        cmd: &mut Command,
+        deadline: Option<Instant>,
+    ) -> Result<Child> {
+        if let Some(deadline) = deadline {
+            if Instant::now() >= deadline {
+                return Err(Error::DeadlineExceeded {
+                    command,
+                    binary: self.binary().to_owned(),
+                    ran: None,
+                });
+            }
+            cmd.process_group(0);
+        }
         self.monitor().start(cmd).map_err(|source| Error::Spawn {
             binary: self.binary().to_owned(),
             source,
@@ -53,6 +73,48 @@ impl Runc {
         self.monitor()
             .wait(child)
             .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))
+    }
+
+    /// Waits for runc, killing it at `deadline` (see [`Runc::expire`]).
+    fn wait_within(
+        &self,
+        command: &'static str,
+        child: &mut Child,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<ExitStatus> {
+        let Some(deadline) = deadline else {
+            return self.wait(command, child);
+        };
+        match self.monitor().wait_until(child, deadline) {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err(self.expire(command, child, started)),
+            Err(e) => Err(Error::io(format!("cannot wait for runc {command}"), e)),
+        }
+    }
+
+    /// runc ran past its deadline: SIGKILLs its process group (runc leads it, see
+    /// [`Runc::spawn`]), reaps runc, and describes what happened.
+    fn expire(&self, command: &'static str, child: &mut Child, started: Instant) -> Error {
+        // runc is not reaped yet (its monitor hands its status to `wait` only), so its pid
+        // still names its group; a member it left (e.g. a container init between `create`'s
+        // steps) keeps the group's id in use after runc is gone.
+        let group = Pid::from_raw(child.id() as i32);
+        if let Err(e) = killpg(group, Signal::SIGKILL) {
+            log::warn!("runc {command}: cannot kill process group {group}: {e}");
+        }
+        if let Err(e) = self.wait(command, child) {
+            log::warn!("{e}");
+        }
+        log::warn!(
+            "runc {command} still ran at its deadline after {:?}: killed",
+            started.elapsed()
+        );
+        Error::DeadlineExceeded {
+            command,
+            binary: self.binary().to_owned(),
+            ran: Some(started.elapsed()),
+        }
     }
 
     /// Runs runc with its stdio taken from `io` (never piped to this process) and waits for it.
@@ -66,13 +128,15 @@ impl Runc {
         io: ProcessIo,
     ) -> Result<Finished> {
         let log_offset = self.log_offset();
+        let deadline = self.deadline();
+        let started = Instant::now();
         let mut child = {
             let mut cmd = self.command(args);
             io.apply(&mut cmd);
-            self.spawn(&mut cmd)?
+            self.spawn(command, &mut cmd, deadline)?
             // `cmd` is dropped here, closing this process's copies of the stdio fds.
         };
-        let status = self.wait(command, &mut child)?;
+        let status = self.wait_within(command, &mut child, deadline, started)?;
         Ok(Finished {
             status,
             stdout: Vec::new(),
@@ -90,6 +154,8 @@ impl Runc {
         input: Option<&[u8]>,
     ) -> Result<Finished> {
         let log_offset = self.log_offset();
+        let deadline = self.deadline();
+        let started = Instant::now();
         let mut child = {
             let mut cmd = self.command(args);
             cmd.stdin(if input.is_some() {
@@ -99,16 +165,20 @@ impl Runc {
             });
             cmd.stdout(Stdio::piped());
             cmd.stderr(Stdio::piped());
-            self.spawn(&mut cmd)?
+            self.spawn(command, &mut cmd, deadline)?
         };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         // Whatever happened while communicating, the child must be waited for.
-        let collected = communicate(stdin, input.unwrap_or_default(), stdout, stderr);
-        let status = self.wait(command, &mut child)?;
-        let (stdout, stderr) =
-            collected.map_err(|e| Error::io(format!("cannot read output of runc {command}"), e))?;
+        let collected = communicate(stdin, input.unwrap_or_default(), stdout, stderr, deadline);
+        if let Ok(None) = collected {
+            return Err(self.expire(command, &mut child, started));
+        }
+        let status = self.wait_within(command, &mut child, deadline, started)?;
+        let (stdout, stderr) = collected
+            .map_err(|e| Error::io(format!("cannot read output of runc {command}"), e))?
+            .unwrap_or_default();
         Ok(Finished {
             status,
             stdout,
@@ -220,12 +290,14 @@ fn drain(src: &mut impl Read, buf: &mut Vec<u8>, keep_tail: Option<usize>) -> io
 
 /// Feeds `input` to `stdin` and collects `stdout` and the tail of `stderr`, all at once, until
 /// both outputs reach EOF. A child that stops reading its stdin early is not an error.
+/// `Ok(None)` when `deadline` passed first.
 fn communicate(
     mut stdin: Option<ChildStdin>,
     input: &[u8],
     mut stdout: Option<ChildStdout>,
     mut stderr: Option<ChildStderr>,
-) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    deadline: Option<Instant>,
+) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     if let Some(s) = &stdin {
         set_nonblocking(s)?;
     }
@@ -255,7 +327,21 @@ fn communicate(
                 fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    // Rounded up: a poll that returns just before the deadline comes back
+                    // here once more instead of spinning.
+                    let ms = left.as_millis().saturating_add(1);
+                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -299,7 +385,7 @@ fn communicate(
             }
         }
     }
-    Ok((out, err))
+    Ok(Some((out, err)))
 }
 
 #[cfg(test)]

@@ -58,6 +58,36 @@ pub enum Error {
     /// An argument was rejected before anything was started (e.g. an empty container id).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The caller's deadline (see [`crate::Runc::with_deadline`]) passed while runc ran: runc
+    /// and its process group were killed and reaped. Or it had passed before runc could start.
+    #[error("{}", deadline_message(command, binary, *ran))]
+    DeadlineExceeded {
+        /// The runc verb, e.g. `"kill"`.
+        command: &'static str,
+        /// The binary that ran (or was to run).
+        binary: PathBuf,
+        /// How long it ran before it was killed; `None` when it was never started.
+        ran: Option<std::time::Duration>,
+    },
+}
+
+fn deadline_message(
+    command: &str,
+    binary: &std::path::Path,
+    ran: Option<std::time::Duration>,
+) -> String {
+    match ran {
+        Some(ran) => format!(
+            "runc {command} ({}) was still running at the call's deadline: killed after {:.1}s",
+            binary.display(),
+            ran.as_secs_f64()
+        ),
+        None => format!(
+            "runc {command} ({}) not run: the call's deadline had passed",
+            binary.display()
+        ),
+    }
 }
 
 /// What a runc failure means, so callers never match runc's wording themselves.
@@ -70,6 +100,8 @@ pub enum ErrorKind {
     NotRunning,
     /// A container with that id exists already.
     AlreadyExists,
+    /// runc did not finish before the caller's deadline ([`Error::DeadlineExceeded`]).
+    DeadlineExceeded,
     /// Anything else, including every failure that is not runc's own.
     Other,
 }
@@ -78,8 +110,10 @@ impl Error {
     /// What the failure means; [`ErrorKind::Other`] unless runc ran and said one of the
     /// known things (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
-        let Error::Runtime { message, .. } = self else {
-            return ErrorKind::Other;
+        let message = match self {
+            Error::Runtime { message, .. } => message,
+            Error::DeadlineExceeded { .. } => return ErrorKind::DeadlineExceeded,
+            _ => return ErrorKind::Other,
         };
         let m = message.to_ascii_lowercase();
         if m.contains("container does not exist")
@@ -188,6 +222,25 @@ mod tests {
         );
         assert!(!e.is_not_found());
         assert_eq!(Error::Console("x".into()).runtime_message(), None);
+        let e = Error::DeadlineExceeded {
+            command: "kill",
+            binary: "/usr/bin/runc".into(),
+            ran: Some(std::time::Duration::from_millis(1020)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "runc kill (/usr/bin/runc) was still running at the call's deadline: killed after 1.0s"
+        );
+        assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+        let e = Error::DeadlineExceeded {
+            command: "pause",
+            binary: "runc".into(),
+            ran: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "runc pause (runc) not run: the call's deadline had passed"
+        );
     }
 
     #[test]

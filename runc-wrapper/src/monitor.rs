@@ -2,6 +2,7 @@
 
 use std::io;
 use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// How runc child processes are started and waited for.
 ///
@@ -10,13 +11,42 @@ use std::process::{Child, Command, ExitStatus};
 /// before the reaper can see the exit, and hands the status back in [`ProcessMonitor::wait`].
 ///
 /// Every runc invocation of this crate goes through exactly one `start` and, if that succeeded,
-/// exactly one `wait` on the returned child (from the same thread). `wait` is called after the
-/// crate has taken and finished with the child's piped stdio, if any.
+/// one or more `wait_until` followed, unless one of them returned the status, by exactly one
+/// `wait` on the returned child (all from the same thread). `wait` is called after the crate
+/// has taken and finished with the child's piped stdio, if any.
 pub trait ProcessMonitor: Send + Sync + std::fmt::Debug {
     /// Starts `cmd` (stdio and arguments are already configured) and returns the child.
     fn start(&self, cmd: &mut Command) -> io::Result<Child>;
     /// Waits for `child` to exit and returns its exit status.
     fn wait(&self, child: &mut Child) -> io::Result<ExitStatus>;
+
+    /// Waits for `child` to exit, but not past `deadline`: `Some(status)` once it exited (it
+    /// is reaped then, as by [`ProcessMonitor::wait`]), `None` when it still ran at the
+    /// deadline (not reaped: the caller kills it and calls `wait`).
+    ///
+    /// The default polls [`Child::try_wait`], which is right only for a monitor whose `wait`
+    /// is [`Child::wait`]; a monitor that reaps on its own must override it.
+    fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// The deadline of the caller's current operation, if it has one: an invocation started
+    /// through this monitor is killed when it passes (see [`crate::Runc::with_deadline`],
+    /// which takes precedence). The default is none.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// [`Command::spawn`] + [`Child::wait`]: for callers that do not reap children on their own.

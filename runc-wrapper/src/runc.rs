@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::monitor::{DefaultMonitor, ProcessMonitor};
@@ -28,7 +29,12 @@ pub struct Runc {
     criu: Option<PathBuf>,
     debug: bool,
     monitor: Arc<dyn ProcessMonitor>,
+    /// Set by [`Runc::with_deadline`]; else the monitor's ([`ProcessMonitor::deadline`]).
+    deadline: Option<Instant>,
 }
+
+/// How long the `delete --force` that clears away a `create` killed at its deadline may take.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Builder for [`Runc`]; every setting is optional.
 #[derive(Debug)]
@@ -58,7 +64,45 @@ impl Runc {
             criu: None,
             debug: false,
             monitor: Arc::new(DefaultMonitor),
+            deadline: None,
         }
+    }
+
+    /// A copy whose invocations must finish by `deadline` (instead of the monitor's
+    /// [`ProcessMonitor::deadline`], if any): runc is then started in a process group of its
+    /// own, and if it still runs at the deadline the group is killed with SIGKILL, runc is
+    /// reaped, and the call fails with [`Error::DeadlineExceeded`] (at once, without running
+    /// runc, when the deadline has already passed). A `create`, `run` or `restore` killed so is
+    /// followed by `delete --force`, so no half-created container is left.
+    pub fn with_deadline(&self, deadline: Instant) -> Runc {
+        Runc {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    /// The deadline invocations must finish by: [`Runc::with_deadline`]'s, else the monitor's.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.or_else(|| self.monitor.deadline())
+    }
+
+    /// After `result` of a `create`/`run`/`restore` of `id`: if runc was killed at its deadline,
+    /// whatever it had made of the container is deleted (runc removes a state dir without
+    /// `state.json` too), with a deadline of its own since the call's has passed.
+    fn clear_killed_create<T>(&self, id: &str, result: Result<T>) -> Result<T> {
+        if let Err(Error::DeadlineExceeded { ran: Some(_), .. }) = &result {
+            match self
+                .with_deadline(Instant::now() + CLEANUP_LIMIT)
+                .delete(id, true)
+            {
+                Ok(()) => {
+                    log::info!("deleted container {id}, whose runc was killed at its deadline")
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => log::warn!("container {id}, whose runc was killed at its deadline: {e}"),
+            }
+        }
+        result
     }
 
     /// The binary that is executed.
@@ -201,8 +245,10 @@ impl Runc {
     /// when it has no terminal. Returns once runc has exited; `opts.detach` is ignored.
     pub fn create(&self, id: &str, bundle: &Path, opts: CreateOpts) -> Result<()> {
         let args = self.create_args(id, bundle, &opts)?;
-        let finished = self.run_with_io("create", &args, opts.io)?;
-        self.check("create", finished).map(drop)
+        let finished = self.run_with_io("create", &args, opts.io);
+        self.clear_killed_create(id, finished)
+            .and_then(|f| self.check("create", f))
+            .map(drop)
     }
 
     /// `runc start`: starts the user process of a created container.
@@ -220,7 +266,7 @@ impl Runc {
     pub fn run(&self, id: &str, bundle: &Path, opts: CreateOpts) -> Result<i32> {
         let args = self.run_args(id, bundle, &opts)?;
         let detach = opts.detach;
-        let finished = self.run_with_io("run", &args, opts.io)?;
+        let finished = self.clear_killed_create(id, self.run_with_io("run", &args, opts.io))?;
         self.exit_code("run", detach, finished)
     }
 
@@ -337,7 +383,7 @@ impl Runc {
     pub fn restore(&self, id: &str, bundle: &Path, opts: RestoreOpts) -> Result<i32> {
         let args = self.restore_args(id, bundle, &opts)?;
         let detach = opts.detach;
-        let finished = self.run_with_io("restore", &args, opts.io)?;
+        let finished = self.clear_killed_create(id, self.run_with_io("restore", &args, opts.io))?;
         self.exit_code("restore", detach, finished)
     }
 

@@ -29,45 +29,87 @@ const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 /// How long one ttrpc call may take before the test's client gives up on it.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A wrapper around the real runc that returns `delay` late from each of `verbs`.
+/// A wrapper around the real runc that returns `delay` late from each of `verbs`, or
+/// (`hang_first`) waits `delay` before it runs the real runc.
 #[derive(Debug)]
 pub struct SlowRunc {
     path: PathBuf,
+    pids: PathBuf,
 }
 
 impl SlowRunc {
-    /// Writes the wrapper script into `dir`.
+    /// Writes the wrapper script into `dir`: the work happens on time, the answer late.
     pub fn write(dir: &Path, verbs: &[&str], delay: Duration) -> Self {
+        Self::write_inner(dir, verbs, delay, false)
+    }
+
+    /// Writes a wrapper that, for `verbs`, waits `delay` first and only then runs the real
+    /// runc: nothing has happened yet when it hangs.
+    pub fn write_hanging_first(dir: &Path, verbs: &[&str], delay: Duration) -> Self {
+        Self::write_inner(dir, verbs, delay, true)
+    }
+
+    fn write_inner(dir: &Path, verbs: &[&str], delay: Duration, hang_first: bool) -> Self {
         let real = crate::require::tool("runc", "runc");
         let path = dir.join("slow-runc");
+        let pids = dir.join("slow-runc.pids");
         // runc's global options come first (`--root X --log Y kill ID 9`); the first
-        // argument that is one of the verbs decides. Test paths never equal a verb.
+        // argument that is one of the verbs decides. Test paths never equal a verb. The
+        // delay is a child `sleep` (as a runc's own children would be), in the foreground
+        // (the shim's runc children inherit its blocked SIGCHLD, with which `wait` on a
+        // background job never returns), and the pids of both go to the pids file.
+        let delay_step = format!(
+            "[ -n \"$slow\" ] && sh -c 'echo $PPID $$ >>{pids}; exec sleep {secs}'\n",
+            secs = delay.as_secs_f64(),
+            pids = pids.display(),
+        );
+        let (before, after) = if hang_first {
+            (delay_step.as_str(), "")
+        } else {
+            ("", delay_step.as_str())
+        };
         let script = format!(
             "#!/bin/sh\n\
-             # The real runc, returning {ms} ms late from: {verbs}.\n\
+             # The real runc, {how} {ms} ms for: {verbs}.\n\
              slow=\n\
              for a in \"$@\"; do\n\
              \x20 case \"$a\" in {pattern}) slow=1; break ;; esac\n\
              done\n\
+             {before}\
              {real} \"$@\"\n\
              rc=$?\n\
-             [ -n \"$slow\" ] && sleep {secs}\n\
+             {after}\
              exit $rc\n",
+            how = if hang_first {
+                "after waiting"
+            } else {
+                "returning late by"
+            },
             ms = delay.as_millis(),
             verbs = verbs.join(" "),
             pattern = verbs.join("|"),
             real = real.display(),
-            secs = delay.as_secs_f64(),
         );
         fs::write(&path, script).expect("write the slow runc wrapper");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
             .expect("make the slow runc wrapper executable");
-        SlowRunc { path }
+        SlowRunc { path, pids }
     }
 
     /// The wrapper's path, for `BinaryName`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The wrappers that were slow and the `sleep` each ran, as far as they are still alive
+    /// (zombies count as gone).
+    pub fn alive(&self) -> Vec<i32> {
+        fs::read_to_string(&self.pids)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| pid_alive(*p))
+            .collect()
     }
 }
 
@@ -302,10 +344,23 @@ impl RawConn {
 
     /// Sends a call of `containerd.task.v2.Task` on ttrpc stream `stream` (odd numbers).
     pub fn send(&mut self, stream: u32, method: &str, request: &impl Message) {
+        self.send_with_timeout(stream, method, request, None);
+    }
+
+    /// [`RawConn::send`] with the caller's `timeout` in the request (ttrpc's
+    /// `timeout_nano`, as a Go client with a context deadline sends it); `None`: no timeout.
+    pub fn send_with_timeout(
+        &mut self,
+        stream: u32,
+        method: &str,
+        request: &impl Message,
+        timeout: Option<Duration>,
+    ) {
         use std::io::Write;
         let mut req = containerd_shim_protos::ttrpc::Request::new();
         req.service = "containerd.task.v2.Task".into();
         req.method = method.into();
+        req.timeout_nano = timeout.map_or(0, |t| t.as_nanos() as i64);
         req.payload = request.write_to_bytes().expect("encode the request");
         let body = req.write_to_bytes().expect("encode the ttrpc request");
         let mut frame = Vec::with_capacity(10 + body.len());
@@ -361,7 +416,8 @@ fn drain_log_fifo(path: &Path, sink: Arc<Mutex<String>>) {
     });
 }
 
-fn pid_alive(pid: i32) -> bool {
+/// Whether `pid` runs (a zombie does not).
+pub fn pid_alive(pid: i32) -> bool {
     // A zombie is gone for our purposes; the shim is reparented to init, which reaps it.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat

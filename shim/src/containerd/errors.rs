@@ -40,6 +40,7 @@ pub fn from_runc(err: runc_wrapper::Error) -> Status {
     match (err.kind(), err) {
         (ErrorKind::NotFound, e) => not_found(e.to_string()),
         (ErrorKind::AlreadyExists, e) => already_exists(e.to_string()),
+        (ErrorKind::DeadlineExceeded, e) => status(Code::DEADLINE_EXCEEDED, e.to_string()),
         (_, runc_wrapper::Error::InvalidArgument(m)) => invalid(m),
         (_, other) => status(Code::UNKNOWN, other.to_string()),
     }

@@ -4,6 +4,7 @@ pub mod address;
 pub mod bootstrap;
 pub mod bootstrap_protocol;
 pub mod bundle;
+pub mod call_deadline;
 pub mod call_gate;
 pub mod errors;
 pub mod event_types;

@@ -7,6 +7,7 @@
 //!
 //! (The event publisher adds a third, which only ever talks to containerd.)
 
+use crate::containerd::call_deadline;
 use crate::containerd::flags::Flags;
 use crate::containerd::service::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
@@ -312,7 +313,9 @@ impl EventLoop {
                     }
                     Ok(call) if call.needs_worker() => {
                         conn.calls_in_flight += 1;
-                        self.workers.submit(n, stream, call);
+                        let deadline =
+                            call_deadline::from_timeout_nano(Instant::now(), req.timeout_nano);
+                        self.workers.submit(n, stream, call, deadline);
                     }
                     Ok(call) => {
                         if let Some(answer) = self.shim.handle(n, stream, call) {

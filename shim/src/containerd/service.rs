@@ -273,7 +273,10 @@ impl Shim {
             .root(Path::new(root).join(&self.namespace))
             .log(bundle.join("log.json"))
             .systemd_cgroup(opts.systemd_cgroup)
-            .monitor(self.reaper.monitor());
+            // Kills runc at the deadline of the call it runs for.
+            .monitor(crate::containerd::call_deadline::monitor(
+                self.reaper.monitor(),
+            ));
         if !opts.criu_path.is_empty() {
             b = b.criu(&opts.criu_path);
         }

@@ -34,6 +34,9 @@ pub struct Incoming {
     /// e.g. `Create`
     pub method: String,
     pub payload: Vec<u8>,
+    /// The caller's timeout (ttrpc's `timeout_nano`): 0 for none, negative when it had
+    /// passed already (see `call_deadline`).
+    pub timeout_nano: i64,
 }
 
 /// The outcome of a call, as sent back.
@@ -220,6 +223,7 @@ pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), Ove
                 service: req.service,
                 method: req.method,
                 payload: req.payload,
+                timeout_nano: req.timeout_nano,
             }),
             Err(e) => out.rejected.push((
                 stream_id,
@@ -265,6 +269,22 @@ mod tests {
             assert_eq!(out.requests[1].stream_id, 3);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn the_callers_timeout_is_decoded() {
+        let mut req = Request::new();
+        req.service = "containerd.task.v2.Task".into();
+        req.method = "Kill".into();
+        req.timeout_nano = 1_000_000_000;
+        let body = req.write_to_bytes().unwrap();
+        let mut buf = header(body.len(), 5, TYPE_REQUEST).to_vec();
+        buf.extend_from_slice(&body);
+        buf.extend(request_frame(7, "State", b""));
+        let mut out = ReadOutcome::default();
+        decode_frames(&mut buf, &mut out).unwrap();
+        assert_eq!(out.requests[0].timeout_nano, 1_000_000_000);
+        assert_eq!(out.requests[1].timeout_nano, 0, "no timeout sent: none");
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! runc, a process or cgroups come here (`Shim::needs_worker`); the loop bounds how many
 //! wait in the queue by not reading connections past that bound.
 
+use crate::containerd::call_deadline;
 use crate::containerd::service::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most workers at once: calls beyond wait in the queue (which the loop bounds).
 pub const MAX_WORKERS: usize = 8;
@@ -22,9 +23,18 @@ const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// Stack of a worker: handlers are shallow; runc output is collected on the heap.
 const WORKER_STACK: usize = 256 * 1024;
 
+/// A call waiting for a worker.
+struct Job {
+    conn: u32,
+    stream: u32,
+    call: TaskCall,
+    /// The caller's deadline (see `call_deadline`).
+    deadline: Option<Instant>,
+}
+
 struct Shared {
-    /// Calls waiting for a worker: (connection, stream, call).
-    queue: Mutex<VecDeque<(u32, u32, TaskCall)>>,
+    /// Calls waiting for a worker.
+    queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
     idle: AtomicUsize,
     threads: AtomicUsize,
@@ -55,14 +65,20 @@ impl WorkerPool {
         Ok(pool)
     }
 
-    /// Queues a call; starts another worker when none is idle.
-    pub fn submit(&self, conn: u32, stream: u32, call: TaskCall) {
+    /// Queues a call, to run under its caller's `deadline` (see `call_deadline`); starts
+    /// another worker when none is idle.
+    pub fn submit(&self, conn: u32, stream: u32, call: TaskCall, deadline: Option<Instant>) {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.shared
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back((conn, stream, call));
+            .push_back(Job {
+                conn,
+                stream,
+                call,
+                deadline,
+            });
         if self.shared.idle.load(Ordering::SeqCst) == 0
             && self.shared.threads.load(Ordering::SeqCst) < MAX_WORKERS
         {
@@ -113,11 +129,18 @@ fn work(shared: &Shared, permanent: bool) {
                 }
             }
         };
-        let Some((conn, stream, call)) = job else {
+        let Some(Job {
+            conn,
+            stream,
+            call,
+            deadline,
+        }) = job
+        else {
             shared.threads.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        if let Some(answer) = shared.shim.handle(conn, stream, call) {
+        let answer = call_deadline::during(deadline, || shared.shim.handle(conn, stream, call));
+        if let Some(answer) = answer {
             shared.shim.post(LoopMsg::Answered {
                 conn,
                 stream,

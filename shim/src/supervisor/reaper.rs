@@ -18,7 +18,11 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often `wait_until` looks for its child itself between the reaper's notifications
+/// (which never come where no reaper loop runs).
+const WAIT_POLL: Duration = Duration::from_millis(50);
 
 /// A child that exited and is not a runc invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +172,42 @@ impl ProcessMonitor for RuncMonitor {
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+        let pid = child.id() as i32;
+        loop {
+            // Reaped here, or by the reaper (ECHILD), which then files the status in `done`.
+            let direct = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some((code & 0xff) << 8),
+                Ok(WaitStatus::Signaled(_, sig, core)) => {
+                    Some(sig as i32 | if core { 0x80 } else { 0 })
+                }
+                Ok(_) | Err(Errno::EINTR) | Err(Errno::ECHILD) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut children = self.shared.lock();
+            if let Some(raw) = direct.or_else(|| children.done.remove(&pid)) {
+                children.running.remove(&pid);
+                children.done.remove(&pid);
+                return Ok(Some(ExitStatus::from_raw(raw)));
+            }
+            if !children.running.contains(&pid) {
+                return Err(io::Error::other(format!(
+                    "exit status of runc child {pid} was lost"
+                )));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let pause = (deadline - now).min(WAIT_POLL);
+            let _ = self
+                .shared
+                .reaped
+                .wait_timeout(children, pause)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +271,28 @@ mod tests {
                 .unwrap();
             let status = monitor.wait(&mut child).unwrap();
             assert_eq!(status.code(), Some(code));
+            // The same through the deadline-bounded wait.
+            let mut child = monitor
+                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
+                .unwrap();
+            let far = Instant::now() + Duration::from_secs(10);
+            let status = monitor.wait_until(&mut child, far).unwrap();
+            assert_eq!(status.and_then(|s| s.code()), Some(code));
         }
+        // A child still running at the deadline is left to the caller, who kills it and
+        // gets its status from `wait`.
+        let mut child = monitor.start(Command::new("sleep").arg("10")).unwrap();
+        let asked = Instant::now();
+        let soon = asked + Duration::from_millis(100);
+        assert!(monitor.wait_until(&mut child, soon).unwrap().is_none());
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+        child.kill().unwrap();
+        let status = monitor.wait(&mut child).unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let others = collector.join().unwrap();
         assert!(
