@@ -18,11 +18,23 @@ use crate::error::{Error, Result};
 use crate::io::ProcessIo;
 use crate::runc::Runc;
 use crate::runtime_log;
+use crate::stderr_tail;
 
 /// Output beyond this many bytes on stdout makes the call fail instead of growing without bound.
 const MAX_STDOUT: usize = 64 << 20;
 /// Only the last this-many bytes of stderr are kept (enough for the final error line).
 const MAX_STDERR: usize = 64 << 10;
+
+/// Where the stderr of a verb whose process inherits runc's stdio may be read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StderrAccess {
+    /// The process gets a terminal (`--console-socket`), not runc's stdio: an unset stderr can
+    /// be a pipe of ours, read until runc exits.
+    pub terminal: bool,
+    /// runc fails before the process runs (`create`; `exec`, `run`, `restore` with
+    /// `--detach`): after a failure, what waits in [`ProcessIo::stderr_reader`] is runc's.
+    pub fails_before_process: bool,
+}
 
 /// What a finished invocation left behind.
 pub(crate) struct Finished {
@@ -117,32 +129,105 @@ impl Runc {
         }
     }
 
-    /// Runs runc with its stdio taken from `io` (never piped to this process) and waits for it.
+    /// Runs runc with its stdio taken from `io` and waits for it.
     ///
-    /// For verbs whose container process inherits runc's stdio: reading a pipe to EOF would wait
-    /// for the container, so errors can only come from the log file.
+    /// For verbs whose process inherits runc's stdio: runc's stderr is the process's, so it is
+    /// read only where that cannot take the process's output or wait for the process (see
+    /// [`StderrAccess`]); otherwise errors come from the log file alone.
     pub(crate) fn run_with_io(
         &self,
         command: &'static str,
         args: &[OsString],
-        io: ProcessIo,
+        mut io: ProcessIo,
+        access: StderrAccess,
     ) -> Result<Finished> {
         let log_offset = self.log_offset();
         let deadline = self.deadline();
         let started = Instant::now();
+        let reader = io.stderr_reader.take();
+        let capture = if access.terminal && io.stderr.is_none() {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| Error::io(format!("cannot pipe runc {command}'s stderr"), e.into()))?;
+            io.stderr = Some(w.into());
+            Some(r)
+        } else {
+            None
+        };
         let mut child = {
             let mut cmd = self.command(args);
             io.apply(&mut cmd);
             self.spawn(command, &mut cmd, deadline)?
             // `cmd` is dropped here, closing this process's copies of the stdio fds.
         };
-        let status = self.wait_within(command, &mut child, deadline, started)?;
+        let (status, mut stderr) = match capture {
+            Some(pipe) => {
+                let (status, tail) =
+                    self.wait_reading_stderr(command, &mut child, pipe, deadline, started)?;
+                (status, Some(tail))
+            }
+            None => (
+                self.wait_within(command, &mut child, deadline, started)?,
+                None,
+            ),
+        };
+        if !status.success() && access.fails_before_process {
+            if let (None, Some(reader)) = (&stderr, reader) {
+                stderr = Some(stderr_tail::read_available(reader));
+            }
+        }
         Ok(Finished {
             status,
             stdout: Vec::new(),
-            stderr: None,
+            stderr,
             log_offset,
         })
+    }
+
+    /// Waits for runc while keeping the tail of its stderr `pipe`, until EOF or, should
+    /// something runc started hold the pipe open, until runc itself has exited.
+    fn wait_reading_stderr(
+        &self,
+        command: &'static str,
+        child: &mut Child,
+        pipe: std::os::fd::OwnedFd,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<(ExitStatus, Vec<u8>)> {
+        const LOOK_FOR_EXIT: std::time::Duration = std::time::Duration::from_millis(50);
+        let mut pipe = std::fs::File::from(pipe);
+        let mut tail = stderr_tail::Tail::default();
+        let read_error = |e| Error::io(format!("cannot read stderr of runc {command}"), e);
+        loop {
+            let step = match deadline {
+                Some(d) if Instant::now() >= d => return Err(self.expire(command, child, started)),
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(LOOK_FOR_EXIT),
+                None => LOOK_FOR_EXIT,
+            };
+            let timeout =
+                PollTimeout::try_from(step.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+            if stderr_tail::readable(&pipe, timeout).map_err(read_error)? {
+                if !stderr_tail::read_once(&mut pipe, &mut tail).map_err(read_error)? {
+                    break;
+                }
+                continue;
+            }
+            let exited = self
+                .monitor()
+                .wait_until(child, Instant::now())
+                .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))?;
+            if let Some(status) = exited {
+                let mut rest = stderr_tail::read_available(pipe.into());
+                let mut all = tail.into_bytes();
+                all.append(&mut rest);
+                let mut tail = stderr_tail::Tail::default();
+                tail.push(&all);
+                return Ok((status, tail.into_bytes()));
+            }
+        }
+        let status = self.wait_within(command, child, deadline, started)?;
+        Ok((status, tail.into_bytes()))
     }
 
     /// Runs runc with stdout and stderr piped (and `input` written to its stdin, else stdin is

@@ -16,6 +16,11 @@ pub struct ProcessIo {
     pub stdout: Option<Stdio>,
     /// runc's (and so the container's) stderr; `None` = `/dev/null`.
     pub stderr: Option<Stdio>,
+    /// The read end of the pipe given as `stderr`, when it is one the caller reads: if runc
+    /// fails before the process runs (`create`, or a detached `exec`/`run`/`restore`), what
+    /// is waiting in the pipe is the runtime's own, and its tail is read (bounded, without
+    /// blocking) for the error message when the log has none. Closed after the call.
+    pub stderr_reader: Option<OwnedFd>,
 }
 
 impl ProcessIo {
@@ -29,10 +34,12 @@ impl ProcessIo {
             stdin: stdin.map(Stdio::from),
             stdout: stdout.map(Stdio::from),
             stderr: stderr.map(Stdio::from),
+            stderr_reader: None,
         }
     }
 
-    /// Installs these as `cmd`'s stdio, `/dev/null` for each `None`.
+    /// Installs these as `cmd`'s stdio, `/dev/null` for each `None` (`stderr_reader` is
+    /// the caller's to take first).
     pub(crate) fn apply(self, cmd: &mut Command) {
         cmd.stdin(self.stdin.unwrap_or_else(Stdio::null));
         cmd.stdout(self.stdout.unwrap_or_else(Stdio::null));

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::command::StderrAccess;
 use crate::error::{Error, Result};
 use crate::monitor::{DefaultMonitor, ProcessMonitor};
 use crate::options::{ArgsExt, CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts};
@@ -16,10 +17,12 @@ use crate::types::{self, State, Stats};
 /// through the same monitor; nothing is started with `Command::output`/`status`. Cheap to clone.
 ///
 /// Argument order is always `runc [global options] VERB [verb options] [extra args] ID [...]`.
-/// Verbs whose process inherits runc's stdio (`create`, `run`, `exec`, `restore`) never have
-/// their stdio piped to this process, so their error messages come only from the log file: set
-/// [`RuncBuilder::log`] to get runc's own message in [`Error::Runtime`]. All other verbs capture
-/// stderr as well.
+/// Verbs whose process inherits runc's stdio (`create`, `run`, `exec`, `restore`) have their
+/// error messages from the log file (set [`RuncBuilder::log`] to get runc's own message in
+/// [`Error::Runtime`]), else from runc's stderr where it can be read without taking the
+/// process's: a pipe of this crate's when the process has a terminal, or
+/// [`ProcessIo::stderr_reader`] after a failure before the process ran. All other verbs
+/// capture stderr (its bounded tail) as well.
 #[derive(Clone, Debug)]
 pub struct Runc {
     binary: PathBuf,
@@ -245,7 +248,11 @@ impl Runc {
     /// when it has no terminal. Returns once runc has exited; `opts.detach` is ignored.
     pub fn create(&self, id: &str, bundle: &Path, opts: CreateOpts) -> Result<()> {
         let args = self.create_args(id, bundle, &opts)?;
-        let finished = self.run_with_io("create", &args, opts.io);
+        let access = StderrAccess {
+            terminal: opts.console_socket.is_some(),
+            fails_before_process: true,
+        };
+        let finished = self.run_with_io("create", &args, opts.io, access);
         self.clear_killed_create(id, finished)
             .and_then(|f| self.check("create", f))
             .map(drop)
@@ -266,7 +273,12 @@ impl Runc {
     pub fn run(&self, id: &str, bundle: &Path, opts: CreateOpts) -> Result<i32> {
         let args = self.run_args(id, bundle, &opts)?;
         let detach = opts.detach;
-        let finished = self.clear_killed_create(id, self.run_with_io("run", &args, opts.io))?;
+        let access = StderrAccess {
+            terminal: opts.console_socket.is_some(),
+            fails_before_process: detach,
+        };
+        let finished =
+            self.clear_killed_create(id, self.run_with_io("run", &args, opts.io, access))?;
         self.exit_code("run", detach, finished)
     }
 
@@ -282,7 +294,11 @@ impl Runc {
         let dir = opts.process_dir.clone().unwrap_or_else(std::env::temp_dir);
         let process_file = write_temp(&dir, process_json)?;
         let args = self.exec_args(id, &process_file, &opts);
-        let finished = self.run_with_io("exec", &args, opts.io);
+        let access = StderrAccess {
+            terminal: opts.console_socket.is_some(),
+            fails_before_process: opts.detach,
+        };
+        let finished = self.run_with_io("exec", &args, opts.io, access);
         // Remove the file before reporting anything.
         let removed = process_file.close();
         let finished = self.check("exec", finished?)?;
@@ -383,7 +399,12 @@ impl Runc {
     pub fn restore(&self, id: &str, bundle: &Path, opts: RestoreOpts) -> Result<i32> {
         let args = self.restore_args(id, bundle, &opts)?;
         let detach = opts.detach;
-        let finished = self.clear_killed_create(id, self.run_with_io("restore", &args, opts.io))?;
+        let access = StderrAccess {
+            terminal: opts.console_socket.is_some(),
+            fails_before_process: detach,
+        };
+        let finished =
+            self.clear_killed_create(id, self.run_with_io("restore", &args, opts.io, access))?;
         self.exit_code("restore", detach, finished)
     }
 

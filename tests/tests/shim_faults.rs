@@ -570,6 +570,53 @@ fn create_with_a_missing_or_failing_runc_fails_clearly_and_leaves_nothing() {
     }
 }
 
+#[test]
+fn a_runtime_that_says_why_only_on_stderr_is_quoted() {
+    // A BinaryName that fails create writing its reason to stderr and nothing to log.json
+    // (a wrapper script, a runtime failing before its logging is set up): the error says
+    // why, with a terminal (runc's stderr is then no process's) and without (the stderr
+    // pipe holds only the runtime's words when create fails), not just "exit status 1".
+    use containerd_shim_protos::api;
+    use tether_tests::direct_shim::ctx;
+    const REASON: &str = "my-runtime: cannot frobnicate the bundle";
+    for terminal in [false, true] {
+        let id = tether_tests::unique_id("stderr");
+        let shim = DirectShim::start(&id, &["true"]);
+        let binary = shim.dir().join("stderr-runc");
+        std::fs::write(
+            &binary,
+            format!("#!/bin/sh\necho 'starting up' >&2\necho '{REASON}' >&2\nexit 1\n"),
+        )
+        .expect("write the runtime");
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("make the runtime executable");
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.clone();
+        create.bundle = shim.bundle().to_string_lossy().into_owned();
+        create.options = Some(shim.options(&binary)).into();
+        create.terminal = terminal;
+        if !terminal {
+            let fifo = shim.dir().join("stderr.fifo");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .expect("mkfifo");
+            create.stderr = fifo.to_string_lossy().into_owned();
+        }
+        let err = shim
+            .client()
+            .create(ctx(), &create)
+            .expect_err("Create with a failing runtime");
+        let message = format!("{err:?}");
+        assert!(
+            message.contains(REASON),
+            "terminal {terminal}: the runtime's reason is lost: {message}"
+        );
+        shim.client()
+            .shutdown(ctx(), &api::ShutdownRequest::new())
+            .expect("Shutdown");
+        assert!(shim.wait_shim_exit(Duration::from_secs(10)), "shim runs on");
+    }
+}
+
 /// Children of `pid` that are zombies (exited, not reaped).
 fn zombie_children(pid: i32) -> Vec<i32> {
     std::fs::read_dir("/proc")

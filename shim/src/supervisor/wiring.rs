@@ -93,6 +93,8 @@ pub fn pipes(
             io.stdout = Some(w.into());
         } else {
             io.stderr = Some(w.into());
+            // For runc's own message should it fail before the process runs.
+            io.stderr_reader = Some(r.try_clone()?);
         }
         stdio.add(stream, sink.pump(r)?);
     }
