@@ -1260,6 +1260,20 @@ fn stderr_held_open_by_what_runc_left_does_not_hold_the_call() {
     );
 }
 
+/// `create` with `io` as runc's stdio.
+fn create_with_io(f: &Fake, io: ProcessIo) -> Error {
+    f.runc
+        .create(
+            "c1",
+            f.dir.path(),
+            CreateOpts {
+                io,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+}
+
 #[test]
 fn a_create_without_a_terminal_reads_its_stderr_pipe_after_a_failure() {
     let f = Fake::new(&format!("echo '{REASON}' >&2; exit 1"), true);
@@ -1269,35 +1283,15 @@ fn a_create_without_a_terminal_reads_its_stderr_pipe_after_a_failure() {
         stderr_reader: Some(r.try_clone().unwrap()),
         ..Default::default()
     };
-    let e = f
-        .runc
-        .create(
-            "c1",
-            f.dir.path(),
-            CreateOpts {
-                io,
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-    assert_eq!(e.runtime_message(), Some(REASON));
+    assert_eq!(create_with_io(&f, io).runtime_message(), Some(REASON));
     // Without a reader: the status, as before.
     let (_r2, w2) = nix::unistd::pipe().unwrap();
     let io = ProcessIo {
         stderr: Some(w2.into()),
         ..Default::default()
     };
-    let e = f
-        .runc
-        .create(
-            "c1",
-            f.dir.path(),
-            CreateOpts {
-                io,
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-    assert_eq!(e.runtime_message(), Some("exit status 1"));
-    drop(r);
+    assert_eq!(
+        create_with_io(&f, io).runtime_message(),
+        Some("exit status 1")
+    );
 }

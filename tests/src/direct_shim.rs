@@ -309,6 +309,31 @@ impl DirectShim {
         self.client.wait(ctx(), &wait).expect("Wait")
     }
 
+    /// The entries runc still has in this shim's state dir (its containers).
+    pub fn runc_state_left(&self) -> Vec<std::ffi::OsString> {
+        fs::read_dir(self.runc_state_dir())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    }
+
+    /// After Delete and Shutdown: the shim has exited and left neither its socket nor
+    /// runc state.
+    pub fn assert_nothing_left(&self) {
+        assert!(
+            self.wait_shim_exit(Duration::from_secs(10)),
+            "the shim still runs after Delete and Shutdown"
+        );
+        if let Some(socket) = self.socket() {
+            assert!(!socket.exists(), "socket {} left behind", socket.display());
+        }
+        let left = self.runc_state_left();
+        assert!(
+            left.is_empty(),
+            "runc state left in {}: {left:?}",
+            self.runc_state_dir().display()
+        );
+    }
+
     /// Waits until the shim server has exited; false when it still runs after `timeout`.
     pub fn wait_shim_exit(&self, timeout: Duration) -> bool {
         let Some(pid) = self.leftovers.shim_pid else {
@@ -369,6 +394,18 @@ impl RawConn {
         frame.extend_from_slice(&[1, 0]);
         frame.extend_from_slice(&body);
         self.sock.write_all(&frame).expect("send the request");
+    }
+
+    /// Parks a Wait for task `id` (stream 1), then sends it SIGKILL (stream 3) with the
+    /// caller's `timeout`, as containerd's CRI does: one connection, in that order.
+    pub fn wait_then_kill(&mut self, id: &str, timeout: Option<Duration>) {
+        let mut wait = api::WaitRequest::new();
+        wait.id = id.into();
+        self.send(1, "Wait", &wait);
+        let mut kill = api::KillRequest::new();
+        kill.id = id.into();
+        kill.signal = libc::SIGKILL as u32;
+        self.send_with_timeout(3, "Kill", &kill, timeout);
     }
 
     /// The next response frame: its stream and the response.

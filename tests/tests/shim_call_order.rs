@@ -47,25 +47,6 @@ fn react_to_exit(shim: &DirectShim, id: &str) -> Reaction {
     }
 }
 
-fn assert_nothing_left(shim: &DirectShim) {
-    assert!(
-        shim.wait_shim_exit(Duration::from_secs(10)),
-        "the shim still runs after Delete and Shutdown"
-    );
-    if let Some(socket) = shim.socket() {
-        assert!(!socket.exists(), "socket {} left behind", socket.display());
-    }
-    let state = shim.runc_state_dir();
-    let left: Vec<_> = std::fs::read_dir(&state)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "runc state left in {}: {left:?}",
-        state.display()
-    );
-}
-
 #[test]
 fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     let id = tether_tests::unique_id("order");
@@ -76,14 +57,8 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     // One connection, as containerd has: Wait parked first, then the Kill. The order of
     // the two replies on the socket is the order in which the shim wrote them.
     let mut conn = RawConn::connect(&shim);
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    conn.send(1, "Wait", &wait);
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
     let sent = Instant::now();
-    conn.send(3, "Kill", &kill);
+    conn.wait_then_kill(&id, None);
     let (first, first_reply) = conn.recv();
     let kill_took = sent.elapsed();
     let (second, second_reply) = conn.recv();
@@ -113,7 +88,7 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     assert_eq!(deleted.exit_status, 137);
     assert!(deleted.pid > 0, "Delete reports the real pid");
     reaction.shutdown.expect("Shutdown");
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -155,7 +130,7 @@ fn a_delete_waits_for_a_kill_in_flight() {
     shim.client()
         .shutdown(ctx(), &api::ShutdownRequest::new())
         .expect("Shutdown");
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -201,5 +176,5 @@ fn shutdown_does_not_drop_a_create_in_flight() {
     let reaction = react_to_exit(&shim, &id);
     reaction.delete.expect("Delete");
     reaction.shutdown.expect("Shutdown");
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }

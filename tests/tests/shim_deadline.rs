@@ -83,22 +83,6 @@ fn delete_and_shut_down(shim: &DirectShim, id: &str) -> api::DeleteResponse {
     deleted
 }
 
-fn assert_nothing_left(shim: &DirectShim) {
-    assert!(
-        shim.wait_shim_exit(Duration::from_secs(10)),
-        "the shim still runs after Delete and Shutdown"
-    );
-    let state = shim.runc_state_dir();
-    let left: Vec<_> = std::fs::read_dir(&state)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "runc state left in {}: {left:?}",
-        state.display()
-    );
-}
-
 #[test]
 fn a_kill_whose_runc_hangs_past_the_deadline_answers_deadline_exceeded() {
     // runc delivers the signal, then hangs: the container dies meanwhile, and its exit is
@@ -109,14 +93,8 @@ fn a_kill_whose_runc_hangs_past_the_deadline_answers_deadline_exceeded() {
     shim.create_and_start(&id, shim.options(runc.path()));
 
     let mut conn = RawConn::connect(&shim);
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    conn.send(1, "Wait", &wait);
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
     let sent = Instant::now();
-    conn.send_with_timeout(3, "Kill", &kill, Some(DEADLINE));
+    conn.wait_then_kill(&id, Some(DEADLINE));
     let (first, kill_reply) = conn.recv();
     let took = sent.elapsed();
     assert_eq!(
@@ -135,7 +113,7 @@ fn a_kill_whose_runc_hangs_past_the_deadline_answers_deadline_exceeded() {
 
     let deleted = delete_and_shut_down(&shim, &id);
     assert_eq!(deleted.exit_status, 137);
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -167,7 +145,7 @@ fn a_pause_whose_runc_hangs_past_the_deadline_frees_its_worker() {
 
     assert_eq!(shim.kill_and_wait(&id).exit_status, 137);
     delete_and_shut_down(&shim, &id);
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -185,10 +163,7 @@ fn a_create_whose_runc_hangs_past_the_deadline_leaves_no_container() {
     let (reply, took) = call_with_deadline(&shim, "Create", &create);
     assert_deadline_exceeded(&shim, "create", &reply, took);
     assert_hung_runc_gone(&runc);
-    let state = shim.runc_state_dir();
-    let left: Vec<_> = std::fs::read_dir(&state)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = shim.runc_state_left();
     assert!(
         left.is_empty(),
         "the killed create left {left:?}\n{}",
@@ -217,7 +192,7 @@ fn a_create_whose_runc_hangs_past_the_deadline_leaves_no_container() {
     shim.client()
         .shutdown(ctx(), &api::ShutdownRequest::new())
         .expect("Shutdown");
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -246,5 +221,5 @@ fn a_call_without_a_deadline_waits_for_runc() {
 
     assert_eq!(shim.kill_and_wait(&id).exit_status, 137);
     delete_and_shut_down(&shim, &id);
-    assert_nothing_left(&shim);
+    shim.assert_nothing_left();
 }
