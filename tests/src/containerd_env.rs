@@ -453,6 +453,31 @@ impl ContainerdEnv {
         }
     }
 
+    /// Runs `sleep 1000` detached (`ctr run -d`) as a new container whose id starts with
+    /// `prefix`, waits (up to `timeout`) until its task is RUNNING and returns the id: the
+    /// long-lived container most tests act on.
+    pub fn run_sleeper(&self, prefix: &str, timeout: Duration) -> String {
+        let id = self.id(prefix);
+        self.ctr_ok(&self.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+        self.wait_task_status(&id, "RUNNING", timeout);
+        id
+    }
+
+    /// SIGKILLs task `id` with `ctr task kill` and waits (up to `timeout`) until it is
+    /// STOPPED: the way most tests end a container they are done with.
+    pub fn kill_task(&self, id: &str, timeout: Duration) {
+        self.ctr_ok(&["task", "kill", "-s", "KILL", id]);
+        self.wait_task_status(id, "STOPPED", timeout);
+    }
+
+    /// Kills task `id` ([`Self::kill_task`]), then deletes the task and its container,
+    /// each of which must succeed.
+    pub fn kill_and_remove(&self, id: &str, timeout: Duration) {
+        self.kill_task(id, timeout);
+        self.ctr_ok(&["task", "rm", id]);
+        self.ctr_ok(&["container", "rm", id]);
+    }
+
     /// Starts `ctr -a SOCK -n NS ARGS…` in the background (stdin /dev/null), capturing
     /// stdout and stderr; killed when the handle is dropped. For `ctr task attach`, a
     /// `ctr task exec` to kill from elsewhere, and the like.

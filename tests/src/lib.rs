@@ -13,6 +13,7 @@ pub mod containerd_env;
 pub mod containerd_version;
 pub mod cri_env;
 pub mod direct_shim;
+pub mod manager_output;
 pub mod oci_image;
 pub mod require;
 pub mod rootfs;
