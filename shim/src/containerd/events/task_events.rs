@@ -1,23 +1,12 @@
 //! Task events, built from the process table's facts and handed to the publisher.
 
-use crate::containerd::event_types::EventMessage;
-use crate::containerd::publisher::Publisher;
-use crate::containerd::tasks::{unix_time, Exited};
+use super::envelope::timestamp;
+use super::publisher::Publisher;
+use super::types::{topics, EventMessage};
+use crate::containerd::tasks::Exited;
 use containerd_shim_protos::events::task as ev;
-use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::MessageField;
 use std::time::SystemTime;
-
-use crate::containerd::publisher::topics;
-
-/// A protobuf timestamp.
-pub fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
-    let (seconds, nanos) = unix_time(t);
-    let mut ts = Timestamp::new();
-    ts.seconds = seconds;
-    ts.nanos = nanos;
-    MessageField::some(ts)
-}
 
 /// Publishes through `publisher` when there is one (there is none in unit tests or when
 /// containerd gave no event address).
