@@ -11,7 +11,7 @@ use containerd_shim_protos::cgroups_v2::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::cgroups::metrics::{
+use crate::cgroups::files::{
     flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, sort_by_page_size, MetricsError,
 };
 

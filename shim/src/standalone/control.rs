@@ -93,7 +93,7 @@ pub fn send(dir: &ProcessDir, request: Request) -> CliResult<Delivery> {
         Err(fifo::Error::NoReader { .. }) => {
             // The supervisor writes `exitcode` before it stops reading requests: without
             // one it was killed, and the error says what is known (116 or 117).
-            return super::attach::exit_record_of(dir).map(|_| Delivery::Exited);
+            return super::exit_record::exit_record_of(dir).map(|_| Delivery::Exited);
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             return Err(CliError::Failed(format!(
