@@ -134,8 +134,22 @@ pub fn parse(uri: &str) -> io::Result<LoggerSpec> {
     Ok(spec)
 }
 
+/// Why a part of a logger URI does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UnescapeError {
+    /// A `%` not followed by two hex digits.
+    #[error("bad escape in {0:?}")]
+    BadEscape(String),
+    /// `%00` somewhere: no NUL can reach argv or the environment.
+    #[error("NUL byte in {0:?}")]
+    Nul(String),
+    /// The decoded bytes are not UTF-8.
+    #[error("{0:?} is not UTF-8 once decoded")]
+    NotUtf8(String),
+}
+
 /// Decodes `%XX` escapes (and `+` as a space in a query) into UTF-8 without NUL.
-fn unescape(s: &str, query: bool) -> Result<String, String> {
+fn unescape(s: &str, query: bool) -> Result<String, UnescapeError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -147,7 +161,7 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
                     .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad escape in {s:?}"))?;
+                    .ok_or_else(|| UnescapeError::BadEscape(s.to_string()))?;
                 out.push(hex);
                 i += 3;
             }
@@ -162,9 +176,9 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
         }
     }
     if out.contains(&0) {
-        return Err(format!("NUL byte in {s:?}"));
+        return Err(UnescapeError::Nul(s.to_string()));
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| UnescapeError::NotUtf8(s.to_string()))
 }
 
 /// A logger that signalled ready, and the pipe ends the container writes to.
