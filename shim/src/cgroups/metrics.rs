@@ -52,7 +52,7 @@ mod tests {
     /// exist must decode; missing ones must not fail.
     #[test]
     fn this_machine() {
-        let pid = std::process::id() as i32;
+        let pid = nix::unistd::getpid().as_raw();
         let (type_url, bytes) = collect_metrics(pid).unwrap();
         match host_hierarchy() {
             Hierarchy::V1 => {

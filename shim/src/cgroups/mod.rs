@@ -391,7 +391,7 @@ bad
     #[test]
     fn this_machine() {
         let h = host_hierarchy();
-        let p = of_pid(std::process::id() as i32).unwrap();
+        let p = of_pid(nix::unistd::getpid().as_raw()).unwrap();
         println!("hierarchy {h:?}: {p:#?}");
         if h == Hierarchy::V2 {
             assert!(p.unified_dir().is_some());

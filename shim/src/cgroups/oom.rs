@@ -577,7 +577,7 @@ mod tests {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).unwrap();
         guard.child = Some(child);
         let c = guard.child.as_mut().unwrap();
         let mut line = String::new();

@@ -402,7 +402,7 @@ thp_collapse_alloc 31
     /// The real cgroup2 mount of this machine, whatever controllers it has.
     #[test]
     fn this_machine_unified() {
-        let Ok(cg) = crate::cgroups::of_pid(std::process::id() as i32) else {
+        let Ok(cg) = crate::cgroups::of_pid(nix::unistd::getpid().as_raw()) else {
             return;
         };
         match cg.unified_dir() {

@@ -261,8 +261,8 @@ pub fn start(flags: &Flags) -> Result<(), BootstrapError> {
 /// of it, so it must not outlive `start`, nor its socket let a later create of the group
 /// join it. Kills and reaps it (it is our child), removes its socket and what `start`
 /// wrote of it into the bundle.
-fn abandon_server(pid: u32, socket: &Path, bundle_dir: &Path) {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
+fn abandon_server(pid: i32, socket: &Path, bundle_dir: &Path) {
+    let pid = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(pid, None);
     address::remove_socket(socket);
@@ -304,7 +304,7 @@ fn spawn_server(
     listener: UnixListener,
     opts: &RuncOptions,
     ttrpc_address: Option<&str>,
-) -> Result<u32, BootstrapError> {
+) -> Result<i32, BootstrapError> {
     let exe = std::env::current_exe().map_err(BootstrapError::OwnExecutable)?;
     let listener_fd: OwnedFd = listener.into();
     let mut command = Command::new(exe);
@@ -320,16 +320,16 @@ fn spawn_server(
         .stderr(Stdio::null())
         .spawn()
         .map_err(BootstrapError::Spawn)?;
-    let pid = child.id();
+    let pid = crate::supervisor::reaper::pid_of(&child);
     let fail = |msg: BootstrapError| {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
+            nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
         msg
     };
     if !opts.shim_cgroup.is_empty() {
-        move_pid_to(&opts.shim_cgroup, pid as i32).map_err(|source| {
+        move_pid_to(&opts.shim_cgroup, pid).map_err(|source| {
             fail(BootstrapError::ShimCgroup {
                 cgroup: opts.shim_cgroup.clone(),
                 source,
@@ -344,7 +344,7 @@ fn spawn_server(
     Ok(pid)
 }
 
-fn adjust_oom_score(pid: u32) -> std::io::Result<()> {
+fn adjust_oom_score(pid: i32) -> std::io::Result<()> {
     let parent = nix::unistd::getppid();
     let theirs: i32 = std::fs::read_to_string(format!("/proc/{parent}/oom_score_adj"))?
         .trim()

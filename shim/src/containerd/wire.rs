@@ -86,6 +86,8 @@ impl<'a> Value<'a> {
     }
 
     /// proto3 `uint32`: the varint truncated to 32 bits, as protobuf does.
+    // Why the cast: truncation is the decoding protobuf specifies.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn uint32(&self, field: u32) -> Result<u32, WireError> {
         match self {
             Value::Varint(v) => Ok(*v as u32),
@@ -99,6 +101,9 @@ impl<'a> Value<'a> {
 
     /// proto3 `int32` and enums: the varint truncated to 32 bits, read as signed, as
     /// protobuf does (a negative value travels as a 10-byte varint).
+    // Why the casts: truncation, then the bits read as signed, is the decoding protobuf
+    // specifies.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
     pub fn int32(&self, field: u32) -> Result<i32, WireError> {
         match self {
             Value::Varint(v) => Ok(*v as u32 as i32),
@@ -177,12 +182,16 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Result<(u32, u8), WireError> {
         let at = self.pos;
         let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 || field > (1 << 29) - 1 {
-            return Err(WireError::InvalidField { field, at });
-        }
-        // Both narrowings are exact: field < 2^29 and the mask keeps 3 bits.
-        Ok((field as u32, (key & 7) as u8))
+        let invalid = WireError::InvalidField {
+            field: key >> 3,
+            at,
+        };
+        let field = u32::try_from(key >> 3)
+            .ok()
+            .filter(|&f| f != 0 && f < 1 << 29)
+            .ok_or(invalid)?;
+        // The mask keeps 3 bits.
+        Ok((field, (key & 7) as u8))
     }
 
     /// Reads the payload of a field of `wire_type`, skipping groups.

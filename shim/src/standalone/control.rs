@@ -154,7 +154,7 @@ mod tests {
         // record of it), then "running" (the record names this test process).
         let err = send(&dir, Request::CloseStdin).unwrap_err();
         assert_eq!(err.exit_code(), EXIT_STATUS_LOST, "{err}");
-        let me = fifo::StartRecord::of(std::process::id() as i32).unwrap();
+        let me = fifo::StartRecord::of(nix::unistd::getpid().as_raw()).unwrap();
         dir.write_start(&me).unwrap();
         let err = send(&dir, Request::CloseStdin).unwrap_err();
         assert_eq!(err.exit_code(), EXIT_UNSUPERVISED, "{err}");

@@ -358,6 +358,9 @@ fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i3
     check(unsafe {
         libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, FIRST_FREE_FD)
     })?;
+    // Why the cast is exact: the two flags are 0x08 and 0x04 (glibc's spawn.h), and
+    // posix_spawnattr_setflags takes them as a short.
+    #[allow(clippy::cast_possible_truncation)]
     let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
     // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
     // sigset_t values that the calls copy.
@@ -505,8 +508,7 @@ impl Handle {
 /// Whether the process behind `pidfd` has exited (a pidfd polls readable then), waiting
 /// up to `timeout`.
 fn exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as u32;
-    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let ms = PollTimeout::try_from(timeout.as_millis()).unwrap_or(PollTimeout::MAX);
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, ms), Ok(n) if n > 0)
 }
@@ -550,8 +552,7 @@ fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<Ready> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as u32)
-            .unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
             Ok(0) => {
@@ -597,8 +598,7 @@ fn readers_gone<const N: usize>(ws: [&OwnedFd; N], grace: Duration) -> io::Resul
             .map(|&i| PollFd::new(ws[i].as_fd(), PollFlags::empty()))
             .collect();
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as u32)
-            .unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) => {
                 for (fd, &i) in fds.iter().zip(&open) {

@@ -37,7 +37,11 @@ impl Stream {
 
     /// The stream's number in an epoll token.
     pub(crate) fn to_bits(self) -> u8 {
-        self.index() as u8
+        match self {
+            Stream::Stdin => 0,
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        }
     }
 
     /// The stream numbered `bits` by [`Stream::to_bits`].

@@ -512,7 +512,11 @@ mod tests {
             .iter()
             .enumerate()
         {
-            p.publish(topic, "containerd.events.Test", vec![i as u8]);
+            p.publish(
+                topic,
+                "containerd.events.Test",
+                vec![u8::try_from(i).unwrap()],
+            );
         }
         let got: Vec<Seen> = (0..3).map(|_| recv(&rx)).collect();
         for (i, topic) in ["/tasks/create", "/tasks/start", "/tasks/exit"]
@@ -525,7 +529,7 @@ mod tests {
                     topic: topic.to_string(),
                     type_url: "containerd.events.Test".into(),
                     namespace: "k8s.io".into(),
-                    value: vec![i as u8],
+                    value: vec![u8::try_from(i).unwrap()],
                 }
             );
         }
