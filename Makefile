@@ -60,6 +60,12 @@ uninstall:
 test: deps build
 	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked
 
+## unit-test: the unit tests alone (every crate's lib and bin tests): no root, no runc
+##        container, no daemon; anyone can run them (tests that need root say
+##        "skipped: needs root" and pass)
+unit-test: check-toolchain
+	$(CARGO) test --workspace --locked --lib --bins
+
 ## conformance: containerd's own client suite against tether (needs ../shared/conformance)
 conformance: deps build
 	tests/scripts/conformance.sh $(CURDIR)/$(dir $(RELEASE_BIN))

@@ -640,7 +640,7 @@ impl ContainerdEnv {
 
     /// containerd's pid, while it runs.
     pub fn containerd_pid(&self) -> Option<i32> {
-        self.daemon.as_ref().map(|c| c.id() as i32)
+        self.daemon.as_ref().map(|c| i32::try_from(c.id()).unwrap())
     }
 
     /// The tether shims of this test: processes running `containerd-shim-tether-v2` with
@@ -1104,7 +1104,7 @@ fn run_bounded(
 
 /// SIGTERM, then SIGKILL after `grace`; reaps the daemon.
 fn stop_daemon(mut child: Child, grace: Duration) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {

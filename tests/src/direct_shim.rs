@@ -334,7 +334,7 @@ impl RawConn {
 
 /// A fresh context with the test's call timeout.
 pub fn ctx() -> context::Context {
-    context::with_timeout(CALL_TIMEOUT.as_nanos() as i64)
+    context::with_timeout(i64::try_from(CALL_TIMEOUT.as_nanos()).unwrap())
 }
 
 /// Makes the `log` FIFO and copies what the shim writes there into `sink`. Like

@@ -77,7 +77,7 @@ impl Manager {
         );
         let _ = std::fs::remove_file(&file);
         let v: Value = serde_json::from_str(out.trim()).unwrap();
-        v["pid"].as_i64().unwrap() as i32
+        i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
     }
 
     fn dir(&self, process: &str) -> PathBuf {

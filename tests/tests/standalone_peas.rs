@@ -41,7 +41,7 @@ fn exec_pea_ok(env: &StandaloneEnv, id: &str, pea: &str, bundle: &Bundle, extra:
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["pid"].as_i64().unwrap() as i32
+    i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
 }
 
 /// What `runc list` under the env's root shows.

@@ -131,7 +131,7 @@ pub fn run(
         .ok()
         .filter(|a| !a.is_empty())
         .and_then(|addr| {
-            match crate::containerd::publisher::Publisher::start(&addr, &flags.namespace) {
+            match crate::containerd::events::Publisher::start(&addr, &flags.namespace) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log::warn!("no task events: cannot publish to {addr}: {e}");

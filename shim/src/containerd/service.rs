@@ -310,7 +310,8 @@ impl Shim {
             return Err(already_exists(format!("container {} already exists", r.id)));
         }
         let bundle = PathBuf::from(&r.bundle);
-        let spec = crate::containerd::bundle::read_spec(&bundle).map_err(invalid)?;
+        let spec =
+            crate::containerd::bundle::read_spec(&bundle).map_err(|e| invalid(e.to_string()))?;
         let mut opts = self.start_options.clone();
         // containerd turns CriuImagePath into a restore only for runtimes named
         // io.containerd.runc*; for any other name the options carry it to us.

@@ -22,5 +22,6 @@ pub mod reaper;
 pub mod signals;
 pub mod spool;
 pub mod stdio;
+pub mod stream;
 pub mod tty;
 pub mod wiring;

@@ -21,52 +21,11 @@
 
 use crate::supervisor::epoll::{Poller, Token};
 use crate::supervisor::fionread;
-use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::pump::{Pump, PumpState};
+pub use crate::supervisor::stream::Stream;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
-
-/// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
-/// and its input `Stdin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdin,
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    /// Every stream, in index order.
-    pub const ALL: [Stream; 3] = [Stream::Stdin, Stream::Stdout, Stream::Stderr];
-    /// The streams that carry the process's output.
-    pub const OUTPUTS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
-
-    /// Which way the stream's bytes move.
-    pub fn direction(self) -> Direction {
-        match self {
-            Stream::Stdin => Direction::Input,
-            Stream::Stdout | Stream::Stderr => Direction::Output,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Stream::Stdin => 0,
-            Stream::Stdout => 1,
-            Stream::Stderr => 2,
-        }
-    }
-
-    /// The stream's number in an epoll token.
-    pub(crate) fn to_bits(self) -> u8 {
-        self.index() as u8
-    }
-
-    /// The stream numbered `bits` by [`Stream::to_bits`].
-    pub(crate) fn from_bits(bits: u8) -> Option<Stream> {
-        Stream::ALL.get(usize::from(bits)).copied()
-    }
-}
 
 /// A set of streams: the pumps an operation ended or dropped. `Copy`, no allocation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -346,6 +305,7 @@ fn register_pump(poller: &Poller, pump: &Pump, token: Token) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::supervisor::epoll::Ready;
+    use crate::supervisor::pump::Direction;
     use nix::fcntl::OFlag;
     use std::fs::File;
     use std::io::{Read, Write};
