@@ -10,6 +10,7 @@ use crate::containerd::options::{decode_checkpoint_options, decode_options, Runc
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::{Container, Exited, ProcStatus, Process, Tasks};
 use crate::containerd::ttrpc::Reply;
+use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
@@ -17,14 +18,12 @@ use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
-use runc_wrapper::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts, Runc};
+use runc_wrapper::{CheckpointOpts, Runc};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long a terminal process may take to hand its pty master over.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Delete waits for a process's output to drain (as the Go shim does).
 const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Wait calls that may be parked on one process (containerd parks one or two).
@@ -367,6 +366,7 @@ impl Shim {
         let mut init = Process::new("", stdio_cfg.clone(), Vec::new());
         let mut pumps = ProcessStdio::default();
         let pid;
+        let mut pidfd = None;
         if !restore_from.is_empty() {
             // Restored at Start, like the Go shim: the IO is set up then.
             pid = 0;
@@ -383,41 +383,41 @@ impl Shim {
                     return Err(invalid(format!("container io: {e}")));
                 }
             };
-            let pid_file = bundle.join("init.pid");
-            let created = runc.create(
+            let launched = launch(
+                &runc,
                 &r.id,
-                &bundle,
-                CreateOpts {
-                    pid_file: Some(pid_file.clone()),
-                    console_socket: prepared.console.as_ref().map(|c| c.path().to_path_buf()),
-                    no_pivot: opts.no_pivot_root,
-                    no_new_keyring: opts.no_new_keyring,
-                    io: std::mem::take(&mut prepared.io),
-                    ..Default::default()
+                Launch::Init {
+                    bundle: &bundle,
+                    flags: container_flags(&opts),
                 },
-            );
-            let attached = created.map_err(from_runc).and_then(|()| {
-                let console = if r.terminal {
-                    Some(
+                LaunchIo {
+                    io: std::mem::take(&mut prepared.io),
+                    terminal: r.terminal,
+                    pid_file: bundle.join("init.pid"),
+                },
+            )
+            .map_err(from_launch)
+            .and_then(|mut launched| {
+                let console = match launched.take_master() {
+                    Some(master) => Some(
                         prepared
-                            .attach_console(CONSOLE_TIMEOUT)
+                            .attach_terminal(master)
                             .map_err(|e| internal(format!("terminal: {e}")))?,
-                    )
-                } else {
-                    None
+                    ),
+                    None => None,
                 };
-                let pid = read_pid(&pid_file)?;
-                Ok((console, pid))
+                Ok((console, launched.commit()))
             });
-            let (console, p) = match attached {
+            // A failed launch has undone itself (the container is deleted) by now.
+            let (console, p) = match launched {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = runc.delete(&r.id, true);
                     undo_mount(&mounted);
                     return Err(e);
                 }
             };
-            pid = p;
+            pid = p.pid;
+            pidfd = p.pidfd;
             init.console = console;
             init.stdin_closer = prepared.stdin_closer.take();
             init.open_pumps = prepared.output_pumps();
@@ -443,7 +443,7 @@ impl Shim {
             let mut tasks = self.lock();
             tasks.containers.insert(r.id.clone(), container);
             if pid > 0 {
-                tasks.register_pid(&r.id, "", pid)
+                tasks.register_pid(&r.id, "", pid, pidfd)
             } else {
                 None
             }
@@ -497,9 +497,13 @@ impl Shim {
                 .container(&r.id)
                 .map(|c| c.init.pid)
                 .ok_or_else(|| not_found("container vanished"))
-                .and_then(|pid| runc.start(&r.id).map(|()| (pid, None)).map_err(from_runc))
+                .and_then(|pid| {
+                    runc.start(&r.id)
+                        .map(|()| StartedProcess::created_init(pid))
+                        .map_err(from_runc)
+                })
         } else {
-            let launch = NewProcess {
+            let new_process = NewProcess {
                 runc: &runc,
                 bundle: &bundle,
                 opts: &opts,
@@ -507,9 +511,14 @@ impl Shim {
                 spec: &spec,
                 restore,
             };
-            self.start_new_process(&r, &launch)
+            self.start_new_process(&r, &new_process)
         };
-        let (pid, io) = match started {
+        let StartedProcess {
+            pid,
+            pidfd,
+            io,
+            console,
+        } = match started {
             Ok(x) => x,
             Err(e) => {
                 let report = self.lock().start_failed(&r.id, &r.exec_id);
@@ -522,7 +531,7 @@ impl Shim {
         {
             let mut tasks = self.lock();
             if !r.exec_id.is_empty() || restore {
-                early = tasks.register_pid(&r.id, &r.exec_id, pid);
+                early = tasks.register_pid(&r.id, &r.exec_id, pid, pidfd);
             }
             if restore {
                 if let Some(c) = tasks.container_mut(&r.id) {
@@ -536,6 +545,9 @@ impl Shim {
                 .and_then(|c| c.process_mut(&r.exec_id))
             {
                 p.status = ProcStatus::Running;
+                if console.is_some() {
+                    p.console = console;
+                }
                 if let Some(mut prepared) = io {
                     let prepared: &mut Prepared = &mut prepared;
                     p.stdin_closer = prepared.stdin_closer.take();
@@ -565,12 +577,13 @@ impl Shim {
         Ok(resp)
     }
 
-    /// Starts an exec (`runc exec`) or restores a checkpointed init (`runc restore`).
+    /// Launches an exec (`runc exec`) or restores a checkpointed init (`runc restore`),
+    /// its stdio connected to containerd's.
     fn start_new_process(
         &self,
         r: &api::StartRequest,
-        launch: &NewProcess<'_>,
-    ) -> RpcResult<(i32, Option<Prepared>)> {
+        new_process: &NewProcess<'_>,
+    ) -> RpcResult<StartedProcess> {
         let NewProcess {
             runc,
             bundle,
@@ -578,65 +591,51 @@ impl Shim {
             stdio: stdio_cfg,
             spec,
             restore,
-        } = *launch;
+        } = *new_process;
         let mut prepared = stdio::prepare_with_env(
             stdio_cfg,
             owner(opts),
             &stdio::logger_env(&r.id, &self.namespace),
         )
         .map_err(|e| invalid(format!("process io: {e}")))?;
-        let console_socket = prepared.console.as_ref().map(|c| c.path().to_path_buf());
-        let pid_file = if restore {
-            bundle.join("init.pid")
-        } else {
-            bundle.join(format!("{}.pid", r.exec_id))
-        };
-        let _ = std::fs::remove_file(&pid_file);
-        if restore {
-            let image = String::from_utf8_lossy(spec).into_owned();
-            runc.restore(
-                &r.id,
+        let image = PathBuf::from(String::from_utf8_lossy(spec).into_owned());
+        let work = work_path(opts, bundle);
+        let (what, pid_file) = if restore {
+            let what = Launch::Restore {
                 bundle,
-                RestoreOpts {
-                    image_path: PathBuf::from(image),
-                    work_path: Some(work_path(opts, bundle)),
-                    detach: true,
-                    pid_file: Some(pid_file.clone()),
-                    no_pivot: opts.no_pivot_root,
-                    console_socket,
-                    io: std::mem::take(&mut prepared.io),
-                    ..Default::default()
-                },
-            )
-            .map_err(from_runc)?;
+                image: &image,
+                work: &work,
+                no_pivot: opts.no_pivot_root,
+            };
+            (what, bundle.join("init.pid"))
         } else {
-            runc.exec(
-                &r.id,
+            let what = Launch::Exec {
                 spec,
-                ExecOpts {
-                    pid_file: Some(pid_file.clone()),
-                    console_socket,
-                    detach: true,
-                    io: std::mem::take(&mut prepared.io),
-                    ..Default::default()
-                },
-            )
-            .map_err(from_runc)?;
-        }
-        if stdio_cfg.terminal {
-            let console = prepared
-                .attach_console(CONSOLE_TIMEOUT)
-                .map_err(|e| internal(format!("terminal: {e}")))?;
-            if let Some(p) = self
-                .lock()
-                .container_mut(&r.id)
-                .and_then(|c| c.process_mut(&r.exec_id))
-            {
-                p.console = Some(console);
-            }
-        }
-        let pid = read_pid(&pid_file)?;
-        Ok((pid, Some(prepared)))
+                spec_dir: None,
+            };
+            (what, bundle.join(format!("{}.pid", r.exec_id)))
+        };
+        let io = LaunchIo {
+            io: std::mem::take(&mut prepared.io),
+            terminal: stdio_cfg.terminal,
+            pid_file,
+        };
+        let mut launched = launch(runc, &r.id, what, io).map_err(from_launch)?;
+        let console = match launched.take_master() {
+            Some(master) => Some(
+                prepared
+                    .attach_terminal(master)
+                    .map_err(|e| internal(format!("terminal: {e}")))?,
+            ),
+            None => None,
+        };
+        let process = launched.commit();
+        Ok(StartedProcess {
+            pid: process.pid,
+            pidfd: process.pidfd,
+            io: Some(prepared),
+            console,
+        })
     }
 
     // ---- Delete ------------------------------------------------------------------
@@ -1125,6 +1124,26 @@ impl Shim {
     }
 }
 
+/// What Start started: the process, and for a launched one its stdio and pty master.
+struct StartedProcess {
+    pid: i32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+    io: Option<Prepared>,
+    console: Option<std::fs::File>,
+}
+
+impl StartedProcess {
+    /// A created init that `runc start` let run: its pid and stdio are known since Create.
+    fn created_init(pid: i32) -> Self {
+        StartedProcess {
+            pid,
+            pidfd: None,
+            io: None,
+            console: None,
+        }
+    }
+}
+
 /// What `start_new_process` launches: an exec's or a restored init's process.
 #[derive(Clone, Copy)]
 struct NewProcess<'a> {
@@ -1183,14 +1202,19 @@ fn find<'a>(tasks: &'a Tasks, id: &str, exec_id: &str) -> RpcResult<&'a Process>
         .ok_or_else(|| not_found(format!("process {exec_id} not found")))
 }
 
-fn read_pid(path: &Path) -> RpcResult<i32> {
-    match fifo::read_pid_file(path) {
-        Ok(Some(pid)) => Ok(pid),
-        Ok(None) => Err(internal(format!(
-            "runc wrote no pid file at {}",
-            path.display()
-        ))),
-        Err(e) => Err(internal(e.to_string())),
+/// A launch's failure as containerd is told it: runc's with the code its kind means.
+fn from_launch(e: LaunchError) -> ttrpc::proto::Status {
+    match e {
+        LaunchError::Runc(e) => from_runc(e),
+        other => internal(other.to_string()),
+    }
+}
+
+/// How the options say a container is made.
+fn container_flags(opts: &RuncOptions) -> ContainerFlags {
+    ContainerFlags {
+        no_pivot: opts.no_pivot_root,
+        no_new_keyring: opts.no_new_keyring,
     }
 }
 

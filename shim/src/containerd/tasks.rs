@@ -175,13 +175,16 @@ impl Tasks {
     }
 
     /// Records that `pid` is process `exec_id` of `container_id`, and returns an exit the
-    /// reaper already collected for it. Opens a pidfd while the pid cannot have been
-    /// recycled (the caller holds the table lock, under which the reaper reaps).
+    /// reaper already collected for it. `pidfd` (opened by the launch, before this) is
+    /// kept only when the reaper has not reaped `pid` yet: then it surely is that
+    /// process's (the reaper reaps under the table lock the caller holds); otherwise the
+    /// pid may have been recycled in between, and it is dropped.
     pub fn register_pid(
         &mut self,
         container_id: &str,
         exec_id: &str,
         pid: i32,
+        pidfd: Option<OwnedFd>,
     ) -> Option<ExitRecord> {
         let early = self.unclaimed.remove(&pid);
         self.pids
@@ -193,7 +196,7 @@ impl Tasks {
         {
             p.pid = pid;
             if early.is_none() {
-                p.pidfd = crate::supervisor::pidfd::open(pid).ok();
+                p.pidfd = pidfd;
             }
         }
         early
@@ -444,7 +447,7 @@ mod tests {
     #[test]
     fn exit_during_start_is_held_until_start_is_reported() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         t.container_mut("c").unwrap().init.starting = true;
         assert!(t.on_exits(&[exit(P1, 3)]).is_empty());
         let report = t.start_done("c", "");
@@ -455,24 +458,24 @@ mod tests {
     #[test]
     fn early_exec_exit_is_claimed_by_pid() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         t.container_mut("c").unwrap().execs.insert(
             "e".into(),
             Process::new("e", StdioConfig::default(), Vec::new()),
         );
         assert!(t.on_exits(&[exit(P2, 5)]).is_empty());
-        let early = t.register_pid("c", "e", P2).expect("claimed");
+        let early = t.register_pid("c", "e", P2, None).expect("claimed");
         assert_eq!(early.code, 5);
     }
 
     #[test]
     fn init_exit_is_reported_after_its_execs() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         let mut e = Process::new("e", StdioConfig::default(), Vec::new());
         e.status = ProcStatus::Running;
         t.container_mut("c").unwrap().execs.insert("e".into(), e);
-        t.register_pid("c", "e", P2);
+        t.register_pid("c", "e", P2, None);
         assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "init held back");
         assert!(!t.container("c").unwrap().init_exit_reported());
         let report = t.on_exits(&[exit(P2, 0)]);
@@ -485,7 +488,7 @@ mod tests {
     #[test]
     fn waits_parked_before_delivery_are_handed_over_once() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         let report = t.on_exits(&[exit(P1, 9)]);
         assert_eq!(report.len(), 1);
         let init = &mut t.container_mut("c").unwrap().init;
