@@ -13,6 +13,7 @@ pub mod flags;
 pub mod info;
 pub mod kill_all;
 pub mod options;
+pub mod proc_state;
 pub mod publisher;
 pub mod server;
 pub mod service;

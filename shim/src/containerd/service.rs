@@ -8,7 +8,7 @@ use crate::containerd::errors::*;
 use crate::containerd::events::{timestamp, Events};
 use crate::containerd::options::{decode_checkpoint_options, decode_options, RuncOptions};
 use crate::containerd::task_call::TaskCall;
-use crate::containerd::tasks::{Container, Exited, ProcStatus, Process, Tasks};
+use crate::containerd::tasks::{Container, Exited, ProcState, Process, Tasks};
 use crate::containerd::ttrpc::Reply;
 use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
 use crate::supervisor::process_stdio::ProcessStdio;
@@ -429,7 +429,6 @@ impl Shim {
             execs: HashMap::new(),
             paused: false,
             shares_pid_ns: !spec.own_pid_namespace,
-            deferred_init_exit: None,
             rootfs_mounted: mounted,
             runc,
             options: opts.clone(),
@@ -482,13 +481,12 @@ impl Shim {
             let p = c
                 .process_mut(&r.exec_id)
                 .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
-            if p.status != ProcStatus::Created || p.exit.is_some() || p.starting {
+            if p.begin_start().is_err() {
                 return Err(failed_precondition(format!(
                     "process {} cannot be started: it is not in the created state",
                     display_id(&r.id, &r.exec_id)
                 )));
             }
-            p.starting = true;
             let restore = r.exec_id.is_empty() && p.pid == 0 && !p.spec.is_empty();
             (runc, bundle, opts, p.stdio.clone(), p.spec.clone(), restore)
         };
@@ -544,7 +542,10 @@ impl Shim {
                 .container_mut(&r.id)
                 .and_then(|c| c.process_mut(&r.exec_id))
             {
-                p.status = ProcStatus::Running;
+                // Its exits stay held until the start is reported (start_done).
+                if let Err(e) = p.launched() {
+                    log::warn!("start of {}: {e}", display_id(&r.id, &r.exec_id));
+                }
                 if console.is_some() {
                     p.console = console;
                 }
@@ -555,9 +556,8 @@ impl Shim {
                     pumps = std::mem::take(&mut prepared.stdio);
                 }
                 if let Some(record) = early {
-                    if p.pending_exit.is_none() {
-                        p.pending_exit = Some(record);
-                    }
+                    // Unless it holds one already (a pid exits once).
+                    let _ = p.hold_exit(record);
                 }
             }
         }
@@ -651,7 +651,7 @@ impl Shim {
                 .execs
                 .get(&r.exec_id)
                 .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
-            if p.is_alive() || p.starting {
+            if p.is_alive() || p.state().in_start() {
                 return Err(failed_precondition(format!(
                     "process {} is running: kill it before deleting it",
                     r.exec_id
@@ -672,7 +672,7 @@ impl Shim {
                     .unwrap_or_default()
                     .join(format!("{}.pid", r.exec_id)),
             );
-            return Ok(delete_response(pid, p.exit));
+            return Ok(delete_response(pid, p.exit()));
         }
         let (runc, alive) = {
             let tasks = self.lock();
@@ -681,7 +681,7 @@ impl Shim {
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
             (
                 c.runc.clone(),
-                c.init.is_alive() && c.init.status == ProcStatus::Running,
+                c.init.is_alive() && c.init.state().is_running(),
             )
         };
         if alive {
@@ -715,7 +715,7 @@ impl Shim {
             }
         }
         let pid = container.init.pid;
-        let exit = container.init.exit;
+        let exit = container.init.exit();
         let (code, at) = exit
             .map(|e| (e.code, e.exited_at))
             .unwrap_or((0, SystemTime::now()));
@@ -737,7 +737,7 @@ impl Shim {
             let settled = tasks
                 .container(id)
                 .and_then(|c| c.process(exec_id))
-                .map(|p| p.exit.is_none() || (p.open_pumps == 0 && p.exit_delivered))
+                .map(|p| p.exit().is_none() || (p.open_pumps == 0 && p.state().exit_reported()))
                 .unwrap_or(true);
             let now = Instant::now();
             if settled || now >= deadline {
@@ -788,7 +788,11 @@ impl Shim {
             }
             // An init whose exit is held back for execs being started still takes execs
             // (their start will fail with runc's message), as with the Go shim.
-            if c.init_exit_reported() || c.init.status == ProcStatus::Created {
+            let init_unstarted = matches!(
+                c.init.state(),
+                ProcState::Created | ProcState::Starting { .. }
+            );
+            if c.init_exit_reported() || init_unstarted {
                 return Err(failed_precondition(format!(
                     "container {} is not running",
                     r.id
@@ -865,19 +869,22 @@ impl Shim {
         resp.exec_id = r.exec_id.clone();
         resp.bundle = c.bundle.to_string_lossy().into_owned();
         resp.pid = p.pid.max(0) as u32;
-        let status = match (p.status, p.exit) {
-            (_, Some(_)) => TaskStatus::STOPPED,
-            (ProcStatus::Created, None) => TaskStatus::CREATED,
-            (ProcStatus::Running, None) if r.exec_id.is_empty() && c.paused => TaskStatus::PAUSED,
-            (ProcStatus::Running, None) => TaskStatus::RUNNING,
-            (ProcStatus::Stopped, None) => TaskStatus::STOPPED,
+        let status = match p.state() {
+            ProcState::Created | ProcState::Starting { .. } => TaskStatus::CREATED,
+            ProcState::Started { .. } | ProcState::Running if r.exec_id.is_empty() && c.paused => {
+                TaskStatus::PAUSED
+            }
+            ProcState::Started { .. } | ProcState::Running => TaskStatus::RUNNING,
+            ProcState::ExitDeferred(_) | ProcState::ExitQueued(_) | ProcState::ExitReported(_) => {
+                TaskStatus::STOPPED
+            }
         };
         resp.status = status.into();
         resp.stdin = p.stdio.stdin.clone();
         resp.stdout = p.stdio.stdout.clone();
         resp.stderr = p.stdio.stderr.clone();
         resp.terminal = p.stdio.terminal;
-        if let Some(e) = p.exit {
+        if let Some(e) = p.exit() {
             resp.exit_status = e.code as u32;
             resp.exited_at = timestamp(e.exited_at);
         }
@@ -896,7 +903,7 @@ impl Shim {
                     .execs
                     .get(&r.exec_id)
                     .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
-                if p.exit.is_some() {
+                if p.exit().is_some() {
                     return Err(not_found("process already finished"));
                 }
                 if p.pid <= 0 {
@@ -921,7 +928,7 @@ impl Shim {
                     Err(e) => Err(internal(format!("kill: {e}"))),
                 };
             }
-            if c.init.exit.is_some() && !r.all {
+            if c.init.exit().is_some() && !r.all {
                 return Err(not_found("process already finished"));
             }
             c.runc.clone()
@@ -1109,7 +1116,9 @@ impl Shim {
         // a Kill's reply, or an init's for its execs) parks the Wait like a live process.
         // Also while a spool still feeds the output to a reader (bounded): a client stops
         // reading once its Wait returns (ctr closes its FIFOs).
-        let done = p.exit.filter(|_| p.exit_delivered && p.spooling == 0);
+        let done = p
+            .exit()
+            .filter(|_| p.state().exit_reported() && p.spooling == 0);
         match done {
             Some(e) => Some(wait_reply(e.code, e.exited_at)),
             None if p.waiters.len() >= MAX_WAITERS => Some(Err(resource_exhausted(format!(
