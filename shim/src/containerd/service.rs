@@ -10,7 +10,7 @@ use crate::containerd::options::{decode_checkpoint_options, decode_options, Runc
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::{Container, Exited, ProcState, Process, Tasks};
 use crate::containerd::ttrpc::Reply;
-use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
+use crate::supervisor::launch::{launch, Committed, ContainerFlags, Launch, LaunchError, LaunchIo};
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::stdio::{self, Prepared, StdioConfig};
@@ -383,33 +383,13 @@ impl Shim {
                     return Err(invalid(format!("container io: {e}")));
                 }
             };
-            let launched = launch(
-                &runc,
-                &r.id,
-                Launch::Init {
-                    bundle: &bundle,
-                    flags: container_flags(&opts),
-                },
-                LaunchIo {
-                    io: std::mem::take(&mut prepared.io),
-                    terminal: r.terminal,
-                    pid_file: bundle.join("init.pid"),
-                },
-            )
-            .map_err(from_launch)
-            .and_then(|mut launched| {
-                let console = match launched.take_master() {
-                    Some(master) => Some(
-                        prepared
-                            .attach_terminal(master)
-                            .map_err(|e| internal(format!("terminal: {e}")))?,
-                    ),
-                    None => None,
-                };
-                Ok((console, launched.commit()))
-            });
+            let plan = Launch::Init {
+                bundle: &bundle,
+                flags: container_flags(&opts),
+            };
+            let launched = launch_wired(&runc, &r.id, plan, &mut prepared, bundle.join("init.pid"));
             // A failed launch has undone itself (the container is deleted) by now.
-            let (console, p) = match launched {
+            let (p, console) = match launched {
                 Ok(x) => x,
                 Err(e) => {
                     undo_mount(&mounted);
@@ -615,21 +595,7 @@ impl Shim {
             };
             (what, bundle.join(format!("{}.pid", r.exec_id)))
         };
-        let io = LaunchIo {
-            io: std::mem::take(&mut prepared.io),
-            terminal: stdio_cfg.terminal,
-            pid_file,
-        };
-        let mut launched = launch(runc, &r.id, what, io).map_err(from_launch)?;
-        let console = match launched.take_master() {
-            Some(master) => Some(
-                prepared
-                    .attach_terminal(master)
-                    .map_err(|e| internal(format!("terminal: {e}")))?,
-            ),
-            None => None,
-        };
-        let process = launched.commit();
+        let (process, console) = launch_wired(runc, &r.id, what, &mut prepared, pid_file)?;
         Ok(StartedProcess {
             pid: process.pid,
             pidfd: process.pidfd,
@@ -1209,6 +1175,33 @@ fn find<'a>(tasks: &'a Tasks, id: &str, exec_id: &str) -> RpcResult<&'a Process>
         .ok_or_else(|| not_found(format!("container {id} not found")))?
         .process(exec_id)
         .ok_or_else(|| not_found(format!("process {exec_id} not found")))
+}
+
+/// Launches `what` with the process's side of `prepared` (the terminal it asks for, if
+/// any) and connects the pty master to containerd's FIFOs. Returns the process, now
+/// ours, and the master for resizing; a failure leaves nothing launched.
+fn launch_wired(
+    runc: &Runc,
+    id: &str,
+    what: Launch<'_>,
+    prepared: &mut Prepared,
+    pid_file: PathBuf,
+) -> RpcResult<(Committed, Option<std::fs::File>)> {
+    let io = LaunchIo {
+        io: std::mem::take(&mut prepared.io),
+        terminal: prepared.has_terminal(),
+        pid_file,
+    };
+    let mut launched = launch(runc, id, what, io).map_err(from_launch)?;
+    let console = match launched.take_master() {
+        Some(master) => Some(
+            prepared
+                .attach_terminal(master)
+                .map_err(|e| internal(format!("terminal: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((launched.commit(), console))
 }
 
 /// A launch's failure as containerd is told it: runc's with the code its kind means.

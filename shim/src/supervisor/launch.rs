@@ -128,33 +128,23 @@ pub fn launch(
     let console_socket = console.as_ref().map(|c| c.path().to_path_buf());
     let pid_file_opt = Some(pid_file.clone());
     let ran = match what {
-        Launch::Init { bundle, flags } => runc.create(
-            id,
-            bundle,
-            CreateOpts {
+        Launch::Init { bundle, flags } | Launch::Run { bundle, flags } => {
+            let opts = CreateOpts {
                 pid_file: pid_file_opt,
                 console_socket,
                 no_pivot: flags.no_pivot,
                 no_new_keyring: flags.no_new_keyring,
+                // `create` returns once created anyway; `run` must not wait for the exit.
+                detach: true,
                 io,
                 ..Default::default()
-            },
-        ),
-        Launch::Run { bundle, flags } => runc
-            .run(
-                id,
-                bundle,
-                CreateOpts {
-                    pid_file: pid_file_opt,
-                    console_socket,
-                    no_pivot: flags.no_pivot,
-                    no_new_keyring: flags.no_new_keyring,
-                    detach: true,
-                    io,
-                    ..Default::default()
-                },
-            )
-            .map(drop),
+            };
+            if let Launch::Init { .. } = what {
+                runc.create(id, bundle, opts)
+            } else {
+                runc.run(id, bundle, opts).map(drop)
+            }
+        }
         Launch::Exec { spec, spec_dir } => runc.exec(
             id,
             spec,
@@ -337,33 +327,7 @@ mod tests {
     //! The undo paths, against a runc stand-in that records its calls and fails or
     //! succeeds as told (the real sequences run in the integration tests).
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::process::{Child, Command, ExitStatus};
-    use std::sync::Arc;
-
-    /// Retries a spawn that fails with ETXTBSY: a script just written by this test may
-    /// still be open for writing in a child another test thread forked meanwhile.
-    #[derive(Debug)]
-    struct RetryMonitor;
-
-    impl runc_wrapper::ProcessMonitor for RetryMonitor {
-        fn start(&self, cmd: &mut Command) -> std::io::Result<Child> {
-            let mut tries = 0;
-            loop {
-                match cmd.spawn() {
-                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    r => return r,
-                }
-            }
-        }
-
-        fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
-            child.wait()
-        }
-    }
+    use std::process::{Child, Command};
 
     struct Fake {
         dir: tempfile::TempDir,
@@ -380,13 +344,22 @@ mod tests {
                 "#!/bin/sh\nD='{d}'\nLOG=\"$D/log.json\"\nwhile [ $# -gt 0 ]; do case \"$1\" in\n  --log|--log-format|--root) shift 2;;\n  *) break;;\nesac; done\nVERB=$1\nPIDFILE=\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --pid-file ] && PIDFILE=$a; prev=$a; done\neval \"ID=\\${{$#}}\"\necho \"$VERB $ID\" >> \"$D/calls\"\n{body}\n",
                 d = dir.path().display()
             );
-            std::fs::write(&script, text).unwrap();
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Made executable by another process (`install`): exec'ing a file this one
+            // wrote could fail with ETXTBSY while another test thread's fork still holds
+            // the write end.
+            let source = dir.path().join("runc.sh");
+            std::fs::write(&source, text).unwrap();
+            let installed = Command::new("install")
+                .args(["-m", "0755"])
+                .arg(&source)
+                .arg(&script)
+                .status()
+                .unwrap();
+            assert!(installed.success());
             let runc = Runc::builder()
                 .binary(&script)
                 .root(dir.path().join("root"))
                 .log(dir.path().join("log.json"))
-                .monitor(Arc::new(RetryMonitor))
                 .build();
             Fake { dir, runc }
         }
@@ -403,6 +376,13 @@ mod tests {
             LaunchIo {
                 pid_file: self.dir.path().join("pid"),
                 ..Default::default()
+            }
+        }
+
+        fn exec(&self) -> Launch<'_> {
+            Launch::Exec {
+                spec: b"{}",
+                spec_dir: Some(self.dir.path()),
             }
         }
 
@@ -475,11 +455,7 @@ mod tests {
         // An exec is killed.
         let mut child = sleeper();
         let f = Fake::new(&writes_pid(&child));
-        let exec = Launch::Exec {
-            spec: b"{}",
-            spec_dir: Some(f.dir.path()),
-        };
-        let launched = launch(&f.runc, "c1", exec, f.io()).unwrap();
+        let launched = launch(&f.runc, "c1", f.exec(), f.io()).unwrap();
         assert_eq!(launched.pid(), child.id() as i32);
         assert!(launched.pidfd().is_some());
         drop(launched);
@@ -505,11 +481,7 @@ mod tests {
     fn a_committed_launch_is_kept() {
         let mut child = sleeper();
         let f = Fake::new(&writes_pid(&child));
-        let exec = Launch::Exec {
-            spec: b"{}",
-            spec_dir: Some(f.dir.path()),
-        };
-        let committed = launch(&f.runc, "c1", exec, f.io()).unwrap().commit();
+        let committed = launch(&f.runc, "c1", f.exec(), f.io()).unwrap().commit();
         assert_eq!(committed.pid, child.id() as i32);
         assert!(committed.master.is_none());
         assert_eq!(child.try_wait().unwrap(), None, "still running");

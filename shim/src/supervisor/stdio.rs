@@ -208,6 +208,11 @@ impl Prepared {
         self.logger_pid
     }
 
+    /// Whether the process gets a terminal (its pumps wait for the pty master).
+    pub fn has_terminal(&self) -> bool {
+        self.pending_tty.is_some()
+    }
+
     /// How many pumps carry output (what a delete waits for).
     pub fn output_pumps(&self) -> usize {
         self.stdio.open_outputs()
