@@ -474,6 +474,43 @@ mod tests {
     }
 
     #[test]
+    fn an_exit_held_by_a_start_that_failed_is_reported() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1, None);
+        t.container_mut("c").unwrap().init.begin_start().unwrap();
+        assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "held");
+        let report = t.start_failed("c", "");
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].record.code, 137);
+        assert!(t.container("c").unwrap().init_exit_reported());
+    }
+
+    /// Container "c" with its init (P1) running and an exec "e" whose Start is in flight.
+    fn table_with_exec_starting() -> Tasks {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1, None);
+        let e = Process::new("e", StdioConfig::default(), Vec::new());
+        t.container_mut("c").unwrap().execs.insert("e".into(), e);
+        let e = t.container_mut("c").unwrap().process_mut("e").unwrap();
+        e.begin_start().unwrap();
+        t
+    }
+
+    #[test]
+    fn an_exec_whose_start_fails_releases_the_init_exit_it_held_back() {
+        let mut t = table_with_exec_starting();
+        assert!(
+            t.on_exits(&[exit(P1, 1)]).is_empty(),
+            "deferred for the exec"
+        );
+        let report = t.start_failed("c", "e");
+        let order: Vec<_> = report.iter().map(|e| e.exec_id.as_str()).collect();
+        assert_eq!(order, [""]);
+        let e = t.container("c").unwrap().process("e").unwrap();
+        assert_eq!(*e.state(), ProcState::Created);
+    }
+
+    #[test]
     fn early_exec_exit_is_claimed_by_pid() {
         let mut t = table_with("c");
         t.register_pid("c", "", P1, None);
@@ -488,12 +525,8 @@ mod tests {
 
     #[test]
     fn init_exit_is_reported_after_its_execs() {
-        let mut t = table_with("c");
-        t.register_pid("c", "", P1, None);
-        let e = Process::new("e", StdioConfig::default(), Vec::new());
-        t.container_mut("c").unwrap().execs.insert("e".into(), e);
+        let mut t = table_with_exec_starting();
         let e = t.container_mut("c").unwrap().process_mut("e").unwrap();
-        e.begin_start().unwrap();
         e.launched().unwrap();
         t.register_pid("c", "e", P2, None);
         assert!(t.start_done("c", "e").is_empty());
