@@ -251,8 +251,8 @@ impl Launched {
     /// exited and been reaped already, or without pidfds.
     ///
     /// A caller whose reaper runs while the launch does must drop it if it finds that the
-    /// pid was reaped before (the pid may have been recycled then): the containerd face's
-    /// table does (`Tasks::register_pid`).
+    /// pid was reaped before (the pid may have been recycled then); one whose reaper
+    /// does not run meanwhile (the process is its unreaped child) can keep it as it is.
     pub fn pidfd(&self) -> Option<&OwnedFd> {
         self.pidfd.as_ref()
     }
