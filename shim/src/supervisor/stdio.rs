@@ -97,7 +97,7 @@ struct PendingTty {
 }
 
 /// The environment containerd gives a `binary://` logger: pass it to [`prepare_with_env`].
-// Unused until the containerd face passes its ids (service.rs, see prepare_with_env).
+// Unused until the containerd face passes its ids (containerd/task/, see prepare_with_env).
 #[allow(dead_code)]
 pub fn logger_env(container_id: &str, namespace: &str) -> Vec<(String, String)> {
     vec![
