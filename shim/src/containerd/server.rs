@@ -8,7 +8,7 @@
 //! (The event publisher adds a third, which only ever talks to containerd.)
 
 use crate::containerd::flags::Flags;
-use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::Exited;
 use crate::containerd::ttrpc::Connection;

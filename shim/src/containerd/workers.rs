@@ -7,7 +7,7 @@
 //! runc, a process or cgroups come here (`Shim::needs_worker`); the loop bounds how many
 //! wait in the queue by not reading connections past that bound.
 
-use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
 use std::collections::VecDeque;
 use std::io;
