@@ -14,6 +14,7 @@ pub mod containerd_version;
 pub mod cri_env;
 pub mod direct_shim;
 pub mod oci_image;
+pub mod paced_reader;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;

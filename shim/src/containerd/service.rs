@@ -66,6 +66,13 @@ pub enum LoopMsg {
     },
     /// Exits to report once the processes' output has drained (see the loop).
     Exited(Vec<Exited>),
+    /// A Delete waits for the process's spooled output (`delete_linger`): answer on
+    /// `done` once it may go on.
+    AwaitSpools {
+        container: String,
+        exec: String,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
     Shutdown,
 }
 
@@ -643,6 +650,7 @@ impl Shim {
 
     fn delete(&self, r: api::DeleteRequest) -> RpcResult<api::DeleteResponse> {
         self.wait_for_output(&r.id, &r.exec_id);
+        crate::containerd::delete_linger::wait(self, &r.id, &r.exec_id);
         if !r.exec_id.is_empty() {
             let mut tasks = self.lock();
             let c = tasks

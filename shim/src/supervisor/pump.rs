@@ -193,6 +193,12 @@ impl Pump {
         self.spool.as_ref().map_or(0, |s| s.spool.len())
     }
 
+    /// When the destination last took bytes, with a spool (`None` without one): whether
+    /// a reader is taking what is spooled.
+    pub fn last_taken(&self) -> Option<Instant> {
+        self.spool.as_ref().map(|s| s.last_progress)
+    }
+
     /// Bytes the spool discarded under `drop-oldest`.
     pub fn dropped(&self) -> u64 {
         self.spool.as_ref().map_or(0, |s| s.spool.dropped())
