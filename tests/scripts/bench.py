@@ -125,6 +125,9 @@ def throughput_summary(runs):
             "median_mib_s": statistics.median(r["mib_s"] for r in ok) if ok else None,
             "median_mib_s_total": statistics.median(r["mib_s_total"] for r in ok) if ok else None,
         }
+        cpu = [r["shim_cpu_ms"] for r in ok if "shim_cpu_ms" in r]
+        if cpu:
+            out[s]["median_shim_cpu_ms"] = statistics.median(cpu)
     return out
 
 
@@ -206,6 +209,20 @@ def same_binary_processes(path):
             if (e.st_dev, e.st_ino) == (st.st_dev, st.st_ino):
                 pids.append(int(entry))
     return pids
+
+
+def process_cpu_ns(pid):
+    """The CPU time (ns, all threads, from schedstat) of process `pid`; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        total = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def shim_memory(pid):
@@ -467,7 +484,10 @@ class Bench:
         for k in keys:
             lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
 
-    def throughput_once(self, shim):
+    def throughput_once(self, shim, cpu=False):
+        """256 MiB of dd through `ctr run` into a counter. With `cpu`, also the CPU time
+        the shim spends while the bytes stream (far less noisy than the rate on a busy
+        machine; finding the shim takes the counter a few ms, once)."""
         dd = ["/bin/dd", "if=/dev/zero", "bs=1M", f"count={DD_MIB}"]
         if shim == "runc_floor":  # dd's stdout is the counter's pipe itself
             cmd = self.runc_run_cmd(dd)
@@ -496,6 +516,7 @@ class Bench:
             try:
                 buf = memoryview(bytearray(1 << 20))
                 total, t_first = 0, None
+                shim_pid = cpu_first = cpu_eof = None
                 while True:
                     if not poller.poll(1000):
                         if time.monotonic() > deadline:
@@ -507,8 +528,11 @@ class Bench:
                         break
                     if t_first is None:
                         t_first = time.perf_counter()
+                        shim_pid = self.shim_of(shim, cid) if cpu else None
+                        cpu_first = process_cpu_ns(shim_pid)
                     total += k
                 t_eof = time.perf_counter()
+                cpu_eof = process_cpu_ns(shim_pid)
                 rc = p.wait(timeout=CMD_TIMEOUT)
                 t_exit = time.perf_counter()
             except BaseException:
@@ -527,6 +551,8 @@ class Bench:
         }
         rec["mib_s"] = DD_MIB / rec["seconds_stream"] if rec["seconds_stream"] else 0.0
         rec["mib_s_total"] = DD_MIB / rec["seconds_total"]
+        if cpu_first is not None and cpu_eof is not None:
+            rec["shim_cpu_ms"] = (cpu_eof - cpu_first) / 1e6
         if total != DD_BYTES or rc != 0:
             rec["error"] = f"got {total} bytes (want {DD_BYTES}), ctr exit {rc}: {errtext[-300:]}"
             self.results["errors"].append(f"throughput {shim}: {rec['error']}")
@@ -665,7 +691,7 @@ class Bench:
         progress(f"throughput, this tether vs the baseline ({n} x {DD_MIB} MiB each) ")
         for i in range(n):
             for shim in rotated(pair, i):
-                runs[shim].append(self.throughput_once(shim))
+                runs[shim].append(self.throughput_once(shim, cpu=True))
                 progress(".")
         log()
         self.results["baseline"] = dict(throughput_summary(runs), baseline=self.base_bin)
@@ -995,6 +1021,10 @@ def report(res):
             f"{t['median_mib_s'] / b['median_mib_s']:.3f} (incl. run: "
             f"{t['median_mib_s_total']:,.0f} vs {b['median_mib_s_total']:,.0f}, ratio "
             f"{t['median_mib_s_total'] / b['median_mib_s_total']:.3f})")
+        if t.get("median_shim_cpu_ms") and b.get("median_shim_cpu_ms"):
+            log(f"baseline: the shim's CPU time while 256 MiB stream, median: this "
+                f"{t['median_shim_cpu_ms']:.1f} ms, baseline {b['median_shim_cpu_ms']:.1f} ms, "
+                f"ratio {t['median_shim_cpu_ms'] / b['median_shim_cpu_ms']:.3f}")
     log("ratios: lower is better, except MiB/s")
     for n, level in res.get("memory", {}).items():
         for s in ("tether", "go"):
