@@ -576,6 +576,113 @@ mod tests {
         assert!(backlog.last_taken.is_some_and(|t| t <= Instant::now()));
     }
 
+    /// The CPU time of the calling thread, in ns (schedstat: no unsafe, ns resolution).
+    fn thread_cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Moves `bytes` from a writer thread through one output pump (with a spool or
+    /// without) to a reader thread that keeps up, as a face's loop would; returns the
+    /// CPU time the pumping thread took.
+    fn pump_cpu_ns(bytes: usize, spool: Option<crate::supervisor::spool::Spool>) -> u64 {
+        let poller = Poller::new().unwrap();
+        let (src_r, src_w) = pipe();
+        let (dst_r, dst_w) = pipe();
+        let mut pump = output(src_r, dst_w);
+        if let Some(spool) = spool {
+            pump = pump.with_spool(spool);
+        }
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, pump);
+        stdio.register(&poller, 7).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(src_w);
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..bytes / chunk.len() {
+                w.write_all(&chunk).unwrap();
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut r = File::from(dst_r);
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0;
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            total
+        });
+        let mut ready = Vec::new();
+        let started = thread_cpu_ns();
+        while stdio.is_open(Stream::Stdout) {
+            let timeout = stdio
+                .next_recheck()
+                .map(|at| at.saturating_duration_since(Instant::now()).as_millis() as u16);
+            poller.wait(timeout.or(Some(1000)), &mut ready).unwrap();
+            stdio.run(&poller, Stream::Stdout);
+            for stream in stdio.due_rechecks(Instant::now()) {
+                stdio.run(&poller, stream);
+            }
+        }
+        let cpu = thread_cpu_ns() - started;
+        writer.join().unwrap();
+        assert_eq!(reader.join().unwrap(), bytes, "every byte");
+        cpu
+    }
+
+    /// What the spool costs the direct path (issue 13: streaming must not slow down):
+    /// the pumping thread's CPU time for 256 MiB with a spool attached (and never used:
+    /// the reader keeps up) and without, interleaved. Not a wall-clock rate: CPU time
+    /// moves far less with the machine's load. `cargo test --release -- --ignored`.
+    #[test]
+    #[ignore]
+    fn the_direct_path_costs_the_same_with_a_spool() {
+        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            name: "t".into(),
+            dir: dir.path().to_path_buf(),
+            limit: 64 << 20,
+            policy: SpoolPolicy::Block,
+        };
+        const BYTES: usize = 256 << 20;
+        const ROUNDS: usize = 25;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let spool = || Some(Spool::open(&cfg, "t").unwrap());
+            if round % 2 == 0 {
+                with.push(pump_cpu_ns(BYTES, spool()));
+                without.push(pump_cpu_ns(BYTES, None));
+            } else {
+                without.push(pump_cpu_ns(BYTES, None));
+                with.push(pump_cpu_ns(BYTES, spool()));
+            }
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let ms = |v: &[u64]| v.iter().map(|n| *n as f64 / 1e6).collect::<Vec<_>>();
+        let ratios: Vec<f64> = with
+            .iter()
+            .zip(&without)
+            .map(|(w, wo)| *w as f64 / *wo as f64)
+            .collect();
+        eprintln!(
+            "pump CPU for 256 MiB, median of {ROUNDS}: with a spool {:.1} ms, without {:.1} \
+             ms; median of the rounds' ratios {:.3}",
+            median(&ms(&with)),
+            median(&ms(&without)),
+            median(&ratios)
+        );
+    }
+
     #[test]
     fn streams_are_a_small_set() {
         let mut s = Streams::default();
