@@ -687,6 +687,7 @@ class Bench:
             return
         pair = ["tether", "tether_base"]
         runs = {s: [] for s in pair}
+        spooled_before = self.spooled_runs() or 0
         n = self.args.baseline_rounds
         progress(f"throughput, this tether vs the baseline ({n} x {DD_MIB} MiB each) ")
         for i in range(n):
@@ -694,7 +695,18 @@ class Bench:
                 runs[shim].append(self.throughput_once(shim, cpu=True))
                 progress(".")
         log()
-        self.results["baseline"] = dict(throughput_summary(runs), baseline=self.base_bin)
+        self.results["baseline"] = dict(throughput_summary(runs), baseline=self.base_bin,
+                                        spooled_runs=(self.spooled_runs() or 0) - spooled_before)
+
+    def spooled_runs(self):
+        """How many streams so far spooled: the spool phase's, and any whose reader stalled
+        long enough (100 ms) for the spool to take over (the shim logs it once per stream,
+        into containerd's log)."""
+        try:
+            with open(f"{self.work}/containerd.log", errors="replace") as f:
+                return sum(1 for line in f if "output spooled" in line)
+        except OSError:
+            return None
 
     def phase_memory(self):
         levels = self.args.containers
@@ -1021,6 +1033,9 @@ def report(res):
             f"{t['median_mib_s'] / b['median_mib_s']:.3f} (incl. run: "
             f"{t['median_mib_s_total']:,.0f} vs {b['median_mib_s_total']:,.0f}, ratio "
             f"{t['median_mib_s_total'] / b['median_mib_s_total']:.3f})")
+        if bl.get("spooled_runs"):
+            log(f"baseline: in {bl['spooled_runs']} stream(s) of this run the reader stalled "
+                f"100 ms and the spool took over")
         if t.get("median_shim_cpu_ms") and b.get("median_shim_cpu_ms"):
             log(f"baseline: the shim's CPU time while 256 MiB stream, median: this "
                 f"{t['median_shim_cpu_ms']:.1f} ms, baseline {b['median_shim_cpu_ms']:.1f} ms, "
