@@ -534,25 +534,32 @@ mod tests {
         assert_eq!(backlog(1, None).and(Backlog::default()), backlog(1, None));
     }
 
+    /// A spool in `dir`, as a face makes one by default (64 MiB, `block`).
+    fn spool_in(dir: &std::path::Path) -> crate::supervisor::spool::Spool {
+        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
+        let cfg = SpoolConfig {
+            name: "t".into(),
+            dir: dir.to_path_buf(),
+            limit: DEFAULT_LIMIT,
+            policy: SpoolPolicy::Block,
+        };
+        Spool::open(&cfg, "t").unwrap()
+    }
+
     #[test]
     fn the_backlog_counts_spooled_streams_only() {
         use crate::supervisor::pump::set_nonblocking;
-        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy};
         use std::os::fd::AsFd;
         let poller = Poller::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SpoolConfig {
-            name: "t".into(),
-            dir: dir.path().to_path_buf(),
-            limit: 64 << 20,
-            policy: SpoolPolicy::Block,
-        };
         let (src_r, src_w) = pipe();
         // Nobody reads the destination: once it is full, the rest is spooled.
         let (_dst_r, dst_w) = pipe();
-        let spool = Spool::open(&cfg, "t").unwrap();
         let mut stdio = ProcessStdio::default();
-        stdio.add(Stream::Stdout, output(src_r, dst_w).with_spool(spool));
+        stdio.add(
+            Stream::Stdout,
+            output(src_r, dst_w).with_spool(spool_in(dir.path())),
+        );
         stdio.register(&poller, 7).unwrap();
         assert_eq!(stdio.backlog(), Backlog::default());
         // Fill the destination through the pump, then the source (the writer would block).
@@ -642,19 +649,12 @@ mod tests {
     #[test]
     #[ignore]
     fn the_direct_path_costs_the_same_with_a_spool() {
-        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy};
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SpoolConfig {
-            name: "t".into(),
-            dir: dir.path().to_path_buf(),
-            limit: 64 << 20,
-            policy: SpoolPolicy::Block,
-        };
         const BYTES: usize = 256 << 20;
         const ROUNDS: usize = 25;
         let (mut with, mut without) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            let spool = || Some(Spool::open(&cfg, "t").unwrap());
+            let spool = || Some(spool_in(dir.path()));
             if round % 2 == 0 {
                 with.push(pump_cpu_ns(BYTES, spool()));
                 without.push(pump_cpu_ns(BYTES, None));
