@@ -541,13 +541,24 @@ impl ContainerdEnv {
 
     /// Stops containerd with SIGTERM (the daemon only: shims run on, as in a real
     /// upgrade), waits for it to exit, starts it again with the same config and waits
-    /// until it answers.
+    /// until it answers. After [`Self::kill_containerd`] it only starts it.
     pub fn restart_containerd(&mut self) {
         if let Some(child) = self.daemon.take() {
             stop_daemon(child, Duration::from_secs(10));
         }
         append_log(&self.log, "\n===== test: containerd restarted =====\n");
         self.spawn_daemon();
+    }
+
+    /// SIGKILLs containerd (the daemon only: shims run on, and none of containerd's own
+    /// shutdown runs, as in a crash or an OOM kill) and reaps it.
+    /// [`Self::restart_containerd`] starts it again; until then `ctr` fails.
+    pub fn kill_containerd(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        append_log(&self.log, "\n===== test: containerd SIGKILLed =====\n");
     }
 
     /// Stops containerd with SIGTERM (the daemon only: shims run on) and waits for it to

@@ -15,6 +15,7 @@ pub mod cri_env;
 pub mod direct_shim;
 pub mod manager_output;
 pub mod oci_image;
+pub mod paced_reader;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;

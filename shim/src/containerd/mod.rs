@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod bootstrap_protocol;
 pub mod bundle;
 pub mod call_gate;
+pub mod delete_linger;
 pub mod errors;
 pub mod events;
 pub mod exit_status;

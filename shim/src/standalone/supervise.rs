@@ -34,7 +34,8 @@
 //!
 //! SIGTERM, SIGINT and SIGHUP are ignored while the process lives (the supervisor
 //! survives its manager); after the exit they end the wait for a reader (`delete` uses
-//! this), dropping whatever output nobody read.
+//! this), dropping whatever output nobody read — once a manager that is taking spooled
+//! output has it, or has stopped, or after 10 s (the shared core's `DeleteLinger`).
 
 use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
@@ -46,7 +47,7 @@ use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
 use crate::supervisor::pidfd;
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
+use crate::supervisor::process_stdio::{DeleteLinger, Linger, ProcessStdio, Stream};
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::wiring::{self, PipeOptions, Sink};
 use crate::supervisor::{fionread, signals, tty};
@@ -307,7 +308,9 @@ struct Supervisor {
     /// Set for a pea: what ties it to its runc container and to the outer init.
     pea: Option<PeaTies>,
     exited: bool,
-    stop: bool,
+    /// A termination signal after the exit: the supervisor goes once the spooled output
+    /// a manager is taking has been taken (see `linger_done`).
+    stop: Option<DeleteLinger>,
     /// What the output spools dropped, reported in the process directory.
     drops: spool_flags::DropReport,
 }
@@ -549,7 +552,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         master,
         pea,
         exited: false,
-        stop: false,
+        stop: None,
         drops: spool_flags::DropReport::new(&plan.dir),
     };
     sup.register()
@@ -785,7 +788,8 @@ impl Supervisor {
         let signals = self.base.signals();
         for sig in &signals {
             if *sig != Signal::SIGCHLD && self.exited {
-                self.stop = true;
+                self.stop
+                    .get_or_insert_with(|| DeleteLinger::new(Instant::now()));
             }
         }
         for exit in self.reaper.reap() {
@@ -833,13 +837,21 @@ impl Supervisor {
 
     /// After the exit: closes each FIFO once its pump has finished (or, after the grace,
     /// been abandoned with an idle source) and a manager has read everything in it. True
-    /// when all are closed, or on a termination signal.
+    /// when all are closed, or after a termination signal once no manager is taking
+    /// spooled output (bounded).
     fn linger_done(&mut self) -> bool {
         if !self.exited {
             return false;
         }
-        if self.stop {
-            return true;
+        if let Some(linger) = &self.stop {
+            match linger.check(self.stdio.backlog(), Instant::now()) {
+                Linger::Wait(_) => {}
+                Linger::Drained => return true,
+                Linger::Drop { spooled, why } => {
+                    log::warn!("delete: {spooled} spooled bytes dropped unread ({why})");
+                    return true;
+                }
+            }
         }
         self.stdio
             .abandon_idle_outputs(self.base.poller(), Instant::now());

@@ -322,6 +322,7 @@ impl Shim {
 
     pub(super) fn delete(&self, r: api::DeleteRequest) -> RpcResult<api::DeleteResponse> {
         self.wait_for_output(&r.id, &r.exec_id);
+        crate::containerd::delete_linger::wait(self, &r.id, &r.exec_id);
         if !r.exec_id.is_empty() {
             let mut tasks = self.lock();
             let c = tasks

@@ -68,6 +68,13 @@ pub enum LoopMsg {
     },
     /// Exits to report once the processes' output has drained (see the loop).
     Exited(Vec<Exited>),
+    /// A Delete waits for the process's spooled output (`delete_linger`): answer on
+    /// `done` once it may go on.
+    AwaitSpools {
+        container: String,
+        exec: String,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
     Shutdown,
 }
 
