@@ -225,8 +225,8 @@ mod tests {
     use super::*;
 
     fn at(secs: i64, nanos: u32) -> SystemTime {
-        if secs >= 0 {
-            UNIX_EPOCH + Duration::new(secs as u64, nanos)
+        if let Ok(secs) = u64::try_from(secs) {
+            UNIX_EPOCH + Duration::new(secs, nanos)
         } else {
             UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
                 + Duration::from_nanos(nanos.into())

@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn our_own_process_is_running_and_a_changed_start_is_not() {
-        let me = StartRecord::of(std::process::id() as i32).expect("our own stat");
+        let me = StartRecord::of(nix::unistd::getpid().as_raw()).expect("our own stat");
         assert!(me.is_running());
         let recycled = StartRecord {
             start_ticks: me.start_ticks + 1,
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn a_reaped_child_is_not_running() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let rec = StartRecord::of(child.id() as i32);
+        let rec = StartRecord::of(i32::try_from(child.id()).unwrap());
         child.wait().unwrap();
         if let Some(rec) = rec {
             assert!(!rec.is_running());

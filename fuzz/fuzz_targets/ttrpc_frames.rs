@@ -1,4 +1,4 @@
-//! ttrpc framing (containerd/ttrpc.rs `decode_frames`): arbitrary bytes from a client,
+//! ttrpc framing (containerd/ttrpc/connection.rs `decode_frames`, over the frame codec): arbitrary bytes from a client,
 //! delivered in two reads split at a fuzzer-chosen point. Must never panic; a frame it
 //! reports has a body no larger than the declared length, and the buffer only shrinks.
 #![no_main]

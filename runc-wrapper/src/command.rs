@@ -111,7 +111,7 @@ impl Runc {
         // runc is not reaped yet (its monitor hands its status to `wait` only), so its pid
         // still names its group; a member it left (e.g. a container init between `create`'s
         // steps) keeps the group's id in use after runc is gone.
-        let group = Pid::from_raw(child.id() as i32);
+        let group = Pid::from_raw(child.id().cast_signed());
         if let Err(e) = killpg(group, Signal::SIGKILL) {
             log::warn!("runc {command}: cannot kill process group {group}: {e}");
         }
@@ -205,8 +205,8 @@ impl Runc {
                     .min(LOOK_FOR_EXIT),
                 None => LOOK_FOR_EXIT,
             };
-            let timeout =
-                PollTimeout::try_from(step.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+            let timeout = PollTimeout::try_from(step.max(std::time::Duration::from_millis(1)))
+                .unwrap_or(PollTimeout::MAX);
             if stderr_tail::readable(&pipe, timeout).map_err(read_error)? {
                 if !stderr_tail::read_once(&mut pipe, &mut tail).map_err(read_error)? {
                     break;
@@ -421,8 +421,7 @@ fn communicate(
                     }
                     // Rounded up: a poll that returns just before the deadline comes back
                     // here once more instead of spinning.
-                    let ms = left.as_millis().saturating_add(1);
-                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                    PollTimeout::try_from(left + std::time::Duration::from_millis(1))
                         .unwrap_or(PollTimeout::MAX)
                 }
             };

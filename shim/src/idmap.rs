@@ -209,13 +209,19 @@ pub fn idmapped_clone(
     if tree < 0 {
         return Err(sys(format!("open_tree {}", source.display()))(Errno::last()));
     }
+    let Ok(tree) = RawFd::try_from(tree) else {
+        return Err(sys(format!("open_tree {}", source.display()))(Errno::EBADF));
+    };
     // SAFETY: open_tree just returned this fd and nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
+    let Ok(userns_fd) = u64::try_from(userns.as_raw_fd()) else {
+        return Err(sys("user namespace fd".to_string())(Errno::EBADF));
+    };
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd,
     };
     let empty = c"";
     // SAFETY: mount_setattr on our detached tree fd, with an empty path (AT_EMPTY_PATH) and

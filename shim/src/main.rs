@@ -6,8 +6,30 @@
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use tether_shim::containerd::address::AddressError;
+use tether_shim::containerd::bootstrap::BootstrapError;
 use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
+use tether_shim::containerd::info::InfoError;
 use tether_shim::{containerd, logger, malloc_arenas, standalone};
+
+/// Why a containerd-face action failed (printed on stderr, exit status 1).
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error(transparent)]
+    Info(#[from] InfoError),
+    #[error("write runtime info: {0}")]
+    WriteInfo(#[source] std::io::Error),
+    #[error("subreaper: {0}")]
+    Subreaper(#[source] nix::Error),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("bundle dir: {0}")]
+    BundleDir(#[source] std::io::Error),
+    #[error("shim: {0}")]
+    Serve(#[source] std::io::Error),
+}
 
 /// The runtime type containerd knows this shim by.
 const RUNTIME_NAME: &str = "io.containerd.tether.v2";
@@ -37,11 +59,11 @@ fn main() -> ExitCode {
         Action::Info => info(),
         Action::Start => {
             init_logging(&flags, LogTo::FifoOrNowhere);
-            containerd::bootstrap::start(&flags)
+            containerd::bootstrap::start(&flags).map_err(MainError::from)
         }
         Action::Delete => {
             init_logging(&flags, LogTo::Stderr);
-            containerd::bootstrap::delete(&flags)
+            containerd::bootstrap::delete(&flags).map_err(MainError::from)
         }
         Action::Serve => serve(&flags),
     };
@@ -55,13 +77,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn info() -> Result<(), String> {
+fn info() -> Result<(), MainError> {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    let out = containerd::info::runtime_info(&stdin, RUNTIME_NAME).map_err(|e| e.to_string())?;
+    let out = containerd::info::runtime_info(&stdin, RUNTIME_NAME)?;
     std::io::stdout()
         .write_all(&out)
-        .map_err(|e| format!("write runtime info: {e}"))
+        .map_err(MainError::WriteInfo)
 }
 
 /// Where a shim invocation logs.
@@ -101,27 +123,26 @@ fn init_logging(flags: &Flags, to: LogTo) {
     let _ = logger::install(logger::Logger::new(sink, debug, fields));
 }
 
-fn serve(flags: &Flags) -> Result<(), String> {
+fn serve(flags: &Flags) -> Result<(), MainError> {
     // Our own session: containerd's signals to its process group must not reach us.
     let _ = nix::unistd::setsid();
     // Orphaned container processes (runc exits after starting them) become our children.
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(MainError::Subreaper)?;
     init_logging(flags, LogTo::Fifo);
     let socket_path = match &flags.socket {
-        Some(s) => containerd::address::parse_uri(s).map_err(|e| e.to_string())?,
+        Some(s) => containerd::address::parse_uri(s)?,
         None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),
     };
     let listener = if std::env::var_os(containerd::bootstrap::LISTENER_ON_STDIN).is_some() {
         std::env::remove_var(containerd::bootstrap::LISTENER_ON_STDIN);
         containerd::bootstrap::take_listener()?
     } else {
-        containerd::address::bind_socket(&socket_path).map_err(|e| e.to_string())?
+        containerd::address::bind_socket(&socket_path)?
     };
-    let bundle = std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?;
+    let bundle = std::env::current_dir().map_err(MainError::BundleDir)?;
     let options = std::fs::read(bundle.join("options.json"))
         .ok()
         .and_then(|b| containerd::options::RuncOptions::from_json(&b).ok())
         .unwrap_or_default();
-    containerd::server::run(flags, listener, Some(socket_path), options)
-        .map_err(|e| format!("shim: {e}"))
+    containerd::server::run(flags, listener, Some(socket_path), options).map_err(MainError::Serve)
 }

@@ -7,6 +7,13 @@ What it measures (both shims interleaved round-robin, so the machine's drift can
     `runc run` (create+start+wait+delete) of a bundle with the same rootfs;
   - `ctr run -d` start, `ctr task exec` and `task delete --force` + `container delete`;
   - stdout throughput: 256 MiB from dd in the container through `ctr run` into a counter;
+  - the output spool (tether only; the Go shim has none): what a container writes while
+    nobody reads (`ctr run -d`, dd of BENCH_SPOOL_MIB into the spool, MiB/s as dd
+    measures it), the shim's RSS growth meanwhile, and the drain rate into the next
+    reader (`ctr task attach`); for the Go shim, how much the same writer gets out in
+    the same time (it blocks once the pipe and FIFO are full);
+  - with BENCH_TETHER_BASELINE (another tether binary, e.g. a build of an older commit):
+    the stdout throughput of both tether binaries in interleaved rounds, and their ratio;
   - memory with N running containers per shim (after one exec into each): per-shim RSS,
     PSS, USS (smaps_rollup), threads, total PSS/USS, USS per extra running container;
   - the stripped binary size of both shims.
@@ -15,10 +22,12 @@ Everything it starts (containerd, containers, shims, runc state, cgroups, the te
 is removed at the end, also on Ctrl-C / SIGTERM.
 
 Usage: tests/scripts/bench.py [--iterations N] [--containers 1,30[,100]] [--output FILE]
-                              [SHIM_BINARY]
+                              [--only PHASES] [--baseline OLD_TETHER] [SHIM_BINARY]
 Environment: BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"), BENCH_OUTPUT
 (<repo>/bench-results.json), BENCH_WARMUP (3), BENCH_THROUGHPUT_RUNS (3),
-BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH).
+BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH), BENCH_SPOOL_MIB (256),
+BENCH_TETHER_BASELINE (none), BENCH_BASELINE_ROUNDS (9), BENCH_ONLY (every phase: sizes,
+run_to_exit, lifecycle, throughput, spool, baseline, memory, pods).
 """
 
 import argparse
@@ -41,6 +50,8 @@ import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TETHER_NAME = "containerd-shim-tether-v2"
+# The baseline tether binary runs under a runtime name of its own.
+BASELINE_NAME = "containerd-shim-tetherbase-v2"
 GO_NAME = "containerd-shim-runc-v2"
 RUNC_STATE = "/run/containerd/runc"
 SHIM_SOCKET_DIR = "/run/containerd/s"
@@ -50,6 +61,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CMD_TIMEOUT = 120
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
+PHASES = ("sizes", "run_to_exit", "lifecycle", "throughput", "spool", "baseline", "memory",
+          "pods")
 
 
 # A pod as CRI makes it: the pause container and 3 others, in one shim (grouped by the
@@ -98,6 +111,23 @@ def summary(samples):
     s = sorted(samples)
     out = {"n": len(s), "median": statistics.median(s), "min": s[0], "max": s[-1]}
     out["p90"] = statistics.quantiles(s, n=10, method="inclusive")[8] if len(s) > 1 else s[0]
+    return out
+
+
+def throughput_summary(runs):
+    """Per runner: its throughput runs, how many went right, and their medians."""
+    out = {}
+    for s, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        out[s] = {
+            "runs": rs,
+            "ok_runs": len(ok),
+            "median_mib_s": statistics.median(r["mib_s"] for r in ok) if ok else None,
+            "median_mib_s_total": statistics.median(r["mib_s_total"] for r in ok) if ok else None,
+        }
+        cpu = [r["shim_cpu_ms"] for r in ok if "shim_cpu_ms" in r]
+        if cpu:
+            out[s]["median_shim_cpu_ms"] = statistics.median(cpu)
     return out
 
 
@@ -181,6 +211,20 @@ def same_binary_processes(path):
     return pids
 
 
+def process_cpu_ns(pid):
+    """The CPU time (ns, all threads, from schedstat) of process `pid`; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        total = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def shim_memory(pid):
     """RSS/PSS/USS (KiB) from smaps_rollup and the thread count of one process."""
     m = {}
@@ -217,6 +261,11 @@ class Bench:
         self.runtime = {"tether": "io.containerd.tether.v2", "go": "io.containerd.runc.v2"}
         self.ids = {"tether": set(), "go": set()}  # every container id ever created
         self.shims = ["tether", "go"]
+        self.base_bin = os.path.realpath(args.baseline) if args.baseline else None
+        if self.base_bin:
+            self.ns["tether_base"] = f"bench-b-{self.pid}"
+            self.runtime["tether_base"] = "io.containerd.tetherbase.v2"
+            self.ids["tether_base"] = set()
         self.results = {"errors": []}
         self.seq = 0
 
@@ -236,6 +285,9 @@ class Bench:
         shutil.copy2(self.tether_bin, f"{w}/bin/{TETHER_NAME}")
         os.symlink(self.go_bin, f"{w}/bin/{GO_NAME}")
         self.shim_file = {"tether": f"{w}/bin/{TETHER_NAME}", "go": self.go_bin}
+        if self.base_bin:
+            shutil.copy2(self.base_bin, f"{w}/bin/{BASELINE_NAME}")
+            self.shim_file["tether_base"] = f"{w}/bin/{BASELINE_NAME}"
 
         # busybox rootfs, as in demo.sh
         os.makedirs(f"{self.rootfs}/bin")
@@ -432,7 +484,10 @@ class Bench:
         for k in keys:
             lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
 
-    def throughput_once(self, shim):
+    def throughput_once(self, shim, cpu=False):
+        """256 MiB of dd through `ctr run` into a counter. With `cpu`, also the CPU time
+        the shim spends while the bytes stream (far less noisy than the rate on a busy
+        machine; finding the shim takes the counter a few ms, once)."""
         dd = ["/bin/dd", "if=/dev/zero", "bs=1M", f"count={DD_MIB}"]
         if shim == "runc_floor":  # dd's stdout is the counter's pipe itself
             cmd = self.runc_run_cmd(dd)
@@ -461,6 +516,7 @@ class Bench:
             try:
                 buf = memoryview(bytearray(1 << 20))
                 total, t_first = 0, None
+                shim_pid = cpu_first = cpu_eof = None
                 while True:
                     if not poller.poll(1000):
                         if time.monotonic() > deadline:
@@ -472,8 +528,11 @@ class Bench:
                         break
                     if t_first is None:
                         t_first = time.perf_counter()
+                        shim_pid = self.shim_of(shim, cid) if cpu else None
+                        cpu_first = process_cpu_ns(shim_pid)
                     total += k
                 t_eof = time.perf_counter()
+                cpu_eof = process_cpu_ns(shim_pid)
                 rc = p.wait(timeout=CMD_TIMEOUT)
                 t_exit = time.perf_counter()
             except BaseException:
@@ -492,6 +551,8 @@ class Bench:
         }
         rec["mib_s"] = DD_MIB / rec["seconds_stream"] if rec["seconds_stream"] else 0.0
         rec["mib_s_total"] = DD_MIB / rec["seconds_total"]
+        if cpu_first is not None and cpu_eof is not None:
+            rec["shim_cpu_ms"] = (cpu_eof - cpu_first) / 1e6
         if total != DD_BYTES or rc != 0:
             rec["error"] = f"got {total} bytes (want {DD_BYTES}), ctr exit {rc}: {errtext[-300:]}"
             self.results["errors"].append(f"throughput {shim}: {rec['error']}")
@@ -506,16 +567,146 @@ class Bench:
                 runs[shim].append(self.throughput_once(shim))
                 progress(".")
         log()
-        out = {}
-        for s, rs in runs.items():
-            ok = [r for r in rs if "error" not in r]
-            out[s] = {
-                "runs": rs,
-                "ok_runs": len(ok),
-                "median_mib_s": statistics.median(r["mib_s"] for r in ok) if ok else None,
-                "median_mib_s_total": statistics.median(r["mib_s_total"] for r in ok) if ok else None,
-            }
-        self.results["throughput"] = out
+        self.results["throughput"] = throughput_summary(runs)
+
+    def container_file(self, name):
+        """A file the containers left in the shared rootfs's /tmp; None if absent."""
+        try:
+            with open(f"{self.rootfs}/tmp/{name}") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def shim_of(self, shim, cid):
+        """The pid of the shim serving container `cid`."""
+        for pid, _ in shim_processes(self.ns[shim]):
+            args = proc_cmdline(pid)
+            if any(a == "-id" and b == cid for a, b in zip(args, args[1:])):
+                return pid
+        return None
+
+    def wait_stopped(self, shim, cid, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.ctr(shim, "task", "ls").stdout.decode().splitlines()[1:]:
+                f = line.split()
+                if f and f[0] == cid and f[-1] == "STOPPED":
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def spool_tether(self, mib):
+        """dd of `mib` MiB into a FIFO nobody reads (`ctr run -d`): the spool takes it.
+        Returns dd's rate, the shim's RSS before and at most while it spooled, and the
+        drain rate into `ctr task attach`."""
+        cid = self.new_id("tether", "spool")
+        # dd starts once the shim's RSS has been read; the times around it (from
+        # /proc/uptime: busybox's dd prints no rate) go to the rootfs
+        script = (f"sleep 1; read a x < /proc/uptime; "
+                  f"dd if=/dev/zero bs=1M count={mib} 2>/dev/null; "
+                  f"read b x < /proc/uptime; echo $a $b > /tmp/{cid}.t; touch /tmp/{cid}.done")
+        self.ctr("tether", *self.run_args("tether", "-d", "--annotation",
+                                          f"io.tether.spool-limit={2 * mib}M"),
+                 cid, "/bin/sh", "-c", script)
+        pid = self.shim_of("tether", cid)
+        if pid is None:
+            raise BenchError(f"spool: no shim for {cid}")
+        rss_before = shim_memory(pid)["rss_kib"]
+        peak = rss_before
+        t0 = time.monotonic()
+        while self.container_file(f"{cid}.done") is None:
+            peak = max(peak, shim_memory(pid)["rss_kib"])
+            if time.monotonic() - t0 > CMD_TIMEOUT:
+                raise BenchError(f"spool: dd of {mib} MiB did not finish in {CMD_TIMEOUT}s")
+            time.sleep(0.05)
+        peak = max(peak, shim_memory(pid)["rss_kib"])
+        times = (self.container_file(f"{cid}.t") or "").split()
+        try:
+            secs = max(float(times[1]) - float(times[0]), 0.01)  # /proc/uptime: 10 ms steps
+        except (IndexError, ValueError):
+            raise BenchError(f"spool: no times from the writer: {times!r}")
+        # the next reader: everything, from the spool, into a counter
+        t1 = time.perf_counter()
+        p = run(["ctr", "-a", self.sock, "-n", self.ns["tether"], "task", "attach", cid],
+                stdout=subprocess.PIPE)
+        t2 = time.perf_counter()
+        got = len(p.stdout)
+        if got != mib << 20:
+            self.results["errors"].append(f"spool: attach got {got} bytes of {mib << 20}")
+        self.ctr("tether", "task", "delete", "--force", cid, check=False)
+        self.ctr("tether", "container", "delete", cid, check=False)
+        for f in (f"{cid}.t", f"{cid}.done"):
+            try:
+                os.unlink(f"{self.rootfs}/tmp/{f}")
+            except OSError:
+                pass
+        return {
+            "mib": mib,
+            "write_mib_s": mib / secs,
+            "write_seconds": secs,
+            "rss_before_kib": rss_before,
+            "rss_peak_kib": peak,
+            "rss_growth_kib": peak - rss_before,
+            "drain_mib_s": (got / 1048576) / (t2 - t1),
+            "drain_seconds": t2 - t1,
+        }
+
+    def spool_go(self, seconds):
+        """The same writer, unread, under the Go shim: MiB it wrote in `seconds` (it
+        blocks once the pipe and FIFO are full). Counted per 64 KiB by the writer itself
+        (a 1 MiB write would not even complete)."""
+        cid = self.new_id("go", "spool")
+        script = (f"i=0; while :; do dd if=/dev/zero bs=65536 count=1 2>/dev/null; "
+                  f"i=$((i+1)); echo $i > /tmp/{cid}.n; done")
+        self.ctr("go", *self.run_args("go", "-d"), cid, "/bin/sh", "-c", script)
+        time.sleep(seconds)
+        n = (self.container_file(f"{cid}.n") or "0").strip()
+        self.ctr("go", "task", "kill", "-s", "KILL", cid, check=False)
+        self.wait_stopped("go", cid, 15)
+        self.ctr("go", "task", "delete", "--force", cid, check=False)
+        self.ctr("go", "container", "delete", cid, check=False)
+        try:
+            os.unlink(f"{self.rootfs}/tmp/{cid}.n")
+        except OSError:
+            pass
+        mib = (int(n) if n.isdigit() else 0) / 16
+        return {"seconds": seconds, "mib_written": mib, "write_mib_s": mib / seconds}
+
+    def phase_spool(self):
+        mib = self.args.spool_mib
+        progress(f"output spool: {mib} MiB written with nobody reading, then drained ")
+        t = self.spool_tether(mib)
+        progress(".")
+        g = self.spool_go(max(3.0, t["write_seconds"]))
+        log(".")
+        self.results["spool"] = {"tether": t, "go": g}
+
+    def phase_baseline(self):
+        """The stdout throughput of this tether and the baseline, interleaved rounds."""
+        if not self.base_bin:
+            return
+        pair = ["tether", "tether_base"]
+        runs = {s: [] for s in pair}
+        spooled_before = self.spooled_runs() or 0
+        n = self.args.baseline_rounds
+        progress(f"throughput, this tether vs the baseline ({n} x {DD_MIB} MiB each) ")
+        for i in range(n):
+            for shim in rotated(pair, i):
+                runs[shim].append(self.throughput_once(shim, cpu=True))
+                progress(".")
+        log()
+        self.results["baseline"] = dict(throughput_summary(runs), baseline=self.base_bin,
+                                        spooled_runs=(self.spooled_runs() or 0) - spooled_before)
+
+    def spooled_runs(self):
+        """How many streams so far spooled: the spool phase's, and any whose reader stalled
+        long enough (100 ms) for the spool to take over (the shim logs it once per stream,
+        into containerd's log)."""
+        try:
+            with open(f"{self.work}/containerd.log", errors="replace") as f:
+                return sum(1 for line in f if "output spooled" in line)
+        except OSError:
+            return None
 
     def phase_memory(self):
         levels = self.args.containers
@@ -636,7 +827,7 @@ class Bench:
             return
         # 1. through containerd, while it runs
         if self.ctd is not None and self.ctd.poll() is None:
-            for shim in self.shims:
+            for shim in self.ns:
                 try:
                     tasks = self.ctr(shim, "task", "ls", "-q", timeout=30, check=False).stdout.decode().split()
                     conts = self.ctr(shim, "container", "ls", "-q", timeout=30, check=False).stdout.decode().split()
@@ -735,7 +926,7 @@ def fmt(v, digits=1):
 
 
 def ratio(t, g):
-    if t is None or g in (None, 0):
+    if not isinstance(t, (int, float)) or not isinstance(g, (int, float)) or g == 0:
         return "-"
     return f"{t / g:.2f}x"
 
@@ -768,6 +959,14 @@ def report(res):
             tp["go"]["median_mib_s"], 0)
         row(f"stdout {DD_MIB} MiB, incl. run (MiB/s)", tp["tether"]["median_mib_s_total"],
             tp["go"]["median_mib_s_total"], 0)
+    sp = res.get("spool")
+    if sp:
+        t, g = sp["tether"], sp["go"]
+        row(f"spool: {t['mib']} MiB written, nobody reading (MiB/s)", t["write_mib_s"],
+            g["write_mib_s"], 2)
+        row("spool: drained into the next reader (MiB/s)", t["drain_mib_s"], "-", 0)
+        row(f"spool: shim RSS growth while {t['mib']} MiB spooled (KiB)", t["rss_growth_kib"],
+            "-", 0)
     for n, level in res.get("memory", {}).items():
         t, g = level["tether"], level["go"]
         row(f"[{n} ctr] shim processes", t["shim_processes"], g["shim_processes"], 0)
@@ -801,7 +1000,7 @@ def report(res):
             return b / 1048576
         row("stripped binary size (MiB)", mib(sz["tether"]), mib(sz["go"]), 2)
 
-    w0 = max(len(r[0]) for r in rows) + 2
+    w0 = max((len(r[0]) for r in rows), default=20) + 2
     log(f"{'measure':<{w0}}{'tether':>12}{'go':>12}{'tether/go':>12}")
     log("-" * (w0 + 36))
     for label, t, g, q in rows:
@@ -819,6 +1018,28 @@ def report(res):
         f = tp["runc_floor"]
         log(f"floor: runc run dd straight into the counter's pipe: "
             f"{f['median_mib_s']:,.0f} MiB/s streaming, {f['median_mib_s_total']:,.0f} MiB/s incl. run")
+    if sp:
+        t, g = sp["tether"], sp["go"]
+        log(f"spool: tether's shim RSS {t['rss_before_kib']:,} KiB before, "
+            f"{t['rss_peak_kib']:,} KiB at most while dd wrote {t['mib']} MiB unread in "
+            f"{t['write_seconds']:.2f} s; the Go shim's writer got {g['mib_written']:.2f} MiB out "
+            f"in {g['seconds']:.1f} s, then blocked (no spool)")
+    bl = res.get("baseline")
+    if bl and bl["tether"]["median_mib_s"] and bl["tether_base"]["median_mib_s"]:
+        t, b = bl["tether"], bl["tether_base"]
+        log(f"baseline {bl['baseline']}: stdout {DD_MIB} MiB streaming, median of "
+            f"{t['ok_runs']} interleaved rounds: this {t['median_mib_s']:,.0f} MiB/s, "
+            f"baseline {b['median_mib_s']:,.0f} MiB/s, ratio "
+            f"{t['median_mib_s'] / b['median_mib_s']:.3f} (incl. run: "
+            f"{t['median_mib_s_total']:,.0f} vs {b['median_mib_s_total']:,.0f}, ratio "
+            f"{t['median_mib_s_total'] / b['median_mib_s_total']:.3f})")
+        if bl.get("spooled_runs"):
+            log(f"baseline: in {bl['spooled_runs']} stream(s) of this run the reader stalled "
+                f"100 ms and the spool took over")
+        if t.get("median_shim_cpu_ms") and b.get("median_shim_cpu_ms"):
+            log(f"baseline: the shim's CPU time while 256 MiB stream, median: this "
+                f"{t['median_shim_cpu_ms']:.1f} ms, baseline {b['median_shim_cpu_ms']:.1f} ms, "
+                f"ratio {t['median_shim_cpu_ms'] / b['median_shim_cpu_ms']:.3f}")
     log("ratios: lower is better, except MiB/s")
     for n, level in res.get("memory", {}).items():
         for s in ("tether", "go"):
@@ -844,7 +1065,21 @@ def parse_args():
     ap.add_argument("--pods", default=env("BENCH_PODS", "1,30"),
                     help='pods (pause + 3 containers, one shim each) for the pod measure; "" skips')
     ap.add_argument("--output", default=env("BENCH_OUTPUT") or f"{TOP}/bench-results.json")
+    ap.add_argument("--spool-mib", type=int, default=int(env("BENCH_SPOOL_MIB", "256")),
+                    help="MiB the spool measure writes unread (%(default)s)")
+    ap.add_argument("--baseline", default=env("BENCH_TETHER_BASELINE") or None,
+                    help="another tether binary to compare stdout throughput with")
+    ap.add_argument("--baseline-rounds", type=int,
+                    default=int(env("BENCH_BASELINE_ROUNDS", "9")))
+    ap.add_argument("--only", default=env("BENCH_ONLY", ",".join(PHASES)),
+                    help="comma-separated phases to run (default: all)")
     a = ap.parse_args()
+    a.only = [x.strip() for x in a.only.split(",") if x.strip()]
+    unknown = [x for x in a.only if x not in PHASES]
+    if unknown:
+        ap.error(f"--only / BENCH_ONLY: unknown phases {unknown}; known: {', '.join(PHASES)}")
+    if a.spool_mib < 1 or a.baseline_rounds < 1:
+        ap.error("need --spool-mib >= 1, --baseline-rounds >= 1")
     try:
         a.containers = sorted({int(x) for x in a.containers.split(",") if x.strip()})
     except ValueError:
@@ -870,6 +1105,8 @@ def preflight(a):
     for tool in ("containerd", "ctr", "runc"):
         if not shutil.which(tool, path=SYSTEM_PATH):
             raise BenchError(f"{tool} not found (make deps)")
+    if a.baseline and not (os.path.isfile(a.baseline) and os.access(a.baseline, os.X_OK)):
+        raise BenchError(f"baseline {a.baseline} is not an executable file")
     if not os.path.exists("/bin/busybox"):
         raise BenchError("/bin/busybox not found (apt-get install busybox-static)")
 
@@ -924,7 +1161,13 @@ def main():
             "warmup": a.warmup,
             "throughput_runs": a.throughput_runs,
             "containers": a.containers,
+            "phases": a.only,
+            "spool_mib": a.spool_mib,
         }
+        if b.base_bin:
+            meta["tether_baseline"] = {"path": b.base_bin,
+                                       "version": version_of([b.base_bin, "-v"]),
+                                       "sha256": sha256_file(b.base_bin)}
         b.results["meta"] = meta
         log(f"tether bench  {meta['date']}")
         log(f"machine: {meta['nproc']} cpus ({meta['cpu']}), kernel {meta['kernel']}, "
@@ -938,12 +1181,9 @@ def main():
             f"throughput runs {a.throughput_runs}")
         log()
         b.setup()
-        b.phase_sizes()
-        b.phase_run_to_exit()
-        b.phase_lifecycle()
-        b.phase_throughput()
-        b.phase_memory()
-        b.phase_pods()
+        for phase in PHASES:
+            if phase in a.only:
+                getattr(b, f"phase_{phase}")()
     except KeyboardInterrupt:
         log("\ninterrupted: cleaning up")
         status = 130

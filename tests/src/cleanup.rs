@@ -87,7 +87,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return found;
     };
-    let me = std::process::id() as i32;
+    let me = nix::unistd::getpid().as_raw();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()

@@ -453,6 +453,31 @@ impl ContainerdEnv {
         }
     }
 
+    /// Runs `sleep 1000` detached (`ctr run -d`) as a new container whose id starts with
+    /// `prefix`, waits (up to `timeout`) until its task is RUNNING and returns the id: the
+    /// long-lived container most tests act on.
+    pub fn run_sleeper(&self, prefix: &str, timeout: Duration) -> String {
+        let id = self.id(prefix);
+        self.ctr_ok(&self.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
+        self.wait_task_status(&id, "RUNNING", timeout);
+        id
+    }
+
+    /// SIGKILLs task `id` with `ctr task kill` and waits (up to `timeout`) until it is
+    /// STOPPED: the way most tests end a container they are done with.
+    pub fn kill_task(&self, id: &str, timeout: Duration) {
+        self.ctr_ok(&["task", "kill", "-s", "KILL", id]);
+        self.wait_task_status(id, "STOPPED", timeout);
+    }
+
+    /// Kills task `id` ([`Self::kill_task`]), then deletes the task and its container,
+    /// each of which must succeed.
+    pub fn kill_and_remove(&self, id: &str, timeout: Duration) {
+        self.kill_task(id, timeout);
+        self.ctr_ok(&["task", "rm", id]);
+        self.ctr_ok(&["container", "rm", id]);
+    }
+
     /// Starts `ctr -a SOCK -n NS ARGS…` in the background (stdin /dev/null), capturing
     /// stdout and stderr; killed when the handle is dropped. For `ctr task attach`, a
     /// `ctr task exec` to kill from elsewhere, and the like.
@@ -516,13 +541,24 @@ impl ContainerdEnv {
 
     /// Stops containerd with SIGTERM (the daemon only: shims run on, as in a real
     /// upgrade), waits for it to exit, starts it again with the same config and waits
-    /// until it answers.
+    /// until it answers. After [`Self::kill_containerd`] it only starts it.
     pub fn restart_containerd(&mut self) {
         if let Some(child) = self.daemon.take() {
             stop_daemon(child, Duration::from_secs(10));
         }
         append_log(&self.log, "\n===== test: containerd restarted =====\n");
         self.spawn_daemon();
+    }
+
+    /// SIGKILLs containerd (the daemon only: shims run on, and none of containerd's own
+    /// shutdown runs, as in a crash or an OOM kill) and reaps it.
+    /// [`Self::restart_containerd`] starts it again; until then `ctr` fails.
+    pub fn kill_containerd(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        append_log(&self.log, "\n===== test: containerd SIGKILLed =====\n");
     }
 
     /// Stops containerd with SIGTERM (the daemon only: shims run on) and waits for it to
@@ -615,7 +651,7 @@ impl ContainerdEnv {
 
     /// containerd's pid, while it runs.
     pub fn containerd_pid(&self) -> Option<i32> {
-        self.daemon.as_ref().map(|c| c.id() as i32)
+        self.daemon.as_ref().map(|c| i32::try_from(c.id()).unwrap())
     }
 
     /// The tether shims of this test: processes running `containerd-shim-tether-v2` with
@@ -1079,7 +1115,7 @@ fn run_bounded(
 
 /// SIGTERM, then SIGKILL after `grace`; reaps the daemon.
 fn stop_daemon(mut child: Child, grace: Duration) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {

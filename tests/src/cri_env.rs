@@ -413,7 +413,7 @@ impl Drop for CriEnv {
         // env.sh tears down on SIGTERM (and when its stdin closes)
         drop(child.stdin.take());
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
             nix::sys::signal::Signal::SIGTERM,
         );
         let deadline = Instant::now() + STOP_TIMEOUT;

@@ -385,7 +385,7 @@ impl RawConn {
         let mut req = containerd_shim_protos::ttrpc::Request::new();
         req.service = "containerd.task.v2.Task".into();
         req.method = method.into();
-        req.timeout_nano = timeout.map_or(0, |t| t.as_nanos() as i64);
+        req.timeout_nano = timeout.map_or(0, |t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX));
         req.payload = request.write_to_bytes().expect("encode the request");
         let body = req.write_to_bytes().expect("encode the ttrpc request");
         let mut frame = Vec::with_capacity(10 + body.len());
@@ -426,7 +426,7 @@ impl RawConn {
 
 /// A fresh context with the test's call timeout.
 pub fn ctx() -> context::Context {
-    context::with_timeout(CALL_TIMEOUT.as_nanos() as i64)
+    context::with_timeout(i64::try_from(CALL_TIMEOUT.as_nanos()).unwrap())
 }
 
 /// Makes the `log` FIFO and copies what the shim writes there into `sink`. Like

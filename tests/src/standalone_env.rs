@@ -125,7 +125,7 @@ impl StandaloneEnv {
         args.push(id);
         let out = self.ok("run", &args);
         let v: Value = serde_json::from_str(out.trim()).expect("run --json output");
-        v["pid"].as_i64().expect("pid") as i32
+        i32::try_from(v["pid"].as_i64().expect("pid")).unwrap()
     }
 
     /// Writes `process` (an OCI process) to a file and runs `exec`; returns the output.
@@ -169,7 +169,7 @@ impl StandaloneEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).expect("exec --json output");
-        v["pid"].as_i64().expect("pid") as i32
+        i32::try_from(v["pid"].as_i64().expect("pid")).unwrap()
     }
 
     /// A unique id.

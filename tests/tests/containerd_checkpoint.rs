@@ -94,10 +94,7 @@ fn checkpoint_leaves_the_task_running() {
         images.lines().any(|l| l.trim() == image),
         "checkpoint image {image} stored: {images}"
     );
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
 
@@ -206,10 +203,7 @@ fn restore_continues_from_the_checkpoint() {
         Some("RUNNING"),
         "the task runs on after the checkpoint"
     );
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["containers", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
 
     let out = env.ctr(&["containers", "restore", "--live", "--rw", &id, &checkpoint]);
     if !out.status.success() {
@@ -245,9 +239,6 @@ fn restore_continues_from_the_checkpoint() {
         "the restored process did not start again"
     );
 
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["containers", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }

@@ -110,7 +110,7 @@ fn execs_running_while_containerd_is_sigkilled_report_their_exit_codes_after_res
         assert!(Instant::now() < deadline, "not all execs started:\n{ps}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    sigkill(env.containerd_pid().expect("containerd's pid"));
+    env.kill_containerd();
     drop(clients);
     env.restart_containerd();
     let events = env.events();

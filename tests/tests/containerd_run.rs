@@ -74,9 +74,7 @@ fn stdin_is_piped_to_the_container() {
 #[test]
 fn detached_run_exec_ps_kill_delete() {
     let env = ContainerdEnv::start();
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
     // What assert_no_leaks looks for at the end exists while the container runs.
     assert_eq!(env.shim_pids().len(), 1, "one tether shim for {id}");
     let socket = env.shim_socket(&id);
@@ -125,8 +123,7 @@ fn detached_run_exec_ps_kill_delete() {
     );
     assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
 
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
+    env.kill_task(&id, POLL);
     let out = env.ctr(&["task", "rm", &id]);
     env.assert_exit(&out, 0, "ctr task rm");
     // ctr reports a non-zero exit on delete: 128 + SIGKILL.
@@ -192,9 +189,7 @@ fn assert_frozen(dir: &Path, frozen: bool) {
 #[test]
 fn pause_and_resume() {
     let env = ContainerdEnv::start();
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
     let pid = env.task_pid(&id).expect("ctr task ls lists the task");
     let freezer = cgroup::dir_of(pid, "freezer");
     assert_frozen(&freezer, false);
@@ -204,19 +199,14 @@ fn pause_and_resume() {
     env.ctr_ok(&["task", "resume", &id]);
     assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
     assert_frozen(&freezer, false);
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
 
 #[test]
 fn metrics_report_memory_and_pids() {
     let env = ContainerdEnv::start();
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
     // ctr 1.6 prints an `ID TIMESTAMP` table, then `METRIC VALUE` rows (cgroup v1 names
     // such as memory.usage_in_bytes and pids.current; cgroup v2 ones such as
     // memory.usage and pids.current).
@@ -278,10 +268,7 @@ fn metrics_report_memory_and_pids() {
         Some("1"),
         "one process (sleep) in the container: {metrics}"
     );
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
 
@@ -420,9 +407,7 @@ fn containerd_restart_keeps_the_task() {
 #[test]
 fn duplicate_container_and_exec_ids_are_refused() {
     let env = ContainerdEnv::start();
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
 
     let again = env.ctr(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
     assert!(
@@ -486,15 +471,10 @@ fn repeated_runs_leave_nothing_behind() {
         env.assert_exit(&out, 0, "ctr run --rm echo");
         assert_eq!(text(&out.stdout), format!("run{n}\n"));
     }
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
     let out = env.ctr(&["task", "exec", "--exec-id", "x", &id, "/bin/true"]);
     env.assert_exit(&out, 0, "ctr task exec true");
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
 
@@ -540,9 +520,7 @@ fn large_output_is_not_truncated() {
 #[test]
 fn exec_with_a_terminal_stdin_and_kill() {
     let env = ContainerdEnv::start();
-    let id = env.id("c");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("c", POLL);
 
     let line = env.ctr_shell_line(&[
         "task",
@@ -600,10 +578,7 @@ fn exec_with_a_terminal_stdin_and_kill() {
         "init lives on"
     );
 
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
 
@@ -654,9 +629,6 @@ fn shim_speaks_the_task_api_of_its_daemon() {
             "containerd {version} speaks task API v{want} over ttrpc with the shim: {line}"
         );
     }
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }

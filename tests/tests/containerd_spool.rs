@@ -318,3 +318,198 @@ fn streaming_throughput_with_and_without_the_spool() {
     }
     env.assert_no_leaks();
 }
+
+/// 200 MiB in 51,200 lines of exactly 4,096 bytes: `SEQUENCE UPTIME PADDING\n`, the
+/// sequence number from 0 (8 digits), the time the line was written (10 digits:
+/// `/proc/uptime` in centiseconds, the finest clock busybox offers without `date +%N`).
+/// The writer also keeps the longest time between two of its writes and leaves it, in
+/// centiseconds, in the file named by `$1` when done.
+const RESTART_LINES: usize = 51_200;
+const RESTART_LINE: usize = 4096;
+const TIMED_WRITER: &str = r#"pad=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+for k in 1 2 3 4 5 6; do pad=$pad$pad; done
+pad=${pad:0:4075}
+read up x < /proc/uptime; last=${up%.*}${up#*.}; max=0; n=0
+while [ $n -lt 51200 ]; do
+  read up x < /proc/uptime; cs=${up%.*}${up#*.}
+  g=$((cs-last)); [ $g -gt $max ] && max=$g; last=$cs
+  printf '%08d %010d %s\n' $n $cs "$pad"
+  n=$((n+1))
+done
+echo $max > "$1""#;
+
+/// The host's `/proc/uptime` in centiseconds (the clock `TIMED_WRITER` stamps its lines
+/// with: it is not namespaced).
+fn uptime_cs() -> u64 {
+    let s = std::fs::read_to_string("/proc/uptime").expect("read /proc/uptime");
+    // "12345.67": seconds with two decimals, read as integers (no float rounding)
+    let secs = s.split_whitespace().next().unwrap_or("0");
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, "0"));
+    let cs: u64 = format!("{frac:0<2}")[..2].parse().unwrap_or(0);
+    whole.parse::<u64>().unwrap_or(0) * 100 + cs
+}
+
+/// Whether `bytes` start one of `TIMED_WRITER`'s lines (`NNNNNNNN UUUUUUUUUU 0123`).
+fn starts_a_line(bytes: &[u8]) -> bool {
+    bytes.len() >= 24
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b' '
+        && bytes[9..19].iter().all(u8::is_ascii_digit)
+        && bytes[19..24] == *b" 0123"
+}
+
+/// `(sequence, uptime)` of the complete `TIMED_WRITER` lines of `out`, from the first line
+/// that starts in it (`out` may start mid-line, after what another reader got). Panics on
+/// a line that is not one of the writer's (a corrupted byte).
+fn timed_lines(out: &[u8]) -> Vec<(u64, u64)> {
+    let mut rest = out;
+    if !starts_a_line(rest) {
+        rest = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => &rest[i + 1..],
+            None => &[],
+        };
+    }
+    let mut lines = Vec::with_capacity(rest.len() / RESTART_LINE);
+    for line in rest.chunks(RESTART_LINE) {
+        if line.len() < RESTART_LINE {
+            break;
+        }
+        let text = std::str::from_utf8(&line[..20]).unwrap_or("");
+        let parsed = (|| {
+            let (seq, up) = text.trim_end().split_once(' ')?;
+            Some((seq.parse().ok()?, up.parse().ok()?))
+        })();
+        match parsed {
+            Some(p) if line[RESTART_LINE - 1] == b'\n' && starts_a_line(line) => lines.push(p),
+            _ => panic!(
+                "line {} is not the writer's: {:?}",
+                lines.len(),
+                String::from_utf8_lossy(&line[..40.min(line.len())])
+            ),
+        }
+    }
+    lines
+}
+
+/// The issue's restart case: containerd (and the `ctr` reading the container) SIGKILLed
+/// while the container writes 200 MiB, containerd started again, `ctr task attach`: the
+/// writer never waited a second for anybody, and the reader after the restart gets every
+/// line the first one did not, in order, once.
+#[test]
+fn containerd_sigkilled_mid_stream_neither_blocks_the_writer_nor_loses_output() {
+    let mut env = ContainerdEnv::start();
+    let id = env.id("restart");
+    let gap_file = format!("tmp/{id}.gap");
+    // Larger than the whole output: this test is about the restart, not the limit
+    // (whatever containerd's absence leaves unread is spooled, up to 200 MiB).
+    let first = env.spawn_ctr(&env.run_args(
+        &["--annotation", "io.tether.spool-limit=256M"],
+        &id,
+        &["/bin/sh", "-c", TIMED_WRITER, "sh", &format!("/{gap_file}")],
+    ));
+    assert!(
+        first.wait_output(|out, _| out.len() >= 8 << 20, WRITER),
+        "the first reader got less than 8 MiB\n{}",
+        env.log_tail()
+    );
+    // The reader first: a ctr that outlived its containerd would exit by itself and
+    // remove its FIFOs. Both are SIGKILLed (finish kills once the timeout is over).
+    let down_at = uptime_cs();
+    let (_, out1, _) = first.finish(Duration::ZERO);
+    env.kill_containerd();
+    // As long as a restart under load takes: the writer must not notice.
+    std::thread::sleep(Duration::from_secs(2));
+    env.restart_containerd();
+    let up_at = uptime_cs();
+    let second = env.spawn_ctr(&["task", "attach", id.as_str()]);
+    let (code, out2, err2) = second.finish(WRITER);
+    assert_eq!(code, Some(0), "attach: {err2}\n{}", env.log_tail());
+    let (out1, out2) = (out1.into_bytes(), out2.into_bytes());
+    let a = timed_lines(&out1);
+    let b = timed_lines(&out2);
+    for (name, run) in [("first", &a), ("second", &b)] {
+        if let Some(w) = run.windows(2).find(|w| w[1].0 != w[0].0 + 1) {
+            panic!("{name} reader: line {} follows line {}", w[1].0, w[0].0);
+        }
+    }
+    assert_eq!(
+        a.first().map(|l| l.0),
+        Some(0),
+        "the first reader got the start"
+    );
+    assert_eq!(
+        b.last().map(|l| l.0),
+        Some(RESTART_LINES as u64 - 1),
+        "the reader after the restart got the end: {} lines from {:?}",
+        b.len(),
+        b.first()
+    );
+    let first_end = a.last().map_or(0, |l| l.0);
+    let second_start = b.first().map_or(0, |l| l.0);
+    assert!(
+        second_start > first_end,
+        "no line twice: {first_end} then {second_start}"
+    );
+    // What the killed ctr had read and not yet written: lost in ctr, not in the shim.
+    // The second reader got the end, so where it started is known to the byte.
+    let total = RESTART_LINES * RESTART_LINE;
+    assert!(
+        out1.len() + out2.len() <= total,
+        "{} + {} bytes read of {total}: some twice",
+        out1.len(),
+        out2.len()
+    );
+    let lost = total - out1.len() - out2.len();
+    assert!(
+        lost <= CTR_COPY_BUFFER,
+        "{lost} bytes (lines {}..{}) lost between the readers",
+        first_end + 1,
+        second_start
+    );
+    // The writer's own measure of its longest wait, and the one its lines show.
+    let gap_path = env.rootfs().join(&gap_file);
+    let max_gap: u64 = std::fs::read_to_string(&gap_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", gap_path.display()))
+        .trim()
+        .parse()
+        .expect("the writer's longest gap");
+    let _ = std::fs::remove_file(&gap_path);
+    let seen_gap = a
+        .windows(2)
+        .chain(b.windows(2))
+        .map(|w| w[1].1.saturating_sub(w[0].1))
+        .max()
+        .unwrap_or(0);
+    let while_down = a
+        .iter()
+        .chain(&b)
+        .filter(|l| (down_at..=up_at).contains(&l.1))
+        .count();
+    let last_written = b.last().map_or(0, |l| l.1);
+    eprintln!(
+        "first reader: {} lines; containerd down for {} ms, during which the writer wrote \
+         {} lines ({} MiB); the writer finished {} ms after the restart; second reader: {} \
+         lines; {lost} bytes lost in the killed ctr; longest gap between two writes: {} ms \
+         (the lines show {} ms)",
+        a.len(),
+        (up_at - down_at) * 10,
+        while_down,
+        (while_down * RESTART_LINE) >> 20,
+        last_written.saturating_sub(up_at) * 10,
+        b.len(),
+        max_gap * 10,
+        seen_gap * 10
+    );
+    assert!(
+        max_gap < 100,
+        "the writer waited {} ms between two writes",
+        max_gap * 10
+    );
+    assert!(
+        while_down > 0,
+        "the writer wrote nothing while containerd was down"
+    );
+    // `ctr task attach` deleted the task when it was done.
+    env.ctr_ok(&["containers", "delete", id.as_str()]);
+    env.assert_no_leaks();
+}

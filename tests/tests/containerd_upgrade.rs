@@ -160,8 +160,7 @@ fn upgrade_keeps_containers_running_with_output_and_exits() {
         "exit event of exec e1 with status 137: {e1_exit:?}\nevents: {}",
         events.stdout()
     );
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &c2]);
-    env.wait_task_status(&c2, "STOPPED", POLL);
+    env.kill_task(&c2, POLL);
     let out = env.ctr(&["task", "rm", &c2]);
     env.assert_exit(&out, 0, "ctr task rm c2");
     assert!(

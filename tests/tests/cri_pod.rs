@@ -54,9 +54,10 @@ fn wait_until(what: &str, env: &CriEnv, mut cond: impl FnMut() -> bool) {
 fn bed_pid_of(env: &CriEnv, verb: &str, id: &str) -> i32 {
     let json: serde_json::Value =
         serde_json::from_str(&env.crictl_ok(&[verb, "-o", "json", id])).expect("inspect JSON");
-    json["info"]["pid"]
+    let pid = json["info"]["pid"]
         .as_i64()
-        .unwrap_or_else(|| panic!("no .info.pid in crictl {verb} {id}: {json}")) as i32
+        .unwrap_or_else(|| panic!("no .info.pid in crictl {verb} {id}: {json}"));
+    i32::try_from(pid).expect("a pid fits in i32")
 }
 
 fn container_state(env: &CriEnv, id: &str) -> String {

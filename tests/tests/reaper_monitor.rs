@@ -48,7 +48,7 @@ impl ProcessMonitor for ReaperMonitor {
         cmd.spawn()
     }
     fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).unwrap();
         let mut exits = self.0.exits.lock().unwrap();
         loop {
             if let Some(raw) = exits.remove(&pid) {

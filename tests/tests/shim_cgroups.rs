@@ -20,7 +20,7 @@ fn update_sets_memory_max_and_pids_max() {
     let id = tether_tests::unique_id("upd");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
     let runc = tether_tests::require::tool("runc", "runc");
-    let pid = shim.create_and_start(&id, shim.options(&runc)) as i32;
+    let pid = i32::try_from(shim.create_and_start(&id, shim.options(&runc))).unwrap();
 
     let memory = 48 * 1024 * 1024;
     let pids = 42;

@@ -799,7 +799,7 @@ fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
         let client = shim.client().clone();
         std::thread::spawn(move || {
             let short = containerd_shim_protos::ttrpc::context::with_timeout(
-                Duration::from_secs(2).as_nanos() as i64,
+                i64::try_from(Duration::from_secs(2).as_nanos()).unwrap(),
             );
             client.create(short, &create)
         })

@@ -29,9 +29,7 @@ fn memory_kib(pid: i32) -> (u64, u64, u64) {
 #[ignore = "a measurement, run by the cgroup v2 leg (--ignored)"]
 fn lone_shim_memory() {
     let env = ContainerdEnv::start();
-    let id = env.id("mem");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", Duration::from_secs(30));
+    let id = env.run_sleeper("mem", Duration::from_secs(30));
     let shims = env.shim_pids();
     assert_eq!(shims.len(), 1, "one shim: {shims:?}");
     // Let the shim settle (the start-up calls' buffers freed, the workers idle).
@@ -56,9 +54,6 @@ fn lone_shim_memory() {
             .expect("open the memory report");
         writeln!(f, "{line}").expect("write the memory report");
     }
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", Duration::from_secs(30));
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, Duration::from_secs(30));
     env.assert_no_leaks();
 }

@@ -9,10 +9,11 @@
 //! would be `/run/containerd/runc/garden`.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use tether_tests::manager_output::read_then_kill;
 use tether_tests::standalone_env::{output_bounded, wait_bounded};
 use tether_tests::{cleanup, ContainerdEnv};
 
@@ -76,7 +77,7 @@ impl Manager {
         );
         let _ = std::fs::remove_file(&file);
         let v: Value = serde_json::from_str(out.trim()).unwrap();
-        v["pid"].as_i64().unwrap() as i32
+        i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
     }
 
     fn dir(&self, process: &str) -> PathBuf {
@@ -118,9 +119,7 @@ fn read_exit_code(dir: &Path) -> i32 {
 #[test]
 fn processes_in_a_container_containerd_runs() {
     let env = ContainerdEnv::start();
-    let id = env.id("garden");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("garden", POLL);
     let manager = Manager {
         depot: tempfile::Builder::new()
             .prefix("tt-depot-")
@@ -193,21 +192,9 @@ fn processes_in_a_container_containerd_runs() {
 
     // A manager reads p1 and is SIGKILLed mid-stream; the next one reattaches.
     let mut first = manager.cmd("attach");
-    first
-        .args([&id, "p1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let mut first = first.spawn().unwrap();
-    let mut reader = BufReader::new(first.stdout.take().unwrap());
-    let mut got = String::new();
-    for _ in 0..10 {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "early EOF");
-        got.push_str(&line);
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    reader.read_to_string(&mut got).unwrap();
+    first.args([&id, "p1"]);
+    // SIGKILLed mid-stream; what it had passed on stays ours
+    let mut got = read_then_kill(first, 10);
     let mut second = manager.cmd("attach");
     second
         .args([&id, "p1"])
@@ -223,8 +210,7 @@ fn processes_in_a_container_containerd_runs() {
     std::thread::sleep(Duration::from_millis(300));
 
     // containerd kills the container: every process's `exit` reaches EOF with its code.
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
+    env.kill_task(&id, POLL);
     for p in ["p1", "p2", "p3"] {
         assert_eq!(read_exit_code(&manager.dir(p)), 137, "{p}");
         let wait = manager.output("wait", &[&id, p]);
@@ -270,9 +256,7 @@ fn processes_in_a_container_containerd_runs() {
 #[test]
 fn deleting_the_depot_entry_never_deletes_containerds_container() {
     let env = ContainerdEnv::start();
-    let id = env.id("garden-del");
-    env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "1000"]));
-    env.wait_task_status(&id, "RUNNING", POLL);
+    let id = env.run_sleeper("garden-del", POLL);
     let manager = Manager {
         depot: tempfile::Builder::new()
             .prefix("tt-depot-")
@@ -313,9 +297,6 @@ fn deleting_the_depot_entry_never_deletes_containerds_container() {
     );
     assert_eq!(env.task_status(&id).as_deref(), Some("RUNNING"));
 
-    env.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    env.wait_task_status(&id, "STOPPED", POLL);
-    env.ctr_ok(&["task", "rm", &id]);
-    env.ctr_ok(&["container", "rm", &id]);
+    env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }

@@ -36,7 +36,7 @@ fn supervisors_outlive_their_manager_and_init_takes_its_processes_along() {
     for n in names.iter().map(String::as_str).chain(["init"]) {
         let pid = supervisor_pid(&env.process_dir(&id, n));
         let (ppid, sid) = ppid_sid(pid);
-        assert_ne!(ppid, std::process::id() as i32);
+        assert_ne!(ppid, nix::unistd::getpid().as_raw());
         assert_eq!(sid, pid, "the supervisor leads its own session");
     }
     // Readers of every exec's `exit` FIFO, started while the processes live.

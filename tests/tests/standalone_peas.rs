@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
+use tether_tests::manager_output::{counter, expected, read_then_kill};
 use tether_tests::{Bundle, StandaloneEnv};
 
 /// The pea's memory limit.
@@ -40,7 +41,7 @@ fn exec_pea_ok(env: &StandaloneEnv, id: &str, pea: &str, bundle: &Bundle, extra:
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["pid"].as_i64().unwrap() as i32
+    i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
 }
 
 /// What `runc list` under the env's root shows.
@@ -198,17 +199,6 @@ fn a_pea_has_its_own_rootfs_and_memory_limit_and_shares_net_and_pid() {
     assert_nothing_left(&env, &id);
 }
 
-/// A shell loop printing `line1` .. `lineN`, slowly, then exiting with `code`.
-fn counter(n: u32, delay: &str, code: i32) -> String {
-    format!(
-        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo line$i; sleep {delay}; done; exit {code}"
-    )
-}
-
-fn expected(n: u32) -> String {
-    (1..=n).map(|i| format!("line{i}\n")).collect()
-}
-
 #[test]
 fn a_new_manager_gets_the_rest_of_a_peas_output_in_order() {
     let env = StandaloneEnv::new();
@@ -218,21 +208,9 @@ fn a_new_manager_gets_the_rest_of_a_peas_output_in_order() {
     exec_pea_ok(&env, &id, "p1", &bundle, &["--share", "net"]);
 
     let mut first = env.cmd("attach");
-    first
-        .args([&id, "p1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let mut first = first.spawn().unwrap();
-    let mut reader = BufReader::new(first.stdout.take().unwrap());
-    let mut got = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "early EOF");
-        got.push_str(&line);
-    }
-    first.kill().unwrap(); // SIGKILL, mid-stream
-    first.wait().unwrap();
-    reader.read_to_string(&mut got).unwrap();
+    first.args([&id, "p1"]);
+    // SIGKILLed mid-stream; what it had passed on stays ours
+    let mut got = read_then_kill(first, 20);
     assert!(got.len() < expected(150).len(), "killed too late");
 
     let dir = env.process_dir(&id, "p1");

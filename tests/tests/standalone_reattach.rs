@@ -1,20 +1,9 @@
 //! Standalone supervisor: managers die and come back; output and exit codes survive.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
+use std::io::Read;
 use std::time::Duration;
+use tether_tests::manager_output::{counter, expected, read_then_kill};
 use tether_tests::StandaloneEnv;
-
-/// A shell loop printing `line1` .. `lineN`, slowly, then exiting with `code`.
-fn counter(n: u32, delay: &str, code: i32) -> String {
-    format!(
-        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo line$i; sleep {delay}; done; exit {code}"
-    )
-}
-
-fn expected(n: u32) -> String {
-    (1..=n).map(|i| format!("line{i}\n")).collect()
-}
 
 #[test]
 fn a_new_manager_gets_the_rest_of_the_output_in_order() {
@@ -25,19 +14,9 @@ fn a_new_manager_gets_the_rest_of_the_output_in_order() {
 
     // The first manager reads part of the output and is killed mid-stream.
     let mut first = env.cmd("attach");
-    first.arg(&id).stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut first = first.spawn().unwrap();
-    let mut reader = BufReader::new(first.stdout.take().unwrap());
-    let mut got = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "early EOF");
-        got.push_str(&line);
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    // Whatever the killed manager had already passed on stays ours.
-    reader.read_to_string(&mut got).unwrap();
+    first.arg(&id);
+    // SIGKILLed mid-stream; what it had passed on stays ours
+    let mut got = read_then_kill(first, 20);
     assert!(got.len() < expected(150).len(), "killed too late: {got}");
 
     // A new manager that knows only the directory receives the rest, in order.

@@ -181,3 +181,82 @@ fn without_a_spool_what_waits_depends_on_the_write_size() {
         env.ok("delete", &[&id]);
     }
 }
+
+/// A process that wrote `seq 1 LINES` (~23 MB) while nobody read: it all waits in the
+/// spool (and the FIFO). Returns once it has exited.
+const DELETE_LINES: u64 = 3_000_000;
+
+fn spooled_and_exited(env: &StandaloneEnv, id: &str) {
+    let bundle = env.bundle(id, &["sh", "-c", &format!("seq 1 {DELETE_LINES}")]);
+    env.run(id, &bundle);
+    let wait = env.output("wait", &[id]);
+    assert_eq!(wait.status.code(), Some(0), "the writer finished unread");
+}
+
+#[test]
+fn delete_waits_while_a_manager_takes_the_spool() {
+    let env = StandaloneEnv::new();
+    let id = env.id("linger");
+    spooled_and_exited(&env, &id);
+    // A manager that takes ~8 MiB/s: about 3 s for it all.
+    let mut attach = env.cmd("attach");
+    attach.arg(&id).stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut attach = attach.spawn().unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let (reader, got) = tether_tests::paced_reader::start(stdout, 8 << 20);
+    let started = Instant::now();
+    let deleted = env.output("delete", &[&id]);
+    let took = started.elapsed();
+    assert_eq!(
+        deleted.status.code(),
+        Some(0),
+        "delete: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let at_delete = got.load(std::sync::atomic::Ordering::SeqCst);
+    let out = reader.join().unwrap();
+    let _ = attach.wait();
+    eprintln!(
+        "delete took {took:?}; the manager had {at_delete} of {} bytes then",
+        out.len()
+    );
+    assert_eq!(check_lines(&out, 1), DELETE_LINES, "every line, once");
+    assert!(took < Duration::from_secs(10), "delete took {took:?}");
+}
+
+#[test]
+fn delete_with_no_manager_does_not_wait_and_reports_the_drop() {
+    let env = StandaloneEnv::new();
+    let id = env.id("nolinger");
+    spooled_and_exited(&env, &id);
+    let dir = env.process_dir(&id, "init");
+    // Read before delete removes the directory: the supervisor writes the final counts
+    // as it goes, so watch for them from another thread.
+    let report = dir.join("spool-dropped");
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(text) = std::fs::read_to_string(&report) {
+                last = text;
+            } else if !last.is_empty() {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        last
+    });
+    let started = Instant::now();
+    let deleted = env.output("delete", &[&id]);
+    let took = started.elapsed();
+    assert_eq!(deleted.status.code(), Some(0));
+    let report = watcher.join().unwrap();
+    eprintln!("delete with nobody reading took {took:?}; spool-dropped: {report:?}");
+    assert!(took < Duration::from_secs(2), "delete waited {took:?}");
+    let stdout_dropped: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("stdout "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(stdout_dropped > 0, "the drop is reported: {report:?}");
+}

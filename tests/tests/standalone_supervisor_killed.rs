@@ -88,7 +88,7 @@ fn killed_supervisor_case(tty: bool) {
         .trim()
         .parse()
         .unwrap();
-    let ours = oom_score_adj(std::process::id() as i32);
+    let ours = oom_score_adj(nix::unistd::getpid().as_raw());
     if may_lower_oom_score() {
         assert_eq!(oom_score_adj(sup), -999, "the supervisor's score");
     } else {

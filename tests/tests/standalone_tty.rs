@@ -220,7 +220,11 @@ fn attach_from_a_terminal_sends_its_size_and_restores_the_terminal() {
     term.wait_for_screen("30 100");
 
     term.resize(40, 120);
-    kill(Pid::from_raw(attach.id() as i32), Signal::SIGWINCH).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(attach.id()).unwrap()),
+        Signal::SIGWINCH,
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     term.type_keys(b"two\r");
     term.wait_for_screen("40 120");
@@ -255,7 +259,7 @@ fn a_detaching_signal_restores_the_terminal_and_leaves_the_process_running() {
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let mut attach = term.attach(&env, &[&id, "t"]);
         term.wait_until_raw();
-        kill(Pid::from_raw(attach.id() as i32), sig).unwrap();
+        kill(Pid::from_raw(i32::try_from(attach.id()).unwrap()), sig).unwrap();
         let status = wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach ends");
         assert_eq!(
             status.signal(),
@@ -367,7 +371,11 @@ fn detach_keys_can_be_chosen_or_disabled_and_bad_ones_are_usage_errors() {
     term.wait_for_screen("^P");
     std::thread::sleep(Duration::from_millis(200));
     assert!(attach.try_wait().unwrap().is_none(), "still attached");
-    kill(Pid::from_raw(attach.id() as i32), Signal::SIGTERM).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(attach.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     wait_bounded(&mut attach, Duration::from_secs(10)).expect("attach ends");
 
     // Chosen: ctrl-a then d (screen's).

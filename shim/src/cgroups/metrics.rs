@@ -6,46 +6,15 @@
 //! not mounted or not enabled, kernel without the feature, cgroup already
 //! removed) leaves its fields unset; it is not an error.
 
-use std::io;
-use std::path::{Path, PathBuf};
-
 use protobuf::Message;
 
+use crate::cgroups::files::MetricsError;
 use crate::cgroups::{host_hierarchy, of_pid, v1, v2, Hierarchy, ProcessCgroups};
 
 /// `type_url` of cgroup v1 metrics.
 pub const V1_METRICS_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
 /// `type_url` of cgroup v2 metrics.
 pub const V2_METRICS_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
-
-/// Why metrics could not be collected.
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    /// `/proc/<pid>/cgroup` could not be read (usually: the process is gone).
-    #[error("cannot read the cgroups of process {pid}: {source}")]
-    ProcCgroup {
-        /// The process asked about.
-        pid: i32,
-        /// The underlying I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The host is cgroup v2 but the process's cgroup2 path could not be resolved.
-    #[error("the process is in no mounted cgroup2 hierarchy")]
-    NoUnifiedCgroup,
-    /// A cgroup file exists but could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The metrics message could not be encoded.
-    #[error("cannot encode metrics: {0}")]
-    Encode(#[from] protobuf::Error),
-}
 
 /// Collects the metrics of the cgroups `pid` belongs to, for `Task.Stats`.
 ///
@@ -74,164 +43,16 @@ pub fn collect_metrics_from(cgroups: &ProcessCgroups) -> Result<(String, Vec<u8>
     }
 }
 
-/// Reads a cgroup file, `Ok(None)` if it is absent. ENODEV (cgroup being
-/// removed), EOPNOTSUPP and EINVAL (interface disabled in this kernel) count
-/// as absent too: one odd file must not fail the whole `Stats` call.
-pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, MetricsError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-                ) =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(MetricsError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// A single-number file; `None` if absent or not a number.
-pub(crate) fn read_u64(path: &Path) -> Result<Option<u64>, MetricsError> {
-    Ok(read_opt(path)?.as_deref().and_then(parse_u64))
-}
-
-/// A limit file where `max` means unlimited, reported as `unlimited`.
-pub(crate) fn read_limit(path: &Path, unlimited: u64) -> Result<Option<u64>, MetricsError> {
-    Ok(read_opt(path)?
-        .as_deref()
-        .and_then(|s| parse_limit(s, unlimited)))
-}
-
-/// Parses a file holding one unsigned integer.
-pub(crate) fn parse_u64(s: &str) -> Option<u64> {
-    s.trim().parse().ok()
-}
-
-/// Parses a limit file: an integer, or `max` reported as `unlimited`.
-pub(crate) fn parse_limit(s: &str, unlimited: u64) -> Option<u64> {
-    match s.trim() {
-        "max" => Some(unlimited),
-        t => t.parse().ok(),
-    }
-}
-
-/// Iterates a flat keyed file (`key value` per line, e.g. `memory.stat`,
-/// `cpu.stat`, `memory.events`); malformed lines are skipped.
-pub(crate) fn flat_keyed(s: &str) -> impl Iterator<Item = (&str, u64)> {
-    s.lines().filter_map(|line| {
-        let mut it = line.split_whitespace();
-        let key = it.next()?;
-        let value = it.next()?.parse().ok()?;
-        it.next().is_none().then_some((key, value))
-    })
-}
-
-/// Sizes `s` such that `<prefix><s><suffix>` names a file in `dir` (e.g. the
-/// hugetlb page sizes from `hugetlb.2MB.usage_in_bytes`), sorted. Sizes with
-/// dots (the `rsvd` variants) are excluded.
-pub(crate) fn hugetlb_sizes(dir: &Path, suffix: &str) -> Result<Vec<String>, MetricsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(MetricsError::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut sizes: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let size = name.strip_prefix("hugetlb.")?.strip_suffix(suffix)?;
-            (!size.is_empty() && !size.contains('.')).then(|| size.to_string())
-        })
-        .collect();
-    sizes.sort();
-    Ok(sizes)
-}
-
-/// Sorts hugetlb page sizes by size ("2MB" before "1GB"), as the Go shim lists them in
-/// v2 metrics; names that do not parse go last, in name order.
-pub(crate) fn sort_by_page_size(sizes: &mut [String]) {
-    sizes.sort_by_key(|s| (hugepage_bytes(s).unwrap_or(u64::MAX), s.clone()));
-}
-
-/// The bytes of a hugetlb page size as the kernel names it in cgroup files (`2MB`,
-/// `1GB`, `64KB`).
-fn hugepage_bytes(size: &str) -> Option<u64> {
-    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
-    let shift = match unit {
-        "KB" => 10,
-        "MB" => 20,
-        "GB" => 30,
-        _ => return None,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn hugetlb_sizes_come_by_page_size() {
-        let dir = tempfile::tempdir().unwrap();
-        for size in ["1GB", "2MB", "64KB", "odd"] {
-            std::fs::write(dir.path().join(format!("hugetlb.{size}.current")), "0\n").unwrap();
-        }
-        std::fs::write(dir.path().join("hugetlb.2MB.rsvd.current"), "0\n").unwrap();
-        let mut sizes = hugetlb_sizes(dir.path(), ".current").unwrap();
-        assert_eq!(sizes, ["1GB", "2MB", "64KB", "odd"], "name order (v1)");
-        sort_by_page_size(&mut sizes);
-        assert_eq!(sizes, ["64KB", "2MB", "1GB", "odd"], "size order (v2)");
-        assert_eq!(hugepage_bytes("2MB"), Some(2 << 20));
-        assert_eq!(hugepage_bytes("MB"), None);
-        assert_eq!(hugepage_bytes("99999999999999GB"), None);
-    }
     use containerd_shim_protos::{cgroups, cgroups_v2};
-
-    #[test]
-    fn small_parsers() {
-        assert_eq!(parse_u64(" 42\n"), Some(42));
-        assert_eq!(parse_u64("max\n"), None);
-        assert_eq!(parse_u64(""), None);
-        assert_eq!(parse_u64("-1"), None);
-        assert_eq!(parse_limit("max\n", 0), Some(0));
-        assert_eq!(parse_limit("max\n", u64::MAX), Some(u64::MAX));
-        assert_eq!(parse_limit("1024\n", 0), Some(1024));
-        assert_eq!(parse_limit("junk", 0), None);
-        let v: Vec<_> = flat_keyed("a 1\nb 2 3\n\nc x\nd 4\n  \ne\n").collect();
-        assert_eq!(v, vec![("a", 1), ("d", 4)]);
-    }
-
-    #[test]
-    fn read_opt_absent_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_opt(&dir.path().join("nope")).unwrap(), None);
-        std::fs::write(dir.path().join("n"), "7\n").unwrap();
-        assert_eq!(read_u64(&dir.path().join("n")).unwrap(), Some(7));
-        // A directory is not readable as a file: a real error naming the path.
-        let err = read_opt(dir.path()).unwrap_err();
-        assert!(err.to_string().contains(&dir.path().display().to_string()));
-        assert_eq!(
-            hugetlb_sizes(&dir.path().join("nope"), ".x").unwrap(),
-            Vec::<String>::new()
-        );
-    }
-
     /// Collects for this very process on this machine: whatever controllers
     /// exist must decode; missing ones must not fail.
     #[test]
     fn this_machine() {
-        let pid = std::process::id() as i32;
+        let pid = nix::unistd::getpid().as_raw();
         let (type_url, bytes) = collect_metrics(pid).unwrap();
         match host_hierarchy() {
             Hierarchy::V1 => {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
+mod files;
 pub mod metrics;
 pub mod oom;
 mod v1;
@@ -24,7 +25,9 @@ mod v2;
 // Short paths for the main entry points; the module paths work as well, so
 // either may go unused.
 #[allow(unused_imports)]
-pub use metrics::{collect_metrics, collect_metrics_from, MetricsError};
+pub use files::MetricsError;
+#[allow(unused_imports)]
+pub use metrics::{collect_metrics, collect_metrics_from};
 #[allow(unused_imports)]
 pub use oom::{OomError, OomWatcher};
 
@@ -388,7 +391,7 @@ bad
     #[test]
     fn this_machine() {
         let h = host_hierarchy();
-        let p = of_pid(std::process::id() as i32).unwrap();
+        let p = of_pid(nix::unistd::getpid().as_raw()).unwrap();
         println!("hierarchy {h:?}: {p:#?}");
         if h == Hierarchy::V2 {
             assert!(p.unified_dir().is_some());

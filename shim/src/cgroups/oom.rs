@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::cgroups::metrics::flat_keyed;
+use crate::cgroups::files::flat_keyed;
 use crate::cgroups::{host_hierarchy, of_pid, Hierarchy, ProcessCgroups};
 
 /// Why OOM events cannot be watched, or no longer can.
@@ -577,7 +577,7 @@ mod tests {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).unwrap();
         guard.child = Some(child);
         let c = guard.child.as_mut().unwrap();
         let mut line = String::new();

@@ -10,7 +10,7 @@ use containerd_shim_protos::cgroups::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::cgroups::metrics::{
+use crate::cgroups::files::{
     flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, MetricsError,
 };
 use crate::cgroups::ProcessCgroups;

@@ -11,7 +11,7 @@ use containerd_shim_protos::cgroups_v2::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::cgroups::metrics::{
+use crate::cgroups::files::{
     flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, sort_by_page_size, MetricsError,
 };
 
@@ -402,7 +402,7 @@ thp_collapse_alloc 31
     /// The real cgroup2 mount of this machine, whatever controllers it has.
     #[test]
     fn this_machine_unified() {
-        let Ok(cg) = crate::cgroups::of_pid(std::process::id() as i32) else {
+        let Ok(cg) = crate::cgroups::of_pid(nix::unistd::getpid().as_raw()) else {
             return;
         };
         match cg.unified_dir() {

@@ -2,9 +2,9 @@
 //! its address, in either of containerd's bootstrap protocols: see `bootstrap_protocol.rs`)
 //! and `delete` (clean up after a shim that died, and say how its container ended).
 
-use crate::containerd::address;
+use crate::containerd::address::{self, AddressError};
 use crate::containerd::bootstrap_protocol::{
-    encode_result, parse_start_input, StartInput, PROTOCOL, TASK_API_VERSION,
+    encode_result, parse_start_input, StartInput, StartInputError, PROTOCOL, TASK_API_VERSION,
 };
 use crate::containerd::bundle;
 use crate::containerd::exit_status::{self, RecordedExit};
@@ -23,6 +23,76 @@ pub const LISTENER_ON_STDIN: &str = "TETHER_LISTENER_ON_STDIN";
 
 /// Where the server finds containerd's ttrpc address (containerd sets it for every shim).
 pub const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
+
+/// Why `start`, `delete` or the server's handoff failed; each says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// `start`'s stdin is neither bootstrap parameters nor runtime options.
+    #[error(transparent)]
+    Input(#[from] StartInputError),
+    /// The runtime options do not decode.
+    #[error("runtime options: {0}")]
+    Options(#[source] OptionsError),
+    /// The socket address is bad, or the socket could not be made.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// The bundle directory (the working directory) is unknown.
+    #[error("bundle dir: {0}")]
+    BundleDir(#[source] std::io::Error),
+    /// A file in the bundle could not be written.
+    #[error("write {}: {source}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reply to containerd could not be written on stdout.
+    #[error("write address: {0}")]
+    WriteReply(#[source] std::io::Error),
+    /// Our own executable cannot be found to re-execute it.
+    #[error("own executable: {0}")]
+    OwnExecutable(#[source] std::io::Error),
+    /// The server could not be spawned.
+    #[error("spawn shim server: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The server could not be moved into the shim cgroup the options name.
+    #[error("shim cgroup {cgroup}: {source}")]
+    ShimCgroup {
+        cgroup: String,
+        #[source]
+        source: CgroupMoveError,
+    },
+    /// The server found no listener on its stdin.
+    #[error("listener on stdin: {0}")]
+    ListenerOnStdin(#[source] std::io::Error),
+    /// `/dev/null` cannot be opened.
+    #[error("/dev/null: {0}")]
+    DevNull(#[source] std::io::Error),
+    /// Stdin could not be pointed at `/dev/null`.
+    #[error("redirect stdin: {0}")]
+    RedirectStdin(#[source] nix::Error),
+    /// `delete`'s answer could not be encoded.
+    #[error("encode delete response: {0}")]
+    EncodeDeleteResponse(#[source] protobuf::Error),
+    /// `delete`'s answer could not be written on stdout.
+    #[error("write delete response: {0}")]
+    WriteDeleteResponse(#[source] std::io::Error),
+}
+
+/// Why a process could not be moved into a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupMoveError {
+    /// No hierarchy is mounted.
+    #[error("no cgroup hierarchy found")]
+    NoHierarchy,
+    /// No hierarchy took it; the last refusal.
+    #[error("{}: {source}", dir.display())]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How `start` was asked to start: the flags as the server will get them, the runtime
 /// options, where the socket goes and how to answer. Built from the command line and stdin by
@@ -52,9 +122,8 @@ impl StartConfig {
     /// runtime options that do not decode (an options type tether does not know is an error in
     /// the legacy form, where the `Any` can only be runtime options, and skipped among the
     /// bootstrap extensions, which may carry other configuration).
-    pub fn new(flags: &Flags, stdin: &[u8]) -> Result<StartConfig, String> {
-        let input =
-            parse_start_input(stdin, &flags.id, &flags.namespace).map_err(|e| e.to_string())?;
+    pub fn new(flags: &Flags, stdin: &[u8]) -> Result<StartConfig, BootstrapError> {
+        let input = parse_start_input(stdin, &flags.id, &flags.namespace)?;
         let mut flags = flags.clone();
         match input {
             StartInput::Legacy(None) => Ok(StartConfig {
@@ -67,7 +136,7 @@ impl StartConfig {
             StartInput::Legacy(Some(any)) => Ok(StartConfig {
                 flags,
                 options: decode_options(&any.type_url, &any.value)
-                    .map_err(|e| format!("runtime options: {e}"))?,
+                    .map_err(BootstrapError::Options)?,
                 socket_dir: None,
                 ttrpc_address: None,
                 bootstrap: false,
@@ -96,9 +165,9 @@ impl StartConfig {
 
     /// Where the group's socket is: `-socket` if given, else the name containerd's shims
     /// compute, under `socket_dir` or the default directory.
-    pub fn socket(&self, group: &str) -> Result<PathBuf, String> {
+    pub fn socket(&self, group: &str) -> Result<PathBuf, AddressError> {
         if let Some(s) = &self.flags.socket {
-            return address::parse_uri(s).map_err(|e| e.to_string());
+            return address::parse_uri(s);
         }
         let dir = self
             .socket_dir
@@ -125,12 +194,12 @@ impl StartConfig {
 /// The runtime options among the bootstrap extensions: the first extension of a runtime
 /// options type tether knows (runc `Options`, legacy `CreateOptions`/`RuncOptions`, CRI's
 /// `runtimeoptions.v1.Options`); extensions of other types are skipped. Defaults when none.
-fn options_from_extensions(extensions: &[Any]) -> Result<RuncOptions, String> {
+fn options_from_extensions(extensions: &[Any]) -> Result<RuncOptions, BootstrapError> {
     for ext in extensions {
         match decode_options(&ext.type_url, &ext.value) {
             Ok(o) => return Ok(o),
             Err(OptionsError::UnknownType(_)) => continue,
-            Err(e) => return Err(format!("runtime options: {e}")),
+            Err(e) => return Err(BootstrapError::Options(e)),
         }
     }
     Ok(RuncOptions::default())
@@ -139,7 +208,7 @@ fn options_from_extensions(extensions: &[Any]) -> Result<RuncOptions, String> {
 /// `start`: reuse the running shim of the container's group, or spawn a new one; print
 /// its address on stdout (a `BootstrapResult` to containerd 2.3+). Writes nothing to stderr
 /// unless it fails: containerd reads stdout and stderr together.
-pub fn start(flags: &Flags) -> Result<(), String> {
+pub fn start(flags: &Flags) -> Result<(), BootstrapError> {
     let bundle_dir = bundle_dir(flags)?;
     let mut raw = Vec::new();
     // containerd may give no stdin at all; an error reading it means "no options".
@@ -148,7 +217,7 @@ pub fn start(flags: &Flags) -> Result<(), String> {
     let facts = bundle::read_spec(&bundle_dir).unwrap_or_default();
     let group = bundle::group_id(&facts, &flags.id);
     if let Some(dir) = &config.socket_dir {
-        address::write_socket_dir_link(&bundle_dir, dir).map_err(|e| e.to_string())?;
+        address::write_socket_dir_link(&bundle_dir, dir)?;
     }
     let socket = config.socket(&group)?;
     let uri = address::socket_uri(&socket);
@@ -157,7 +226,7 @@ pub fn start(flags: &Flags) -> Result<(), String> {
         write_file(&bundle_dir.join("address"), uri.as_bytes())?;
         return print_reply(&config.reply(&uri));
     }
-    let listener = address::bind_socket(&socket).map_err(|e| e.to_string())?;
+    let listener = address::bind_socket(&socket)?;
     // Best effort: `delete` falls back to the defaults without it.
     let _ = config.options.write_json(&bundle_dir.join("options.json"));
     // The server removes its socket at exit: tell it where it is (the group's path, which
@@ -192,8 +261,8 @@ pub fn start(flags: &Flags) -> Result<(), String> {
 /// of it, so it must not outlive `start`, nor its socket let a later create of the group
 /// join it. Kills and reaps it (it is our child), removes its socket and what `start`
 /// wrote of it into the bundle.
-fn abandon_server(pid: u32, socket: &Path, bundle_dir: &Path) {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
+fn abandon_server(pid: i32, socket: &Path, bundle_dir: &Path) {
+    let pid = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(pid, None);
     address::remove_socket(socket);
@@ -205,21 +274,24 @@ fn abandon_server(pid: u32, socket: &Path, bundle_dir: &Path) {
 /// The most of stdin `start` reads (containerd's own shim library reads at most 10 MiB).
 const MAX_STDIN_BYTES: u64 = 10 << 20;
 
-fn print_reply(reply: &[u8]) -> Result<(), String> {
+fn print_reply(reply: &[u8]) -> Result<(), BootstrapError> {
     let mut out = std::io::stdout();
     out.write_all(reply)
         .and_then(|()| out.flush())
-        .map_err(|e| format!("write address: {e}"))
+        .map_err(BootstrapError::WriteReply)
 }
 
-fn write_file(path: &Path, data: &[u8]) -> Result<(), String> {
-    std::fs::write(path, data).map_err(|e| format!("write {}: {e}", path.display()))
+fn write_file(path: &Path, data: &[u8]) -> Result<(), BootstrapError> {
+    std::fs::write(path, data).map_err(|source| BootstrapError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn bundle_dir(flags: &Flags) -> Result<PathBuf, String> {
+fn bundle_dir(flags: &Flags) -> Result<PathBuf, BootstrapError> {
     match &flags.bundle {
         Some(b) => Ok(b.clone()),
-        None => std::env::current_dir().map_err(|e| format!("bundle dir: {e}")),
+        None => std::env::current_dir().map_err(BootstrapError::BundleDir),
     }
 }
 
@@ -232,8 +304,8 @@ fn spawn_server(
     listener: UnixListener,
     opts: &RuncOptions,
     ttrpc_address: Option<&str>,
-) -> Result<u32, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+) -> Result<i32, BootstrapError> {
+    let exe = std::env::current_exe().map_err(BootstrapError::OwnExecutable)?;
     let listener_fd: OwnedFd = listener.into();
     let mut command = Command::new(exe);
     if let Some(addr) = ttrpc_address {
@@ -247,18 +319,22 @@ fn spawn_server(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("spawn shim server: {e}"))?;
-    let pid = child.id();
-    let fail = |msg: String| {
+        .map_err(BootstrapError::Spawn)?;
+    let pid = crate::supervisor::reaper::pid_of(&child);
+    let fail = |msg: BootstrapError| {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
+            nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
         msg
     };
     if !opts.shim_cgroup.is_empty() {
-        move_pid_to(&opts.shim_cgroup, pid as i32)
-            .map_err(|e| fail(format!("shim cgroup {}: {e}", opts.shim_cgroup)))?;
+        move_pid_to(&opts.shim_cgroup, pid).map_err(|source| {
+            fail(BootstrapError::ShimCgroup {
+                cgroup: opts.shim_cgroup.clone(),
+                source,
+            })
+        })?;
     }
     if let Err(e) = adjust_oom_score(pid) {
         log::warn!("oom score of shim {pid}: {e}");
@@ -268,7 +344,7 @@ fn spawn_server(
     Ok(pid)
 }
 
-fn adjust_oom_score(pid: u32) -> std::io::Result<()> {
+fn adjust_oom_score(pid: i32) -> std::io::Result<()> {
     let parent = nix::unistd::getppid();
     let theirs: i32 = std::fs::read_to_string(format!("/proc/{parent}/oom_score_adj"))?
         .trim()
@@ -280,22 +356,22 @@ fn adjust_oom_score(pid: u32) -> std::io::Result<()> {
 
 /// The server's side of the handoff: the listener `start` left on stdin. Stdin is then
 /// pointed at /dev/null so nothing we spawn inherits the socket.
-pub fn take_listener() -> Result<UnixListener, String> {
+pub fn take_listener() -> Result<UnixListener, BootstrapError> {
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| format!("listener on stdin: {e}"))?;
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    nix::unistd::dup2(devnull.as_raw_fd(), 0).map_err(|e| format!("redirect stdin: {e}"))?;
+        .map_err(BootstrapError::ListenerOnStdin)?;
+    let devnull = std::fs::File::open("/dev/null").map_err(BootstrapError::DevNull)?;
+    nix::unistd::dup2(devnull.as_raw_fd(), 0).map_err(BootstrapError::RedirectStdin)?;
     Ok(UnixListener::from(fd))
 }
 
 /// Moves `pid` into the cgroup at `path` (relative to each hierarchy's root) in every
 /// hierarchy where that cgroup exists, creating it in v1 controllers that lack it.
-fn move_pid_to(path: &str, pid: i32) -> Result<(), String> {
+fn move_pid_to(path: &str, pid: i32) -> Result<(), CgroupMoveError> {
     let rel = path.trim_start_matches('/');
     let mut moved = 0;
-    let mut last_err = String::new();
+    let mut last_err = None;
     for m in crate::cgroups::host_mounts() {
         let dir = m.mount_point.join(rel);
         if !dir.is_dir() && std::fs::create_dir_all(&dir).is_err() {
@@ -303,15 +379,11 @@ fn move_pid_to(path: &str, pid: i32) -> Result<(), String> {
         }
         match std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
             Ok(()) => moved += 1,
-            Err(e) => last_err = format!("{}: {e}", dir.display()),
+            Err(source) => last_err = Some(CgroupMoveError::Write { dir, source }),
         }
     }
     if moved == 0 {
-        return Err(if last_err.is_empty() {
-            "no cgroup hierarchy found".into()
-        } else {
-            last_err
-        });
+        return Err(last_err.unwrap_or(CgroupMoveError::NoHierarchy));
     }
     Ok(())
 }
@@ -321,7 +393,7 @@ fn move_pid_to(path: &str, pid: i32) -> Result<(), String> {
 /// the status the server recorded in the bundle (`exit_status.rs`) when there is one, else
 /// "killed" (137) with the pid from `init.pid` (0 if there is none), as containerd's runc shim
 /// answers.
-pub fn delete(flags: &Flags) -> Result<(), String> {
+pub fn delete(flags: &Flags) -> Result<(), BootstrapError> {
     let bundle_dir = bundle_dir(flags)?;
     let opts = std::fs::read(bundle_dir.join("options.json"))
         .ok()
@@ -359,10 +431,10 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
     resp.exited_at = crate::containerd::events::timestamp(exit.exited_at);
     let bytes = resp
         .write_to_bytes()
-        .map_err(|e| format!("encode delete response: {e}"))?;
+        .map_err(BootstrapError::EncodeDeleteResponse)?;
     std::io::stdout()
         .write_all(&bytes)
-        .map_err(|e| format!("write delete response: {e}"))
+        .map_err(BootstrapError::WriteDeleteResponse)
 }
 
 /// Removes the socket of a shim that died, when it was this container's own (a grouped
@@ -487,7 +559,7 @@ mod tests {
         // Bytes that are BootstrapParams for ctr-1, given to -id ctr-9: the legacy path,
         // where they are an Any of the unknown type "ctr-1".
         let e = StartConfig::new(&flags("ctr-9", "default"), &unhex(PARAMS_FULL)).unwrap_err();
-        assert!(e.contains("ctr-1"), "{e}");
+        assert!(e.to_string().contains("ctr-1"), "{e}");
     }
 
     #[test]

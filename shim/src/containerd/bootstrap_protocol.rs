@@ -18,7 +18,7 @@
 //! legacy `Any`. (2.3's Go library skipped the identity check, so it took a 2.2 daemon's bare
 //! options for parameters and lost them.)
 
-use crate::containerd::wire;
+use crate::containerd::wire::{self, WireError};
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 
@@ -60,11 +60,22 @@ pub struct BootstrapParams {
     pub socket_dir: Option<String>,
 }
 
+/// Why bytes are not a `BootstrapParams`.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    /// The message (or an extension's wrapper) is malformed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// An extension's `Any` does not decode.
+    #[error("extension value: {0}")]
+    Extension(#[source] protobuf::Error),
+}
+
 impl BootstrapParams {
     /// Decodes the protobuf encoding of a `BootstrapParams`. Unknown fields are skipped (a
     /// newer containerd may add some); a known field of the wrong wire type, a string that is
     /// not UTF-8 (as Go's proto3 decoder refuses), or a truncated message is an error.
-    pub fn decode(buf: &[u8]) -> Result<Self, String> {
+    pub fn decode(buf: &[u8]) -> Result<Self, ParamsError> {
         let mut p = BootstrapParams::default();
         let mut r = wire::Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
@@ -91,13 +102,12 @@ impl BootstrapParams {
 }
 
 /// `Extension{google.protobuf.Any value = 1}`: the `Any`, empty when absent.
-fn decode_extension(buf: &[u8]) -> Result<Any, String> {
+fn decode_extension(buf: &[u8]) -> Result<Any, ParamsError> {
     let mut any = Any::new();
     let mut r = wire::Reader::new(buf);
     while let Some((field, v)) = r.next_field()? {
         if field == 1 {
-            any = Any::parse_from_bytes(v.bytes(field)?)
-                .map_err(|e| format!("extension value: {e}"))?;
+            any = Any::parse_from_bytes(v.bytes(field)?).map_err(ParamsError::Extension)?;
         }
     }
     Ok(any)

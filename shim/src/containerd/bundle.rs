@@ -2,7 +2,29 @@
 //! that say what is wrong with it before runc gets a chance to say it less clearly.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What is wrong with a bundle's `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// It cannot be read (missing, unreadable).
+    #[error("bundle config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not JSON (the error gives line and column).
+    #[error("bundle config {} is not valid JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// It is JSON, but not an object.
+    #[error("bundle config {} is not a JSON object", path.display())]
+    NotAnObject { path: PathBuf },
+}
 
 /// What the shim takes from a bundle's config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,18 +42,22 @@ pub const GROUP_ANNOTATIONS: [&str; 2] = [
 
 /// Reads `<bundle>/config.json`. Errors name the file and the problem (missing,
 /// unreadable, not JSON with line and column, not an object).
-pub fn read_spec(bundle: &Path) -> Result<SpecFacts, String> {
+pub fn read_spec(bundle: &Path) -> Result<SpecFacts, BundleError> {
     let path = bundle.join("config.json");
-    let bytes =
-        std::fs::read(&path).map_err(|e| format!("bundle config {}: {e}", path.display()))?;
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(BundleError::Read { path, source }),
+    };
     // Read as runc (Go) reads it: bytes that are not UTF-8 in strings are no error (args
     // and env are bytes on Linux); runc itself reads the file untouched.
     let text = crate::supervisor::go_json::as_go_reads(&bytes);
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("bundle config {} is not valid JSON: {e}", path.display()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| format!("bundle config {} is not a JSON object", path.display()))?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(source) => return Err(BundleError::NotJson { path, source }),
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(BundleError::NotAnObject { path });
+    };
     let own_pid_namespace = obj
         .get("linux")
         .and_then(|l| l.get("namespaces"))
@@ -101,17 +127,18 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_problem() {
         let d = tempfile::tempdir().unwrap();
-        let e = read_spec(d.path()).unwrap_err();
+        let e = read_spec(d.path()).unwrap_err().to_string();
         assert!(
             e.contains("config.json") && e.contains("No such file"),
             "{e}"
         );
         write(d.path(), "{ nope");
-        let e = read_spec(d.path()).unwrap_err();
+        let e = read_spec(d.path()).unwrap_err().to_string();
         assert!(e.contains("not valid JSON") && e.contains("line 1"), "{e}");
         write(d.path(), "[1]");
         assert!(read_spec(d.path())
             .unwrap_err()
+            .to_string()
             .contains("not a JSON object"));
     }
 }

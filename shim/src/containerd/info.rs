@@ -230,7 +230,7 @@ mod tests {
     fn binary_name_from_cri_and_legacy_options() {
         // CRI's runtimeoptions.v1.Options with the TOML inlined (field 3, config_body).
         let toml = b"BinaryName = \"/usr/bin/crun\"\nSystemdCgroup = true\n";
-        let mut value = vec![0x1a, toml.len() as u8];
+        let mut value = vec![0x1a, u8::try_from(toml.len()).unwrap()];
         value.extend_from_slice(toml);
         let mut any = Any::new();
         any.type_url = CRI_RUNTIME_OPTIONS.into();

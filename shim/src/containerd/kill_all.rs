@@ -21,7 +21,7 @@ pub fn procs_file_of(pid: i32) -> Option<PathBuf> {
 /// meanwhile are caught too. Returns how many signals were sent. Never blocks for long:
 /// it runs on the event loop.
 pub fn kill_all(procs: &Path) -> usize {
-    let me = std::process::id() as i32;
+    let me = nix::unistd::getpid().as_raw();
     let mut sent = 0;
     for _ in 0..3 {
         let Ok(text) = std::fs::read_to_string(procs) else {
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn finds_our_own_cgroup() {
         // Every process is in some cgroup; the file must exist when found.
-        if let Some(f) = procs_file_of(std::process::id() as i32) {
+        if let Some(f) = procs_file_of(nix::unistd::getpid().as_raw()) {
             assert!(f.ends_with("cgroup.procs"));
         }
     }

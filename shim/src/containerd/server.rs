@@ -8,8 +8,9 @@
 //! (The event publisher adds a third, which only ever talks to containerd.)
 
 use crate::containerd::call_deadline;
+use crate::containerd::delete_linger::DeleteLingers;
 use crate::containerd::flags::Flags;
-use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::tasks::Exited;
 use crate::containerd::ttrpc::Connection;
@@ -59,6 +60,9 @@ struct EventLoop {
     /// Spools still draining after their process's exit, which its Waits wait for until
     /// the deadline.
     spool_waits: Vec<SpoolWait>,
+    /// Deletes waiting for spooled output a reader is taking, and when to look again.
+    delete_lingers: DeleteLingers,
+    linger_at: Option<Instant>,
     /// When containerd asked the shim to shut down (it exits once no call is in flight).
     shutdown_requested: Option<Instant>,
     /// Since when the shim has served no container, and how long it may stay so.
@@ -132,7 +136,7 @@ pub fn run(
         .ok()
         .filter(|a| !a.is_empty())
         .and_then(|addr| {
-            match crate::containerd::publisher::Publisher::start(&addr, &flags.namespace) {
+            match crate::containerd::events::Publisher::start(&addr, &flags.namespace) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log::warn!("no task events: cannot publish to {addr}: {e}");
@@ -167,6 +171,8 @@ pub fn run(
         pending_exits: VecDeque::new(),
         exit_deadline: None,
         spool_waits: Vec::new(),
+        delete_lingers: DeleteLingers::default(),
+        linger_at: None,
         shutdown_requested: None,
         empty_since: Some(Instant::now()),
         idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
@@ -188,6 +194,7 @@ pub fn run(
         ev.expire_spool_waits();
         ev.run_spool_rechecks();
         ev.drain_outbox();
+        ev.check_delete_lingers();
         ev.resume_reading();
     }
     ev.finish();
@@ -523,6 +530,7 @@ impl EventLoop {
             idle,
             spool,
             recheck,
+            self.linger_at,
         ]
         .into_iter()
         .flatten()
@@ -603,6 +611,11 @@ impl EventLoop {
                     LoopMsg::DropPumps { container, exec } => self.drop_stdio(&container, &exec),
                     LoopMsg::WatchOom { container, watcher } => self.watch_oom(container, watcher),
                     LoopMsg::Exited(exits) => self.queue_exits(exits),
+                    LoopMsg::AwaitSpools {
+                        container,
+                        exec,
+                        done,
+                    } => self.delete_lingers.add(container, exec, done),
                     LoopMsg::Shutdown => {
                         self.shutdown_requested.get_or_insert_with(Instant::now);
                     }
@@ -721,6 +734,21 @@ impl EventLoop {
             );
             self.shim.spool_settled(&w.container, &w.exec);
         }
+    }
+
+    /// Answers the Deletes that wait for spooled output and may go on (see
+    /// `delete_linger`): only exited processes count.
+    fn check_delete_lingers(&mut self) {
+        if self.delete_lingers.is_empty() {
+            self.linger_at = None;
+            return;
+        }
+        let processes = self
+            .stdio
+            .values()
+            .filter(|s| s.stdio.drain_deadline().is_some())
+            .map(|s| (s.container.as_str(), s.exec.as_str(), s.stdio.backlog()));
+        self.linger_at = self.delete_lingers.check(processes, Instant::now());
     }
 
     /// Stops serving a deleted process's stdio.

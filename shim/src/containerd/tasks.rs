@@ -1,6 +1,8 @@
 //! The process table: containers, their processes, and what happens when a process exits.
 //!
-//! Rules it enforces (the races every shim has had):
+//! Each process's life is one [`ProcState`] (`containerd::proc_state`: the states and
+//! the only transitions between them). Rules the table enforces with it (the races every
+//! shim has had):
 //! - an exit that arrives while its process is still being started is held until the
 //!   start has been reported, so TaskStart/ExecStarted always come before TaskExit;
 //! - an exit reaped before the process's pid is known (a fast exec) is kept, keyed by
@@ -9,24 +11,15 @@
 //! - pids are only looked up and signalled under the table's lock, and the reaper reaps
 //!   under the same lock, so a recycled pid is never signalled (pidfds on top).
 
+pub use crate::containerd::proc_state::{IllegalTransition, ProcState};
 use crate::supervisor::reaper::ChildExit;
 use fifo::ExitRecord;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use crate::supervisor::stdio::StdioConfig;
-
-/// Where a process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcStatus {
-    /// Defined (exec) or created by runc (init), not started.
-    Created,
-    Running,
-    Stopped,
-}
 
 /// Someone waiting for a process to exit: a ttrpc call to answer (connection, stream).
 pub type Waiter = (u32, u32);
@@ -37,15 +30,11 @@ pub struct Process {
     pub exec_id: String,
     pub pid: i32,
     pub pidfd: Option<OwnedFd>,
-    pub status: ProcStatus,
-    pub exit: Option<ExitRecord>,
-    /// Its exit has been reported (TaskExit sent, parked Waits answered). Until then a
-    /// Wait parks even though `exit` is set: no caller learns of an exit before the
-    /// reply of the call that caused it (see `containerd::call_gate`).
-    pub exit_delivered: bool,
-    /// A start is in flight: exits are held in `pending_exit` until it is reported.
-    pub starting: bool,
-    pub pending_exit: Option<ExitRecord>,
+    /// Where it is in its life; changed only through its transitions. Until its exit
+    /// has been reported a Wait parks even though the exit is recorded: no caller learns
+    /// of an exit before the reply of the call that caused it (see
+    /// `containerd::call_gate`).
+    state: ProcState,
     pub stdio: StdioConfig,
     /// The OCI process spec of an exec (JSON).
     pub spec: Vec<u8>,
@@ -67,11 +56,7 @@ impl Process {
             exec_id: exec_id.to_string(),
             pid: 0,
             pidfd: None,
-            status: ProcStatus::Created,
-            exit: None,
-            exit_delivered: false,
-            starting: false,
-            pending_exit: None,
+            state: ProcState::Created,
             stdio,
             spec,
             stdin_closer: None,
@@ -84,7 +69,32 @@ impl Process {
 
     /// Running, or created with a live pid (an init before start).
     pub fn is_alive(&self) -> bool {
-        self.exit.is_none() && self.pid > 0
+        self.exit().is_none() && self.pid > 0
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> &ProcState {
+        &self.state
+    }
+
+    /// Its recorded exit (not one held while its start is in flight).
+    pub fn exit(&self) -> Option<ExitRecord> {
+        self.state.exit()
+    }
+
+    /// A Start call takes the process (it must be created, not started yet).
+    pub fn begin_start(&mut self) -> Result<(), IllegalTransition> {
+        self.state.begin_start()
+    }
+
+    /// runc has started it; its exits stay held until [`Tasks::start_done`].
+    pub fn launched(&mut self) -> Result<(), IllegalTransition> {
+        self.state.launched()
+    }
+
+    /// Holds an exit reaped while its start is in flight.
+    pub fn hold_exit(&mut self, record: ExitRecord) -> Result<(), IllegalTransition> {
+        self.state.hold_exit(record)
     }
 }
 
@@ -98,8 +108,6 @@ pub struct Container {
     /// No pid namespace of its own: the init's exit does not end the other processes, so
     /// the supervisor kills them.
     pub shares_pid_ns: bool,
-    /// The init exited while execs still ran; reported once they are gone.
-    pub deferred_init_exit: Option<ExitRecord>,
     /// Where the rootfs was mounted by us (to unmount on delete).
     pub rootfs_mounted: Option<PathBuf>,
     /// The runc driver for this container (its binary, root and log).
@@ -134,13 +142,27 @@ impl Container {
     fn running_execs(&self) -> usize {
         self.execs
             .values()
-            .filter(|p| p.is_alive() || p.starting)
+            .filter(|p| p.is_alive() || p.state.in_start())
             .count()
     }
 
     /// Whether the init's exit has been reported (an exit held back for execs has not).
     pub fn init_exit_reported(&self) -> bool {
-        self.init.exit.is_some() && self.deferred_init_exit.is_none()
+        self.init.state.exit_released()
+    }
+
+    /// The init's exit, deferred until no exec runs, when that time has come.
+    fn release_init_exit(&mut self, container_id: &str) -> Option<Exited> {
+        if self.running_execs() > 0 {
+            return None;
+        }
+        let record = self.init.state.release_exit().ok()?;
+        Some(Exited {
+            container_id: container_id.to_string(),
+            exec_id: String::new(),
+            pid: self.init.pid,
+            record,
+        })
     }
 }
 
@@ -175,13 +197,16 @@ impl Tasks {
     }
 
     /// Records that `pid` is process `exec_id` of `container_id`, and returns an exit the
-    /// reaper already collected for it. Opens a pidfd while the pid cannot have been
-    /// recycled (the caller holds the table lock, under which the reaper reaps).
+    /// reaper already collected for it. `pidfd` (opened by the launch, before this) is
+    /// kept only when the reaper has not reaped `pid` yet: then it surely is that
+    /// process's (the reaper reaps under the table lock the caller holds); otherwise the
+    /// pid may have been recycled in between, and it is dropped.
     pub fn register_pid(
         &mut self,
         container_id: &str,
         exec_id: &str,
         pid: i32,
+        pidfd: Option<OwnedFd>,
     ) -> Option<ExitRecord> {
         let early = self.unclaimed.remove(&pid);
         self.pids
@@ -193,7 +218,7 @@ impl Tasks {
         {
             p.pid = pid;
             if early.is_none() {
-                p.pidfd = crate::supervisor::pidfd::open(pid).ok();
+                p.pidfd = pidfd;
             }
         }
         early
@@ -223,14 +248,17 @@ impl Tasks {
             else {
                 continue;
             };
-            if process.exit.is_some() {
-                continue;
+            match process.state {
+                // Reported once the start has been (TaskStart first).
+                ProcState::Starting { .. } | ProcState::Started { .. } => {
+                    let _ = process.state.hold_exit(record);
+                }
+                ProcState::Created | ProcState::Running => {
+                    self.finish_exit(&cid, &eid, record, &mut report);
+                }
+                // Recorded already (a pid exits once).
+                _ => {}
             }
-            if process.starting {
-                process.pending_exit = Some(record);
-                continue;
-            }
-            self.finish_exit(&cid, &eid, record, &mut report);
         }
         report
     }
@@ -238,15 +266,12 @@ impl Tasks {
     /// Marks a start as reported; returns the exit that arrived meanwhile, now reported.
     pub fn start_done(&mut self, container_id: &str, exec_id: &str) -> Vec<Exited> {
         let mut report = Vec::new();
-        let pending = self
+        let held = self
             .containers
             .get_mut(container_id)
             .and_then(|c| c.process_mut(exec_id))
-            .and_then(|p| {
-                p.starting = false;
-                p.pending_exit.take()
-            });
-        if let Some(record) = pending {
+            .and_then(|p| p.state.start_reported().ok().flatten());
+        if let Some(record) = held {
             self.finish_exit(container_id, exec_id, record, &mut report);
         }
         report
@@ -264,11 +289,14 @@ impl Tasks {
         let Some(container) = self.containers.get_mut(container_id) else {
             return;
         };
+        let defer = exec_id.is_empty() && container.running_execs() > 0;
         let Some(process) = container.process_mut(exec_id) else {
             return;
         };
-        process.status = ProcStatus::Stopped;
-        process.exit = Some(record);
+        if let Err(e) = process.state.exited(record, defer) {
+            log::warn!("exit of {container_id}/{exec_id}: {e}");
+            return;
+        }
         process.pidfd = None;
         let pid = process.pid;
         if exec_id.is_empty() {
@@ -283,8 +311,7 @@ impl Tasks {
                     crate::containerd::kill_all::kill_all(procs);
                 }
             }
-            if container.running_execs() > 0 {
-                container.deferred_init_exit = Some(record);
+            if defer {
                 return;
             }
             report.push(Exited {
@@ -301,38 +328,25 @@ impl Tasks {
             pid,
             record,
         });
-        if container.running_execs() == 0 {
-            if let Some(init_record) = container.deferred_init_exit.take() {
-                report.push(Exited {
-                    container_id: container_id.to_string(),
-                    exec_id: String::new(),
-                    pid: container.init.pid,
-                    record: init_record,
-                });
-            }
-        }
+        report.extend(container.release_init_exit(container_id));
     }
 
-    /// A start failed: the process stays created. Returns the init exit it was holding
-    /// back, if it was the last exec in flight.
+    /// A start failed: the process stays created. Returns what to report now: the exit
+    /// it held meanwhile (an init that died while `runc start` failed), and the init exit
+    /// it was holding back, if it was the last exec in flight.
     pub fn start_failed(&mut self, container_id: &str, exec_id: &str) -> Vec<Exited> {
         let mut report = Vec::new();
         let Some(c) = self.containers.get_mut(container_id) else {
             return report;
         };
-        if let Some(p) = c.process_mut(exec_id) {
-            p.starting = false;
+        let held = c
+            .process_mut(exec_id)
+            .and_then(|p| p.state.start_failed().ok().flatten());
+        if let Some(record) = held {
+            self.finish_exit(container_id, exec_id, record, &mut report);
+            return report;
         }
-        if c.running_execs() == 0 {
-            if let Some(record) = c.deferred_init_exit.take() {
-                report.push(Exited {
-                    container_id: container_id.to_string(),
-                    exec_id: String::new(),
-                    pid: c.init.pid,
-                    record,
-                });
-            }
-        }
+        report.extend(c.release_init_exit(container_id));
         report
     }
 
@@ -345,7 +359,10 @@ impl Tasks {
             .and_then(|c| c.process_mut(exec_id))
         {
             Some(p) => {
-                p.exit_delivered = true;
+                if p.state.delivered().is_err() {
+                    // Reported already: its Waits were handed over then.
+                    return Vec::new();
+                }
                 if p.spooling > 0 {
                     // Answered once the spools have drained (see `spool_settled`).
                     return Vec::new();
@@ -380,10 +397,10 @@ impl Tasks {
             .get_mut(container_id)
             .and_then(|c| c.process_mut(exec_id))?;
         p.spooling = p.spooling.saturating_sub(1);
-        if p.spooling > 0 || !p.exit_delivered {
+        if p.spooling > 0 || !p.state.exit_reported() {
             return None;
         }
-        Some((p.exit?, std::mem::take(&mut p.waiters)))
+        Some((p.exit()?, std::mem::take(&mut p.waiters)))
     }
 
     /// Removes a container and its pids from the table.
@@ -394,14 +411,6 @@ impl Tasks {
             self.pids.remove(&e.pid);
         }
         Some(c)
-    }
-}
-
-/// The time an exit happened, for protobuf timestamps.
-pub fn unix_time(t: SystemTime) -> (i64, i32) {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i32),
-        Err(_) => (0, 0),
     }
 }
 
@@ -419,7 +428,6 @@ mod tests {
                 execs: HashMap::new(),
                 paused: false,
                 shares_pid_ns: false,
-                deferred_init_exit: None,
                 rootfs_mounted: None,
                 runc: runc_wrapper::Runc::new(),
                 options: Default::default(),
@@ -433,7 +441,7 @@ mod tests {
         ChildExit {
             pid,
             status: code << 8,
-            at: SystemTime::now(),
+            at: std::time::SystemTime::now(),
         }
     }
 
@@ -444,35 +452,75 @@ mod tests {
     #[test]
     fn exit_during_start_is_held_until_start_is_reported() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
-        t.container_mut("c").unwrap().init.starting = true;
+        t.register_pid("c", "", P1, None);
+        let init = &mut t.container_mut("c").unwrap().init;
+        init.begin_start().unwrap();
         assert!(t.on_exits(&[exit(P1, 3)]).is_empty());
+        let init = &mut t.container_mut("c").unwrap().init;
+        init.launched().unwrap();
+        assert!(t.on_exits(&[exit(P1, 4)]).is_empty());
         let report = t.start_done("c", "");
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].record.code, 3);
     }
 
     #[test]
+    fn an_exit_held_by_a_start_that_failed_is_reported() {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1, None);
+        t.container_mut("c").unwrap().init.begin_start().unwrap();
+        assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "held");
+        let report = t.start_failed("c", "");
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].record.code, 137);
+        assert!(t.container("c").unwrap().init_exit_reported());
+    }
+
+    /// Container "c" with its init (P1) running and an exec "e" whose Start is in flight.
+    fn table_with_exec_starting() -> Tasks {
+        let mut t = table_with("c");
+        t.register_pid("c", "", P1, None);
+        let e = Process::new("e", StdioConfig::default(), Vec::new());
+        t.container_mut("c").unwrap().execs.insert("e".into(), e);
+        let e = t.container_mut("c").unwrap().process_mut("e").unwrap();
+        e.begin_start().unwrap();
+        t
+    }
+
+    #[test]
+    fn an_exec_whose_start_fails_releases_the_init_exit_it_held_back() {
+        let mut t = table_with_exec_starting();
+        assert!(
+            t.on_exits(&[exit(P1, 1)]).is_empty(),
+            "deferred for the exec"
+        );
+        let report = t.start_failed("c", "e");
+        let order: Vec<_> = report.iter().map(|e| e.exec_id.as_str()).collect();
+        assert_eq!(order, [""]);
+        let e = t.container("c").unwrap().process("e").unwrap();
+        assert_eq!(*e.state(), ProcState::Created);
+    }
+
+    #[test]
     fn early_exec_exit_is_claimed_by_pid() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         t.container_mut("c").unwrap().execs.insert(
             "e".into(),
             Process::new("e", StdioConfig::default(), Vec::new()),
         );
         assert!(t.on_exits(&[exit(P2, 5)]).is_empty());
-        let early = t.register_pid("c", "e", P2).expect("claimed");
+        let early = t.register_pid("c", "e", P2, None).expect("claimed");
         assert_eq!(early.code, 5);
     }
 
     #[test]
     fn init_exit_is_reported_after_its_execs() {
-        let mut t = table_with("c");
-        t.register_pid("c", "", P1);
-        let mut e = Process::new("e", StdioConfig::default(), Vec::new());
-        e.status = ProcStatus::Running;
-        t.container_mut("c").unwrap().execs.insert("e".into(), e);
-        t.register_pid("c", "e", P2);
+        let mut t = table_with_exec_starting();
+        let e = t.container_mut("c").unwrap().process_mut("e").unwrap();
+        e.launched().unwrap();
+        t.register_pid("c", "e", P2, None);
+        assert!(t.start_done("c", "e").is_empty());
         assert!(t.on_exits(&[exit(P1, 137)]).is_empty(), "init held back");
         assert!(!t.container("c").unwrap().init_exit_reported());
         let report = t.on_exits(&[exit(P2, 0)]);
@@ -485,17 +533,17 @@ mod tests {
     #[test]
     fn waits_parked_before_delivery_are_handed_over_once() {
         let mut t = table_with("c");
-        t.register_pid("c", "", P1);
+        t.register_pid("c", "", P1, None);
         let report = t.on_exits(&[exit(P1, 9)]);
         assert_eq!(report.len(), 1);
         let init = &mut t.container_mut("c").unwrap().init;
         assert!(
-            init.exit.is_some() && !init.exit_delivered,
+            matches!(init.state(), ProcState::ExitQueued(_)),
             "recorded, not reported"
         );
         init.waiters.push((1, 3));
         assert_eq!(t.exit_delivered("c", ""), vec![(1, 3)]);
-        assert!(t.container("c").unwrap().init.exit_delivered);
+        assert!(t.container("c").unwrap().init.state().exit_reported());
         assert!(t.exit_delivered("c", "").is_empty(), "handed over once");
         assert!(t.exit_delivered("gone", "").is_empty());
     }

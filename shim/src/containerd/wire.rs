@@ -6,6 +6,53 @@
 /// Nesting limit for skipped groups, so hostile input cannot recurse deeply.
 const MAX_GROUP_DEPTH: usize = 64;
 
+/// What is wrong with an encoding, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A field holds another wire type than its declared type needs.
+    #[error("field {field}: expected {expected}, got {got}")]
+    WrongType {
+        field: u32,
+        /// The type wanted, with its article (`a bool`, `bytes`).
+        expected: &'static str,
+        /// The wire type found.
+        got: &'static str,
+    },
+    /// A string field that is not UTF-8.
+    #[error("field {field}: string is not valid UTF-8")]
+    NotUtf8 { field: u32 },
+    /// The input ends inside a varint.
+    #[error("truncated varint at byte {at}")]
+    TruncatedVarint { at: usize },
+    /// A varint's 10th byte carries bits past 64.
+    #[error("varint overflows 64 bits at byte {at}")]
+    VarintOverflow { at: usize },
+    /// A varint longer than 10 bytes.
+    #[error("varint too long at byte {at}")]
+    VarintTooLong { at: usize },
+    /// A length-delimited or fixed field longer than what is left.
+    #[error("field at byte {at} wants {want} bytes, only {left} left")]
+    Short { at: usize, want: u64, left: usize },
+    /// Field number 0, or above 2^29 - 1.
+    #[error("invalid field number {field} at byte {at}")]
+    InvalidField { field: u64, at: usize },
+    /// Groups nested beyond the reader's limit.
+    #[error("groups nested too deeply")]
+    GroupsTooDeep,
+    /// A group without its end-group.
+    #[error("unterminated group (field {field})")]
+    UnterminatedGroup { field: u32 },
+    /// A group closed by another field's end-group.
+    #[error("group {field} closed by end-group of field {closed_by}")]
+    MismatchedEndGroup { field: u32, closed_by: u32 },
+    /// An end-group outside any group.
+    #[error("unexpected end-group for field {field}")]
+    UnexpectedEndGroup { field: u32 },
+    /// Wire type 6 or 7.
+    #[error("invalid wire type {wire_type} for field {field}")]
+    InvalidWireType { wire_type: u8, field: u32 },
+}
+
 /// One field's payload.
 pub enum Value<'a> {
     Varint(u64),
@@ -27,54 +74,63 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub fn bool(&self, field: u32) -> Result<bool, String> {
+    pub fn bool(&self, field: u32) -> Result<bool, WireError> {
         match self {
             Value::Varint(v) => Ok(*v != 0),
-            other => Err(format!(
-                "field {field}: expected a bool, got {}",
-                other.name()
-            )),
+            other => Err(WireError::WrongType {
+                field,
+                expected: "a bool",
+                got: other.name(),
+            }),
         }
     }
 
     /// proto3 `uint32`: the varint truncated to 32 bits, as protobuf does.
-    pub fn uint32(&self, field: u32) -> Result<u32, String> {
+    // Why the cast: truncation is the decoding protobuf specifies.
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn uint32(&self, field: u32) -> Result<u32, WireError> {
         match self {
             Value::Varint(v) => Ok(*v as u32),
-            other => Err(format!(
-                "field {field}: expected a uint32, got {}",
-                other.name()
-            )),
+            other => Err(WireError::WrongType {
+                field,
+                expected: "a uint32",
+                got: other.name(),
+            }),
         }
     }
 
     /// proto3 `int32` and enums: the varint truncated to 32 bits, read as signed, as
     /// protobuf does (a negative value travels as a 10-byte varint).
-    pub fn int32(&self, field: u32) -> Result<i32, String> {
+    // Why the casts: truncation, then the bits read as signed, is the decoding protobuf
+    // specifies.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    pub fn int32(&self, field: u32) -> Result<i32, WireError> {
         match self {
             Value::Varint(v) => Ok(*v as u32 as i32),
-            other => Err(format!(
-                "field {field}: expected an int32, got {}",
-                other.name()
-            )),
+            other => Err(WireError::WrongType {
+                field,
+                expected: "an int32",
+                got: other.name(),
+            }),
         }
     }
 
-    pub fn bytes(&self, field: u32) -> Result<&'a [u8], String> {
+    pub fn bytes(&self, field: u32) -> Result<&'a [u8], WireError> {
         match self {
             Value::Bytes(b) => Ok(b),
-            other => Err(format!(
-                "field {field}: expected bytes, got {}",
-                other.name()
-            )),
+            other => Err(WireError::WrongType {
+                field,
+                expected: "bytes",
+                got: other.name(),
+            }),
         }
     }
 
-    pub fn string(&self, field: u32) -> Result<String, String> {
+    pub fn string(&self, field: u32) -> Result<String, WireError> {
         let b = self.bytes(field)?;
         std::str::from_utf8(b)
             .map(str::to_string)
-            .map_err(|_| format!("field {field}: string is not valid UTF-8"))
+            .map_err(|_| WireError::NotUtf8 { field })
     }
 }
 
@@ -88,16 +144,16 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, WireError> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = *self
                 .buf
                 .get(self.pos)
-                .ok_or_else(|| format!("truncated varint at byte {}", self.pos))?;
+                .ok_or(WireError::TruncatedVarint { at: self.pos })?;
             self.pos += 1;
             if i == 9 && b > 1 {
-                return Err(format!("varint overflows 64 bits at byte {}", self.pos - 1));
+                return Err(WireError::VarintOverflow { at: self.pos - 1 });
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -105,38 +161,41 @@ impl<'a> Reader<'a> {
             }
         }
         // The 10th byte either ended the varint or failed the overflow check.
-        Err(format!("varint too long at byte {}", self.pos))
+        Err(WireError::VarintTooLong { at: self.pos })
     }
 
-    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], WireError> {
         let start = self.pos;
         let end = usize::try_from(n)
             .ok()
             .and_then(|n| start.checked_add(n))
             .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| {
-                format!(
-                    "field at byte {start} wants {n} bytes, only {} left",
-                    self.buf.len() - start
-                )
+            .ok_or(WireError::Short {
+                at: start,
+                want: n,
+                left: self.buf.len() - start,
             })?;
         self.pos = end;
         Ok(&self.buf[start..end])
     }
 
-    fn key(&mut self) -> Result<(u32, u8), String> {
+    fn key(&mut self) -> Result<(u32, u8), WireError> {
         let at = self.pos;
         let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 || field > (1 << 29) - 1 {
-            return Err(format!("invalid field number {field} at byte {at}"));
-        }
-        // Both narrowings are exact: field < 2^29 and the mask keeps 3 bits.
-        Ok((field as u32, (key & 7) as u8))
+        let invalid = WireError::InvalidField {
+            field: key >> 3,
+            at,
+        };
+        let field = u32::try_from(key >> 3)
+            .ok()
+            .filter(|&f| f != 0 && f < 1 << 29)
+            .ok_or(invalid)?;
+        // The mask keeps 3 bits.
+        Ok((field, (key & 7) as u8))
     }
 
     /// Reads the payload of a field of `wire_type`, skipping groups.
-    fn payload(&mut self, field: u32, wire_type: u8, depth: usize) -> Result<Value<'a>, String> {
+    fn payload(&mut self, field: u32, wire_type: u8, depth: usize) -> Result<Value<'a>, WireError> {
         match wire_type {
             0 => Ok(Value::Varint(self.varint()?)),
             1 => self.take(8).map(|_| Value::Fixed64),
@@ -146,30 +205,36 @@ impl<'a> Reader<'a> {
             }
             3 => {
                 if depth >= MAX_GROUP_DEPTH {
-                    return Err("groups nested too deeply".to_string());
+                    return Err(WireError::GroupsTooDeep);
                 }
                 loop {
                     if self.pos >= self.buf.len() {
-                        return Err(format!("unterminated group (field {field})"));
+                        return Err(WireError::UnterminatedGroup { field });
                     }
                     let (f, wt) = self.key()?;
                     if wt == 4 {
                         if f != field {
-                            return Err(format!("group {field} closed by end-group of field {f}"));
+                            return Err(WireError::MismatchedEndGroup {
+                                field,
+                                closed_by: f,
+                            });
                         }
                         return Ok(Value::Group);
                     }
                     self.payload(f, wt, depth + 1)?;
                 }
             }
-            4 => Err(format!("unexpected end-group for field {field}")),
+            4 => Err(WireError::UnexpectedEndGroup { field }),
             5 => self.take(4).map(|_| Value::Fixed32),
-            other => Err(format!("invalid wire type {other} for field {field}")),
+            other => Err(WireError::InvalidWireType {
+                wire_type: other,
+                field,
+            }),
         }
     }
 
     /// The next field, or `None` at the end of the buffer.
-    pub fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, String> {
+    pub fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
@@ -183,7 +248,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn fields(buf: &[u8]) -> Result<Vec<(u32, u64)>, String> {
+    fn fields(buf: &[u8]) -> Result<Vec<(u32, u64)>, WireError> {
         let mut r = Reader::new(buf);
         let mut out = Vec::new();
         while let Some((f, v)) = r.next_field()? {
@@ -223,5 +288,33 @@ mod tests {
         assert!(fields(&[0x00, 0x01]).is_err()); // field 0
         assert!(fields(&[0x0f]).is_err()); // wire type 7
         assert_eq!(fields(&[0x08, 0x96, 0x01]).unwrap(), vec![(1, 150)]);
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let msg = |buf: &[u8]| fields(buf).unwrap_err().to_string();
+        assert_eq!(msg(&[0x08]), "truncated varint at byte 1");
+        assert_eq!(
+            msg(&[0x0a, 0x05, b'a']),
+            "field at byte 2 wants 5 bytes, only 1 left"
+        );
+        assert_eq!(msg(&[0x00, 0x01]), "invalid field number 0 at byte 0");
+        assert_eq!(msg(&[0x0f]), "invalid wire type 7 for field 1");
+        assert_eq!(msg(&[0x0c]), "unexpected end-group for field 1");
+        assert_eq!(msg(&[0x0b]), "unterminated group (field 1)");
+        assert_eq!(msg(&[0x0b, 0x14]), "group 1 closed by end-group of field 2");
+        let (field, v) = Reader::new(&[0x08, 0x01]).next_field().unwrap().unwrap();
+        assert_eq!(
+            v.bytes(field).unwrap_err().to_string(),
+            "field 1: expected bytes, got varint"
+        );
+        let (field, v) = Reader::new(&[0x0a, 0x01, 0xff])
+            .next_field()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            v.string(field).unwrap_err().to_string(),
+            "field 1: string is not valid UTF-8"
+        );
     }
 }

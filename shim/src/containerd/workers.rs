@@ -8,7 +8,7 @@
 //! wait in the queue by not reading connections past that bound.
 
 use crate::containerd::call_deadline;
-use crate::containerd::service::{LoopMsg, Shim};
+use crate::containerd::task::{LoopMsg, Shim};
 use crate::containerd::task_call::TaskCall;
 use std::collections::VecDeque;
 use std::io;

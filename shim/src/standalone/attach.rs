@@ -20,6 +20,7 @@ use super::control::{self, Request};
 use super::depot::{Depot, TTY_MARKER};
 use super::detach_keys::{self, DetachKeys};
 use super::errors::{CliError, CliResult, EXIT_DETACHED};
+use super::exit_record::exit_code_of;
 use super::keyed_input::{KeyedInput, Progress};
 use super::raw_mode::RawMode;
 use super::winsize;
@@ -27,7 +28,7 @@ use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
 use crate::supervisor::process_stdio::{ProcessStdio, Stream};
 use crate::supervisor::pump::{Direction, Pump};
-use fifo::{Fate, ProcessDir};
+use fifo::ProcessDir;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{fstat, SFlag};
@@ -202,33 +203,6 @@ pub fn resolve_dir(depot: &Depot, p: &args::Parsed, usage: &str) -> CliResult<Pr
     }
     let pos = p.positionals(1, 2, usage)?;
     depot.process_dir(&pos[0], pos.get(1).map(String::as_str))
-}
-
-/// The exit code in `exitcode`, once the process's `exit` or output has reached EOF.
-/// Without one its supervisor is gone (killed: it always writes `exitcode` before
-/// closing anything), and the error says exactly what is known instead
-/// ([`fifo::ProcessDir::fate`]): [`CliError::Unsupervised`] with the pid the process still
-/// runs as, or [`CliError::StatusLost`].
-pub fn exit_code_of(dir: &ProcessDir) -> CliResult<u8> {
-    Ok(u8::try_from(exit_record_of(dir)?.code).unwrap_or(255))
-}
-
-/// [`exit_code_of`], the whole record.
-pub fn exit_record_of(dir: &ProcessDir) -> CliResult<fifo::ExitRecord> {
-    let gone = "its supervisor is gone (killed?) without recording an exit code";
-    match dir.fate().map_err(CliError::fifo)? {
-        Fate::Exited(rec) => Ok(rec),
-        Fate::Running(pid) => Err(CliError::Unsupervised(format!(
-            "{}: {gone}; the process still runs as pid {pid}, unsupervised: its output is \
-             no longer delivered and its exit code will not be recorded",
-            dir.path().display()
-        ))),
-        Fate::Lost(pid) => Err(CliError::StatusLost(format!(
-            "{}: {gone}; the process{} is gone and its exit status was lost",
-            dir.path().display(),
-            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-        ))),
-    }
 }
 
 fn file_kind(fd: BorrowedFd<'_>) -> Option<SFlag> {

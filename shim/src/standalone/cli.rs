@@ -7,7 +7,7 @@ use super::io_owner::{IoOwner, GID_FLAG, UID_FLAG};
 use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
 use super::{args, attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The subcommands that select the standalone face (argv[1]).
 pub const SUBCOMMANDS: &[&str] = &[
@@ -225,16 +225,4 @@ fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
         io_owner: IoOwner::from_args(&p)?,
         spool: SpoolFlags::from_args(&p)?,
     }))
-}
-
-/// What `run` and `exec` print on success.
-pub fn print_started(json: bool, container: &str, process: &str, pid: i32, dir: &Path) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"container": container, "process": process, "pid": pid, "dir": dir})
-        );
-    } else {
-        println!("{pid}");
-    }
 }

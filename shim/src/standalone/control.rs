@@ -93,7 +93,7 @@ pub fn send(dir: &ProcessDir, request: Request) -> CliResult<Delivery> {
         Err(fifo::Error::NoReader { .. }) => {
             // The supervisor writes `exitcode` before it stops reading requests: without
             // one it was killed, and the error says what is known (116 or 117).
-            return super::attach::exit_record_of(dir).map(|_| Delivery::Exited);
+            return super::exit_record::exit_record_of(dir).map(|_| Delivery::Exited);
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             return Err(CliError::Failed(format!(
@@ -154,7 +154,7 @@ mod tests {
         // record of it), then "running" (the record names this test process).
         let err = send(&dir, Request::CloseStdin).unwrap_err();
         assert_eq!(err.exit_code(), EXIT_STATUS_LOST, "{err}");
-        let me = fifo::StartRecord::of(std::process::id() as i32).unwrap();
+        let me = fifo::StartRecord::of(nix::unistd::getpid().as_raw()).unwrap();
         dir.write_start(&me).unwrap();
         let err = send(&dir, Request::CloseStdin).unwrap_err();
         assert_eq!(err.exit_code(), EXIT_UNSUPERVISED, "{err}");

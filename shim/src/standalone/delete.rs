@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 pub const USAGE: &str = "\
 usage: containerd-shim-tether-v2 delete [--force] CONTAINER-ID [PROCESS-ID]
 
-Deletes the container with runc, stops its supervisors (output nobody read is dropped)
-and removes <depot>/CONTAINER-ID with every process directory. A running container is
-refused unless --force, which kills its processes first. A container runc no longer knows
+Deletes the container with runc, stops its supervisors (output nobody read is dropped;
+a manager still taking spooled output gets up to 10 s to take it) and removes
+<depot>/CONTAINER-ID with every process directory. A running container is refused
+unless --force, which kills its processes first. A container runc no longer knows
 (its state was removed) whose processes still run (checked against their recorded start
 time, so a recycled pid is never hit) is refused too, and --force kills them (SIGKILL
 through a pidfd) and waits for them to be gone. The runc containers of its peas are
@@ -39,8 +40,10 @@ const SPEC: Spec = Spec {
     flags: &[("--force", Some("-f"))],
 };
 
-/// How long supervisors get to go after their processes died.
-const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+/// How long supervisors get to go after their processes died: longer than a supervisor
+/// waits for a manager that is taking its spooled output (`DELETE_LINGER`).
+const SUPERVISOR_GRACE: Duration =
+    crate::supervisor::process_stdio::DELETE_LINGER.saturating_add(Duration::from_secs(2));
 
 /// Runs the subcommand.
 pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {

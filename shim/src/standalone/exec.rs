@@ -118,7 +118,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     let result = start_process(&cdepot, id, process_id, kind, &spec, tty, io_owner, spool);
     match result {
         Ok((pid, dir)) => {
-            super::cli::print_started(p.flag("--json"), id, process_id, pid, &dir);
+            super::started::print_started(p.flag("--json"), id, process_id, pid, &dir);
             Ok(())
         }
         Err(e) => {

@@ -126,7 +126,7 @@ mod tests {
         // child could deadlock on a lock another thread held. It must refuse.
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let other = std::thread::spawn(move || rx.recv());
-        let fd = crate::supervisor::pidfd::open(std::process::id() as i32).unwrap();
+        let fd = crate::supervisor::pidfd::open(nix::unistd::getpid().as_raw()).unwrap();
         let err = spawn_keeper(&[], &fd).unwrap_err();
         assert!(err.to_string().contains("single-threaded"), "{err}");
         drop(tx);

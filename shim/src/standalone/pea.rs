@@ -166,7 +166,8 @@ pub fn prepare(
     for (kind, path) in &shared {
         check_own_namespace(*kind, path)?;
     }
-    let tty = rewrite(&mut config, &abs, &shared, force_tty).map_err(not_bundle)?;
+    let tty =
+        rewrite(&mut config, &abs, &shared, force_tty).map_err(|e| not_bundle(e.to_string()))?;
     let config = serde_json::to_vec(&config).map_err(|e| not_bundle(e.to_string()))?;
     Ok(Prepared {
         config,
@@ -194,26 +195,53 @@ fn check_own_namespace(kind: NsKind, outer: &str) -> CliResult<()> {
     }
 }
 
+/// Why a pea's `config.json` cannot be made its runc config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RewriteError {
+    #[error("config.json is not a JSON object")]
+    NotAnObject,
+    #[error("config.json has no process")]
+    NoProcess,
+    #[error("process.args must be a non-empty array of strings")]
+    BadArgs,
+    #[error("config.json has no root.path")]
+    NoRootPath,
+    #[error("rootfs {0:?} is not a directory")]
+    RootfsNotADirectory(String),
+    #[error("linux is not an object")]
+    LinuxNotAnObject,
+    #[error("linux.namespaces is not an array")]
+    NamespacesNotAnArray,
+    /// The bundle names another path for a namespace `--share` asks for.
+    #[error(
+        "linux.namespaces gives {oci} the path {existing:?}, and --share {proc_file} asks for \
+         the container's"
+    )]
+    NamespaceConflict {
+        oci: &'static str,
+        existing: String,
+        proc_file: &'static str,
+    },
+}
+
 /// Edits a parsed config in place (see [`prepare`]); returns whether it has a terminal.
 fn rewrite(
     config: &mut Value,
     bundle: &Path,
     shared: &[(NsKind, String)],
     force_tty: bool,
-) -> Result<bool, String> {
-    let obj = config
-        .as_object_mut()
-        .ok_or_else(|| "config.json is not a JSON object".to_string())?;
+) -> Result<bool, RewriteError> {
+    let obj = config.as_object_mut().ok_or(RewriteError::NotAnObject)?;
     let process = obj
         .get_mut("process")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| "config.json has no process".to_string())?;
+        .ok_or(RewriteError::NoProcess)?;
     let args_ok = process
         .get("args")
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
     if !args_ok {
-        return Err("process.args must be a non-empty array of strings".into());
+        return Err(RewriteError::BadArgs);
     }
     if force_tty {
         process.insert("terminal".into(), Value::Bool(true));
@@ -225,16 +253,16 @@ fn rewrite(
     let root = obj
         .get_mut("root")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| "config.json has no root.path".to_string())?;
+        .ok_or(RewriteError::NoRootPath)?;
     let root_path = root
         .get("path")
         .and_then(Value::as_str)
-        .ok_or_else(|| "config.json has no root.path".to_string())?;
+        .ok_or(RewriteError::NoRootPath)?;
     // runc refuses a rootfs path through a symlink: resolved here, against the bundle.
     let root_abs = std::fs::canonicalize(bundle.join(root_path))
         .ok()
         .filter(|p| p.is_dir())
-        .ok_or_else(|| format!("rootfs {root_path:?} is not a directory"))?;
+        .ok_or_else(|| RewriteError::RootfsNotADirectory(root_path.to_string()))?;
     root.insert("path".into(), json!(root_abs));
     if let Some(mounts) = obj.get_mut("mounts").and_then(Value::as_array_mut) {
         for m in mounts.iter_mut().filter_map(Value::as_object_mut) {
@@ -246,12 +274,12 @@ fn rewrite(
             .entry("linux")
             .or_insert_with(|| json!({}))
             .as_object_mut()
-            .ok_or_else(|| "linux is not an object".to_string())?;
+            .ok_or(RewriteError::LinuxNotAnObject)?;
         let namespaces = linux
             .entry("namespaces")
             .or_insert_with(|| json!([]))
             .as_array_mut()
-            .ok_or_else(|| "linux.namespaces is not an array".to_string())?;
+            .ok_or(RewriteError::NamespacesNotAnArray)?;
         for (kind, path) in shared {
             share_namespace(namespaces, *kind, path)?;
         }
@@ -278,7 +306,11 @@ fn absolutize_bind_source(mount: &mut Map<String, Value>, bundle: &Path) {
 
 /// Points the namespace entry of `kind` at `path` (adds it if missing). A bundle that
 /// already names another path for it is refused: two answers to one question.
-fn share_namespace(namespaces: &mut Vec<Value>, kind: NsKind, path: &str) -> Result<(), String> {
+fn share_namespace(
+    namespaces: &mut Vec<Value>,
+    kind: NsKind,
+    path: &str,
+) -> Result<(), RewriteError> {
     let existing = namespaces
         .iter_mut()
         .filter_map(Value::as_object_mut)
@@ -287,11 +319,11 @@ fn share_namespace(namespaces: &mut Vec<Value>, kind: NsKind, path: &str) -> Res
         Some(entry) => {
             match entry.get("path").and_then(Value::as_str) {
                 Some(p) if !p.is_empty() && p != path => {
-                    return Err(format!(
-                        "linux.namespaces gives {} the path {p:?}, and --share {} asks for the \
-                         container's",
-                        kind.oci, kind.proc_file
-                    ))
+                    return Err(RewriteError::NamespaceConflict {
+                        oci: kind.oci,
+                        existing: p.to_string(),
+                        proc_file: kind.proc_file,
+                    })
                 }
                 _ => {}
             }
@@ -366,7 +398,11 @@ mod tests {
     #[test]
     fn rewrite_refuses_what_is_not_a_bundle() {
         let b = bundle_with_rootfs();
-        let bad = |mut c: Value| rewrite(&mut c, b.path(), &[], false).unwrap_err();
+        let bad = |mut c: Value| {
+            rewrite(&mut c, b.path(), &[], false)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(bad(json!([])).contains("not a JSON object"));
         assert!(bad(json!({"root": {"path": "rootfs"}})).contains("no process"));
         assert!(bad(json!({"process": {"args": []}, "root": {"path": "rootfs"}})).contains("args"));
@@ -385,7 +421,8 @@ mod tests {
             &[(KINDS[0], "/proc/7/ns/net".into())],
             false,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("/var/run/netns/x"), "{e}");
     }
 

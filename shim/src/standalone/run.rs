@@ -92,7 +92,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     })();
     match result {
         Ok((pid, dir)) => {
-            super::cli::print_started(p.flag("--json"), id, process_id, pid, dir.path());
+            super::started::print_started(p.flag("--json"), id, process_id, pid, dir.path());
             Ok(())
         }
         Err(e) => {

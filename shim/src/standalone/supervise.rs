@@ -8,9 +8,11 @@
 //!    `stdin`, `winsz` and `control` as read ends plus a held write end (so they never
 //!    reach EOF between two managers); `control` (requests such as `close-stdin`, see
 //!    [`super::control`]) and, for a tty process, the `tty` marker are created here;
-//! 2. starts the process with runc (`create`+`start` for a container's init, `exec -d`
-//!    for a process in a running container), `--pid-file <dir>/pidfile`, runc's log in
-//!    `<dir>/log.json`, through a runc monitor that shares the reaper;
+//! 2. starts the process with runc through the core's launch ([`crate::supervisor::launch`]:
+//!    `create`+`start` for a container's init, `exec -d` for a process in a running
+//!    container, `run -d` for a pea), `--pid-file <dir>/pidfile`, runc's log in
+//!    `<dir>/log.json`, through a runc monitor that shares the reaper; until it has
+//!    reported, a failure undoes the launch (the container is deleted, the exec killed);
 //! 3. reports `started <pid>` (or `error <kind> <message>`) on its stdout, the caller's
 //!    readiness pipe, and then runs one epoll loop over the stdio pumps, the `winsz` and
 //!    `control` streams and a signalfd;
@@ -18,9 +20,9 @@
 //!    EOF), and stays until the output it buffered has been read by a manager — then it
 //!    closes the FIFOs' write ends (an attached manager sees EOF) and exits.
 //!
-//! The loop's base, the process's pipes or pty, its pumps and its output's drain after
-//! the exit are the shared core's ([`crate::supervisor`]: `event_base`, `wiring`,
-//! `process_stdio`). What is this face's own: the FIFOs are held apart from the pumps and
+//! The launch, the loop's base, the process's pipes or pty, its pumps and its output's
+//! drain after the exit are the shared core's ([`crate::supervisor`]: `launch`,
+//! `event_base`, `wiring`, `process_stdio`). What is this face's own: the FIFOs are held apart from the pumps and
 //! closed only once a manager has read what they hold (the containerd face's FIFOs are
 //! containerd's, and it learns of the exit from an event, not from EOF), and the exit is
 //! the one pid this supervisor started (no process table: nothing to hold back or
@@ -32,7 +34,8 @@
 //!
 //! SIGTERM, SIGINT and SIGHUP are ignored while the process lives (the supervisor
 //! survives its manager); after the exit they end the wait for a reader (`delete` uses
-//! this), dropping whatever output nobody read.
+//! this), dropping whatever output nobody read — once a manager that is taking spooled
+//! output has it, or has stopped, or after 10 s (the shared core's `DeleteLinger`).
 
 use super::control::{self, Request, CONTROL};
 use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
@@ -42,14 +45,15 @@ use super::spool_flags::{self, SpoolFlags};
 use super::{keeper, pea, pty_eof, supervisor_log};
 use crate::supervisor::epoll::{Ready, Token};
 use crate::supervisor::event_base::EventBase;
+use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
 use crate::supervisor::pidfd;
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
+use crate::supervisor::process_stdio::{DeleteLinger, Linger, ProcessStdio, Stream};
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::wiring::{self, PipeOptions, Sink};
 use crate::supervisor::{fionread, signals, tty};
 use fifo::{ExitRecord, PinnedDir, ProcessDir, StartRecord, WinszDecoder};
 use nix::sys::signal::Signal;
-use runc_wrapper::{ConsoleSocket, CreateOpts, ExecOpts, ProcessIo};
+use runc_wrapper::ProcessIo;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -62,8 +66,6 @@ const FILE_MODE: u32 = 0o644;
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Longest process spec accepted on stdin.
 const MAX_SPEC: u64 = 4 << 20;
-/// How long runc gets to hand over a pty master.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the exit, an output source that is still open (a descendant holds it) but idle
 /// for this long is abandoned; what it already delivered to the FIFO is still kept.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -306,7 +308,9 @@ struct Supervisor {
     /// Set for a pea: what ties it to its runc container and to the outer init.
     pea: Option<PeaTies>,
     exited: bool,
-    stop: bool,
+    /// A termination signal after the exit: the supervisor goes once the spooled output
+    /// a manager is taking has been taken (see `linger_done`).
+    stop: Option<DeleteLinger>,
     /// What the output spools dropped, reported in the process directory.
     drops: spool_flags::DropReport,
 }
@@ -400,12 +404,6 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     let runc = plan.depot.runc(Some(&log), Some(reaper.monitor()));
     let id = plan.container.as_str();
 
-    let console = if plan.tty {
-        Some(ConsoleSocket::new().map_err(|e| CliError::Failed(e.to_string()))?)
-    } else {
-        None
-    };
-    let console_path = console.as_ref().map(|c| c.path().to_path_buf());
     // With a terminal the pumps are wired once runc has handed the pty master over.
     let (io, mut stdio) = if plan.tty {
         (ProcessIo::default(), ProcessStdio::default())
@@ -429,38 +427,14 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         Kind::Pea { outer_pid, .. } => Some(pin_outer_init(&runc, id, *outer_pid)?),
         _ => None,
     };
-    let mut master = None;
-    // Armed once a pea's runc container exists: every way out of here but success
-    // deletes it again (nothing half-created).
-    let mut undo_pea = UndoPea(None);
-    match &plan.kind {
-        Kind::Run { bundle } => {
-            runc.create(
-                id,
+    let (what, runc_id) = match &plan.kind {
+        Kind::Run { bundle } => (
+            Launch::Init {
                 bundle,
-                CreateOpts {
-                    pid_file: Some(dir.pidfile()),
-                    console_socket: console_path,
-                    io,
-                    ..Default::default()
-                },
-            )
-            .map_err(CliError::runc)?;
-            let started = (|| -> CliResult<()> {
-                if let Some(c) = &console {
-                    master = Some(
-                        c.receive_master(CONSOLE_TIMEOUT)
-                            .map_err(|e| CliError::Failed(e.to_string()))?,
-                    );
-                }
-                runc.start(id).map_err(CliError::runc)
-            })();
-            if let Err(e) = started {
-                // Nothing half-created: the container goes again.
-                let _ = runc.delete(id, true);
-                return Err(e);
-            }
-        }
+                flags: ContainerFlags::default(),
+            },
+            id,
+        ),
         Kind::Pea {
             runc_id, bundle, ..
         } => {
@@ -474,77 +448,39 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
                 serde_json::to_vec(&record).map_err(|e| CliError::Failed(e.to_string()))?;
             fifo::write_atomic(&dir.path().join(pea::PEA_JSON), &record, pea::PEA_JSON_MODE)
                 .map_err(|e| CliError::fifo_at(e, &plan.dir.join(pea::PEA_JSON)))?;
-            let ran = runc.run(
-                runc_id,
-                dir.path(),
-                CreateOpts {
-                    pid_file: Some(dir.pidfile()),
-                    console_socket: console_path,
-                    no_new_keyring: true,
-                    detach: true,
-                    io,
-                    ..Default::default()
+            let flags = ContainerFlags {
+                no_new_keyring: true,
+                ..Default::default()
+            };
+            (
+                Launch::Run {
+                    bundle: dir.path(),
+                    flags,
                 },
-            );
-            if let Err(e) = ran {
-                // Nothing half-created, but never someone else's container of that name.
-                // runc's own words (1.1: "container with given ID already exists",
-                // older: "container with id exists"); a mount's "file exists" is not it.
-                let taken = e.runtime_message().is_some_and(|m| {
-                    m.contains("container with given ID already exists")
-                        || m.contains("container with id exists")
-                });
-                if taken {
-                    return Err(CliError::Exists {
-                        what: format!("runc container {runc_id:?} (the pea's name)"),
-                        path: plan.depot.runc_root.join(runc_id),
-                    });
-                }
-                let _ = runc.delete(runc_id, true);
-                return Err(CliError::runc(e));
-            }
-            undo_pea.arm(&runc, runc_id);
-            if let Some(c) = &console {
-                master = Some(
-                    c.receive_master(CONSOLE_TIMEOUT)
-                        .map_err(|e| CliError::Failed(e.to_string()))?,
-                );
-            }
-        }
-        Kind::Exec => {
-            runc.exec(
-                id,
-                spec,
-                ExecOpts {
-                    pid_file: Some(dir.pidfile()),
-                    console_socket: console_path,
-                    detach: true,
-                    io,
-                    process_dir: Some(dir.path().to_path_buf()),
-                    ..Default::default()
-                },
+                runc_id.as_str(),
             )
-            .map_err(exec_error)?;
-            if let Some(c) = &console {
-                match c.receive_master(CONSOLE_TIMEOUT) {
-                    Ok(m) => master = Some(m),
-                    Err(e) => {
-                        if let Ok(Some(pid)) = dir.read_pid() {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                Signal::SIGKILL,
-                            );
-                        }
-                        return Err(CliError::Failed(e.to_string()));
-                    }
-                }
-            }
         }
+        Kind::Exec => (
+            Launch::Exec {
+                spec,
+                spec_dir: Some(dir.path()),
+            },
+            id,
+        ),
+    };
+    let launch_io = LaunchIo {
+        io,
+        terminal: plan.tty,
+        pid_file: dir.pidfile(),
+    };
+    // Until committed at the very end, every way out of here undoes the launch: the
+    // container made goes again (a pea's too), an exec is killed.
+    let mut launched =
+        launch(&runc, runc_id, what, launch_io).map_err(|e| launch_error(e, plan))?;
+    if let Kind::Run { .. } = plan.kind {
+        launched.start().map_err(|e| launch_error(e, plan))?;
     }
-    let pid = dir
-        .read_pid()
-        .map_err(CliError::fifo)?
-        .ok_or_else(|| CliError::Failed("runc wrote no pid file".into()))?;
+    let pid = launched.pid();
     let pea = match &plan.kind {
         Kind::Pea { runc_id, .. } => {
             let ties = PeaTies {
@@ -572,7 +508,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
             .map_err(|e| CliError::fifo_at(e, &plan.dir.join(fifo::STARTTIME)))?;
     }
 
-    let master = match master {
+    let master = match launched.take_master() {
         Some(m) => {
             stdio = wiring::terminal(
                 &m,
@@ -584,7 +520,6 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         }
         None => None,
     };
-    drop(console);
 
     let Fifos {
         exit_hold,
@@ -617,7 +552,7 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
         master,
         pea,
         exited: false,
-        stop: false,
+        stop: None,
         drops: spool_flags::DropReport::new(&plan.dir),
     };
     sup.register()
@@ -625,38 +560,38 @@ fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i3
     // Only now: runc and the process were started with the score we were given.
     keeper::protect_from_oom();
     // It exits with the process; we reap it as any other child (the reaper's loop).
-    match pidfd::open(pid) {
-        Ok(fd) => {
-            if let Err(e) = keeper::spawn_keeper(&sup.process_output_ends(), &fd) {
+    match launched.pidfd() {
+        Some(fd) => {
+            if let Err(e) = keeper::spawn_keeper(&sup.process_output_ends(), fd) {
                 log::warn!("no keeper for process {pid}: {e}");
             }
         }
         // Exited and reaped already (by nobody else: it is our child), or no pidfds.
-        Err(e) => log::warn!("no keeper for process {pid}: pidfd: {e}"),
+        None => log::warn!("no keeper for process {pid}: no pidfd"),
     }
-    undo_pea.disarm();
+    launched.commit();
     Ok((sup, pid))
 }
 
-/// Deletes a pea's runc container (`runc delete --force`) when dropped while armed: a
-/// pea whose start failed half-way leaves nothing.
-struct UndoPea(Option<(runc_wrapper::Runc, String)>);
-
-impl UndoPea {
-    fn arm(&mut self, runc: &runc_wrapper::Runc, id: &str) {
-        self.0 = Some((runc.clone(), id.to_string()));
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for UndoPea {
-    fn drop(&mut self) {
-        if let Some((runc, id)) = self.0.take() {
-            let _ = runc.delete(&id, true);
+/// A launch's failure as the standalone face reports it (`error <kind> <message>`).
+fn launch_error(e: LaunchError, plan: &Plan) -> CliError {
+    match (e, &plan.kind) {
+        // Never someone else's container of that name (the launch left it alone).
+        (LaunchError::Runc(e), Kind::Pea { runc_id, .. })
+            if e.kind() == runc_wrapper::ErrorKind::AlreadyExists =>
+        {
+            CliError::Exists {
+                what: format!("runc container {runc_id:?} (the pea's name)"),
+                path: plan.depot.runc_root.join(runc_id),
+            }
         }
+        (LaunchError::Runc(e), Kind::Exec) => exec_error(e),
+        (LaunchError::Runc(e), _) => CliError::runc(e),
+        (LaunchError::Terminal(e) | LaunchError::ConsoleSocket(e), _) => {
+            CliError::Failed(e.to_string())
+        }
+        (LaunchError::NoPidFile(_), _) => CliError::Failed("runc wrote no pid file".into()),
+        (LaunchError::PidFile(e), _) => CliError::fifo(e),
     }
 }
 
@@ -853,7 +788,8 @@ impl Supervisor {
         let signals = self.base.signals();
         for sig in &signals {
             if *sig != Signal::SIGCHLD && self.exited {
-                self.stop = true;
+                self.stop
+                    .get_or_insert_with(|| DeleteLinger::new(Instant::now()));
             }
         }
         for exit in self.reaper.reap() {
@@ -901,13 +837,21 @@ impl Supervisor {
 
     /// After the exit: closes each FIFO once its pump has finished (or, after the grace,
     /// been abandoned with an idle source) and a manager has read everything in it. True
-    /// when all are closed, or on a termination signal.
+    /// when all are closed, or after a termination signal once no manager is taking
+    /// spooled output (bounded).
     fn linger_done(&mut self) -> bool {
         if !self.exited {
             return false;
         }
-        if self.stop {
-            return true;
+        if let Some(linger) = &self.stop {
+            match linger.check(self.stdio.backlog(), Instant::now()) {
+                Linger::Wait(_) => {}
+                Linger::Drained => return true,
+                Linger::Drop { spooled, why } => {
+                    log::warn!("delete: {spooled} spooled bytes dropped unread ({why})");
+                    return true;
+                }
+            }
         }
         self.stdio
             .abandon_idle_outputs(self.base.poller(), Instant::now());

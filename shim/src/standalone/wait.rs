@@ -1,9 +1,10 @@
 //! `wait`: block until a process has exited, print its exit code and exit with it.
 
 use super::args::{self, Spec};
-use super::attach::{exit_record_of, resolve_dir};
+use super::attach::resolve_dir;
 use super::depot::Depot;
 use super::errors::{CliError, CliResult};
+use super::exit_record::exit_record_of;
 use std::io::Read;
 
 /// `wait --help`.

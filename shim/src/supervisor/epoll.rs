@@ -1,6 +1,6 @@
 //! A thin epoll wrapper with typed tokens and a cross-thread waker.
 
-use crate::supervisor::process_stdio::Stream;
+use crate::supervisor::stream::Stream;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;

@@ -60,7 +60,7 @@ impl EventBase {
 /// epoll takes (the loop then just wakes early and waits again).
 pub fn timeout_until(deadline: Instant, now: Instant) -> u16 {
     let left = deadline.saturating_duration_since(now);
-    left.as_millis().clamp(1, u128::from(u16::MAX)) as u16
+    u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]

@@ -134,8 +134,22 @@ pub fn parse(uri: &str) -> io::Result<LoggerSpec> {
     Ok(spec)
 }
 
+/// Why a part of a logger URI does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UnescapeError {
+    /// A `%` not followed by two hex digits.
+    #[error("bad escape in {0:?}")]
+    BadEscape(String),
+    /// `%00` somewhere: no NUL can reach argv or the environment.
+    #[error("NUL byte in {0:?}")]
+    Nul(String),
+    /// The decoded bytes are not UTF-8.
+    #[error("{0:?} is not UTF-8 once decoded")]
+    NotUtf8(String),
+}
+
 /// Decodes `%XX` escapes (and `+` as a space in a query) into UTF-8 without NUL.
-fn unescape(s: &str, query: bool) -> Result<String, String> {
+fn unescape(s: &str, query: bool) -> Result<String, UnescapeError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -147,7 +161,7 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
                     .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad escape in {s:?}"))?;
+                    .ok_or_else(|| UnescapeError::BadEscape(s.to_string()))?;
                 out.push(hex);
                 i += 3;
             }
@@ -162,9 +176,9 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
         }
     }
     if out.contains(&0) {
-        return Err(format!("NUL byte in {s:?}"));
+        return Err(UnescapeError::Nul(s.to_string()));
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| UnescapeError::NotUtf8(s.to_string()))
 }
 
 /// A logger that signalled ready, and the pipe ends the container writes to.
@@ -344,6 +358,9 @@ fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i3
     check(unsafe {
         libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, FIRST_FREE_FD)
     })?;
+    // Why the cast is exact: the two flags are 0x08 and 0x04 (glibc's spawn.h), and
+    // posix_spawnattr_setflags takes them as a short.
+    #[allow(clippy::cast_possible_truncation)]
     let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
     // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
     // sigset_t values that the calls copy.
@@ -491,8 +508,7 @@ impl Handle {
 /// Whether the process behind `pidfd` has exited (a pidfd polls readable then), waiting
 /// up to `timeout`.
 fn exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as u32;
-    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let ms = PollTimeout::try_from(timeout.as_millis()).unwrap_or(PollTimeout::MAX);
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, ms), Ok(n) if n > 0)
 }
@@ -536,8 +552,7 @@ fn wait_ready(ready: &OwnedFd, timeout: Duration) -> io::Result<Ready> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as u32)
-            .unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
             Ok(0) => {
@@ -583,8 +598,7 @@ fn readers_gone<const N: usize>(ws: [&OwnedFd; N], grace: Duration) -> io::Resul
             .map(|&i| PollFd::new(ws[i].as_fd(), PollFlags::empty()))
             .collect();
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as u32)
-            .unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) => {
                 for (fd, &i) in fds.iter().zip(&open) {

@@ -1,6 +1,8 @@
 //! The supervision core shared by both faces (containerd shim and standalone supervisor).
 //!
-//! Written once here: the loop's base ([`event_base`]: epoll, signals through a signalfd,
+//! Written once here: how a process is launched with runc and undone if that fails
+//! ([`launch`]: console socket, create/run/exec/restore with a pid file, pid, pidfd, pty
+//! master), the loop's base ([`event_base`]: epoll, signals through a signalfd,
 //! deadlines), a child-subreaper that reaps with `waitpid(-1)` without ever stealing a
 //! runc invocation's status ([`reaper`]), pidfd-tracked processes ([`pidfd`]), how a
 //! process is connected to its pumps ([`wiring`]: pipes or a pty master), its pumps as a
@@ -14,6 +16,7 @@ pub mod epoll;
 pub mod event_base;
 pub mod fionread;
 pub mod go_json;
+pub mod launch;
 pub mod logger_process;
 pub mod pidfd;
 pub mod process_stdio;
@@ -22,5 +25,6 @@ pub mod reaper;
 pub mod signals;
 pub mod spool;
 pub mod stdio;
+pub mod stream;
 pub mod tty;
 pub mod wiring;

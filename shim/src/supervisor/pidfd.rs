@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Opens a pidfd for `pid`. The caller must make sure `pid` still names its process (for
 /// a supervisor: the child has not been reaped yet).
@@ -17,7 +17,8 @@ pub fn open(pid: i32) -> io::Result<OwnedFd> {
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    let fd = ret as i32;
+    let fd = RawFd::try_from(ret)
+        .map_err(|_| io::Error::other(format!("pidfd_open returned {ret}, not an fd")))?;
     // SAFETY: the kernel just returned this fd to us and nobody else owns it; pidfds are
     // close-on-exec by default.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -52,7 +53,7 @@ mod tests {
             .arg("100")
             .spawn()
             .unwrap();
-        let fd = open(child.id() as i32).expect("pidfd_open");
+        let fd = open(i32::try_from(child.id()).unwrap()).expect("pidfd_open");
         send_signal(&fd, libc::SIGKILL).expect("signal");
         child.wait().unwrap();
         let err = send_signal(&fd, libc::SIGKILL).unwrap_err();

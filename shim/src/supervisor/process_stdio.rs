@@ -18,55 +18,19 @@
 //! standalone supervisor reports the exit at once and holds its *FIFOs* open, abandoning
 //! after the grace only the sources that have gone idle
 //! ([`ProcessStdio::abandon_idle_outputs`]), then waiting for a manager to read.
+//!
+//! A delete after the exit (containerd's Delete, the standalone `delete`'s SIGTERM) waits
+//! for output still spooled while a reader is taking it, bounded ([`DeleteLinger`], one
+//! rule for both faces): not at all when nobody reads, so a teardown with no reader stays
+//! fast; what is still spooled then is dropped and reported.
 
 use crate::supervisor::epoll::{Poller, Token};
 use crate::supervisor::fionread;
-use crate::supervisor::pump::{Direction, Pump, PumpState};
+use crate::supervisor::pump::{Pump, PumpState};
+pub use crate::supervisor::stream::Stream;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
-
-/// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
-/// and its input `Stdin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdin,
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    /// Every stream, in index order.
-    pub const ALL: [Stream; 3] = [Stream::Stdin, Stream::Stdout, Stream::Stderr];
-    /// The streams that carry the process's output.
-    pub const OUTPUTS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
-
-    /// Which way the stream's bytes move.
-    pub fn direction(self) -> Direction {
-        match self {
-            Stream::Stdin => Direction::Input,
-            Stream::Stdout | Stream::Stderr => Direction::Output,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Stream::Stdin => 0,
-            Stream::Stdout => 1,
-            Stream::Stderr => 2,
-        }
-    }
-
-    /// The stream's number in an epoll token.
-    pub(crate) fn to_bits(self) -> u8 {
-        self.index() as u8
-    }
-
-    /// The stream numbered `bits` by [`Stream::to_bits`].
-    pub(crate) fn from_bits(bits: u8) -> Option<Stream> {
-        Stream::ALL.get(usize::from(bits)).copied()
-    }
-}
 
 /// A set of streams: the pumps an operation ended or dropped. `Copy`, no allocation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,6 +77,96 @@ pub struct Ended {
     pub stream: Stream,
     /// Bytes it moved in its life.
     pub moved: u64,
+}
+
+/// How long a delete waits for spooled output that a reader is taking: the Go shim's
+/// bound on its IO wait at delete.
+pub const DELETE_LINGER: Duration = Duration::from_secs(10);
+/// A reader that has taken nothing for this long is not taking the spool: a delete does
+/// not wait for it (a reader that is gone, or that stopped reading, keeps no delete).
+pub const READER_IDLE: Duration = Duration::from_secs(1);
+
+/// Output still spooled, and when a reader last took bytes from a stream that has some.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub spooled: u64,
+    pub last_taken: Option<Instant>,
+}
+
+impl Backlog {
+    /// Both backlogs together (the processes of one container).
+    pub fn and(self, other: Backlog) -> Backlog {
+        Backlog {
+            spooled: self.spooled + other.spooled,
+            last_taken: self.last_taken.max(other.last_taken),
+        }
+    }
+}
+
+/// What a delete does about output still spooled, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linger {
+    /// Nothing is spooled: go on.
+    Drained,
+    /// A reader is taking the spool: look again by then (or on the next event).
+    Wait(Instant),
+    /// Go on without it: `spooled` bytes are dropped, for `why`.
+    Drop { spooled: u64, why: DropWhy },
+}
+
+/// Why a delete stopped waiting for spooled output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropWhy {
+    /// No reader has taken any for [`READER_IDLE`].
+    NoReader,
+    /// [`DELETE_LINGER`] is over.
+    TimedOut,
+}
+
+impl std::fmt::Display for DropWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropWhy::NoReader => write!(f, "no reader took any for {READER_IDLE:?}"),
+            DropWhy::TimedOut => write!(f, "still spooled after {DELETE_LINGER:?}"),
+        }
+    }
+}
+
+/// A delete's wait for spooled output, from when the delete came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteLinger {
+    since: Instant,
+}
+
+impl DeleteLinger {
+    pub fn new(now: Instant) -> Self {
+        DeleteLinger { since: now }
+    }
+
+    /// When the delete came.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// Whether the delete waits on, given what is spooled: while a reader took bytes in
+    /// the last [`READER_IDLE`], up to [`DELETE_LINGER`] after the delete came.
+    pub fn check(&self, backlog: Backlog, now: Instant) -> Linger {
+        if backlog.spooled == 0 {
+            return Linger::Drained;
+        }
+        let limit = self.since + DELETE_LINGER;
+        let drop = |why| Linger::Drop {
+            spooled: backlog.spooled,
+            why,
+        };
+        if now >= limit {
+            return drop(DropWhy::TimedOut);
+        }
+        match backlog.last_taken.map(|t| t + READER_IDLE) {
+            Some(idle_at) if now < idle_at => Linger::Wait(idle_at.min(limit)),
+            _ => drop(DropWhy::NoReader),
+        }
+    }
 }
 
 /// The stdio pumps of one process, and the state of its output drain.
@@ -241,6 +295,19 @@ impl ProcessStdio {
         self.pumps[stream.index()].as_ref().map_or(0, Pump::spooled)
     }
 
+    /// The output still spooled, and when a reader last took some (see [`DeleteLinger`]).
+    pub fn backlog(&self) -> Backlog {
+        Stream::OUTPUTS
+            .iter()
+            .filter_map(|s| self.pumps[s.index()].as_ref())
+            .filter(|p| p.spooled() > 0)
+            .map(|p| Backlog {
+                spooled: p.spooled(),
+                last_taken: p.last_taken(),
+            })
+            .fold(Backlog::default(), Backlog::and)
+    }
+
     /// Bytes the spool of `stream` has discarded under `drop-oldest`.
     pub fn dropped(&self, stream: Stream) -> u64 {
         self.pumps[stream.index()].as_ref().map_or(0, Pump::dropped)
@@ -346,6 +413,7 @@ fn register_pump(poller: &Poller, pump: &Pump, token: Token) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::supervisor::epoll::Ready;
+    use crate::supervisor::pump::Direction;
     use nix::fcntl::OFlag;
     use std::fs::File;
     use std::io::{Read, Write};
@@ -373,6 +441,207 @@ mod tests {
             ended.extend(stdio.run(poller, stream));
         }
         ended
+    }
+
+    #[test]
+    fn a_delete_waits_for_a_spool_only_while_a_reader_takes_it() {
+        let t0 = Instant::now();
+        let linger = DeleteLinger::new(t0);
+        let ms = Duration::from_millis;
+        let backlog = |spooled, taken: Option<Duration>| Backlog {
+            spooled,
+            last_taken: taken.map(|d| t0 + d),
+        };
+        // Nothing spooled: no wait, whoever reads.
+        assert_eq!(linger.check(backlog(0, None), t0), Linger::Drained);
+        assert_eq!(
+            linger.check(backlog(0, Some(ms(0))), t0 + ms(20_000)),
+            Linger::Drained
+        );
+        // A reader took some a moment ago: wait until it has been idle for READER_IDLE.
+        assert_eq!(
+            linger.check(backlog(5, Some(ms(0))), t0 + ms(200)),
+            Linger::Wait(t0 + READER_IDLE)
+        );
+        // Nobody took any for READER_IDLE (or ever): drop at once.
+        let no_reader = Linger::Drop {
+            spooled: 5,
+            why: DropWhy::NoReader,
+        };
+        assert_eq!(
+            linger.check(backlog(5, Some(ms(0))), t0 + READER_IDLE),
+            no_reader
+        );
+        assert_eq!(linger.check(backlog(5, None), t0), no_reader);
+        // A reader that keeps taking: waited for up to DELETE_LINGER, then dropped.
+        let late = t0 + DELETE_LINGER - ms(100);
+        assert_eq!(
+            linger.check(backlog(5, Some(DELETE_LINGER - ms(200))), late),
+            Linger::Wait(t0 + DELETE_LINGER)
+        );
+        assert_eq!(
+            linger.check(backlog(7, Some(DELETE_LINGER)), t0 + DELETE_LINGER),
+            Linger::Drop {
+                spooled: 7,
+                why: DropWhy::TimedOut
+            }
+        );
+        // Streams together: the bytes add up, the latest reader counts.
+        assert_eq!(
+            backlog(1, Some(ms(5))).and(backlog(2, Some(ms(9)))),
+            backlog(3, Some(ms(9)))
+        );
+        assert_eq!(backlog(1, None).and(Backlog::default()), backlog(1, None));
+    }
+
+    /// A spool in `dir`, as a face makes one by default (64 MiB, `block`).
+    fn spool_in(dir: &std::path::Path) -> crate::supervisor::spool::Spool {
+        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
+        let cfg = SpoolConfig {
+            name: "t".into(),
+            dir: dir.to_path_buf(),
+            limit: DEFAULT_LIMIT,
+            policy: SpoolPolicy::Block,
+        };
+        Spool::open(&cfg, "t").unwrap()
+    }
+
+    #[test]
+    fn the_backlog_counts_spooled_streams_only() {
+        use crate::supervisor::pump::set_nonblocking;
+        use std::os::fd::AsFd;
+        let poller = Poller::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (src_r, src_w) = pipe();
+        // Nobody reads the destination: once it is full, the rest is spooled.
+        let (_dst_r, dst_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        stdio.add(
+            Stream::Stdout,
+            output(src_r, dst_w).with_spool(spool_in(dir.path())),
+        );
+        stdio.register(&poller, 7).unwrap();
+        assert_eq!(stdio.backlog(), Backlog::default());
+        // Fill the destination through the pump, then the source (the writer would block).
+        let mut writer = File::from(src_w);
+        set_nonblocking(writer.as_fd()).unwrap();
+        let chunk = [b'x'; 4096];
+        for _ in 0..64 {
+            let _ = writer.write(&chunk);
+            stdio.run(&poller, Stream::Stdout);
+        }
+        while writer.write(&chunk).is_ok() {}
+        assert_eq!(
+            stdio.backlog(),
+            Backlog::default(),
+            "a moment ago the reader took some"
+        );
+        // The exit spools what the source holds.
+        stdio.exited(&poller, Instant::now(), Duration::ZERO);
+        let backlog = stdio.backlog();
+        assert!(backlog.spooled > 0, "{backlog:?}");
+        assert!(backlog.last_taken.is_some_and(|t| t <= Instant::now()));
+    }
+
+    /// The CPU time of the calling thread, in ns (schedstat: no unsafe, ns resolution).
+    fn thread_cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Moves `bytes` from a writer thread through one output pump (with a spool or
+    /// without) to a reader thread that keeps up, as a face's loop would; returns the
+    /// CPU time the pumping thread took.
+    fn pump_cpu_ns(bytes: usize, spool: Option<crate::supervisor::spool::Spool>) -> u64 {
+        let poller = Poller::new().unwrap();
+        let (src_r, src_w) = pipe();
+        let (dst_r, dst_w) = pipe();
+        let mut pump = output(src_r, dst_w);
+        if let Some(spool) = spool {
+            pump = pump.with_spool(spool);
+        }
+        let mut stdio = ProcessStdio::default();
+        stdio.add(Stream::Stdout, pump);
+        stdio.register(&poller, 7).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(src_w);
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..bytes / chunk.len() {
+                w.write_all(&chunk).unwrap();
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut r = File::from(dst_r);
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0;
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            total
+        });
+        let mut ready = Vec::new();
+        let started = thread_cpu_ns();
+        while stdio.is_open(Stream::Stdout) {
+            let timeout = stdio.next_recheck().map(|at| {
+                let ms = at.saturating_duration_since(Instant::now()).as_millis();
+                u16::try_from(ms).unwrap_or(u16::MAX)
+            });
+            poller.wait(timeout.or(Some(1000)), &mut ready).unwrap();
+            stdio.run(&poller, Stream::Stdout);
+            for stream in stdio.due_rechecks(Instant::now()) {
+                stdio.run(&poller, stream);
+            }
+        }
+        let cpu = thread_cpu_ns() - started;
+        writer.join().unwrap();
+        assert_eq!(reader.join().unwrap(), bytes, "every byte");
+        cpu
+    }
+
+    /// What the spool costs the direct path (issue 13: streaming must not slow down):
+    /// the pumping thread's CPU time for 256 MiB with a spool attached (and never used:
+    /// the reader keeps up) and without, interleaved. Not a wall-clock rate: CPU time
+    /// moves far less with the machine's load. `cargo test --release -- --ignored`.
+    #[test]
+    #[ignore]
+    fn the_direct_path_costs_the_same_with_a_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        const BYTES: usize = 256 << 20;
+        const ROUNDS: usize = 25;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let spool = || Some(spool_in(dir.path()));
+            if round % 2 == 0 {
+                with.push(pump_cpu_ns(BYTES, spool()));
+                without.push(pump_cpu_ns(BYTES, None));
+            } else {
+                without.push(pump_cpu_ns(BYTES, None));
+                with.push(pump_cpu_ns(BYTES, spool()));
+            }
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let ms = |v: &[u64]| v.iter().map(|n| *n as f64 / 1e6).collect::<Vec<_>>();
+        let ratios: Vec<f64> = with
+            .iter()
+            .zip(&without)
+            .map(|(w, wo)| *w as f64 / *wo as f64)
+            .collect();
+        eprintln!(
+            "pump CPU for 256 MiB, median of {ROUNDS}: with a spool {:.1} ms, without {:.1} \
+             ms; median of the rounds' ratios {:.3}",
+            median(&ms(&with)),
+            median(&ms(&without)),
+            median(&ratios)
+        );
     }
 
     #[test]

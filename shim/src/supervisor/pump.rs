@@ -56,10 +56,23 @@ struct Spooling {
     src_capacity: Option<usize>,
     /// Spool whatever the source holds once the destination is full (after the exit).
     eager: bool,
-    /// When the destination last took bytes.
+    /// When the destination last took bytes (as of the end of the last run, or the
+    /// last EAGAIN: the clock is read once a run, not once a splice).
     last_progress: Instant,
+    /// The destination took bytes since `last_progress` was last set.
+    progress_unstamped: bool,
     /// Set when the pump declined to spool because the reader was active a moment ago.
     recheck_at: Option<Instant>,
+}
+
+impl Spooling {
+    /// Records that the destination took bytes by `now`, if it took any since the last
+    /// record.
+    fn stamp_progress(&mut self, now: Instant) {
+        if std::mem::take(&mut self.progress_unstamped) {
+            self.last_progress = now;
+        }
+    }
 }
 
 /// How long a reader may take no bytes, while the writer is about to block, before the
@@ -130,6 +143,7 @@ impl Pump {
             src_capacity,
             eager: false,
             last_progress: Instant::now(),
+            progress_unstamped: false,
             recheck_at: None,
         }));
         self
@@ -143,36 +157,39 @@ impl Pump {
         }
     }
 
-    /// The destination is full (splice said EAGAIN): whether the source's bytes go to the
-    /// spool now. Only when they would otherwise block the writer — its pipe is at least
-    /// half full — and the reader has taken nothing for [`STALL`], or after the writer's
-    /// exit: a reader that is merely slower than the writer (streaming) then paces it as
-    /// before, without a disk write. A source that is not a pipe spools whatever it holds.
+    /// The destination is full or the source empty (splice said EAGAIN): whether the
+    /// source's bytes go to the spool now. Only when they would otherwise block the
+    /// writer — its pipe is at least half full — and the reader has taken nothing for
+    /// [`STALL`], or after the writer's exit: a reader that is merely slower than the
+    /// writer (streaming) then paces it as before, without a disk write. A source that is
+    /// not a pipe spools whatever it holds.
+    ///
+    /// While the reader took bytes less than [`STALL`] ago, the answer is no without
+    /// looking at the source: this runs on every EAGAIN of a stream (the hot path), and
+    /// the pump only asks to be run again once the reader has been quiet that long
+    /// (`recheck_at`: at most one wakeup per quiet spell), which is when the source's
+    /// fill is looked at.
     fn should_spool(&mut self) -> bool {
-        let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
         let Some(s) = self.spool.as_mut() else {
             return false;
         };
+        if !s.eager && s.src_capacity.is_some() {
+            let now = Instant::now();
+            s.stamp_progress(now);
+            let quiet_until = s.last_progress + STALL;
+            if now < quiet_until {
+                s.recheck_at = Some(quiet_until);
+                return false;
+            }
+        }
+        let pending = fionread::pending(self.src.as_fd()).unwrap_or(0);
         if pending == 0 {
             return false;
         }
-        let Some(cap) = s.src_capacity else {
-            return true;
-        };
-        if s.eager {
-            return true;
+        match s.src_capacity {
+            Some(cap) if !s.eager => pending >= cap / 2,
+            _ => true,
         }
-        if pending < cap / 2 {
-            return false;
-        }
-        // The reader took bytes a moment ago: it is slow, not gone; look again when it
-        // has been quiet for `STALL` (the face runs the pump then: `recheck_at`).
-        let quiet_until = s.last_progress + STALL;
-        if Instant::now() >= quiet_until {
-            return true;
-        }
-        s.recheck_at = Some(quiet_until);
-        false
     }
 
     /// When the pump wants to be run again without an event (see `should_spool`).
@@ -180,17 +197,23 @@ impl Pump {
         self.spool.as_ref().and_then(|s| s.recheck_at)
     }
 
-    /// `n` bytes reached the destination.
+    /// `n` bytes reached the destination (the time is taken by the end of the run).
     fn progressed(&mut self, n: usize) {
         self.moved += n as u64;
         if let Some(s) = self.spool.as_mut() {
-            s.last_progress = Instant::now();
+            s.progress_unstamped = true;
         }
     }
 
     /// Bytes waiting in the spool.
     pub fn spooled(&self) -> u64 {
         self.spool.as_ref().map_or(0, |s| s.spool.len())
+    }
+
+    /// When the destination last took bytes, with a spool (`None` without one): whether
+    /// a reader is taking what is spooled.
+    pub fn last_taken(&self) -> Option<Instant> {
+        self.spool.as_ref().map(|s| s.last_progress)
     }
 
     /// Bytes the spool discarded under `drop-oldest`.
@@ -227,6 +250,16 @@ impl Pump {
     /// (or at EOF) and the destination full or nothing is left to move, so the next
     /// edge of either fd is what it waits for.
     pub fn run(&mut self) -> PumpState {
+        let state = self.run_until_blocked();
+        if let Some(s) = self.spool.as_mut() {
+            if s.progress_unstamped {
+                s.stamp_progress(Instant::now());
+            }
+        }
+        state
+    }
+
+    fn run_until_blocked(&mut self) -> PumpState {
         // Set when the destination refused bytes in this call: its next writable edge
         // will wake us, so nothing more is tried on it until then.
         let mut dst_full = false;

@@ -124,18 +124,27 @@ struct RuncMonitor {
     shared: Arc<Shared>,
 }
 
+/// The pid of a child we spawned, as the kernel's signed `pid_t`.
+pub fn pid_of(child: &Child) -> i32 {
+    // Why the cast is exact: `Child::id` is the kernel's pid_t, which is positive and at
+    // most pid_max (at most 2^22, PID_MAX_LIMIT), given back as a u32.
+    #[allow(clippy::cast_possible_wrap)]
+    let pid = child.id() as i32;
+    pid
+}
+
 impl ProcessMonitor for RuncMonitor {
     fn start(&self, cmd: &mut Command) -> io::Result<Child> {
         // Hold the lock across spawn: a reaper that collects the child before it is
         // registered blocks on this lock, then finds it registered.
         let mut children = self.shared.lock();
         let child = cmd.spawn()?;
-        children.running.insert(child.id() as i32);
+        children.running.insert(pid_of(&child));
         Ok(child)
     }
 
     fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
-        let pid = child.id() as i32;
+        let pid = pid_of(child);
         // Reap it ourselves if the reaper has not: one of the two calls gets the status,
         // the other sees ECHILD.
         let direct = loop {
@@ -174,7 +183,7 @@ impl ProcessMonitor for RuncMonitor {
     }
 
     fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
-        let pid = child.id() as i32;
+        let pid = pid_of(child);
         loop {
             // Reaped here, or by the reaper (ECHILD), which then files the status in `done`.
             let direct = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {

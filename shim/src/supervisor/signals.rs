@@ -37,7 +37,10 @@ pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {
 pub fn drain(fd: &mut SignalFd) -> Vec<Signal> {
     let mut seen = Vec::new();
     while let Ok(Some(info)) = fd.read_signal() {
-        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+        let signal = i32::try_from(info.ssi_signo)
+            .ok()
+            .and_then(|n| Signal::try_from(n).ok());
+        if let Some(sig) = signal {
             if !seen.contains(&sig) {
                 seen.push(sig);
             }

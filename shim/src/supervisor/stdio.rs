@@ -16,7 +16,7 @@ use crate::supervisor::logger_process::{self, LoggerSpec};
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::spool::SpoolConfig;
 use crate::supervisor::wiring::{self, chown, PipeOptions, Sink};
-use runc_wrapper::{ConsoleSocket, ProcessIo};
+use runc_wrapper::ProcessIo;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -83,9 +83,8 @@ pub struct Prepared {
     pub stdio: ProcessStdio,
     /// A write end of the stdin FIFO; dropping it is CloseIO.
     pub stdin_closer: Option<File>,
-    /// With a terminal: the socket runc sends the pty master to.
-    pub console: Option<ConsoleSocket>,
-    /// With a terminal: the FIFO ends to connect to the pty master once it arrives.
+    /// With a terminal: the FIFO ends to connect to the pty master once it arrives
+    /// (the launch receives it: `supervisor::launch`).
     pending_tty: Option<PendingTty>,
     /// With a `binary://` logger: its pid (informational; nobody waits for it).
     logger_pid: Option<i32>,
@@ -98,7 +97,7 @@ struct PendingTty {
 }
 
 /// The environment containerd gives a `binary://` logger: pass it to [`prepare_with_env`].
-// Unused until the containerd face passes its ids (service.rs, see prepare_with_env).
+// Unused until the containerd face passes its ids (containerd/task/, see prepare_with_env).
 #[allow(dead_code)]
 pub fn logger_env(container_id: &str, namespace: &str) -> Vec<(String, String)> {
     vec![
@@ -146,7 +145,6 @@ pub fn prepare_with_env(
         p => Some(open_stdin_fifo(p)?),
     };
     if cfg.terminal {
-        out.console = Some(ConsoleSocket::new().map_err(io::Error::other)?);
         let mut tty = PendingTty::default();
         if let Some((reader, closer)) = stdin_fifo {
             tty.stdin = Some(reader);
@@ -210,21 +208,23 @@ impl Prepared {
         self.logger_pid
     }
 
+    /// Whether the process gets a terminal (its pumps wait for the pty master).
+    pub fn has_terminal(&self) -> bool {
+        self.pending_tty.is_some()
+    }
+
     /// How many pumps carry output (what a delete waits for).
     pub fn output_pumps(&self) -> usize {
         self.stdio.open_outputs()
     }
 
-    /// With a terminal: receives the pty master from runc (call after runc create/exec
-    /// succeeded) and adds the pumps between it and the FIFOs. Returns a handle on the
-    /// master for resizing.
-    pub fn attach_console(&mut self, timeout: std::time::Duration) -> io::Result<File> {
-        let console = self
-            .console
+    /// With a terminal: adds the pumps between the pty `master` runc handed over (see
+    /// `supervisor::launch`) and the FIFOs. Returns a handle on the master for resizing.
+    pub fn attach_terminal(&mut self, master: OwnedFd) -> io::Result<File> {
+        let tty = self
+            .pending_tty
             .take()
-            .ok_or_else(|| io::Error::other("no console socket for a terminal process"))?;
-        let master = console.receive_master(timeout).map_err(io::Error::other)?;
-        let tty = self.pending_tty.take().unwrap_or_default();
+            .ok_or_else(|| io::Error::other("a pty master for a process without a terminal"))?;
         self.stdio = wiring::terminal(&master, tty.stdin.map(OwnedFd::from), tty.stdout)?;
         Ok(File::from(master))
     }

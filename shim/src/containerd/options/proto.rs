@@ -3,18 +3,32 @@
 
 use super::cri_toml::options_from_toml_bytes;
 use super::{decode_err, read_toml_config, CheckpointOptions, OptionsError, RuncOptions};
-use crate::containerd::wire;
+use crate::containerd::wire::{self, WireError};
 use containerd_shim_protos::shim::oci;
 use protobuf::Message;
 use std::path::Path;
 
-pub(super) fn decode_runc_v1(value: &[u8]) -> Result<RuncOptions, String> {
-    let m = oci::Options::parse_from_bytes(value).map_err(|e| e.to_string())?;
+/// Why the bytes of a protobuf options message do not decode.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProtoError {
+    /// The generated decoder refused them.
+    #[error("{0}")]
+    Protobuf(#[from] protobuf::Error),
+    /// The hand-written wire reader refused them.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// containerd 1.x's `criu_path`, kept as an unknown field, is not a string.
+    #[error("field 8 (criu_path) is not valid UTF-8")]
+    CriuPathNotUtf8,
+}
+
+pub(super) fn decode_runc_v1(value: &[u8]) -> Result<RuncOptions, ProtoError> {
+    let m = oci::Options::parse_from_bytes(value)?;
     // criu_path (field 8) was removed from the message in containerd 2.0 but
     // containerd 1.x still sends it; the generated type keeps it as unknown.
     let criu_path = match m.special_fields.unknown_fields().get(8) {
         Some(protobuf::UnknownValueRef::LengthDelimited(b)) => std::str::from_utf8(b)
-            .map_err(|_| "field 8 (criu_path) is not valid UTF-8".to_string())?
+            .map_err(|_| ProtoError::CriuPathNotUtf8)?
             .to_string(),
         _ => String::new(),
     };
@@ -35,8 +49,8 @@ pub(super) fn decode_runc_v1(value: &[u8]) -> Result<RuncOptions, String> {
 }
 
 /// `containerd.runc.v1.CheckpointOptions`.
-pub(super) fn decode_runc_v1_checkpoint(value: &[u8]) -> Result<CheckpointOptions, String> {
-    let m = oci::CheckpointOptions::parse_from_bytes(value).map_err(|e| e.to_string())?;
+pub(super) fn decode_runc_v1_checkpoint(value: &[u8]) -> Result<CheckpointOptions, ProtoError> {
+    let m = oci::CheckpointOptions::parse_from_bytes(value)?;
     Ok(CheckpointOptions {
         exit: m.exit,
         open_tcp: m.open_tcp,
@@ -51,7 +65,7 @@ pub(super) fn decode_runc_v1_checkpoint(value: &[u8]) -> Result<CheckpointOption
 }
 
 /// `containerd.linux.runc.CreateOptions` (runtime/linux/runctypes/runc.proto).
-pub(super) fn decode_legacy_create(value: &[u8]) -> Result<RuncOptions, String> {
+pub(super) fn decode_legacy_create(value: &[u8]) -> Result<RuncOptions, ProtoError> {
     let mut o = RuncOptions::default();
     let mut r = wire::Reader::new(value);
     while let Some((field, v)) = r.next_field()? {
@@ -79,7 +93,7 @@ pub(super) fn decode_legacy_create(value: &[u8]) -> Result<RuncOptions, String> 
 }
 
 /// `containerd.linux.runc.RuncOptions` (runtime/linux/runctypes/runc.proto).
-pub(super) fn decode_legacy_runc(value: &[u8]) -> Result<RuncOptions, String> {
+pub(super) fn decode_legacy_runc(value: &[u8]) -> Result<RuncOptions, ProtoError> {
     let mut o = RuncOptions::default();
     let mut r = wire::Reader::new(value);
     while let Some((field, v)) = r.next_field()? {
@@ -96,7 +110,7 @@ pub(super) fn decode_legacy_runc(value: &[u8]) -> Result<RuncOptions, String> {
 
 /// `containerd.linux.runc.CheckpointOptions`. Note the legacy message numbers
 /// `work_path` 8 and `image_path` 9, the reverse of the runc v1 message.
-pub(super) fn decode_legacy_checkpoint(value: &[u8]) -> Result<CheckpointOptions, String> {
+pub(super) fn decode_legacy_checkpoint(value: &[u8]) -> Result<CheckpointOptions, ProtoError> {
     let mut o = CheckpointOptions::default();
     let mut r = wire::Reader::new(value);
     while let Some((field, v)) = r.next_field()? {

@@ -250,7 +250,7 @@ fn wire_errors_do_not_panic() {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         for t in [

@@ -299,7 +299,7 @@ impl Parser {
             _ => {}
         }
         if let Some(i) = parse_integer(&token) {
-            return i.map(Value::Int).or_else(|m| self.err(m));
+            return i.map(Value::Int).or_else(|m| self.err(m.to_string()));
         }
         if is_float(&token) || is_datetime(&token) {
             return Ok(Value::Other);
@@ -526,9 +526,20 @@ impl Parser {
     }
 }
 
+/// Why a token shaped like an integer is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum IntegerError {
+    /// Misplaced `_`, a leading zero, a sign on a hex/octal/binary number.
+    #[error("invalid integer '{0}'")]
+    Malformed(String),
+    /// Outside `i64`.
+    #[error("integer '{0}' is out of range")]
+    OutOfRange(String),
+}
+
 /// `None` if `token` is not shaped like an integer; `Some(Err)` if it is
 /// but is malformed or out of range.
-fn parse_integer(token: &str) -> Option<Result<i64, String>> {
+fn parse_integer(token: &str) -> Option<Result<i64, IntegerError>> {
     let (neg, body) = match token.as_bytes().first() {
         Some(b'+') => (false, &token[1..]),
         Some(b'-') => (true, &token[1..]),
@@ -546,7 +557,7 @@ fn parse_integer(token: &str) -> Option<Result<i64, String>> {
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix) || c == '_') {
         return None;
     }
-    let bad = || Some(Err(format!("invalid integer '{token}'")));
+    let bad = || Some(Err(IntegerError::Malformed(token.to_string())));
     if digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
         return bad();
     }
@@ -559,10 +570,10 @@ fn parse_integer(token: &str) -> Option<Result<i64, String>> {
     let clean: String = digits.chars().filter(|&c| c != '_').collect();
     let magnitude = match i128::from_str_radix(&clean, radix) {
         Ok(m) => m,
-        Err(_) => return Some(Err(format!("integer '{token}' is out of range"))),
+        Err(_) => return Some(Err(IntegerError::OutOfRange(token.to_string()))),
     };
     let v = if neg { -magnitude } else { magnitude };
-    Some(i64::try_from(v).map_err(|_| format!("integer '{token}' is out of range")))
+    Some(i64::try_from(v).map_err(|_| IntegerError::OutOfRange(token.to_string())))
 }
 
 fn is_float(token: &str) -> bool {

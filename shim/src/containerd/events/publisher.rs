@@ -1,80 +1,28 @@
-//! Task events to containerd over ttrpc.
+//! The event publisher: task events to containerd over ttrpc, from one background thread.
 //!
 //! containerd hands every shim the address of its ttrpc socket in `TTRPC_ADDRESS`
 //! and expects task events (`/tasks/exit`, ...) to be forwarded to the
 //! `containerd.services.events.ttrpc.v1.Events/Forward` method there.
 //!
 //! The [`Publisher`] owns exactly one background thread and one unix-socket
-//! connection. It speaks ttrpc framing itself instead of using `ttrpc::Client`,
-//! because that client starts extra reader/writer threads per connection and the
-//! shim stays resident for the life of every container.
+//! connection ([`super::connection`]); events wait in a bounded queue ([`super::queue`]),
+//! already encoded ([`super::envelope`]).
 //!
 //! Delivery is at-least-once and in publish order: if a connection breaks after a
 //! request was written but before its answer was read, the event is sent again on
 //! a new connection (containerd tolerates duplicates; losing a `TaskExit` would
 //! leave a task that never exits in containerd's eyes).
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::{SocketAddr, UnixStream};
-use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::containerd::event_types::EventMessage;
-use containerd_shim_protos::shim::event::Envelope;
-use containerd_shim_protos::shim::events::ForwardRequest;
-use nix::errno::Errno;
-use nix::sys::socket::MsgFlags;
-use protobuf::well_known_types::any::Any;
-use protobuf::well_known_types::timestamp::Timestamp;
-use protobuf::{Message, MessageField};
-use ttrpc::proto::{Code, KeyValue, Request, Response};
-
-/// Event topics a task shim publishes, as containerd names them.
-///
-/// Re-exported from `containerd_shim_protos::topics` so the strings have one
-/// source of truth.
-pub mod topics {
-    /// A task was checkpointed (`TaskCheckpointed`).
-    pub use containerd_shim_protos::topics::TASK_CHECKPOINTED_EVENT_TOPIC as TASK_CHECKPOINTED;
-    /// A task was created (`TaskCreate`).
-    pub use containerd_shim_protos::topics::TASK_CREATE_EVENT_TOPIC as TASK_CREATE;
-    /// A task was deleted (`TaskDelete`).
-    pub use containerd_shim_protos::topics::TASK_DELETE_EVENT_TOPIC as TASK_DELETE;
-    /// An exec process was added to a task (`TaskExecAdded`).
-    pub use containerd_shim_protos::topics::TASK_EXEC_ADDED_EVENT_TOPIC as TASK_EXEC_ADDED;
-    /// An exec process was started (`TaskExecStarted`).
-    pub use containerd_shim_protos::topics::TASK_EXEC_STARTED_EVENT_TOPIC as TASK_EXEC_STARTED;
-    /// A task or exec process exited (`TaskExit`).
-    pub use containerd_shim_protos::topics::TASK_EXIT_EVENT_TOPIC as TASK_EXIT;
-    /// A task hit its memory limit (`TaskOOM`).
-    pub use containerd_shim_protos::topics::TASK_OOM_EVENT_TOPIC as TASK_OOM;
-    /// A task was paused (`TaskPaused`).
-    pub use containerd_shim_protos::topics::TASK_PAUSED_EVENT_TOPIC as TASK_PAUSED;
-    /// A task was resumed (`TaskResumed`).
-    pub use containerd_shim_protos::topics::TASK_RESUMED_EVENT_TOPIC as TASK_RESUMED;
-    /// A task was started (`TaskStart`).
-    pub use containerd_shim_protos::topics::TASK_START_EVENT_TOPIC as TASK_START;
-}
-
-/// ttrpc service containerd serves events on.
-const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
-/// Method of [`EVENTS_SERVICE`] that accepts an envelope from a shim.
-const FORWARD_METHOD: &str = "Forward";
-/// Metadata key the Go ttrpc client uses to carry the namespace; containerd's
-/// Forward handler reads the envelope, but sending it keeps us wire-identical
-/// with the Go shim for any interceptor that looks at it.
-const NAMESPACE_METADATA_KEY: &str = "containerd-namespace-ttrpc";
-
-/// ttrpc frame header: u32 length, u32 stream id, u8 type, u8 flags (big endian).
-const HEADER_LEN: usize = 10;
-const MESSAGE_TYPE_REQUEST: u8 = 1;
-const MESSAGE_TYPE_RESPONSE: u8 = 2;
-/// Largest frame payload either side of ttrpc accepts (4 MiB in Go and Rust ttrpc).
-const MAX_MESSAGE_LEN: usize = 4 << 20;
+use super::connection::{Connection, Outcome};
+use super::endpoint::{Endpoint, EndpointError};
+use super::envelope::encode_request;
+use super::queue::{Item, Pushed, Queue};
+use super::types::EventMessage;
 
 /// Events kept waiting at most; when full the oldest is dropped (with a warning),
 /// so a long containerd outage costs bounded memory.
@@ -100,97 +48,15 @@ const THREAD_STACK: usize = 256 * 1024;
 /// Why a [`Publisher`] could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The address was empty (containerd sets `TTRPC_ADDRESS` for every shim).
-    #[error("ttrpc address is empty: containerd passes it to the shim in TTRPC_ADDRESS")]
-    EmptyAddress,
-    /// The address is not a unix socket this publisher can dial.
-    #[error("invalid ttrpc address {address:?}: {reason}")]
-    InvalidAddress {
-        /// The address as given.
-        address: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The address is empty or not a unix socket this publisher can dial.
+    #[error(transparent)]
+    Address(#[from] EndpointError),
     /// The namespace was empty; containerd rejects events without one.
     #[error("event namespace is empty: containerd requires every event to carry one")]
     EmptyNamespace,
     /// The background thread could not be created.
     #[error("cannot start the event publisher thread: {0}")]
     Spawn(#[source] io::Error),
-}
-
-/// Why one delivery attempt failed (internal: only ever logged).
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("connect: {0}")]
-    Connect(#[source] io::Error),
-    #[error("send request: {0}")]
-    Send(#[source] io::Error),
-    #[error("read response: {0}")]
-    Receive(#[source] io::Error),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("stream ids exhausted on this connection")]
-    StreamIdsExhausted,
-}
-
-/// Where containerd listens.
-#[derive(Debug, Clone)]
-enum Endpoint {
-    Path(PathBuf),
-    Abstract(Vec<u8>),
-}
-
-impl Endpoint {
-    /// Accepts `/path`, `unix:///path`, a relative path, or `@name` (abstract
-    /// namespace, as Go's net package spells it).
-    fn parse(address: &str) -> Result<Endpoint, PublishError> {
-        let invalid = |reason: &str| PublishError::InvalidAddress {
-            address: address.to_string(),
-            reason: reason.to_string(),
-        };
-        let trimmed = address.trim();
-        if trimmed.is_empty() {
-            return Err(PublishError::EmptyAddress);
-        }
-        let rest = trimmed.strip_prefix("unix://").unwrap_or(trimmed);
-        if rest.is_empty() {
-            return Err(invalid("no socket path after unix://"));
-        }
-        if rest.contains('\0') {
-            return Err(invalid("contains a NUL byte"));
-        }
-        if let Some(name) = rest.strip_prefix('@') {
-            // Validate now so a bad name fails start, not every later attempt.
-            if let Err(e) = abstract_addr(name.as_bytes()) {
-                return Err(invalid(&e.to_string()));
-            }
-            return Ok(Endpoint::Abstract(name.as_bytes().to_vec()));
-        }
-        if !rest.starts_with('/') && rest.contains("://") {
-            return Err(invalid(
-                "only unix sockets are supported (\"/path\", \"unix:///path\" or \"@name\")",
-            ));
-        }
-        let path = PathBuf::from(rest);
-        // sun_path holds 107 bytes; fail at start rather than on every attempt.
-        if let Err(e) = SocketAddr::from_pathname(&path) {
-            return Err(invalid(&e.to_string()));
-        }
-        Ok(Endpoint::Path(path))
-    }
-
-    fn connect(&self) -> io::Result<UnixStream> {
-        match self {
-            Endpoint::Path(p) => UnixStream::connect(p),
-            Endpoint::Abstract(name) => UnixStream::connect_addr(&abstract_addr(name)?),
-        }
-    }
-}
-
-fn abstract_addr(name: &[u8]) -> io::Result<SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    SocketAddr::from_abstract_name(name)
 }
 
 /// Tunables; the public API uses the documented constants, tests shrink them.
@@ -215,46 +81,12 @@ impl Default for Config {
     }
 }
 
-/// One queued event: the ttrpc `Request` already encoded, so the thread only
-/// has to frame and send it.
-struct Item {
-    topic: String,
-    request: Vec<u8>,
-    queued_at: Instant,
-}
-
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Item>,
-    /// The thread holds an item taken from the queue (drain is not done yet).
-    in_flight: bool,
-    /// No new events accepted; the thread exits once the queue is empty.
-    closing: bool,
-    /// The thread must exit now, abandoning what is left.
-    stop: bool,
-    /// The thread has returned (or unwound).
-    exited: bool,
-    /// Duplicate of the thread's live socket so `close` can shut it down and
-    /// interrupt blocking I/O instead of waiting out the I/O timeout.
-    active: Option<UnixStream>,
-}
-
+/// What the publishers and the thread share.
 struct Shared {
-    state: Mutex<State>,
-    /// Signalled on every state change; the thread and closers all wait on it
-    /// (always `notify_all`, there are only ever a couple of waiters).
-    changed: Condvar,
+    queue: Queue,
     endpoint: Endpoint,
     namespace: String,
     config: Config,
-}
-
-impl Shared {
-    /// Locks the state, surviving poisoning: the state stays consistent across
-    /// every critical section, and a publisher must not panic its callers.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// Owns the thread handle; dropping the last [`Publisher`] clone drops this.
@@ -267,9 +99,7 @@ impl Drop for Inner {
     /// Without an explicit `close`, let the thread deliver what is queued (same
     /// bounds as always) and then exit on its own; never blocks.
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.closing = true;
-        self.shared.changed.notify_all();
+        self.shared.queue.close();
     }
 }
 
@@ -312,16 +142,14 @@ impl Publisher {
     fn start_with(
         ttrpc_address: &str,
         namespace: &str,
-        mut config: Config,
+        config: Config,
     ) -> Result<Publisher, PublishError> {
         let endpoint = Endpoint::parse(ttrpc_address)?;
         if namespace.is_empty() {
             return Err(PublishError::EmptyNamespace);
         }
-        config.capacity = config.capacity.max(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            queue: Queue::new(config.capacity),
             endpoint,
             namespace: namespace.to_string(),
             config,
@@ -330,7 +158,7 @@ impl Publisher {
         let handle = std::thread::Builder::new()
             .name("tether-events".to_string())
             .stack_size(THREAD_STACK)
-            .spawn(move || run(worker))
+            .spawn(move || run(&worker))
             .map_err(PublishError::Spawn)?;
         Ok(Publisher {
             inner: Arc::new(Inner {
@@ -343,7 +171,7 @@ impl Publisher {
     /// Queues one event for delivery; never blocks on I/O (only takes a mutex
     /// that is never held across I/O).
     ///
-    /// `topic` e.g. [`topics::TASK_EXIT`]; `type_url` the event's full protobuf
+    /// `topic` e.g. [`super::topics::TASK_EXIT`]; `type_url` the event's full protobuf
     /// name, e.g. `"containerd.events.TaskExit"` (what the Go shim sends, without
     /// a `type.googleapis.com/` prefix); `value` the encoded event. The envelope
     /// is stamped with the current time.
@@ -372,29 +200,15 @@ impl Publisher {
             request,
             queued_at: Instant::now(),
         };
-        let evicted = {
-            let mut st = shared.lock();
-            if st.closing {
-                drop(st);
-                log::warn!("dropping event {topic}: the event publisher is closed");
-                return;
-            }
-            let evicted = if st.queue.len() >= shared.config.capacity {
-                st.queue.pop_front()
-            } else {
-                None
-            };
-            st.queue.push_back(item);
-            shared.changed.notify_all();
-            evicted
-        };
-        // Log outside the lock: a slow logger must not stall the event thread.
-        if let Some(old) = evicted {
-            log::warn!(
+        // Log outside the queue's lock: a slow logger must not stall the event thread.
+        match shared.queue.push(item) {
+            Pushed::Queued => {}
+            Pushed::Evicted(old) => log::warn!(
                 "event queue full ({} events, containerd unreachable?): dropping oldest event {}",
-                shared.config.capacity,
+                shared.queue.capacity(),
                 old.topic
-            );
+            ),
+            Pushed::Closed => log::warn!("dropping event {topic}: the event publisher is closed"),
         }
     }
 
@@ -418,34 +232,12 @@ impl Publisher {
     /// (with a warning) if it is stuck in `connect`. Idempotent; affects every
     /// clone.
     pub fn close(&self, timeout: Duration) {
-        let shared = &self.inner.shared;
         let deadline = Instant::now().checked_add(timeout);
-        let mut st = shared.lock();
-        st.closing = true;
-        shared.changed.notify_all();
-        while (!st.queue.is_empty() || st.in_flight) && !st.exited {
-            let (guard, timed_out) = wait_until(&shared.changed, st, deadline);
-            st = guard;
-            if timed_out {
-                break;
-            }
-        }
-        st.stop = true;
-        if let Some(sock) = &st.active {
-            // Interrupts a blocking send/recv at once instead of after IO_TIMEOUT.
-            let _ = sock.shutdown(std::net::Shutdown::Both);
-        }
-        shared.changed.notify_all();
-        let grace = Instant::now().checked_add(STOP_GRACE);
-        while !st.exited {
-            let (guard, timed_out) = wait_until(&shared.changed, st, grace);
-            st = guard;
-            if timed_out {
-                break;
-            }
-        }
-        let exited = st.exited;
-        drop(st);
+        let exited = self
+            .inner
+            .shared
+            .queue
+            .drain_then_stop(deadline, STOP_GRACE);
         let handle = self
             .inner
             .thread
@@ -463,203 +255,13 @@ impl Publisher {
     }
 }
 
-/// Waits on `cv` until notified or `deadline` (None: no deadline). Returns the
-/// guard and whether the deadline has passed.
-fn wait_until<'a>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, State>,
-    deadline: Option<Instant>,
-) -> (MutexGuard<'a, State>, bool) {
-    match deadline {
-        None => (cv.wait(guard).unwrap_or_else(|e| e.into_inner()), false),
-        Some(deadline) => {
-            let now = Instant::now();
-            if now >= deadline {
-                return (guard, true);
-            }
-            let (guard, _) = cv
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|e| e.into_inner());
-            (guard, Instant::now() >= deadline)
-        }
-    }
-}
-
-/// Builds the ttrpc `Request` carrying `ForwardRequest { Envelope }`.
-fn encode_request(
-    namespace: &str,
-    topic: &str,
-    type_url: &str,
-    value: Vec<u8>,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut any = Any::new();
-    any.type_url = type_url.to_string();
-    any.value = value;
-    let mut envelope = Envelope::new();
-    envelope.timestamp = MessageField::some(now_timestamp());
-    envelope.namespace = namespace.to_string();
-    envelope.topic = topic.to_string();
-    envelope.event = MessageField::some(any);
-    let mut forward = ForwardRequest::new();
-    forward.envelope = MessageField::some(envelope);
-    let payload = forward
-        .write_to_bytes()
-        .map_err(|e| format!("cannot encode ForwardRequest: {e}"))?;
-
-    let mut request = Request::new();
-    request.service = EVENTS_SERVICE.to_string();
-    request.method = FORWARD_METHOD.to_string();
-    request.payload = payload;
-    request.timeout_nano = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
-    let mut kv = KeyValue::new();
-    kv.key = NAMESPACE_METADATA_KEY.to_string();
-    kv.value = namespace.to_string();
-    request.metadata.push(kv);
-    let bytes = request
-        .write_to_bytes()
-        .map_err(|e| format!("cannot encode ttrpc request: {e}"))?;
-    if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(format!(
-            "encoded request is {} bytes, over the ttrpc limit of {MAX_MESSAGE_LEN}",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Current time as a protobuf Timestamp. Done by hand because protobuf's
-/// `From<SystemTime>` panics outside the Timestamp range.
-fn now_timestamp() -> Timestamp {
-    let mut ts = Timestamp::new();
-    if let Ok(d) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
-        ts.seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        // subsec_nanos() < 1e9 always fits.
-        ts.nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
-    }
-    ts
-}
-
-/// One ttrpc client connection; requests are strictly one at a time.
-struct Connection {
-    stream: UnixStream,
-    next_stream_id: u32,
-}
-
-/// What containerd said about one event.
-enum Outcome {
-    Delivered,
-    Rejected(String),
-}
-
-impl Connection {
-    fn open(endpoint: &Endpoint, io_timeout: Duration) -> Result<Connection, AttemptError> {
-        let stream = endpoint.connect().map_err(AttemptError::Connect)?;
-        // A zero Duration is rejected by set_*_timeout; never configured, but
-        // fall back to "no timeout" rather than fail.
-        let timeout = (!io_timeout.is_zero()).then_some(io_timeout);
-        stream
-            .set_read_timeout(timeout)
-            .map_err(AttemptError::Connect)?;
-        stream
-            .set_write_timeout(timeout)
-            .map_err(AttemptError::Connect)?;
-        Ok(Connection {
-            stream,
-            next_stream_id: 1,
-        })
-    }
-
-    /// Sends one encoded request and reads its response. `Err` means the
-    /// connection is unusable and the event may be retried; `Ok(Rejected)` means
-    /// containerd answered with an error status.
-    fn call(&mut self, request: &[u8]) -> Result<Outcome, AttemptError> {
-        let stream_id = self.next_stream_id;
-        // Client streams are odd; running out needs a new connection.
-        self.next_stream_id = stream_id
-            .checked_add(2)
-            .ok_or(AttemptError::StreamIdsExhausted)?;
-        let len = u32::try_from(request.len())
-            .ok()
-            .filter(|&l| l as usize <= MAX_MESSAGE_LEN)
-            .ok_or_else(|| AttemptError::Protocol("request too large".to_string()))?;
-        let mut frame = Vec::with_capacity(HEADER_LEN + request.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&stream_id.to_be_bytes());
-        frame.push(MESSAGE_TYPE_REQUEST);
-        frame.push(0);
-        frame.extend_from_slice(request);
-        send_all(&self.stream, &frame).map_err(AttemptError::Send)?;
-
-        let mut header = [0u8; HEADER_LEN];
-        self.stream
-            .read_exact(&mut header)
-            .map_err(AttemptError::Receive)?;
-        let [l0, l1, l2, l3, s0, s1, s2, s3, kind, _flags] = header;
-        let resp_len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
-        let resp_stream = u32::from_be_bytes([s0, s1, s2, s3]);
-        if kind != MESSAGE_TYPE_RESPONSE {
-            return Err(AttemptError::Protocol(format!(
-                "expected a response frame (type 2), got type {kind}"
-            )));
-        }
-        if resp_stream != stream_id {
-            return Err(AttemptError::Protocol(format!(
-                "response for stream {resp_stream}, expected {stream_id}"
-            )));
-        }
-        if resp_len > MAX_MESSAGE_LEN {
-            return Err(AttemptError::Protocol(format!(
-                "response of {resp_len} bytes exceeds the ttrpc limit"
-            )));
-        }
-        let mut body = vec![0u8; resp_len];
-        self.stream
-            .read_exact(&mut body)
-            .map_err(AttemptError::Receive)?;
-        let response = Response::parse_from_bytes(&body)
-            .map_err(|e| AttemptError::Protocol(format!("undecodable response: {e}")))?;
-        match response.status.as_ref() {
-            None => Ok(Outcome::Delivered),
-            Some(status) => match status.code.enum_value() {
-                Ok(Code::OK) => Ok(Outcome::Delivered),
-                Ok(code) => Ok(Outcome::Rejected(format!("{code:?}: {}", status.message))),
-                Err(code) => Ok(Outcome::Rejected(format!(
-                    "code {code}: {}",
-                    status.message
-                ))),
-            },
-        }
-    }
-}
-
-/// Writes all of `buf` with MSG_NOSIGNAL: a closed peer must yield EPIPE, not a
-/// SIGPIPE that would kill the shim if the process has not ignored it.
-fn send_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match nix::sys::socket::send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 /// Marks the thread exited even if it unwinds, so `close` never waits for a
 /// thread that is gone.
-struct ExitGuard<'a>(&'a Shared);
+struct ExitGuard<'a>(&'a Queue);
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.lock();
-        st.exited = true;
-        st.active = None;
-        let abandoned = st.queue.len();
-        st.queue.clear();
-        self.0.changed.notify_all();
-        drop(st);
+        let abandoned = self.0.exited();
         if abandoned > 0 {
             log::warn!("event publisher stopped: dropping {abandoned} undelivered events");
         }
@@ -667,57 +269,24 @@ impl Drop for ExitGuard<'_> {
 }
 
 /// The event thread: takes events in order and delivers each before the next.
-fn run(shared: Arc<Shared>) {
-    let _exit = ExitGuard(&shared);
+fn run(shared: &Shared) {
+    let _exit = ExitGuard(&shared.queue);
     let mut conn: Option<Connection> = None;
-    while let Some(item) = next_item(&shared) {
-        deliver(&shared, &mut conn, &item);
-        let mut st = shared.lock();
-        st.in_flight = false;
-        shared.changed.notify_all();
+    while let Some(item) = shared.queue.take() {
+        deliver(shared, &mut conn, &item);
+        shared.queue.done();
     }
-}
-
-/// Blocks until an event is queued (returns it, marking it in flight), or the
-/// publisher is stopped, or closed with nothing left (returns None).
-fn next_item(shared: &Shared) -> Option<Item> {
-    let mut st = shared.lock();
-    loop {
-        if st.stop {
-            return None;
-        }
-        if let Some(item) = st.queue.pop_front() {
-            st.in_flight = true;
-            return Some(item);
-        }
-        if st.closing {
-            return None;
-        }
-        st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-/// Publishes the live socket's duplicate for `close` to interrupt; if a stop
-/// raced with connecting, shuts the new socket down at once.
-fn set_active(shared: &Shared, stream: Option<&UnixStream>) {
-    let dup = stream.and_then(|s| s.try_clone().ok());
-    let mut st = shared.lock();
-    if st.stop {
-        if let Some(s) = &dup {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-    st.active = dup;
 }
 
 /// Tries to deliver `item` until it is delivered, rejected, too old, or the
 /// publisher is stopped.
 fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
     let cfg = &shared.config;
+    let queue = &shared.queue;
     let mut backoff = cfg.backoff_initial;
     let mut attempts: u32 = 0;
     loop {
-        if shared.lock().stop {
+        if queue.stopped() {
             log::warn!(
                 "dropping event {}: the publisher was closed before containerd took it",
                 item.topic
@@ -730,7 +299,7 @@ fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
             Some(c) => c.call(&item.request),
             None => match Connection::open(&shared.endpoint, cfg.io_timeout) {
                 Ok(c) => {
-                    set_active(shared, Some(&c.stream));
+                    queue.set_active(Some(c.stream()));
                     conn.insert(c).call(&item.request)
                 }
                 Err(e) => Err(e),
@@ -748,7 +317,7 @@ fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
             Err(e) => e,
         };
         *conn = None;
-        set_active(shared, None);
+        queue.set_active(None);
         if reused {
             // A connection that sat idle may have died with a containerd
             // restart; retry on a fresh one at once before backing off.
@@ -770,30 +339,26 @@ fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
             "event {}: attempt {attempts} failed ({err}); retrying in {backoff:?}",
             item.topic
         );
-        sleep_unless_stopped(shared, backoff);
+        queue.sleep_unless_stopped(backoff);
         backoff = backoff.saturating_mul(2).min(cfg.backoff_max);
-    }
-}
-
-/// Sleeps for `pause`, waking early if the publisher is stopped.
-fn sleep_unless_stopped(shared: &Shared, pause: Duration) {
-    let deadline = Instant::now().checked_add(pause);
-    let mut st = shared.lock();
-    while !st.stop {
-        let (guard, timed_out) = wait_until(&shared.changed, st, deadline);
-        st = guard;
-        if timed_out {
-            return;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::endpoint::abstract_addr;
+    use super::super::envelope::{EVENTS_SERVICE, FORWARD_METHOD, NAMESPACE_METADATA_KEY};
+    use super::super::types::topics;
     use super::*;
+    use crate::containerd::ttrpc::codec::{self, MessageType, MAX_MESSAGE};
+    use crate::containerd::ttrpc::status;
+    use containerd_shim_protos::shim::events::ForwardRequest;
+    use protobuf::{Message, MessageField};
     use std::os::unix::net::UnixListener;
-    use std::path::Path;
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
     use std::sync::mpsc;
+    use ttrpc::proto::{Code, Request, Response};
 
     /// What the fake containerd saw in one Forward call.
     #[derive(Debug, Clone, PartialEq)]
@@ -825,30 +390,18 @@ mod tests {
     }
 
     fn read_frame(s: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
-        let mut h = [0u8; HEADER_LEN];
-        s.read_exact(&mut h).ok()?;
-        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-        assert_eq!(h[8], MESSAGE_TYPE_REQUEST);
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).ok()?;
-        Some((id, body))
+        let (h, body) = codec::read_frame(s).ok()?;
+        assert_eq!(h.message_type(), Some(MessageType::Request));
+        Some((h.stream_id, body))
     }
 
     fn answer(s: &mut UnixStream, id: u32, code: Code) {
         use std::io::Write;
         let mut resp = Response::new();
-        let mut status = ttrpc::proto::Status::new();
-        status.code = code.into();
-        resp.status = MessageField::some(status);
+        resp.status = MessageField::some(status(code, ""));
         let body = resp.write_to_bytes().unwrap();
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&id.to_be_bytes());
-        frame.push(MESSAGE_TYPE_RESPONSE);
-        frame.push(0);
-        frame.extend_from_slice(&body);
-        s.write_all(&frame).unwrap();
+        s.write_all(&codec::frame(id, MessageType::Response, &body).unwrap())
+            .unwrap();
     }
 
     fn decode(body: &[u8]) -> Seen {
@@ -959,7 +512,11 @@ mod tests {
             .iter()
             .enumerate()
         {
-            p.publish(topic, "containerd.events.Test", vec![i as u8]);
+            p.publish(
+                topic,
+                "containerd.events.Test",
+                vec![u8::try_from(i).unwrap()],
+            );
         }
         let got: Vec<Seen> = (0..3).map(|_| recv(&rx)).collect();
         for (i, topic) in ["/tasks/create", "/tasks/start", "/tasks/exit"]
@@ -972,7 +529,7 @@ mod tests {
                     topic: topic.to_string(),
                     type_url: "containerd.events.Test".into(),
                     namespace: "k8s.io".into(),
-                    value: vec![i as u8],
+                    value: vec![u8::try_from(i).unwrap()],
                 }
             );
         }
@@ -1076,7 +633,7 @@ mod tests {
         p.publish("/t/1", "x.E", vec![]);
         // Let the thread take /t/1 (it stays in flight: nobody listens yet).
         let t0 = Instant::now();
-        while !p.inner.shared.lock().in_flight {
+        while !p.inner.shared.queue.lock().in_flight {
             assert!(t0.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -1108,7 +665,7 @@ mod tests {
         server.join().unwrap();
         // Closed: further events are dropped, not queued; close is idempotent.
         p.publish("/t/late", "x.E", vec![]);
-        assert!(p.inner.shared.lock().queue.is_empty());
+        assert!(p.inner.shared.queue.lock().queue.is_empty());
         p.close(Duration::from_secs(1));
     }
 
@@ -1123,7 +680,7 @@ mod tests {
         let took = t0.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
-        let st = p.inner.shared.lock();
+        let st = p.inner.shared.queue.lock();
         assert!(st.exited && st.queue.is_empty());
     }
 
@@ -1140,7 +697,7 @@ mod tests {
         let t0 = Instant::now();
         p.close(Duration::from_millis(100));
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-        assert!(p.inner.shared.lock().exited);
+        assert!(p.inner.shared.queue.lock().exited);
     }
 
     #[test]
@@ -1158,7 +715,7 @@ mod tests {
         assert_eq!(recv(&rx).topic, "/t/from-thread");
         server.join().unwrap();
         let t0 = Instant::now();
-        while !shared.lock().exited {
+        while !shared.queue.lock().exited {
             assert!(t0.elapsed() < Duration::from_secs(5), "thread did not exit");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1252,22 +809,22 @@ mod tests {
     fn start_rejects_bad_arguments() {
         assert!(matches!(
             Publisher::start("", "ns"),
-            Err(PublishError::EmptyAddress)
+            Err(PublishError::Address(EndpointError::Empty))
         ));
         assert!(matches!(
             Publisher::start("unix://", "ns"),
-            Err(PublishError::InvalidAddress { .. })
+            Err(PublishError::Address(EndpointError::Invalid { .. }))
         ));
         assert!(matches!(
             Publisher::start("vsock://3:1024", "ns"),
-            Err(PublishError::InvalidAddress { .. })
+            Err(PublishError::Address(EndpointError::Invalid { .. }))
         ));
         let long = format!("/{}", "x".repeat(200));
         let err = Publisher::start(&long, "ns").unwrap_err();
         assert!(err.to_string().contains("invalid ttrpc address"), "{err}");
         assert!(matches!(
             Publisher::start("/run/a\0b", "ns"),
-            Err(PublishError::InvalidAddress { .. })
+            Err(PublishError::Address(EndpointError::Invalid { .. }))
         ));
         assert!(matches!(
             Publisher::start("/run/containerd/containerd.sock.ttrpc", ""),
@@ -1280,24 +837,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Publisher::start_with(dir.path().join("s").to_str().unwrap(), "ns", fast_config())
             .unwrap();
-        p.publish("/t/huge", "x.E", vec![0u8; MAX_MESSAGE_LEN + 1]);
-        let st = p.inner.shared.lock();
+        p.publish("/t/huge", "x.E", vec![0u8; MAX_MESSAGE + 1]);
+        let st = p.inner.shared.queue.lock();
         assert!(st.queue.is_empty() && !st.in_flight);
         drop(st);
         p.close(Duration::ZERO);
-    }
-
-    #[test]
-    fn topic_constants() {
-        assert_eq!(topics::TASK_CREATE, "/tasks/create");
-        assert_eq!(topics::TASK_START, "/tasks/start");
-        assert_eq!(topics::TASK_DELETE, "/tasks/delete");
-        assert_eq!(topics::TASK_EXIT, "/tasks/exit");
-        assert_eq!(topics::TASK_OOM, "/tasks/oom");
-        assert_eq!(topics::TASK_EXEC_ADDED, "/tasks/exec-added");
-        assert_eq!(topics::TASK_EXEC_STARTED, "/tasks/exec-started");
-        assert_eq!(topics::TASK_PAUSED, "/tasks/paused");
-        assert_eq!(topics::TASK_RESUMED, "/tasks/resumed");
-        assert_eq!(topics::TASK_CHECKPOINTED, "/tasks/checkpointed");
     }
 }

@@ -1,22 +1,21 @@
 //! Task events, built from the process table's facts and handed to the publisher.
 
-use crate::containerd::event_types::EventMessage;
-use crate::containerd::publisher::Publisher;
-use crate::containerd::tasks::{unix_time, Exited};
+use super::envelope::timestamp;
+use super::publisher::Publisher;
+use super::types::{topics, EventMessage};
+use crate::containerd::tasks::Exited;
 use containerd_shim_protos::events::task as ev;
-use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::MessageField;
 use std::time::SystemTime;
 
-use crate::containerd::publisher::topics;
+/// A pid as an event carries it (0 for none).
+pub fn event_pid(pid: i32) -> u32 {
+    u32::try_from(pid).unwrap_or(0)
+}
 
-/// A protobuf timestamp.
-pub fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
-    let (seconds, nanos) = unix_time(t);
-    let mut ts = Timestamp::new();
-    ts.seconds = seconds;
-    ts.nanos = nanos;
-    MessageField::some(ts)
+/// An exit status as containerd carries it: Go's `uint32(status)`, the same bits.
+pub fn event_exit_status(code: i32) -> u32 {
+    u32::from_ne_bytes(code.to_ne_bytes())
 }
 
 /// Publishes through `publisher` when there is one (there is none in unit tests or when
@@ -45,8 +44,8 @@ impl Events {
         } else {
             e.exec_id.clone()
         };
-        m.pid = e.pid.max(0) as u32;
-        m.exit_status = e.record.code as u32;
+        m.pid = event_pid(e.pid);
+        m.exit_status = event_exit_status(e.record.code);
         m.exited_at = timestamp(e.record.exited_at);
         self.send(topics::TASK_EXIT, &m);
     }
@@ -72,14 +71,14 @@ impl Events {
         io.terminal = stdio.terminal;
         m.io = MessageField::some(io);
         m.checkpoint = checkpoint.into();
-        m.pid = pid.max(0) as u32;
+        m.pid = event_pid(pid);
         self.send(topics::TASK_CREATE, &m);
     }
 
     pub fn start(&self, id: &str, pid: i32) {
         let mut m = ev::TaskStart::new();
         m.container_id = id.into();
-        m.pid = pid.max(0) as u32;
+        m.pid = event_pid(pid);
         self.send(topics::TASK_START, &m);
     }
 
@@ -87,8 +86,8 @@ impl Events {
         let mut m = ev::TaskDelete::new();
         m.container_id = id.into();
         m.id = id.into();
-        m.pid = pid.max(0) as u32;
-        m.exit_status = code as u32;
+        m.pid = event_pid(pid);
+        m.exit_status = event_exit_status(code);
         m.exited_at = timestamp(at);
         self.send(topics::TASK_DELETE, &m);
     }
@@ -104,7 +103,7 @@ impl Events {
         let mut m = ev::TaskExecStarted::new();
         m.container_id = id.into();
         m.exec_id = exec_id.into();
-        m.pid = pid.max(0) as u32;
+        m.pid = event_pid(pid);
         self.send(topics::TASK_EXEC_STARTED, &m);
     }
 
@@ -138,5 +137,18 @@ impl Events {
         if let Some(p) = &self.publisher {
             p.close(timeout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_and_statuses_as_containerd_carries_them() {
+        assert_eq!(event_pid(42), 42);
+        assert_eq!(event_pid(-1), 0);
+        assert_eq!(event_exit_status(137), 137);
+        assert_eq!(event_exit_status(-1), u32::MAX);
     }
 }

@@ -2,17 +2,14 @@
 //! shim's single event loop (the ttrpc crate's own server spends several threads per
 //! connection; a shim resident for every container cannot afford that).
 //!
-//! A frame is a 10-byte header (u32 length, u32 stream id, u8 type, u8 flags, big endian)
-//! followed by a protobuf `ttrpc.Request` or `ttrpc.Response`.
+//! Frames are read and written with the one codec, [`super::codec`].
 
+use super::codec::{append_frame, FrameHeader, MessageType, OversizedFrame, HEADER_LEN};
 use protobuf::{Message, MessageField};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use ttrpc::proto::{Code, Request, Response, Status};
 
-const HEADER_LEN: usize = 10;
-/// ttrpc's own limit on a message.
-const MAX_MESSAGE: usize = 4 << 20;
 /// Bytes read from one connection per readiness: a client that writes without pause is
 /// served in turns with the others, and what it sent waits in its socket, not here.
 const READ_BUDGET: usize = 64 << 10;
@@ -22,8 +19,6 @@ pub const MAX_CALLS_IN_FLIGHT: usize = 64;
 /// Reply bytes that may wait for a connection that does not read them; beyond, the
 /// connection is not read until it takes them (the Go shim stops at about 200 KB).
 pub const MAX_UNSENT: usize = 256 << 10;
-const TYPE_REQUEST: u8 = 1;
-const TYPE_RESPONSE: u8 = 2;
 
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,9 +146,8 @@ impl Connection {
             self.wbuf.clear();
             self.wpos = 0;
         }
-        self.wbuf
-            .extend_from_slice(&header(body.len(), stream_id, TYPE_RESPONSE));
-        self.wbuf.extend_from_slice(&body);
+        append_frame(&mut self.wbuf, stream_id, MessageType::Response, &body)
+            .map_err(io::Error::other)?;
         self.flush()
     }
 
@@ -178,42 +172,19 @@ impl Connection {
     }
 }
 
-fn header(len: usize, stream_id: u32, kind: u8) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    h[4..8].copy_from_slice(&stream_id.to_be_bytes());
-    h[8] = kind;
-    h
-}
-
-/// A frame declared longer than ttrpc allows: the peer broke the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("ttrpc frame of {len} bytes exceeds the {MAX_MESSAGE}-byte limit")]
-pub struct OversizedFrame {
-    /// The length the frame header declared.
-    pub len: usize,
-}
-
 /// Decodes the complete frames at the front of `buf` (removing them) into `out`: requests,
 /// and undecodable requests as rejections; other frame types are skipped. Never panics.
 /// Err means the peer broke the protocol (an oversized frame): the connection must be
 /// dropped.
 pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), OversizedFrame> {
     let mut pos = 0;
-    while buf.len() - pos >= HEADER_LEN {
-        let h = &buf[pos..pos + HEADER_LEN];
-        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let stream_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-        let kind = h[8];
-        if len > MAX_MESSAGE {
-            return Err(OversizedFrame { len });
-        }
-        if buf.len() - pos < HEADER_LEN + len {
+    while let Some(header) = FrameHeader::decode(&buf[pos..])? {
+        let FrameHeader { len, stream_id, .. } = header;
+        let Some(body) = buf.get(pos + HEADER_LEN..pos + HEADER_LEN + len) else {
             break;
-        }
-        let body = &buf[pos + HEADER_LEN..pos + HEADER_LEN + len];
+        };
         pos += HEADER_LEN + len;
-        if kind != TYPE_REQUEST {
+        if header.message_type() != Some(MessageType::Request) {
             // Data frames belong to streaming RPCs, which the task service has none of.
             continue;
         }
@@ -240,6 +211,7 @@ pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), Ove
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::{frame, read_frame, MAX_MESSAGE};
     use super::*;
 
     fn request_frame(stream_id: u32, method: &str, payload: &[u8]) -> Vec<u8> {
@@ -248,9 +220,7 @@ mod tests {
         req.method = method.into();
         req.payload = payload.to_vec();
         let body = req.write_to_bytes().unwrap();
-        let mut f = header(body.len(), stream_id, TYPE_REQUEST).to_vec();
-        f.extend_from_slice(&body);
-        f
+        frame(stream_id, MessageType::Request, &body).unwrap()
     }
 
     #[test]
@@ -278,8 +248,7 @@ mod tests {
         req.method = "Kill".into();
         req.timeout_nano = 1_000_000_000;
         let body = req.write_to_bytes().unwrap();
-        let mut buf = header(body.len(), 5, TYPE_REQUEST).to_vec();
-        buf.extend_from_slice(&body);
+        let mut buf = frame(5, MessageType::Request, &body).unwrap();
         buf.extend(request_frame(7, "State", b""));
         let mut out = ReadOutcome::default();
         decode_frames(&mut buf, &mut out).unwrap();
@@ -289,11 +258,11 @@ mod tests {
 
     #[test]
     fn rejects_oversized_frames_and_bad_bodies() {
-        let mut buf = header(MAX_MESSAGE + 1, 1, TYPE_REQUEST).to_vec();
+        let mut buf = frame(1, MessageType::Request, &[]).unwrap();
+        buf[..4].copy_from_slice(&(u32::try_from(MAX_MESSAGE).unwrap() + 1).to_be_bytes());
         assert!(decode_frames(&mut buf, &mut ReadOutcome::default()).is_err());
 
-        let mut buf = header(3, 5, TYPE_REQUEST).to_vec();
-        buf.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let mut buf = frame(5, MessageType::Request, &[0xff, 0xff, 0xff]).unwrap();
         let mut out = ReadOutcome::default();
         decode_frames(&mut buf, &mut out).unwrap();
         assert!(out.requests.is_empty());
@@ -356,15 +325,12 @@ mod tests {
         let mut got = vec![0u8; 1024];
         client.set_nonblocking(true).unwrap();
         let n = (&client).read(&mut got).unwrap();
-        let mut pos = 0;
+        let mut rest = &got[..n];
         let mut replies = Vec::new();
-        while pos < n {
-            let len = u32::from_be_bytes(got[pos..pos + 4].try_into().unwrap()) as usize;
-            let sid = u32::from_be_bytes(got[pos + 4..pos + 8].try_into().unwrap());
-            assert_eq!(got[pos + 8], TYPE_RESPONSE);
-            let r = Response::parse_from_bytes(&got[pos + 10..pos + 10 + len]).unwrap();
-            replies.push((sid, r));
-            pos += 10 + len;
+        while !rest.is_empty() {
+            let (h, body) = read_frame(&mut rest).unwrap();
+            assert_eq!(h.message_type(), Some(MessageType::Response));
+            replies.push((h.stream_id, Response::parse_from_bytes(&body).unwrap()));
         }
         assert_eq!(replies[0].0, 7);
         assert_eq!(replies[0].1.payload, b"reply");
