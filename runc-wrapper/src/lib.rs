@@ -18,6 +18,7 @@ mod monitor;
 mod options;
 mod runc;
 mod runtime_log;
+mod signal_mask;
 mod stderr_tail;
 mod types;
 

@@ -632,3 +632,42 @@ fn shim_speaks_the_task_api_of_its_daemon() {
     env.kill_and_remove(&id, POLL);
     env.assert_no_leaks();
 }
+
+/// A container's processes start with no signal blocked, whatever the shim blocks for its
+/// own signalfd: the init (through `runc create`) and an exec (through `runc exec`). A
+/// blocked SIGTERM in a container's process would leave `kill` pending forever.
+#[test]
+fn container_processes_start_with_no_signal_blocked() {
+    let env = ContainerdEnv::start();
+    let id = env.id("c");
+    let out = env.ctr(&env.run_args(
+        &["--rm"],
+        &id,
+        &["/bin/grep", "SigBlk", "/proc/self/status"],
+    ));
+    env.assert_exit(&out, 0, "ctr run grep SigBlk");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "SigBlk:\t0000000000000000",
+        "init"
+    );
+    let id = env.run_sleeper("c", POLL);
+    let out = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "sig",
+        &id,
+        "/bin/grep",
+        "SigBlk",
+        "/proc/self/status",
+    ]);
+    env.assert_exit(&out, 0, "ctr task exec grep SigBlk");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "SigBlk:\t0000000000000000",
+        "exec"
+    );
+    env.kill_and_remove(&id, POLL);
+    env.assert_no_leaks();
+}
