@@ -3,10 +3,9 @@
 
 use super::depot::{Depot, DEFAULT_DEPOT};
 use super::errors::{CliError, CliResult, EXIT_CODES_HELP};
-use super::io_owner::{IoOwner, GID_FLAG, UID_FLAG};
-use super::spool_flags::{self, SpoolFlags};
-use super::supervise::{Kind, Plan};
-use super::{args, attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
+use super::spool_flags;
+use super::supervise::Plan;
+use super::{attach, close_stdin, delete, exec, kill, run, status, supervise, wait};
 use std::path::PathBuf;
 
 /// The subcommands that select the standalone face (argv[1]).
@@ -175,54 +174,5 @@ fn dispatch(cmd: &str, rest: &[String]) -> CliResult<u8> {
 
 /// The hidden `supervise` subcommand (started by run/exec, never by people).
 fn supervise_cmd(depot: Depot, rest: &[String]) -> CliResult<u8> {
-    const SPEC: args::Spec = args::Spec {
-        valued: &[
-            ("--dir", None),
-            ("--bundle", None),
-            ("--pea", None),
-            ("--outer-pid", None),
-            ("--pea-bundle", None),
-            (UID_FLAG, None),
-            (GID_FLAG, None),
-            (spool_flags::LIMIT_FLAG, None),
-            (spool_flags::POLICY_FLAG, None),
-        ],
-        flags: &[("--exec", None), ("--tty", None)],
-    };
-    let p = args::parse(rest, SPEC)?;
-    let pos = p.positionals(
-        1,
-        1,
-        "supervise --dir DIR (--bundle B | --exec | --pea RUNC-ID --outer-pid PID \
-         [--pea-bundle B]) [--tty] [--io-uid U --io-gid G] ID",
-    )?;
-    let dir = p
-        .value("--dir")
-        .ok_or_else(|| CliError::Usage("--dir is required".into()))?;
-    let kind = match (p.value("--bundle"), p.flag("--exec"), p.value("--pea")) {
-        (Some(b), false, None) => Kind::Run { bundle: b.into() },
-        (None, true, None) => Kind::Exec,
-        (None, false, Some(runc_id)) => Kind::Pea {
-            runc_id: runc_id.to_string(),
-            outer_pid: p
-                .value("--outer-pid")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| CliError::Usage("--pea needs --outer-pid PID".into()))?,
-            bundle: p.value("--pea-bundle").unwrap_or_default().into(),
-        },
-        _ => {
-            return Err(CliError::Usage(
-                "exactly one of --bundle, --exec, --pea".into(),
-            ))
-        }
-    };
-    Ok(supervise::main(Plan {
-        depot,
-        container: pos[0].clone(),
-        dir: dir.into(),
-        kind,
-        tty: p.flag("--tty"),
-        io_owner: IoOwner::from_args(&p)?,
-        spool: SpoolFlags::from_args(&p)?,
-    }))
+    Ok(supervise::main(Plan::from_args(depot, rest)?))
 }

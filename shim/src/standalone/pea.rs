@@ -9,7 +9,7 @@
 //! `/proc/PID/ns/*`), plus `pea.json` (the runc id), then runs `runc run --detach` on it.
 //! This file prepares that config ([`prepare`]), names the runc container ([`runc_id`]),
 //! and reads and writes `pea.json` ([`PeaRecord`]). The launch itself is the supervisor's
-//! one launch path (`supervise.rs`), which also ties the pea's life to the outer init.
+//! one launch path (`supervise/start.rs`), which also ties the pea's life to the outer init.
 
 use super::errors::{CliError, CliResult};
 use crate::supervisor::go_json;
