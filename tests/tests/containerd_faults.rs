@@ -74,16 +74,17 @@ fn a_sigkilled_shim_is_cleaned_up_and_its_exit_has_the_real_pid() {
 #[test]
 fn execs_running_while_containerd_is_sigkilled_report_their_exit_codes_after_restart() {
     // 20 execs started in parallel, containerd SIGKILLed while they run, restarted: each
-    // exec's exit (code = its number) reaches the new containerd. The Go shim, run
-    // through this very test (runtime io.containerd.runc.v2, once), lost 8 of the 20 exits
-    // (no /tasks/exit within 15 s); tether delivers all 20.
+    // exec's exit (code = its number) reaches the new containerd.
     const EXECS: usize = 20;
     let mut env = ContainerdEnv::start();
     let id = env.id("c");
     env.ctr_ok(&env.run_args(&["-d"], &id, &["/bin/sleep", "600"]));
     env.wait_task_status(&id, "RUNNING", POLL);
     let go = env.rootfs().join("tmp/go");
-    let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit $0";
+    // Each exec marks that it runs (`/tmp/s<n>`): `ctr task ps` would also count the
+    // shells' `sleep` children, and an exec whose ctr had not sent Start yet when
+    // containerd was killed never runs (its ctr is killed with it).
+    let script = "touch /tmp/s$0; while [ ! -e /tmp/go ]; do sleep 0.1; done; exit $0";
     let clients: Vec<_> = (1..=EXECS)
         .map(|n| {
             env.spawn_ctr(&[
@@ -99,16 +100,22 @@ fn execs_running_while_containerd_is_sigkilled_report_their_exit_codes_after_res
             ])
         })
         .collect();
-    // All started: `ctr task ps` lists the init and every exec.
+    // All started: every exec has left its mark in the rootfs.
+    let tmp = env.rootfs().join("tmp");
     let deadline = Instant::now() + POLL;
     loop {
-        let ps = env.ctr_ok(&["task", "ps", &id]);
-        let running = ps.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
-        if running > EXECS {
+        let started = (1..=EXECS)
+            .filter(|n| tmp.join(format!("s{n}")).exists())
+            .count();
+        if started == EXECS {
             break;
         }
-        assert!(Instant::now() < deadline, "not all execs started:\n{ps}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            Instant::now() < deadline,
+            "{started} of {EXECS} execs started:\n{}",
+            env.ctr_ok(&["task", "ps", &id])
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     env.kill_containerd();
     drop(clients);
