@@ -486,6 +486,16 @@ impl Drop for Leftovers {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // A runtime (or wrapper) that hangs outlives the shim: end whatever still runs
+        // from this test's directory, even what blocks SIGTERM.
+        if let Some(dir) = &self.dir {
+            for (pid, _) in cleanup::processes_mentioning(&dir.path().to_string_lossy()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let runc = crate::require::tool("runc", "runc");
         cleanup::delete_all_containers(&runc, &self.runc_state_dir());
         if let Some(socket) = &self.socket {
