@@ -75,7 +75,6 @@ impl Runc {
             }
             cmd.process_group(0);
         }
-        crate::signal_mask::start_unblocked(cmd);
         self.monitor().start(cmd).map_err(|source| Error::Spawn {
             binary: self.binary().to_owned(),
             source,

@@ -18,7 +18,6 @@ mod monitor;
 mod options;
 mod runc;
 mod runtime_log;
-mod signal_mask;
 mod stderr_tail;
 mod types;
 

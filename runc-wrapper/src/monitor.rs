@@ -14,11 +14,6 @@ use std::time::{Duration, Instant};
 /// one or more `wait_until` followed, unless one of them returned the status, by exactly one
 /// `wait` on the returned child (all from the same thread). `wait` is called after the crate
 /// has taken and finished with the child's piped stdio, if any.
-///
-/// Children start with their signal mask cleared before `exec` (std's fork + exec path):
-/// when that `exec` fails, std reaps the child inside `start`'s `Command::spawn` and
-/// panics if it cannot. A reaper must therefore not collect a child it does not know while a
-/// `start` runs: peek with `waitid(WNOWAIT)`, take the lock `start` holds, then reap.
 pub trait ProcessMonitor: Send + Sync + std::fmt::Debug {
     /// Starts `cmd` (stdio and arguments are already configured) and returns the child.
     fn start(&self, cmd: &mut Command) -> io::Result<Child>;

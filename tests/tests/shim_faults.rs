@@ -617,61 +617,6 @@ fn a_runtime_that_says_why_only_on_stderr_is_quoted() {
     }
 }
 
-#[test]
-fn the_runtime_starts_with_no_signal_blocked() {
-    // The shim blocks the signals its signalfd takes (SIGCHLD among them) in every
-    // thread; runc and a BinaryName wrapper must not inherit that: a shell's `wait` for
-    // a background job never returns with SIGCHLD blocked. The Go shim's runc starts
-    // with none blocked. Each call has a 5 s deadline, so a hung wrapper is killed.
-    use containerd_shim_protos::api;
-    use containerd_shim_protos::ttrpc::context;
-    let within = || context::with_timeout(5_000_000_000);
-    let id = tether_tests::unique_id("sigmask");
-    let shim = DirectShim::start(&id, &["sleep", "600"]);
-    let real = tether_tests::require::tool("runc", "runc");
-    let binary = shim.dir().join("waiting-runc");
-    std::fs::write(
-        &binary,
-        format!(
-            "#!/bin/sh\nsleep 0.05 & wait $!\nexec {} \"$@\"\n",
-            real.display()
-        ),
-    )
-    .expect("write the runtime");
-    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("make the runtime executable");
-    let mut create = api::CreateTaskRequest::new();
-    create.id = id.clone();
-    create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.options = Some(shim.options(&binary)).into();
-    shim.client()
-        .create(within(), &create)
-        .unwrap_or_else(|e| panic!("Create with a runtime that waits for its child: {e}"));
-    let mut start = api::StartRequest::new();
-    start.id = id.clone();
-    shim.client().start(within(), &start).expect("Start");
-    let mut kill = api::KillRequest::new();
-    kill.id = id.clone();
-    kill.signal = libc::SIGKILL as u32;
-    shim.client().kill(within(), &kill).expect("Kill");
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.clone();
-    assert_eq!(
-        shim.client()
-            .wait(within(), &wait)
-            .expect("Wait")
-            .exit_status,
-        137
-    );
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.clone();
-    shim.client().delete(within(), &delete).expect("Delete");
-    shim.client()
-        .shutdown(within(), &api::ShutdownRequest::new())
-        .expect("Shutdown");
-    shim.assert_nothing_left();
-}
-
 /// Children of `pid` that are zombies (exited, not reaped).
 fn zombie_children(pid: i32) -> Vec<i32> {
     std::fs::read_dir("/proc")
