@@ -509,6 +509,22 @@ impl EventLoop {
             }
         }
         self.exit_deadline = deadline;
+        // An OOM kill is counted in the cgroup before the process it killed exits: publish
+        // it now, ahead of the exit it caused, not whenever its own wakeup is read (under
+        // load that came after the exit on cgroup v2). `check` never blocks.
+        let oom_first: Vec<u32> = self
+            .ooms
+            .iter()
+            .filter(|(_, (c, _))| {
+                ready
+                    .iter()
+                    .any(|e| e.exec_id.is_empty() && &e.container_id == c)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in oom_first {
+            self.on_oom(n);
+        }
         self.shim.deliver(ready);
     }
 
