@@ -199,6 +199,10 @@ impl Shim {
         }
         let runc = c.runc.clone();
         let mounted = c.rootfs_mounted.clone();
+        if let Ok(c) = self.table.container_mut(&id) {
+            // Until the worker is done: a Start or Exec now would race `runc delete`.
+            c.deleting = true;
+        }
         Step::Work(Box::new(move || {
             let result = delete_container(&runc, &id).map(|()| {
                 if let Some(path) = &mounted {
@@ -217,7 +221,12 @@ impl Shim {
         result: RpcResult<()>,
         poller: &Poller,
     ) -> Reply {
-        result?;
+        if let Err(e) = result {
+            if let Ok(c) = self.table.container_mut(id) {
+                c.deleting = false;
+            }
+            return Err(e);
+        }
         let Some((c, procs)) = self.table.remove_container(id) else {
             return Err(not_found(format!("container {id} not found")));
         };

@@ -29,6 +29,12 @@ impl Shim {
         obj.insert("terminal".into(), serde_json::Value::Bool(r.terminal));
         let spec = serde_json::to_vec(&process).map_err(|e| internal(e.to_string()))?;
         let c = self.table.container(&r.id)?;
+        if c.deleting {
+            return Err(failed_precondition(format!(
+                "container {} is being deleted",
+                r.id
+            )));
+        }
         if c.execs.contains_key(&r.exec_id) {
             return Err(already_exists(format!(
                 "exec process {} already exists",

@@ -126,6 +126,7 @@ impl Shim {
             init: ProcKey(0),
             execs: BTreeMap::new(),
             paused: false,
+            deleting: false,
             shares_pid_ns: c.shares_pid_ns,
             rootfs_mounted: c.rootfs_mounted,
             options: c.options,
@@ -168,6 +169,12 @@ impl Shim {
         let Ok(c) = self.table.container(&r.id) else {
             return Step::Reply(Err(not_found(format!("container {} not found", r.id))));
         };
+        if c.deleting {
+            return Step::Reply(Err(failed_precondition(format!(
+                "container {} is being deleted",
+                r.id
+            ))));
+        }
         let (runc, bundle, opts) = (c.runc.clone(), c.bundle.clone(), c.options.clone());
         let Some(p) = self.table.get_mut(key) else {
             return Step::Reply(Err(not_found(format!("container {} not found", r.id))));

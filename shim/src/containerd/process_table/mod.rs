@@ -14,11 +14,12 @@
 //!   has not been reaped (and recycled) behind its back (pidfds on top).
 //!
 //! The calls' ordering per process is the record's [`gate`]; the plain-data form of the
-//! whole table, for a shim that re-executes itself, is `snapshot`.
+//! whole table, for a shim that re-executes itself, is [`snapshot`].
 
 pub mod gate;
 pub mod proc_state;
 pub mod record;
+pub mod snapshot;
 
 pub use proc_state::{IllegalTransition, ProcState};
 pub use record::{ContainerRecord, LaunchSpec, ProcKey, ProcessRecord, Waiter};

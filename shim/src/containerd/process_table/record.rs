@@ -211,6 +211,8 @@ pub struct ContainerRecord {
     /// Exec id → its process.
     pub execs: BTreeMap<String, ProcKey>,
     pub paused: bool,
+    /// Its Delete runs runc on a worker: no Start or Exec may begin meanwhile.
+    pub deleting: bool,
     /// No pid namespace of its own: the init's exit does not end the other processes, so
     /// the shim kills them.
     pub shares_pid_ns: bool,

@@ -8,6 +8,7 @@ fn container(id: &str) -> ContainerRecord {
         init: ProcKey(0),
         execs: BTreeMap::new(),
         paused: false,
+        deleting: false,
         shares_pid_ns: false,
         rootfs_mounted: None,
         options: Default::default(),
@@ -193,4 +194,186 @@ fn keys_are_not_reused_while_their_process_lives() {
     t.next_key = init.0; // wrapped round to a live key
     let e = t.insert_exec("c", exec_of("c", "e")).unwrap();
     assert_ne!(e, init);
+}
+
+mod round_trip {
+    use super::*;
+    use crate::containerd::shim::RuncFactory;
+    use crate::supervisor::carried_fds::{FdsIn, FdsOut};
+    use crate::supervisor::process_stdio::{ProcessStdio, Stream};
+    use crate::supervisor::pump::{Direction, Pump};
+    use crate::supervisor::spool::{Spool, SpoolPolicy};
+    use snapshot::TableSnapshot;
+    use std::fs::File;
+    use std::time::{Duration, Instant};
+
+    fn rec(code: i32) -> ExitRecord {
+        ExitRecord {
+            code,
+            exited_at: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    /// Every state a process can be saved in.
+    fn every_state() -> Vec<ProcState> {
+        use ProcState::*;
+        vec![
+            Created,
+            Starting { held_exit: None },
+            Starting {
+                held_exit: Some(rec(1)),
+            },
+            Started { held_exit: None },
+            Started {
+                held_exit: Some(rec(1)),
+            },
+            Running,
+            ExitDeferred(rec(2)),
+            ExitQueued(rec(3)),
+            ExitReported(rec(4)),
+        ]
+    }
+
+    fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        nix::unistd::pipe().unwrap()
+    }
+
+    /// A process with every descriptor a record can hold: a stdin closer, a console, an
+    /// input pump and an output pump with a spool holding bytes.
+    fn full_process(
+        id: &str,
+        exec: &str,
+        state: ProcState,
+        dir: &std::path::Path,
+    ) -> ProcessRecord {
+        let mut p = ProcessRecord::new(
+            id,
+            exec,
+            StdioConfig {
+                stdin: "/run/x/stdin".into(),
+                stdout: "/run/x/stdout".into(),
+                stderr: String::new(),
+                terminal: true,
+                spool: None,
+            },
+            LaunchSpec::Exec(br#"{"args":["sh"]}"#.to_vec()),
+        );
+        *p.state_mut() = state;
+        p.pid = P1;
+        let (closer, _) = pipe();
+        p.stdin.closer = Some(File::from(closer));
+        p.stdin.close_requested = exec.len() % 2 == 1;
+        let (console, _) = pipe();
+        p.console = Some(File::from(console));
+        let mut stdio = ProcessStdio::default();
+        let (in_r, _in_w) = pipe();
+        let (_, in_dst) = pipe();
+        stdio.add(
+            Stream::Stdin,
+            Pump::new(Direction::Input, in_r, in_dst, None).unwrap(),
+        );
+        let (out_r, out_w) = pipe();
+        let (_, out_dst) = pipe();
+        let spool_file = tempfile::tempfile_in(dir).unwrap();
+        let mut spool =
+            Spool::from_file(spool_file, 1 << 20, SpoolPolicy::DropOldest, "c/e stdout");
+        assert_eq!(spool.append(b"spooled bytes"), 13);
+        let (keep, _) = pipe();
+        let pump = Pump::new(Direction::Output, out_r, out_dst, Some(File::from(keep)))
+            .unwrap()
+            .with_spool(spool);
+        stdio.add(Stream::Stdout, pump);
+        drop(out_w);
+        p.pumps = stdio;
+        p.open_outputs = 1;
+        let now = Instant::now();
+        p.exit_wait = Some(record::ExitWait {
+            drain_deadline: now + Duration::from_millis(300),
+            hold_limit: now + Duration::from_secs(30),
+        });
+        p.spool_waits.push(record::SpoolWait {
+            stream: Stream::Stdout,
+            until: now + Duration::from_secs(10),
+        });
+        p.waiters.push(Waiter { conn: 3, stream: 7 });
+        p
+    }
+
+    fn factory() -> RuncFactory {
+        RuncFactory::new("ns", std::sync::Arc::new(runc_wrapper::DefaultMonitor))
+    }
+
+    #[test]
+    fn every_state_and_descriptor_survives_a_save_and_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Table::default();
+        t.reserve("c").unwrap();
+        let mut c = container("c");
+        c.paused = true;
+        c.shares_pid_ns = true;
+        c.rootfs_mounted = Some("/b/rootfs".into());
+        c.cgroup_procs = Some("/sys/fs/cgroup/x/cgroup.procs".into());
+        c.options.binary_name = "/usr/bin/crun".into();
+        let init = t.insert_container(c, full_process("c", "", ProcState::Running, dir.path()));
+        t.register_pid(init, P1, None);
+        for (i, state) in every_state().into_iter().enumerate() {
+            let exec = format!("e{i}");
+            let key = t
+                .insert_exec("c", full_process("c", &exec, state, dir.path()))
+                .unwrap();
+            t.queue_exit(key);
+        }
+        t.unclaimed.insert(P2, rec(9));
+        let now = Instant::now();
+        let mut out = FdsOut::default();
+        let saved = t.save(&mut out, now).unwrap();
+        let json = serde_json::to_string(&saved).unwrap();
+        // Handed over as across execve: the numbers now belong to the new table.
+        std::mem::forget(t);
+        let read: TableSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, saved, "the text form holds everything");
+        let mut fds = FdsIn::new(out.fds());
+        let restored = Table::restore(read, &mut fds, &factory(), now).unwrap();
+        assert!(fds.untaken().is_empty(), "every descriptor found its owner");
+        let mut again = FdsOut::default();
+        let resaved = restored.save(&mut again, now).unwrap();
+        assert_eq!(resaved, saved);
+        assert_eq!(again.fds(), out.fds());
+        let states: Vec<ProcState> = resaved.containers[0]
+            .execs
+            .iter()
+            .map(|p| p.state)
+            .collect();
+        assert_eq!(states, every_state());
+        // The restored table works as the saved one did.
+        let c = restored.container("c").unwrap();
+        assert_eq!(c.runc.binary(), std::path::Path::new("/usr/bin/crun"));
+        assert_eq!(
+            restored
+                .find("c", "e5")
+                .map(|k| restored.get(k).unwrap().pid),
+            Ok(P1)
+        );
+        let spooled = restored.get(c.init).unwrap().pumps.spooled(Stream::Stdout);
+        assert_eq!(spooled, 13);
+    }
+
+    #[test]
+    fn a_table_is_saved_only_at_rest() {
+        let (mut t, init) = table_with("c");
+        let mut out = FdsOut::default();
+        assert!(t.save(&mut out, Instant::now()).is_ok());
+        t.reserve("d").unwrap();
+        assert_eq!(
+            t.save(&mut out, Instant::now()),
+            Err(snapshot::NotAtRest::Creating("d".into()))
+        );
+        t.release("d");
+        let p = t.get_mut(init).unwrap();
+        assert!(p.gate.try_enter(gate::ExitReport::HeldBack));
+        assert_eq!(
+            t.save(&mut out, Instant::now()),
+            Err(snapshot::NotAtRest::CallInFlight("c".into()))
+        );
+    }
 }
