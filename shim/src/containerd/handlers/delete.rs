@@ -18,7 +18,7 @@ use crate::containerd::errors::*;
 use crate::containerd::events::task_events::{event_exit_status, event_pid};
 use crate::containerd::events::timestamp;
 use crate::containerd::process_table::record::PendingDelete;
-use crate::containerd::process_table::ProcKey;
+use crate::containerd::process_table::{Missing, ProcKey};
 use crate::containerd::ttrpc::Reply;
 use crate::supervisor::epoll::Poller;
 use crate::supervisor::process_stdio::{Backlog, DeleteLinger, Linger};
@@ -44,12 +44,9 @@ impl Shim {
         r: api::DeleteRequest,
         poller: &Poller,
     ) -> Step {
-        let key = match self.table.find(&r.id, &r.exec_id) {
-            Ok(k) => k,
+        let (key, p) = match self.table.lookup_mut(&r.id, &r.exec_id) {
+            Ok(found) => found,
             Err(m) => return Step::Reply(Err(m.into())),
-        };
-        let Some(p) = self.table.get_mut(key) else {
-            return Step::Reply(Err(not_found(format!("container {} not found", r.id))));
         };
         p.delete = Some(PendingDelete {
             call: *call,
@@ -101,8 +98,9 @@ impl Shim {
     }
 
     fn progress_delete(&mut self, key: ProcKey, now: Instant, poller: &Poller) -> Progress {
-        let Some(p) = self.table.get(key) else {
-            return Progress::Done(Step::Reply(Err(not_found("process not found"))));
+        let p = match self.table.record(key) {
+            Ok(p) => p,
+            Err(m) => return Progress::Done(Step::Reply(Err(m.into()))),
         };
         let Some(d) = &p.delete else {
             return Progress::Wait(None);
@@ -166,8 +164,9 @@ impl Shim {
 
     /// Deletes an exec now, or hands a container's deletion to a worker.
     fn delete_now(&mut self, key: ProcKey, poller: &Poller) -> Step {
-        let Some(p) = self.table.get(key) else {
-            return Step::Reply(Err(not_found("process not found")));
+        let p = match self.table.record(key) {
+            Ok(p) => p,
+            Err(m) => return Step::Reply(Err(m.into())),
         };
         let id = p.container_id.clone();
         if !p.exec_id.is_empty() {
@@ -178,7 +177,7 @@ impl Shim {
                 ))));
             }
             let Some(p) = self.table.remove_exec(key) else {
-                return Step::Reply(Err(not_found("process not found")));
+                return Step::Reply(Err(Missing::Gone(id).into()));
             };
             let bundle = self.table.container(&id).map(|c| c.bundle.clone());
             let (pid, exit) = (p.pid, p.exit());
@@ -189,8 +188,9 @@ impl Shim {
             }
             return Step::Reply(encode(delete_response(pid, exit)));
         }
-        let Ok(c) = self.table.container(&id) else {
-            return Step::Reply(Err(not_found(format!("container {id} not found"))));
+        let c = match self.table.container(&id) {
+            Ok(c) => c,
+            Err(m) => return Step::Reply(Err(m.into())),
         };
         if p.is_alive() && p.state().is_running() {
             return Step::Reply(Err(failed_precondition(format!(
@@ -228,7 +228,7 @@ impl Shim {
             return Err(e);
         }
         let Some((c, procs)) = self.table.remove_container(id) else {
-            return Err(not_found(format!("container {id} not found")));
+            return Err(Missing::Container(id.to_string()).into());
         };
         let mut init = (0, None);
         for (key, p) in procs {

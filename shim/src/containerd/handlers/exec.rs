@@ -41,9 +41,7 @@ impl Shim {
                 r.exec_id
             )));
         }
-        let Some(init) = self.table.get(c.init) else {
-            return Err(not_found(format!("container {} not found", r.id)));
-        };
+        let init = self.table.record(c.init)?;
         // An init whose exit is held back for execs being started still takes execs
         // (their start will fail with runc's message), as with the Go shim.
         let init_unstarted = matches!(

@@ -7,7 +7,9 @@ use crate::cgroups::oom::OomWatcher;
 use crate::containerd::errors::*;
 use crate::containerd::events::task_events::event_pid;
 use crate::containerd::options::{decode_options, RuncOptions};
-use crate::containerd::process_table::{ContainerRecord, LaunchSpec, ProcKey, ProcessRecord};
+use crate::containerd::process_table::{
+    ContainerRecord, LaunchSpec, Missing, ProcKey, ProcessRecord,
+};
 use crate::containerd::shim::RuncFactory;
 use crate::containerd::ttrpc::Reply;
 use crate::supervisor::epoll::Poller;
@@ -162,28 +164,27 @@ impl Shim {
     }
 
     pub(super) fn start(&mut self, r: api::StartRequest) -> Step {
-        let key = match self.table.find(&r.id, &r.exec_id) {
-            Ok(k) => k,
-            Err(m) => return Step::Reply(Err(m.into())),
-        };
-        let Ok(c) = self.table.container(&r.id) else {
-            return Step::Reply(Err(not_found(format!("container {} not found", r.id))));
-        };
+        match self.start_step(r) {
+            Ok(step) => step,
+            Err(e) => Step::Reply(Err(e)),
+        }
+    }
+
+    fn start_step(&mut self, r: api::StartRequest) -> RpcResult<Step> {
+        let c = self.table.container(&r.id)?;
         if c.deleting {
-            return Step::Reply(Err(failed_precondition(format!(
+            return Err(failed_precondition(format!(
                 "container {} is being deleted",
                 r.id
-            ))));
+            )));
         }
         let (runc, bundle, opts) = (c.runc.clone(), c.bundle.clone(), c.options.clone());
-        let Some(p) = self.table.get_mut(key) else {
-            return Step::Reply(Err(not_found(format!("container {} not found", r.id))));
-        };
+        let (key, p) = self.table.lookup_mut(&r.id, &r.exec_id)?;
         if p.begin_start().is_err() {
-            return Step::Reply(Err(failed_precondition(format!(
+            return Err(failed_precondition(format!(
                 "process {} cannot be started: it is not in the created state",
                 p.display()
-            ))));
+            )));
         }
         let job: Job = match p.launch.clone() {
             LaunchSpec::CreatedInit => {
@@ -215,7 +216,7 @@ impl Shim {
                 })
             }
         };
-        Step::Work(job)
+        Ok(Step::Work(job))
     }
 
     /// Records what a Start did: the process runs (its exit held until TaskStart is
@@ -236,9 +237,10 @@ impl Shim {
         };
         // A Start holds no gate: a Delete cannot remove a process being started (its
         // state says so), so the record is there.
-        let Some(p) = self.table.get_mut(key) else {
-            return Err(not_found("the process was deleted while it started"));
-        };
+        let p = self
+            .table
+            .get_mut(key)
+            .ok_or(Missing::Gone(format!("#{}", key.0)))?;
         let restore = matches!(p.launch, LaunchSpec::Restore(_));
         let is_init = p.exec_id.is_empty();
         let (container_id, exec_id) = (p.container_id.clone(), p.exec_id.clone());
@@ -255,9 +257,10 @@ impl Shim {
                 }
             }
         }
-        let Some(p) = self.table.get_mut(key) else {
-            return Err(not_found("the process was deleted while it started"));
-        };
+        let p = self
+            .table
+            .get_mut(key)
+            .ok_or(Missing::Gone(format!("#{}", key.0)))?;
         // Its exits stay held until the start is reported (start_done).
         if let Err(e) = p.launched() {
             log::warn!("start of {}: {e}", p.display());

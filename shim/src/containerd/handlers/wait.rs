@@ -15,12 +15,9 @@ const MAX_WAITERS: usize = 64;
 
 impl Shim {
     pub(super) fn wait(&mut self, call: &CallRef, r: &api::WaitRequest) -> Step {
-        let key = match self.table.find(&r.id, &r.exec_id) {
-            Ok(k) => k,
+        let p = match self.table.lookup_mut(&r.id, &r.exec_id) {
+            Ok((_, p)) => p,
             Err(m) => return Step::Reply(Err(m.into())),
-        };
-        let Some(p) = self.table.get_mut(key) else {
-            return Step::Reply(Err(not_found(format!("container {} not found", r.id))));
         };
         // An exit that is recorded but not reported yet (held for the output to drain, for
         // a Kill's reply, or an init's for its execs) parks the Wait like a live process.

@@ -49,6 +49,9 @@ pub enum Missing {
     Container(String),
     #[error("process {exec} of container {container} not found")]
     Process { container: String, exec: String },
+    /// A process left the table while a call on it waited.
+    #[error("process {0} is gone")]
+    Gone(String),
 }
 
 /// A container id the table will not take.
@@ -105,6 +108,35 @@ impl Table {
                 container: id.to_string(),
                 exec: exec_id.to_string(),
             })
+    }
+
+    /// Process `exec_id` ("" for the init) of container `id`, and its key.
+    pub fn lookup(&self, id: &str, exec_id: &str) -> Result<(ProcKey, &ProcessRecord), Missing> {
+        let key = self.find(id, exec_id)?;
+        self.procs
+            .get(&key)
+            .map(|p| (key, p))
+            .ok_or_else(|| Missing::Gone(record::display_id(id, exec_id)))
+    }
+
+    /// [`Table::lookup`] for a change.
+    pub fn lookup_mut(
+        &mut self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<(ProcKey, &mut ProcessRecord), Missing> {
+        let key = self.find(id, exec_id)?;
+        self.procs
+            .get_mut(&key)
+            .map(|p| (key, p))
+            .ok_or_else(|| Missing::Gone(record::display_id(id, exec_id)))
+    }
+
+    /// The process of `key`, or why a call on it finds nothing.
+    pub fn record(&self, key: ProcKey) -> Result<&ProcessRecord, Missing> {
+        self.procs
+            .get(&key)
+            .ok_or_else(|| Missing::Gone(format!("#{}", key.0)))
     }
 
     pub fn get(&self, key: ProcKey) -> Option<&ProcessRecord> {

@@ -4,10 +4,9 @@
 
 use super::EventLoop;
 use crate::containerd::call::{CallRef, GatedCall};
-use crate::containerd::errors::not_found;
 use crate::containerd::handlers::Step;
 use crate::containerd::process_table::gate::ExitReport;
-use crate::containerd::process_table::ProcKey;
+use crate::containerd::process_table::{Missing, ProcKey};
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::ttrpc::Reply;
 use crate::containerd::workers::Work;
@@ -22,7 +21,8 @@ impl EventLoop {
             Some(Ok((key, exit))) => {
                 self.count(&mut call);
                 let Some(p) = self.shim.table.get_mut(key) else {
-                    self.finish_call(call, None, Err(not_found("process not found")));
+                    let gone = Missing::Gone(format!("#{}", key.0));
+                    self.finish_call(call, None, Err(gone.into()));
                     return;
                 };
                 if p.gate.try_enter(exit) {
@@ -93,7 +93,7 @@ impl EventLoop {
             for gone in std::mem::take(&mut self.shim.gone) {
                 let reply = match self.shim.gate_of(&gone.request) {
                     Some(Err(missing)) => Err(missing.into()),
-                    _ => Err(not_found("the process is gone")),
+                    _ => Err(Missing::Gone(gone.call.method.to_string()).into()),
                 };
                 self.finish_call(gone.call, None, reply);
             }
