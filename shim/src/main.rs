@@ -29,6 +29,8 @@ enum MainError {
     BundleDir(#[source] std::io::Error),
     #[error("shim: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("upgrade: the saved state cannot be taken over: {0}")]
+    Resume(String),
 }
 
 /// The runtime type containerd knows this shim by.
@@ -39,6 +41,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| standalone::is_subcommand(a)) {
         return ExitCode::from(standalone::cli::main(&args));
+    }
+    match args.first().map(String::as_str) {
+        Some("upgrade") => return ExitCode::from(containerd::upgrade::command::main(&args[1..])),
+        Some("upgrade-check") => return upgrade_check(),
+        _ => {}
     }
     let (flags, action) = match flags::parse(&args) {
         Ok(x) => x,
@@ -77,6 +84,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The dry run of a live upgrade: reads the state the running shim would hand over from
+/// stdin and says whether this binary can take it over (`ok <version>`, exit 0) or why
+/// not (exit 1). Touches nothing.
+fn upgrade_check() -> ExitCode {
+    use containerd::upgrade::{protocol, state};
+    match state::read_from(std::io::stdin().lock()) {
+        Ok(s) => {
+            println!(
+                "ok {} takes over format {} from {}",
+                protocol::version_line(),
+                s.format,
+                s.saved_by
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn info() -> Result<(), MainError> {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
@@ -84,6 +113,23 @@ fn info() -> Result<(), MainError> {
     std::io::stdout()
         .write_all(&out)
         .map_err(MainError::WriteInfo)
+}
+
+/// A live upgrade executed this image (or executed the old one again): serve on from the
+/// state the previous image left.
+fn resume(
+    flags: &Flags,
+    taken: Result<
+        (i32, containerd::upgrade::state::SavedShim),
+        containerd::upgrade::state::StateError,
+    >,
+) -> Result<(), MainError> {
+    use containerd::upgrade::state::{ROLLBACK_ENV, STATE_FD_ENV};
+    let rolled_back = std::env::var(ROLLBACK_ENV).ok();
+    std::env::remove_var(ROLLBACK_ENV);
+    std::env::remove_var(STATE_FD_ENV);
+    let (state_fd, saved) = taken.map_err(|e| MainError::Resume(e.to_string()))?;
+    containerd::shim_loop::resume(flags, saved, state_fd, rolled_back).map_err(MainError::Serve)
 }
 
 /// Where a shim invocation logs.
@@ -129,6 +175,9 @@ fn serve(flags: &Flags) -> Result<(), MainError> {
     // Orphaned container processes (runc exits after starting them) become our children.
     nix::sys::prctl::set_child_subreaper(true).map_err(MainError::Subreaper)?;
     init_logging(flags, LogTo::Fifo);
+    if let Some(taken) = containerd::upgrade::state::from_env() {
+        return resume(flags, taken);
+    }
     let socket_path = match &flags.socket {
         Some(s) => containerd::address::parse_uri(s)?,
         None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),

@@ -214,6 +214,11 @@ impl DirectShim {
         }
     }
 
+    /// The containerd namespace the shim was started in.
+    pub fn namespace(&self) -> &str {
+        &self.leftovers.namespace
+    }
+
     /// The ttrpc Task client (share it across threads by reference).
     pub fn client(&self) -> &TaskClient {
         &self.client

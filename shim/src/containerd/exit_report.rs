@@ -166,6 +166,26 @@ impl Shim {
         self.check_oom(init, poller);
     }
 
+    /// Registers again the OOM watcher a container's record holds (a restored table: the
+    /// new image's poller has never seen it), and reads it once.
+    pub fn rewatch_oom(&mut self, init: ProcKey, poller: &Poller) {
+        let Some(id) = self.table.get(init).map(|p| p.container_id.clone()) else {
+            return;
+        };
+        let registered = match self.table.container(&id).ok().and_then(|c| c.oom.as_ref()) {
+            Some(w) => poller.add_readable(w.fd(), crate::supervisor::epoll::Token::Oom(init.0)),
+            None => return,
+        };
+        if let Err(e) = registered {
+            log::warn!("no OOM events for {id}: {e}");
+            if let Ok(c) = self.table.container_mut(&id) {
+                c.oom = None;
+            }
+            return;
+        }
+        self.check_oom(init, poller);
+    }
+
     /// Reads a container's OOM counter (on its wakeup, and before its init's exit is
     /// reported); publishes TaskOOM for each new kill. A watcher that fails (its cgroup
     /// is gone) is dropped.

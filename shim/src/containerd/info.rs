@@ -32,7 +32,7 @@ const DEFAULT_RUNTIME_BINARY: &str = "runc";
 
 /// The build's revision: `TETHER_REVISION` from the build environment (e.g. set to
 /// `git describe` output by the release build), or `unknown`.
-fn revision() -> &'static str {
+pub fn revision() -> &'static str {
     match option_env!("TETHER_REVISION") {
         Some(r) if !r.is_empty() => r,
         _ => "unknown",

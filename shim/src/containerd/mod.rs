@@ -23,5 +23,6 @@ pub mod spool_setting;
 pub mod task_api;
 pub mod task_call;
 pub mod ttrpc;
+pub mod upgrade;
 pub mod wire;
 pub mod workers;

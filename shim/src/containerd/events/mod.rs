@@ -13,6 +13,6 @@ pub mod task_events;
 pub mod types;
 
 pub use envelope::timestamp;
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{CarriedEvent, PublishError, Publisher};
 pub use task_events::Events;
 pub use types::{topics, EventMessage};

@@ -103,6 +103,15 @@ impl Drop for Inner {
     }
 }
 
+/// An event not delivered yet, as a live upgrade carries it: its topic, the encoded
+/// ttrpc request, and how long it had been queued.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarriedEvent {
+    pub topic: String,
+    pub request: Vec<u8>,
+    pub age_ms: u64,
+}
+
 /// Forwards task events to containerd, in order, from one background thread.
 ///
 /// Cloning is cheap (an `Arc`); all clones feed the same queue and thread.
@@ -223,6 +232,56 @@ impl Publisher {
         }
     }
 
+    /// Stops the publisher to hand its queue to the next image (a live upgrade): waits up
+    /// to `timeout` for what is queued to be delivered, then stops the thread and
+    /// returns what was not, in order, with each event's age, for
+    /// [`Publisher::start_with_events`]. Nothing is dropped.
+    pub fn hand_over(&self, timeout: Duration) -> Vec<CarriedEvent> {
+        let deadline = Instant::now().checked_add(timeout);
+        let items = self.inner.shared.queue.hand_over(deadline, STOP_GRACE);
+        if let Some(handle) = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            if self.inner.shared.queue.lock().exited {
+                let _ = handle.join();
+            }
+        }
+        let now = Instant::now();
+        items
+            .into_iter()
+            .map(|i| CarriedEvent {
+                topic: i.topic,
+                request: i.request,
+                age_ms: u64::try_from(now.saturating_duration_since(i.queued_at).as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    /// [`Publisher::start`] with events handed over by the previous image queued first.
+    pub fn start_with_events(
+        ttrpc_address: &str,
+        namespace: &str,
+        events: Vec<CarriedEvent>,
+    ) -> Result<Publisher, PublishError> {
+        let p = Self::start(ttrpc_address, namespace)?;
+        let now = Instant::now();
+        for e in events {
+            let _ = p.inner.shared.queue.push(Item {
+                topic: e.topic,
+                request: e.request,
+                queued_at: now
+                    .checked_sub(Duration::from_millis(e.age_ms))
+                    .unwrap_or(now),
+            });
+        }
+        Ok(p)
+    }
+
     /// Stops accepting events, blocks the caller up to `timeout` for queued
     /// events to be delivered (so `TaskExit`/`TaskDelete` survive shim shutdown),
     /// then stops the thread, dropping with a warning whatever is undelivered.
@@ -273,25 +332,30 @@ fn run(shared: &Shared) {
     let _exit = ExitGuard(&shared.queue);
     let mut conn: Option<Connection> = None;
     while let Some(item) = shared.queue.take() {
-        deliver(shared, &mut conn, &item);
+        let handed_over = !deliver(shared, &mut conn, &item) && shared.queue.handing_over();
+        if handed_over {
+            shared.queue.requeue(item);
+        }
         shared.queue.done();
     }
 }
 
 /// Tries to deliver `item` until it is delivered, rejected, too old, or the
-/// publisher is stopped.
-fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
+/// publisher is stopped; false only in the last case.
+fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) -> bool {
     let cfg = &shared.config;
     let queue = &shared.queue;
     let mut backoff = cfg.backoff_initial;
     let mut attempts: u32 = 0;
     loop {
         if queue.stopped() {
-            log::warn!(
-                "dropping event {}: the publisher was closed before containerd took it",
-                item.topic
-            );
-            return;
+            if !queue.handing_over() {
+                log::warn!(
+                    "dropping event {}: the publisher was closed before containerd took it",
+                    item.topic
+                );
+            }
+            return false;
         }
         attempts = attempts.saturating_add(1);
         let reused = conn.is_some();
@@ -306,13 +370,13 @@ fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
             },
         };
         let err = match result {
-            Ok(Outcome::Delivered) => return,
+            Ok(Outcome::Delivered) => return true,
             Ok(Outcome::Rejected(status)) => {
                 log::warn!(
                     "containerd rejected event {}: {status}; dropping it",
                     item.topic
                 );
-                return;
+                return true;
             }
             Err(e) => e,
         };
@@ -333,7 +397,7 @@ fn deliver(shared: &Shared, conn: &mut Option<Connection>, item: &Item) {
                 item.topic,
                 cfg.max_age
             );
-            return;
+            return true;
         }
         log::debug!(
             "event {}: attempt {attempts} failed ({err}); retrying in {backoff:?}",

@@ -33,6 +33,9 @@ pub struct State {
     pub stop: bool,
     /// The thread has returned (or unwound).
     pub exited: bool,
+    /// Stopping to hand the queue to another image (a live upgrade): the thread puts the
+    /// event it holds back at the front, and nothing is dropped.
+    pub handing_over: bool,
     /// Duplicate of the thread's live socket so `close` can shut it down and
     /// interrupt blocking I/O instead of waiting out the I/O timeout.
     active: Option<UnixStream>,
@@ -164,6 +167,28 @@ impl Queue {
         st.exited
     }
 
+    /// Stops the thread to hand what is queued to the next image: waits until the queue is
+    /// empty (or `deadline`), then stops the thread (interrupting its socket), waits at
+    /// most `grace` for it, and returns every event not delivered, oldest first (the one
+    /// the thread held included).
+    pub fn hand_over(&self, deadline: Option<Instant>, grace: Duration) -> Vec<Item> {
+        self.lock().handing_over = true;
+        self.drain_then_stop(deadline, grace);
+        let mut st = self.lock();
+        st.queue.drain(..).collect()
+    }
+
+    /// The thread was stopped for a hand-over while it held `item`: it goes back in front.
+    pub fn requeue(&self, item: Item) {
+        self.lock().queue.push_front(item);
+        self.changed.notify_all();
+    }
+
+    /// Whether the thread is being stopped for a hand-over.
+    pub fn handing_over(&self) -> bool {
+        self.lock().handing_over
+    }
+
     /// Records the thread's live socket (a duplicate) for [`Queue::drain_then_stop`] to
     /// interrupt; if a stop raced with connecting, shuts the new socket down at once.
     pub fn set_active(&self, stream: Option<&UnixStream>) {
@@ -182,6 +207,10 @@ impl Queue {
         let mut st = self.lock();
         st.exited = true;
         st.active = None;
+        if st.handing_over {
+            self.changed.notify_all();
+            return 0;
+        }
         let abandoned = st.queue.len();
         st.queue.clear();
         self.changed.notify_all();

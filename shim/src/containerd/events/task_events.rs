@@ -30,6 +30,23 @@ impl Events {
         Events { publisher }
     }
 
+    /// Stops publishing and hands over what is not delivered yet (a live upgrade; see
+    /// [`Publisher::hand_over`]). Events published afterwards are dropped.
+    pub fn hand_over(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Vec<super::publisher::CarriedEvent> {
+        self.publisher
+            .take()
+            .map(|p| p.hand_over(timeout))
+            .unwrap_or_default()
+    }
+
+    /// Publishes through `publisher` from now on (after a hand-over that did not happen).
+    pub fn resume(&mut self, publisher: Option<Publisher>) {
+        self.publisher = publisher;
+    }
+
     fn send<M: EventMessage>(&self, topic: &str, event: &M) {
         if let Some(p) = &self.publisher {
             p.publish_message(topic, event);

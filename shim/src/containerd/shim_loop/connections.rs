@@ -102,6 +102,7 @@ impl EventLoop {
         let mut close = r.writable && conn.flush().is_err();
         let mut calls = Vec::new();
         let mut answers = Vec::new();
+        let mut upgrades = Vec::new();
         if !close && r.hangup && !conn.reading {
             // Both directions closed while the connection was held off: nobody to answer.
             close = true;
@@ -114,6 +115,10 @@ impl EventLoop {
             let now = Instant::now();
             for req in out.requests {
                 let stream = req.stream_id;
+                if req.service == crate::containerd::upgrade::protocol::SERVICE {
+                    upgrades.push((stream, req.payload));
+                    continue;
+                }
                 match TaskCall::decode(&req.service, &req.method, &req.payload) {
                     Err(st) => {
                         log::info!("rpc {}.{} refused: {}", req.service, req.method, st.message);
@@ -141,6 +146,13 @@ impl EventLoop {
         }
         for (call, request) in calls {
             self.on_call(call, request);
+        }
+        for (stream, payload) in upgrades {
+            if let Some(reply) = self.on_upgrade_call(n, stream, &payload) {
+                if let Some(conn) = self.conns.get_mut(&n) {
+                    let _ = conn.respond(stream, reply);
+                }
+            }
         }
         self.update_interest(n);
     }
@@ -194,7 +206,7 @@ impl EventLoop {
     /// Asks epoll for what the connection needs now: writability while replies wait,
     /// readability while it takes its replies and has room for more calls (and the shim
     /// has room): a client that sends calls and never reads replies stops being read.
-    fn update_interest(&mut self, n: u32) {
+    pub(super) fn update_interest(&mut self, n: u32) {
         let room = self.calls_in_flight < MAX_QUEUED_CALLS;
         let Some(conn) = self.conns.get_mut(&n) else {
             self.not_reading.remove(&n);

@@ -9,6 +9,10 @@
 
 mod calls;
 mod connections;
+mod resume;
+mod upgrade;
+
+pub use resume::resume;
 
 use crate::containerd::events::Events;
 use crate::containerd::flags::Flags;
@@ -61,6 +65,12 @@ struct EventLoop {
     /// Since when the shim has served no container, and how long it may stay so.
     empty_since: Option<Instant>,
     idle_exit: Duration,
+    /// The binary the shim was started from: what an upgrade moves onto by default.
+    started_from: PathBuf,
+    /// containerd's ttrpc address for events, as `start` gave it.
+    events_address: Option<String>,
+    /// An upgrade asked for and waiting for the calls in flight (`upgrade`).
+    upgrading: Option<upgrade::Upgrading>,
 }
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
@@ -79,18 +89,17 @@ pub fn run(
     base.poller()
         .add_readable(listener.as_fd(), Token::Listener)?;
 
-    let publisher = std::env::var(crate::containerd::bootstrap::TTRPC_ADDRESS_ENV)
-        .ok()
-        .filter(|a| !a.is_empty())
-        .and_then(|addr| {
-            match crate::containerd::events::Publisher::start(&addr, &flags.namespace) {
+    let events_address = events_address();
+    let publisher =
+        events_address.as_deref().and_then(
+            |addr| match crate::containerd::events::Publisher::start(addr, &flags.namespace) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log::warn!("no task events: cannot publish to {addr}: {e}");
                     None
                 }
-            }
-        });
+            },
+        );
     let reaper = Reaper::new();
     let shim = Shim::new(
         flags.namespace.clone(),
@@ -98,47 +107,75 @@ pub fn run(
         Events::new(publisher),
         RuncFactory::new(&flags.namespace, reaper.monitor()),
     );
-    let completions = Arc::new(Completions::new(waker));
-    let workers = WorkerPool::start(completions.clone())?;
-
-    let mut ev = EventLoop {
-        base,
-        shim,
-        reaper,
-        workers,
-        completions,
-        listener,
-        socket_path,
-        conns: HashMap::new(),
-        next_conn: 0,
-        not_reading: BTreeSet::new(),
-        accept_failures: 0,
-        accept_resume_at: None,
-        calls_in_flight: 0,
-        turns: Vec::new(),
-        delete_at: None,
-        empty_since: Some(Instant::now()),
-        idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(IDLE_EXIT),
-    };
+    let mut ev = EventLoop::new(base, waker, shim, reaper, listener, socket_path)?;
+    ev.events_address = events_address;
     log::info!("serving task API v2");
-    let mut ready = Vec::new();
-    while !ev.done() {
-        ev.base.wait(ev.next_deadline(), &mut ready)?;
-        ev.resume_accepting();
-        for r in ready.iter().copied() {
-            ev.dispatch(r);
-        }
-        ev.after_events();
-    }
-    ev.finish();
-    Ok(())
+    ev.serve()
+}
+
+/// containerd's ttrpc address for events, from `start`'s environment.
+fn events_address() -> Option<String> {
+    std::env::var(crate::containerd::bootstrap::TTRPC_ADDRESS_ENV)
+        .ok()
+        .filter(|a| !a.is_empty())
 }
 
 impl EventLoop {
+    /// A loop over `base` (the waker and listener registered) serving `shim`.
+    fn new(
+        base: EventBase,
+        waker: Waker,
+        shim: Shim,
+        reaper: Reaper,
+        listener: UnixListener,
+        socket_path: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        let completions = Arc::new(Completions::new(waker));
+        let workers = WorkerPool::start(completions.clone())?;
+        Ok(EventLoop {
+            base,
+            shim,
+            reaper,
+            workers,
+            completions,
+            listener,
+            socket_path,
+            conns: HashMap::new(),
+            next_conn: 0,
+            not_reading: BTreeSet::new(),
+            accept_failures: 0,
+            accept_resume_at: None,
+            calls_in_flight: 0,
+            turns: Vec::new(),
+            delete_at: None,
+            empty_since: Some(Instant::now()),
+            idle_exit: std::env::var("TETHER_IDLE_EXIT_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(IDLE_EXIT),
+            started_from: std::env::current_exe().unwrap_or_default(),
+            events_address: events_address(),
+            upgrading: None,
+        })
+    }
+
+    /// Serves until containerd shuts the shim down (or an upgrade executes the next
+    /// image, which serves on).
+    fn serve(mut self) -> io::Result<()> {
+        let mut ready = Vec::new();
+        while !self.done() {
+            self.base.wait(self.next_deadline(), &mut ready)?;
+            self.resume_accepting();
+            for r in ready.iter().copied() {
+                self.dispatch(r);
+            }
+            self.after_events();
+        }
+        self.finish();
+        Ok(())
+    }
+
     fn dispatch(&mut self, r: Ready) {
         match r.token {
             Token::Listener => self.accept(),
@@ -180,6 +217,7 @@ impl EventLoop {
         self.progress_deletes(now);
         self.run_turns(now);
         self.write_answers();
+        self.progress_upgrade(now);
         self.resume_reading();
     }
 
@@ -210,6 +248,7 @@ impl EventLoop {
             self.shim.next_output_deadline(),
             self.delete_at,
             gates,
+            self.upgrading.as_ref().map(|u| u.deadline),
         ]
         .into_iter()
         .flatten()

@@ -57,6 +57,8 @@ pub struct Connection {
     /// What the event loop currently asks epoll for on it.
     pub reading: bool,
     pub writing: bool,
+    /// Not read while an upgrade waits (see [`Connection::hold`]).
+    held: bool,
 }
 
 /// What reading produced.
@@ -81,6 +83,7 @@ impl Connection {
             calls_in_flight: 0,
             reading: true,
             writing: false,
+            held: false,
         })
     }
 
@@ -93,9 +96,10 @@ impl Connection {
         self.wbuf.len() - self.wpos
     }
 
-    /// Whether the connection may be read: it takes its replies and has room for calls.
+    /// Whether the connection may be read: it takes its replies, has room for calls and
+    /// is not held.
     pub fn wants_to_read(&self) -> bool {
-        self.calls_in_flight < MAX_CALLS_IN_FLIGHT && self.unsent() < MAX_UNSENT
+        !self.held && self.calls_in_flight < MAX_CALLS_IN_FLIGHT && self.unsent() < MAX_UNSENT
     }
 
     /// Reads what is available, at most [`READ_BUDGET`] bytes, and decodes complete frames.
@@ -207,6 +211,55 @@ pub fn decode_frames(buf: &mut Vec<u8>, out: &mut ReadOutcome) -> Result<(), Ove
         buf.shrink_to(4096);
     }
     Ok(())
+}
+
+/// A connection as it is carried across a live upgrade: its socket (by number), what it
+/// read that is not a whole frame yet, and the reply bytes the peer has not taken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionSnapshot {
+    pub fd: std::os::fd::RawFd,
+    pub unread: Vec<u8>,
+    pub unsent: Vec<u8>,
+}
+
+impl Connection {
+    /// The connection's state; its socket is named in `fds`. Calls in flight are not
+    /// carried: a connection is saved only when it has none.
+    pub fn save(&self, fds: &mut crate::supervisor::carried_fds::FdsOut) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            fd: fds.carry(&self.stream),
+            unread: self.rbuf.clone(),
+            unsent: self.wbuf[self.wpos..].to_vec(),
+        }
+    }
+
+    /// The connection [`Connection::save`] described, its socket taken from `fds`.
+    pub fn restore(
+        s: ConnectionSnapshot,
+        fds: &mut crate::supervisor::carried_fds::FdsIn,
+    ) -> Result<Connection, crate::supervisor::carried_fds::CarryError> {
+        let stream = UnixStream::from(fds.take(s.fd)?);
+        let mut conn = Connection::new(stream).map_err(|source| {
+            crate::supervisor::carried_fds::CarryError::Rebuild {
+                what: "a ttrpc connection",
+                source,
+            }
+        })?;
+        conn.rbuf = s.unread;
+        conn.wbuf = s.unsent;
+        Ok(conn)
+    }
+
+    /// Stops the loop from reading it (an upgrade waits for the calls in flight): what the
+    /// peer sends meanwhile waits in the socket.
+    pub fn hold(&mut self) -> bool {
+        std::mem::replace(&mut self.held, true)
+    }
+
+    /// Reads it again after [`Connection::hold`].
+    pub fn release(&mut self) {
+        self.held = false;
+    }
 }
 
 #[cfg(test)]
