@@ -406,6 +406,9 @@ fn register_pump(poller: &Poller, pump: &Pump, token: Token) -> io::Result<()> {
     }
 }
 
+mod snapshot;
+pub use snapshot::*;
+
 #[cfg(test)]
 mod tests {
     use super::*;
