@@ -18,7 +18,8 @@ use crate::rfc3339;
 /// (stopped/continued statuses are not terminations): containerd's "unknown exit status".
 pub const UNKNOWN_EXIT_CODE: i32 = 255;
 
-/// What a supervisor records when a process ends.
+/// What a supervisor records when a process ends. Serialisable (serde) as plain data: the
+/// faces' process state, and the standalone supervisor's messages to its keeper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitRecord {
     /// The exit code, or 128+N when the process was killed by signal N.

@@ -4,7 +4,7 @@
 //!   [`KeepAliveWriter`]: FIFOs that are created with exact modes and opened without ever
 //!   blocking in open(2), so a supervisor never hangs on a manager that is away.
 //! * [`set_pipe_size`], [`pipe_size`]: bigger pipe buffers, so output is not stalled while
-//!   nobody reads.
+//!   nobody reads; [`unread`]: what a pipe or FIFO holds (has a manager read it all?).
 //! * [`ProcessDir`]: the per-process directory of FIFOs and files (`stdin`, `stdout`,
 //!   `stderr`, `winsz`, `exit`, `exitcode`, `pidfile`, `log.json`) through which a manager
 //!   can die, restart, reattach and still learn the exit status.
@@ -28,6 +28,7 @@ pub mod process_dir;
 pub mod rfc3339;
 mod small_file;
 pub mod start_time;
+mod unread;
 pub mod winsz;
 
 pub use error::{Error, Result};
@@ -44,4 +45,5 @@ pub use process_dir::{
     STDIN, STDOUT, WINSZ,
 };
 pub use start_time::StartRecord;
+pub use unread::unread;
 pub use winsz::{encode_winsz, WindowSize, WinszDecoder, MAX_WINSZ_OBJECT};

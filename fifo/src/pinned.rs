@@ -52,6 +52,29 @@ impl PinnedDir {
         })
     }
 
+    /// A directory already open as `dir` (pinned by another process, which handed the
+    /// descriptor over): from now on named through this process's descriptor table.
+    /// `origin` names it in messages. Errors: `Error::NotADirectory` if `dir` is not one,
+    /// `Error::Io` ("fstat").
+    pub fn from_file(dir: File, origin: &Path) -> Result<Self> {
+        let meta = dir.metadata().map_err(|e| Error::io("fstat", origin, e))?;
+        if !meta.is_dir() {
+            return Err(Error::NotADirectory {
+                path: origin.into(),
+            });
+        }
+        let via = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            dir.as_raw_fd()
+        ));
+        Ok(PinnedDir {
+            dir,
+            origin: origin.into(),
+            path: via,
+        })
+    }
+
     /// The directory, as a path that resolves through the descriptor (valid while `self`
     /// lives, in this process and in its children).
     pub fn path(&self) -> &Path {
@@ -195,6 +218,26 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn a_handed_over_descriptor_pins_the_directory_it_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = File::open(&dir).unwrap();
+        let pinned = PinnedDir::from_file(file, &dir).unwrap();
+        assert_eq!(pinned.origin(), dir);
+        std::fs::rename(&dir, tmp.path().join("moved")).unwrap();
+        write_atomic(&pinned.path().join("f"), b"x", 0o600).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("moved/f")).unwrap(), b"x");
+        // Not a directory: refused.
+        std::fs::write(tmp.path().join("plain"), b"").unwrap();
+        let plain = File::open(tmp.path().join("plain")).unwrap();
+        assert!(matches!(
+            PinnedDir::from_file(plain, &tmp.path().join("plain")),
+            Err(Error::NotADirectory { .. })
+        ));
     }
 
     #[test]

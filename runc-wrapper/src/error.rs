@@ -127,6 +127,7 @@ impl Error {
             || m.contains("is not running")
             || m.contains("process already finished")
             || m.contains("no such process")
+            || m.contains("stopped container")
         {
             ErrorKind::NotRunning
         } else if m.contains("already exists")
@@ -184,6 +185,7 @@ mod tests {
             ("container not running", ErrorKind::NotRunning),
             ("process already finished", ErrorKind::NotRunning),
             ("kill: no such process", ErrorKind::NotRunning),
+            ("cannot exec in a stopped container", ErrorKind::NotRunning),
             ("container with id exists: c1", ErrorKind::AlreadyExists),
             ("container `c1` already exists", ErrorKind::AlreadyExists),
             ("permission denied", ErrorKind::Other),

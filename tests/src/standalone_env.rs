@@ -202,6 +202,17 @@ impl Drop for StandaloneEnv {
     }
 }
 
+/// Waits until whoever reads the FIFO behind `end` (a supervisor) has taken everything
+/// written to it: FIONREAD sees the FIFO's one buffer from either end. Fails the test
+/// after 10 s.
+pub fn wait_read(end: &std::fs::File) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fifo::unread(end) != Some(0) {
+        assert!(Instant::now() < deadline, "nobody read the FIFO");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits for `child` at most `timeout`; then kills it (and reaps it) and returns `None`.
 pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;

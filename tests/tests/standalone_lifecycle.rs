@@ -32,12 +32,22 @@ fn supervisors_outlive_their_manager_and_init_takes_its_processes_along() {
     for n in &names {
         env.exec(&id, n, &bundle.exec_process(&["sleep", "1000"], false));
     }
-    // The manager (the `exec` command) has exited; the supervisors live on, detached.
+    // The manager (the `exec` command) has exited; the supervisors live on, detached,
+    // each the child of its keeper, each of the two leading a session of its own.
     for n in names.iter().map(String::as_str).chain(["init"]) {
-        let pid = supervisor_pid(&env.process_dir(&id, n));
+        let dir = env.process_dir(&id, n);
+        let pid = supervisor_pid(&dir);
+        let keeper: i32 = std::fs::read_to_string(dir.join("keeper.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let (ppid, sid) = ppid_sid(pid);
-        assert_ne!(ppid, nix::unistd::getpid().as_raw());
+        assert_eq!(ppid, keeper, "the keeper is the supervisor's parent");
         assert_eq!(sid, pid, "the supervisor leads its own session");
+        let (ppid, sid) = ppid_sid(keeper);
+        assert_ne!(ppid, nix::unistd::getpid().as_raw());
+        assert_eq!(sid, keeper, "the keeper leads its own session");
     }
     // Readers of every exec's `exit` FIFO, started while the processes live.
     let readers: Vec<_> = names

@@ -19,8 +19,10 @@ has closed it and everything written before has been delivered: nothing is lost.
 process is sent its terminal's EOF character (Ctrl-D) instead, as if typed: EOF at the
 start of a line, the end of a partial line otherwise, nothing if its terminal is in raw
 mode. Final (later attaches cannot write to stdin), asynchronous (returns before the
-process has read its input), and fine to repeat or to use after the exit.
-See also `attach --close-stdin`.
+process has read its input), and fine to repeat or to use after the exit. After its
+supervisor was killed (its keeper has the process): done already for a process without a
+terminal (its stdin closed with the supervisor), refused for a tty process (nobody is
+left to send the EOF character). See also `attach --close-stdin`.
 
 A manager that knows only the directory writes the line \"close-stdin\" to the
 directory's `control` FIFO (open it non-blocking: no reader means the process exited).";

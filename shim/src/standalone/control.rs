@@ -13,6 +13,7 @@
 //! interleave. Unknown and over-long lines are dropped: a newer manager's request must not
 //! upset an older supervisor.
 
+use super::depot::{live_keeper, TTY_MARKER};
 use super::errors::{CliError, CliResult};
 use fifo::ProcessDir;
 use std::io::Write;
@@ -83,6 +84,9 @@ pub enum Delivery {
     Delivered,
     /// The process has exited: nobody reads requests any more, and none is needed.
     Exited,
+    /// Its supervisor was killed and its keeper has the process: a process without a
+    /// terminal read EOF on its stdin when the supervisor (its only writer) died.
+    ClosedWithSupervisor,
 }
 
 /// Sends `request` to the supervisor of the process in `dir`, without blocking.
@@ -92,7 +96,12 @@ pub fn send(dir: &ProcessDir, request: Request) -> CliResult<Delivery> {
         Ok(f) => f,
         Err(fifo::Error::NoReader { .. }) => {
             // The supervisor writes `exitcode` before it stops reading requests: without
-            // one it was killed, and the error says what is known (116 or 117).
+            // one it was killed. Its keeper, if alive, has the process (and reads no
+            // requests); else the error says what is known (116 or 117).
+            let recorded = dir.read_exit().ok().flatten().is_some();
+            if !recorded && live_keeper(dir).is_some() {
+                return kept(dir);
+            }
             return super::exit_record::exit_record_of(dir).map(|_| Delivery::Exited);
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -108,6 +117,20 @@ pub fn send(dir: &ProcessDir, request: Request) -> CliResult<Delivery> {
     fifo.write_all(request.line().as_bytes())
         .map_err(|e| CliError::io("write", &path, &e))?;
     Ok(Delivery::Delivered)
+}
+
+/// `close-stdin` for a process whose keeper has it: done already without a terminal; a
+/// terminal's input has nobody left to send its EOF character.
+fn kept(dir: &ProcessDir) -> CliResult<Delivery> {
+    if dir.path().join(TTY_MARKER).exists() {
+        return Err(CliError::Failed(format!(
+            "{}: its supervisor is gone (killed?); its keeper delivers the output and will \
+             record the exit code, but passes no input on: the terminal's input cannot be \
+             closed",
+            dir.path().display()
+        )));
+    }
+    Ok(Delivery::ClosedWithSupervisor)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! pea's runc container).
 
 use super::args::{self, Spec};
-use super::depot::{live_supervisor, Depot};
+use super::depot::{live_keeper, live_supervisor, Depot};
 use super::errors::{CliError, CliResult};
 use super::pea::PeaRecord;
 use crate::supervisor::pidfd;
@@ -226,11 +226,16 @@ fn stop_supervisors(depot: &Depot, id: &str) -> CliResult<()> {
     Ok(())
 }
 
-/// [`stop_supervisors`] for the processes in `dirs`.
+/// [`stop_supervisors`] for the processes in `dirs`, and their keepers (which likewise
+/// wait for a reader after the exit, when their supervisor was killed).
 fn stop_supervisors_of(dirs: &[fifo::ProcessDir]) {
     let deadline = Instant::now() + SUPERVISOR_GRACE;
     loop {
-        let live: Vec<i32> = dirs.iter().filter_map(live_supervisor).collect();
+        let live: Vec<i32> = dirs
+            .iter()
+            .flat_map(|d| [live_supervisor(d), live_keeper(d)])
+            .flatten()
+            .collect();
         if live.is_empty() || Instant::now() >= deadline + SUPERVISOR_GRACE {
             return;
         }

@@ -43,6 +43,8 @@ pub const CONTAINER_JSON: &str = "container.json";
 pub const PROCESSES: &str = "processes";
 /// The supervisor's pid, in each process directory.
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
+/// The pid of the supervisor's keeper (its parent), in each process directory.
+pub const KEEPER_PID: &str = "keeper.pid";
 /// Present (empty) in the process directory of a process that has a terminal.
 pub const TTY_MARKER: &str = "tty";
 /// Mode of the depot, a container's directory and its `processes/`: root's, traversable
@@ -359,7 +361,19 @@ fn check_dir_safe(dir: &Path, last: bool) -> CliResult<()> {
 /// The pid of the supervisor of the process in `dir`, if it is still alive (its command
 /// line names the directory, so a recycled pid is not mistaken for it).
 pub fn live_supervisor(dir: &ProcessDir) -> Option<i32> {
-    let text = std::fs::read_to_string(dir.path().join(SUPERVISOR_PID)).ok()?;
+    live(dir, SUPERVISOR_PID)
+}
+
+/// The pid of the keeper of the process in `dir`, if it is still alive (a fork of the
+/// supervisor: the same command line).
+pub fn live_keeper(dir: &ProcessDir) -> Option<i32> {
+    live(dir, KEEPER_PID)
+}
+
+/// The pid in `dir/file`, if a live process has it whose command line is a supervisor's
+/// of `dir` (a zombie's is empty: not live).
+fn live(dir: &ProcessDir, file: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.path().join(file)).ok()?;
     let pid: i32 = text.trim().parse().ok().filter(|p| *p > 0)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);

@@ -15,11 +15,12 @@ pub const EXIT_EXISTS: u8 = 120;
 pub const EXIT_NOT_FOUND: u8 = 121;
 /// Exit code: the bundle is not an OCI bundle, or the process spec is not a process.
 pub const EXIT_INVALID_SPEC: u8 = 122;
-/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone (SIGKILLed?) and the process still
-/// runs, unsupervised: its exit code will never be recorded.
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor and its keeper are gone
+/// (SIGKILLed?) and the process still runs, unsupervised: its exit code will never be
+/// recorded.
 pub const EXIT_UNSUPERVISED: u8 = 116;
-/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor is gone and so is the process, its exit
-/// status unrecorded: lost.
+/// Exit code of `wait`/`attach`/`close-stdin`: the supervisor and its keeper are gone and
+/// so is the process, its exit status unrecorded: lost.
 pub const EXIT_STATUS_LOST: u8 = 117;
 /// Exit code: the depot is unsafe: a user other than root (and the caller) could change it.
 pub const EXIT_UNSAFE_DEPOT: u8 = 118;
@@ -38,9 +39,11 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (wait, attach: the process's own exit code, 128+N if killed by signal N)
   2    usage error
-  116  wait, attach, close-stdin: the supervisor was killed; the process still runs (pid on stderr),
-       unsupervised: its output is no longer delivered, its exit code never recorded
-  117  wait, attach, close-stdin: the supervisor was killed and the process is gone: its status is lost
+  116  wait, attach, close-stdin: the supervisor and its keeper were killed; the process still
+       runs (pid on stderr), unsupervised: its output is no longer delivered, its exit code
+       never recorded (a supervisor killed alone is replaced by its keeper: no error)
+  117  wait, attach, close-stdin: the supervisor and its keeper were killed and the process is
+       gone: its status is lost
   118  the depot (or runc's root) is unsafe: owned by, or writable by, a user other than
        root and the caller
   119  attach: detached with the detach keys (the process keeps running)

@@ -5,8 +5,8 @@ use super::errors::{CliError, CliResult};
 use fifo::{Fate, ProcessDir};
 
 /// The exit code in `exitcode`, once the process's `exit` or output has reached EOF.
-/// Without one its supervisor is gone (killed: it always writes `exitcode` before
-/// closing anything), and the error says exactly what is known instead
+/// Without one its supervisor and its keeper are gone (killed: each writes `exitcode`
+/// before closing anything), and the error says exactly what is known instead
 /// ([`fifo::ProcessDir::fate`]): [`CliError::Unsupervised`] with the pid the process still
 /// runs as, or [`CliError::StatusLost`].
 pub fn exit_code_of(dir: &ProcessDir) -> CliResult<u8> {
@@ -15,7 +15,8 @@ pub fn exit_code_of(dir: &ProcessDir) -> CliResult<u8> {
 
 /// [`exit_code_of`], the whole record.
 pub fn exit_record_of(dir: &ProcessDir) -> CliResult<fifo::ExitRecord> {
-    let gone = "its supervisor is gone (killed?) without recording an exit code";
+    let gone = "its supervisor and its keeper are gone (killed?) without recording an exit \
+                code";
     match dir.fate().map_err(CliError::fifo)? {
         Fate::Exited(rec) => Ok(rec),
         Fate::Running(pid) => Err(CliError::Unsupervised(format!(

@@ -69,12 +69,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
         return depot
             .runc(None, None)
             .kill(id, signal, p.flag("--all"))
-            .map_err(|e| match e.runtime_message() {
-                Some(m) if m.contains("not running") || m.contains("process already finished") => {
-                    CliError::NotFound(format!("container {id:?} is not running"))
-                }
-                _ => CliError::runc(e),
-            });
+            .map_err(|e| not_running_or(e, id));
     }
     let dir = dir?;
     let exited = || -> CliResult<bool> { Ok(dir.read_exit().map_err(CliError::fifo)?.is_some()) };
@@ -106,10 +101,11 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {
     })
 }
 
-/// runc's "not running" as [`CliError::NotFound`].
+/// runc's "not running" ([`runc_wrapper::ErrorKind::NotRunning`]) as
+/// [`CliError::NotFound`].
 fn not_running_or(e: runc_wrapper::Error, id: &str) -> CliError {
-    match e.runtime_message() {
-        Some(m) if m.contains("not running") || m.contains("process already finished") => {
+    match e.kind() {
+        runc_wrapper::ErrorKind::NotRunning => {
             CliError::NotFound(format!("container {id:?} is not running"))
         }
         _ => CliError::runc(e),

@@ -1,8 +1,10 @@
 //! Starting a supervisor from `run`/`exec` and waiting for it to report.
 //!
-//! The supervisor is this same binary (`/proc/self/exe supervise ...`). Its stdout is the
-//! readiness pipe: one line, `started <pid>` or `error <kind> <message>`, then EOF (it
-//! points its stdio at /dev/null). Its stdin carries an exec's process spec.
+//! The supervisor is this same binary (`/proc/self/exe supervise ...`); the child we
+//! spawn forks at once and stays as the supervisor's keeper (its parent), the supervisor
+//! being the grandchild ([`super::keeper`]). The supervisor's stdout is the readiness
+//! pipe: one line, `started <pid>` or `error <kind> <message>`, then EOF (it and the
+//! keeper point their stdio at /dev/null). Its stdin carries an exec's process spec.
 
 use super::errors::{CliError, CliResult};
 use super::supervise::Plan;
@@ -37,12 +39,14 @@ pub fn launch(plan: &Plan, spec: &[u8]) -> CliResult<i32> {
     }
     let line = report.lines().next().unwrap_or_default();
     if let Some(pid) = line.strip_prefix("started ") {
-        // The supervisor lives on; it is reparented to init when we exit.
+        // The keeper and the supervisor live on; the keeper is reparented to init when we
+        // exit.
         return pid
             .trim()
             .parse()
             .map_err(|_| CliError::Failed(format!("supervisor reported {line:?}")));
     }
+    // The keeper exits with the supervisor's status once the supervisor has failed.
     let status = child.wait().ok();
     if let Some(rest) = line.strip_prefix("error ") {
         let (kind, message) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -5,7 +5,9 @@
 //! (layout), [`errors`] (exit codes), [`io_owner`] (`--io-uid`/`--io-gid`: a process
 //! directory for a non-root manager), [`launch`] + [`supervise`] (the resident
 //! supervisor, built on `crate::supervisor`'s epoll loop, reaper, pumps, tty and
-//! signals), [`keeper`] (what a process keeps if its supervisor is SIGKILLed),
+//! signals), [`keeper`] (the supervisor's parent: what a process keeps, its exit status
+//! above all, if its supervisor is SIGKILLed), [`output_fifo`] (an output FIFO as a
+//! supervisor or keeper holds it),
 //! [`supervisor_log`] (its warnings), [`control`] (the `control` FIFO: requests to a supervisor), [`raw_mode`] +
 //! [`winsize`] (`attach` from a terminal), [`detach_keys`] + [`keyed_input`] (`attach`'s
 //! detach keys and the stdin forwarding that watches for them), [`pty_eof`] (a tty process's end of input),
@@ -29,6 +31,7 @@ pub mod keeper;
 pub mod keyed_input;
 pub mod kill;
 pub mod launch;
+pub mod output_fifo;
 pub mod pea;
 pub mod pty_eof;
 pub mod raw_mode;

@@ -2,7 +2,7 @@
 //! managers.
 
 use super::args::{self, Spec};
-use super::depot::{live_supervisor, Depot};
+use super::depot::{live_keeper, live_supervisor, Depot};
 use super::errors::{CliError, CliResult};
 use super::pea::PeaRecord;
 use serde_json::{json, Value};
@@ -27,9 +27,11 @@ Prints the container's state and its processes. --json:
 pub const PS_USAGE: &str = "\
 usage: containerd-shim-tether-v2 ps [--json] CONTAINER-ID
 
-Lists the container's supervised processes: id, pid, status (running, exited; when its
-supervisor was killed: unsupervised while the process still runs, lost once it is gone
-with its exit status), exit code, directory. --json: an array of
+Lists the container's supervised processes: id, pid, status (running, exited; kept when
+its supervisor was killed and its keeper has taken the process over: the output is still
+delivered and the exit code will be recorded, but input and resizes no longer reach it;
+when the keeper was killed too: unsupervised while the process still runs, lost once it
+is gone with its exit status), exit code, directory. --json: an array of
 {\"id\",\"kind\",\"runc_id\",\"pid\",\"status\",\"exit_code\",\"exited_at\",\"dir\"}, kind
 \"process\" or \"pea\" (its own runc container, runc_id; see exec --help).";
 
@@ -60,7 +62,10 @@ fn processes_json(depot: &Depot, id: &str) -> CliResult<Vec<Value>> {
         let status = match (&exit, live_supervisor(&dir)) {
             (Some(_), _) => "exited",
             (None, Some(_)) => "running",
-            // The supervisor is gone without an exit code: killed.
+            // The supervisor is gone without an exit code (killed); its keeper has the
+            // process and will record its exit.
+            (None, None) if live_keeper(&dir).is_some() => "kept",
+            // Killed, and its keeper too.
             (None, None) => match dir.fate() {
                 Ok(fifo::Fate::Exited(_)) => "exited",
                 Ok(fifo::Fate::Running(_)) => "unsupervised",

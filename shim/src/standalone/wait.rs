@@ -13,9 +13,10 @@ usage: containerd-shim-tether-v2 wait [--json] (CONTAINER-ID [PROCESS-ID] | --di
 
 Blocks until the process has exited (reads the `exit` FIFO to EOF), then prints its exit
 code (--json: {\"exit_code\":N,\"exited_at\":\"RFC 3339\"}) and exits with it. Works the same
-after the process has exited, any number of times. If the process's supervisor was killed
-(it records the exit code), says so at once instead: exit code 116 while the process
-still runs (its pid is printed), 117 once it is gone and its status lost.";
+after the process has exited, any number of times. A supervisor killed alone changes
+nothing: its keeper records the exit code. If the keeper was killed too (nobody records
+the exit code), says so at once instead: exit code 116 while the process still runs (its
+pid is printed), 117 once it is gone and its status lost.";
 
 const SPEC: Spec = Spec {
     valued: &[("--dir", None)],

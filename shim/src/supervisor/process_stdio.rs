@@ -196,16 +196,13 @@ impl ProcessStdio {
         self.pumps[stream.index()].is_some()
     }
 
-    /// The descriptors through which the output pumps face the process (the read ends of
-    /// its stdout and stderr pipes, or the pty master): whoever else holds copies keeps
-    /// the process's writes from failing with EPIPE (or its terminal from hanging up)
-    /// should these pumps go away (the standalone face's keeper).
-    pub fn output_sources(&self) -> Vec<BorrowedFd<'_>> {
-        Stream::OUTPUTS
-            .iter()
-            .filter_map(|s| self.pumps[s.index()].as_ref())
-            .map(Pump::src_fd)
-            .collect()
+    /// The descriptor through which the pump of `stream` faces the process (for an
+    /// output: the read end of its pipe, or the pty master), while the pump is there:
+    /// whoever else holds a copy keeps the process's writes from failing with EPIPE (or
+    /// its terminal from hanging up) should the pumps go away, and can take over (the
+    /// standalone face's keeper).
+    pub fn source(&self, stream: Stream) -> Option<BorrowedFd<'_>> {
+        self.pumps[stream.index()].as_ref().map(Pump::src_fd)
     }
 
     /// How many output pumps are still there.

@@ -10,7 +10,7 @@
 
 use fifo::ExitRecord;
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use runc_wrapper::ProcessMonitor;
 use std::collections::{HashMap, HashSet};
@@ -91,12 +91,11 @@ impl Reaper {
         let mut exits = Vec::new();
         loop {
             let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), (code & 0xff) << 8),
-                Ok(WaitStatus::Signaled(pid, sig, core)) => {
-                    (pid.as_raw(), sig as i32 | if core { 0x80 } else { 0 })
-                }
                 Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue, // stopped/continued: not an exit
+                Ok(ws) => match raw_exit(ws) {
+                    Some(exit) => exit,
+                    None => continue, // stopped/continued: not an exit
+                },
                 Err(Errno::EINTR) => continue,
                 Err(_) => break, // ECHILD: no children at all
             };
@@ -115,6 +114,88 @@ impl Reaper {
             }
         }
         exits
+    }
+
+    /// [`Reaper::reap`], telling `announce` of each exit (not a runc invocation's) while
+    /// the child is still an unreaped zombie, before it is reaped: a face that must hand
+    /// the status on (the standalone supervisor, to its keeper) does so before it could
+    /// be lost with the face. Each status is peeked (`waitid` with `WNOWAIT`), announced,
+    /// then that child is reaped by its pid; the record is the peeked one. `announce`
+    /// runs under the reaper's lock: it must not start or wait for a runc invocation.
+    pub fn reap_announced(&self, mut announce: impl FnMut(&ChildExit)) -> Vec<ChildExit> {
+        let mut exits = Vec::new();
+        loop {
+            let (pid, status) = match peek(Id::All) {
+                Peeked::Exit(pid, status) => (pid, status),
+                Peeked::Interrupted => continue,
+                Peeked::Nothing => break,
+            };
+            let mut children = self.shared.lock();
+            // A runc invocation is registered under this lock before it can exit, and
+            // leaves `running` only under it, after its monitor reaped it (without the
+            // lock): one that is not registered any more may be gone already.
+            let runc = children.running.contains(&pid);
+            if !runc && !matches!(peek(Id::Pid(Pid::from_raw(pid))), Peeked::Exit(..)) {
+                continue;
+            }
+            let exit = ChildExit {
+                pid,
+                status,
+                at: SystemTime::now(),
+            };
+            if !runc {
+                announce(&exit);
+            }
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(_) => {}
+                // Its runc monitor reaped it meanwhile (and has its status).
+                Err(Errno::ECHILD) => continue,
+                Err(_) => break,
+            }
+            if runc {
+                children.done.insert(pid, status);
+                drop(children);
+                self.shared.reaped.notify_all();
+            } else {
+                drop(children);
+                exits.push(exit);
+            }
+        }
+        exits
+    }
+}
+
+/// What a peek at exited children found.
+enum Peeked {
+    /// A child that exited, still unreaped: its pid and raw wait(2) status.
+    Exit(i32, i32),
+    Interrupted,
+    /// No exited child (or no child at all).
+    Nothing,
+}
+
+/// Looks at an exited child among `id` without reaping it (`WNOWAIT`).
+fn peek(id: Id<'_>) -> Peeked {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(id, flags) {
+        // Only exits are asked for (WEXITED): anything else is no exit to act on.
+        Ok(ws) => match raw_exit(ws) {
+            Some((pid, status)) => Peeked::Exit(pid, status),
+            None => Peeked::Nothing,
+        },
+        Err(Errno::EINTR) => Peeked::Interrupted,
+        Err(_) => Peeked::Nothing, // ECHILD: no children at all
+    }
+}
+
+/// The pid and raw wait(2) status of an exit (`None` for a stop or a continue).
+fn raw_exit(ws: WaitStatus) -> Option<(i32, i32)> {
+    match ws {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), (code & 0xff) << 8)),
+        WaitStatus::Signaled(pid, sig, core) => {
+            Some((pid.as_raw(), sig as i32 | if core { 0x80 } else { 0 }))
+        }
+        _ => None,
     }
 }
 
@@ -308,5 +389,69 @@ mod tests {
             others.is_empty(),
             "no runc child reported as a container exit: {others:?}"
         );
+    }
+
+    #[test]
+    fn an_exit_is_announced_while_its_child_is_still_unreaped() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "--nocapture"])
+            .arg("supervisor::reaper::tests::isolated_reap_announced")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    /// Whether `pid` is a zombie (exited, not reaped).
+    fn zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[test]
+    #[ignore = "run by an_exit_is_announced_while_its_child_is_still_unreaped"]
+    fn isolated_reap_announced() {
+        let reaper = Reaper::new();
+        let monitor = reaper.monitor();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (reaper.clone(), stop.clone());
+        // (pid, a zombie when announced, code) of every announced exit; and the exits.
+        let collector = std::thread::spawn(move || {
+            let mut announced = Vec::new();
+            let mut exits = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                exits.extend(r.reap_announced(|e| {
+                    announced.push((e.pid, zombie(e.pid), e.record().code));
+                }));
+                std::thread::yield_now();
+            }
+            (announced, exits)
+        });
+        // runc children, waited for by their monitor: never announced.
+        for code in [0, 3] {
+            let mut child = monitor
+                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
+                .unwrap();
+            assert_eq!(monitor.wait(&mut child).unwrap().code(), Some(code));
+        }
+        // A plain child: announced (still a zombie then), then reaped and returned.
+        let plain = pid_of(&Command::new("sh").args(["-c", "exit 5"]).spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{plain}")).exists() {
+            assert!(Instant::now() < deadline, "never reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (announced, exits) = collector.join().unwrap();
+        assert_eq!(announced, [(plain, true, 5)]);
+        assert_eq!(exits.len(), 1);
+        assert_eq!((exits[0].pid, exits[0].record().code), (plain, 5));
     }
 }

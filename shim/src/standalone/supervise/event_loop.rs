@@ -1,26 +1,35 @@
 //! The supervisor's loop: pumps, `winsz`, `control`, signals and the exit; then the
-//! linger until a manager has read what is buffered.
+//! linger until a manager has read what is buffered. Every change of the process's life
+//! goes through [`super::state::SupervisorState`]; the descriptors follow it.
 
-use super::*;
+use super::state::MonoTime;
+use super::Supervisor;
+use crate::standalone::control::Request;
+use crate::standalone::output_fifo::{close_delivered, DRAIN_GRACE, LINGER_POLL};
+use crate::standalone::pty_eof;
+use crate::supervisor::epoll::{Ready, Token};
+use crate::supervisor::process_stdio::{DeleteLinger, Linger, Stream};
+use crate::supervisor::tty;
+use fifo::ExitRecord;
+use nix::sys::signal::Signal;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+/// The process's slot in its pumps' tokens: the supervisor has one.
+const SLOT: u32 = 0;
+/// Tokens of the winsz and control FIFOs, and of a pea's watch on the outer init.
+const WINSZ: u32 = 0;
+const CONTROL_FIFO: u32 = 1;
+const OUTER_INIT: u32 = 2;
 
 impl Supervisor {
-    /// The process's ends of its output (pipe read ends or the pty master), for the keeper.
-    pub(super) fn process_output_ends(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        let mut ends = self.stdio.output_sources();
-        if let Some(m) = &self.master {
-            ends.push(m.as_fd());
-        }
-        ends
-    }
-
     pub(super) fn register(&mut self) -> std::io::Result<()> {
         let poller = self.base.poller();
         self.stdio.register(poller, SLOT).map_err(|u| u.error)?;
-        if let Some(w) = &self.winsz {
-            poller.add_readable(w.as_fd(), Token::Fifo(WINSZ))?;
-        }
-        if let Some(c) = &self.control {
-            poller.add_readable(c.as_fd(), Token::Fifo(CONTROL_FIFO))?;
+        if let Some(h) = &self.holds {
+            poller.add_readable(h.winsz.as_fd(), Token::Fifo(WINSZ))?;
+            poller.add_readable(h.control.as_fd(), Token::Fifo(CONTROL_FIFO))?;
         }
         if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
             poller.add_readable(outer.as_fd(), Token::Fifo(OUTER_INIT))?;
@@ -37,8 +46,8 @@ impl Supervisor {
             self.on_stdin_done();
         }
         let mut events: Vec<Ready> = Vec::new();
-        loop {
-            let linger = self.exited.then(|| Instant::now() + LINGER_POLL);
+        while !self.state.is_done() {
+            let linger = (!self.state.is_running()).then(|| Instant::now() + LINGER_POLL);
             let deadline = [linger, self.stdio.next_recheck()]
                 .into_iter()
                 .flatten()
@@ -60,8 +69,9 @@ impl Supervisor {
                 self.run_stream(stream);
             }
             self.drops.update(&self.stdio);
-            if self.exited && self.linger_done() {
-                break;
+            if !self.state.is_running() && self.linger_done() {
+                // Exited | Stopping → Done: the only way out of the linger.
+                let _ = self.state.finish();
             }
         }
         self.drops.finish(&self.stdio);
@@ -77,7 +87,8 @@ impl Supervisor {
     /// The stdin pump has ended (dropping it closed the process's stdin pipe). When that
     /// was a manager's `close-stdin`, a tty process gets its EOF character: its pty stays.
     fn on_stdin_done(&mut self) {
-        if let (true, Some(m)) = (self.stdin_closing, &self.master) {
+        let master = self.holds.as_ref().and_then(|h| h.master.as_ref());
+        if let (true, Some(m)) = (self.state.stdin_closing(), master) {
             // Best effort: a full input queue (the process reads nothing) only loses an
             // EOF the process was never going to read.
             let _ = pty_eof::send(m.as_fd());
@@ -91,21 +102,22 @@ impl Supervisor {
             return;
         };
         self.base.poller().remove(outer.as_fd());
-        if !self.exited {
-            log::info!("the container's init exited: killing pea {}", self.pid);
+        if self.state.is_running() {
+            let pid = self.state.pid();
+            log::info!("the container's init exited: killing pea {pid}");
             // Our unreaped child: the pid is still its own.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 
     fn on_control(&mut self) {
-        let Some(c) = &mut self.control else { return };
+        let Some(h) = &mut self.holds else { return };
         let mut buf = [0u8; 256];
         let mut requests = Vec::new();
         loop {
-            match c.read(&mut buf) {
+            match h.control.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => requests.extend(self.requests.push(&buf[..n])),
+                Ok(n) => requests.extend(h.requests.push(&buf[..n])),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
@@ -118,26 +130,28 @@ impl Supervisor {
     }
 
     /// Lets go of the `stdin` FIFO: the pump reaches EOF once no manager writes to it
-    /// either and everything written has been moved on.
+    /// either and everything written has been moved on. A repeated request changes
+    /// nothing (the state refuses it).
     fn close_stdin(&mut self) {
-        if self.stdin_closing {
+        if self.state.close_stdin().is_err() {
             return;
         }
-        self.stdin_closing = true;
-        self.stdin_hold = None;
+        if let Some(h) = &mut self.holds {
+            h.stdin = None;
+        }
         // No edge will come if there was no other writer: look now.
         self.run_stream(Stream::Stdin);
     }
 
     fn on_winsz(&mut self) {
-        let Some(w) = &mut self.winsz else { return };
+        let Some(h) = &mut self.holds else { return };
         let mut buf = [0u8; 1024];
         loop {
-            match w.read(&mut buf) {
+            match h.winsz.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    for size in self.decoder.push(&buf[..n]).into_iter().flatten() {
-                        if let Some(m) = &self.master {
+                    for size in h.decoder.push(&buf[..n]).into_iter().flatten() {
+                        if let Some(m) = &h.master {
                             let _ = tty::resize(m.as_fd(), size.columns, size.rows);
                         }
                     }
@@ -149,21 +163,34 @@ impl Supervisor {
     }
 
     fn on_signals(&mut self) {
-        let signals = self.base.signals();
-        for sig in &signals {
-            if *sig != Signal::SIGCHLD && self.exited {
-                self.stop
-                    .get_or_insert_with(|| DeleteLinger::new(Instant::now()));
+        for sig in self.base.signals() {
+            // A termination signal is ignored while the process lives (the supervisor
+            // outlives its manager), and only the first one after the exit counts: the
+            // state refuses the others.
+            if sig != Signal::SIGCHLD {
+                let _ = self.state.stop(MonoTime::now());
             }
         }
-        for exit in self.reaper.reap() {
-            if exit.pid == self.pid && !self.exited {
+        let pid = self.state.pid();
+        let running = self.state.is_running();
+        let keeper = self.keeper.as_ref();
+        // The keeper learns the status before the process is reaped: should we die
+        // between the two, it still has it.
+        let exits = self.reaper.reap_announced(|exit| {
+            if exit.pid == pid && running {
+                if let Some(Err(e)) = keeper.map(|k| k.exited(&exit.record())) {
+                    log::warn!("cannot tell the keeper the exit of {pid}: {e}");
+                }
+            }
+        });
+        for exit in exits {
+            if exit.pid == pid && self.state.is_running() {
                 self.on_exit(exit.record());
             }
         }
     }
 
-    /// The process exited: record it, close `exit`, stop taking input.
+    /// The process exited: record it, close `exit`, stop taking input, let the keeper go.
     fn on_exit(&mut self, record: ExitRecord) {
         let poller = self.base.poller();
         // Move what is already in the process pipes before anything else (saves a
@@ -182,21 +209,21 @@ impl Supervisor {
             }
         }
         let _ = self.dir.write_exit(&record);
-        self.exit_hold = None;
+        // After `exitcode`: `exit` reaches EOF (once the keeper lets go of it too), and a
+        // manager whose request finds no reader on `control` knows the process has
+        // exited.
+        if let Some(h) = self.holds.take() {
+            poller.remove(h.winsz.as_fd());
+            poller.remove(h.control.as_fd());
+        }
         self.stdio.close(poller, Stream::Stdin);
-        self.stdin_hold = None;
-        if let Some(w) = self.winsz.take() {
-            poller.remove(w.as_fd());
+        if let Some(k) = self.keeper.take() {
+            if let Err(e) = k.recorded() {
+                log::warn!("cannot let the keeper go: {e}");
+            }
         }
-        self.winsz_hold = None;
-        // After `exitcode`: a manager whose request finds no reader knows the process
-        // has exited.
-        if let Some(c) = self.control.take() {
-            poller.remove(c.as_fd());
-        }
-        self.control_hold = None;
-        self.master = None;
-        self.exited = true;
+        // Running → Exited: the holds above are gone with it.
+        let _ = self.state.exited(record);
     }
 
     /// After the exit: closes each FIFO once its pump has finished (or, after the grace,
@@ -204,11 +231,10 @@ impl Supervisor {
     /// when all are closed, or after a termination signal once no manager is taking
     /// spooled output (bounded).
     fn linger_done(&mut self) -> bool {
-        if !self.exited {
-            return false;
-        }
-        if let Some(linger) = &self.stop {
-            match linger.check(self.stdio.backlog(), Instant::now()) {
+        if let Some(since) = self.state.stopping_since() {
+            let now = Instant::now();
+            let linger = DeleteLinger::new(since.to_instant(now, MonoTime::now()));
+            match linger.check(self.stdio.backlog(), now) {
                 Linger::Wait(_) => {}
                 Linger::Drained => return true,
                 Linger::Drop { spooled, why } => {
@@ -217,13 +243,11 @@ impl Supervisor {
                 }
             }
         }
-        self.stdio
-            .abandon_idle_outputs(self.base.poller(), Instant::now());
-        for (stream, out) in Stream::OUTPUTS.into_iter().zip(&mut self.outputs) {
-            if !self.stdio.is_open(stream) && out.unread() == 0 {
-                out.close();
-            }
-        }
-        self.outputs.iter().all(OutputFifo::closed)
+        close_delivered(
+            &mut self.outputs,
+            &mut self.stdio,
+            self.base.poller(),
+            Instant::now(),
+        )
     }
 }

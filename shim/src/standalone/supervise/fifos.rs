@@ -1,56 +1,17 @@
 //! The process directory's FIFOs as the supervisor holds them: output FIFOs whose write
-//! ends outlive the pumps until a manager has read them, and read ends with a held write
-//! end so none reaches EOF between two managers.
+//! ends outlive the pumps until a manager has read them (`output_fifo`), and read ends
+//! with a held write end so none reaches EOF between two managers.
 
-use super::*;
+use super::Fifos;
+use crate::standalone::control::CONTROL;
+use crate::standalone::errors::{CliError, CliResult};
+use crate::standalone::io_owner::IoOwner;
+use crate::standalone::output_fifo::OutputFifo;
+use fifo::ProcessDir;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 
-impl OutputFifo {
-    /// Opens the FIFO at `path` as a keep-alive writer, its buffer raised to
-    /// [`PIPE_SIZE`].
-    pub(super) fn open(path: &std::path::Path) -> CliResult<Self> {
-        let (writer, keepalive) = fifo::KeepAliveWriter::open(path)
-            .map_err(CliError::fifo)?
-            .into_parts();
-        let _ = fifo::set_pipe_size(&writer, PIPE_SIZE);
-        Ok(OutputFifo {
-            writer: Some(writer),
-            keepalive: Some(keepalive),
-        })
-    }
-
-    /// Where the pump from the process delivers: a copy of the write end (the keep-alive
-    /// read end is held here, not by the pump).
-    pub(super) fn sink(&self) -> CliResult<Sink> {
-        let writer = self
-            .writer
-            .as_ref()
-            .ok_or_else(|| CliError::Failed("output FIFO already closed".into()))?;
-        let dst = writer
-            .try_clone()
-            .map_err(|e| CliError::Failed(format!("dup: {e}")))?;
-        Ok(Sink::new(dst.into(), None))
-    }
-
-    /// Bytes in the FIFO that no manager has read yet.
-    pub(super) fn unread(&self) -> usize {
-        self.keepalive
-            .as_ref()
-            .and_then(|k| fionread::pending(k.as_fd()))
-            .unwrap_or(0)
-    }
-
-    /// Closes the FIFO: an attached manager reads EOF.
-    pub(super) fn close(&mut self) {
-        self.writer = None;
-        self.keepalive = None;
-    }
-
-    /// Whether the FIFO is closed (everything delivered, or given up).
-    pub(super) fn closed(&self) -> bool {
-        self.writer.is_none()
-    }
-}
-
+/// Opens the FIFOs the supervisor holds (creating `control`), `exit` first.
 pub(super) fn open_fifos(dir: &ProcessDir, io_owner: Option<IoOwner>) -> CliResult<Fifos> {
     // `exit` first: a `wait` that starts as soon as we report must block, not see EOF.
     let exit_hold = fifo::open_rdwr(&dir.exit()).map_err(CliError::fifo)?;

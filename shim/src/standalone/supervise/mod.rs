@@ -30,67 +30,49 @@
 //!
 //! `close-stdin` drops the held write end of `stdin`: once every manager has closed its
 //! end too, the stdin pump drains what they wrote and reaches EOF, which closes the
-//! process's stdin pipe (a tty process is sent its EOF character instead, [`pty_eof`]).
+//! process's stdin pipe (a tty process is sent its EOF character instead, [`super::pty_eof`]).
 //!
 //! SIGTERM, SIGINT and SIGHUP are ignored while the process lives (the supervisor
 //! survives its manager); after the exit they end the wait for a reader (`delete` uses
 //! this), dropping whatever output nobody read — once a manager that is taking spooled
 //! output has it, or has stopped, or after 10 s (the shared core's `DeleteLinger`).
-
 //!
-//! Files: `plan` (what to supervise: the command line both ways), `fifos` (the process
-//! directory's FIFOs, held apart from the pumps), `start` (FIFOs, launch, the supervisor
-//! value), `event_loop` (the loop until the exit and the linger after it).
+//! The supervisor is the child of its keeper ([`super::keeper`]), forked first thing:
+//! should the supervisor be SIGKILLed, the keeper takes the process over and records its
+//! exit. While the supervisor lives, it hands the keeper what it needs once the process
+//! runs, tells it the exit status before reaping the process, and lets it go once
+//! `exitcode` is written.
+//!
+//! Files: `plan` (what to supervise: the command line both ways), `state` (the
+//! supervisor's life: one enum, its only transitions), `fifos` (the process directory's
+//! FIFOs, held apart from the pumps), `start` (FIFOs, launch, handover to the keeper, the
+//! supervisor value), `event_loop` (the loop until the exit and the linger after it).
 
 mod event_loop;
 mod fifos;
 mod plan;
 mod start;
+pub mod state;
 
 pub use plan::{Kind, Plan};
 
-use super::control::{self, Request, CONTROL};
-use super::depot::{Depot, SUPERVISOR_PID, TTY_MARKER};
+use super::control;
 use super::errors::{CliError, CliResult};
-use super::io_owner::IoOwner;
-use super::spool_flags::{self, SpoolFlags};
-use super::{keeper, pea, pty_eof, supervisor_log};
-use crate::supervisor::epoll::{Ready, Token};
+use super::keeper::{self, KeeperLink};
+use super::output_fifo::OutputFifo;
+use super::spool_flags;
 use crate::supervisor::event_base::EventBase;
-use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
-use crate::supervisor::pidfd;
-use crate::supervisor::process_stdio::{DeleteLinger, Linger, ProcessStdio, Stream};
+use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::wiring::{self, PipeOptions, Sink};
-use crate::supervisor::{fionread, signals, tty};
-use fifo::{ExitRecord, PinnedDir, ProcessDir, StartRecord, WinszDecoder};
-use nix::sys::signal::Signal;
-use runc_wrapper::ProcessIo;
+use crate::supervisor::signals;
+use fifo::{PinnedDir, ProcessDir, WinszDecoder};
+use state::SupervisorState;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-/// Mode of the files the supervisor writes (`supervisor.pid`, `tty`, `starttime`).
-const FILE_MODE: u32 = 0o644;
-/// Pipe and FIFO buffers are raised to this (best effort) so output waits for a manager.
-pub const PIPE_SIZE: usize = 1 << 20;
 /// Longest process spec accepted on stdin.
 const MAX_SPEC: u64 = 4 << 20;
-/// After the exit, an output source that is still open (a descendant holds it) but idle
-/// for this long is abandoned; what it already delivered to the FIFO is still kept.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// Poll interval while waiting for a manager to read the remaining output (nothing
-/// signals that a FIFO has been emptied).
-const LINGER_POLL: Duration = Duration::from_millis(100);
-
-/// The process's slot in its pumps' tokens: the supervisor has one.
-const SLOT: u32 = 0;
-/// Tokens of the winsz and control FIFOs, and of a pea's watch on the outer init.
-const WINSZ: u32 = 0;
-const CONTROL_FIFO: u32 = 1;
-const OUTER_INIT: u32 = 2;
 
 /// Entry point of the hidden `supervise` subcommand; returns the exit code.
 pub fn main(plan: Plan) -> u8 {
@@ -101,6 +83,12 @@ pub fn main(plan: Plan) -> u8 {
     // the directory (`--io-gid`), and `kill` trusts `pidfile`.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = std::env::set_current_dir("/");
+    // First, while we are one small thread: the keeper, our parent from here on (this
+    // returns in the child, the supervisor).
+    let keeper = keeper::fork_keeper(&plan.dir);
+    // A session of our own too (the keeper leads the first): neither the caller's nor
+    // the keeper's process group signals reach us.
+    let _ = nix::unistd::setsid();
     let mut ready = std::io::stdout();
     let setup = (|| -> CliResult<(Supervisor, i32)> {
         nix::sys::prctl::set_child_subreaper(true)
@@ -118,7 +106,7 @@ pub fn main(plan: Plan) -> u8 {
             }
             Kind::Run { .. } => Vec::new(),
         };
-        start::start(&plan, &spec, base)
+        start::start(&plan, &spec, base, keeper)
     })();
     match setup {
         Ok((mut sup, pid)) => {
@@ -150,48 +138,50 @@ fn detach_stdio() {
     }
 }
 
-/// One output FIFO: its write end, held apart from the pump (which writes to a copy) so
-/// the FIFO stays open until a manager has read what the pump delivered, and the
-/// keep-alive read end.
-#[derive(Debug, Default)]
-struct OutputFifo {
-    writer: Option<File>,
-    keepalive: Option<File>,
-}
-
 /// The running supervisor.
 #[derive(Debug)]
 struct Supervisor {
     base: EventBase,
     reaper: Reaper,
     /// The process directory, held open: `dir`'s path resolves through it.
-    _pinned: PinnedDir,
+    pinned: PinnedDir,
     dir: ProcessDir,
-    pid: i32,
-    exit_hold: Option<File>,
+    /// Where the process is in its life; the descriptors below follow it.
+    state: SupervisorState,
+    /// The keeper (our parent), if one could be forked.
+    keeper: Option<KeeperLink>,
     /// The process's pumps (stdin from the `stdin` FIFO; stdout and stderr, or the pty's
     /// output as stdout, into `outputs`).
     stdio: ProcessStdio,
     /// The `stdout` and `stderr` FIFOs.
     outputs: [OutputFifo; 2],
-    stdin_hold: Option<File>,
-    winsz: Option<File>,
-    winsz_hold: Option<File>,
-    decoder: WinszDecoder,
-    control: Option<File>,
-    control_hold: Option<File>,
-    requests: control::Decoder,
-    /// A manager asked to close stdin: the stdin pump's end is the process's EOF.
-    stdin_closing: bool,
-    master: Option<File>,
+    /// What is held while the process runs (`Some` exactly in `Running`).
+    holds: Option<RunningHolds>,
     /// Set for a pea: what ties it to its runc container and to the outer init.
     pea: Option<PeaTies>,
-    exited: bool,
-    /// A termination signal after the exit: the supervisor goes once the spooled output
-    /// a manager is taking has been taken (see `linger_done`).
-    stop: Option<DeleteLinger>,
     /// What the output spools dropped, reported in the process directory.
     drops: spool_flags::DropReport,
+}
+
+/// The FIFO ends the supervisor holds while its process runs, and the pty master; all
+/// dropped at the exit.
+#[derive(Debug)]
+struct RunningHolds {
+    /// `exit`, read-write: a reader reaches EOF once it is closed (after `exitcode`).
+    exit: File,
+    /// A write end of `stdin`, so it never reaches EOF between two managers; dropped by
+    /// `close-stdin` (`Some` exactly while the state's stdin is `Held`).
+    stdin: Option<File>,
+    /// `winsz`: its read end, a held write end, and the decoder of what it carries.
+    winsz: File,
+    _winsz_hold: File,
+    decoder: WinszDecoder,
+    /// `control`: its read end, a held write end, and the decoder of its requests.
+    control: File,
+    _control_hold: File,
+    requests: control::Decoder,
+    /// The pty master, for a tty process (resizes, the EOF of `close-stdin`).
+    master: Option<File>,
 }
 
 /// A pea's runc container, deleted when the pea exits, and the outer init, whose exit
@@ -205,6 +195,7 @@ struct PeaTies {
 }
 
 /// The FIFO-side handles opened before the process starts.
+#[derive(Debug)]
 struct Fifos {
     exit_hold: File,
     outputs: [OutputFifo; 2],

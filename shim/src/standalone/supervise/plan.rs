@@ -2,9 +2,12 @@
 //! ([`Plan::to_args`]) and the hidden `supervise` subcommand reads back
 //! ([`Plan::from_args`]), in one place so the two cannot drift.
 
-use super::*;
 use crate::standalone::args;
-use crate::standalone::io_owner::{GID_FLAG, UID_FLAG};
+use crate::standalone::depot::Depot;
+use crate::standalone::errors::{CliError, CliResult};
+use crate::standalone::io_owner::{IoOwner, GID_FLAG, UID_FLAG};
+use crate::standalone::spool_flags::{self, SpoolFlags};
+use std::path::PathBuf;
 
 /// What to supervise.
 #[derive(Debug, Clone)]
@@ -16,7 +19,7 @@ pub enum Kind {
     },
     /// A process in a running container; its OCI process spec arrives on stdin.
     Exec,
-    /// A pea ([`super::pea`]): its own runc container, run from the process directory,
+    /// A pea ([`crate::standalone::pea`]): its own runc container, run from the process directory,
     /// whose `config.json` arrives on stdin; it lives no longer than the outer init.
     Pea {
         /// Its runc container id.

@@ -1,11 +1,39 @@
-//! Starting: the FIFOs opened, the process launched through the core, the supervisor
-//! value built; and how a failed launch is reported.
+//! Starting: the FIFOs opened, the process launched through the core, handed over to the
+//! keeper, the supervisor value built; and how a failed launch is reported.
 
 use super::fifos::{open_fifos, stdin_source};
-use super::*;
+use super::state::SupervisorState;
+use super::{Fifos, Kind, PeaTies, Plan, RunningHolds, Supervisor};
+use crate::standalone::control;
+use crate::standalone::depot::{KEEPER_PID, SUPERVISOR_PID, TTY_MARKER};
+use crate::standalone::errors::{CliError, CliResult};
+use crate::standalone::keeper::{self, KeeperLink, Output, Role};
+use crate::standalone::output_fifo::PIPE_SIZE;
+use crate::standalone::{pea, spool_flags, supervisor_log};
+use crate::supervisor::event_base::EventBase;
+use crate::supervisor::launch::{launch, ContainerFlags, Launch, LaunchError, LaunchIo};
+use crate::supervisor::pidfd;
+use crate::supervisor::process_stdio::{ProcessStdio, Stream};
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::wiring::{self, PipeOptions, Sink};
+use fifo::{PinnedDir, ProcessDir, StartRecord, WinszDecoder};
+use nix::sys::signal::Signal;
+use runc_wrapper::ProcessIo;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// Opens the FIFOs, starts the process, and returns the supervisor and the process's pid.
-pub(super) fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Supervisor, i32)> {
+/// Mode of the files the supervisor writes (`supervisor.pid`, `keeper.pid`, `tty`,
+/// `starttime`).
+const FILE_MODE: u32 = 0o644;
+
+/// Opens the FIFOs, starts the process, hands it over to the keeper (if one could be
+/// forked: `keeper`), and returns the supervisor and the process's pid.
+pub(super) fn start(
+    plan: &Plan,
+    spec: &[u8],
+    base: EventBase,
+    keeper: CliResult<KeeperLink>,
+) -> CliResult<(Supervisor, i32)> {
     // Opened once: from here on every entry is reached through this descriptor (for us
     // and for runc), so renaming the directory away and putting a symlink in its place
     // cannot steer a write of ours (or runc's) elsewhere.
@@ -16,10 +44,20 @@ pub(super) fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Sup
         fifo::write_atomic(&dir.path().join(name), bytes, FILE_MODE)
             .map_err(|e| CliError::fifo_at(e, &plan.dir.join(name)))
     };
+    let keeper = match keeper {
+        Ok(link) => Some(link),
+        Err(e) => {
+            log::warn!("no keeper: {e}");
+            None
+        }
+    };
     write(
         SUPERVISOR_PID,
         format!("{}\n", std::process::id()).as_bytes(),
     )?;
+    if let Some(k) = &keeper {
+        write(KEEPER_PID, format!("{}\n", k.pid()).as_bytes())?;
+    }
     if plan.tty {
         // Tells `attach` to put a terminal it is run from into raw mode and to send its
         // size: a manager cannot ask runc (an exec's spec is not kept anywhere).
@@ -162,42 +200,68 @@ pub(super) fn start(plan: &Plan, spec: &[u8], base: EventBase) -> CliResult<(Sup
     let mut sup = Supervisor {
         base,
         reaper,
-        _pinned: pinned,
+        pinned,
         dir,
-        pid,
-        exit_hold: Some(exit_hold),
+        state: SupervisorState::started(pid),
+        keeper,
         stdio,
         outputs,
-        stdin_hold: Some(stdin_hold),
-        winsz: Some(winsz),
-        winsz_hold: Some(winsz_hold),
-        decoder: WinszDecoder::new(),
-        control: Some(control),
-        control_hold: Some(control_hold),
-        requests: control::Decoder::default(),
-        stdin_closing: false,
-        master,
+        holds: Some(RunningHolds {
+            exit: exit_hold,
+            stdin: Some(stdin_hold),
+            winsz,
+            _winsz_hold: winsz_hold,
+            decoder: WinszDecoder::new(),
+            control,
+            _control_hold: control_hold,
+            requests: control::Decoder::default(),
+            master,
+        }),
         pea,
-        exited: false,
-        stop: None,
         drops: spool_flags::DropReport::new(&plan.dir),
     };
     sup.register()
         .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
     // Only now: runc and the process were started with the score we were given.
     keeper::protect_from_oom();
-    // It exits with the process; we reap it as any other child (the reaper's loop).
-    match launched.pidfd() {
-        Some(fd) => {
-            if let Err(e) = keeper::spawn_keeper(&sup.process_output_ends(), fd) {
-                log::warn!("no keeper for process {pid}: {e}");
-            }
+    // Before we report: from here on a manager may rely on the exit being recorded.
+    if let Some(k) = &sup.keeper {
+        if let Err(e) = k.hand_over(pid, &sup.handover()) {
+            log::warn!("the keeper cannot take process {pid} over: {e}");
         }
-        // Exited and reaped already (by nobody else: it is our child), or no pidfds.
-        None => log::warn!("no keeper for process {pid}: no pidfd"),
     }
     launched.commit();
     Ok((sup, pid))
+}
+
+impl Supervisor {
+    /// What the keeper gets to take the process over, each descriptor with its role.
+    fn handover(&self) -> Vec<(Role, BorrowedFd<'_>)> {
+        let mut fds = vec![(Role::Dir, self.pinned.as_fd())];
+        if let Some(h) = &self.holds {
+            fds.push((Role::Exit, h.exit.as_fd()));
+            if let Some(m) = &h.master {
+                fds.push((Role::Source(Output::Stdout), m.as_fd()));
+            }
+        }
+        if self.holds.as_ref().is_none_or(|h| h.master.is_none()) {
+            for (o, stream) in Output::BOTH.into_iter().zip(Stream::OUTPUTS) {
+                if let Some(src) = self.stdio.source(stream) {
+                    fds.push((Role::Source(o), src));
+                }
+            }
+        }
+        for o in Output::BOTH {
+            if let Some((writer, keepalive)) = self.outputs[o.index()].ends() {
+                fds.push((Role::Fifo(o), writer));
+                fds.push((Role::Keepalive(o), keepalive));
+            }
+        }
+        if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
+            fds.push((Role::OuterInit, outer.as_fd()));
+        }
+        fds
+    }
 }
 
 /// A launch's failure as the standalone face reports it (`error <kind> <message>`).
@@ -244,15 +308,12 @@ fn has_exited(pidfd: &OwnedFd) -> bool {
     matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// runc exec's "cannot exec in a stopped container" means the container is gone.
+/// runc exec's "cannot exec in a stopped container" ([`runc_wrapper::ErrorKind::NotRunning`])
+/// means the container is gone.
 fn exec_error(e: runc_wrapper::Error) -> CliError {
-    let stopped = e
-        .runtime_message()
-        .is_some_and(|m| m.contains("stopped container") || m.contains("not running"));
-    if stopped {
-        CliError::NotFound(e.to_string())
-    } else {
-        CliError::runc(e)
+    match e.kind() {
+        runc_wrapper::ErrorKind::NotRunning => CliError::NotFound(e.to_string()),
+        _ => CliError::runc(e),
     }
 }
 
