@@ -364,9 +364,8 @@ mod tests {
 
     #[test]
     fn create_applies_mode_and_owner() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: chown needs root");
-            return;
+        if test_skip::unless_root() {
+            return; // chown
         }
         let parent = tempfile::tempdir().unwrap();
         let opts = ProcessDirOptions {

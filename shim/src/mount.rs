@@ -723,10 +723,6 @@ mod tests {
         }
     }
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
-    }
-
     /// Mounts stacked on `path`, from /proc/self/mountinfo (field 5).
     fn mount_count(path: &Path) -> usize {
         let want = path.to_str().unwrap();
@@ -779,8 +775,7 @@ mod tests {
 
     macro_rules! require_root {
         () => {
-            if !is_root() {
-                eprintln!("skipped: needs root");
+            if test_skip::unless_root() {
                 return;
             }
         };

@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn foreign_dedicated_dir_is_refused() {
-        if !nix::unistd::geteuid().is_root() {
+        if test_skip::unless_root() {
             return; // only root can give a directory away
         }
         let tmp = tempfile::tempdir().unwrap();
