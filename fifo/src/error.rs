@@ -92,8 +92,8 @@ pub enum Error {
     BadTimestamp {
         /// The text (possibly shortened).
         text: String,
-        /// What is wrong with it.
-        reason: &'static str,
+        /// What is wrong with it (the `time` crate's words).
+        reason: String,
     },
 
     /// A pid file whose content is not a positive decimal pid.
