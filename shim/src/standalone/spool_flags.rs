@@ -150,12 +150,19 @@ impl DropReport {
     }
 }
 
-/// Writes the counts of dropped bytes into `dir`'s `spool-dropped` (atomically: a temp
-/// file renamed over it).
-pub fn write_dropped(dir: &Path, stdout: u64, stderr: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{DROPPED_FILE}.tmp"));
-    std::fs::write(&tmp, format!("stdout {stdout}\nstderr {stderr}\n"))?;
-    std::fs::rename(&tmp, dir.join(DROPPED_FILE))
+/// Mode of `spool-dropped`: readable by a manager, as `exitcode` is.
+const DROPPED_MODE: u32 = 0o644;
+
+/// Writes the counts of dropped bytes into `dir`'s `spool-dropped`, atomically and without
+/// following a symlink (`fifo::write_atomic_with`); not fsynced: the supervisor's loop
+/// writes it, and the counts mean nothing after a reboot.
+pub fn write_dropped(dir: &Path, stdout: u64, stderr: u64) -> Result<(), fifo::Error> {
+    fifo::write_atomic_with(
+        &dir.join(DROPPED_FILE),
+        format!("stdout {stdout}\nstderr {stderr}\n").as_bytes(),
+        DROPPED_MODE,
+        fifo::Durability::Process,
+    )
 }
 
 #[cfg(test)]
