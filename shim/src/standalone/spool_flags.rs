@@ -207,6 +207,29 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_the_process_directory_is_never_written_through() {
+        // Before: the counts went to a fixed temp name with std::fs::write, which follows
+        // a symlink planted there, and the symlink was then renamed into place.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        for name in [".spool-dropped.tmp", DROPPED_FILE] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        write_dropped(dir.path(), 7, 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let written = dir.path().join(DROPPED_FILE);
+        assert!(!std::fs::symlink_metadata(&written)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(written).unwrap(),
+            "stdout 7\nstderr 1\n"
+        );
+    }
+
+    #[test]
     fn writes_the_dropped_counts() {
         let dir = tempfile::tempdir().unwrap();
         write_dropped(dir.path(), 5, 0).unwrap();
