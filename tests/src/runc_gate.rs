@@ -60,29 +60,11 @@ impl RuncGate {
             GateAt::BeforeWork => (gate_step.as_str(), ""),
             GateAt::AfterWork => ("", gate_step.as_str()),
         };
-        let script = format!(
-            "#!/bin/sh\n\
-             # The real runc, with a gate {where_} for: {verbs}.\n\
-             verb=\n\
-             for a in \"$@\"; do\n\
-             \x20 case \"$a\" in {pattern}) verb=$a; break ;; esac\n\
-             done\n\
-             {before}\
-             {real} \"$@\"\n\
-             rc=$?\n\
-             {after}\
-             exit $rc\n",
-            where_ = match at {
-                GateAt::BeforeWork => "before it runs",
-                GateAt::AfterWork => "after it returns",
-            },
-            verbs = verbs.join(" "),
-            pattern = verbs.join("|"),
-            real = real.display(),
-        );
-        fs::write(&path, script).expect("write the gated runc wrapper");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-            .expect("make the gated runc wrapper executable");
+        let what = match at {
+            GateAt::BeforeWork => "with a gate before it runs",
+            GateAt::AfterWork => "with a gate after it returns",
+        };
+        write_wrapper(&path, &real, what, verbs, before, after);
         RuncGate {
             path,
             dir: gates,
@@ -133,6 +115,41 @@ impl Drop for RuncGate {
             let _ = fs::write(self.dir.join(format!("{verb}.open")), b"");
         }
     }
+}
+
+/// Writes an executable shell wrapper at `path` around the `real` runc: `$verb` is the
+/// first argument that is one of `verbs` (runc's global options come first, `--root X
+/// --log Y kill ID 9`; test paths never equal a verb), else empty; `before` runs before
+/// the real runc, `after` once it returned, and the wrapper exits with runc's status.
+/// `what` says in a comment what the wrapper does. The one template of the test bed's
+/// runc wrappers ([`RuncGate`], `direct_shim::SlowRunc`).
+pub(crate) fn write_wrapper(
+    path: &Path,
+    real: &Path,
+    what: &str,
+    verbs: &[&str],
+    before: &str,
+    after: &str,
+) {
+    let script = format!(
+        "#!/bin/sh\n\
+         # The real runc, {what} for: {verbs}.\n\
+         verb=\n\
+         for a in \"$@\"; do\n\
+         \x20 case \"$a\" in {pattern}) verb=$a; break ;; esac\n\
+         done\n\
+         {before}\
+         {real} \"$@\"\n\
+         rc=$?\n\
+         {after}\
+         exit $rc\n",
+        verbs = verbs.join(" "),
+        pattern = verbs.join("|"),
+        real = real.display(),
+    );
+    fs::write(path, script).expect("write the runc wrapper");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .expect("make the runc wrapper executable");
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes; whether it
