@@ -61,8 +61,9 @@ test: deps build
 	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked
 
 ## unit-test: the unit tests alone (every crate's lib and bin tests): no root, no runc
-##        container, no daemon; anyone can run them (tests that need root say
-##        "skipped: needs root" and pass)
+##        container, no daemon; anyone can run them (a test that needs root prints
+##        "SKIPPED <test>: needs root" and passes; each test binary ends with its count
+##        of skipped tests: tests/skip)
 unit-test: check-toolchain
 	$(CARGO) test --workspace --locked --lib --bins
 

@@ -92,8 +92,8 @@ pub enum Error {
     BadTimestamp {
         /// The text (possibly shortened).
         text: String,
-        /// What is wrong with it.
-        reason: &'static str,
+        /// What is wrong with it (the `time` crate's words).
+        reason: String,
     },
 
     /// A pid file whose content is not a positive decimal pid.
@@ -144,8 +144,9 @@ pub(crate) fn snippet(text: &str) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Shorthand for `Error::Io`.
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// Shorthand for `Error::Io`: the one "system call `op` on `path` failed" error of the
+    /// workspace (the shim's own path errors wrap it too).
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),

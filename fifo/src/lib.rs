@@ -12,12 +12,14 @@
 //!   the formats of that directory's files and streams; [`Fate`]: what the directory
 //!   alone tells about a process whose supervisor is gone.
 //! * [`PinnedDir`], [`write_atomic`]: a directory held by a descriptor and files written
-//!   in it without following a symlink, so a path swapped under a writer cannot steer it.
+//!   in it without following a symlink, so a path swapped under a writer cannot steer it;
+//!   [`write_atomic_with`] is the one atomic replace of a file, durable or not.
 //!
 //! Linux only. Every descriptor is opened with `O_CLOEXEC`. No function panics on any input.
 
 #![deny(unsafe_code)]
 
+pub mod atomic_file;
 pub mod error;
 pub mod exit;
 pub mod id;
@@ -31,6 +33,7 @@ pub mod start_time;
 mod unread;
 pub mod winsz;
 
+pub use atomic_file::{write_atomic, write_atomic_with, Durability};
 pub use error::{Error, Result};
 pub use exit::{ExitRecord, UNKNOWN_EXIT_CODE};
 pub use id::{validate_id, MAX_ID_LEN};
@@ -39,11 +42,12 @@ pub use open::{
     KeepAliveReader, KeepAliveWriter,
 };
 pub use pidfile::read_pid_file;
-pub use pinned::{write_atomic, PinnedDir};
+pub use pinned::PinnedDir;
 pub use process_dir::{
     Fate, ProcessDir, ProcessDirOptions, EXIT, EXITCODE, LOG_JSON, PIDFILE, STARTTIME, STDERR,
     STDIN, STDOUT, WINSZ,
 };
+pub use small_file::read as read_small_file;
 pub use start_time::StartRecord;
 pub use unread::unread;
 pub use winsz::{encode_winsz, WindowSize, WinszDecoder, MAX_WINSZ_OBJECT};

@@ -358,9 +358,8 @@ mod tests {
 
     #[test]
     fn create_applies_owner() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: chown needs root");
-            return;
+        if test_skip::unless_root() {
+            return; // chown
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");

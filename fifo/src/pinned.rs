@@ -7,7 +7,8 @@
 //! never looking at the original path again, for this process and for the children it
 //! hands such paths to (runc's `--pid-file` and `--log`). Entries are reached as
 //! `path().join(name)`: one more component, which the writers in this crate open with
-//! `O_NOFOLLOW` or `O_EXCL` and replace with `rename`, none of which follows a symlink.
+//! `O_NOFOLLOW` or `O_EXCL` and replace with `rename` ([`crate::write_atomic`]), none of
+//! which follows a symlink.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -122,48 +123,6 @@ impl AsFd for PinnedDir {
     }
 }
 
-/// Writes `bytes` to `path` atomically with permission bits exactly `mode`: a temp file
-/// next to it is created with `O_EXCL` (never through a symlink), written, fsynced,
-/// fchmod'ed and renamed over `path` (rename replaces a symlink, never follows it). A
-/// reader sees no file, the old one or the whole new one. On failure the temp file is
-/// removed. Errors: `Error::Io` ("create", "write", "fsync", "chmod", "rename").
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode & 0o7777)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        // The mode went through the umask.
-        file.set_permissions(Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| Error::io("chmod", &tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
-    })();
-    if result.is_err() {
-        // Best effort: the original error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +139,7 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         std::fs::rename(&dir, &moved).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
-        write_atomic(&pinned.path().join("f"), b"x", 0o640).unwrap();
+        crate::write_atomic(&pinned.path().join("f"), b"x", 0o640).unwrap();
         assert_eq!(std::fs::read(moved.join("f")).unwrap(), b"x");
         assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
         let meta = std::fs::metadata(moved.join("f")).unwrap();
@@ -205,22 +164,6 @@ mod tests {
     }
 
     #[test]
-    fn write_atomic_replaces_a_symlink_instead_of_following_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        let victim = tmp.path().join("victim");
-        std::fs::write(&victim, b"keep").unwrap();
-        let target = tmp.path().join("f");
-        std::os::unix::fs::symlink(&victim, &target).unwrap();
-        write_atomic(&target, b"new", 0o600).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert_eq!(std::fs::read(&target).unwrap(), b"new");
-        assert!(!std::fs::symlink_metadata(&target)
-            .unwrap()
-            .file_type()
-            .is_symlink());
-    }
-
-    #[test]
     fn a_handed_over_descriptor_pins_the_directory_it_names() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
@@ -229,7 +172,7 @@ mod tests {
         let pinned = PinnedDir::from_file(file, &dir).unwrap();
         assert_eq!(pinned.origin(), dir);
         std::fs::rename(&dir, tmp.path().join("moved")).unwrap();
-        write_atomic(&pinned.path().join("f"), b"x", 0o600).unwrap();
+        crate::write_atomic(&pinned.path().join("f"), b"x", 0o600).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("moved/f")).unwrap(), b"x");
         // Not a directory: refused.
         std::fs::write(tmp.path().join("plain"), b"").unwrap();

@@ -18,10 +18,11 @@ use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
 use crate::exit::ExitRecord;
 use crate::id::validate_id;
-use crate::pinned::{write_atomic, PinnedDir};
+use crate::pinned::PinnedDir;
 use crate::start_time::StartRecord;
 use crate::{open, pidfile, small_file};
 
@@ -364,9 +365,8 @@ mod tests {
 
     #[test]
     fn create_applies_mode_and_owner() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: chown needs root");
-            return;
+        if test_skip::unless_root() {
+            return; // chown
         }
         let parent = tempfile::tempdir().unwrap();
         let opts = ProcessDirOptions {

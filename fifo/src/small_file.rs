@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Reads at most `limit + 1` bytes of `path`, so that an over-long file is detectable
 /// (the result is then longer than `limit`) without reading it whole.
 /// `Ok(None)` if the file does not exist; `Error::Io` ("read") on any other failure.
-pub(crate) fn read(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
+pub fn read(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

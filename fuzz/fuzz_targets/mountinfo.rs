@@ -1,5 +1,5 @@
-//! `/proc/<pid>/mountinfo` text (cgroups/mod.rs `parse_mountinfo`): malformed lines are
-//! skipped, never a panic.
+//! `/proc/<pid>/mountinfo` text (cgroups/mod.rs `parse_mountinfo`: lines read by
+//! procfs-core, paths unescaped by hand): malformed lines are skipped, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

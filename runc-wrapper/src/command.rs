@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::io::ProcessIo;
-use crate::runc::Runc;
+use crate::monitor::ProcessMonitor;
 use crate::runtime_log;
 use crate::stderr_tail;
 
@@ -45,16 +46,30 @@ pub(crate) struct Finished {
     pub log_offset: Option<u64>,
 }
 
-impl Runc {
+/// What starting one runc invocation needs of its [`Runc`](crate::Runc): the binary, the
+/// log file, the monitor that starts and waits for it, and the deadline. `Runc` builds one
+/// per call (`Runc::invoker`), so this layer knows nothing of the verbs above it.
+pub(crate) struct Invoker<'a> {
+    /// The runc-compatible binary.
+    pub binary: &'a Path,
+    /// runc's `--log` file, where its own error messages are read from.
+    pub log: Option<&'a Path>,
+    /// Starts and waits for runc (a reaping supervisor's, so runc's status is never lost).
+    pub monitor: &'a dyn ProcessMonitor,
+    /// When runc must be done by; see [`Runc::with_deadline`](crate::Runc::with_deadline).
+    pub deadline: Option<Instant>,
+}
+
+impl Invoker<'_> {
     fn command(&self, args: &[OsString]) -> Command {
-        log::debug!("exec {:?} {:?}", self.binary(), args);
-        let mut cmd = Command::new(self.binary());
+        log::debug!("exec {:?} {:?}", self.binary, args);
+        let mut cmd = Command::new(self.binary);
         cmd.args(args);
         cmd
     }
 
     fn log_offset(&self) -> Option<u64> {
-        self.log_path().map(runtime_log::log_offset)
+        self.log.map(runtime_log::log_offset)
     }
 
     /// Starts `cmd`; with a `deadline`, in a process group of its own (so that whatever runc
@@ -69,25 +84,25 @@ impl Runc {
             if Instant::now() >= deadline {
                 return Err(Error::DeadlineExceeded {
                     command,
-                    binary: self.binary().to_owned(),
+                    binary: self.binary.to_owned(),
                     ran: None,
                 });
             }
             cmd.process_group(0);
         }
-        self.monitor().start(cmd).map_err(|source| Error::Spawn {
-            binary: self.binary().to_owned(),
+        self.monitor.start(cmd).map_err(|source| Error::Spawn {
+            binary: self.binary.to_owned(),
             source,
         })
     }
 
     fn wait(&self, command: &'static str, child: &mut Child) -> Result<ExitStatus> {
-        self.monitor()
+        self.monitor
             .wait(child)
             .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))
     }
 
-    /// Waits for runc, killing it at `deadline` (see [`Runc::expire`]).
+    /// Waits for runc, killing it at `deadline` (see [`Invoker::expire`]).
     fn wait_within(
         &self,
         command: &'static str,
@@ -98,7 +113,7 @@ impl Runc {
         let Some(deadline) = deadline else {
             return self.wait(command, child);
         };
-        match self.monitor().wait_until(child, deadline) {
+        match self.monitor.wait_until(child, deadline) {
             Ok(Some(status)) => Ok(status),
             Ok(None) => Err(self.expire(command, child, started)),
             Err(e) => Err(Error::io(format!("cannot wait for runc {command}"), e)),
@@ -106,7 +121,7 @@ impl Runc {
     }
 
     /// runc ran past its deadline: SIGKILLs its process group (runc leads it, see
-    /// [`Runc::spawn`]), reaps runc, and describes what happened.
+    /// [`Invoker::spawn`]), reaps runc, and describes what happened.
     fn expire(&self, command: &'static str, child: &mut Child, started: Instant) -> Error {
         // runc is not reaped yet (its monitor hands its status to `wait` only), so its pid
         // still names its group; a member it left (e.g. a container init between `create`'s
@@ -124,7 +139,7 @@ impl Runc {
         );
         Error::DeadlineExceeded {
             command,
-            binary: self.binary().to_owned(),
+            binary: self.binary.to_owned(),
             ran: Some(started.elapsed()),
         }
     }
@@ -142,7 +157,7 @@ impl Runc {
         access: StderrAccess,
     ) -> Result<Finished> {
         let log_offset = self.log_offset();
-        let deadline = self.deadline();
+        let deadline = self.deadline;
         let started = Instant::now();
         let reader = io.stderr_reader.take();
         let capture = if access.terminal && io.stderr.is_none() {
@@ -214,7 +229,7 @@ impl Runc {
                 continue;
             }
             let exited = self
-                .monitor()
+                .monitor
                 .wait_until(child, Instant::now())
                 .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))?;
             if let Some(status) = exited {
@@ -239,7 +254,7 @@ impl Runc {
         input: Option<&[u8]>,
     ) -> Result<Finished> {
         let log_offset = self.log_offset();
-        let deadline = self.deadline();
+        let deadline = self.deadline;
         let started = Instant::now();
         let mut child = {
             let mut cmd = self.command(args);
@@ -299,7 +314,7 @@ impl Runc {
 
     /// runc's last error message in this invocation's part of the log file, if any.
     pub(crate) fn logged_error(&self, finished: &Finished) -> Option<String> {
-        let path = self.log_path()?;
+        let path = self.log?;
         runtime_log::last_error_since(path, finished.log_offset?)
     }
 

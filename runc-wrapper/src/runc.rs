@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::command::StderrAccess;
+use crate::command::{Invoker, StderrAccess};
 use crate::error::{Error, Result};
 use crate::monitor::{DefaultMonitor, ProcessMonitor};
 use crate::options::{ArgsExt, CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts};
@@ -123,8 +123,14 @@ impl Runc {
         self.log.as_deref()
     }
 
-    pub(crate) fn monitor(&self) -> &dyn ProcessMonitor {
-        &*self.monitor
+    /// What one invocation of runc needs (`command.rs`), for this configuration.
+    fn invoker(&self) -> Invoker<'_> {
+        Invoker {
+            binary: &self.binary,
+            log: self.log.as_deref(),
+            monitor: &*self.monitor,
+            deadline: self.deadline(),
+        }
     }
 
     /// Global options followed by `verb`.
@@ -252,9 +258,9 @@ impl Runc {
             terminal: opts.console_socket.is_some(),
             fails_before_process: true,
         };
-        let finished = self.run_with_io("create", &args, opts.io, access);
+        let finished = self.invoker().run_with_io("create", &args, opts.io, access);
         self.clear_killed_create(id, finished)
-            .and_then(|f| self.check("create", f))
+            .and_then(|f| self.invoker().check("create", f))
             .map(drop)
     }
 
@@ -277,9 +283,11 @@ impl Runc {
             terminal: opts.console_socket.is_some(),
             fails_before_process: detach,
         };
-        let finished =
-            self.clear_killed_create(id, self.run_with_io("run", &args, opts.io, access))?;
-        self.exit_code("run", detach, finished)
+        let finished = self.clear_killed_create(
+            id,
+            self.invoker().run_with_io("run", &args, opts.io, access),
+        )?;
+        self.invoker().exit_code("run", detach, finished)
     }
 
     /// `runc exec --process <tmpfile>`, the file holding `process_json` (an OCI Process as JSON,
@@ -298,10 +306,10 @@ impl Runc {
             terminal: opts.console_socket.is_some(),
             fails_before_process: opts.detach,
         };
-        let finished = self.run_with_io("exec", &args, opts.io, access);
+        let finished = self.invoker().run_with_io("exec", &args, opts.io, access);
         // Remove the file before reporting anything.
         let removed = process_file.close();
-        let finished = self.check("exec", finished?)?;
+        let finished = self.invoker().check("exec", finished?)?;
         drop(finished);
         removed.map_err(|e| Error::io("cannot remove temporary process.json", e))
     }
@@ -403,9 +411,12 @@ impl Runc {
             terminal: opts.console_socket.is_some(),
             fails_before_process: detach,
         };
-        let finished =
-            self.clear_killed_create(id, self.run_with_io("restore", &args, opts.io, access))?;
-        self.exit_code("restore", detach, finished)
+        let finished = self.clear_killed_create(
+            id,
+            self.invoker()
+                .run_with_io("restore", &args, opts.io, access),
+        )?;
+        self.invoker().exit_code("restore", detach, finished)
     }
 
     /// `runc events --stats ID`: one statistics sample.
@@ -440,13 +451,13 @@ impl Runc {
         args: &[OsString],
         input: Option<&[u8]>,
     ) -> Result<()> {
-        let finished = self.run_captured(command, args, input)?;
-        self.check(command, finished).map(drop)
+        let finished = self.invoker().run_captured(command, args, input)?;
+        self.invoker().check(command, finished).map(drop)
     }
 
     fn captured_output(&self, command: &'static str, args: &[OsString]) -> Result<Vec<u8>> {
-        let finished = self.run_captured(command, args, None)?;
-        Ok(self.check(command, finished)?.stdout)
+        let finished = self.invoker().run_captured(command, args, None)?;
+        Ok(self.invoker().check(command, finished)?.stdout)
     }
 }
 

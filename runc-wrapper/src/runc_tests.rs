@@ -873,7 +873,7 @@ fn make_bundle(dir: &Path, rootfs: &Path, args: &[&str]) {
 #[test]
 fn smoke_real_runc() {
     if !real_runc_available() {
-        eprintln!("skipping: needs root, /usr/bin/runc and /bin/busybox");
+        test_skip::skip("needs root, /usr/bin/runc and /bin/busybox");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_user_namespace_with_the_maps() {
-        if !nix::unistd::geteuid().is_root() {
+        if test_skip::unless_root() {
             return;
         }
         let uid = parse_mappings("0:100000:65536").unwrap();

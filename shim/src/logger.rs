@@ -459,13 +459,24 @@ mod tests {
     #[test]
     fn open_sink_falls_back_to_stderr() {
         let tmp = tempfile::tempdir().unwrap();
-        // No FIFO at all.
+        let path = tmp.path().join("log");
+        // No FIFO at all: stderr.
+        assert!(open_fifo_sink(tmp.path()).is_none());
+        // A FIFO without a reader (containerd is not there): stderr.
+        fifo::create(&path, 0o600, None).unwrap();
+        assert!(open_fifo_sink(tmp.path()).is_none());
+        // Not a FIFO: stderr, and the file is left alone.
+        let plain = tempfile::tempdir().unwrap();
+        std::fs::write(plain.path().join("log"), "x").unwrap();
+        assert!(open_fifo_sink(plain.path()).is_none());
+        assert_eq!(std::fs::read(plain.path().join("log")).unwrap(), b"x");
+        // With a reader: the FIFO, and what is written reaches it.
+        let mut reader = fifo::open_read(&path, true).unwrap();
         let mut w = open_sink(tmp.path());
-        w.write_all(b"").unwrap();
-        // A FIFO without a reader: containerd is not there.
-        fifo::create(&tmp.path().join("log"), 0o600, None).unwrap();
-        let mut w = open_sink(tmp.path());
-        w.write_all(b"").unwrap();
+        w.write_all(b"line\n").unwrap();
+        let mut buf = [0u8; 16];
+        let n = reader.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"line\n");
     }
 
     #[test]

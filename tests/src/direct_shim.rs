@@ -18,7 +18,6 @@ use containerd_shim_protos::ttrpc::context;
 use containerd_shim_protos::{Client, TaskClient};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -53,13 +52,12 @@ impl SlowRunc {
         let real = crate::require::tool("runc", "runc");
         let path = dir.join("slow-runc");
         let pids = dir.join("slow-runc.pids");
-        // runc's global options come first (`--root X --log Y kill ID 9`); the first
-        // argument that is one of the verbs decides. Test paths never equal a verb. The
-        // delay is a child `sleep` (as a runc's own children would be), in the foreground
-        // (the shim's runc children inherit its blocked SIGCHLD, with which `wait` on a
-        // background job never returns), and the pids of both go to the pids file.
+        // The delay is a child `sleep` (as a runc's own children would be), in the
+        // foreground (the shim's runc children inherit its blocked SIGCHLD, with which
+        // `wait` on a background job never returns), and the pids of both go to the pids
+        // file.
         let delay_step = format!(
-            "[ -n \"$slow\" ] && sh -c 'echo $PPID $$ >>{pids}; exec sleep {secs}'\n",
+            "[ -n \"$verb\" ] && sh -c 'echo $PPID $$ >>{pids}; exec sleep {secs}'\n",
             secs = delay.as_secs_f64(),
             pids = pids.display(),
         );
@@ -68,31 +66,16 @@ impl SlowRunc {
         } else {
             ("", delay_step.as_str())
         };
-        let script = format!(
-            "#!/bin/sh\n\
-             # The real runc, {how} {ms} ms for: {verbs}.\n\
-             slow=\n\
-             for a in \"$@\"; do\n\
-             \x20 case \"$a\" in {pattern}) slow=1; break ;; esac\n\
-             done\n\
-             {before}\
-             {real} \"$@\"\n\
-             rc=$?\n\
-             {after}\
-             exit $rc\n",
-            how = if hang_first {
+        let what = format!(
+            "{} {} ms",
+            if hang_first {
                 "after waiting"
             } else {
                 "returning late by"
             },
-            ms = delay.as_millis(),
-            verbs = verbs.join(" "),
-            pattern = verbs.join("|"),
-            real = real.display(),
+            delay.as_millis()
         );
-        fs::write(&path, script).expect("write the slow runc wrapper");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-            .expect("make the slow runc wrapper executable");
+        crate::runc_gate::write_wrapper(&path, &real, &what, verbs, before, after);
         SlowRunc { path, pids }
     }
 

@@ -19,6 +19,7 @@ pub mod paced_reader;
 pub mod require;
 pub mod rootfs;
 pub mod runc_env;
+pub mod runc_gate;
 pub mod skip;
 pub mod standalone_env;
 

@@ -1,9 +1,11 @@
 //! Skipping a test that cannot run here, visibly.
 //!
 //! Rust's test harness has no runtime skip: a test that returns early counts as passed.
-//! [`skip`] therefore says why on stderr (shown with `--nocapture` and for failures) and,
-//! when `TETHER_SKIP_LOG` names a file, appends `<test>\t<reason>` to it, so a runner
-//! (`tests/scripts/containerd-matrix.sh`) can report the test as skipped, with the reason.
+//! [`skip`] therefore reports it through `test-skip` (the workspace's one skip mechanism: a
+//! `SKIPPED <test>: <reason>` line on stderr that the harness does not capture, and the
+//! count of skipped tests when the test binary exits) and, when `TETHER_SKIP_LOG` names a
+//! file, appends `<test>\t<reason>` to it, so a runner (`tests/scripts/containerd-matrix.sh`)
+//! can report the test as skipped, with the reason.
 
 use std::io::Write;
 
@@ -12,7 +14,7 @@ pub const SKIP_LOG_ENV: &str = "TETHER_SKIP_LOG";
 
 /// Records that `test` is skipped because of `reason`; the caller then returns.
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIPPED {test}: {reason}");
+    test_skip::skip_named(test, reason);
     let Some(path) = std::env::var_os(SKIP_LOG_ENV) else {
         return;
     };

@@ -270,7 +270,7 @@ fn the_shim_stays_small_while_a_gib_is_spooled() {
 }
 
 /// Streaming throughput through `ctr run` with the spool on (default) and off
-/// (`io.tether.spool-limit=0`), interleaved (`cargo test -- --ignored`; the README's
+/// (`io.tether.spool-limit=0`), interleaved (`cargo test -- --ignored`; docs/spool.md's
 /// figures, with the release build in `TETHER_SHIM`).
 #[test]
 #[ignore]

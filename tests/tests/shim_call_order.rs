@@ -1,19 +1,45 @@
 //! The ordering contract of Kill, Wait, Delete and Shutdown on one task, proven with a
-//! runc that returns late (the work itself lands on time), as containerd's CRI plugin
-//! exercises it: CRI's Kill is still waiting on `runc kill` when the container dies;
+//! runc whose answer the test holds (the work itself lands on time), as containerd's CRI
+//! plugin exercises it: CRI's Kill is still waiting on `runc kill` when the container dies;
 //! containerd reacts to the exit with Wait, Delete and Shutdown at once.
 //!
-//! Each test drives tether's shim directly over ttrpc (`direct_shim`), so the calls are
-//! placed exactly, and checks that every call is answered, the Kill that caused an exit
-//! is answered before anyone learns of the exit, and nothing is left behind.
+//! Each test drives tether's shim directly over ttrpc (`direct_shim`), one raw connection
+//! as containerd has, so the calls are placed exactly and the replies read in the order
+//! the shim wrote them. Nothing is ordered by sleeping: runc stops at a gate
+//! (`runc_gate`) and the test goes on once it has seen it there; a probe (Connect,
+//! answered on the shim's loop) sent after a call proves the loop has read that call.
+//! Each test checks that every call is answered, the Kill that caused an exit is answered
+//! before anyone learns of the exit, and nothing is left behind.
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
-use std::thread;
-use std::time::{Duration, Instant};
-use tether_tests::direct_shim::{ctx, DirectShim, RawConn, SlowRunc};
+use std::time::Duration;
+use tether_tests::direct_shim::{ctx, DirectShim, RawConn};
+use tether_tests::runc_gate::{eventually, GateAt, RuncGate};
 
-const SLOW: Duration = Duration::from_millis(300);
+/// The ttrpc status code of a successful call.
+const OK: i32 = 0;
+
+/// Sends a Connect (answered on the shim's loop, needing no runc) on `stream` and reads
+/// the next reply: it must be that Connect's. The loop reads a connection's frames in
+/// order, so once it has answered the probe it has read every call sent before it, and
+/// no reply to them had been written yet.
+fn probe(conn: &mut RawConn, id: &str, stream: u32, what: &str) {
+    let mut connect = api::ConnectRequest::new();
+    connect.id = id.into();
+    conn.send(stream, "Connect", &connect);
+    let (got, reply) = conn.recv();
+    assert_eq!(
+        got, stream,
+        "{what}: a reply on stream {got} came before the probe's"
+    );
+    assert_eq!(reply.status.code.value(), OK, "Connect: {:?}", reply.status);
+}
+
+/// Whether `pid` has been reaped (its /proc entry stays while it is a zombie).
+fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// What the "containerd" side saw after the exit: the exit status Wait gave, and the
 /// results of the Delete and Shutdown it sent at once.
@@ -51,16 +77,25 @@ fn react_to_exit(shim: &DirectShim, id: &str) -> Reaction {
 fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     let id = tether_tests::unique_id("order");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
-    let runc = SlowRunc::write(shim.dir(), &["kill"], SLOW);
-    shim.create_and_start(&id, shim.options(runc.path()));
+    let gate = RuncGate::write(shim.dir(), &["kill"], GateAt::AfterWork);
+    let pid = shim.create_and_start(&id, shim.options(gate.path()));
 
     // One connection, as containerd has: Wait parked first, then the Kill. The order of
-    // the two replies on the socket is the order in which the shim wrote them.
+    // the replies on the socket is the order in which the shim wrote them.
     let mut conn = RawConn::connect(&shim);
-    let sent = Instant::now();
     conn.wait_then_kill(&id, None);
+    // runc has sent SIGKILL and its answer is held; the shim reaps the dead init.
+    gate.wait_reached("kill");
+    assert!(
+        eventually(Duration::from_secs(30), || reaped(pid)),
+        "the killed init {pid} was not reaped:\n{}",
+        shim.log()
+    );
+    // The exit is known to the shim now, its Kill still unanswered: nobody may learn of
+    // the exit yet. A probe after the reap is answered first.
+    probe(&mut conn, &id, 5, "while runc kill is held");
+    gate.open("kill");
     let (first, first_reply) = conn.recv();
-    let kill_took = sent.elapsed();
     let (second, second_reply) = conn.recv();
     assert_eq!(
         (first, second),
@@ -70,13 +105,9 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     );
     assert_eq!(
         first_reply.status.code.value(),
-        0,
+        OK,
         "Kill: {:?}",
         first_reply.status
-    );
-    assert!(
-        kill_took >= SLOW,
-        "the slow runc did not slow Kill down: the test proves nothing"
     );
     let waited = api::WaitResponse::parse_from_bytes(&second_reply.payload).expect("WaitResponse");
     assert_eq!(waited.exit_status, 137, "SIGKILL's exit status");
@@ -97,36 +128,46 @@ fn a_delete_waits_for_a_kill_in_flight() {
     // timeout): it must neither overtake the Kill nor leave it unanswered.
     let id = tether_tests::unique_id("order");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
-    let runc = SlowRunc::write(shim.dir(), &["kill"], SLOW);
-    shim.create_and_start(&id, shim.options(runc.path()));
+    let gate = RuncGate::write(shim.dir(), &["kill"], GateAt::AfterWork);
+    shim.create_and_start(&id, shim.options(gate.path()));
 
-    thread::scope(|s| {
-        let killer = s.spawn(|| {
-            let mut kill = api::KillRequest::new();
-            kill.id = id.clone();
-            kill.signal = libc::SIGKILL as u32;
-            let answer = shim.client().kill(ctx(), &kill).map_err(|e| e.to_string());
-            (answer, Instant::now())
-        });
-        // Into the Kill's runc call, after the signal.
-        thread::sleep(SLOW / 3);
-        let mut delete = api::DeleteRequest::new();
-        delete.id = id.clone();
-        let deleted = shim.client().delete(ctx(), &delete);
-        let delete_returned = Instant::now();
-        let (kill, kill_returned) = killer.join().expect("the Kill thread");
-        assert!(
-            kill.is_ok(),
-            "Kill was not answered: {kill:?}\n{}",
-            shim.log()
-        );
-        let deleted = deleted.expect("Delete once the Kill is done");
-        assert!(
-            kill_returned <= delete_returned,
-            "Delete returned before the Kill it raced"
-        );
-        assert_eq!(deleted.exit_status, 137);
-    });
+    let mut conn = RawConn::connect(&shim);
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = libc::SIGKILL as u32;
+    conn.send(1, "Kill", &kill);
+    // Into the Kill's runc call, after the signal.
+    gate.wait_reached("kill");
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    conn.send(3, "Delete", &delete);
+    // The loop has read the Delete, and answered neither call.
+    probe(&mut conn, &id, 5, "while runc kill is held");
+    gate.open("kill");
+    let (first, kill_reply) = conn.recv();
+    let (second, delete_reply) = conn.recv();
+    assert_eq!(
+        (first, second),
+        (1, 3),
+        "Delete was answered before the Kill it raced:\n{}",
+        shim.log()
+    );
+    assert_eq!(
+        kill_reply.status.code.value(),
+        OK,
+        "Kill was not answered: {:?}\n{}",
+        kill_reply.status,
+        shim.log()
+    );
+    assert_eq!(
+        delete_reply.status.code.value(),
+        OK,
+        "Delete once the Kill is done: {:?}",
+        delete_reply.status
+    );
+    let deleted =
+        api::DeleteResponse::parse_from_bytes(&delete_reply.payload).expect("DeleteResponse");
+    assert_eq!(deleted.exit_status, 137);
     shim.client()
         .shutdown(ctx(), &api::ShutdownRequest::new())
         .expect("Shutdown");
@@ -140,26 +181,35 @@ fn shutdown_does_not_drop_a_create_in_flight() {
     // Create and keep serving, not exit under it.
     let id = tether_tests::unique_id("order");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
-    let runc = SlowRunc::write(shim.dir(), &["create"], SLOW);
-    let options = shim.options(runc.path());
+    let gate = RuncGate::write(shim.dir(), &["create"], GateAt::AfterWork);
 
-    thread::scope(|s| {
-        let creator = s.spawn(|| {
-            let mut create = api::CreateTaskRequest::new();
-            create.id = id.clone();
-            create.bundle = shim.bundle().to_string_lossy().into_owned();
-            create.options = Some(options).into();
-            shim.client()
-                .create(ctx(), &create)
-                .map_err(|e| e.to_string())
-        });
-        thread::sleep(SLOW / 3);
-        shim.client()
-            .shutdown(ctx(), &api::ShutdownRequest::new())
-            .expect("Shutdown while nothing is created yet");
-        let created = creator.join().expect("the Create thread");
-        assert!(created.is_ok(), "Create was not answered: {created:?}");
-    });
+    let mut conn = RawConn::connect(&shim);
+    let mut create = api::CreateTaskRequest::new();
+    create.id = id.clone();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    create.options = Some(shim.options(gate.path())).into();
+    conn.send(1, "Create", &create);
+    // runc has created the container; the shim does not know yet.
+    gate.wait_reached("create");
+    conn.send(3, "Shutdown", &api::ShutdownRequest::new());
+    let (stream, shutdown) = conn.recv();
+    assert_eq!(stream, 3, "a reply to Create before runc create returned");
+    assert_eq!(
+        shutdown.status.code.value(),
+        OK,
+        "Shutdown while nothing is created yet: {:?}",
+        shutdown.status
+    );
+    gate.open("create");
+    let (stream, created) = conn.recv();
+    assert_eq!(stream, 1);
+    assert_eq!(
+        created.status.code.value(),
+        OK,
+        "Create was not answered: {:?}\n{}",
+        created.status,
+        shim.log()
+    );
     assert!(
         !shim.wait_shim_exit(Duration::from_millis(500)),
         "the shim exited with a container to serve"

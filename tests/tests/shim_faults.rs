@@ -764,24 +764,33 @@ fn a_burst_of_ten_thousand_calls_leaves_the_shim_near_its_resting_size() {
 
 #[test]
 fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
-    // runc `create` that hangs (5 s here, then fails): the caller's deadline passes, the
-    // shim goes on answering other calls, and once runc gives up nothing is left. (The Go
-    // shim, by its code, kills runc when the call's ttrpc deadline passes: go-runc runs it
-    // under the request's context. tether lets runc run to its end.)
+    // runc `create` that hangs (then fails): the caller's deadline passes, the shim goes on
+    // answering other calls, and once runc is gone nothing is left. (The Go shim kills runc
+    // when the call's ttrpc deadline passes: go-runc runs it under the request's context.
+    // tether does the same since its deadlines, `shim_deadline`; the wrapper also gives up
+    // by itself, after 30 s, should that ever stop.)
     use containerd_shim_protos::api;
     use tether_tests::direct_shim::ctx;
+    use tether_tests::direct_shim::pid_alive;
+    use tether_tests::runc_gate::eventually;
     let id = tether_tests::unique_id("fault");
     let shim = DirectShim::start(&id, &["true"]);
     let real = tether_tests::require::tool("runc", "runc");
     let hanging = shim.dir().join("hanging-runc");
+    let reached = shim.dir().join("hanging-runc.reached");
+    // The mark (the hanging wrapper's pid) is renamed into place once it hangs, so the test
+    // knows Create has reached runc; the hang is a foreground `sleep` (a child of runc, as
+    // its own would be).
     std::fs::write(
         &hanging,
         format!(
             "#!/bin/sh\n\
-             for a in \"$@\"; do case \"$a\" in create|run) sleep 5; \
+             for a in \"$@\"; do case \"$a\" in create|run) \
+             echo $$ >{mark}.tmp && mv {mark}.tmp {mark}; sleep 30; \
              echo 'injected hang' >&2; exit 1 ;; esac; done\n\
-             exec {} \"$@\"\n",
-            real.display()
+             exec {real} \"$@\"\n",
+            mark = reached.display(),
+            real = real.display()
         ),
     )
     .unwrap();
@@ -804,7 +813,21 @@ fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
             client.create(short, &create)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Create is in runc now, hanging.
+    let wrapper: i32 = {
+        let mut pid = None;
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                pid = std::fs::read_to_string(&reached)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                pid.is_some()
+            }),
+            "Create never reached runc:\n{}",
+            shim.log()
+        );
+        pid.unwrap()
+    };
     // Other calls are answered while runc hangs.
     let took = round_trip(&shim);
     assert!(
@@ -822,10 +845,22 @@ fn a_hanging_runc_create_holds_up_no_other_call_and_leaves_nothing() {
         "hanging runc: Create gave up after {waited:?}: {:?}",
         result.err()
     );
-    // Once runc has given up: no task, no container, no mount.
-    std::thread::sleep(Duration::from_secs(6));
+    // Once runc is gone (killed at the deadline, or given up): no task, no container, no
+    // mount.
+    assert!(
+        eventually(Duration::from_secs(60), || !pid_alive(wrapper)),
+        "the hanging runc {wrapper} still runs"
+    );
     let mut state = api::StateRequest::new();
     state.id = id.clone();
+    let nothing_left = || {
+        shim.client().state(ctx(), &state).is_err()
+            && runc_containers(&shim.runc_state_dir()).is_empty()
+            && mounted_under(&shim.bundle()).is_empty()
+    };
+    // What the failed Create undoes is undone before it answers; the poll only covers a
+    // runc that gave up by itself after the answer.
+    eventually(Duration::from_secs(10), nothing_left);
     assert!(
         shim.client().state(ctx(), &state).is_err(),
         "a task is left"

@@ -24,7 +24,7 @@ fn stat(path: &Path) -> (u32, u32, u32, bool) {
     (m.uid(), m.gid(), m.mode() & 0o7777, m.file_type().is_fifo())
 }
 
-/// Checks the layout `--io-uid IO_ID --io-gid IO_ID` promises (README, io_owner.rs).
+/// Checks the layout `--io-uid IO_ID --io-gid IO_ID` promises (docs/standalone.md, io_owner.rs).
 fn assert_opened_to_manager(dir: &Path) {
     assert_eq!(stat(dir), (0, IO_ID, 0o710, false), "the directory");
     for name in ["stdin", "stdout", "stderr", "winsz", "control"] {

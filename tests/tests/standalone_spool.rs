@@ -151,7 +151,7 @@ fn block_at_the_limit_blocks_the_process() {
     assert_eq!(check_lines(&out.stdout, 1), 1_000_000);
 }
 
-/// What waits for a manager without a spool (`--spool-limit 0`), for the README: the
+/// What waits for a manager without a spool (`--spool-limit 0`), for docs/standalone.md: the
 /// process's pipe and the FIFO, 1 MiB each, hold whole pages as they come, so small
 /// writes take a page slot each (256 slots per 1 MiB pipe).
 #[test]

@@ -12,6 +12,7 @@
 //! Mount points are taken from `/proc/self/mountinfo` (so bind-mounted or
 //! relocated hierarchies work), with the conventional paths as a fallback.
 
+use procfs_core::process::MountInfo;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
@@ -189,34 +190,40 @@ fn default_mounts() -> Vec<CgroupMount> {
     out
 }
 
-/// Extracts the cgroup and cgroup2 mounts from `/proc/<pid>/mountinfo` text.
-/// Malformed lines are skipped.
+/// Extracts the cgroup and cgroup2 mounts from `/proc/<pid>/mountinfo` text, each line
+/// read by `procfs-core`. Malformed lines are skipped. A v1 mount's super options come
+/// sorted (`name=systemd` with its value).
 pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        // "id parent major:minor root mount-point options [optional...] - fstype source super-options"
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if sep < 6 || fields.len() < sep + 4 {
-            continue;
-        }
-        let v1_options = match fields[sep + 1] {
-            "cgroup" => Some(fields[sep + 3].split(',').map(str::to_string).collect()),
-            "cgroup2" => None,
-            _ => continue,
-        };
-        out.push(CgroupMount {
-            root: unescape_octal(fields[3]),
-            mount_point: PathBuf::from(unescape_octal(fields[4])),
-            v1_options,
-        });
-    }
-    out
+    text.lines()
+        .filter_map(|line| MountInfo::from_line(line).ok())
+        .filter_map(|m| {
+            let v1_options = match m.fs_type.as_str() {
+                "cgroup" => {
+                    let mut options: Vec<String> = m
+                        .super_options
+                        .into_iter()
+                        .map(|(key, value)| match value {
+                            Some(value) => format!("{key}={value}"),
+                            None => key,
+                        })
+                        .collect();
+                    options.sort();
+                    Some(options)
+                }
+                "cgroup2" => None,
+                _ => return None,
+            };
+            Some(CgroupMount {
+                root: unescape_octal(&m.root),
+                mount_point: PathBuf::from(unescape_octal(&m.mount_point.to_string_lossy())),
+                v1_options,
+            })
+        })
+        .collect()
 }
 
-/// Undoes mountinfo's `\NNN` octal escaping of spaces, tabs, newlines and backslashes.
+/// Undoes mountinfo's `\NNN` octal escaping of spaces, tabs, newlines and backslashes
+/// (`procfs-core` hands the paths over as the kernel wrote them).
 fn unescape_octal(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -293,7 +300,7 @@ garbage line
         assert_eq!(m[0].v1_options, None);
         assert_eq!(
             m[1].v1_options.as_deref(),
-            Some(&["rw".to_string(), "cpu".into(), "cpuacct".into()][..])
+            Some(&["cpu".to_string(), "cpuacct".into(), "rw".into()][..])
         );
         assert_eq!(m[3].root, "/nested");
         assert_eq!(m[5].mount_point, Path::new("/mnt/with space"));

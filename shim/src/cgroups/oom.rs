@@ -545,20 +545,19 @@ mod tests {
     #[test]
     fn v1_real_oom() {
         let root = Path::new("/sys/fs/cgroup/memory");
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: not root");
+        if test_skip::unless_root() {
             return;
         }
         if host_hierarchy() != Hierarchy::V1 || !root.join("cgroup.event_control").exists() {
-            println!(
-                "skipped: cgroup v1 only, and there is no v1 memory controller at {} (v2_real_oom covers v2)",
+            test_skip::skip(&format!(
+                "cgroup v1 only, and there is no v1 memory controller at {} (v2_real_oom covers v2)",
                 root.display()
-            );
+            ));
             return;
         }
         let dir = root.join(format!("tether-oomtest-{}", std::process::id()));
         if let Err(e) = std::fs::create_dir(&dir) {
-            println!("skipped: cannot create {}: {e}", dir.display());
+            test_skip::skip(&format!("cannot create {}: {e}", dir.display()));
             return;
         }
         let mut guard = Cleanup {
@@ -648,23 +647,22 @@ mod tests {
     #[test]
     fn v2_real_oom() {
         let root = Path::new("/sys/fs/cgroup");
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: not root");
+        if test_skip::unless_root() {
             return;
         }
         let subtree = std::fs::read_to_string(root.join("cgroup.subtree_control"));
         if host_hierarchy() != Hierarchy::V2
             || !subtree.is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"))
         {
-            println!(
-                "skipped: cgroup v2 only, and this is not a v2 host with the memory \
-                 controller enabled at its root (v1_real_oom covers v1)"
+            test_skip::skip(
+                "cgroup v2 only, and this is not a v2 host with the memory \
+                 controller enabled at its root (v1_real_oom covers v1)",
             );
             return;
         }
         let dir = root.join(format!("tether-oomtest-{}", std::process::id()));
         if let Err(e) = std::fs::create_dir(&dir) {
-            println!("skipped: cannot create {}: {e}", dir.display());
+            test_skip::skip(&format!("cannot create {}: {e}", dir.display()));
             return;
         }
         let mut guard = Cleanup {

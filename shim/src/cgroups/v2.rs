@@ -399,18 +399,32 @@ thp_collapse_alloc 31
         assert!(m.hugetlb.is_empty());
     }
 
-    /// The real cgroup2 mount of this machine, whatever controllers it has.
+    /// The real cgroup2 mount of this machine, whatever controllers it has: every file
+    /// there is read into its metric, and this test's own CPU time shows in `cpu.stat`.
     #[test]
     fn this_machine_unified() {
-        let Ok(cg) = crate::cgroups::of_pid(nix::unistd::getpid().as_raw()) else {
+        let cg = crate::cgroups::of_pid(nix::unistd::getpid().as_raw())
+            .expect("this process's /proc/<pid>/cgroup");
+        let Some(dir) = cg.unified_dir() else {
+            test_skip::skip("no cgroup2 mount");
             return;
         };
-        match cg.unified_dir() {
-            Some(dir) => {
-                let m = metrics(dir).unwrap();
-                println!("{}: {m:#?}", dir.display());
-            }
-            None => println!("no cgroup2 mount: skipped"),
+        let m = metrics(dir).unwrap();
+        assert_eq!(m.cpu.is_some(), dir.join("cpu.stat").exists(), "{m:#?}");
+        assert_eq!(
+            m.pids.is_some(),
+            dir.join("pids.current").exists(),
+            "{m:#?}"
+        );
+        assert_eq!(
+            m.memory_events.is_some(),
+            dir.join("memory.events").exists(),
+            "{m:#?}"
+        );
+        assert_eq!(m.io.is_some(), dir.join("io.stat").exists(), "{m:#?}");
+        if let Some(cpu) = m.cpu.as_ref() {
+            // This process runs in that cgroup (or below it): usage is hierarchical.
+            assert!(cpu.usage_usec > 0, "{m:#?}");
         }
     }
 }

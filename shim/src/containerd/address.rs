@@ -75,25 +75,14 @@ pub enum AddressError {
         /// Our effective uid.
         us: u32,
     },
-    /// A system call failed; `op` names it.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// The operation, e.g. "mkdir", "bind", "chmod".
-        op: &'static str,
-        /// The path it was applied to.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A system call on a path failed (`fifo::Error::Io`: the operation, e.g. "mkdir",
+    /// "bind", "chmod", and its path).
+    #[error(transparent)]
+    Io(#[from] fifo::Error),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AddressError + 'a {
-    move |source| AddressError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| AddressError::Io(fifo::Error::io(op, path, source))
 }
 
 /// Go's `filepath.Clean` on a `/`-separated path: collapses repeated slashes, drops `.`
@@ -253,31 +242,20 @@ fn prepare_dir(dir: &Path, dedicated: bool) -> Result<(), AddressError> {
 /// Whether something accepts connections on the socket at `path`. The probe is non-blocking
 /// so a listener with a full backlog (EAGAIN) counts as alive instead of stalling us.
 fn is_live(path: &Path) -> Result<bool, AddressError> {
-    let addr = UnixAddr::new(path).map_err(|e| AddressError::Io {
-        op: "socket address",
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
+    let addr = UnixAddr::new(path)
+        .map_err(|e| AddressError::Io(fifo::Error::io("socket address", path, e.into())))?;
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| AddressError::Io {
-        op: "socket",
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
+    .map_err(|e| AddressError::Io(fifo::Error::io("socket", path, e.into())))?;
     // The probe descriptor is an OwnedFd and closes when this function returns.
     match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
         Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
         Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Ok(false),
-        Err(e) => Err(AddressError::Io {
-            op: "connect",
-            path: path.to_path_buf(),
-            source: e.into(),
-        }),
+        Err(e) => Err(AddressError::Io(fifo::Error::io("connect", path, e.into()))),
     }
 }
 
@@ -515,7 +493,7 @@ mod tests {
 
     #[test]
     fn foreign_dedicated_dir_is_refused() {
-        if !nix::unistd::geteuid().is_root() {
+        if test_skip::unless_root() {
             return; // only root can give a directory away
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@
 //! legacy `Any`. (2.3's Go library skipped the identity check, so it took a 2.2 daemon's bare
 //! options for parameters and lost them.)
 
-use crate::containerd::wire::{self, WireError};
+use crate::containerd::protos::bootstrap as proto;
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 
@@ -36,8 +36,9 @@ pub const PROTOCOL: &str = "ttrpc";
 /// (debug, trace) mean the shim logs at debug level, as containerd's runc shim decides.
 pub const LOG_LEVEL_DEBUG: i32 = -4;
 
-/// A decoded `containerd.runtime.bootstrap.v1.BootstrapParams`. Fields tether does not use are
-/// kept too, for logging and tests.
+/// A decoded `containerd.runtime.bootstrap.v1.BootstrapParams` (the generated message of
+/// `shim/proto/bootstrap.proto`, in plain fields). Fields tether does not use are kept too,
+/// for logging and tests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BootstrapParams {
     /// 1 `instance_id`: the container (or sandbox) id, the same as `-id`.
@@ -60,57 +61,40 @@ pub struct BootstrapParams {
     pub socket_dir: Option<String>,
 }
 
-/// Why bytes are not a `BootstrapParams`.
+/// Why bytes are not a `BootstrapParams`: the message, an extension or its `Any` is
+/// malformed, or a string is not UTF-8 (as Go's proto3 decoder refuses).
 #[derive(Debug, thiserror::Error)]
-pub enum ParamsError {
-    /// The message (or an extension's wrapper) is malformed.
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    /// An extension's `Any` does not decode.
-    #[error("extension value: {0}")]
-    Extension(#[source] protobuf::Error),
-}
+#[error("not BootstrapParams: {0}")]
+pub struct ParamsError(#[from] protobuf::Error);
 
 impl BootstrapParams {
     /// Decodes the protobuf encoding of a `BootstrapParams`. Unknown fields are skipped (a
-    /// newer containerd may add some); a known field of the wrong wire type, a string that is
-    /// not UTF-8 (as Go's proto3 decoder refuses), or a truncated message is an error.
+    /// newer containerd may add some), and so is a known field of another wire type (as Go's
+    /// decoder does); a string that is not UTF-8 or a truncated message is an error.
     pub fn decode(buf: &[u8]) -> Result<Self, ParamsError> {
-        let mut p = BootstrapParams::default();
-        let mut r = wire::Reader::new(buf);
-        while let Some((field, v)) = r.next_field()? {
-            match field {
-                1 => p.instance_id = v.string(field)?,
-                2 => p.namespace = v.string(field)?,
-                3 => p.log_level = v.int32(field)?,
-                4 => p.containerd_version = v.string(field)?,
-                5 => p.containerd_ttrpc_address = v.string(field)?,
-                6 => p.containerd_grpc_address = v.string(field)?,
-                7 => p.containerd_binary = v.string(field)?,
-                8 => p.extensions.push(decode_extension(v.bytes(field)?)?),
-                9 => p.socket_dir = Some(v.string(field)?),
-                _ => {}
-            }
-        }
-        Ok(p)
+        let m = proto::BootstrapParams::parse_from_bytes(buf)?;
+        Ok(BootstrapParams {
+            instance_id: m.instance_id,
+            namespace: m.namespace,
+            log_level: m.log_level,
+            containerd_version: m.containerd_version,
+            containerd_ttrpc_address: m.containerd_ttrpc_address,
+            containerd_grpc_address: m.containerd_grpc_address,
+            containerd_binary: m.containerd_binary,
+            // An extension without its value is an empty `Any`, as Go reads it.
+            extensions: m
+                .extensions
+                .into_iter()
+                .map(|e| e.value.into_option().unwrap_or_default())
+                .collect(),
+            socket_dir: m.socket_dir,
+        })
     }
 
     /// Whether containerd asked for debug logs.
     pub fn debug(&self) -> bool {
         self.log_level <= LOG_LEVEL_DEBUG
     }
-}
-
-/// `Extension{google.protobuf.Any value = 1}`: the `Any`, empty when absent.
-fn decode_extension(buf: &[u8]) -> Result<Any, ParamsError> {
-    let mut any = Any::new();
-    let mut r = wire::Reader::new(buf);
-    while let Some((field, v)) = r.next_field()? {
-        if field == 1 {
-            any = Any::parse_from_bytes(v.bytes(field)?).map_err(ParamsError::Extension)?;
-        }
-    }
-    Ok(any)
 }
 
 /// What `start` found on its stdin.
@@ -159,25 +143,14 @@ pub fn parse_start_input(
 /// no capabilities, no metadata), byte for byte what Go's `proto.Marshal` gives: fields in
 /// number order, zero values left out.
 pub fn encode_result(version: i32, address: &str, protocol: &str) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(address.len() + protocol.len() + 16);
-    {
-        let mut out = protobuf::CodedOutputStream::vec(&mut buf);
-        // Writing to a Vec cannot fail; the results are checked all the same.
-        let written = (|| -> protobuf::Result<()> {
-            if version != 0 {
-                out.write_int32(1, version)?;
-            }
-            if !address.is_empty() {
-                out.write_string(2, address)?;
-            }
-            if !protocol.is_empty() {
-                out.write_string(3, protocol)?;
-            }
-            out.flush()
-        })();
-        debug_assert!(written.is_ok());
-    }
-    buf
+    let result = proto::BootstrapResult {
+        version,
+        address: address.to_string(),
+        protocol: protocol.to_string(),
+        ..Default::default()
+    };
+    // Encoding fails only for a message over 2 GiB; an address is a socket path.
+    result.write_to_bytes().unwrap_or_default()
 }
 
 #[cfg(test)]

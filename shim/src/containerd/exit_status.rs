@@ -11,14 +11,11 @@
 //! {"Timestamp":"2026-12-01T16:05:01.123456789Z","Pid":4242,"Status":3}
 //! ```
 //!
-//! The file is written atomically (a temp file renamed over it), mode 0600, by the shim's
-//! event loop. Not fsynced: the record must survive the shim, not the machine (after a
-//! reboot the containers are gone and containerd cleans the bundles up anyway), and the loop
-//! must not stall on a disk.
+//! The file is written atomically (`fifo::write_atomic_with`), mode 0600, by the shim's
+//! event loop. Not fsynced ([`fifo::Durability::Process`]): the record must survive the
+//! shim, not the machine (after a reboot the containers are gone and containerd cleans the
+//! bundles up anyway), and the loop must not stall on a disk.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +25,7 @@ use serde::{Deserialize, Serialize};
 pub const EXIT_FILE: &str = "exit.json";
 
 /// A record is a few dozen bytes; a larger file is garbage and not read whole.
-const MAX_EXIT_FILE: u64 = 4096;
+const MAX_EXIT_FILE: usize = 4096;
 
 /// Go's zero `time.Time` (0001-01-01T00:00:00Z) as seconds before the Unix epoch: a record
 /// holding it has no exit time, and is refused as Go's `ReadExitStatus` refuses it.
@@ -48,17 +45,10 @@ pub struct RecordedExit {
 /// Why the record could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ExitFileError {
-    /// A file system call failed; `op` names it.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// The call ("create", "write", "rename", "read").
-        op: &'static str,
-        /// The path it was made on.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file system call failed (`fifo::Error::Io`: "create", "chmod", "write",
+    /// "rename", "read", with its path).
+    #[error(transparent)]
+    File(#[from] fifo::Error),
     /// The file holds something that is not a valid record.
     #[error("{}: not a valid exit record: {reason}", path.display())]
     Invalid {
@@ -80,17 +70,6 @@ struct GoExit {
     status: i64,
 }
 
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> ExitFileError + 'a {
-    move |source| ExitFileError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Records `exit` in `<bundle>/exit.json`, replacing any earlier record. A reader sees no
 /// file, the old one or the whole new one, never a partial one; on failure the temp file is
 /// removed.
@@ -104,26 +83,13 @@ pub fn write(bundle: &Path, exit: &RecordedExit) -> Result<(), ExitFileError> {
         path: bundle.join(EXIT_FILE),
         reason: e.to_string(),
     })?;
-    let tmp = bundle.join(format!(".{EXIT_FILE}.{}.tmp", std::process::id()));
-    let result = write_via(bundle, &tmp, &json);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_via(bundle: &Path, tmp: &Path, json: &[u8]) -> Result<(), ExitFileError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(io_err("create", tmp))?;
-    file.write_all(json).map_err(io_err("write", tmp))?;
-    drop(file);
-    let target = bundle.join(EXIT_FILE);
-    std::fs::rename(tmp, &target).map_err(io_err("rename", &target))
+    fifo::write_atomic_with(
+        &bundle.join(EXIT_FILE),
+        &json,
+        0o600,
+        fifo::Durability::Process,
+    )?;
+    Ok(())
 }
 
 /// Reads `<bundle>/exit.json`: `Ok(None)` when there is none; [`ExitFileError::Invalid`] when
@@ -131,20 +97,14 @@ fn write_via(bundle: &Path, tmp: &Path, json: &[u8]) -> Result<(), ExitFileError
 /// not positive, the status is negative or the time is Go's zero time. Never panics.
 pub fn read(bundle: &Path) -> Result<Option<RecordedExit>, ExitFileError> {
     let path = bundle.join(EXIT_FILE);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("read", &path)(e)),
+    let Some(bytes) = fifo::read_small_file(&path, MAX_EXIT_FILE)? else {
+        return Ok(None);
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_EXIT_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", &path))?;
     let invalid = |reason: String| ExitFileError::Invalid {
         path: path.clone(),
         reason,
     };
-    if bytes.len() as u64 > MAX_EXIT_FILE {
+    if bytes.len() > MAX_EXIT_FILE {
         return Err(invalid(format!("longer than {MAX_EXIT_FILE} bytes")));
     }
     let raw: GoExit = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;

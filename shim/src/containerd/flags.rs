@@ -12,7 +12,10 @@
 //! version. Because containerd builds these argument lists for Go's `flag` package, we accept
 //! exactly what that package accepts: `-name value`, `-name=value`, `--name value`,
 //! `--name=value`, boolean flags without a value or with `=true`/`=false`, parsing stopping at
-//! the first non-flag argument or after `--`.
+//! the first non-flag argument or after `--`. Hand-written on purpose: argument crates
+//! such as clap and lexopt follow the GNU conventions, where `-namespace` is a bundle of
+//! short flags, and Go's rules (a boolean takes no separate value, `--` and the first
+//! non-flag end the flags) are few.
 
 use std::path::PathBuf;
 

@@ -11,7 +11,7 @@
 //! The spool files live (unlinked) in the bundle directory. An exec's streams use their
 //! container's settings.
 
-use crate::supervisor::spool::{self, SpoolConfig, SpoolPolicy};
+use crate::supervisor::spool::{self, SpoolConfig, SpoolConfigError, SpoolPolicy};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -21,15 +21,15 @@ pub const LIMIT_ANNOTATION: &str = "io.tether.spool-limit";
 pub const POLICY_ANNOTATION: &str = "io.tether.spool-policy";
 
 /// The spool settings of a container: `annotations` first, then the runtime options'
-/// `limit`/`policy` (empty = not set). `None` when the limit is 0. Errors name the
-/// setting that cannot be parsed.
+/// `limit`/`policy` (empty = not set). `None` when the limit is 0. Errors quote the
+/// setting that cannot be parsed and say what it may be.
 pub fn for_container(
     annotations: &HashMap<String, String>,
     option_limit: &str,
     option_policy: &str,
     bundle: &Path,
     name: &str,
-) -> Result<Option<SpoolConfig>, String> {
+) -> Result<Option<SpoolConfig>, SpoolConfigError> {
     let limit_text = annotations
         .get(LIMIT_ANNOTATION)
         .map(String::as_str)
@@ -41,13 +41,11 @@ pub fn for_container(
         .filter(|s| !s.is_empty())
         .or(Some(option_policy).filter(|s| !s.is_empty()));
     let limit = match limit_text {
-        Some(t) => spool::parse_limit(t).map_err(|e| e.to_string())?,
+        Some(t) => spool::parse_limit(t)?,
         None => spool::DEFAULT_LIMIT,
     };
     let policy: SpoolPolicy = match policy_text {
-        Some(t) => t
-            .parse()
-            .map_err(|e: spool::SpoolConfigError| e.to_string())?,
+        Some(t) => t.parse()?,
         None => SpoolPolicy::Block,
     };
     if limit == 0 {
@@ -100,12 +98,12 @@ mod tests {
         let a = ann(&[(LIMIT_ANNOTATION, "0")]);
         assert_eq!(for_container(&a, "", "", Path::new("/b"), "c"), Ok(None));
         let a = ann(&[(LIMIT_ANNOTATION, "lots")]);
-        assert!(for_container(&a, "", "", Path::new("/b"), "c")
-            .unwrap_err()
-            .contains("lots"));
+        let err = for_container(&a, "", "", Path::new("/b"), "c").unwrap_err();
+        assert_eq!(err, SpoolConfigError::Limit("lots".into()));
+        assert!(err.to_string().contains("\"lots\""), "{err}");
         let a = ann(&[(POLICY_ANNOTATION, "drop-newest")]);
-        assert!(for_container(&a, "", "", Path::new("/b"), "c")
-            .unwrap_err()
-            .contains("drop-newest"));
+        let err = for_container(&a, "", "", Path::new("/b"), "c").unwrap_err();
+        assert_eq!(err, SpoolConfigError::Policy("drop-newest".into()));
+        assert!(err.to_string().contains("\"drop-newest\""), "{err}");
     }
 }

@@ -114,7 +114,7 @@ pub fn main(depot: &Depot, argv: &[String]) -> CliResult<u8> {
     let p = args::parse(argv, SPEC)?;
     // Checked even where unused (--no-stdin): a typo is reported, not ignored.
     let detach_keys = detach_keys::parse(p.value("--detach-keys").unwrap_or(detach_keys::DEFAULT))
-        .map_err(CliError::Usage)?;
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let dir = resolve_dir(depot, &p, USAGE)?;
     let stdin = std::io::stdin();
     let stdin = stdin.as_fd();

@@ -13,8 +13,17 @@ use std::fmt;
 /// The sequence used without `--detach-keys`: docker's and podman's default.
 pub const DEFAULT: &str = "ctrl-p,ctrl-q";
 
-/// What a key may be, for error messages.
-const KEY_FORMS: &str = "a key is ctrl-<a..z, @, [, \\, ], ^, _> or one printable character";
+/// A `--detach-keys` value that is not a key sequence: the messages quote the spec and
+/// the offending key, and say what a key may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetachKeysError {
+    /// Two commas in a row, or one at either end.
+    #[error("--detach-keys {spec:?}: an empty key; a key is ctrl-<a..z, @, [, \\, ], ^, _> or one printable character")]
+    EmptyKey { spec: String },
+    /// A key that is neither `ctrl-<c>` nor one printable character.
+    #[error("--detach-keys {spec:?}: unknown key {key:?}; a key is ctrl-<a..z, @, [, \\, ], ^, _> or one printable character")]
+    UnknownKey { spec: String, key: String },
+}
 
 /// A non-empty sequence of bytes that detaches when typed.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,19 +43,22 @@ impl DetachKeys {
 }
 
 /// Parses a `--detach-keys` value: `Ok(None)` for the empty string (detaching disabled),
-/// `Ok(Some(keys))` for a valid sequence, and otherwise an error message that quotes the
-/// offending key and says what a key may be.
-pub fn parse(spec: &str) -> Result<Option<DetachKeys>, String> {
+/// `Ok(Some(keys))` for a valid sequence, and otherwise a [`DetachKeysError`].
+pub fn parse(spec: &str) -> Result<Option<DetachKeys>, DetachKeysError> {
     if spec.is_empty() {
         return Ok(None);
     }
     let mut bytes = Vec::new();
     for key in spec.split(',') {
         let byte = parse_key(key).ok_or_else(|| {
+            let spec = spec.to_string();
             if key.is_empty() {
-                format!("--detach-keys {spec:?}: an empty key; {KEY_FORMS}")
+                DetachKeysError::EmptyKey { spec }
             } else {
-                format!("--detach-keys {spec:?}: unknown key {key:?}; {KEY_FORMS}")
+                DetachKeysError::UnknownKey {
+                    spec,
+                    key: key.to_string(),
+                }
             }
         })?;
         bytes.push(byte);
@@ -198,7 +210,7 @@ mod tests {
             ("\u{e9}", "\"\u{e9}\""),
             ("\t", "\"\\t\""),
         ] {
-            let err = parse(spec).unwrap_err();
+            let err = parse(spec).unwrap_err().to_string();
             assert!(
                 err.contains(&format!("unknown key {bad}")),
                 "{spec:?}: {err}"
@@ -206,7 +218,13 @@ mod tests {
             assert!(err.contains("ctrl-<a..z"), "{err}");
         }
         let err = parse("ctrl-p,").unwrap_err();
-        assert!(err.contains("an empty key"), "{err}");
+        assert_eq!(
+            err,
+            DetachKeysError::EmptyKey {
+                spec: "ctrl-p,".into()
+            }
+        );
+        assert!(err.to_string().contains("an empty key"), "{err}");
     }
 
     #[test]

@@ -292,9 +292,8 @@ mod tests {
 
     #[test]
     fn an_owner_gets_its_streams_and_the_group_the_rest() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: chown needs root");
-            return;
+        if test_skip::unless_root() {
+            return; // chown
         }
         let parent = tempfile::tempdir().unwrap();
         let o = IoOwner {

@@ -150,12 +150,19 @@ impl DropReport {
     }
 }
 
-/// Writes the counts of dropped bytes into `dir`'s `spool-dropped` (atomically: a temp
-/// file renamed over it).
-pub fn write_dropped(dir: &Path, stdout: u64, stderr: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{DROPPED_FILE}.tmp"));
-    std::fs::write(&tmp, format!("stdout {stdout}\nstderr {stderr}\n"))?;
-    std::fs::rename(&tmp, dir.join(DROPPED_FILE))
+/// Mode of `spool-dropped`: readable by a manager, as `exitcode` is.
+const DROPPED_MODE: u32 = 0o644;
+
+/// Writes the counts of dropped bytes into `dir`'s `spool-dropped`, atomically and without
+/// following a symlink (`fifo::write_atomic_with`); not fsynced: the supervisor's loop
+/// writes it, and the counts mean nothing after a reboot.
+pub fn write_dropped(dir: &Path, stdout: u64, stderr: u64) -> Result<(), fifo::Error> {
+    fifo::write_atomic_with(
+        &dir.join(DROPPED_FILE),
+        format!("stdout {stdout}\nstderr {stderr}\n").as_bytes(),
+        DROPPED_MODE,
+        fifo::Durability::Process,
+    )
 }
 
 #[cfg(test)]
@@ -197,6 +204,29 @@ mod tests {
             .is_none());
         assert!(parse(&["--spool-limit", "x"]).is_err());
         assert!(parse(&["--spool-policy", "drop"]).is_err());
+    }
+
+    #[test]
+    fn a_symlink_in_the_process_directory_is_never_written_through() {
+        // Before: the counts went to a fixed temp name with std::fs::write, which follows
+        // a symlink planted there, and the symlink was then renamed into place.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        for name in [".spool-dropped.tmp", DROPPED_FILE] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        write_dropped(dir.path(), 7, 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let written = dir.path().join(DROPPED_FILE);
+        assert!(!std::fs::symlink_metadata(&written)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(written).unwrap(),
+            "stdout 7\nstderr 1\n"
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! runc the result re-encoded, gives the process the argv and environment runc would
 //! have given it from the original. (Outside strings an invalid byte is a syntax error
 //! to both, before and after.)
+//!
+//! Hand-written on purpose: no JSON crate decodes invalid UTF-8 and lone surrogates as
+//! Go does (serde_json and the others refuse the document, or replace more than Go).
+//! This is only that rewrite, a pass over the bytes; the parsing is serde_json's.
 
 /// `bytes` made into text that serde_json decodes as Go decodes `bytes`: [`lossy_utf8`],
 /// then [`lone_surrogates_replaced`]. Borrowed when nothing had to change.

@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn the_spool_empties_and_the_direct_path_takes_over_on_tmpfs() {
         if !Path::new("/dev/shm").is_dir() {
-            eprintln!("skipped: no /dev/shm");
+            test_skip::skip("no /dev/shm");
             return;
         }
         let dir = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -730,9 +730,8 @@ mod tests {
 
     #[test]
     fn a_full_disk_blocks_instead_of_losing() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return;
+        if test_skip::unless_root() {
+            return; // mounting a tmpfs
         }
         let dir = tempfile::tempdir().unwrap();
         if let Err(e) = nix::mount::mount(
@@ -742,7 +741,7 @@ mod tests {
             nix::mount::MsFlags::empty(),
             Some("size=256k"),
         ) {
-            eprintln!("skipped: mount tmpfs: {e}");
+            test_skip::skip(&format!("mount tmpfs: {e}"));
             return;
         }
         let result = std::panic::catch_unwind(|| {

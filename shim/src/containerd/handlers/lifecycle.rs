@@ -327,7 +327,7 @@ impl CreateJob {
             &bundle,
             &r.id,
         )
-        .map_err(invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
         let stdio_cfg = StdioConfig {
             stdin: r.stdin.clone(),
             stdout: r.stdout.clone(),

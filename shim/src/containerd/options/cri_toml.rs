@@ -1,9 +1,16 @@
 //! CRI's runtime `options` TOML (a `ConfigPath` file or a config body) mapped onto
 //! [`RuncOptions`].
+//!
+//! The TOML is parsed by the `toml` crate (its span-keeping `DeTable`, so errors name the
+//! line; its nesting limit keeps hostile input off the stack). Keys are taken from every
+//! table of the document, in document order (a later one wins), so the whole CRI runtime
+//! table works as well as its `options` table alone.
 
-use super::toml;
 use super::{OptionsError, RuncOptions};
+use std::ops::Range;
 use std::path::Path;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// Largest TOML config file we are willing to read: the real ones are a few
 /// lines; anything bigger is a mistake and must not balloon the resident shim.
@@ -51,6 +58,80 @@ pub(super) fn options_from_toml_bytes(
     options_from_toml(file, text)
 }
 
+/// A value, reduced to what runtime options need.
+enum Value {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    /// A float, date-time, array or table: not an option's type.
+    Other,
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "a string",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Other => "a float, date, array or table",
+        }
+    }
+}
+
+/// A `key = value` of any table: `key` is the last component of a dotted key, `at` where
+/// the key starts (bytes into the text).
+struct Entry {
+    key: String,
+    value: Value,
+    at: usize,
+}
+
+/// 1-based line of byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    1 + text
+        .as_bytes()
+        .iter()
+        .take(at)
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// Every `key = value` of `table` and the tables below it (array elements included),
+/// into `out`. An integer outside 64 bits is an error at its place, wherever it is, as in
+/// any TOML reader.
+fn collect(table: &DeTable<'_>, out: &mut Vec<Entry>) -> Result<(), Range<usize>> {
+    for (key, value) in table {
+        let v = reduce(value, out)?;
+        out.push(Entry {
+            key: key.get_ref().to_string(),
+            value: v,
+            at: key.span().start,
+        });
+    }
+    Ok(())
+}
+
+fn reduce(value: &Spanned<DeValue<'_>>, out: &mut Vec<Entry>) -> Result<Value, Range<usize>> {
+    Ok(match value.get_ref() {
+        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Integer(i) => {
+            Value::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| value.span())?)
+        }
+        DeValue::Table(t) => {
+            collect(t, out)?;
+            Value::Other
+        }
+        DeValue::Array(items) => {
+            for item in items.iter() {
+                reduce(item, out)?;
+            }
+            Value::Other
+        }
+        DeValue::Float(_) | DeValue::Datetime(_) => Value::Other,
+    })
+}
+
 /// Maps the TOML keys CRI writes for runc-like runtimes onto [`RuncOptions`].
 /// `file` only names the source in errors.
 pub fn options_from_toml(file: &str, text: &str) -> Result<RuncOptions, OptionsError> {
@@ -59,9 +140,22 @@ pub fn options_from_toml(file: &str, text: &str) -> Result<RuncOptions, OptionsE
         line,
         message,
     };
-    let entries = toml::parse(text).map_err(|e| toml_err(e.line, e.message))?;
+    let document = DeTable::parse(text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        toml_err(line_of(text, at), e.message().trim_end().to_string())
+    })?;
+    let mut entries = Vec::new();
+    collect(document.get_ref(), &mut entries).map_err(|span| {
+        toml_err(
+            line_of(text, span.start),
+            "integer out of the 64-bit range".to_string(),
+        )
+    })?;
+    // The table keeps its keys sorted; the options are applied in document order.
+    entries.sort_by_key(|e| e.at);
     let mut o = RuncOptions::default();
     for entry in entries {
+        let line = line_of(text, entry.at);
         // BurntSushi/toml, which the Go shim decodes with, matches keys to
         // field names case-insensitively; also accept snake_case spellings.
         let key: String = entry
@@ -70,29 +164,29 @@ pub fn options_from_toml(file: &str, text: &str) -> Result<RuncOptions, OptionsE
             .filter(|&c| c != '_' && c != '-')
             .map(|c| c.to_ascii_lowercase())
             .collect();
-        let want_str = |v: toml::Value| match v {
-            toml::Value::Str(s) => Ok(s),
+        let want_str = |v: Value| match v {
+            Value::Str(s) => Ok(s),
             other => Err(toml_err(
-                entry.line,
+                line,
                 format!("{} must be a string, not {}", entry.key, other.kind()),
             )),
         };
-        let want_bool = |v: toml::Value| match v {
-            toml::Value::Bool(b) => Ok(b),
+        let want_bool = |v: Value| match v {
+            Value::Bool(b) => Ok(b),
             other => Err(toml_err(
-                entry.line,
+                line,
                 format!("{} must be true or false, not {}", entry.key, other.kind()),
             )),
         };
-        let want_u32 = |v: toml::Value| match v {
-            toml::Value::Int(i) => u32::try_from(i).map_err(|_| {
+        let want_u32 = |v: Value| match v {
+            Value::Int(i) => u32::try_from(i).map_err(|_| {
                 toml_err(
-                    entry.line,
+                    line,
                     format!("{} = {i} is outside 0..={}", entry.key, u32::MAX),
                 )
             }),
             other => Err(toml_err(
-                entry.line,
+                line,
                 format!("{} must be an integer, not {}", entry.key, other.kind()),
             )),
         };
@@ -110,7 +204,7 @@ pub fn options_from_toml(file: &str, text: &str) -> Result<RuncOptions, OptionsE
             "criuworkpath" => o.criu_work_path = want_str(entry.value)?,
             "spoollimit" => {
                 o.spool_limit = match entry.value {
-                    toml::Value::Int(i) => i.to_string(),
+                    Value::Int(i) => i.to_string(),
                     v => want_str(v)?,
                 }
             }

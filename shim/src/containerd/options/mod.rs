@@ -18,15 +18,14 @@
 //! TOML become an [`OptionsError`] that names the problem.
 //!
 //! One concern per file: [`model`] is what tether honours, `proto` decodes the protobuf
-//! forms, `cri_toml` maps CRI's TOML onto the model, and `toml` is the TOML subset
-//! parser it uses.
+//! forms (messages generated from `shim/proto/`, or `containerd-shim-protos`'), and
+//! `cri_toml` maps CRI's TOML (parsed by the `toml` crate) onto the model.
 
 mod cri_toml;
 mod model;
 mod proto;
 #[cfg(test)]
 mod tests;
-mod toml;
 
 pub use cri_toml::{options_from_toml, read_toml_config};
 pub use model::{CheckpointOptions, RuncOptions};

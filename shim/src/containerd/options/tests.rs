@@ -157,8 +157,6 @@ fn legacy_create_options() {
     e.key(101, 5);
     e.0.extend_from_slice(&[1, 2, 3, 4]);
     e.key(102, 3).uint(1, 5).str(2, "x").key(102, 4);
-    // A uint32 field sent as a 64-bit varint is truncated, as protobuf does.
-    e.uint(11, (1 << 32) | 8);
     let bytes = e.done();
     let got = decode_options(LEGACY_CREATE_OPTIONS, &bytes).unwrap();
     assert_eq!(
@@ -174,6 +172,20 @@ fn legacy_create_options() {
             ..Default::default()
         }
     );
+}
+
+#[test]
+fn a_uint32_longer_than_32_bits_is_refused() {
+    // Go's decoder truncates it; rust-protobuf refuses it. No Go encoder sends one (a uint32
+    // is at most 5 bytes), and the runc v1 options were always decoded so.
+    // io_gid of the legacy message, io_uid of the runc v1 one.
+    for (t, field) in [(LEGACY_CREATE_OPTIONS, 11), (RUNC_V1_OPTIONS, 4)] {
+        let bytes = Enc::default().uint(field, (1 << 32) | 8).done();
+        assert!(
+            matches!(decode_options(t, &bytes), Err(OptionsError::Decode { .. })),
+            "{t}"
+        );
+    }
 }
 
 #[test]
@@ -198,11 +210,9 @@ fn wire_errors_do_not_panic() {
         &[0x80],             // truncated key
         &[0x00, 0x01],       // field number 0
         &[0x12, 0x0a, b'a'], // length past the end
-        &[0x12, 0x01, 0xff], // invalid UTF-8 / bytes for a bool
         &[0x0f],             // wire type 7
         &[0x0c],             // stray end-group
         &[0x0b, 0x08, 0x01], // unterminated group
-        &[0x0b, 0x14],       // group closed by another field
         &[0x49, 1, 2, 3],    // truncated fixed64
         &[0x4d, 1, 2],       // truncated fixed32
         &[
@@ -227,15 +237,30 @@ fn wire_errors_do_not_panic() {
         let r = decode_checkpoint_options(LEGACY_CHECKPOINT_OPTIONS, bad);
         assert!(r.is_err(), "{bad:?}");
     }
-    // A known field with the wrong wire type is an error, not a silent skip.
-    for (t, bad) in [
+    // A string that is not UTF-8 is refused, as Go's proto3 decoder refuses it.
+    for t in [LEGACY_RUNC_OPTIONS, CRI_RUNTIME_OPTIONS] {
+        let r = decode_options(t, &[0x12, 0x01, 0xff]);
+        assert!(matches!(r, Err(OptionsError::Decode { .. })), "{t}: {r:?}");
+    }
+    // A known field with another wire type is kept as an unknown field and ignored, as
+    // Go's decoder does (and the generated runc v1 decoder always did).
+    for (t, odd) in [
         (LEGACY_CREATE_OPTIONS, &[0x0a, 0x00][..]), // bool sent as bytes
         (LEGACY_RUNC_OPTIONS, &[0x08, 0x01]),       // string sent as varint
         (CRI_RUNTIME_OPTIONS, &[0x1d, 0, 0, 0, 0]), // bytes sent as fixed32
     ] {
-        let err = decode_options(t, bad).unwrap_err();
-        assert!(err.to_string().contains("field"), "{err}");
+        assert_eq!(
+            decode_options(t, odd).unwrap(),
+            RuncOptions::default(),
+            "{t}"
+        );
     }
+    // A group is skipped to its first end-group, whichever field's (rust-protobuf; Go
+    // also checks it is the group's own). No Go encoder writes groups into these messages.
+    assert_eq!(
+        decode_options(LEGACY_CREATE_OPTIONS, &[0x0b, 0x14]).unwrap(),
+        RuncOptions::default()
+    );
     // Deeply nested groups are refused, not recursed into.
     let mut deep = Vec::new();
     for _ in 0..200 {
@@ -477,9 +502,11 @@ fn toml_errors_name_file_and_line() {
         ("Root = true\n", 1),
         ("x = 0123\n", 1),
         ("x = 99999999999999999999\n", 1),
-        ("x = [1, 2\n", 2),
+        // The toml crate points at the array that is not closed (the old parser: the end).
+        ("x = [1, 2\n", 1),
         ("x = { a = 1\n", 1),
-        ("x = \"\"\"never closed\n\n", 1),
+        // An unclosed multi-line string: the toml crate names where the input ended.
+        ("x = \"\"\"never closed\n\n", 3),
         ("= 1\n", 1),
         ("x = \n", 1),
         ("x = nope\n", 1),
