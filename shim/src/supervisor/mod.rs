@@ -23,6 +23,7 @@ pub mod pidfd;
 pub mod process_stdio;
 pub mod pump;
 pub mod reaper;
+pub mod rollback;
 pub mod signals;
 pub mod spool;
 pub mod stdio;

@@ -10,7 +10,7 @@ use crate::containerd::process_table::{ProcKey, Table};
 use crate::containerd::shim::{RuncFactory, Shim};
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::upgrade::protocol::{version_line, Fault, Outcome, UpgradeReport};
-use crate::containerd::upgrade::rollback;
+use crate::supervisor::rollback;
 use crate::containerd::upgrade::state::SavedShim;
 use crate::supervisor::carried_fds::{at_offset, CarryError, FdsIn};
 use crate::supervisor::epoll::{Token, Waker};

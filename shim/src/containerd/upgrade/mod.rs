@@ -10,8 +10,9 @@
 //! - [`protocol`]: how an operator asks (`tether.upgrade.v1.Upgrade` on the shim's own
 //!   socket, root only) and what the shim answers.
 //! - [`state`]: the saved state, versioned ([`state::FORMAT`]), written to a memfd.
-//! - [`rollback`]: while the new image takes over, a crash re-executes the old image
-//!   (kept open across the `execve`) with the same state.
+//! - `supervisor::rollback` (shared with the standalone face): while the new image takes
+//!   over, a crash re-executes the old image (kept open across the `execve`) with the same
+//!   state.
 //! - [`command`]: `containerd-shim-tether-v2 upgrade`, the operator's command.
 //!
 //! The loop's side (waiting for the calls in flight, the dry run, the `execve`, and
@@ -20,5 +21,4 @@
 
 pub mod command;
 pub mod protocol;
-pub mod rollback;
 pub mod state;

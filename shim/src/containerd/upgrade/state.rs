@@ -24,10 +24,7 @@ use std::path::PathBuf;
 pub const FORMAT: u32 = 1;
 /// The oldest format this binary takes over.
 pub const MIN_FORMAT: u32 = 1;
-/// The environment variable that names the state's memfd in the new image.
-pub const STATE_FD_ENV: &str = "TETHER_UPGRADE_STATE_FD";
-/// Set (to the reason) when the old image is executed again because the new one failed.
-pub const ROLLBACK_ENV: &str = "TETHER_UPGRADE_ROLLBACK";
+pub use crate::supervisor::rollback::{ROLLBACK_ENV, STATE_FD_ENV};
 /// Most bytes a state may take (a shim with hundreds of processes writes a few hundred
 /// KiB).
 const MAX_STATE: u64 = 64 << 20;

@@ -1,4 +1,5 @@
-//! While a new image takes a shim's state over, a failure must not leave the containers
+//! While a new image takes a shim's (or a standalone supervisor's) state over after a live
+//! upgrade, a failure must not leave the containers
 //! without their shim: the old image, kept open across the `execve`, is executed again
 //! with the same state and serves on (and answers the Upgrade call with the reason).
 //!
@@ -11,11 +12,15 @@
 //! one any more.
 #![allow(unsafe_code)]
 
-use super::state::{ROLLBACK_ENV, STATE_FD_ENV};
 use std::ffi::{CString, OsString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// The environment variable that names the state's memfd in the new image (both faces).
+pub const STATE_FD_ENV: &str = "TETHER_UPGRADE_STATE_FD";
+/// Set (to the reason) when the old image is executed again because the new one failed.
+pub const ROLLBACK_ENV: &str = "TETHER_UPGRADE_ROLLBACK";
 
 /// The signals a crash raises.
 const CRASH_SIGNALS: [libc::c_int; 5] = [
