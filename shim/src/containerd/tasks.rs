@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use crate::supervisor::stdio::StdioConfig;
+use crate::supervisor::stdio::{StdinHold, StdioConfig};
 
 /// Someone waiting for a process to exit: a ttrpc call to answer (connection, stream).
 pub type Waiter = (u32, u32);
@@ -38,8 +38,8 @@ pub struct Process {
     pub stdio: StdioConfig,
     /// The OCI process spec of an exec (JSON).
     pub spec: Vec<u8>,
-    /// Dropping it closes the process's stdin (CloseIO).
-    pub stdin_closer: Option<File>,
+    /// The write end of its stdin FIFO the shim holds until CloseIO (whenever that comes).
+    pub stdin_hold: StdinHold,
     /// The pty master, for resizing.
     pub console: Option<File>,
     /// Pumps of this process still moving bytes.
@@ -59,7 +59,7 @@ impl Process {
             state: ProcState::Created,
             stdio,
             spec,
-            stdin_closer: None,
+            stdin_hold: StdinHold::default(),
             console: None,
             open_pumps: 0,
             spooling: 0,

@@ -99,7 +99,7 @@ impl Shim {
             .process_mut(&r.exec_id)
             .ok_or_else(|| not_found(format!("process {} not found", r.exec_id)))?;
         if r.stdin {
-            p.stdin_closer = None;
+            p.stdin_hold.close();
         }
         Ok(Default::default())
     }

@@ -117,7 +117,7 @@ impl Shim {
             pid = p.pid;
             pidfd = p.pidfd;
             init.console = console;
-            init.stdin_closer = prepared.stdin_closer.take();
+            init.stdin_hold.hold(prepared.stdin_closer.take());
             init.open_pumps = prepared.output_pumps();
             pumps = std::mem::take(&mut prepared.stdio);
         }
@@ -247,7 +247,7 @@ impl Shim {
                 }
                 if let Some(mut prepared) = io {
                     let prepared: &mut Prepared = &mut prepared;
-                    p.stdin_closer = prepared.stdin_closer.take();
+                    p.stdin_hold.hold(prepared.stdin_closer.take());
                     p.open_pumps = prepared.output_pumps();
                     pumps = std::mem::take(&mut prepared.stdio);
                 }
