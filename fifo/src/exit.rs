@@ -19,7 +19,7 @@ use crate::rfc3339;
 pub const UNKNOWN_EXIT_CODE: i32 = 255;
 
 /// What a supervisor records when a process ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitRecord {
     /// The exit code, or 128+N when the process was killed by signal N.
     pub code: i32,

@@ -144,5 +144,6 @@ fn serve(flags: &Flags) -> Result<(), MainError> {
         .ok()
         .and_then(|b| containerd::options::RuncOptions::from_json(&b).ok())
         .unwrap_or_default();
-    containerd::server::run(flags, listener, Some(socket_path), options).map_err(MainError::Serve)
+    containerd::shim_loop::run(flags, listener, Some(socket_path), options)
+        .map_err(MainError::Serve)
 }

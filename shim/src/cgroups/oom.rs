@@ -82,7 +82,9 @@ pub struct OomWatcher {
 #[derive(Debug)]
 enum Kind {
     V1 {
-        efd: EventFd,
+        /// The eventfd the kernel signals (an `OwnedFd`, so that a live upgrade can hand
+        /// it over: nix's `EventFd` cannot be rebuilt from a descriptor).
+        efd: OwnedFd,
         dir: PathBuf,
     },
     V2 {
@@ -149,7 +151,7 @@ impl OomWatcher {
         // The kernel holds its own references now; `control` may be closed.
         Ok(OomWatcher {
             kind: Kind::V1 {
-                efd,
+                efd: efd.into(),
                 dir: dir.to_path_buf(),
             },
         })
@@ -205,8 +207,9 @@ impl OomWatcher {
             Kind::V1 { efd, dir } => {
                 let mut signalled = false;
                 loop {
-                    match efd.read() {
-                        Ok(n) => signalled |= n > 0,
+                    let mut count = [0u8; 8];
+                    match nix::unistd::read(efd.as_raw_fd(), &mut count) {
+                        Ok(_) => signalled |= u64::from_ne_bytes(count) > 0,
                         Err(Errno::EAGAIN) => break,
                         Err(Errno::EINTR) => continue,
                         Err(source) => {
@@ -370,6 +373,9 @@ mod inotify {
         removed
     }
 }
+
+mod snapshot;
+pub use snapshot::*;
 
 #[cfg(test)]
 mod tests {

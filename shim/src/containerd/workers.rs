@@ -1,84 +1,118 @@
-//! The threads that run runc-calling Task handlers.
+//! The threads that run runc for the loop.
 //!
-//! One worker always exists; another is started only when a call arrives while every
-//! worker is busy (a `runc exec` blocked on a frozen container must not hold up the
-//! other calls), up to [`MAX_WORKERS`]; extra workers exit after a short idle time. At
-//! rest the shim has the loop, one worker and the event publisher. Only calls that need
-//! runc, a process or cgroups come here (`Shim::needs_worker`); the loop bounds how many
-//! wait in the queue by not reading connections past that bound.
+//! A worker gets a [`Work`]: a job that owns copies of what it needs (never the process
+//! table), runs it under the call's deadline (`call_deadline`), and hands the outcome back
+//! to the loop through [`Completions`], waking it. One worker always exists; another is
+//! started only when work arrives while every worker is busy (a `runc exec` blocked on a
+//! frozen container must not hold up the other calls), up to [`MAX_WORKERS`]; extra
+//! workers exit after a short idle time. At rest the shim has the loop, one worker and
+//! the event publisher. The loop bounds how much work waits by not reading connections
+//! past that bound.
 
+use crate::containerd::call::CallRef;
 use crate::containerd::call_deadline;
-use crate::containerd::task::{LoopMsg, Shim};
-use crate::containerd::task_call::TaskCall;
+use crate::containerd::handlers::{Job, Outcome};
+use crate::containerd::process_table::gate::ExitReport;
+use crate::containerd::process_table::ProcKey;
+use crate::supervisor::epoll::Waker;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Most workers at once: calls beyond wait in the queue (which the loop bounds).
+/// Most workers at once: work beyond waits in the queue (which the loop bounds).
 pub const MAX_WORKERS: usize = 8;
 /// How long an extra worker waits for work before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
-/// Stack of a worker: handlers are shallow; runc output is collected on the heap.
+/// Stack of a worker: jobs are shallow; runc output is collected on the heap.
 const WORKER_STACK: usize = 256 * 1024;
 
-/// A call waiting for a worker.
-struct Job {
-    conn: u32,
-    stream: u32,
-    call: TaskCall,
-    /// The caller's deadline (see `call_deadline`).
-    deadline: Option<Instant>,
+/// A call's work for a worker, and what the loop needs to answer it afterwards.
+pub struct Work {
+    pub call: CallRef,
+    /// The gate the call holds (left once its reply is written).
+    pub gate: Option<(ProcKey, ExitReport)>,
+    pub job: Job,
 }
 
+/// A job done: the call, its gate and what the job found.
+#[derive(Debug)]
+pub struct Done {
+    pub call: CallRef,
+    pub gate: Option<(ProcKey, ExitReport)>,
+    pub outcome: Outcome,
+}
+
+/// Finished work on its way back to the loop. Shared by the workers (which push) and the
+/// loop (which takes): the one hand-off from the workers to the loop.
+#[derive(Debug)]
+pub struct Completions {
+    done: Mutex<Vec<Done>>,
+    waker: Waker,
+}
+
+impl Completions {
+    pub fn new(waker: Waker) -> Self {
+        Completions {
+            done: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    fn push(&self, d: Done) {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+        self.waker.wake();
+    }
+
+    /// Takes what the workers have finished, oldest first.
+    pub fn take(&self) -> Vec<Done> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The loop's wake-up (drained when it wakes).
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+}
+
+/// Work waiting for a worker, shared by the loop (which pushes) and the workers.
 struct Shared {
-    /// Calls waiting for a worker.
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<VecDeque<Work>>,
     ready: Condvar,
     idle: AtomicUsize,
     threads: AtomicUsize,
-    /// Calls queued or running whose answer has not been posted to the loop yet.
-    in_flight: AtomicUsize,
-    shim: Arc<Shim>,
+    completions: Arc<Completions>,
 }
 
-/// Hands calls to the workers.
+/// Hands work to the workers.
 pub struct WorkerPool {
     shared: Arc<Shared>,
 }
 
 impl WorkerPool {
     /// Starts the permanent worker.
-    pub fn start(shim: Arc<Shim>) -> io::Result<Self> {
+    pub fn start(completions: Arc<Completions>) -> io::Result<Self> {
         let pool = WorkerPool {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),
                 ready: Condvar::new(),
                 idle: AtomicUsize::new(0),
                 threads: AtomicUsize::new(0),
-                in_flight: AtomicUsize::new(0),
-                shim,
+                completions,
             }),
         };
         pool.spawn(true)?;
         Ok(pool)
     }
 
-    /// Queues a call, to run under its caller's `deadline` (see `call_deadline`); starts
-    /// another worker when none is idle.
-    pub fn submit(&self, conn: u32, stream: u32, call: TaskCall, deadline: Option<Instant>) {
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    /// Queues work; starts another worker when none is idle.
+    pub fn submit(&self, work: Work) {
         self.shared
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(Job {
-                conn,
-                stream,
-                call,
-                deadline,
-            });
+            .push_back(work);
         if self.shared.idle.load(Ordering::SeqCst) == 0
             && self.shared.threads.load(Ordering::SeqCst) < MAX_WORKERS
         {
@@ -87,12 +121,6 @@ impl WorkerPool {
             }
         }
         self.shared.ready.notify_one();
-    }
-
-    /// Calls handed to the workers whose answer is not in the loop's outbox yet (the
-    /// shim does not exit while there are any: their callers would go unanswered).
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     fn spawn(&self, permanent: bool) -> io::Result<()> {
@@ -109,13 +137,21 @@ impl WorkerPool {
     }
 }
 
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
 fn work(shared: &Shared, permanent: bool) {
     loop {
-        let job = {
+        let work = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                if let Some(job) = queue.pop_front() {
-                    break Some(job);
+                if let Some(w) = queue.pop_front() {
+                    break Some(w);
                 }
                 shared.idle.fetch_add(1, Ordering::SeqCst);
                 let (q, timeout) = shared
@@ -129,28 +165,15 @@ fn work(shared: &Shared, permanent: bool) {
                 }
             }
         };
-        let Some(Job {
-            conn,
-            stream,
-            call,
-            deadline,
-        }) = job
-        else {
+        let Some(Work { call, gate, job }) = work else {
             shared.threads.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        let answer = call_deadline::during(deadline, || shared.shim.handle(conn, stream, call));
-        if let Some(answer) = answer {
-            shared.shim.post(LoopMsg::Answered {
-                conn,
-                stream,
-                reply: answer.reply,
-                hold: answer.hold,
-            });
-        }
-        // After the post: the loop sees no call in flight only once its answer is queued;
-        // and woken again, as it may have looked in between.
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        shared.shim.waker().wake();
+        let outcome = call_deadline::during(call.deadline, job);
+        shared.completions.push(Done {
+            call,
+            gate,
+            outcome,
+        });
     }
 }

@@ -294,16 +294,12 @@ impl Drop for Launched {
             None => {}
             Some(Undo::Delete) => delete(&self.runc, &self.id),
             Some(Undo::Kill) => {
-                let sent = match &self.pidfd {
-                    Some(fd) => pidfd::send_signal(fd, libc::SIGKILL),
-                    // Without pidfds the pid is the only handle; a pid whose pidfd could
-                    // not be opened for another reason was gone already.
-                    None if self.pidfds_unsupported && self.pid > 0 => nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(self.pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    )
-                    .map_err(std::io::Error::from),
-                    None => Ok(()),
+                // Without pidfds the pid is the only handle; a pid whose pidfd could not
+                // be opened for another reason was gone already.
+                let sent = if self.pidfd.is_some() || self.pidfds_unsupported {
+                    pidfd::signal_process(self.pidfd.as_ref(), self.pid, libc::SIGKILL)
+                } else {
+                    Ok(())
                 };
                 if let Err(e) = sent {
                     log::debug!("undo launch of {} pid {}: kill: {e}", self.id, self.pid);

@@ -9,9 +9,10 @@
 //! loop serves them and how its output drains after it exits ([`process_stdio`] over
 //! [`pump`]), terminal resizing ([`tty`]), and JSON specs read as runc reads them
 //! ([`go_json`]). The faces keep what differs for a reason:
-//! which exits to wait for and in what order they are reported (`containerd::tasks` for
+//! which exits to wait for and in what order they are reported (`containerd::process_table` for
 //! the containerd face), and where the pumps' other ends lead.
 
+pub mod carried_fds;
 pub mod epoll;
 pub mod event_base;
 pub mod fionread;

@@ -43,6 +43,24 @@ pub fn send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Signals a process: through its pidfd when there is one, else by `pid` (the caller
+/// knows the pid has not been reaped: it is the only reaper, or the process is its
+/// unreaped child). ESRCH means the process is gone; EINVAL, a bad signal number.
+pub fn signal_process(pidfd: Option<&OwnedFd>, pid: i32, signal: i32) -> io::Result<()> {
+    match pidfd {
+        Some(fd) => send_signal(fd, signal),
+        None if pid > 0 => {
+            // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
+            let ret = unsafe { libc::kill(pid, signal) };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        None => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

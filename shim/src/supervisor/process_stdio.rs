@@ -409,6 +409,9 @@ fn register_pump(poller: &Poller, pump: &Pump, token: Token) -> io::Result<()> {
     }
 }
 
+mod snapshot;
+pub use snapshot::*;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,6 +400,9 @@ impl Pump {
     }
 }
 
+mod snapshot;
+pub use snapshot::*;
+
 #[cfg(test)]
 mod tests {
     use super::*;

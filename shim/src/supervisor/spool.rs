@@ -37,7 +37,7 @@ const PUNCH_AFTER: u64 = 4 << 20;
 pub const DEFAULT_LIMIT: u64 = 64 << 20;
 
 /// What a full spool does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SpoolPolicy {
     /// Take no more bytes: the process blocks in `write` until the reader catches up.
     #[default]
@@ -88,7 +88,7 @@ pub fn parse_limit(s: &str) -> Result<u64, SpoolConfigError> {
 }
 
 /// Where and how a stream spools. A limit of 0 means no spool (today's blocking).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpoolConfig {
     /// What the spool belongs to, in log lines (e.g. `container/exec`).
     pub name: String,
@@ -489,6 +489,9 @@ impl Drop for Spool {
         }
     }
 }
+
+mod snapshot;
+pub use snapshot::*;
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// Where a process's stdio goes, as containerd (or a manager) names it. Empty = nowhere.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StdioConfig {
     pub stdin: String,
     pub stdout: String,
@@ -84,8 +84,7 @@ pub struct Prepared {
     /// The pumps, handed to the loop once runc has run; they run until their source
     /// reaches EOF.
     pub stdio: ProcessStdio,
-    /// A write end of the stdin FIFO, for the process's [`StdinHold`]: dropping it is
-    /// CloseIO.
+    /// A write end of the stdin FIFO; dropping it is CloseIO.
     pub stdin_closer: Option<File>,
     /// With a terminal: the FIFO ends to connect to the pty master once it arrives
     /// (the launch receives it: `supervisor::launch`).
@@ -98,48 +97,6 @@ pub struct Prepared {
 struct PendingTty {
     stdin: Option<File>,
     stdout: Option<Sink>,
-}
-
-/// The supervisor's hold on a process's stdin FIFO: a write end it never writes, so the
-/// process sees EOF only once the manager closes stdin (CloseIO), not whenever no client
-/// happens to have the FIFO open.
-///
-/// The close may come at any time relative to the launch that opens the FIFO: containerd's
-/// clients (nerdctl, ctr) send CloseIO as soon as their input ends, which for a short or
-/// empty input is while the exec's Start is still in flight, or before it. A close that
-/// finds no end held is remembered, and an end the launch hands over afterwards is dropped
-/// at once: the process reads what was written, then EOF.
-#[derive(Debug, Default)]
-pub enum StdinHold {
-    /// No end held: stdin not opened yet (an exec before its Start), or none.
-    #[default]
-    NotOpened,
-    /// The write end, held until the manager closes stdin.
-    Held(File),
-    /// The manager closed stdin.
-    Closed,
-}
-
-impl StdinHold {
-    /// The manager closed stdin (CloseIO): drops the end if held, and any end handed over
-    /// later.
-    pub fn close(&mut self) {
-        *self = StdinHold::Closed;
-    }
-
-    /// Takes the write end a launch opened (see [`Prepared::stdin_closer`]), unless stdin
-    /// was closed already: then it is dropped here.
-    pub fn hold(&mut self, end: Option<File>) {
-        if let (StdinHold::NotOpened | StdinHold::Held(_), Some(end)) = (&*self, end) {
-            *self = StdinHold::Held(end);
-        }
-    }
-
-    /// Whether the manager has closed stdin.
-    #[allow(dead_code)] // for tests and logs
-    pub fn is_closed(&self) -> bool {
-        matches!(self, StdinHold::Closed)
-    }
 }
 
 /// The environment containerd gives a `binary://` logger: pass it to [`prepare_with_env`].
@@ -533,42 +490,5 @@ mod tests {
         assert_eq!(read("out"), "typed\r\nshown\r\n");
         assert_eq!(read("err"), "", "a terminal has no stderr");
         assert!(read("env").lines().any(|l| l == "CONTAINER_ID=ctr-1"));
-    }
-
-    #[test]
-    fn a_stdin_closed_before_its_fifo_was_opened_stays_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stdin");
-        let open = || {
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).ok();
-            open_stdin_fifo(path.to_str().unwrap()).unwrap()
-        };
-        let eof = |reader: &mut File| {
-            let mut buf = [0u8; 8];
-            matches!(std::io::Read::read(reader, &mut buf), Ok(0))
-        };
-        // Closed first (CloseIO while the launch runs), the end handed over after.
-        let mut hold = StdinHold::default();
-        hold.close();
-        let (mut reader, closer) = open();
-        hold.hold(Some(closer));
-        assert!(
-            hold.is_closed() && eof(&mut reader),
-            "the late end is dropped: EOF"
-        );
-        // The usual order: held until closed.
-        let mut hold = StdinHold::default();
-        let (mut reader, closer) = open();
-        hold.hold(Some(closer));
-        assert!(!hold.is_closed());
-        let mut buf = [0u8; 8];
-        let e = std::io::Read::read(&mut reader, &mut buf).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "no EOF while held");
-        hold.close();
-        assert!(eof(&mut reader));
-        // Nothing to hold: still open to a later end.
-        let mut hold = StdinHold::default();
-        hold.hold(None);
-        assert!(matches!(hold, StdinHold::NotOpened));
     }
 }

@@ -5,7 +5,7 @@ use crate::supervisor::pump::Direction;
 
 /// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
 /// and its input `Stdin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdin,
     Stdout,

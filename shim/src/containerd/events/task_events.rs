@@ -3,7 +3,7 @@
 use super::envelope::timestamp;
 use super::publisher::Publisher;
 use super::types::{topics, EventMessage};
-use crate::containerd::tasks::Exited;
+use crate::containerd::process_table::Exited;
 use containerd_shim_protos::events::task as ev;
 use protobuf::MessageField;
 use std::time::SystemTime;

@@ -23,7 +23,7 @@
 use fifo::ExitRecord;
 
 /// Where a process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProcState {
     /// Defined (exec) or created by runc (init), not started.
     Created,

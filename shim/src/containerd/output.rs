@@ -1,0 +1,153 @@
+//! A process's output as the loop serves it: its pumps (registered under the process's
+//! key), the count of output sources still open that exit reports and Deletes wait for,
+//! and the spools that go on draining after the exit, which its Waits wait for (bounded).
+
+use crate::containerd::handlers::wait_reply;
+use crate::containerd::process_table::record::SpoolWait;
+use crate::containerd::process_table::ProcKey;
+use crate::containerd::shim::Shim;
+use crate::supervisor::epoll::Poller;
+use crate::supervisor::process_stdio::{Stream, Streams};
+use std::time::{Duration, Instant};
+
+/// How long Waits wait for a spool to drain after the exit: the Go shim's bound on its
+/// IO wait.
+const SPOOL_WAIT: Duration = Duration::from_secs(10);
+
+impl Shim {
+    /// Serves a process's pumps from now on (after Create or Start handed them over).
+    pub fn start_pumps(&mut self, key: ProcKey, poller: &Poller) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        if p.pumps.is_empty() {
+            return;
+        }
+        if let Err(dropped) = p.pumps.register(poller, key.0) {
+            log::warn!("stdio of {}: {}", p.display(), dropped.error);
+            self.outputs_ended(key, dropped.streams, poller);
+        }
+    }
+
+    /// Runs a process's pump on its readiness.
+    pub fn on_stdio(&mut self, key: ProcKey, stream: Stream, poller: &Poller) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        let Some(ended) = p.pumps.run(poller, stream) else {
+            if !p.pumps.is_open(stream) {
+                // A spool drained after its source had ended.
+                self.spool_drained(key, stream);
+            }
+            return;
+        };
+        if !p.pumps.is_open(stream) {
+            log::debug!(
+                "{stream:?} of {} done after {} bytes",
+                p.display(),
+                ended.moved
+            );
+        }
+        self.outputs_ended(key, Streams::from(stream), poller);
+    }
+
+    /// Output sources of a process have ended (EOF, or dropped): exit reports and Deletes
+    /// stop waiting for them; a stream whose spool still holds bytes keeps its Waits
+    /// waiting (bounded) until it has drained.
+    pub fn outputs_ended(&mut self, key: ProcKey, ended: Streams, _poller: &Poller) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        p.open_outputs = p.open_outputs.saturating_sub(ended.outputs());
+        let until = Instant::now() + SPOOL_WAIT;
+        for stream in Stream::OUTPUTS {
+            if ended.contains(stream) && p.pumps.is_open(stream) {
+                p.spool_waits.push(SpoolWait { stream, until });
+            }
+        }
+    }
+
+    /// A spool drained: Waits stop waiting for it.
+    fn spool_drained(&mut self, key: ProcKey, stream: Stream) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        let before = p.spool_waits.len();
+        p.spool_waits.retain(|w| w.stream != stream);
+        if p.spool_waits.len() < before {
+            self.answer_settled_waits(key);
+        }
+    }
+
+    /// Answers the parked Waits of a process whose exit is reported and whose spools have
+    /// drained (or been waited for long enough).
+    fn answer_settled_waits(&mut self, key: ProcKey) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        let Some(exit) = p.exit_settled() else {
+            return;
+        };
+        let waiters = std::mem::take(&mut p.waiters);
+        let reply = wait_reply(exit.code, exit.exited_at);
+        for w in waiters {
+            self.answer(w.conn, w.stream, reply.clone());
+        }
+    }
+
+    /// Waits stop waiting for spools still draining at their deadline (the spools go on
+    /// draining until the process is deleted).
+    pub fn expire_spool_waits(&mut self, now: Instant) {
+        let mut settled = Vec::new();
+        for (key, p) in self.table.processes_mut() {
+            let before = p.spool_waits.len();
+            p.spool_waits.retain(|w| {
+                let expired = w.until <= now;
+                if expired {
+                    log::info!(
+                        "{:?} of {}: still spooled after {SPOOL_WAIT:?}: Wait answered",
+                        w.stream,
+                        crate::containerd::process_table::record::display_id(
+                            &p.container_id,
+                            &p.exec_id
+                        )
+                    );
+                }
+                !expired
+            });
+            if p.spool_waits.len() < before {
+                settled.push(key);
+            }
+        }
+        for key in settled {
+            self.answer_settled_waits(key);
+        }
+    }
+
+    /// Runs the output pumps that declined to spool while their reader was active and
+    /// want to look again now (see `ProcessStdio::next_recheck`).
+    pub fn run_spool_rechecks(&mut self, now: Instant, poller: &Poller) {
+        let due: Vec<(ProcKey, Stream)> = self
+            .table
+            .processes()
+            .flat_map(|(key, p)| p.pumps.due_rechecks(now).into_iter().map(move |s| (key, s)))
+            .collect();
+        for (key, stream) in due {
+            self.on_stdio(key, stream, poller);
+        }
+    }
+
+    /// When the loop must look at the output again without an event: a spool wait's
+    /// deadline or a pump's recheck.
+    pub fn next_output_deadline(&self) -> Option<Instant> {
+        self.table
+            .processes()
+            .flat_map(|(_, p)| {
+                p.spool_waits
+                    .iter()
+                    .map(|w| w.until)
+                    .chain(p.pumps.next_recheck())
+            })
+            .min()
+    }
+}

@@ -1,0 +1,132 @@
+//! The containerd face's state and the one thread that owns it.
+//!
+//! [`Shim`] holds everything the face knows: the process table, the event publisher's
+//! handle, the options `start` was given. The event loop (`shim_loop`) owns it and is
+//! the only thread that reads or changes it: the Task handlers (`handlers`) run on the
+//! loop as methods of `Shim`; a handler that must run runc hands a [`Job`] to a worker
+//! (`workers`), which runs it with copies of what it needs and sends back an
+//! [`Outcome`] that the loop applies here. So no lock guards a process's state, and
+//! every event is published from the loop, in the order the loop decided.
+
+use crate::containerd::call::GatedCall;
+use crate::containerd::events::Events;
+use crate::containerd::options::RuncOptions;
+use crate::containerd::process_table::Table;
+use crate::containerd::ttrpc::Reply;
+use runc_wrapper::{ProcessMonitor, Runc};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where runc keeps container state unless the options say otherwise.
+const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
+
+/// A reply for the loop to write.
+#[derive(Debug)]
+pub struct Answer {
+    pub conn: u32,
+    pub stream: u32,
+    pub reply: Reply,
+}
+
+/// Builds the `Runc` a container's calls use: its binary, root and log from the
+/// container's options; every invocation through the reaper's monitor, killed at the
+/// deadline of the call it runs for. Cloned into workers' jobs.
+#[derive(Clone)]
+pub struct RuncFactory {
+    namespace: String,
+    /// The reaper's monitor (shared with the loop's reaper by design: see
+    /// `supervisor::reaper`) wrapped with the call deadline.
+    monitor: Arc<dyn ProcessMonitor>,
+}
+
+impl std::fmt::Debug for RuncFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuncFactory")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuncFactory {
+    pub fn new(namespace: &str, reaper_monitor: Arc<dyn ProcessMonitor>) -> Self {
+        RuncFactory {
+            namespace: namespace.to_string(),
+            monitor: crate::containerd::call_deadline::monitor(reaper_monitor),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The runc driver for a container in `bundle` created with `opts`.
+    pub fn runc(&self, opts: &RuncOptions, bundle: &Path) -> Runc {
+        let root = if opts.root.is_empty() {
+            DEFAULT_RUNC_ROOT
+        } else {
+            opts.root.as_str()
+        };
+        let mut b = Runc::builder()
+            .binary(if opts.binary_name.is_empty() {
+                "runc"
+            } else {
+                opts.binary_name.as_str()
+            })
+            .root(Path::new(root).join(&self.namespace))
+            .log(bundle.join("log.json"))
+            .systemd_cgroup(opts.systemd_cgroup)
+            .monitor(self.monitor.clone());
+        if !opts.criu_path.is_empty() {
+            b = b.criu(&opts.criu_path);
+        }
+        b.build()
+    }
+}
+
+/// The containerd face's state (see the module doc). Owned by the event loop.
+#[derive(Debug)]
+pub struct Shim {
+    pub namespace: String,
+    /// Options given to `start` (stdin), the base for every container's.
+    pub start_options: RuncOptions,
+    pub table: Table,
+    pub events: Events,
+    pub runc: RuncFactory,
+    /// Replies decided while handling one event, written by the loop right after it.
+    pub answers: Vec<Answer>,
+    /// Calls that were queued at the gate of a process that has gone since: the loop
+    /// runs them now (they find no process and say so).
+    pub gone: Vec<GatedCall>,
+    /// When containerd asked the shim to shut down (it exits once nothing is in flight).
+    pub shutdown_requested: Option<Instant>,
+}
+
+impl Shim {
+    pub fn new(
+        namespace: String,
+        start_options: RuncOptions,
+        events: Events,
+        runc: RuncFactory,
+    ) -> Self {
+        Shim {
+            namespace,
+            start_options,
+            table: Table::default(),
+            events,
+            runc,
+            answers: Vec::new(),
+            gone: Vec::new(),
+            shutdown_requested: None,
+        }
+    }
+
+    /// Queues a reply for the loop to write.
+    pub fn answer(&mut self, conn: u32, stream: u32, reply: Reply) {
+        self.answers.push(Answer {
+            conn,
+            stream,
+            reply,
+        });
+    }
+}

@@ -1,0 +1,193 @@
+//! Descriptors a process hands to the image it re-executes (a live upgrade: the same pid
+//! runs a new binary), named by number in the state it writes, and taken back by number
+//! on the other side.
+//!
+//! The saving side lists every descriptor it names ([`FdsOut::carry`]) and clears their
+//! close-on-exec flag right before `execve` ([`FdsOut::keep_across_exec`]); every other
+//! descriptor stays close-on-exec and is gone in the new image. The receiving side takes
+//! each listed descriptor exactly once ([`FdsIn::take`]): a number that was not listed,
+//! is taken twice or is not open is an error, never a descriptor someone else owns.
+//! Times travel as offsets from the moment of saving (`CLOCK_MONOTONIC` goes on across
+//! `execve`, but `Instant` cannot be rebuilt from its raw value).
+#![allow(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Why a carried descriptor cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CarryError {
+    #[error("descriptor {0} is not one the saved state lists")]
+    NotListed(RawFd),
+    #[error("descriptor {0} is named twice in the saved state")]
+    TakenTwice(RawFd),
+    #[error("descriptor {fd} is not open: {source}")]
+    NotOpen { fd: RawFd, source: io::Error },
+    #[error("restoring {what}: {source}")]
+    Rebuild {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// The descriptors a saved state names, in the order they were named.
+#[derive(Debug, Default)]
+pub struct FdsOut {
+    fds: Vec<RawFd>,
+}
+
+impl FdsOut {
+    /// Names `fd` in the state: returns its number. The caller keeps `fd` open until the
+    /// `execve` (or until it gives up and resumes).
+    pub fn carry(&mut self, fd: impl AsFd) -> RawFd {
+        let raw = fd.as_fd().as_raw_fd();
+        self.fds.push(raw);
+        raw
+    }
+
+    /// Every number named so far.
+    pub fn fds(&self) -> &[RawFd] {
+        &self.fds
+    }
+
+    /// Clears close-on-exec on every named descriptor (right before `execve`). On
+    /// failure, sets it again on those it cleared.
+    pub fn keep_across_exec(&self) -> io::Result<()> {
+        for (i, fd) in self.fds.iter().enumerate() {
+            if let Err(e) = set_cloexec(*fd, false) {
+                for done in &self.fds[..i] {
+                    let _ = set_cloexec(*done, true);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets close-on-exec again on every named descriptor (the `execve` failed, or was
+    /// not done: the process resumes as it was).
+    pub fn restore_cloexec(&self) {
+        for fd in &self.fds {
+            let _ = set_cloexec(*fd, true);
+        }
+    }
+}
+
+/// The descriptors a saved state names, as received across `execve`.
+#[derive(Debug, Default)]
+pub struct FdsIn {
+    listed: BTreeSet<RawFd>,
+    taken: BTreeSet<RawFd>,
+}
+
+impl FdsIn {
+    /// Descriptors `listed` by the saved state (the saving image's [`FdsOut::fds`]).
+    pub fn new(listed: &[RawFd]) -> Self {
+        FdsIn {
+            listed: listed.iter().copied().collect(),
+            taken: BTreeSet::new(),
+        }
+    }
+
+    /// Takes descriptor `fd`: it becomes this image's, close-on-exec again.
+    pub fn take(&mut self, fd: RawFd) -> Result<OwnedFd, CarryError> {
+        if !self.listed.contains(&fd) {
+            return Err(CarryError::NotListed(fd));
+        }
+        if !self.taken.insert(fd) {
+            return Err(CarryError::TakenTwice(fd));
+        }
+        set_cloexec(fd, true).map_err(|source| CarryError::NotOpen { fd, source })?;
+        // SAFETY: `fd` is open (F_SETFD just succeeded), was listed by the image that
+        // exec'd this one as a descriptor it handed over, and is taken once (checked
+        // above): nothing else in this process owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// [`FdsIn::take`] for an optional number.
+    pub fn take_opt(&mut self, fd: Option<RawFd>) -> Result<Option<OwnedFd>, CarryError> {
+        fd.map(|fd| self.take(fd)).transpose()
+    }
+
+    /// Listed descriptors nobody took (closed by the caller, or a sign of a mismatch).
+    pub fn untaken(&self) -> Vec<RawFd> {
+        self.listed.difference(&self.taken).copied().collect()
+    }
+}
+
+fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number with integer arguments only; a number that is
+    // not open fails with EBADF and changes nothing.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A moment as an offset in milliseconds from `now` (negative: in the past).
+pub fn offset_of(at: Instant, now: Instant) -> i64 {
+    if at >= now {
+        i64::try_from(at.duration_since(now).as_millis()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from(now.duration_since(at).as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The moment `offset` milliseconds from `now` (see [`offset_of`]).
+pub fn at_offset(offset: i64, now: Instant) -> Instant {
+    let d = Duration::from_millis(offset.unsigned_abs());
+    if offset >= 0 {
+        now.checked_add(d).unwrap_or(now)
+    } else {
+        now.checked_sub(d).unwrap_or(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_descriptor_is_taken_once_and_close_on_exec_again() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut out = FdsOut::default();
+        let n = out.carry(&r);
+        out.keep_across_exec().unwrap();
+        let flags = nix::fcntl::fcntl(n, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & libc::FD_CLOEXEC, 0, "kept across exec");
+        std::mem::forget(r); // handed over, as across execve
+        let mut fds = FdsIn::new(out.fds());
+        let taken = fds.take(n).unwrap();
+        let flags = nix::fcntl::fcntl(taken.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        assert!(matches!(fds.take(n), Err(CarryError::TakenTwice(_))));
+        assert!(matches!(fds.take(n + 1000), Err(CarryError::NotListed(_))));
+        assert!(fds.untaken().is_empty());
+    }
+
+    #[test]
+    fn a_listed_number_that_is_not_open_is_refused() {
+        let mut fds = FdsIn::new(&[900_000]);
+        assert!(matches!(fds.take(900_000), Err(CarryError::NotOpen { .. })));
+    }
+
+    #[test]
+    fn offsets_round_trip_both_ways() {
+        let now = Instant::now() + Duration::from_secs(100);
+        for ms in [-5000i64, -1, 0, 1, 2500] {
+            assert_eq!(offset_of(at_offset(ms, now), now), ms);
+        }
+    }
+}
