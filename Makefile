@@ -21,7 +21,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 .PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
+        test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
 
 all: build
 
@@ -76,6 +76,15 @@ conformance: deps build
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-nerdctl: nerdctl v2.4.2 as the client of a private containerd 2.3, with tether and (the
+##        oracle) the Go shim as the runtime: run -d -t + logs, create -t + start, exec -i,
+##        run -it with a resize, attach… (tests/tests/nerdctl.rs). Builds nerdctl and
+##        containerd 2.3 from the Go module proxy when missing (cached; tests/scripts/go-tools.sh)
+test-nerdctl: deps build
+	ctd=$$(tests/scripts/go-tools.sh containerd 2.3) && nerdctl=$$(tests/scripts/go-tools.sh nerdctl) && \
+	TETHER_NERDCTL_REQUIRED=1 TETHER_CONTAINERD_DIR=$$ctd TETHER_NERDCTL=$$nerdctl/nerdctl \
+	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test nerdctl -- --test-threads=1
 
 ## test-cgroup-v2: the cgroup v2 leg: the tests that touch cgroups (containerd face, runc
 ##        driver, standalone face, the shim's unit tests) in a throwaway QEMU guest booted

@@ -96,6 +96,84 @@ impl SlowRunc {
     }
 }
 
+/// A wrapper around the real runc that, for the verbs it is given, marks that it was
+/// reached and then waits until the test opens the gate, before it runs the real runc: a
+/// rendezvous that holds a call (an exec's Start) in flight for exactly as long as the
+/// test needs, whatever the load. Once open, the gate stays open.
+#[derive(Debug)]
+pub struct GatedRunc {
+    path: PathBuf,
+    reached: PathBuf,
+    gate: PathBuf,
+}
+
+/// How long a gated runc waits for its gate before it goes on anyway (a test that failed
+/// before opening it must not leave a runc waiting).
+const GATE_LIMIT: Duration = Duration::from_secs(60);
+
+impl GatedRunc {
+    /// Writes the wrapper script into `dir`.
+    pub fn write(dir: &Path, verbs: &[&str]) -> Self {
+        let real = crate::require::tool("runc", "runc");
+        let path = dir.join("gated-runc");
+        let reached = dir.join("gated-runc.reached");
+        let gate = dir.join("gated-runc.open");
+        // As in SlowRunc: the first argument that is one of the verbs decides; the wait is
+        // a foreground `sleep` loop (runc's children inherit the shim's blocked signals).
+        let script = format!(
+            "#!/bin/sh
+             # The real runc, once {gate} exists, for: {verbs}.
+             gated=
+             for a in \"$@\"; do
+             \x20 case \"$a\" in {pattern}) gated=1; break ;; esac
+             done
+             if [ -n \"$gated\" ] && [ ! -e {gate} ]; then
+             \x20 : > {reached}
+             \x20 n=0
+             \x20 while [ ! -e {gate} ] && [ $n -lt {tries} ]; do sleep 0.02; n=$((n+1)); done
+             fi
+             exec {real} \"$@\"
+",
+            gate = gate.display(),
+            reached = reached.display(),
+            verbs = verbs.join(" "),
+            pattern = verbs.join("|"),
+            tries = GATE_LIMIT.as_millis() / 20,
+            real = real.display(),
+        );
+        fs::write(&path, script).expect("write the gated runc wrapper");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .expect("make the gated runc wrapper executable");
+        GatedRunc {
+            path,
+            reached,
+            gate,
+        }
+    }
+
+    /// The wrapper's path, for `BinaryName`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits until a gated verb is waiting at the gate; false after `timeout`.
+    pub fn wait_reached(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.reached.exists() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Opens the gate: the waiting runc goes on, and later ones do not wait.
+    pub fn open(&self) {
+        fs::write(&self.gate, b"").expect("open the runc gate");
+    }
+}
+
 /// One shim, started by hand, with a ttrpc client. See the module docs.
 pub struct DirectShim {
     client: TaskClient,
@@ -266,6 +344,32 @@ impl DirectShim {
         let mut any = Any::new();
         any.type_url = RUNC_OPTIONS.into();
         any.value = o.write_to_bytes().expect("encode runc Options");
+        any
+    }
+
+    /// Sets `process.terminal` in the bundle's config (before Create).
+    pub fn set_terminal(&self, terminal: bool) {
+        let path = self.bundle().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).expect("read config.json"))
+                .expect("config.json is JSON");
+        config["process"]["terminal"] = serde_json::json!(terminal);
+        fs::write(&path, config.to_string()).expect("write config.json");
+    }
+
+    /// The spec of an exec running `args`, from the bundle's own process (its env, user,
+    /// capabilities), as containerd sends it in `ExecProcessRequest.spec`.
+    pub fn exec_spec(&self, args: &[&str], terminal: bool) -> Any {
+        let config: serde_json::Value = serde_json::from_slice(
+            &fs::read(self.bundle().join("config.json")).expect("read config.json"),
+        )
+        .expect("config.json is JSON");
+        let mut process = config["process"].clone();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(terminal);
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = serde_json::to_vec(&process).expect("encode the process spec");
         any
     }
 

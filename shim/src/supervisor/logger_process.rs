@@ -15,7 +15,8 @@
 //! library's `ready()` writes one and closes it), and EOF without one means it crashed or
 //! exited before it was ready, a failure; plain `binary://` counts EOF as ready, for the
 //! loggers written before. Then the shim hands the write ends of the two pipes
-//! to the container and forgets the logger: it holds the read ends itself and exits when
+//! to the container (with a terminal, [`Streams::Terminal`]: the stdout pipe's to the pty
+//! master's pump, and the stderr pipe gets no writer) and forgets the logger: it holds the read ends itself and exits when
 //! the container's last writer is gone. The shim never waits for it; its subreaper loop
 //! reaps it like any unknown child.
 //!
@@ -181,28 +182,43 @@ fn unescape(s: &str, query: bool) -> Result<String, UnescapeError> {
     String::from_utf8(out).map_err(|_| UnescapeError::NotUtf8(s.to_string()))
 }
 
-/// A logger that signalled ready, and the pipe ends the container writes to.
+/// What the logger is given to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// The container's stdout and stderr: two pipes it writes itself (fds 3 and 4).
+    Pipes,
+    /// A terminal's one stream: the pty master's output, which the shim copies into the
+    /// stdout pipe (fd 3). The stderr pipe (fd 4) has no writer, so the logger reads EOF
+    /// there at once, as from containerd's runc shim, which leaves it empty.
+    Terminal,
+}
+
+/// A logger that signalled ready, and the pipe ends it reads from.
 #[derive(Debug)]
 pub struct Started {
     /// The logger's pid. Nobody waits for it: the reaper collects it.
     pub pid: i32,
     /// Write end of the pipe the logger reads as fd 3: the container's stdout.
     pub stdout: OwnedFd,
-    /// Write end of the pipe the logger reads as fd 4: the container's stderr.
-    pub stderr: OwnedFd,
+    /// Write end of the pipe the logger reads as fd 4: the container's stderr
+    /// ([`Streams::Pipes`] only).
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Starts the logger `spec` names, with `env` (`CONTAINER_ID`, `CONTAINER_NAMESPACE`) as
-/// its environment, and waits up to [`READY_TIMEOUT`] for it to be ready.
-pub fn start(spec: &LoggerSpec, env: &[(String, String)]) -> io::Result<Started> {
-    start_with_timeout(spec, env, READY_TIMEOUT)
+/// its environment, to read `streams`, and waits up to [`READY_TIMEOUT`] for it to be
+/// ready.
+pub fn start(spec: &LoggerSpec, env: &[(String, String)], streams: Streams) -> io::Result<Started> {
+    start_with_timeout(spec, env, streams, READY_TIMEOUT)
 }
 
 /// [`start`] with the ready timeout as a parameter. A logger that is not ready in time,
-/// or that is gone by then (neither pipe has a reader), is killed and an error returned.
+/// or that is gone by then (none of the pipes it is to read has a reader), is killed and
+/// an error returned.
 pub fn start_with_timeout(
     spec: &LoggerSpec,
     env: &[(String, String)],
+    streams: Streams,
     timeout: Duration,
 ) -> io::Result<Started> {
     let name = spec.path.display().to_string();
@@ -225,6 +241,10 @@ pub fn start_with_timeout(
     .map_err(|e| io::Error::new(e.kind(), format!("start binary logger {name}: {e}")))?;
     // Our copies of the child's ends are closed now (spawn consumed them): the ready pipe
     // reaches EOF once the logger closes fd 5, and only the logger reads the output pipes.
+    let err_w = match streams {
+        Streams::Pipes => Some(err_w),
+        Streams::Terminal => None,
+    };
     let handle = Handle::new(pid);
     let deadline = Instant::now() + timeout;
     match wait_ready(&ready_r, timeout) {
@@ -256,15 +276,26 @@ pub fn start_with_timeout(
     } else {
         Duration::ZERO
     };
-    let [out_gone, err_gone] = readers_gone([&out_w, &err_w], grace)?;
+    let (out_gone, err_gone) = match &err_w {
+        Some(err_w) => {
+            let [out, err] = readers_gone([&out_w, err_w], grace)?;
+            (out, err)
+        }
+        None => (readers_gone([&out_w], grace)?[0], true),
+    };
     if out_gone && err_gone {
         handle.kill();
         return Err(io::Error::other(format!(
-            "binary logger {name} exited (or closed fds 3 and 4) instead of reading the \
-             container's output"
+            "binary logger {name} exited (or closed {}) instead of reading the \
+             container's output",
+            if err_w.is_some() {
+                "fds 3 and 4"
+            } else {
+                "fd 3"
+            }
         )));
     }
-    if out_gone || err_gone {
+    if err_w.is_some() && (out_gone || err_gone) {
         log::warn!(
             "binary logger {name} (pid {pid}) closed fd {}: the container's {} has no reader",
             if out_gone { 3 } else { 4 },
@@ -730,10 +761,10 @@ wait
         ];
         // Not close-on-exec, as a careless library would make it: must not reach the logger.
         let leak = nix::unistd::pipe().unwrap();
-        let started = start(&spec, &env).unwrap();
+        let started = start(&spec, &env, Streams::Pipes).unwrap();
         drop(leak);
         let mut out = File::from(started.stdout);
-        let mut err = File::from(started.stderr);
+        let mut err = File::from(started.stderr.expect("a stderr pipe"));
         out.write_all(b"hello\n").unwrap();
         err.write_all(b"oops\n").unwrap();
         out.write_all(b"world\n").unwrap();
@@ -759,12 +790,28 @@ wait
     }
 
     #[test]
+    fn a_terminal_logger_reads_one_stream_and_eof_on_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = parse(&sh_logger(COPYING_LOGGER, dir.path())).unwrap();
+        let started = start(&spec, &[], Streams::Terminal).unwrap();
+        assert!(started.stderr.is_none());
+        let mut out = File::from(started.stdout);
+        out.write_all(b"from the pty\r\n").unwrap();
+        drop(out);
+        assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+        assert_eq!(read("out"), "from the pty\r\n");
+        assert_eq!(read("err"), "");
+    }
+
+    #[test]
     fn a_logger_may_signal_ready_by_writing() {
         let dir = tempfile::tempdir().unwrap();
         // Stays alive with fd 5 open after writing to it; exits at EOF on fd 3.
         let script = "echo ready >&5; exec cat <&3 >/dev/null";
         let spec = parse(&sh_logger(script, dir.path())).unwrap();
-        let started = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap();
+        let started =
+            start_with_timeout(&spec, &[], Streams::Pipes, Duration::from_secs(5)).unwrap();
         drop((started.stdout, started.stderr));
         assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
     }
@@ -780,7 +827,8 @@ wait
         // What containerd's logging.Run does: one zero byte, then close fd 5.
         let script = r#"printf '\0' >&5; exec 5>&-; exec cat <&3 >"$1/out""#;
         let spec = parse(&sh_logger_v2(script, dir.path())).unwrap();
-        let started = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap();
+        let started =
+            start_with_timeout(&spec, &[], Streams::Pipes, Duration::from_secs(5)).unwrap();
         let mut out = File::from(started.stdout);
         out.write_all(b"v2\n").unwrap();
         drop((out, started.stderr));
@@ -797,12 +845,14 @@ wait
         // Alive and reading, but never said ready: the legacy scheme takes it, v2 does not.
         let script = r#"echo $$ > "$1/pid"; exec 5>&-; exec cat <&3 >/dev/null"#;
         let legacy = parse(&sh_logger(script, dir.path())).unwrap();
-        let started = start_with_timeout(&legacy, &[], Duration::from_secs(5)).unwrap();
+        let started =
+            start_with_timeout(&legacy, &[], Streams::Pipes, Duration::from_secs(5)).unwrap();
         drop((started.stdout, started.stderr));
         assert!(matches!(exit_status(started.pid), WaitStatus::Exited(_, 0)));
 
         let strict = parse(&sh_logger_v2(script, dir.path())).unwrap();
-        let e = start_with_timeout(&strict, &[], Duration::from_secs(5)).unwrap_err();
+        let e =
+            start_with_timeout(&strict, &[], Streams::Pipes, Duration::from_secs(5)).unwrap_err();
         assert!(e.to_string().contains("did not signal ready"), "{e}");
         let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
             .unwrap()
@@ -818,7 +868,7 @@ wait
         );
         // One that exits before saying anything fails too.
         let spec = parse(&sh_logger_v2("exit 0", dir.path())).unwrap();
-        assert!(start_with_timeout(&spec, &[], Duration::from_secs(5)).is_err());
+        assert!(start_with_timeout(&spec, &[], Streams::Pipes, Duration::from_secs(5)).is_err());
     }
 
     #[test]
@@ -832,7 +882,7 @@ wait
         // Long enough for the shell to write its pid even in an emulated guest (200 ms
         // was not: the logger was killed before it ran, and left no pid to check).
         let t0 = Instant::now();
-        let e = start_with_timeout(&spec, &[], Duration::from_secs(2)).unwrap_err();
+        let e = start_with_timeout(&spec, &[], Streams::Pipes, Duration::from_secs(2)).unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         let msg = e.to_string();
@@ -855,7 +905,7 @@ wait
     fn a_logger_that_exits_at_once_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let spec = parse(&sh_logger("exit 3", dir.path())).unwrap();
-        let e = start_with_timeout(&spec, &[], Duration::from_secs(5)).unwrap_err();
+        let e = start_with_timeout(&spec, &[], Streams::Pipes, Duration::from_secs(5)).unwrap_err();
         assert!(
             e.to_string().contains("/bin/sh") && e.to_string().contains("exited"),
             "{e}"
@@ -865,7 +915,7 @@ wait
     #[test]
     fn a_missing_logger_is_a_clear_error() {
         let spec = parse("binary:///nonexistent/tether-logger").unwrap();
-        let e = start(&spec, &[]).unwrap_err();
+        let e = start(&spec, &[], Streams::Pipes).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("/nonexistent/tether-logger"), "{e}");
     }

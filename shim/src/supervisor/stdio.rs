@@ -9,10 +9,13 @@
 //! - the shim holds a write end of the stdin FIFO until CloseIO, so the process sees EOF
 //!   on stdin only when the manager says so, not when a client merely reconnects.
 //!
-//! A `binary://` or `binary-v2://` stdout (see [`logger_process`]) is the exception: the logger reads the
-//! container's pipes itself, so there are no pumps, and the shim keeps nothing of it.
+//! A `binary://` or `binary-v2://` stdout (see [`logger_process`]) is the exception: the
+//! logger reads the container's pipes itself, so there are no pumps, and the shim keeps
+//! nothing of it. With a terminal the logger's stdout pipe is the sink of the pty master's
+//! pump instead of a FIFO (its stderr pipe gets nothing), as containerd's runc shim does:
+//! the pump's end is what orders the exit after the last byte of output, as for a FIFO.
 
-use crate::supervisor::logger_process::{self, LoggerSpec};
+use crate::supervisor::logger_process::{self, LoggerSpec, Streams};
 use crate::supervisor::process_stdio::ProcessStdio;
 use crate::supervisor::spool::SpoolConfig;
 use crate::supervisor::wiring::{self, chown, PipeOptions, Sink};
@@ -121,21 +124,25 @@ pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> io::Result<Prepa
 
 /// [`prepare`], with `logger_env` as the environment of a `binary://` logger.
 ///
-/// With a `binary://` stdout the logger is started and ready before this returns; the
-/// process's stdout and stderr are pipes it reads (stderr must then be the same URI or
-/// empty); there are no pumps, and stdin and a terminal are refused, as in containerd.
+/// With a `binary://` stdout (stderr must then be the same URI or empty) the logger is
+/// started and ready before this returns. Without a terminal the process's stdout and
+/// stderr are pipes it reads, there are no pumps, and a stdin is refused. With a terminal
+/// the pty master's pump writes into the logger's stdout pipe, and a stdin FIFO feeds the
+/// master as usual.
 pub fn prepare_with_env(
     cfg: &StdioConfig,
     owner: Option<(u32, u32)>,
     logger_env: &[(String, String)],
 ) -> io::Result<Prepared> {
-    if let Some(spec) = binary_logger(cfg)? {
-        let started = logger_process::start(&spec, logger_env)?;
-        chown(&started.stdout, owner)?;
-        chown(&started.stderr, owner)?;
+    let logger = binary_logger(cfg)?;
+    if let (Some(spec), false) = (&logger, cfg.terminal) {
+        let started = logger_process::start(spec, logger_env, Streams::Pipes)?;
         let mut out = Prepared::default();
+        for end in std::iter::once(&started.stdout).chain(&started.stderr) {
+            chown(end, owner)?;
+        }
         out.io.stdout = Some(started.stdout.into());
-        out.io.stderr = Some(started.stderr.into());
+        out.io.stderr = started.stderr.map(Into::into);
         out.logger_pid = Some(started.pid);
         return Ok(out);
     }
@@ -150,7 +157,15 @@ pub fn prepare_with_env(
             tty.stdin = Some(reader);
             out.stdin_closer = Some(closer);
         }
-        tty.stdout = spooled(output_sink(&cfg.stdout)?, cfg, "stdout")?;
+        tty.stdout = match &logger {
+            // The pump owns the only write end: the logger reads EOF once the pty is done.
+            Some(spec) => {
+                let started = logger_process::start(spec, logger_env, Streams::Terminal)?;
+                out.logger_pid = Some(started.pid);
+                Some(Sink::new(started.stdout, None))
+            }
+            None => spooled(output_sink(&cfg.stdout)?, cfg, "stdout")?,
+        };
         out.pending_tty = Some(tty);
         return Ok(out);
     }
@@ -181,14 +196,14 @@ fn binary_logger(cfg: &StdioConfig) -> io::Result<Option<LoggerSpec>> {
         return Ok(None);
     }
     let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-    if !cfg.stdin.is_empty() {
+    // Without a terminal the logger holds the process's output pipes and nothing pumps
+    // stdin (containerd's runc shim leaves it unconnected); with one the master is pumped
+    // both ways.
+    if !cfg.stdin.is_empty() && !cfg.terminal {
         return refuse(format!(
-            "stdio: stdin ({:?}) cannot be used with a binary:// logger",
+            "stdio: stdin ({:?}) cannot be used with a binary:// logger without a terminal",
             cfg.stdin
         ));
-    }
-    if cfg.terminal {
-        return refuse("stdio: a terminal cannot be used with a binary:// logger".into());
     }
     if !cfg.stderr.is_empty() && cfg.stderr != cfg.stdout {
         return refuse(format!(
@@ -342,13 +357,6 @@ mod tests {
                 },
                 "stdin",
             ),
-            (
-                StdioConfig {
-                    terminal: true,
-                    ..binary_cfg(logger, "")
-                },
-                "terminal",
-            ),
             (binary_cfg(logger, "/run/x/stderr"), "same binary:// URI"),
             (
                 binary_cfg(logger, "binary:///bin/false"),
@@ -411,5 +419,76 @@ mod tests {
                 "{env}"
             );
         }
+    }
+
+    #[test]
+    fn a_terminal_with_a_binary_logger_pumps_the_master_into_its_stdout_pipe() {
+        use crate::supervisor::epoll::Poller;
+        use crate::supervisor::logger_process::tests::{sh_logger, COPYING_LOGGER};
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let uri = sh_logger(COPYING_LOGGER, dir.path());
+        let stdin_path = dir.path().join("stdin");
+        nix::unistd::mkfifo(&stdin_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let cfg = StdioConfig {
+            stdin: stdin_path.to_string_lossy().into_owned(),
+            terminal: true,
+            ..binary_cfg(&uri, &uri)
+        };
+        let mut prepared = prepare_with_env(&cfg, None, &logger_env("ctr-1", "default")).unwrap();
+        assert!(prepared.has_terminal() && prepared.stdin_closer.is_some());
+        let pid = prepared.logger_pid().expect("a logger pid");
+        // What runc's console socket hands over: the master; the slave is the process's.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let _console = prepared.attach_terminal(pty.master).unwrap();
+        assert_eq!(prepared.output_pumps(), 1);
+        let mut slave = File::from(pty.slave);
+        let mut manager = fifo::open_write(&stdin_path, false).unwrap();
+        manager.write_all(b"typed\n").unwrap();
+        let poller = Poller::new().unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"typed\n") {
+            prepared.stdio.run_all(&poller);
+            let mut buf = [0u8; 64];
+            // The slave is blocking: read only once the stdin pump has fed the master.
+            if nix::poll::poll(
+                &mut [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(&slave),
+                    nix::poll::PollFlags::POLLIN,
+                )],
+                nix::poll::PollTimeout::from(10u8),
+            )
+            .unwrap()
+                > 0
+            {
+                let n = slave.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        // The pty echoes the input and maps \n to \r\n on output.
+        slave.write_all(b"shown\n").unwrap();
+        drop(slave);
+        for _ in 0..1000 {
+            if prepared.stdio.open_outputs() == 0 {
+                break;
+            }
+            prepared.stdio.run_all(&poller);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            prepared.stdio.open_outputs(),
+            0,
+            "the master's pump ends at EIO"
+        );
+        drop(prepared);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+        assert_eq!(read("out"), "typed\r\nshown\r\n");
+        assert_eq!(read("err"), "", "a terminal has no stderr");
+        assert!(read("env").lines().any(|l| l == "CONTAINER_ID=ctr-1"));
     }
 }
