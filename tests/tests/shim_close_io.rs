@@ -15,7 +15,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
-use tether_tests::direct_shim::{DirectShim, GatedRunc};
+use tether_tests::direct_shim::DirectShim;
+use tether_tests::runc_gate::{GateAt, RuncGate};
 
 /// How long the test waits for a gated runc to be reached, and for an exec's exit.
 const BOUND: Duration = Duration::from_secs(20);
@@ -120,7 +121,7 @@ fn ctx() -> containerd_shim_protos::ttrpc::context::Context {
 fn a_close_of_stdin_while_the_exec_starts_reaches_it() {
     let id = tether_tests::unique_id("closeio");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
-    let runc = GatedRunc::write(shim.dir(), &["exec"]);
+    let runc = RuncGate::write(shim.dir(), &["exec"], GateAt::BeforeWork);
     shim.create_and_start(&id, shim.options(runc.path()));
 
     // 1. CloseIO while runc exec is held at the gate: the shim has opened the stdin FIFO
@@ -128,16 +129,12 @@ fn a_close_of_stdin_while_the_exec_starts_reaches_it() {
     let (stdin, out) = exec_request(&shim, &id, "racing", &["cat"]);
     thread::scope(|s| {
         let starting = s.spawn(|| start(&shim, &id, "racing"));
-        assert!(
-            runc.wait_reached(BOUND),
-            "runc exec never reached its gate\n{}",
-            shim.log()
-        );
+        runc.wait_reached("exec");
         let mut client = fifo::open_write(&stdin, false).expect("open the stdin FIFO to write");
         client.write_all(b"short input\n").expect("write stdin");
         drop(client);
         close_stdin(&shim, &id, "racing");
-        runc.open();
+        runc.open("exec");
         starting
             .join()
             .expect("the Start thread")
