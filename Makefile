@@ -20,7 +20,8 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
+PHONY_UPGRADE := upgrade-peer test-upgrade
+.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
         test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
 
 all: build
@@ -45,9 +46,20 @@ deps: check-toolchain
 	  echo "deps: all of $(DEB_PACKAGES) present"; \
 	fi
 
+# The revision `-v` and live upgrades report (the commit, when built from a git checkout).
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
 ## build: release build of containerd-shim-tether-v2
 build: check-toolchain
-	RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+	TETHER_REVISION=$${TETHER_REVISION:-$(REVISION)} RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+
+## upgrade-peer: the same source built again with another revision string (REVISION-peer)
+##        into $(UPGRADE_PEER)/bin: the binary the live-upgrade tests move a running shim
+##        onto and back from (cached outside the clone; incremental after the first build)
+UPGRADE_PEER ?= /var/cache/tether/upgrade-peer
+upgrade-peer: check-toolchain
+	CARGO_TARGET_DIR=$(UPGRADE_PEER)/target TETHER_REVISION=$(REVISION)-peer RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+	install -D -m 0755 $(UPGRADE_PEER)/target/$(HOST_TRIPLE)/release/$(SHIM) $(UPGRADE_PEER)/bin/$(SHIM)
 
 ## install: install the shim into $(DESTDIR)$(PREFIX)/bin
 install: build
