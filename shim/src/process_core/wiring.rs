@@ -3,9 +3,9 @@
 //! terminal. What the pumps' other ends are (containerd's FIFOs, a `file://` log, the
 //! standalone process directory's FIFOs) is the face's business: it passes them in.
 
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-use crate::supervisor::pump::{Direction, Pump};
-use crate::supervisor::spool::{Spool, SpoolConfig};
+use crate::process_core::process_stdio::{ProcessStdio, Stream};
+use crate::process_core::pump::{Direction, Pump};
+use crate::process_core::spool::{Spool, SpoolConfig};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use runc_wrapper::ProcessIo;
@@ -22,7 +22,7 @@ pub struct Sink {
     /// fail with EPIPE while the real reader is away. `None` when the face holds one
     /// itself, or for a file.
     pub keepalive: Option<File>,
-    /// Where the stream's output goes while the destination is full (see [`crate::supervisor::spool`]).
+    /// Where the stream's output goes while the destination is full (see [`crate::process_core::spool`]).
     pub spool: Option<Spool>,
 }
 
@@ -148,7 +148,7 @@ pub fn chown(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::epoll::Poller;
+    use crate::process_core::epoll::Poller;
     use std::io::{Read, Write};
 
     fn pipe_pair() -> (File, OwnedFd) {

@@ -11,7 +11,7 @@ use containerd_shim_protos::cgroups_v2::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::cgroups::files::{
+use crate::containerd::cgroups::files::{
     flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, sort_by_page_size, MetricsError,
 };
 
@@ -403,7 +403,7 @@ thp_collapse_alloc 31
     /// there is read into its metric, and this test's own CPU time shows in `cpu.stat`.
     #[test]
     fn this_machine_unified() {
-        let cg = crate::cgroups::of_pid(nix::unistd::getpid().as_raw())
+        let cg = crate::containerd::cgroups::of_pid(nix::unistd::getpid().as_raw())
             .expect("this process's /proc/<pid>/cgroup");
         let Some(dir) = cg.unified_dir() else {
             test_skip::skip("no cgroup2 mount");

@@ -1,5 +1,5 @@
 //! Overlay lower layers seen through an idmapped clone (containerd 2.x's `uidmap=`/`gidmap=`
-//! on an overlay rootfs): see [`crate::idmap`] for how the clone is made.
+//! on an overlay rootfs): see [`crate::containerd::idmap`] for how the clone is made.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -21,15 +21,15 @@ impl IdmappedLowers {
         options: &[String],
         target: &Path,
         userns: &std::os::fd::OwnedFd,
-    ) -> Result<Self, crate::idmap::IdmapError> {
-        use crate::idmap::IdmapError;
+    ) -> Result<Self, crate::containerd::idmap::IdmapError> {
+        use crate::containerd::idmap::IdmapError;
         const KEY: &str = "lowerdir=";
         let idx = options
             .iter()
             .position(|o| o.starts_with(KEY))
             .ok_or_else(|| IdmapError::NoCommonDir("(no lowerdir= option)".into()))?;
         let lowers: Vec<&str> = options[idx][KEY.len()..].split(':').collect();
-        let common = crate::idmap::common_dir(&lowers)?;
+        let common = crate::containerd::idmap::common_dir(&lowers)?;
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
             ".idmapped-lowers-{}-{}",
@@ -44,7 +44,7 @@ impl IdmappedLowers {
                 op: format!("mkdir {}", dir.display()),
                 errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             })?;
-        if let Err(e) = crate::idmap::idmapped_clone(&common, &dir, userns, true) {
+        if let Err(e) = crate::containerd::idmap::idmapped_clone(&common, &dir, userns, true) {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
         }

@@ -13,7 +13,7 @@
 //! log, the reaper's monitor) and where the pid file goes, and what a failure means to
 //! its own callers ([`LaunchError`] keeps runc's error typed for that).
 
-use crate::supervisor::pidfd;
+use crate::process_core::pidfd;
 use runc_wrapper::{ConsoleSocket, CreateOpts, ErrorKind, ExecOpts, ProcessIo, RestoreOpts, Runc};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

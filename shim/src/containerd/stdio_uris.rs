@@ -15,10 +15,10 @@
 //! pump instead of a FIFO (its stderr pipe gets nothing), as containerd's runc shim does:
 //! the pump's end is what orders the exit after the last byte of output, as for a FIFO.
 
-use crate::supervisor::logger_process::{self, LoggerSpec, Streams};
-use crate::supervisor::process_stdio::ProcessStdio;
-use crate::supervisor::spool::SpoolConfig;
-use crate::supervisor::wiring::{self, chown, PipeOptions, Sink};
+use crate::containerd::logger_process::{self, LoggerSpec, Streams};
+use crate::process_core::process_stdio::ProcessStdio;
+use crate::process_core::spool::SpoolConfig;
+use crate::process_core::wiring::{self, chown, PipeOptions, Sink};
 use runc_wrapper::ProcessIo;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn a_binary_logger_gets_stdout_and_stderr_without_pumps() {
         let dir = tempfile::tempdir().unwrap();
-        use crate::supervisor::logger_process::tests::{sh_logger, COPYING_LOGGER};
+        use crate::containerd::logger_process::tests::{sh_logger, COPYING_LOGGER};
         let uri = sh_logger(COPYING_LOGGER, dir.path());
         for stderr in [uri.clone(), String::new()] {
             for f in ["out", "err"] {
@@ -423,8 +423,8 @@ mod tests {
 
     #[test]
     fn a_terminal_with_a_binary_logger_pumps_the_master_into_its_stdout_pipe() {
-        use crate::supervisor::epoll::Poller;
-        use crate::supervisor::logger_process::tests::{sh_logger, COPYING_LOGGER};
+        use crate::containerd::logger_process::tests::{sh_logger, COPYING_LOGGER};
+        use crate::process_core::epoll::Poller;
         use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let uri = sh_logger(COPYING_LOGGER, dir.path());

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::cgroups::files::flat_keyed;
-use crate::cgroups::{host_hierarchy, of_pid, Hierarchy, ProcessCgroups};
+use crate::containerd::cgroups::files::flat_keyed;
+use crate::containerd::cgroups::{host_hierarchy, of_pid, Hierarchy, ProcessCgroups};
 
 /// Why OOM events cannot be watched, or no longer can.
 #[derive(Debug, thiserror::Error)]

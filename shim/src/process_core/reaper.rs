@@ -328,7 +328,7 @@ mod tests {
     fn monitor_gets_the_status_even_when_the_reaper_runs_concurrently() {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "--nocapture"])
-            .arg("supervisor::reaper::tests::isolated_monitor_and_reaper")
+            .arg("process_core::reaper::tests::isolated_monitor_and_reaper")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -395,7 +395,7 @@ mod tests {
     fn an_exit_is_announced_while_its_child_is_still_unreaped() {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "--nocapture"])
-            .arg("supervisor::reaper::tests::isolated_reap_announced")
+            .arg("process_core::reaper::tests::isolated_reap_announced")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

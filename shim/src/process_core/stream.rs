@@ -1,7 +1,7 @@
 //! The names of a process's three standard streams, shared by the stdio pumps
 //! (`process_stdio`) and the epoll tokens that carry them (`epoll`).
 
-use crate::supervisor::pump::Direction;
+use crate::process_core::pump::Direction;
 
 /// One of a process's standard streams. With a terminal, the pty's output is `Stdout`
 /// and its input `Stdin`.

@@ -1,53 +1,75 @@
 //! A thin epoll wrapper with typed tokens and a cross-thread waker.
 
-use crate::supervisor::stream::Stream;
+use crate::process_core::stream::Stream;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 /// What an epoll registration stands for. Encoded in the event's 64 bits: the kind in
-/// bits 32..40, a stream in bits 40..48, an index in the low 32 bits.
+/// bits 32..40, a stream or a face's kind in bits 40..48, an index in the low 32 bits.
+///
+/// The core's own kinds are here; a descriptor only one face handles (the containerd
+/// face's listener and connections, the standalone supervisor's FIFOs) is a
+/// [`Token::Face`], which each face defines for itself (an enum of its kinds turned into
+/// and out of a [`FaceToken`]), so neither face's loop sees the other's kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Token {
-    Listener,
     Signals,
     Waker,
-    Conn(u32),
     /// A pump of a process's stdio: the process's slot in its face's table, and the stream
-    /// (see [`crate::supervisor::process_stdio`]).
+    /// (see [`crate::process_core::process_stdio`]).
     Stdio(u32, Stream),
-    Oom(u32),
-    /// A descriptor a face handles itself: the standalone supervisor's `winsz` and
-    /// `control` FIFOs, and a pea supervisor's pidfd of the outer container's init.
-    Fifo(u32),
+    /// A descriptor of one face's own (see [`FaceToken`]).
+    Face(FaceToken),
+}
+
+/// A face's own token, opaque to the core: a kind the face numbers as it likes and an
+/// index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FaceToken {
+    kind: u8,
+    n: u32,
+}
+
+impl FaceToken {
+    pub const fn new(kind: u8, n: u32) -> Self {
+        FaceToken { kind, n }
+    }
+
+    pub const fn kind(self) -> u8 {
+        self.kind
+    }
+
+    pub const fn index(self) -> u32 {
+        self.n
+    }
 }
 
 impl Token {
+    /// A face's token of `kind` and index `n`.
+    pub const fn face(kind: u8, n: u32) -> Token {
+        Token::Face(FaceToken::new(kind, n))
+    }
+
     fn encode(self) -> u64 {
-        let (kind, stream, n): (u64, u8, u32) = match self {
-            Token::Listener => (1, 0, 0),
+        let (kind, high, n): (u64, u8, u32) = match self {
             Token::Signals => (2, 0, 0),
             Token::Waker => (3, 0, 0),
-            Token::Conn(n) => (4, 0, n),
             Token::Stdio(n, s) => (5, s.to_bits(), n),
-            Token::Oom(n) => (6, 0, n),
-            Token::Fifo(n) => (7, 0, n),
+            Token::Face(f) => (8, f.kind, f.n),
         };
-        (u64::from(stream) << 40) | (kind << 32) | u64::from(n)
+        (u64::from(high) << 40) | (kind << 32) | u64::from(n)
     }
 
     fn decode(raw: u64) -> Option<Token> {
         let n = (raw & 0xffff_ffff) as u32;
-        let stream = ((raw >> 40) & 0xff) as u8;
+        let high = ((raw >> 40) & 0xff) as u8;
         Some(match (raw >> 32) & 0xff {
-            1 => Token::Listener,
             2 => Token::Signals,
             3 => Token::Waker,
-            4 => Token::Conn(n),
-            5 => Token::Stdio(n, Stream::from_bits(stream)?),
-            6 => Token::Oom(n),
-            7 => Token::Fifo(n),
+            5 => Token::Stdio(n, Stream::from_bits(high)?),
+            8 => Token::face(high, n),
             _ => return None,
         })
     }
@@ -209,15 +231,13 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         for t in [
-            Token::Listener,
             Token::Signals,
             Token::Waker,
-            Token::Conn(7),
             Token::Stdio(u32::MAX, Stream::Stdin),
             Token::Stdio(0, Stream::Stdout),
             Token::Stdio(3, Stream::Stderr),
-            Token::Oom(0),
-            Token::Fifo(1),
+            Token::face(0, 7),
+            Token::face(255, u32::MAX),
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -22,7 +22,7 @@ pub fn handled() -> SigSet {
 
 /// Blocks `set` in the calling thread (threads spawned later inherit the mask, so call
 /// this before spawning any) and returns a non-blocking signalfd that reads them. Loops
-/// get theirs through [`crate::supervisor::event_base::EventBase::new`].
+/// get theirs through [`crate::process_core::event_base::EventBase::new`].
 ///
 /// Children do not inherit the blocked mask: std's process spawning resets it.
 pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {

@@ -2,7 +2,7 @@
 //! the kernel signals, the v2 inotify instance with its watches) and its count.
 
 use super::{Kind, OomWatcher};
-use crate::supervisor::carried_fds::{CarryError, FdsIn, FdsOut};
+use crate::process_core::carried_fds::{CarryError, FdsIn, FdsOut};
 use serde::{Deserialize, Serialize};
 use std::os::fd::RawFd;
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! A process's pumps as they are carried across a live upgrade.
 
 use super::ProcessStdio;
-use crate::supervisor::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
-use crate::supervisor::pump::{Pump, PumpSnapshot};
+use crate::process_core::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
+use crate::process_core::pump::{Pump, PumpSnapshot};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 

@@ -10,10 +10,10 @@ use containerd_shim_protos::cgroups::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::cgroups::files::{
+use crate::containerd::cgroups::files::{
     flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, MetricsError,
 };
-use crate::cgroups::ProcessCgroups;
+use crate::containerd::cgroups::ProcessCgroups;
 
 /// `cpuacct.stat` counts in USER_HZ ticks, which Linux fixes at 100 for
 /// userspace on every architecture (containerd hardcodes it the same way).
@@ -308,7 +308,7 @@ fn hugetlb(dir: &Path) -> Result<Vec<HugetlbStat>, MetricsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroups::{parse_mountinfo, ProcessCgroups};
+    use crate::containerd::cgroups::{parse_mountinfo, ProcessCgroups};
 
     const MEMORY_STAT: &str = "\
 cache 1000

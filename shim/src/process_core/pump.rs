@@ -11,8 +11,8 @@
 //! behind them there (order is kept, nothing is moved twice). While the reader keeps up
 //! the spool is never touched.
 
-use crate::supervisor::fionread;
-use crate::supervisor::spool::{Drain, Fill, Spool};
+use crate::process_core::fionread;
+use crate::process_core::spool::{Drain, Fill, Spool};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use std::fs::File;

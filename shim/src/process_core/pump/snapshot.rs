@@ -2,8 +2,8 @@
 //! it read and has not written yet, its counters and its spool.
 
 use super::{Direction, Pump, Spooling};
-use crate::supervisor::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
-use crate::supervisor::spool::{Spool, SpoolSnapshot};
+use crate::process_core::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
+use crate::process_core::spool::{Spool, SpoolSnapshot};
 use nix::fcntl::{fcntl, FcntlArg};
 use serde::{Deserialize, Serialize};
 use std::fs::File;

@@ -8,8 +8,8 @@
 
 use protobuf::Message;
 
-use crate::cgroups::files::MetricsError;
-use crate::cgroups::{host_hierarchy, of_pid, v1, v2, Hierarchy, ProcessCgroups};
+use crate::containerd::cgroups::files::MetricsError;
+use crate::containerd::cgroups::{host_hierarchy, of_pid, v1, v2, Hierarchy, ProcessCgroups};
 
 /// `type_url` of cgroup v1 metrics.
 pub const V1_METRICS_TYPE: &str = "io.containerd.cgroups.v1.Metrics";

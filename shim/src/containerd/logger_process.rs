@@ -490,7 +490,7 @@ const PF_EXITING: u64 = 0x4;
 
 impl Handle {
     fn new(pid: i32) -> Self {
-        let kind = match crate::supervisor::pidfd::open(pid) {
+        let kind = match crate::process_core::pidfd::open(pid) {
             Ok(fd) => HandleKind::Pidfd(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => HandleKind::Pid,
             Err(_) => HandleKind::Gone,
@@ -500,7 +500,7 @@ impl Handle {
 
     fn kill(&self) {
         let _ = match &self.kind {
-            HandleKind::Pidfd(fd) => crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL),
+            HandleKind::Pidfd(fd) => crate::process_core::pidfd::send_signal(fd, libc::SIGKILL),
             HandleKind::Pid => nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -7,7 +7,7 @@
 //! long-`lowerdir` workaround) so the shim behaves like `containerd-shim-runc-v2`.
 //!
 //! containerd 2.x adds to these: `uidmap=`/`gidmap=` (idmapped mounts, see
-//! [`crate::idmap`]), and its mount manager's own `X-containerd.*` options and
+//! [`crate::containerd::idmap`]), and its mount manager's own `X-containerd.*` options and
 //! `format/`/`mkfs/`/`mkdir/` type transforms, which must not reach a shim (refused
 //! with a clear error, as containerd's mount package refuses them).
 //!
@@ -221,7 +221,7 @@ struct Failure {
 /// Mounts one spec, handling what containerd 2.x adds to a mount before the plain
 /// mount(2) calls: its own `X-containerd.*` options and `format/`, `mkfs/`, `mkdir/`
 /// transforms, which its mount manager must have consumed (refused, as containerd's
-/// mount package refuses them), and `uidmap=`/`gidmap=` ([`crate::idmap`]). Returns how
+/// mount package refuses them), and `uidmap=`/`gidmap=` ([`crate::containerd::idmap`]). Returns how
 /// many mounts it stacked on `target`.
 fn mount_one(spec: &MountSpec, target: &Path) -> Result<usize, Failure> {
     let unsupported = |reason: String| Failure {
@@ -253,10 +253,11 @@ fn mount_one(spec: &MountSpec, target: &Path) -> Result<usize, Failure> {
         };
         return mount_plain(&plain, target).map(usize::from);
     };
-    let idmap_err = |e: crate::idmap::IdmapError| unsupported(format!("idmapped mount: {e}"));
-    let uid = crate::idmap::parse_mappings(&uidmap).map_err(idmap_err)?;
-    let gid = crate::idmap::parse_mappings(&gidmap).map_err(idmap_err)?;
-    let userns = crate::idmap::user_namespace(&uid, &gid).map_err(idmap_err)?;
+    let idmap_err =
+        |e: crate::containerd::idmap::IdmapError| unsupported(format!("idmapped mount: {e}"));
+    let uid = crate::containerd::idmap::parse_mappings(&uidmap).map_err(idmap_err)?;
+    let gid = crate::containerd::idmap::parse_mappings(&gidmap).map_err(idmap_err)?;
+    let userns = crate::containerd::idmap::user_namespace(&uid, &gid).map_err(idmap_err)?;
     if spec.kind == "overlay" {
         // The lower layers are idmapped, through a temporary mount beside the target.
         let lowered = IdmappedLowers::attach(&options, target, &userns).map_err(idmap_err)?;
@@ -274,9 +275,11 @@ fn mount_one(spec: &MountSpec, target: &Path) -> Result<usize, Failure> {
         },
         target,
     )?);
-    crate::idmap::idmapped_clone(target, target, &userns, false).map_err(|e| Failure {
-        added,
-        ..idmap_err(e)
+    crate::containerd::idmap::idmapped_clone(target, target, &userns, false).map_err(|e| {
+        Failure {
+            added,
+            ..idmap_err(e)
+        }
     })?;
     Ok(added + 1)
 }

@@ -8,8 +8,8 @@
 //! the order epoll reported it; on [`Token::Signals`] it takes [`EventBase::signals`]
 //! (SIGCHLD: children exited, reap them; the rest is the face's policy).
 
-use crate::supervisor::epoll::{Poller, Ready, Token};
-use crate::supervisor::signals;
+use crate::process_core::epoll::{Poller, Ready, Token};
+use crate::process_core::signals;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use std::io;

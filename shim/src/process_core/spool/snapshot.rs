@@ -1,7 +1,7 @@
 //! A spool as it is carried across a live upgrade: its file (by number) and offsets.
 
 use super::{Spool, SpoolPolicy};
-use crate::supervisor::carried_fds::{CarryError, FdsIn, FdsOut};
+use crate::process_core::carried_fds::{CarryError, FdsIn, FdsOut};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::fd::RawFd;

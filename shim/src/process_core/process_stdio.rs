@@ -24,10 +24,10 @@
 //! rule for both faces): not at all when nobody reads, so a teardown with no reader stays
 //! fast; what is still spooled then is dropped and reported.
 
-use crate::supervisor::epoll::{Poller, Token};
-use crate::supervisor::fionread;
-use crate::supervisor::pump::{Pump, PumpState};
-pub use crate::supervisor::stream::Stream;
+use crate::process_core::epoll::{Poller, Token};
+use crate::process_core::fionread;
+use crate::process_core::pump::{Pump, PumpState};
+pub use crate::process_core::stream::Stream;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -412,8 +412,8 @@ pub use snapshot::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::epoll::Ready;
-    use crate::supervisor::pump::Direction;
+    use crate::process_core::epoll::Ready;
+    use crate::process_core::pump::Direction;
     use nix::fcntl::OFlag;
     use std::fs::File;
     use std::io::{Read, Write};
@@ -495,8 +495,8 @@ mod tests {
     }
 
     /// A spool in `dir`, as a face makes one by default (64 MiB, `block`).
-    fn spool_in(dir: &std::path::Path) -> crate::supervisor::spool::Spool {
-        use crate::supervisor::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
+    fn spool_in(dir: &std::path::Path) -> crate::process_core::spool::Spool {
+        use crate::process_core::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
         let cfg = SpoolConfig {
             name: "t".into(),
             dir: dir.to_path_buf(),
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn the_backlog_counts_spooled_streams_only() {
-        use crate::supervisor::pump::set_nonblocking;
+        use crate::process_core::pump::set_nonblocking;
         use std::os::fd::AsFd;
         let poller = Poller::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -554,7 +554,7 @@ mod tests {
     /// Moves `bytes` from a writer thread through one output pump (with a spool or
     /// without) to a reader thread that keeps up, as a face's loop would; returns the
     /// CPU time the pumping thread took.
-    fn pump_cpu_ns(bytes: usize, spool: Option<crate::supervisor::spool::Spool>) -> u64 {
+    fn pump_cpu_ns(bytes: usize, spool: Option<crate::process_core::spool::Spool>) -> u64 {
         let poller = Poller::new().unwrap();
         let (src_r, src_w) = pipe();
         let (dst_r, dst_w) = pipe();

@@ -286,7 +286,7 @@ impl Spool {
     /// Appends what `src` (a pipe) holds, up to the room left: by splice, so the bytes
     /// never enter the shim's memory.
     pub fn fill_from(&mut self, src: &File) -> Fill {
-        let pending = crate::supervisor::fionread::pending(src.as_fd()).unwrap_or(CHUNK);
+        let pending = crate::process_core::fionread::pending(src.as_fd()).unwrap_or(CHUNK);
         let want = pending.clamp(1, CHUNK);
         let room = self.room_for(want);
         if room == 0 {
@@ -496,7 +496,7 @@ pub use snapshot::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::pump::{set_nonblocking, Direction, Pump, PumpState};
+    use crate::process_core::pump::{set_nonblocking, Direction, Pump, PumpState};
     use nix::fcntl::OFlag;
     use std::io::{Read, Write};
     use std::os::fd::OwnedFd;
