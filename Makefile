@@ -61,6 +61,15 @@ upgrade-peer: check-toolchain
 	CARGO_TARGET_DIR=$(UPGRADE_PEER)/target TETHER_REVISION=$(REVISION)-peer RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
 	install -D -m 0755 $(UPGRADE_PEER)/target/$(HOST_TRIPLE)/release/$(SHIM) $(UPGRADE_PEER)/bin/$(SHIM)
 
+## test-upgrade: live upgrade under CRI (tests/tests/cri_upgrade.rs): a pod moved between
+##        this build and the peer build twenty times, on containerd 1.6 and on 2.3
+test-upgrade: deps cri-deps build upgrade-peer cri-tools
+	tests/scripts/go-tools.sh containerd 2.3 >/dev/null
+	for v in 1.6 2.3; do \
+	  CRI_CONTAINERD=$$v TETHER_CRI_REQUIRED=1 TETHER_UPGRADE_PEER=$(UPGRADE_PEER)/bin/$(SHIM) \
+	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_upgrade || exit 1; \
+	done
+
 ## install: install the shim into $(DESTDIR)$(PREFIX)/bin
 install: build
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/$(SHIM)
