@@ -29,6 +29,47 @@ const EVENTS_FLUSH: Duration = Duration::from_millis(500);
 /// What a dry run prints first when the binary takes the state over.
 pub const DRY_RUN_OK: &str = "ok";
 
+/// Why a shim does not move onto a new binary (the Upgrade call's answer says it).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("an upgrade is in progress already")]
+    InProgress,
+    #[error("{0}")]
+    NotExecutable(String),
+    #[error("{calls} call(s) still in flight after {waited:?}")]
+    Busy { calls: usize, waited: Duration },
+    #[error(transparent)]
+    NotAtRest(#[from] crate::containerd::process_table::snapshot::NotAtRest),
+    #[error("keep the running image open: {0}")]
+    KeepImage(#[source] std::io::Error),
+    #[error("encode the state: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("dry run of {binary}: {source}")]
+    DryRunSpawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the dry run of {0} did not finish within {DRY_RUN_LIMIT:?}")]
+    DryRunTimeout(PathBuf),
+    #[error("{binary} cannot take the state over ({status}): {said}")]
+    DryRunRefused {
+        binary: PathBuf,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("write the state: {0}")]
+    WriteState(#[source] std::io::Error),
+    #[error("keep the descriptors across execve: {0}")]
+    KeepFds(#[source] std::io::Error),
+    #[error("{0}: not a path execve takes")]
+    BadPath(PathBuf),
+    #[error("execve {binary}: {errno}")]
+    Exec {
+        binary: PathBuf,
+        errno: nix::errno::Errno,
+    },
+}
+
 /// An upgrade waiting for the calls in flight.
 #[derive(Debug)]
 pub(super) struct Upgrading {
@@ -71,11 +112,11 @@ impl EventLoop {
             return Some(report(
                 &binary,
                 0,
-                Outcome::Refused("an upgrade is in progress already".into()),
+                Outcome::Refused(Refusal::InProgress.to_string()),
             ));
         }
         if let Err(why) = executable(&binary) {
-            return Some(report(&binary, 0, Outcome::Refused(why)));
+            return Some(report(&binary, 0, Outcome::Refused(why.to_string())));
         }
         let now = Instant::now();
         log::info!(
@@ -110,11 +151,10 @@ impl EventLoop {
         };
         if self.calls_in_flight > 0 {
             if now >= u.deadline {
-                let why = format!(
-                    "{} call(s) still in flight after {:?}",
-                    self.calls_in_flight,
-                    Duration::from_millis(u.request.timeout_ms)
-                );
+                let why = Refusal::Busy {
+                    calls: self.calls_in_flight,
+                    waited: Duration::from_millis(u.request.timeout_ms),
+                };
                 self.refuse(why);
             }
             return;
@@ -125,13 +165,13 @@ impl EventLoop {
     }
 
     /// Answers the Upgrade call with a refusal and serves on as before.
-    fn refuse(&mut self, why: String) {
+    fn refuse(&mut self, why: Refusal) {
         let Some(u) = self.upgrading.take() else {
             return;
         };
         log::warn!("upgrade to {} refused: {why}", u.binary.display());
         let paused = u64::try_from(u.paused_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let reply = report(&u.binary, paused, Outcome::Refused(why));
+        let reply = report(&u.binary, paused, Outcome::Refused(why.to_string()));
         let held: Vec<u32> = self.conns.keys().copied().collect();
         for n in held {
             if let Some(c) = self.conns.get_mut(&n) {
@@ -146,25 +186,20 @@ impl EventLoop {
 
     /// Saves the state, has the new binary check it, and executes it. Returns only if
     /// something failed, with why; the shim is then as it was.
-    fn hand_over(&mut self) -> Result<(), String> {
+    fn hand_over(&mut self) -> Result<(), Refusal> {
         let Some(u) = &self.upgrading else {
             return Ok(());
         };
         let now = Instant::now();
         let mut fds = FdsOut::default();
-        let table = self
-            .shim
-            .table
-            .save(&mut fds, now)
-            .map_err(|e| e.to_string())?;
+        let table = self.shim.table.save(&mut fds, now)?;
         let listener = fds.carry(&self.listener);
         let conns = self
             .conns
             .iter()
             .map(|(n, c)| (*n, c.save(&mut fds)))
             .collect();
-        let old_image = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| format!("keep the running image open: {e}"))?;
+        let old_image = std::fs::File::open("/proc/self/exe").map_err(Refusal::KeepImage)?;
         let old_image_fd = fds.carry(&old_image);
         let mut saved = SavedShim {
             format: FORMAT,
@@ -205,19 +240,19 @@ impl EventLoop {
     }
 
     /// Executes `binary` with the state; returns why it could not.
-    fn exec(&self, binary: &Path, saved: &SavedShim, fds: &FdsOut) -> String {
+    fn exec(&self, binary: &Path, saved: &SavedShim, fds: &FdsOut) -> Refusal {
         let memfd = match state::write_memfd(saved) {
             Ok(fd) => fd,
-            Err(e) => return format!("write the state: {e}"),
+            Err(e) => return Refusal::WriteState(e),
         };
         if let Err(e) = fds.keep_across_exec() {
-            return format!("keep the descriptors across execve: {e}");
+            return Refusal::KeepFds(e);
         }
         if let Err(e) = nix::fcntl::fcntl(
             memfd.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         ) {
-            return format!("keep the state across execve: {e}");
+            return Refusal::KeepFds(e.into());
         }
         let argv: Vec<std::ffi::CString> = std::env::args_os()
             .filter_map(|a| std::ffi::CString::new(a.as_bytes()).ok())
@@ -237,11 +272,14 @@ impl EventLoop {
             env.push(e);
         }
         let Ok(path) = std::ffi::CString::new(binary.as_os_str().as_bytes()) else {
-            return format!("{}: not a path execve takes", binary.display());
+            return Refusal::BadPath(binary.to_path_buf());
         };
         log::info!("upgrade: executing {}", binary.display());
-        let err = nix::unistd::execve(&path, &argv, &env).unwrap_err();
-        format!("execve {}: {err}", binary.display())
+        let errno = nix::unistd::execve(&path, &argv, &env).unwrap_err();
+        Refusal::Exec {
+            binary: binary.to_path_buf(),
+            errno,
+        }
     }
 }
 
@@ -260,25 +298,32 @@ fn report(binary: &Path, pause_us: u64, outcome: Outcome) -> Reply {
 
 /// Whether `binary` is a file that can be executed (a clear refusal before anything
 /// else happens).
-fn executable(binary: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+fn executable(binary: &Path) -> Result<(), Refusal> {
+    let meta = std::fs::metadata(binary)
+        .map_err(|e| Refusal::NotExecutable(format!("{}: {e}", binary.display())))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{} is not an executable file", binary.display()));
+        return Err(Refusal::NotExecutable(format!(
+            "{} is not an executable file",
+            binary.display()
+        )));
     }
     Ok(())
 }
 
 /// Runs `binary upgrade-check` with the state on its stdin: the binary says whether it
 /// can take it over, before anything is handed to it. Returns what it said.
-fn dry_run(binary: &Path, saved: &SavedShim) -> Result<String, String> {
-    let bytes = serde_json::to_vec(saved).map_err(|e| format!("encode the state: {e}"))?;
+fn dry_run(binary: &Path, saved: &SavedShim) -> Result<String, Refusal> {
+    let bytes = serde_json::to_vec(saved).map_err(Refusal::Encode)?;
     let mut child = Command::new(binary)
         .arg("upgrade-check")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("dry run of {}: {e}", binary.display()))?;
+        .map_err(|source| Refusal::DryRunSpawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
     // The state is written from a thread: a binary that does not read it must not block
     // the loop beyond the dry run's limit.
     let stdin = child.stdin.take();
@@ -299,10 +344,7 @@ fn dry_run(binary: &Path, saved: &SavedShim) -> Result<String, String> {
         let _ = child.kill();
         let _ = child.wait();
         let _ = writer.join();
-        return Err(format!(
-            "the dry run of {} did not finish within {DRY_RUN_LIMIT:?}",
-            binary.display()
-        ));
+        return Err(Refusal::DryRunTimeout(binary.to_path_buf()));
     };
     let _ = writer.join();
     let mut out = String::new();
@@ -322,8 +364,9 @@ fn dry_run(binary: &Path, saved: &SavedShim) -> Result<String, String> {
         .find(|s| !s.is_empty())
         .unwrap_or("it said nothing")
         .to_string();
-    Err(format!(
-        "{} cannot take the state over ({status}): {why}",
-        binary.display()
-    ))
+    Err(Refusal::DryRunRefused {
+        binary: binary.to_path_buf(),
+        status,
+        said: why,
+    })
 }
