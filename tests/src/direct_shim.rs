@@ -295,6 +295,40 @@ impl DirectShim {
         any
     }
 
+    /// Creates task `id` (real runc) with its stdout into a FIFO the test holds open
+    /// and does not read yet; returns the FIFO's read end (non-blocking). Output beyond
+    /// what the FIFO holds goes to the shim's spool until the test reads.
+    pub fn create_with_stdout_fifo(&self, id: &str) -> fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifo = self.dir().join("stdout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo stdout");
+        let reader = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("open the stdout FIFO");
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.into();
+        create.bundle = self.bundle().to_string_lossy().into_owned();
+        create.stdout = fifo.to_string_lossy().into_owned();
+        create.options = Some(self.options(&crate::require::tool("runc", "runc"))).into();
+        self.client
+            .create(ctx(), &create)
+            .unwrap_or_else(|e| panic!("Create {id}: {e}\n{}", self.log()));
+        reader
+    }
+
+    /// Start of task `id`; returns its pid.
+    pub fn start_task(&self, id: &str) -> u32 {
+        let mut start = api::StartRequest::new();
+        start.id = id.into();
+        self.client
+            .start(ctx(), &start)
+            .unwrap_or_else(|e| panic!("Start {id}: {e}\n{}", self.log()))
+            .pid
+    }
+
     /// Create (with `options`) and Start of task `id`; returns its pid.
     pub fn create_and_start(&self, id: &str, options: Any) -> u32 {
         let mut create = api::CreateTaskRequest::new();

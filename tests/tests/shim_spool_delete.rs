@@ -4,7 +4,6 @@
 
 use containerd_shim_protos::api;
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,27 +22,8 @@ const READER_IDLE: Duration = Duration::from_secs(1);
 fn spooled_task(id: &str) -> (DirectShim, File) {
     let cmd = format!("seq 1 {LINES}");
     let shim = DirectShim::start(id, &["sh", "-c", &cmd]);
-    let fifo = shim.dir().join("stdout");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .expect("mkfifo stdout");
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .expect("open the stdout FIFO");
-    let mut create = api::CreateTaskRequest::new();
-    create.id = id.into();
-    create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.stdout = fifo.to_string_lossy().into_owned();
-    create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
-    shim.client()
-        .create(ctx(), &create)
-        .unwrap_or_else(|e| panic!("Create: {e}\n{}", shim.log()));
-    let mut start = api::StartRequest::new();
-    start.id = id.into();
-    shim.client()
-        .start(ctx(), &start)
-        .unwrap_or_else(|e| panic!("Start: {e}\n{}", shim.log()));
+    let reader = shim.create_with_stdout_fifo(id);
+    shim.start_task(id);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut state = api::StateRequest::new();

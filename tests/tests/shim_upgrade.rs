@@ -7,7 +7,6 @@
 
 use containerd_shim_protos::api;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -89,23 +88,9 @@ fn a_running_task_moves_onto_other_binaries_and_back_with_nothing_lost() {
     let shim = DirectShim::start(&id, &["sh", "-c", WRITER]);
     let a = tether_tests::containerd_env::shim_binary();
     let b = copy_of_shim(shim.dir(), "b");
-    let fifo = shim.dir().join("stdout");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .expect("open the stdout FIFO");
-    let mut create = api::CreateTaskRequest::new();
-    create.id = id.clone();
-    create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.stdout = fifo.to_string_lossy().into_owned();
-    create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
-    shim.client().create(ctx(), &create).expect("Create");
+    let reader = shim.create_with_stdout_fifo(&id);
     let checker = line_checker(reader, 0);
-    let mut start = api::StartRequest::new();
-    start.id = id.clone();
-    let task_pid = shim.client().start(ctx(), &start).expect("Start").pid;
+    let task_pid = shim.start_task(&id);
     // An exec that runs through every upgrade.
     let mut exec = api::ExecProcessRequest::new();
     exec.id = id.clone();
@@ -209,22 +194,8 @@ fn spooled_output_is_carried_across_upgrades() {
     let shim = DirectShim::start(&id, &["sh", "-c", &cmd]);
     let b = copy_of_shim(shim.dir(), "b");
     let a = tether_tests::containerd_env::shim_binary();
-    let fifo = shim.dir().join("stdout");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .expect("open the stdout FIFO");
-    let mut create = api::CreateTaskRequest::new();
-    create.id = id.clone();
-    create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.stdout = fifo.to_string_lossy().into_owned();
-    create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
-    shim.client().create(ctx(), &create).expect("Create");
-    let mut start = api::StartRequest::new();
-    start.id = id.clone();
-    shim.client().start(ctx(), &start).expect("Start");
+    let reader = shim.create_with_stdout_fifo(&id);
+    shim.start_task(&id);
     let done = shim.bundle().join("rootfs/done");
     let t0 = Instant::now();
     while !done.exists() {
@@ -399,22 +370,8 @@ fn still_serving_paused(shim: &DirectShim, id: &str, pid: i32, exe: &Path) {
 fn record_the_state_of_this_format() {
     let id = tether_tests::unique_id("upgrec");
     let shim = DirectShim::start(&id, &["sh", "-c", "seq 1 200000; sleep 600"]);
-    let fifo = shim.dir().join("stdout");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let _reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .expect("open the stdout FIFO");
-    let mut create = api::CreateTaskRequest::new();
-    create.id = id.clone();
-    create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.stdout = fifo.to_string_lossy().into_owned();
-    create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
-    shim.client().create(ctx(), &create).expect("Create");
-    let mut start = api::StartRequest::new();
-    start.id = id.clone();
-    shim.client().start(ctx(), &start).expect("Start");
+    let _reader = shim.create_with_stdout_fifo(&id);
+    shim.start_task(&id);
     let real = tether_tests::containerd_env::shim_binary();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/upgrade-state-v1.json");
     let recorder = script(
