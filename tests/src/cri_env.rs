@@ -27,6 +27,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many lines of containerd's log a failure message quotes.
 const LOG_TAIL_LINES: usize = 60;
 
+/// Writes `value` as `dir/name` (a crictl config file); returns its path.
+pub fn write_json(dir: &Path, name: &str, value: serde_json::Value) -> String {
+    let path = dir.join(name);
+    fs::write(&path, value.to_string()).expect("write a crictl config file");
+    path.display().to_string()
+}
+
 /// The lines of a CRI container log file: (stream, tag, message).
 pub fn cri_log_lines(path: &Path) -> Vec<(String, String, String)> {
     fs::read_to_string(path)
@@ -191,6 +198,20 @@ impl CriEnv {
         PathBuf::from(format!("/proc/{}/root{path}", self.ns_pid))
     }
 
+    /// Polls `cond` until it holds; panics after `limit` naming `what`, with containerd's
+    /// log.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- containerd log ---\n{}",
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last lines of containerd's log (shim logs included), for failure messages.
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.var("CRI_LOG")).unwrap_or_default();
@@ -243,12 +264,7 @@ impl CriEnv {
     /// Starts crictl with `args` in the background, on a pseudo-terminal (`script`), its
     /// output into `out`: a session that lasts (an attach, a streaming exec).
     pub fn crictl_background<S: AsRef<str>>(&self, args: &[S], out: &Path) -> Child {
-        let line = std::iter::once(self.crictl.display().to_string())
-            .chain(["--config".into(), self.var("CRI_CRICTL_CONFIG").into()])
-            .chain(args.iter().map(|a| a.as_ref().to_string()))
-            .map(|a| shell_quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = self.crictl_line(args);
         let file = fs::File::create(out).expect("the background crictl's output file");
         Command::new("nsenter")
             .arg(format!("--target={}", self.ns_pid))
@@ -287,21 +303,25 @@ impl CriEnv {
     /// Runs crictl with `args` on a pseudo-terminal (util-linux `script`), as `crictl exec
     /// -it` runs in an operator's shell; returns what the terminal showed.
     pub fn crictl_on_tty<S: AsRef<str>>(&self, args: &[S]) -> Output {
-        let line = std::iter::once(self.crictl.display().to_string())
-            .chain(["--config".into(), self.var("CRI_CRICTL_CONFIG").into()])
-            .chain(args.iter().map(|a| a.as_ref().to_string()))
-            .map(|a| shell_quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ");
         Command::new("timeout")
             .args(["-k", "5", &CRICTL_TIMEOUT_SECS.to_string()])
             .arg("nsenter")
             .arg(format!("--target={}", self.ns_pid))
             .args(["--net", "--mount", "--pid", "--"])
-            .args(["script", "-qefc", &line, "/dev/null"])
+            .args(["script", "-qefc", &self.crictl_line(args), "/dev/null"])
             .stdin(Stdio::null())
             .output()
             .expect("run crictl under script")
+    }
+
+    /// crictl with `args` as one shell command line (for `script -c`).
+    fn crictl_line<S: AsRef<str>>(&self, args: &[S]) -> String {
+        std::iter::once(self.crictl.display().to_string())
+            .chain(["--config".into(), self.var("CRI_CRICTL_CONFIG").into()])
+            .chain(args.iter().map(|a| a.as_ref().to_string()))
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Runs crictl with `args`, panics (with containerd's log) unless it succeeds, and

@@ -10,9 +10,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
-use tether_tests::cri_env::{cri_log_lines, BedProcess};
+use std::time::Duration;
+use tether_tests::cri_env::{cri_log_lines, write_json, BedProcess};
 use tether_tests::CriEnv;
 
 /// critest's default image (served offline by the bed).
@@ -29,24 +28,6 @@ fn go_shim() -> PathBuf {
             PathBuf::from("/var/cache/tether/go/containerd-v2.3.7/bin/containerd-shim-runc-v2")
         }
         _ => PathBuf::from("/usr/bin/containerd-shim-runc-v2"),
-    }
-}
-
-fn write_json(dir: &Path, name: &str, value: serde_json::Value) -> String {
-    let path = dir.join(name);
-    fs::write(&path, value.to_string()).expect("write a crictl config file");
-    path.display().to_string()
-}
-
-fn wait_until(what: &str, env: &CriEnv, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + POLL;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n--- containerd log ---\n{}",
-            env.log_tail()
-        );
-        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -122,7 +103,7 @@ fn pod_scenario(handler: &str, shim_exe: &Path) {
     let worker_id = env.crictl_ok(&["create", &pod_id, &worker, &pod]);
     env.crictl_ok(&["start", &talker_id]);
     env.crictl_ok(&["start", &worker_id]);
-    wait_until("both containers running", &env, || {
+    env.wait_until("both containers running", POLL, || {
         container_state(&env, &talker_id) == "CONTAINER_RUNNING"
             && container_state(&env, &worker_id) == "CONTAINER_RUNNING"
     });
@@ -225,7 +206,7 @@ fn pod_scenario(handler: &str, shim_exe: &Path) {
     // --- logs: the CRI log file containerd writes from the shim's FIFOs, every line, in
     // order within its stream, with the right stream tag (streams interleave freely)
     let log_path = logs.join("talker.log");
-    wait_until("the talker's log to hold every line", &env, || {
+    env.wait_until("the talker's log to hold every line", POLL, || {
         cri_log_lines(&log_path).len() >= 2 * LINES
     });
     let lines = cri_log_lines(&log_path);
@@ -299,7 +280,7 @@ fn pod_scenario(handler: &str, shim_exe: &Path) {
     // --- stopp + rmp: the shim exits and nothing is left
     env.crictl_ok(&["stopp", &pod_id]);
     env.crictl_ok(&["rmp", &pod_id]);
-    wait_until("the pod's shim to exit", &env, || {
+    env.wait_until("the pod's shim to exit", POLL, || {
         env.processes_of(shim_exe).is_empty()
     });
     assert_eq!(env.crictl_ok(&["pods", "-q"]), "", "pods left");

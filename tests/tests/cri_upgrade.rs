@@ -9,10 +9,9 @@
 //! 64 KiB of before. `CRI_CONTAINERD=1.6|2.3` picks the daemon.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
-use tether_tests::cri_env::cri_log_lines;
+use std::path::PathBuf;
+use std::time::Duration;
+use tether_tests::cri_env::{cri_log_lines, write_json};
 use tether_tests::CriEnv;
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
@@ -26,24 +25,6 @@ fn peer() -> Option<PathBuf> {
             "/var/cache/tether/upgrade-peer/bin/containerd-shim-tether-v2".into()
         }));
     p.is_file().then_some(p)
-}
-
-fn write_json(dir: &Path, name: &str, value: serde_json::Value) -> String {
-    let path = dir.join(name);
-    fs::write(&path, value.to_string()).expect("write a crictl config file");
-    path.display().to_string()
-}
-
-fn wait_until(what: &str, env: &CriEnv, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + POLL;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n--- containerd log ---\n{}",
-            env.log_tail()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn inspect(env: &CriEnv, id: &str) -> serde_json::Value {
@@ -149,7 +130,7 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
         env.crictl_ok(&["start", id]);
     }
     let (writer_id, terminal_id, sleeper_id) = (&ids[0], &ids[1], &ids[2]);
-    wait_until("the containers running", &env, || {
+    env.wait_until("the containers running", POLL, || {
         ids.iter().all(|id| state(&env, id) == "CONTAINER_RUNNING")
     });
     // An attach session on the terminal, a streaming exec until told to stop, and the
@@ -167,7 +148,7 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
         ],
         &exec_out,
     );
-    wait_until("the exec writing", &env, || {
+    env.wait_until("the exec writing", POLL, || {
         fs::read_to_string(&exec_out)
             .unwrap_or_default()
             .contains("x3")
@@ -276,7 +257,7 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
     );
     // The writer stops with the real exit code; its log holds every line once, in order.
     env.crictl_ok(&["stop", "-t", "0", writer_id]);
-    wait_until("the writer exited", &env, || {
+    env.wait_until("the writer exited", POLL, || {
         state(&env, writer_id) == "CONTAINER_EXITED"
     });
     let code = inspect(&env, writer_id)["status"]["exitCode"].as_i64();
@@ -299,7 +280,7 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
     );
     env.crictl_ok(&["stopp", &pod_id]);
     env.crictl_ok(&["rmp", &pod_id]);
-    wait_until("the pod's shim gone", &env, || {
+    env.wait_until("the pod's shim gone", POLL, || {
         env.tether_shims().is_empty()
     });
 }
