@@ -51,6 +51,17 @@ impl Shim {
         self.outputs_ended(key, Streams::from(stream), poller);
     }
 
+    /// Runs every pump of a process now, without waiting for its next event: a decision
+    /// about its output (a Delete's wait for a reader) then sees what the reader took a
+    /// moment ago, not what it had taken by the pump's last run.
+    pub fn pump_now(&mut self, key: ProcKey, poller: &Poller) {
+        let Some(p) = self.table.get_mut(key) else {
+            return;
+        };
+        let ended = p.pumps.run_all(poller);
+        self.outputs_ended(key, ended, poller);
+    }
+
     /// Output sources of a process have ended (EOF, or dropped): exit reports and Deletes
     /// stop waiting for them; a stream whose spool still holds bytes keeps its Waits
     /// waiting (bounded) until it has drained.

@@ -111,7 +111,14 @@ impl Shim {
         if !settled && now < d.settle_by {
             return Progress::Wait(Some(d.settle_by));
         }
-        // Stage 2: spooled output a reader is taking.
+        // Stage 2: spooled output a reader is taking (the pumps run first: the room a
+        // reader made a moment ago shows as bytes taken).
+        for k in self.covered_by_delete(key) {
+            self.pump_now(k, poller);
+        }
+        let Some(d) = self.table.get(key).and_then(|p| p.delete.as_ref()) else {
+            return Progress::Wait(None);
+        };
         let linger = d.linger.unwrap_or(DeleteLinger::new(now));
         if let Some(p) = self.table.get_mut(key) {
             if let Some(d) = &mut p.delete {
@@ -139,11 +146,11 @@ impl Shim {
         Progress::Done(self.delete_now(key, poller))
     }
 
-    /// What is still spooled for the processes a Delete of `key` covers (the process; for
-    /// an init, the container's execs too), counting only processes that have exited.
-    fn backlog_of(&self, key: ProcKey) -> Backlog {
+    /// The processes a Delete of `key` covers: the process; for an init, the container's
+    /// execs too.
+    fn covered_by_delete(&self, key: ProcKey) -> Vec<ProcKey> {
         let Some(p) = self.table.get(key) else {
-            return Backlog::default();
+            return Vec::new();
         };
         let mut keys = vec![key];
         if p.exec_id.is_empty() {
@@ -151,7 +158,14 @@ impl Shim {
                 keys.extend(c.execs.values().copied());
             }
         }
-        keys.iter()
+        keys
+    }
+
+    /// What is still spooled for the processes a Delete of `key` covers, counting only
+    /// processes that have exited.
+    fn backlog_of(&self, key: ProcKey) -> Backlog {
+        self.covered_by_delete(key)
+            .iter()
             .filter_map(|k| self.table.get(*k))
             .filter(|p| p.pumps.drain_deadline().is_some())
             .map(|p| p.pumps.backlog())
