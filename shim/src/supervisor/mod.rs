@@ -29,4 +29,5 @@ pub mod spool;
 pub mod stdio;
 pub mod stream;
 pub mod tty;
+pub mod upgrade_exec;
 pub mod wiring;
