@@ -34,6 +34,9 @@ impl Supervisor {
         if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
             poller.add_readable(outer.as_fd(), Token::Fifo(OUTER_INIT))?;
         }
+        if let Some(d) = &self.door {
+            d.register(poller)?;
+        }
         Ok(())
     }
 
@@ -48,7 +51,8 @@ impl Supervisor {
         let mut events: Vec<Ready> = Vec::new();
         while !self.state.is_done() {
             let linger = (!self.state.is_running()).then(|| Instant::now() + LINGER_POLL);
-            let deadline = [linger, self.stdio.next_recheck()]
+            let door = self.door.as_ref().and_then(|d| d.wake_at());
+            let deadline = [linger, self.stdio.next_recheck(), door]
                 .into_iter()
                 .flatten()
                 .min();
@@ -62,16 +66,26 @@ impl Supervisor {
                     Token::Fifo(CONTROL_FIFO) => self.on_control(),
                     Token::Fifo(OUTER_INIT) => self.on_outer_exit(),
                     Token::Stdio(_, stream) => self.run_stream(stream),
+                    Token::Listener => self.on_door(),
+                    Token::Conn(n) => self.on_asker(n),
                     _ => {}
                 }
             }
             for stream in self.stdio.due_rechecks(Instant::now()) {
                 self.run_stream(stream);
             }
+            if let Some(d) = &mut self.door {
+                d.tick(self.base.poller(), Instant::now());
+            }
             self.drops.update(&self.stdio);
             if !self.state.is_running() && self.linger_done() {
                 // Exited | Stopping → Done: the only way out of the linger.
                 let _ = self.state.finish();
+            }
+            // Between two turns, nothing half done: the moment to hand over. Returns only
+            // if the supervisor did not move.
+            if let Some(asked) = self.door.as_mut().and_then(|d| d.take_asked()) {
+                self.upgrade(asked);
             }
         }
         self.drops.finish(&self.stdio);
@@ -162,7 +176,19 @@ impl Supervisor {
         }
     }
 
-    fn on_signals(&mut self) {
+    fn on_door(&mut self) {
+        if let Some(d) = &mut self.door {
+            d.on_listener(self.base.poller());
+        }
+    }
+
+    fn on_asker(&mut self, n: u32) {
+        if let Some(d) = &mut self.door {
+            d.on_waiting(self.base.poller(), n);
+        }
+    }
+
+    pub(super) fn on_signals(&mut self) {
         for sig in self.base.signals() {
             // A termination signal is ignored while the process lives (the supervisor
             // outlives its manager), and only the first one after the exit counts: the
