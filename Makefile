@@ -20,8 +20,9 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 # Debian packages the tests and the demo drive for real.
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
-.PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
+PHONY_UPGRADE := upgrade-peer test-upgrade
+.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
+        test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
 
 all: build
 
@@ -45,9 +46,20 @@ deps: check-toolchain
 	  echo "deps: all of $(DEB_PACKAGES) present"; \
 	fi
 
+# The revision `-v` and live upgrades report (the commit, when built from a git checkout).
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
 ## build: release build of containerd-shim-tether-v2
 build: check-toolchain
-	RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+	TETHER_REVISION=$${TETHER_REVISION:-$(REVISION)} RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+
+## upgrade-peer: the same source built again with another revision string (REVISION-peer)
+##        into $(UPGRADE_PEER)/bin: the binary the live-upgrade tests move a running shim
+##        onto and back from (cached outside the clone; incremental after the first build)
+UPGRADE_PEER ?= /var/cache/tether/upgrade-peer
+upgrade-peer: check-toolchain
+	CARGO_TARGET_DIR=$(UPGRADE_PEER)/target TETHER_REVISION=$(REVISION)-peer RUSTFLAGS="$$RUSTFLAGS $(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked -p tether-shim --target $(HOST_TRIPLE)
+	install -D -m 0755 $(UPGRADE_PEER)/target/$(HOST_TRIPLE)/release/$(SHIM) $(UPGRADE_PEER)/bin/$(SHIM)
 
 ## install: install the shim into $(DESTDIR)$(PREFIX)/bin
 install: build
@@ -76,6 +88,15 @@ conformance: deps build
 ##        TETHER_MATRIX="1.6 2.3" picks lines; see tests/scripts/containerd-matrix.sh
 test-containerd-matrix: deps build
 	tests/scripts/containerd-matrix.sh $(CURDIR)/$(RELEASE_BIN)
+
+## test-nerdctl: nerdctl v2.4.2 as the client of a private containerd 2.3, with tether and (the
+##        oracle) the Go shim as the runtime: run -d -t + logs, create -t + start, exec -i,
+##        run -it with a resize, attach… (tests/tests/nerdctl.rs). Builds nerdctl and
+##        containerd 2.3 from the Go module proxy when missing (cached; tests/scripts/go-tools.sh)
+test-nerdctl: deps build
+	ctd=$$(tests/scripts/go-tools.sh containerd 2.3) && nerdctl=$$(tests/scripts/go-tools.sh nerdctl) && \
+	TETHER_NERDCTL_REQUIRED=1 TETHER_CONTAINERD_DIR=$$ctd TETHER_NERDCTL=$$nerdctl/nerdctl \
+	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test nerdctl -- --test-threads=1
 
 ## test-cgroup-v2: the cgroup v2 leg: the tests that touch cgroups (containerd face, runc
 ##        driver, standalone face, the shim's unit tests) in a throwaway QEMU guest booted

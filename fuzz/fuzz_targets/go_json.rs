@@ -1,8 +1,8 @@
-//! Go-style reading of JSON bytes (supervisor/go_json.rs): invalid UTF-8 becomes U+FFFD
+//! Go-style reading of JSON bytes (process_core/go_json.rs): invalid UTF-8 becomes U+FFFD
 //! as Go does, lone surrogate escapes are replaced; valid JSON stays valid JSON.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tether_shim::supervisor::go_json::{as_go_reads, lone_surrogates_replaced, lossy_utf8};
+use tether_shim::process_core::go_json::{as_go_reads, lone_surrogates_replaced, lossy_utf8};
 
 fuzz_target!(|data: &[u8]| {
     let lossy = lossy_utf8(data);

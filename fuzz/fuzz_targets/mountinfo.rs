@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let mounts = tether_shim::cgroups::parse_mountinfo(text);
+        let mounts = tether_shim::containerd::cgroups::parse_mountinfo(text);
         assert!(mounts.len() <= text.lines().count() + 1);
     }
 });

@@ -27,7 +27,7 @@ Environment: BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"), BENCH_OUTPUT
 (<repo>/bench-results.json), BENCH_WARMUP (3), BENCH_THROUGHPUT_RUNS (3),
 BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH), BENCH_SPOOL_MIB (256),
 BENCH_TETHER_BASELINE (none), BENCH_BASELINE_ROUNDS (9), BENCH_ONLY (every phase: sizes,
-run_to_exit, lifecycle, throughput, spool, baseline, memory, pods).
+run_to_exit, lifecycle, throughput, spool, baseline, memory, pods, upgrade).
 """
 
 import argparse
@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -62,7 +63,9 @@ CMD_TIMEOUT = 120
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
 PHASES = ("sizes", "run_to_exit", "lifecycle", "throughput", "spool", "baseline", "memory",
-          "pods")
+          "pods", "upgrade")
+# Live upgrades of one pod's shim in the upgrade phase (tether only: no other shim can).
+UPGRADE_ROUNDS = 10
 
 
 # A pod as CRI makes it: the pause container and 3 others, in one shim (grouped by the
@@ -818,6 +821,84 @@ class Bench:
             log()
         self.results["pods"] = pods
 
+    def phase_upgrade(self):
+        """Live upgrade of a pod's shim (tether only): a pod of pause + 3 in one shim, one
+        container writing a line every millisecond to `ctr run`'s stdout (read here, each
+        line stamped as it arrives); the shim moved between two copies of the binary
+        UPGRADE_ROUNDS times. Reports the pause the shim measures (from holding new calls
+        to the new image answering) and the longest gap between output lines during the
+        upgrades, beside the longest gap in as long a stretch without upgrades."""
+        progress(f"live upgrade: a pod of {POD_CONTAINERS}, {UPGRADE_ROUNDS} upgrades ")
+        self.seq += 1
+        pod = f"pod-up-{self.seq}"
+        cids = []
+        for c in range(POD_CONTAINERS - 1):
+            cid = self.new_id("tether", f"{pod}-c{c}")
+            self.ctr("tether", *self.run_args("tether", "-d", "--annotation",
+                                               f"{SANDBOX_ANNOTATION}={pod}"),
+                     cid, "/bin/sleep", "100000")
+            cids.append(cid)
+        writer = self.new_id("tether", f"{pod}-writer")
+        cmd = ["ctr", "-a", self.sock, "-n", self.ns["tether"],
+               *self.run_args("tether", "--annotation", f"{SANDBOX_ANNOTATION}={pod}"),
+               writer, "/bin/sh", "-c", "while :; do echo .; usleep 1000; done"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        stamps = []
+
+        def read():
+            for _ in iter(proc.stdout.readline, b""):
+                stamps.append(time.monotonic())
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while len(stamps) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        other = f"{self.work}/bin-b/{TETHER_NAME}"
+        os.makedirs(os.path.dirname(other), exist_ok=True)
+        shutil.copy2(self.shim_file["tether"], other)
+
+        def max_gap(t0, t1):
+            ts = [t for t in stamps if t0 <= t <= t1]
+            return max((b - a for a, b in zip(ts, ts[1:])), default=None)
+        idle0 = time.monotonic()
+        pauses, windows = [], []
+        for i in range(UPGRADE_ROUNDS):
+            to = other if i % 2 == 0 else self.shim_file["tether"]
+            t0 = time.monotonic()
+            out = run([self.shim_file["tether"], "upgrade", "-n", self.ns["tether"], "--all",
+                       "--binary", to], check=False)
+            t1 = time.monotonic()
+            line = out.stdout.decode(errors="replace").strip()
+            if out.returncode != 0 or "paused" not in line:
+                self.results["errors"].append(f"upgrade {i}: {line}")
+                continue
+            pauses.append(float(line.rsplit("paused ", 1)[1].split()[0]))
+            windows.append((t0, t1 + 0.05))
+            time.sleep(0.2)
+            progress(".")
+        busy = time.monotonic() - idle0
+        time.sleep(0.3)
+        # as long a stretch without upgrades, for comparison
+        calm0 = time.monotonic()
+        time.sleep(busy)
+        calm1 = time.monotonic()
+        stall = max((g for g in (max_gap(a, b) for a, b in windows) if g is not None), default=None)
+        calm = max_gap(calm0, calm1)
+        self.ctr("tether", "task", "kill", "-s", "KILL", writer, check=False)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self.delete_many("tether", cids + [writer])
+        log()
+        self.results["upgrade"] = {
+            "rounds": len(pauses),
+            "pause_ms": summary(pauses) if pauses else None,
+            "longest_output_gap_ms": stall * 1000 if stall is not None else None,
+            "longest_gap_without_upgrades_ms": calm * 1000 if calm is not None else None,
+        }
+
     # ----------------------------------------------------------- cleanup
 
     def cleanup(self):
@@ -1040,6 +1121,13 @@ def report(res):
             log(f"baseline: the shim's CPU time while 256 MiB stream, median: this "
                 f"{t['median_shim_cpu_ms']:.1f} ms, baseline {b['median_shim_cpu_ms']:.1f} ms, "
                 f"ratio {t['median_shim_cpu_ms'] / b['median_shim_cpu_ms']:.3f}")
+    up = res.get("upgrade")
+    if up and up.get("pause_ms"):
+        p = up["pause_ms"]
+        log(f"live upgrade (tether only), a pod of {POD_CONTAINERS}, {up['rounds']} upgrades: "
+            f"pause median {p['median']:.1f} ms, max {p['max']:.1f} ms; longest gap in a "
+            f"container's output during the upgrades {fmt(up['longest_output_gap_ms'])} ms "
+            f"(without upgrades: {fmt(up['longest_gap_without_upgrades_ms'])} ms)")
     log("ratios: lower is better, except MiB/s")
     for n, level in res.get("memory", {}).items():
         for s in ("tether", "go"):

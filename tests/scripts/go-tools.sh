@@ -4,11 +4,12 @@
 #
 #   tests/scripts/go-tools.sh containerd 2.3        # -> $CACHE/containerd-v2.3.7/bin
 #   tests/scripts/go-tools.sh cri-tools             # -> $CACHE/cri-tools-v1.37.0/bin
+#   tests/scripts/go-tools.sh nerdctl               # -> $CACHE/nerdctl-v2.4.2/bin
 #   tests/scripts/go-tools.sh all                   # every pinned tool, one dir per line
 #
 # containerd's bin dir holds `containerd`, `ctr` and that release's Go shim
 # `containerd-shim-runc-v2` (the baseline for the same daemon); cri-tools' holds `critest`
-# (a `go test -c` of ./cmd/critest) and `crictl`.
+# (a `go test -c` of ./cmd/critest) and `crictl`; nerdctl's holds `nerdctl`.
 #
 # The cache key is the module version and the Go version; a build that fails leaves
 # nothing in the cache (it is built in a temp dir and renamed into place). Nothing is
@@ -23,6 +24,14 @@ declare -A CONTAINERD=([2.2]=v2.2.9 [2.3]=v2.3.7 [2.4]=v2.4.2)
 CRI_TOOLS=v1.37.0
 CONTAINERD_MODULE=github.com/containerd/containerd/v2
 CRI_TOOLS_MODULE=sigs.k8s.io/cri-tools
+NERDCTL=v2.4.2
+NERDCTL_MODULE=github.com/containerd/nerdctl/v2
+# nerdctl v2.4.2 requires github.com/moby/moby/v2 v2.0.0-beta.28, which the Go module proxy
+# does not serve here; it uses only that module's pkg/sysinfo and pkg/meminfo (`nerdctl
+# info`), which the newest served beta, pinned instead, provides with the same API (nerdctl
+# builds against it; see build_nerdctl).
+NERDCTL_MOBY_MODULE=github.com/moby/moby/v2
+NERDCTL_MOBY=v2.0.0-beta.25
 BUILD_TAGS='no_btrfs no_devmapper no_zfs no_aufs'
 
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=${CGO_ENABLED:-1}
@@ -80,6 +89,33 @@ build_cri_tools() {
   go build -o "$out/crictl" ./cmd/crictl
 }
 
+# nerdctl's go.mod, rewritten in a copy of its source (the module cache is read-only):
+# moby/moby/v2 replaced by the pinned served beta; the test-only nested module `tigron`
+# (a `replace` to ./mod/tigron, a directory the module zip leaves out) dropped. `-mod=mod`
+# records the new sums in the copy's go.sum, checked against the checksum database as
+# any download is. Static (CGO off) with its version stamped, as nerdctl's Makefile does.
+build_nerdctl() {
+  local out=$1 src rc=0
+  src=$(mktemp -d "$out/../src-XXXXXX") || return 1
+  # Called where `set -e` does not apply (build_into's `if`): every step is chained.
+  cp -r . "$src" && chmod -R u+w "$src" && (
+    cd "$src" &&
+      go mod edit \
+        -droprequire github.com/containerd/nerdctl/mod/tigron \
+        -dropreplace github.com/containerd/nerdctl/mod/tigron@v0.0.0 \
+        -replace "$NERDCTL_MOBY_MODULE=$NERDCTL_MOBY_MODULE@$NERDCTL_MOBY" &&
+      CGO_ENABLED=0 go build -mod=mod \
+        -ldflags "-s -w -X $NERDCTL_MODULE/pkg/version.Version=$NERDCTL" \
+        -o "$out/nerdctl" ./cmd/nerdctl
+  ) || rc=$?
+  rm -rf "$src"
+  return $rc
+}
+
+nerdctl() {
+  build_into nerdctl "$NERDCTL" build_nerdctl "$NERDCTL_MODULE"
+}
+
 containerd() {
   local line=$1 version=${CONTAINERD[$1]:-}
   [ -n "$version" ] || die "unknown containerd line '$line' (pinned: ${!CONTAINERD[*]})"
@@ -93,13 +129,16 @@ cri_tools() {
 case "${1:-}" in
   containerd) [ -n "${2:-}" ] || die "usage: $0 containerd 2.2|2.3|2.4"; containerd "$2" ;;
   cri-tools) cri_tools ;;
+  nerdctl) nerdctl ;;
   all)
     for line in 2.2 2.3 2.4; do containerd "$line"; done
     cri_tools
+    nerdctl
     ;;
   versions)
     for line in 2.2 2.3 2.4; do echo "containerd $line ${CONTAINERD[$line]}"; done
     echo "cri-tools $CRI_TOOLS"
+    echo "nerdctl $NERDCTL ($NERDCTL_MOBY_MODULE $NERDCTL_MOBY)"
     ;;
-  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | all | versions" ;;
+  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | nerdctl | all | versions" ;;
 esac

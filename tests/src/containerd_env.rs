@@ -384,6 +384,16 @@ impl ContainerdEnv {
         self.finish(cmd, None, CTR_TIMEOUT)
     }
 
+    /// [`Self::run_with_timeout`] with `input` written to the command's stdin at once, then
+    /// the pipe closed.
+    pub fn run_with_input(&self, cmd: Command, input: &[u8]) -> Output {
+        let input = Input {
+            data: input.to_vec(),
+            ready: Box::new(|| true),
+        };
+        self.finish(cmd, Some(input), CTR_TIMEOUT)
+    }
+
     fn finish(&self, cmd: Command, input: Option<Input>, timeout: Duration) -> Output {
         let what = format!("{cmd:?}");
         match run_bounded(cmd, input, timeout) {

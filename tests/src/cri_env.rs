@@ -27,6 +27,23 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many lines of containerd's log a failure message quotes.
 const LOG_TAIL_LINES: usize = 60;
 
+/// The lines of a CRI container log file: (stream, tag, message).
+pub fn cri_log_lines(path: &Path) -> Vec<(String, String, String)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let _timestamp = it.next()?;
+            Some((
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+                it.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
 /// The default crictl: cri-tools built by `tests/scripts/go-tools.sh cri-tools`.
 const DEFAULT_CRICTL: &str = "/var/cache/tether/go/cri-tools-v1.37.0/bin/crictl";
 
@@ -195,6 +212,53 @@ impl CriEnv {
             cmd.arg(a.as_ref());
         }
         cmd
+    }
+
+    /// A command run inside the bed's network, mount and PID namespaces (its /proc, its
+    /// /run/containerd), bounded like crictl.
+    pub fn inside_command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", &CRICTL_TIMEOUT_SECS.to_string()])
+            .arg("nsenter")
+            .arg(format!("--target={}", self.ns_pid))
+            .args(["--net", "--mount", "--pid", "--"])
+            .arg(program);
+        cmd
+    }
+
+    /// `ctr` against the bed's containerd, in namespace `namespace`.
+    pub fn ctr<S: AsRef<str>>(&self, namespace: &str, args: &[S]) -> Output {
+        let address = self
+            .var("CRI_ENDPOINT")
+            .trim_start_matches("unix://")
+            .to_string();
+        let mut cmd = self.inside_command(Path::new("ctr"));
+        cmd.args(["--address", &address, "--namespace", namespace]);
+        for a in args {
+            cmd.arg(a.as_ref());
+        }
+        cmd.stdin(Stdio::null()).output().expect("run ctr")
+    }
+
+    /// Starts crictl with `args` in the background, on a pseudo-terminal (`script`), its
+    /// output into `out`: a session that lasts (an attach, a streaming exec).
+    pub fn crictl_background<S: AsRef<str>>(&self, args: &[S], out: &Path) -> Child {
+        let line = std::iter::once(self.crictl.display().to_string())
+            .chain(["--config".into(), self.var("CRI_CRICTL_CONFIG").into()])
+            .chain(args.iter().map(|a| a.as_ref().to_string()))
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let file = fs::File::create(out).expect("the background crictl's output file");
+        Command::new("nsenter")
+            .arg(format!("--target={}", self.ns_pid))
+            .args(["--net", "--mount", "--pid", "--"])
+            .args(["script", "-qefc", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run crictl in the background")
     }
 
     /// Runs crictl with `args`; returns its output whatever its status.

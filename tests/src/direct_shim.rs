@@ -269,6 +269,32 @@ impl DirectShim {
         any
     }
 
+    /// Sets `process.terminal` in the bundle's config (before Create).
+    pub fn set_terminal(&self, terminal: bool) {
+        let path = self.bundle().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).expect("read config.json"))
+                .expect("config.json is JSON");
+        config["process"]["terminal"] = serde_json::json!(terminal);
+        fs::write(&path, config.to_string()).expect("write config.json");
+    }
+
+    /// The spec of an exec running `args`, from the bundle's own process (its env, user,
+    /// capabilities), as containerd sends it in `ExecProcessRequest.spec`.
+    pub fn exec_spec(&self, args: &[&str], terminal: bool) -> Any {
+        let config: serde_json::Value = serde_json::from_slice(
+            &fs::read(self.bundle().join("config.json")).expect("read config.json"),
+        )
+        .expect("config.json is JSON");
+        let mut process = config["process"].clone();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(terminal);
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = serde_json::to_vec(&process).expect("encode the process spec");
+        any
+    }
+
     /// Create (with `options`) and Start of task `id`; returns its pid.
     pub fn create_and_start(&self, id: &str, options: Any) -> u32 {
         let mut create = api::CreateTaskRequest::new();

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
-use tether_tests::cri_env::BedProcess;
+use tether_tests::cri_env::{cri_log_lines, BedProcess};
 use tether_tests::CriEnv;
 
 /// critest's default image (served offline by the bed).
@@ -64,23 +64,6 @@ fn container_state(env: &CriEnv, id: &str) -> String {
     let json: serde_json::Value =
         serde_json::from_str(&env.crictl_ok(&["inspect", "-o", "json", id])).expect("JSON");
     json["status"]["state"].as_str().unwrap_or("?").to_string()
-}
-
-/// The parsed lines of a CRI container log: (stream, tag, message).
-fn cri_log_lines(path: &Path) -> Vec<(String, String, String)> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(4, ' ');
-            let _timestamp = it.next()?;
-            Some((
-                it.next()?.to_string(),
-                it.next()?.to_string(),
-                it.next().unwrap_or("").to_string(),
-            ))
-        })
-        .collect()
 }
 
 fn numbered(prefix: &str) -> Vec<String> {

@@ -62,16 +62,16 @@ fn status_field(pid: i32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Reads the FIFO `fifo` in a thread and checks the numbered lines: returns how many
-/// arrived, all in order, or panics at the first gap.
-fn line_checker(fifo: std::fs::File) -> std::thread::JoinHandle<Result<u64, String>> {
+/// Reads the FIFO `fifo` in a thread and checks the numbered lines, from `first` on:
+/// returns how many arrived, all in order, or why not at the first gap.
+fn line_checker(fifo: std::fs::File, first: u64) -> std::thread::JoinHandle<Result<u64, String>> {
     nix::fcntl::fcntl(
         std::os::fd::AsRawFd::as_raw_fd(&fifo),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
     )
     .expect("make the FIFO blocking");
     std::thread::spawn(move || {
-        let mut expect = 0u64;
+        let mut expect = first;
         for line in BufReader::with_capacity(1 << 20, fifo).lines() {
             let Ok(line) = line else { break };
             match line.parse::<u64>() {
@@ -79,7 +79,7 @@ fn line_checker(fifo: std::fs::File) -> std::thread::JoinHandle<Result<u64, Stri
                 _ => return Err(format!("line {expect} expected, got {line:?}")),
             }
         }
-        Ok(expect)
+        Ok(expect - first)
     })
 }
 
@@ -102,7 +102,7 @@ fn a_running_task_moves_onto_other_binaries_and_back_with_nothing_lost() {
     create.stdout = fifo.to_string_lossy().into_owned();
     create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
     shim.client().create(ctx(), &create).expect("Create");
-    let checker = line_checker(reader);
+    let checker = line_checker(reader, 0);
     let mut start = api::StartRequest::new();
     start.id = id.clone();
     let task_pid = shim.client().start(ctx(), &start).expect("Start").pid;
@@ -194,6 +194,67 @@ fn a_running_task_moves_onto_other_binaries_and_back_with_nothing_lost() {
     shim.assert_nothing_left();
     let log = shim.log();
     assert_eq!(log.matches("upgraded from").count(), 6, "{log}");
+}
+
+/// Output spooled while nobody reads is carried across upgrades: the task writes far
+/// more than its FIFO holds, with the FIFO open and unread, and says when it is done (a
+/// mark in its rootfs); the shim is upgraded three times; then the reader gets every
+/// line once, in order.
+#[test]
+fn spooled_output_is_carried_across_upgrades() {
+    // About 4.5 MB: more than the pipe and the FIFO hold (1 MiB each): the rest is spooled.
+    const LINES: u64 = 600_000;
+    let id = tether_tests::unique_id("upgspool");
+    let cmd = format!("seq 1 {LINES} && touch /done; exec sleep 600");
+    let shim = DirectShim::start(&id, &["sh", "-c", &cmd]);
+    let b = copy_of_shim(shim.dir(), "b");
+    let a = tether_tests::containerd_env::shim_binary();
+    let fifo = shim.dir().join("stdout");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the stdout FIFO");
+    let mut create = api::CreateTaskRequest::new();
+    create.id = id.clone();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    create.stdout = fifo.to_string_lossy().into_owned();
+    create.options = Some(shim.options(&tether_tests::require::tool("runc", "runc"))).into();
+    shim.client().create(ctx(), &create).expect("Create");
+    let mut start = api::StartRequest::new();
+    start.id = id.clone();
+    shim.client().start(ctx(), &start).expect("Start");
+    let done = shim.bundle().join("rootfs/done");
+    let t0 = Instant::now();
+    while !done.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the writer did not finish with nobody reading\n{}",
+            shim.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for to in [&b, &a, &b] {
+        let (code, line) = upgrade(&shim, &id, to, &[]);
+        assert_eq!(code, 0, "{line}\n{}", shim.log());
+    }
+    let checker = line_checker(reader, 1);
+    let waited = shim.kill_and_wait(&id);
+    assert_eq!(waited.exit_status, 137);
+    // The FIFO's last writer (the shim's pump) goes with the Delete.
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    shim.client().delete(ctx(), &delete).expect("Delete");
+    let lines = checker
+        .join()
+        .expect("the reader")
+        .expect("every line once, in order");
+    assert_eq!(lines, LINES, "every spooled line reached the reader");
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    shim.assert_nothing_left();
 }
 
 /// A shim serving a running `sleep`; returns it and its pid.

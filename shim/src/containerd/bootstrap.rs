@@ -320,7 +320,7 @@ fn spawn_server(
         .stderr(Stdio::null())
         .spawn()
         .map_err(BootstrapError::Spawn)?;
-    let pid = crate::supervisor::reaper::pid_of(&child);
+    let pid = crate::process_core::reaper::pid_of(&child);
     let fail = |msg: BootstrapError| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -372,7 +372,7 @@ fn move_pid_to(path: &str, pid: i32) -> Result<(), CgroupMoveError> {
     let rel = path.trim_start_matches('/');
     let mut moved = 0;
     let mut last_err = None;
-    for m in crate::cgroups::host_mounts() {
+    for m in crate::containerd::cgroups::host_mounts() {
         let dir = m.mount_point.join(rel);
         if !dir.is_dir() && std::fs::create_dir_all(&dir).is_err() {
             continue;
@@ -420,7 +420,7 @@ pub fn delete(flags: &Flags) -> Result<(), BootstrapError> {
     }
     // The time the container was last known to run, if no record says better.
     let killed_at = std::time::SystemTime::now();
-    if let Err(e) = crate::mount::unmount_all(&bundle_dir.join("rootfs")) {
+    if let Err(e) = crate::containerd::mount::unmount_all(&bundle_dir.join("rootfs")) {
         log::warn!("unmount rootfs: {e}");
     }
     remove_dead_socket(&bundle_dir, flags);

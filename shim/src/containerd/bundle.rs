@@ -50,7 +50,7 @@ pub fn read_spec(bundle: &Path) -> Result<SpecFacts, BundleError> {
     };
     // Read as runc (Go) reads it: bytes that are not UTF-8 in strings are no error (args
     // and env are bytes on Linux); runc itself reads the file untouched.
-    let text = crate::supervisor::go_json::as_go_reads(&bytes);
+    let text = crate::process_core::go_json::as_go_reads(&bytes);
     let value: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(source) => return Err(BundleError::NotJson { path, source }),

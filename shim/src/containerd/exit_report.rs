@@ -6,7 +6,7 @@ use crate::containerd::handlers::wait_reply;
 use crate::containerd::process_table::record::ExitWait;
 use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
-use crate::supervisor::epoll::Poller;
+use crate::process_core::epoll::Poller;
 use std::time::{Duration, Instant};
 
 /// How long an exit report waits for the process's output to reach its FIFOs. Clients
@@ -148,15 +148,16 @@ impl Shim {
     pub fn watch_oom(
         &mut self,
         init: ProcKey,
-        watcher: crate::cgroups::oom::OomWatcher,
+        watcher: crate::containerd::cgroups::oom::OomWatcher,
         poller: &Poller,
     ) {
         let Some(id) = self.table.get(init).map(|p| p.container_id.clone()) else {
             return;
         };
-        if let Err(e) =
-            poller.add_readable(watcher.fd(), crate::supervisor::epoll::Token::Oom(init.0))
-        {
+        if let Err(e) = poller.add_readable(
+            watcher.fd(),
+            crate::containerd::shim_loop::fds::ShimFd::Oom(init.0).token(),
+        ) {
             log::warn!("no OOM events for {id}: {e}");
             return;
         }
@@ -173,7 +174,10 @@ impl Shim {
             return;
         };
         let registered = match self.table.container(&id).ok().and_then(|c| c.oom.as_ref()) {
-            Some(w) => poller.add_readable(w.fd(), crate::supervisor::epoll::Token::Oom(init.0)),
+            Some(w) => poller.add_readable(
+                w.fd(),
+                crate::containerd::shim_loop::fds::ShimFd::Oom(init.0).token(),
+            ),
             None => return,
         };
         if let Err(e) = registered {

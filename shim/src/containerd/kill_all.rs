@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// while that pid is alive. Prefers a v1 controller every runc container has, then the
 /// unified hierarchy.
 pub fn procs_file_of(pid: i32) -> Option<PathBuf> {
-    let cgroups = crate::cgroups::of_pid(pid).ok()?;
+    let cgroups = crate::containerd::cgroups::of_pid(pid).ok()?;
     ["pids", "freezer", "memory", "cpu"]
         .iter()
         .find_map(|c| cgroups.v1_dir(c))

@@ -6,8 +6,8 @@ use crate::containerd::handlers::wait_reply;
 use crate::containerd::process_table::record::SpoolWait;
 use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
-use crate::supervisor::epoll::Poller;
-use crate::supervisor::process_stdio::{Stream, Streams};
+use crate::process_core::epoll::Poller;
+use crate::process_core::process_stdio::{Stream, Streams};
 use std::time::{Duration, Instant};
 
 /// How long Waits wait for a spool to drain after the exit: the Go shim's bound on its

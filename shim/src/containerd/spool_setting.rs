@@ -11,7 +11,7 @@
 //! The spool files live (unlinked) in the bundle directory. An exec's streams use their
 //! container's settings.
 
-use crate::supervisor::spool::{self, SpoolConfig, SpoolConfigError, SpoolPolicy};
+use crate::process_core::spool::{self, SpoolConfig, SpoolConfigError, SpoolPolicy};
 use std::collections::HashMap;
 use std::path::Path;
 

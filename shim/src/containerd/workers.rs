@@ -14,7 +14,7 @@ use crate::containerd::call_deadline;
 use crate::containerd::handlers::{Job, Outcome};
 use crate::containerd::process_table::gate::ExitReport;
 use crate::containerd::process_table::ProcKey;
-use crate::supervisor::epoll::Waker;
+use crate::process_core::epoll::Waker;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};

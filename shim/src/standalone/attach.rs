@@ -24,10 +24,11 @@ use super::exit_record::exit_code_of;
 use super::keyed_input::{KeyedInput, Progress};
 use super::raw_mode::RawMode;
 use super::winsize;
-use crate::supervisor::epoll::{Ready, Token};
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-use crate::supervisor::pump::{Direction, Pump};
+use crate::process_core::epoll::{Ready, Token};
+use crate::process_core::event_base::EventBase;
+use crate::process_core::process_stdio::{ProcessStdio, Stream};
+use crate::process_core::pump::{Direction, Pump};
+use crate::standalone::own_fds::OwnFd;
 use fifo::ProcessDir;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
@@ -80,7 +81,7 @@ const SPEC: Spec = Spec {
 const SLOT: u32 = 0;
 /// With detach keys: our stdin is `Token::Stdio(SLOT, Stream::Stdin)` (as its pump would
 /// be) and the process's `stdin` FIFO, written to directly, this one.
-const STDIN_FIFO_TOKEN: Token = Token::Fifo(SLOT);
+const STDIN_FIFO_TOKEN: Token = OwnFd::AttachStdin.token();
 
 /// The signals that detach us; SIGWINCH is handled too, when there is a terminal.
 const DETACH_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];

@@ -6,7 +6,7 @@ use super::args::{self, Spec};
 use super::depot::{live_keeper, live_supervisor, Depot};
 use super::errors::{CliError, CliResult};
 use super::pea::PeaRecord;
-use crate::supervisor::pidfd;
+use crate::process_core::pidfd;
 use fifo::Fate;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -43,7 +43,7 @@ const SPEC: Spec = Spec {
 /// How long supervisors get to go after their processes died: longer than a supervisor
 /// waits for a manager that is taking its spooled output (`DELETE_LINGER`).
 const SUPERVISOR_GRACE: Duration =
-    crate::supervisor::process_stdio::DELETE_LINGER.saturating_add(Duration::from_secs(2));
+    crate::process_core::process_stdio::DELETE_LINGER.saturating_add(Duration::from_secs(2));
 
 /// Runs the subcommand.
 pub fn main(depot: &Depot, argv: &[String]) -> CliResult<()> {

@@ -8,7 +8,7 @@ use super::launch::launch;
 use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
 use super::{external, pea};
-use crate::supervisor::go_json;
+use crate::process_core::go_json;
 use runc_wrapper::ContainerStatus;
 use serde_json::Value;
 use std::io::Read;

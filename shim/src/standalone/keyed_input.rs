@@ -12,8 +12,8 @@
 //! level-triggered, so a call may return early (a read budget) without losing a wakeup.
 
 use super::detach_keys::{DetachKeys, Fed, Matcher};
-use crate::supervisor::epoll::{Poller, Token};
-use crate::supervisor::pump::set_nonblocking;
+use crate::process_core::epoll::{Poller, Token};
+use crate::process_core::pump::set_nonblocking;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -231,13 +231,13 @@ impl KeyedInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process_core::epoll::Ready;
     use crate::standalone::detach_keys;
-    use crate::supervisor::epoll::Ready;
     use nix::fcntl::OFlag;
     use nix::unistd::pipe2;
 
-    const SRC: Token = Token::Fifo(1);
-    const DST: Token = Token::Fifo(2);
+    const SRC: Token = Token::face(250, 1);
+    const DST: Token = Token::face(250, 2);
 
     fn pipe() -> (File, File) {
         let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();

@@ -5,7 +5,7 @@ use super::args::{self, Spec};
 use super::depot::Depot;
 use super::errors::{CliError, CliResult};
 use super::pea::PeaRecord;
-use crate::supervisor::pidfd;
+use crate::process_core::pidfd;
 use nix::sys::signal::Signal;
 use std::str::FromStr;
 

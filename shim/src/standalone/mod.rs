@@ -32,6 +32,7 @@ pub mod keyed_input;
 pub mod kill;
 pub mod launch;
 pub mod output_fifo;
+pub mod own_fds;
 pub mod pea;
 pub mod pty_eof;
 pub mod raw_mode;

@@ -4,10 +4,10 @@
 //! keep-alive read end, so a write never fails with EPIPE while no manager is attached.
 
 use super::errors::{CliError, CliResult};
-use crate::supervisor::epoll::Poller;
-use crate::supervisor::fionread;
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-use crate::supervisor::wiring::Sink;
+use crate::process_core::epoll::Poller;
+use crate::process_core::fionread;
+use crate::process_core::process_stdio::{ProcessStdio, Stream};
+use crate::process_core::wiring::Sink;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};

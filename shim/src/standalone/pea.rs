@@ -12,7 +12,7 @@
 //! one launch path (`supervise/start.rs`), which also ties the pea's life to the outer init.
 
 use super::errors::{CliError, CliResult};
-use crate::supervisor::go_json;
+use crate::process_core::go_json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::os::unix::fs::MetadataExt;

@@ -60,7 +60,7 @@ mod tests {
         tcsetattr(&pty.slave, SetArg::TCSANOW, &raw).unwrap();
         assert_eq!(send(pty.master.as_fd()).unwrap(), Sent::RawMode);
         assert_eq!(
-            crate::supervisor::fionread::pending(pty.slave.as_fd()),
+            crate::process_core::fionread::pending(pty.slave.as_fd()),
             Some(0)
         );
     }

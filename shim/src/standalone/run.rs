@@ -8,7 +8,7 @@ use super::io_owner::{self, IoOwner, GID_FLAG, UID_FLAG};
 use super::launch::launch;
 use super::spool_flags::{self, SpoolFlags};
 use super::supervise::{Kind, Plan};
-use crate::supervisor::go_json;
+use crate::process_core::go_json;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! `run`/`exec --spool-limit N [--spool-policy block|drop-oldest]`: the output spool of
-//! the supervised process (issue 13, [`crate::supervisor::spool`]). While no manager reads,
+//! the supervised process (issue 13, [`crate::process_core::spool`]). While no manager reads,
 //! the process's output goes to a spool file (unlinked, 0600) in its process directory up
 //! to N bytes per stream; at the limit the process blocks (`block`) or the oldest spooled
 //! bytes are dropped (`drop-oldest`), counted in the process directory's `spool-dropped`
@@ -7,8 +7,8 @@
 
 use super::args::Parsed;
 use super::errors::{CliError, CliResult};
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-use crate::supervisor::spool::{self, SpoolConfig, SpoolPolicy};
+use crate::process_core::process_stdio::{ProcessStdio, Stream};
+use crate::process_core::spool::{self, SpoolConfig, SpoolPolicy};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -14,6 +14,8 @@
 #   --out DIR   keep reports and logs there (default: /var/tmp/tether-cri/results/<stamp>)
 #
 # Environment: CRI_CONTAINERD (1.6 | 2.3), CRI_KILL_DELAY_MS (delayed-kill mode: e.g. 300),
+# CRI_UPGRADE_PEER (a second tether build: live-upgrade every tether shim between the two
+# every CRI_UPGRADE_EVERY (2) seconds while critest runs on tether),
 # TETHER_SHIM, CRITEST (default /var/cache/tether/go/cri-tools-v1.37.0/bin/critest),
 # CRI_HANDLERS (default "runc tether"), CRI_CRITEST_TIMEOUT (per handler and run, ginkgo
 # duration, default 30m: a hanging spec must not hold CI for ginkgo's default hour);
@@ -42,9 +44,32 @@ if [ "${1:-}" = --in-bed ]; then
         [ -z "$focus" ] || args+=("-ginkgo.focus=$focus")
         [ -z "$skip" ] || args+=("-ginkgo.skip=$skip")
         say "handler $h: critest ${args[*]}"
+        upgrader=
+        if [ "$h" = tether ] && [ -n "${CRI_UPGRADE_PEER:-}" ]; then
+            # Live upgrades while critest runs: every shim of the bed moves between this
+            # build and the peer build, one upgrade every CRI_UPGRADE_EVERY seconds.
+            a=$(command -v containerd-shim-tether-v2)
+            (
+                i=0
+                while :; do
+                    sleep "${CRI_UPGRADE_EVERY:-2}"
+                    if [ $((i % 2)) = 0 ]; then to=$CRI_UPGRADE_PEER; else to=$a; fi
+                    "$a" upgrade --all --binary "$to" --timeout 5s >>"$out/upgrades.log" 2>&1 || true
+                    i=$((i + 1))
+                done
+            ) &
+            upgrader=$!
+        fi
         t0=$(date +%s)
         "$CRITEST" "${args[@]}" >"$out/$h.log" 2>&1 || true
         t1=$(date +%s)
+        if [ -n "$upgrader" ]; then
+            kill "$upgrader" 2>/dev/null || true
+            wait "$upgrader" 2>/dev/null || true
+            moved=$(grep -c ' -> ' "$out/upgrades.log" 2>/dev/null || true)
+            refused=$(grep -c 'refused\|rolled back\|not asked' "$out/upgrades.log" 2>/dev/null || true)
+            say "handler $h: ${moved:-0} shim upgrades during critest, ${refused:-0} refused (calls in flight) or not asked (shim gone)"
+        fi
         # what the handler left behind; removed so the next handler starts clean
         pods=$(crictl pods -q 2>/dev/null | wc -l)
         ctrs=$(crictl ps -aq 2>/dev/null | wc -l)

@@ -73,7 +73,7 @@ impl Events {
         id: &str,
         bundle: &str,
         rootfs: Vec<containerd_shim_protos::types::mount::Mount>,
-        stdio: &crate::supervisor::stdio::StdioConfig,
+        stdio: &crate::containerd::stdio_uris::StdioConfig,
         checkpoint: &str,
         pid: i32,
     ) {

@@ -20,8 +20,8 @@ use crate::containerd::events::timestamp;
 use crate::containerd::process_table::record::PendingDelete;
 use crate::containerd::process_table::{Missing, ProcKey};
 use crate::containerd::ttrpc::Reply;
-use crate::supervisor::epoll::Poller;
-use crate::supervisor::process_stdio::{Backlog, DeleteLinger, Linger};
+use crate::process_core::epoll::Poller;
+use crate::process_core::process_stdio::{Backlog, DeleteLinger, Linger};
 use containerd_shim_protos::shim::shim as api;
 use std::time::{Duration, Instant, SystemTime};
 

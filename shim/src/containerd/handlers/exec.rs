@@ -4,7 +4,7 @@
 use super::{invalid_id, Shim};
 use crate::containerd::errors::*;
 use crate::containerd::process_table::{LaunchSpec, ProcState, ProcessRecord};
-use crate::supervisor::stdio::StdioConfig;
+use crate::containerd::stdio_uris::StdioConfig;
 use containerd_shim_protos::shim::shim as api;
 use protobuf::well_known_types::empty::Empty;
 
@@ -21,7 +21,7 @@ impl Shim {
         // Decoded as runc (Go) decodes it, so bytes that are not UTF-8 in args or env reach
         // the process as runc would pass them from the original (the spec is re-encoded).
         let mut process: serde_json::Value =
-            serde_json::from_str(&crate::supervisor::go_json::as_go_reads(&spec))
+            serde_json::from_str(&crate::process_core::go_json::as_go_reads(&spec))
                 .map_err(|e| invalid(format!("exec process spec is not valid JSON: {e}")))?;
         let Some(obj) = process.as_object_mut() else {
             return Err(invalid("exec process spec is not a JSON object"));
@@ -78,7 +78,7 @@ impl Shim {
             use std::os::fd::AsFd;
             let w = u16::try_from(r.width).unwrap_or(u16::MAX);
             let h = u16::try_from(r.height).unwrap_or(u16::MAX);
-            crate::supervisor::tty::resize(console.as_fd(), w, h)
+            crate::process_core::tty::resize(console.as_fd(), w, h)
                 .map_err(|e| internal(format!("resize pty: {e}")))?;
         }
         Ok(Empty::new())

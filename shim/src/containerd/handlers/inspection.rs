@@ -98,7 +98,7 @@ impl Shim {
             Err(m) => return Step::Reply(Err(m.into())),
         };
         reply_job(move || {
-            let (type_url, value) = crate::cgroups::metrics::collect_metrics(pid)
+            let (type_url, value) = crate::containerd::cgroups::metrics::collect_metrics(pid)
                 .map_err(|e| internal(format!("stats: {e}")))?;
             let mut any = Any::new();
             any.type_url = type_url;

@@ -3,7 +3,7 @@
 //! the loop; mounting, stdio and runc on a worker.
 
 use super::{invalid_id, work_path, Job, Outcome, Shim, Step};
-use crate::cgroups::oom::OomWatcher;
+use crate::containerd::cgroups::oom::OomWatcher;
 use crate::containerd::errors::*;
 use crate::containerd::events::task_events::event_pid;
 use crate::containerd::options::{decode_options, RuncOptions};
@@ -11,11 +11,13 @@ use crate::containerd::process_table::{
     ContainerRecord, LaunchSpec, Missing, ProcKey, ProcessRecord,
 };
 use crate::containerd::shim::RuncFactory;
+use crate::containerd::stdio_uris::{self as stdio, Prepared, StdioConfig};
 use crate::containerd::ttrpc::Reply;
-use crate::supervisor::epoll::Poller;
-use crate::supervisor::launch::{launch, Committed, ContainerFlags, Launch, LaunchError, LaunchIo};
-use crate::supervisor::process_stdio::ProcessStdio;
-use crate::supervisor::stdio::{self, Prepared, StdioConfig};
+use crate::process_core::epoll::Poller;
+use crate::process_core::launch::{
+    launch, Committed, ContainerFlags, Launch, LaunchError, LaunchIo,
+};
+use crate::process_core::process_stdio::ProcessStdio;
 use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::types::mount::Mount;
 use runc_wrapper::Runc;
@@ -399,13 +401,13 @@ impl RootfsMount {
         }
         let specs: Vec<_> = mounts
             .iter()
-            .map(|m| crate::mount::MountSpec {
+            .map(|m| crate::containerd::mount::MountSpec {
                 kind: m.type_.clone(),
                 source: m.source.clone(),
                 options: m.options.clone(),
             })
             .collect();
-        crate::mount::mount_all(&specs, rootfs).map_err(|e| internal(e.to_string()))?;
+        crate::containerd::mount::mount_all(&specs, rootfs).map_err(|e| internal(e.to_string()))?;
         Ok(RootfsMount(Some(rootfs.to_path_buf())))
     }
 
@@ -424,7 +426,7 @@ impl Drop for RootfsMount {
 
 /// Unmounts what a Create mounted (on failure, and at Delete).
 pub(super) fn unmount(path: &Path) {
-    if let Err(e) = crate::mount::unmount_all(path) {
+    if let Err(e) = crate::containerd::mount::unmount_all(path) {
         log::warn!("unmount {}: {e}", path.display());
     }
 }

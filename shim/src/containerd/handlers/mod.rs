@@ -32,7 +32,7 @@ use crate::containerd::process_table::{Missing, ProcKey};
 use crate::containerd::shim::Shim;
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::ttrpc::Reply;
-use crate::supervisor::epoll::Poller;
+use crate::process_core::epoll::Poller;
 use containerd_shim_protos::shim::shim as api;
 use protobuf::Message;
 use std::path::{Path, PathBuf};

@@ -36,7 +36,7 @@ impl Shim {
             }
             // The loop is the only reaper: this pid has not been reaped (and recycled)
             // unless the record says it exited; the pidfd makes it exact anyway.
-            let sent = crate::supervisor::pidfd::signal_process(p.pidfd.as_ref(), p.pid, signal);
+            let sent = crate::process_core::pidfd::signal_process(p.pidfd.as_ref(), p.pid, signal);
             return Ok(Step::Reply(match sent {
                 Ok(()) => super::encode(Empty::new()),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(already_finished()),

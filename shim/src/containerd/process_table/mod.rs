@@ -24,7 +24,7 @@ pub mod snapshot;
 pub use proc_state::{IllegalTransition, ProcState};
 pub use record::{ContainerRecord, LaunchSpec, ProcKey, ProcessRecord, Waiter};
 
-use crate::supervisor::reaper::ChildExit;
+use crate::process_core::reaper::ChildExit;
 use fifo::ExitRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -360,7 +360,7 @@ impl Table {
             // The kernel does not end them for us: they would outlive their container.
             for exec in container.execs.values().filter_map(|k| self.procs.get(k)) {
                 if let Some(fd) = &exec.pidfd {
-                    let _ = crate::supervisor::pidfd::send_signal(fd, libc::SIGKILL);
+                    let _ = crate::process_core::pidfd::send_signal(fd, libc::SIGKILL);
                 }
             }
             if let Some(procs) = &container.cgroup_procs {

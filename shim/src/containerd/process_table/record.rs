@@ -10,10 +10,10 @@
 
 use super::gate::Gate;
 use super::proc_state::{IllegalTransition, ProcState};
-use crate::cgroups::oom::OomWatcher;
+use crate::containerd::cgroups::oom::OomWatcher;
 use crate::containerd::options::RuncOptions;
-use crate::supervisor::process_stdio::{DeleteLinger, ProcessStdio, Stream};
-use crate::supervisor::stdio::StdioConfig;
+use crate::containerd::stdio_uris::StdioConfig;
+use crate::process_core::process_stdio::{DeleteLinger, ProcessStdio, Stream};
 use fifo::ExitRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

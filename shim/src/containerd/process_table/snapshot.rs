@@ -9,12 +9,12 @@
 
 use super::record::{ExitWait, SpoolWait, Stdin};
 use super::{ContainerRecord, LaunchSpec, ProcKey, ProcState, ProcessRecord, Table, Waiter};
-use crate::cgroups::oom::{OomSnapshot, OomWatcher};
+use crate::containerd::cgroups::oom::{OomSnapshot, OomWatcher};
 use crate::containerd::options::RuncOptions;
 use crate::containerd::shim::RuncFactory;
-use crate::supervisor::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
-use crate::supervisor::process_stdio::{ProcessStdio, ProcessStdioSnapshot, Stream};
-use crate::supervisor::stdio::StdioConfig;
+use crate::containerd::stdio_uris::StdioConfig;
+use crate::process_core::carried_fds::{at_offset, offset_of, CarryError, FdsIn, FdsOut};
+use crate::process_core::process_stdio::{ProcessStdio, ProcessStdioSnapshot, Stream};
 use fifo::ExitRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::supervisor::stdio::StdioConfig;
+use crate::containerd::stdio_uris::StdioConfig;
 
 fn container(id: &str) -> ContainerRecord {
     ContainerRecord {
@@ -199,10 +199,10 @@ fn keys_are_not_reused_while_their_process_lives() {
 mod round_trip {
     use super::*;
     use crate::containerd::shim::RuncFactory;
-    use crate::supervisor::carried_fds::{FdsIn, FdsOut};
-    use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-    use crate::supervisor::pump::{Direction, Pump};
-    use crate::supervisor::spool::{Spool, SpoolPolicy};
+    use crate::process_core::carried_fds::{FdsIn, FdsOut};
+    use crate::process_core::process_stdio::{ProcessStdio, Stream};
+    use crate::process_core::pump::{Direction, Pump};
+    use crate::process_core::spool::{Spool, SpoolPolicy};
     use snapshot::TableSnapshot;
     use std::fs::File;
     use std::time::{Duration, Instant};

@@ -2,12 +2,13 @@
 //! reading and decoding requests, writing replies, and holding off a connection (or all)
 //! whose client sends more calls than the bounds allow.
 
+use super::fds::ShimFd;
 use super::EventLoop;
 use crate::containerd::call::CallRef;
 use crate::containerd::call_deadline;
 use crate::containerd::task_call::TaskCall;
 use crate::containerd::ttrpc::{Connection, Reply};
-use crate::supervisor::epoll::{Ready, Token};
+use crate::process_core::epoll::Ready;
 use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -46,7 +47,7 @@ impl EventLoop {
                             if self
                                 .base
                                 .poller()
-                                .add_readable(conn.stream().as_fd(), Token::Conn(n))
+                                .add_readable(conn.stream().as_fd(), ShimFd::Conn(n).token())
                                 .is_ok()
                             {
                                 self.conns.insert(n, conn);
@@ -88,7 +89,7 @@ impl EventLoop {
             if let Err(e) = self
                 .base
                 .poller()
-                .add_readable(self.listener.as_fd(), Token::Listener)
+                .add_readable(self.listener.as_fd(), ShimFd::Listener.token())
             {
                 log::warn!("listener: {e}");
             }
@@ -217,11 +218,12 @@ impl EventLoop {
         if read == conn.reading && write == conn.writing {
             return;
         }
-        match self
-            .base
-            .poller()
-            .set_interest(conn.stream().as_fd(), Token::Conn(n), read, write)
-        {
+        match self.base.poller().set_interest(
+            conn.stream().as_fd(),
+            ShimFd::Conn(n).token(),
+            read,
+            write,
+        ) {
             Ok(()) => {
                 conn.reading = read;
                 conn.writing = write;

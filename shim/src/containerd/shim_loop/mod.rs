@@ -9,6 +9,7 @@
 
 mod calls;
 mod connections;
+pub mod fds;
 mod resume;
 mod upgrade;
 
@@ -20,10 +21,11 @@ use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::{RuncFactory, Shim};
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::workers::{Completions, WorkerPool};
-use crate::supervisor::epoll::{Ready, Token, Waker};
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::reaper::Reaper;
-use crate::supervisor::signals;
+use crate::process_core::epoll::{Ready, Token, Waker};
+use crate::process_core::event_base::EventBase;
+use crate::process_core::reaper::Reaper;
+use crate::process_core::signals;
+use fds::ShimFd;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::AsFd;
@@ -87,7 +89,7 @@ pub fn run(
     base.poller().add_readable(waker.as_fd(), Token::Waker)?;
     listener.set_nonblocking(true)?;
     base.poller()
-        .add_readable(listener.as_fd(), Token::Listener)?;
+        .add_readable(listener.as_fd(), ShimFd::Listener.token())?;
 
     let events_address = events_address();
     let publisher =
@@ -178,7 +180,6 @@ impl EventLoop {
 
     fn dispatch(&mut self, r: Ready) {
         match r.token {
-            Token::Listener => self.accept(),
             Token::Waker => self.completions.waker().drain(),
             Token::Signals => {
                 for sig in self.base.signals() {
@@ -191,13 +192,15 @@ impl EventLoop {
                     }
                 }
             }
-            Token::Conn(n) => self.on_conn(n, r),
             Token::Stdio(key, stream) => {
                 self.shim.on_stdio(ProcKey(key), stream, self.base.poller())
             }
-            Token::Oom(key) => self.shim.check_oom(ProcKey(key), self.base.poller()),
-            // The containerd face reads no request FIFOs of its own.
-            Token::Fifo(_) => {}
+            Token::Face(f) => match ShimFd::from_face(f) {
+                Some(ShimFd::Listener) => self.accept(),
+                Some(ShimFd::Conn(n)) => self.on_conn(n, r),
+                Some(ShimFd::Oom(key)) => self.shim.check_oom(ProcKey(key), self.base.poller()),
+                None => {}
+            },
         }
         self.write_answers();
     }

@@ -3,6 +3,7 @@
 //! image comes back when the new one failed (a rollback: the same state, answered as
 //! rolled back).
 
+use super::fds::ShimFd;
 use super::EventLoop;
 use crate::containerd::events::{Events, Publisher};
 use crate::containerd::flags::Flags;
@@ -10,13 +11,13 @@ use crate::containerd::process_table::{ProcKey, Table};
 use crate::containerd::shim::{RuncFactory, Shim};
 use crate::containerd::ttrpc::Connection;
 use crate::containerd::upgrade::protocol::{version_line, Fault, Outcome, UpgradeReport};
-use crate::supervisor::rollback;
 use crate::containerd::upgrade::state::SavedShim;
-use crate::supervisor::carried_fds::{at_offset, CarryError, FdsIn};
-use crate::supervisor::epoll::{Token, Waker};
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::reaper::Reaper;
-use crate::supervisor::signals;
+use crate::process_core::carried_fds::{at_offset, CarryError, FdsIn};
+use crate::process_core::epoll::{Token, Waker};
+use crate::process_core::event_base::EventBase;
+use crate::process_core::reaper::Reaper;
+use crate::process_core::rollback;
+use crate::process_core::signals;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
 use std::os::unix::net::UnixListener;
@@ -75,7 +76,7 @@ fn rebuild(
     let listener = UnixListener::from(fds.take(saved.listener)?);
     listener.set_nonblocking(true)?;
     base.poller()
-        .add_readable(listener.as_fd(), Token::Listener)?;
+        .add_readable(listener.as_fd(), ShimFd::Listener.token())?;
     let namespace = flags.namespace.clone();
     let events_address = super::events_address();
     let publisher = events_address.as_deref().and_then(|addr| {
@@ -103,7 +104,7 @@ fn rebuild(
         let conn = Connection::restore(c, &mut fds)?;
         ev.base
             .poller()
-            .add_readable(conn.stream().as_fd(), Token::Conn(n))?;
+            .add_readable(conn.stream().as_fd(), ShimFd::Conn(n).token())?;
         ev.conns.insert(n, conn);
     }
     // The old image's own descriptor: kept only for a rollback, which is over now.
@@ -123,7 +124,7 @@ fn rebuild(
     }
     let (conn, stream) = saved.upgrade_call;
     let pause_us =
-        crate::supervisor::carried_fds::monotonic_ns().saturating_sub(saved.paused_at_ns) / 1000;
+        crate::process_core::carried_fds::monotonic_ns().saturating_sub(saved.paused_at_ns) / 1000;
     let outcome = match &rolled_back {
         None => Outcome::Upgraded,
         Some(why) => Outcome::RolledBack(why.clone()),

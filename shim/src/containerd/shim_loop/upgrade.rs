@@ -11,7 +11,7 @@ use crate::containerd::events::Publisher;
 use crate::containerd::ttrpc::{status, Reply};
 use crate::containerd::upgrade::protocol::{version_line, Outcome, UpgradeReport, UpgradeRequest};
 use crate::containerd::upgrade::state::{self, SavedShim, FORMAT, ROLLBACK_ENV, STATE_FD_ENV};
-use crate::supervisor::carried_fds::{offset_of, FdsOut};
+use crate::process_core::carried_fds::{offset_of, FdsOut};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};

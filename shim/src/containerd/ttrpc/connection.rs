@@ -225,7 +225,7 @@ pub struct ConnectionSnapshot {
 impl Connection {
     /// The connection's state; its socket is named in `fds`. Calls in flight are not
     /// carried: a connection is saved only when it has none.
-    pub fn save(&self, fds: &mut crate::supervisor::carried_fds::FdsOut) -> ConnectionSnapshot {
+    pub fn save(&self, fds: &mut crate::process_core::carried_fds::FdsOut) -> ConnectionSnapshot {
         ConnectionSnapshot {
             fd: fds.carry(&self.stream),
             unread: self.rbuf.clone(),
@@ -236,11 +236,11 @@ impl Connection {
     /// The connection [`Connection::save`] described, its socket taken from `fds`.
     pub fn restore(
         s: ConnectionSnapshot,
-        fds: &mut crate::supervisor::carried_fds::FdsIn,
-    ) -> Result<Connection, crate::supervisor::carried_fds::CarryError> {
+        fds: &mut crate::process_core::carried_fds::FdsIn,
+    ) -> Result<Connection, crate::process_core::carried_fds::CarryError> {
         let stream = UnixStream::from(fds.take(s.fd)?);
         let mut conn = Connection::new(stream).map_err(|source| {
-            crate::supervisor::carried_fds::CarryError::Rebuild {
+            crate::process_core::carried_fds::CarryError::Rebuild {
                 what: "a ttrpc connection",
                 source,
             }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub const FORMAT: u32 = 1;
 /// The oldest format this binary takes over.
 pub const MIN_FORMAT: u32 = 1;
-pub use crate::supervisor::rollback::{ROLLBACK_ENV, STATE_FD_ENV};
+pub use crate::process_core::rollback::{ROLLBACK_ENV, STATE_FD_ENV};
 /// Most bytes a state may take (a shim with hundreds of processes writes a few hundred
 /// KiB).
 const MAX_STATE: u64 = 64 << 20;
@@ -83,7 +83,7 @@ impl SavedShim {
     }
 }
 
-pub use crate::supervisor::carried_fds::monotonic_ns;
+pub use crate::process_core::carried_fds::monotonic_ns;
 
 /// Writes `state` into a new memfd (close-on-exec: the caller clears that right before
 /// `execve`).

@@ -19,14 +19,15 @@
 //! process, running or a zombie, is the keeper's to reap, and nobody else's.
 
 use super::link::{self, Message, Output, Received, Role};
+use crate::process_core::epoll::{Ready, Token};
+use crate::process_core::event_base::EventBase;
+use crate::process_core::process_stdio::{ProcessStdio, Stream};
+use crate::process_core::pump::{Direction, Pump};
+use crate::process_core::reaper::{ChildExit, Reaper};
+use crate::process_core::signals;
 use crate::standalone::output_fifo::{close_delivered, OutputFifo, DRAIN_GRACE, LINGER_POLL};
+use crate::standalone::own_fds::OwnFd;
 use crate::standalone::supervisor_log;
-use crate::supervisor::epoll::{Ready, Token};
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::process_stdio::{ProcessStdio, Stream};
-use crate::supervisor::pump::{Direction, Pump};
-use crate::supervisor::reaper::{ChildExit, Reaper};
-use crate::supervisor::signals;
 use fifo::{ExitRecord, PinnedDir, ProcessDir};
 use nix::sys::signal::Signal;
 use std::fs::File;
@@ -35,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Tokens of the keeper's own descriptors.
-const LINK: u32 = 0;
-const OUTER_INIT: u32 = 1;
+const LINK: Token = OwnFd::KeeperLink.token();
+const OUTER_INIT: Token = OwnFd::OuterInit.token();
 /// The process's slot in its pumps' tokens.
 const SLOT: u32 = 0;
 
@@ -157,11 +158,7 @@ pub(super) fn keep(link: OwnedFd, supervisor: i32, origin: PathBuf) -> i32 {
         // Without a loop the keeper can keep nothing: it goes, the supervisor stays.
         Err(_) => return 1,
     };
-    if base
-        .poller()
-        .add_readable(link.as_fd(), Token::Fifo(LINK))
-        .is_err()
-    {
+    if base.poller().add_readable(link.as_fd(), LINK).is_err() {
         return 1;
     }
     let mut keeper = Keeper {
@@ -194,8 +191,8 @@ impl Keeper {
             for ev in &events {
                 match ev.token {
                     Token::Signals => self.on_signals(),
-                    Token::Fifo(LINK) => self.on_link(),
-                    Token::Fifo(OUTER_INIT) => self.on_outer_exit(),
+                    LINK => self.on_link(),
+                    OUTER_INIT => self.on_outer_exit(),
                     Token::Stdio(_, stream) => {
                         self.stdio.run(self.base.poller(), stream);
                     }
@@ -312,10 +309,7 @@ impl Keeper {
         }
         self.stdio.run_all(self.base.poller());
         if let Some(outer) = &self.kept.outer {
-            let _ = self
-                .base
-                .poller()
-                .add_readable(outer.as_fd(), Token::Fifo(OUTER_INIT));
+            let _ = self.base.poller().add_readable(outer.as_fd(), OUTER_INIT);
         }
     }
 

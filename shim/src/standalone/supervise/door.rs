@@ -6,9 +6,10 @@
 //! travels across an upgrade by number.
 
 use crate::containerd::upgrade::protocol::{version_line, Outcome, UpgradeReport, UpgradeRequest};
+use crate::process_core::carried_fds::monotonic_ns;
+use crate::process_core::epoll::Poller;
+use crate::standalone::own_fds::OwnFd;
 use crate::standalone::upgrade::wire::{self, WireError};
-use crate::supervisor::carried_fds::monotonic_ns;
-use crate::supervisor::epoll::{Poller, Token};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -34,7 +35,8 @@ pub(super) struct Asked {
 #[derive(Debug)]
 pub(super) struct Door {
     listener: OwnedFd,
-    /// Accepted callers whose request has not arrived yet, under `Token::Conn(n)`.
+    /// Accepted callers whose request has not arrived yet, under `OwnFd::UpgradeCaller`'s
+    /// `n`th token.
     waiting: Vec<(u32, OwnedFd)>,
     next: u32,
     asked: Option<Asked>,
@@ -65,7 +67,7 @@ impl Door {
     }
 
     pub fn register(&self, poller: &Poller) -> io::Result<()> {
-        poller.add_readable(self.listener.as_fd(), Token::Listener)
+        poller.add_readable(self.listener.as_fd(), OwnFd::UpgradeDoor.token())
     }
 
     /// The listener is readable: accepts every caller waiting.
@@ -88,7 +90,7 @@ impl Door {
                 Arrival::NotYet => {
                     let n = self.next;
                     self.next = self.next.wrapping_add(1);
-                    match poller.add_readable(conn.as_fd(), Token::Conn(n)) {
+                    match poller.add_readable(conn.as_fd(), OwnFd::UpgradeCaller.nth(n)) {
                         Ok(()) => self.waiting.push((n, conn)),
                         Err(e) => log::warn!("upgrade.sock: epoll: {e}"),
                     }

@@ -4,12 +4,13 @@
 
 use super::state::MonoTime;
 use super::Supervisor;
+use crate::process_core::epoll::{Ready, Token};
+use crate::process_core::process_stdio::{DeleteLinger, Linger, Stream};
+use crate::process_core::tty;
 use crate::standalone::control::Request;
 use crate::standalone::output_fifo::{close_delivered, DRAIN_GRACE, LINGER_POLL};
+use crate::standalone::own_fds::OwnFd;
 use crate::standalone::pty_eof;
-use crate::supervisor::epoll::{Ready, Token};
-use crate::supervisor::process_stdio::{DeleteLinger, Linger, Stream};
-use crate::supervisor::tty;
 use fifo::ExitRecord;
 use nix::sys::signal::Signal;
 use std::io::Read;
@@ -19,20 +20,21 @@ use std::time::Instant;
 /// The process's slot in its pumps' tokens: the supervisor has one.
 const SLOT: u32 = 0;
 /// Tokens of the winsz and control FIFOs, and of a pea's watch on the outer init.
-const WINSZ: u32 = 0;
-const CONTROL_FIFO: u32 = 1;
-const OUTER_INIT: u32 = 2;
+const WINSZ: Token = OwnFd::Winsz.token();
+const CONTROL_FIFO: Token = OwnFd::Control.token();
+const OUTER_INIT: Token = OwnFd::OuterInit.token();
+const UPGRADE_DOOR: Token = OwnFd::UpgradeDoor.token();
 
 impl Supervisor {
     pub(super) fn register(&mut self) -> std::io::Result<()> {
         let poller = self.base.poller();
         self.stdio.register(poller, SLOT).map_err(|u| u.error)?;
         if let Some(h) = &self.holds {
-            poller.add_readable(h.winsz.as_fd(), Token::Fifo(WINSZ))?;
-            poller.add_readable(h.control.as_fd(), Token::Fifo(CONTROL_FIFO))?;
+            poller.add_readable(h.winsz.as_fd(), WINSZ)?;
+            poller.add_readable(h.control.as_fd(), CONTROL_FIFO)?;
         }
         if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
-            poller.add_readable(outer.as_fd(), Token::Fifo(OUTER_INIT))?;
+            poller.add_readable(outer.as_fd(), OUTER_INIT)?;
         }
         if let Some(d) = &self.door {
             d.register(poller)?;
@@ -62,13 +64,16 @@ impl Supervisor {
             for ev in &events {
                 match ev.token {
                     Token::Signals => self.on_signals(),
-                    Token::Fifo(WINSZ) => self.on_winsz(),
-                    Token::Fifo(CONTROL_FIFO) => self.on_control(),
-                    Token::Fifo(OUTER_INIT) => self.on_outer_exit(),
+                    WINSZ => self.on_winsz(),
+                    CONTROL_FIFO => self.on_control(),
+                    OUTER_INIT => self.on_outer_exit(),
                     Token::Stdio(_, stream) => self.run_stream(stream),
-                    Token::Listener => self.on_door(),
-                    Token::Conn(n) => self.on_asker(n),
-                    _ => {}
+                    UPGRADE_DOOR => self.on_door(),
+                    other => {
+                        if let Some(n) = OwnFd::UpgradeCaller.index_of(other) {
+                            self.on_asker(n);
+                        }
+                    }
                 }
             }
             for stream in self.stdio.due_rechecks(Instant::now()) {

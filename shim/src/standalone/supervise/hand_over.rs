@@ -11,11 +11,11 @@
 use super::door::{self, Asked};
 use super::Supervisor;
 use crate::containerd::upgrade::protocol::{version_line, Outcome};
+use crate::process_core::carried_fds::{monotonic_ns, FdsOut};
+use crate::process_core::upgrade_exec;
 use crate::standalone::upgrade::saved::{
     self, FifoEnds, HoldsSnapshot, PeaSnapshot, SavedSupervisor, SupervisorSnapshot, FACE, FORMAT,
 };
-use crate::supervisor::carried_fds::{monotonic_ns, FdsOut};
-use crate::supervisor::upgrade_exec;
 use std::path::Path;
 use std::time::Instant;
 

@@ -8,7 +8,7 @@
 //!    `stdin`, `winsz` and `control` as read ends plus a held write end (so they never
 //!    reach EOF between two managers); `control` (requests such as `close-stdin`, see
 //!    [`super::control`]) and, for a tty process, the `tty` marker are created here;
-//! 2. starts the process with runc through the core's launch ([`crate::supervisor::launch`]:
+//! 2. starts the process with runc through the core's launch ([`crate::process_core::launch`]:
 //!    `create`+`start` for a container's init, `exec -d` for a process in a running
 //!    container, `run -d` for a pea), `--pid-file <dir>/pidfile`, runc's log in
 //!    `<dir>/log.json`, through a runc monitor that shares the reaper; until it has
@@ -71,10 +71,10 @@ use super::errors::{CliError, CliResult};
 use super::keeper::{self, KeeperLink};
 use super::output_fifo::OutputFifo;
 use super::spool_flags;
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::process_stdio::ProcessStdio;
-use crate::supervisor::reaper::Reaper;
-use crate::supervisor::signals;
+use crate::process_core::event_base::EventBase;
+use crate::process_core::process_stdio::ProcessStdio;
+use crate::process_core::reaper::Reaper;
+use crate::process_core::signals;
 use fifo::{PinnedDir, ProcessDir, WinszDecoder};
 use state::SupervisorState;
 use std::fs::File;

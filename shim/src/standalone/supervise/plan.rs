@@ -153,7 +153,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::spool::SpoolPolicy;
+    use crate::process_core::spool::SpoolPolicy;
 
     fn depot() -> Depot {
         Depot::new(

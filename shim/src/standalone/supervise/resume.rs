@@ -5,7 +5,7 @@
 //! back when the new one failed (a rollback: the same state, answered as rolled back).
 //!
 //! Until the new image serves, a failure must not leave the process without its
-//! supervisor: a crash re-executes the old image (`supervisor::rollback`, armed first
+//! supervisor: a crash re-executes the old image (`process_core::rollback`, armed first
 //! thing), and so does a state that cannot be taken over, after the descriptors taken so
 //! far are put back at their numbers (`carried_fds::Spares`). Only if even that fails does
 //! the supervisor exit; its keeper then takes the process over as after any supervisor's
@@ -14,16 +14,16 @@
 use super::door::{self, Door};
 use super::{Kind, PeaTies, Plan, RunningHolds, Supervisor};
 use crate::containerd::upgrade::protocol::{version_line, Fault, Outcome, UpgradeReport};
+use crate::process_core::carried_fds::{monotonic_ns, CarryError, FdsIn};
+use crate::process_core::event_base::EventBase;
+use crate::process_core::process_stdio::ProcessStdio;
+use crate::process_core::reaper::Reaper;
+use crate::process_core::{rollback, signals};
 use crate::standalone::keeper::KeeperLink;
 use crate::standalone::output_fifo::OutputFifo;
 use crate::standalone::spool_flags::DropReport;
 use crate::standalone::supervisor_log;
 use crate::standalone::upgrade::saved::{SavedError, SavedSupervisor, ROLLBACK_ENV, STATE_FD_ENV};
-use crate::supervisor::carried_fds::{monotonic_ns, CarryError, FdsIn};
-use crate::supervisor::event_base::EventBase;
-use crate::supervisor::process_stdio::ProcessStdio;
-use crate::supervisor::reaper::Reaper;
-use crate::supervisor::{rollback, signals};
 use fifo::{PinnedDir, ProcessDir};
 use std::fs::File;
 use std::os::fd::{OwnedFd, RawFd};

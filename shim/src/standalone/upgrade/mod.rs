@@ -13,7 +13,7 @@
 //! The supervisor's side is in `supervise`: `door` (the socket in its loop), `hand_over`
 //! (the old image: save, dry run, `execve`) and `resume` (the new image: rebuild, answer,
 //! serve on; or go back to the old image). The dry run and the `execve` are the core's
-//! (`supervisor::upgrade_exec`), as are the carried descriptors and the rollback.
+//! (`process_core::upgrade_exec`), as are the carried descriptors and the rollback.
 //! `docs/upgrade.md` describes the whole.
 
 pub mod ask;

@@ -1,6 +1,6 @@
 //! The state a standalone supervisor hands to the image it re-executes: plain data (JSON)
 //! in a memfd whose number the new image finds in [`STATE_FD_ENV`]. Descriptors are named
-//! by number and all listed in [`SavedSupervisor::fds`] (`supervisor::carried_fds`);
+//! by number and all listed in [`SavedSupervisor::fds`] (`process_core::carried_fds`);
 //! moments are offsets in milliseconds from the save, or points on `CLOCK_MONOTONIC`
 //! (which goes on across `execve`).
 //!
@@ -15,10 +15,10 @@
 //! (`tests/fixtures/supervisor-state-v1.json`).
 
 use crate::containerd::upgrade::protocol::{Fault, UpgradeRequest};
+use crate::process_core::process_stdio::ProcessStdioSnapshot;
+pub use crate::process_core::rollback::{ROLLBACK_ENV, STATE_FD_ENV};
 use crate::standalone::control;
 use crate::standalone::supervise::state::SupervisorState;
-use crate::supervisor::process_stdio::ProcessStdioSnapshot;
-pub use crate::supervisor::rollback::{ROLLBACK_ENV, STATE_FD_ENV};
 use fifo::WinszDecoder;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
