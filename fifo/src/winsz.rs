@@ -28,7 +28,7 @@ pub fn encode_winsz(size: WindowSize) -> String {
 }
 
 /// Where the decoder stands between two bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum State {
     /// Between objects.
     #[default]
@@ -41,8 +41,9 @@ enum State {
 }
 
 /// Incremental decoder for the `winsz` FIFO stream. Memory use is bounded by
-/// [`MAX_WINSZ_OBJECT`] whatever it is fed.
-#[derive(Debug, Default)]
+/// [`MAX_WINSZ_OBJECT`] whatever it is fed. Plain data (serde): a supervisor carries an
+/// object read in part across a live upgrade.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WinszDecoder {
     state: State,
     /// The current object, from its '{', while `state` is `InObject`.

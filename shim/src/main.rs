@@ -10,7 +10,7 @@ use tether_shim::containerd::address::AddressError;
 use tether_shim::containerd::bootstrap::BootstrapError;
 use tether_shim::containerd::flags::{self, Action, Flags, FlagsError};
 use tether_shim::containerd::info::InfoError;
-use tether_shim::{containerd, logger, malloc_arenas, standalone};
+use tether_shim::{containerd, logger, malloc_arenas, standalone, upgrade_check, upgrade_command};
 
 /// Why a containerd-face action failed (printed on stderr, exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +43,8 @@ fn main() -> ExitCode {
         return ExitCode::from(standalone::cli::main(&args));
     }
     match args.first().map(String::as_str) {
-        Some("upgrade") => return ExitCode::from(containerd::upgrade::command::main(&args[1..])),
-        Some("upgrade-check") => return upgrade_check(),
+        Some("upgrade") => return ExitCode::from(upgrade_command::main(&args[1..])),
+        Some("upgrade-check") => return ExitCode::from(upgrade_check::main()),
         _ => {}
     }
     let (flags, action) = match flags::parse(&args) {
@@ -79,28 +79,6 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("containerd-shim-tether-v2: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The dry run of a live upgrade: reads the state the running shim would hand over from
-/// stdin and says whether this binary can take it over (`ok <version>`, exit 0) or why
-/// not (exit 1). Touches nothing.
-fn upgrade_check() -> ExitCode {
-    use containerd::upgrade::{protocol, state};
-    match state::read_from(std::io::stdin().lock()) {
-        Ok(s) => {
-            println!(
-                "ok {} takes over format {} from {}",
-                protocol::version_line(),
-                s.format,
-                s.saved_by
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -117,6 +117,55 @@ impl FdsIn {
     }
 }
 
+/// Copies of every descriptor a saved state lists, made before the new image takes any.
+/// Should taking the state over fail midway, what was built from the descriptors taken so
+/// far is dropped with the error, closing them; [`Spares::put_back`] puts a copy at each
+/// listed number again, so that the old image, executed again
+/// (`process_core::rollback::back`), finds every descriptor where the state says.
+#[derive(Debug)]
+pub struct Spares {
+    copies: Vec<(RawFd, OwnedFd)>,
+}
+
+impl FdsIn {
+    /// A copy of every listed descriptor (close-on-exec, at numbers of the kernel's
+    /// choosing). Errors: a listed number that is not open, or no descriptor left.
+    pub fn spares(&self) -> Result<Spares, CarryError> {
+        let copies = self
+            .listed
+            .iter()
+            .map(|&fd| {
+                let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+                    .map_err(|e| CarryError::NotOpen {
+                        fd,
+                        source: io::Error::from(e),
+                    })?;
+                // SAFETY: F_DUPFD_CLOEXEC has just made `copy`, a new descriptor nobody
+                // else refers to.
+                Ok((fd, unsafe { OwnedFd::from_raw_fd(copy) }))
+            })
+            .collect::<Result<_, CarryError>>()?;
+        Ok(Spares { copies })
+    }
+}
+
+impl Spares {
+    /// Puts each copy back at the number the state lists it under (whatever holds that
+    /// number now is closed: the process is about to execute the old image). Goes on past
+    /// a failure and returns the first.
+    pub fn put_back(&self) -> io::Result<()> {
+        let mut first = Ok(());
+        for (fd, copy) in &self.copies {
+            if let Err(e) = nix::unistd::dup2(copy.as_raw_fd(), *fd) {
+                if first.is_ok() {
+                    first = Err(io::Error::from(e));
+                }
+            }
+        }
+        first
+    }
+}
+
 fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor number with integer arguments only; a number that is
     // not open fails with EBADF and changes nothing.
@@ -189,6 +238,45 @@ mod tests {
         assert!(matches!(fds.take(n), Err(CarryError::TakenTwice(_))));
         assert!(matches!(fds.take(n + 1000), Err(CarryError::NotListed(_))));
         assert!(fds.untaken().is_empty());
+    }
+
+    #[test]
+    fn spares_put_taken_and_dropped_descriptors_back_at_their_numbers() {
+        use std::io::{Read, Write};
+        // High numbers: other tests' threads, which take the lowest free ones, never get
+        // them between the drop and the putting back.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let high = |fd: &OwnedFd| {
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(700)).unwrap()
+        };
+        let (rn, wn) = (high(&r), high(&w));
+        drop((r, w));
+        let mut out = FdsOut::default();
+        // SAFETY: the two numbers were just made by F_DUPFD_CLOEXEC (this test owns them) and are
+        // handed over here, as across execve.
+        let (rh, wh) = unsafe { (OwnedFd::from_raw_fd(rn), OwnedFd::from_raw_fd(wn)) };
+        out.carry(&rh);
+        out.carry(&wh);
+        std::mem::forget((rh, wh));
+        let mut fds = FdsIn::new(out.fds());
+        let spares = fds.spares().unwrap();
+        // Taken, then dropped with a failed rebuild: closed.
+        drop(fds.take(rn).unwrap());
+        drop(fds.take(wn).unwrap());
+        assert!(nix::fcntl::fcntl(rn, nix::fcntl::FcntlArg::F_GETFD).is_err());
+        spares.put_back().unwrap();
+        // The same pipe is at the same numbers again.
+        let mut again = FdsIn::new(&[rn, wn]);
+        let mut w = std::fs::File::from(again.take(wn).unwrap());
+        let mut r = std::fs::File::from(again.take(rn).unwrap());
+        w.write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+        assert!(matches!(
+            FdsIn::new(&[900_001]).spares(),
+            Err(CarryError::NotOpen { fd: 900_001, .. })
+        ));
     }
 
     #[test]

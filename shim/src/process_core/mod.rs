@@ -27,4 +27,5 @@ pub mod signals;
 pub mod spool;
 pub mod stream;
 pub mod tty;
+pub mod upgrade_exec;
 pub mod wiring;

@@ -34,6 +34,9 @@ const CRASH_SIGNALS: [libc::c_int; 5] = [
 /// What the handler needs, built before it can run (no allocation in the handler).
 struct Prepared {
     image: RawFd,
+    /// The state's memfd (the new image's start may already have taken its number out of
+    /// the environment: [`back`] must not look for it there).
+    state_fd: RawFd,
     /// Descriptors to keep across the re-execution (the taking-over clears
     /// close-on-exec again on those it took).
     fds: Vec<RawFd>,
@@ -88,6 +91,7 @@ pub fn arm(image: RawFd, state_fd: RawFd, fds: &[RawFd]) {
     fds.push(image);
     let mut p = Box::new(Prepared {
         image,
+        state_fd,
         fds,
         argv: pointers(&argv),
         _argv: argv,
@@ -148,11 +152,7 @@ pub fn back(reason: &str) -> std::io::Error {
     // SAFETY: `p` stays valid while armed; only this thread changes it.
     let p = unsafe { &mut *p };
     let last = p.envs.len() - 1;
-    let state_fd = std::env::var(STATE_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
-    let env = env_with(state_fd, reason);
+    let env = env_with(p.state_fd, reason);
     p.envs[last] = pointers(&env);
     p._envs[last] = env;
     exec_old(p, last);

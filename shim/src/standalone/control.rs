@@ -48,7 +48,8 @@ impl Request {
 }
 
 /// Splits the byte stream read from the FIFO into requests, whatever the reads' sizes.
-#[derive(Debug, Default)]
+/// Plain data (serde): a supervisor carries a line read in part across a live upgrade.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decoder {
     line: Vec<u8>,
     /// Dropping the rest of an over-long line.

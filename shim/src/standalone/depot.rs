@@ -13,6 +13,7 @@
 //!       exitcode pidfile log.json        files
 //!       supervisor.pid                   the pid of the process's supervisor
 //!       control                          FIFO: requests to the supervisor (`close-stdin`)
+//!       upgrade.sock                     socket, root's: live upgrade requests (`upgrade`)
 //!       tty                              empty marker: the process has a terminal
 //!       starttime                        "<pid> <start ticks>": the process, not a recycled pid
 //!       supervisor.log                   the supervisor's warnings, made on the first one

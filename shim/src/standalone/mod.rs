@@ -42,6 +42,7 @@ pub mod started;
 pub mod status;
 pub mod supervise;
 pub mod supervisor_log;
+pub mod upgrade;
 pub mod wait;
 pub mod winsize;
 

@@ -55,6 +55,14 @@ impl OutputFifo {
         ))
     }
 
+    /// Each end while open, the write end first (to carry them across a live upgrade).
+    pub fn parts(&self) -> (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>) {
+        (
+            self.writer.as_ref().map(AsFd::as_fd),
+            self.keepalive.as_ref().map(AsFd::as_fd),
+        )
+    }
+
     /// Where the pump from the process delivers: a copy of the write end (the keep-alive
     /// read end is held here, not by the pump).
     pub fn sink(&self) -> CliResult<Sink> {

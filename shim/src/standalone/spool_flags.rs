@@ -110,6 +110,20 @@ impl DropReport {
         }
     }
 
+    /// A report carried across a live upgrade: the counts [`DropReport::counts`] gave.
+    pub fn with_counts(dir: &Path, written: [u64; 2], seen: [u64; 2]) -> Self {
+        DropReport {
+            written,
+            seen,
+            ..DropReport::new(dir)
+        }
+    }
+
+    /// The counts last written and the highest seen, per output stream.
+    pub fn counts(&self) -> ([u64; 2], [u64; 2]) {
+        (self.written, self.seen)
+    }
+
     /// Takes in the counts of `stdio`'s spools; rewrites the file when they changed (at
     /// most every 200 ms).
     pub fn update(&mut self, stdio: &ProcessStdio) {

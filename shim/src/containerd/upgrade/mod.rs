@@ -13,7 +13,8 @@
 //! - `supervisor::rollback` (shared with the standalone face): while the new image takes
 //!   over, a crash re-executes the old image (kept open across the `execve`) with the same
 //!   state.
-//! - [`command`]: `containerd-shim-tether-v2 upgrade`, the operator's command.
+//! - [`command`]: the shim's half of the operator's `containerd-shim-tether-v2 upgrade`
+//!   (`crate::upgrade_command`): finding the running shims, asking one.
 //!
 //! The loop's side (waiting for the calls in flight, the dry run, the `execve`, and
 //! rebuilding the loop in the new image) is in `shim_loop::upgrade` and

@@ -28,6 +28,9 @@ pub struct UpgradeRequest {
 pub enum Fault {
     /// The new image aborts right after it has taken the state over.
     AbortAfterExec,
+    /// The new image fails to take the state over once it has taken its descriptors, as
+    /// one that cannot use the state would (standalone supervisors only).
+    FailAfterExec,
 }
 
 /// How it went.

@@ -79,9 +79,20 @@ pub struct KeeperLink {
 }
 
 impl KeeperLink {
+    /// The link carried across a live upgrade: the supervisor's end of the socket pair,
+    /// and the keeper's pid.
+    pub fn from_parts(sock: OwnedFd, pid: i32) -> Self {
+        KeeperLink { sock, pid }
+    }
+
     /// The keeper's pid (our parent's).
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The supervisor's end of the socket pair (to carry it across a live upgrade).
+    pub fn sock(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 
     /// Hands over what the keeper needs to take process `pid` over: each descriptor with

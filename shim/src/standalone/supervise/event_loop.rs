@@ -23,6 +23,7 @@ const SLOT: u32 = 0;
 const WINSZ: Token = OwnFd::Winsz.token();
 const CONTROL_FIFO: Token = OwnFd::Control.token();
 const OUTER_INIT: Token = OwnFd::OuterInit.token();
+const UPGRADE_DOOR: Token = OwnFd::UpgradeDoor.token();
 
 impl Supervisor {
     pub(super) fn register(&mut self) -> std::io::Result<()> {
@@ -34,6 +35,9 @@ impl Supervisor {
         }
         if let Some(outer) = self.pea.as_ref().and_then(|p| p.outer.as_ref()) {
             poller.add_readable(outer.as_fd(), OUTER_INIT)?;
+        }
+        if let Some(d) = &self.door {
+            d.register(poller)?;
         }
         Ok(())
     }
@@ -49,7 +53,8 @@ impl Supervisor {
         let mut events: Vec<Ready> = Vec::new();
         while !self.state.is_done() {
             let linger = (!self.state.is_running()).then(|| Instant::now() + LINGER_POLL);
-            let deadline = [linger, self.stdio.next_recheck()]
+            let door = self.door.as_ref().and_then(|d| d.wake_at());
+            let deadline = [linger, self.stdio.next_recheck(), door]
                 .into_iter()
                 .flatten()
                 .min();
@@ -63,16 +68,29 @@ impl Supervisor {
                     CONTROL_FIFO => self.on_control(),
                     OUTER_INIT => self.on_outer_exit(),
                     Token::Stdio(_, stream) => self.run_stream(stream),
-                    _ => {}
+                    UPGRADE_DOOR => self.on_door(),
+                    other => {
+                        if let Some(n) = OwnFd::UpgradeCaller.index_of(other) {
+                            self.on_asker(n);
+                        }
+                    }
                 }
             }
             for stream in self.stdio.due_rechecks(Instant::now()) {
                 self.run_stream(stream);
             }
+            if let Some(d) = &mut self.door {
+                d.tick(self.base.poller(), Instant::now());
+            }
             self.drops.update(&self.stdio);
             if !self.state.is_running() && self.linger_done() {
                 // Exited | Stopping → Done: the only way out of the linger.
                 let _ = self.state.finish();
+            }
+            // Between two turns, nothing half done: the moment to hand over. Returns only
+            // if the supervisor did not move.
+            if let Some(asked) = self.door.as_mut().and_then(|d| d.take_asked()) {
+                self.upgrade(asked);
             }
         }
         self.drops.finish(&self.stdio);
@@ -163,7 +181,19 @@ impl Supervisor {
         }
     }
 
-    fn on_signals(&mut self) {
+    fn on_door(&mut self) {
+        if let Some(d) = &mut self.door {
+            d.on_listener(self.base.poller());
+        }
+    }
+
+    fn on_asker(&mut self, n: u32) {
+        if let Some(d) = &mut self.door {
+            d.on_waiting(self.base.poller(), n);
+        }
+    }
+
+    pub(super) fn on_signals(&mut self) {
         for sig in self.base.signals() {
             // A termination signal is ignored while the process lives (the supervisor
             // outlives its manager), and only the first one after the exit counts: the

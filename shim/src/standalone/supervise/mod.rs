@@ -43,14 +43,24 @@
 //! runs, tells it the exit status before reaping the process, and lets it go once
 //! `exitcode` is written.
 //!
+//! Root may ask a supervisor, over `upgrade.sock` in its process directory, to move onto
+//! another binary (a live upgrade, `crate::standalone::upgrade`): the same pid executes
+//! it and carries its whole state across; the process, the keeper and an attached
+//! manager notice nothing.
+//!
 //! Files: `plan` (what to supervise: the command line both ways), `state` (the
 //! supervisor's life: one enum, its only transitions), `fifos` (the process directory's
 //! FIFOs, held apart from the pumps), `start` (FIFOs, launch, handover to the keeper, the
-//! supervisor value), `event_loop` (the loop until the exit and the linger after it).
+//! supervisor value), `event_loop` (the loop until the exit and the linger after it),
+//! `door` (`upgrade.sock` in the loop), `hand_over` (a live upgrade, the old image's
+//! side: save, dry run, `execve`), `resume` (the new image's side).
 
+mod door;
 mod event_loop;
 mod fifos;
+mod hand_over;
 mod plan;
+mod resume;
 mod start;
 pub mod state;
 
@@ -76,6 +86,12 @@ const MAX_SPEC: u64 = 4 << 20;
 
 /// Entry point of the hidden `supervise` subcommand; returns the exit code.
 pub fn main(plan: Plan) -> u8 {
+    // A live upgrade executed this image (or executed the old one again): serve on from
+    // the state the previous image left. Session, umask, cwd, subreaper and blocked
+    // signals are as that image set them: they survive `execve`.
+    if let Some(taken) = crate::standalone::upgrade::saved::from_env() {
+        return resume::main(&plan, taken);
+    }
     // Our own session: the caller's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
     // What runc creates in the process directory (`pidfile`, `log.json`) is not left to
@@ -161,6 +177,11 @@ struct Supervisor {
     pea: Option<PeaTies>,
     /// What the output spools dropped, reported in the process directory.
     drops: spool_flags::DropReport,
+    /// `upgrade.sock`: root asks here for a live upgrade (`None` if it could not be made).
+    door: Option<door::Door>,
+    /// The binary the supervisor was started from: what an upgrade moves onto unless the
+    /// operator names another (a package manager puts the new binary there).
+    started_from: std::path::PathBuf,
 }
 
 /// The FIFO ends the supervisor holds while its process runs, and the pty master; all

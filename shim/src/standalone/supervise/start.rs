@@ -1,6 +1,7 @@
 //! Starting: the FIFOs opened, the process launched through the core, handed over to the
 //! keeper, the supervisor value built; and how a failed launch is reported.
 
+use super::door::Door;
 use super::fifos::{open_fifos, stdin_source};
 use super::state::SupervisorState;
 use super::{Fifos, Kind, PeaTies, Plan, RunningHolds, Supervisor};
@@ -219,7 +220,13 @@ pub(super) fn start(
         }),
         pea,
         drops: spool_flags::DropReport::new(&plan.dir),
+        door: None,
+        started_from: std::env::current_exe().unwrap_or_default(),
     };
+    // Before we report: an operator may ask for an upgrade as soon as the process runs.
+    sup.door = Door::open(sup.dir.path())
+        .map_err(|e| log::warn!("no live upgrade for this supervisor: upgrade.sock: {e}"))
+        .ok();
     sup.register()
         .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
     // Only now: runc and the process were started with the score we were given.
