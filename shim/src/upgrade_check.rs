@@ -16,8 +16,19 @@ use std::io::Read;
 /// Most bytes read (the larger of the two faces' own bounds: each checks its own).
 const MAX_STATE: u64 = 64 << 20;
 
+/// Why this binary does not take a state over.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Shim(#[from] shim_state::StateError),
+    #[error(transparent)]
+    Supervisor(#[from] saved::SavedError),
+    #[error("a state of an unknown kind ({0:?})")]
+    UnknownFace(String),
+}
+
 /// Says whether this binary takes over `bytes`: what to print on success, else why not.
-pub fn check(bytes: &[u8]) -> Result<String, String> {
+pub fn check(bytes: &[u8]) -> Result<String, CheckError> {
     #[derive(Deserialize)]
     struct Face {
         #[serde(default)]
@@ -28,17 +39,17 @@ pub fn check(bytes: &[u8]) -> Result<String, String> {
         .unwrap_or(None);
     let (what, format, saved_by) = match face.as_deref() {
         None => {
-            let s = shim_state::parse(bytes).map_err(|e| e.to_string())?;
+            let s = shim_state::parse(bytes)?;
             ("shim", s.format, s.saved_by)
         }
         Some(saved::FACE) => {
             if bytes.len() as u64 > saved::MAX_STATE {
-                return Err(saved::SavedError::TooLarge.to_string());
+                return Err(saved::SavedError::TooLarge.into());
             }
-            let s = saved::parse(bytes).map_err(|e| e.to_string())?;
+            let s = saved::parse(bytes)?;
             ("standalone supervisor", s.format, s.saved_by)
         }
-        Some(other) => return Err(format!("a state of an unknown kind ({other:?})")),
+        Some(other) => return Err(CheckError::UnknownFace(other.to_string())),
     };
     Ok(format!(
         "ok {} takes over {what} format {format} from {saved_by}",
@@ -95,10 +106,14 @@ mod tests {
         // A supervisor's state of a newer format is refused by name, not as a shim's.
         let mut v: serde_json::Value = serde_json::from_slice(sup).unwrap();
         v["format"] = 99.into();
-        let why = check(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        let why = check(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("state format 99 is not one"), "{why}");
         v["face"] = "pod-sandbox".into();
-        let why = check(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        let why = check(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("unknown kind"), "{why}");
         assert!(check(b"{}").is_err());
     }

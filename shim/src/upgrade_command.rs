@@ -134,9 +134,26 @@ fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
+/// Why a shim or supervisor the command line names was not asked, or found.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAsked {
+    #[error(transparent)]
+    Shim(#[from] shims::AskError),
+    #[error(transparent)]
+    Supervisor(#[from] supervisors::AskError),
+    #[error("no supervisor runs for {0} (the process has exited and its output was read, or the supervisor was killed and its keeper has the process)")]
+    NoSupervisor(std::path::PathBuf),
+    #[error("{0}")]
+    Depot(String),
+    #[error("no running supervisor matches")]
+    NoSupervisorMatches,
+    #[error("no running tether shim matches")]
+    NoShimMatches,
+}
+
 /// One shim or supervisor to ask, or one named that cannot be asked (`Err`: why).
-type Target = (String, Result<Asker, String>);
-type Asker = Box<dyn FnOnce(&UpgradeRequest) -> Result<UpgradeReport, String>>;
+type Target = (String, Result<Asker, NotAsked>);
+type Asker = Box<dyn FnOnce(&UpgradeRequest) -> Result<UpgradeReport, NotAsked>>;
 
 /// The command; returns its exit status.
 pub fn main(args: &[String]) -> u8 {
@@ -154,8 +171,8 @@ pub fn main(args: &[String]) -> u8 {
     };
     let targets = match targets {
         Ok(t) if t.is_empty() => Err(match a.depot {
-            Some(_) => "no running supervisor matches".to_string(),
-            None => "no running tether shim matches".to_string(),
+            Some(_) => NotAsked::NoSupervisorMatches,
+            None => NotAsked::NoShimMatches,
         }),
         other => other,
     };
@@ -195,7 +212,7 @@ fn shim_targets(a: &Args) -> Vec<Target> {
         .filter(|s| a.id.as_ref().is_none_or(|i| *i == s.id))
         .map(|s: RunningShim| {
             let name = format!("{}/{} (pid {})", s.namespace, s.id, s.pid);
-            let ask: Asker = Box::new(move |r| shims::ask(&s.socket, r).map_err(|e| e.to_string()));
+            let ask: Asker = Box::new(move |r| Ok(shims::ask(&s.socket, r)?));
             (name, Ok(ask))
         })
         .collect()
@@ -209,22 +226,18 @@ fn supervisor_targets(
     a: &Args,
     depot: &std::path::Path,
     wait: Duration,
-) -> Result<Vec<Target>, String> {
+) -> Result<Vec<Target>, NotAsked> {
     let depot = Depot::new(depot.to_path_buf(), None, None);
     let found = supervisors::processes(&depot, a.id.as_deref(), a.process.as_deref())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| NotAsked::Depot(e.to_string()))?;
     Ok(found
         .into_iter()
         .filter(|p| p.supervisor.is_some() || a.process.is_some())
         .map(|p| {
             let name = p.name();
-            let asker: Result<Asker, String> = match p.supervisor {
-                Some(_) => Ok(Box::new(move |r| supervisors::ask(&p, r, wait))),
-                None => Err(format!(
-                    "no supervisor runs for {} (the process has exited and its output was \
-                     read, or the supervisor was killed and its keeper has the process)",
-                    p.dir.display()
-                )),
+            let asker: Result<Asker, NotAsked> = match p.supervisor {
+                Some(_) => Ok(Box::new(move |r| Ok(supervisors::ask(&p, r, wait)?))),
+                None => Err(NotAsked::NoSupervisor(p.dir.clone())),
             };
             (name, asker)
         })

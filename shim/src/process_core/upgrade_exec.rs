@@ -18,7 +18,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,51 @@ pub const DRY_RUN_LIMIT: Duration = Duration::from_secs(10);
 /// Most bytes of the dry run's stdout and of its stderr kept for the answer.
 const MAX_SAID: u64 = 4096;
 
+/// Why the new binary was not run, or did not take the state over.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{path}: {source}")]
+    Missing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} is not an executable file")]
+    NotExecutable(PathBuf),
+    #[error("open the state for the dry run: {0}")]
+    OpenState(#[source] std::io::Error),
+    #[error("dry run of {binary}: {source}")]
+    DryRunSpawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the dry run of {0} did not finish within {DRY_RUN_LIMIT:?}")]
+    DryRunTimeout(PathBuf),
+    #[error("{binary} cannot take the state over ({status}): {said}")]
+    DryRunRefused {
+        binary: PathBuf,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("{0}: not a path execve takes")]
+    BadPath(PathBuf),
+    #[error("keep the descriptors across execve: {0}")]
+    KeepFds(#[source] std::io::Error),
+    #[error("execve {binary}: {errno}")]
+    Exec {
+        binary: PathBuf,
+        errno: nix::errno::Errno,
+    },
+}
+
 /// Whether `binary` is a file that can be executed (a clear refusal before anything else
 /// happens).
-pub fn executable(binary: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+pub fn executable(binary: &Path) -> Result<(), ExecError> {
+    let meta = std::fs::metadata(binary).map_err(|source| ExecError::Missing {
+        path: binary.to_path_buf(),
+        source,
+    })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{} is not an executable file", binary.display()));
+        return Err(ExecError::NotExecutable(binary.to_path_buf()));
     }
     Ok(())
 }
@@ -45,16 +84,19 @@ pub fn executable(binary: &Path) -> Result<(), String> {
 /// start) as its stdin, and waits at most [`DRY_RUN_LIMIT`] for it. Returns what it said
 /// when it takes the state over (exit 0 and a first word [`DRY_RUN_OK`]), else why not.
 /// A dry run that prints more than its pipes hold before it exits runs into the limit.
-pub fn dry_run(binary: &Path, state: &impl AsFd) -> Result<String, String> {
+pub fn dry_run(binary: &Path, state: &impl AsFd) -> Result<String, ExecError> {
     let own = File::open(format!("/proc/self/fd/{}", state.as_fd().as_raw_fd()))
-        .map_err(|e| format!("open the state for the dry run: {e}"))?;
+        .map_err(ExecError::OpenState)?;
     let mut child = Command::new(binary)
         .arg(CHECK_COMMAND)
         .stdin(Stdio::from(own))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("dry run of {}: {e}", binary.display()))?;
+        .map_err(|source| ExecError::DryRunSpawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
     let pid = i32::try_from(child.id()).unwrap_or(-1);
     // The child is ours and not reaped: its pid is its own until `wait` below.
     let exited = pidfd::open(pid)
@@ -63,14 +105,12 @@ pub fn dry_run(binary: &Path, state: &impl AsFd) -> Result<String, String> {
     if !exited {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!(
-            "the dry run of {} did not finish within {DRY_RUN_LIMIT:?}",
-            binary.display()
-        ));
+        return Err(ExecError::DryRunTimeout(binary.to_path_buf()));
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("dry run of {}: {e}", binary.display()))?;
+    let status = child.wait().map_err(|source| ExecError::DryRunSpawn {
+        binary: binary.to_path_buf(),
+        source,
+    })?;
     let out = said(child.stdout.take().map(OwnedFd::from));
     let err = said(child.stderr.take().map(OwnedFd::from));
     if status.success() && out.split_whitespace().next() == Some(DRY_RUN_OK) {
@@ -81,10 +121,11 @@ pub fn dry_run(binary: &Path, state: &impl AsFd) -> Result<String, String> {
         .find(|s| !s.is_empty())
         .unwrap_or("it said nothing")
         .to_string();
-    Err(format!(
-        "{} cannot take the state over ({status}): {why}",
-        binary.display()
-    ))
+    Err(ExecError::DryRunRefused {
+        binary: binary.to_path_buf(),
+        status,
+        said: why,
+    })
 }
 
 /// What the dry run left in one of its pipes (at most [`MAX_SAID`] bytes), read without
@@ -127,7 +168,7 @@ fn wait_readable(fd: &OwnedFd, deadline: Instant) -> bool {
 /// environment plus [`STATE_FD_ENV`] naming `state`, whose close-on-exec flag is cleared
 /// as it is on every descriptor in `fds`. Returns only if that failed, with why; every
 /// flag is then set again and the process goes on as it was.
-pub fn exec(binary: &Path, state: &OwnedFd, fds: &FdsOut) -> String {
+pub fn exec(binary: &Path, state: &OwnedFd, fds: &FdsOut) -> ExecError {
     let argv: Vec<CString> = std::env::args_os()
         .filter_map(|a| CString::new(a.as_bytes()).ok())
         .collect();
@@ -142,10 +183,10 @@ pub fn exec(binary: &Path, state: &OwnedFd, fds: &FdsOut) -> String {
         .collect();
     env.extend(CString::new(format!("{STATE_FD_ENV}={}", state.as_raw_fd())).ok());
     let Ok(path) = CString::new(binary.as_os_str().as_bytes()) else {
-        return format!("{}: not a path execve takes", binary.display());
+        return ExecError::BadPath(binary.to_path_buf());
     };
     if let Err(e) = fds.keep_across_exec() {
-        return format!("keep the descriptors across execve: {e}");
+        return ExecError::KeepFds(e);
     }
     let cloexec = |on: bool| {
         let flags = if on {
@@ -157,12 +198,15 @@ pub fn exec(binary: &Path, state: &OwnedFd, fds: &FdsOut) -> String {
     };
     if let Err(e) = cloexec(false) {
         fds.restore_cloexec();
-        return format!("keep the state across execve: {e}");
+        return ExecError::KeepFds(e.into());
     }
-    let err = nix::unistd::execve(&path, &argv, &env).unwrap_err();
+    let errno = nix::unistd::execve(&path, &argv, &env).unwrap_err();
     let _ = cloexec(true);
     fds.restore_cloexec();
-    format!("execve {}: {err}", binary.display())
+    ExecError::Exec {
+        binary: binary.to_path_buf(),
+        errno,
+    }
 }
 
 #[cfg(test)]
@@ -201,7 +245,7 @@ mod tests {
         // Twice: the first run did not move the state's offset for the second.
         assert_eq!(dry_run(&ok, &state).unwrap(), "ok {\"format\":1}");
         let refuses = script(tmp.path(), "echo 'format 1 is not mine' >&2; exit 1");
-        let why = dry_run(&refuses, &state).unwrap_err();
+        let why = dry_run(&refuses, &state).unwrap_err().to_string();
         assert!(
             why.contains("cannot take the state over") && why.contains("is not mine"),
             "{why}"
@@ -234,8 +278,11 @@ mod tests {
         let silent = script(tmp.path(), "exit 0");
         assert!(dry_run(&silent, &state)
             .unwrap_err()
+            .to_string()
             .contains("it said nothing"));
-        let missing = dry_run(Path::new("/nonexistent/tether"), &state).unwrap_err();
+        let missing = dry_run(Path::new("/nonexistent/tether"), &state)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("No such file"), "{missing}");
     }
 
@@ -244,6 +291,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         assert!(executable(tmp.path())
             .unwrap_err()
+            .to_string()
             .contains("not an executable file"));
         let plain = tmp.path().join("plain");
         std::fs::write(&plain, "").unwrap();

@@ -49,14 +49,31 @@ pub fn resume(
             std::process::abort();
         }
     }
+    // Copies of every carried descriptor, made before the rebuild takes any: a rebuild
+    // that fails midway drops (closes) what it took, and the old image executed again
+    // must find every descriptor at the number the state names.
+    let spares = match &rolled_back {
+        None => Some(FdsIn::new(&saved.fds).spares()),
+        Some(_) => None,
+    };
     let ev = match rebuild(flags, saved, rolled_back) {
         Ok(ev) => ev,
         Err(e) => {
             let why = format!("the new image could not take the state over: {e}");
             log::error!("upgrade: {why}");
+            match spares {
+                Some(Ok(spares)) => {
+                    if let Err(e) = spares.put_back() {
+                        log::error!("upgrade: putting the descriptors back: {e}");
+                    }
+                }
+                Some(Err(e)) => log::error!("upgrade: no copies of the descriptors: {e}"),
+                None => {}
+            }
             return Err(rollback::back(&why));
         }
     };
+    drop(spares);
     rollback::disarm();
     // The state is this image's now.
     let _ = nix::unistd::close(state_fd);

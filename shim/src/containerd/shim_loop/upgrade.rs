@@ -10,64 +10,31 @@ use crate::containerd::errors::invalid;
 use crate::containerd::events::Publisher;
 use crate::containerd::ttrpc::{status, Reply};
 use crate::containerd::upgrade::protocol::{version_line, Outcome, UpgradeReport, UpgradeRequest};
-use crate::containerd::upgrade::state::{self, SavedShim, FORMAT, ROLLBACK_ENV, STATE_FD_ENV};
+use crate::containerd::upgrade::state::{self, SavedShim, FORMAT};
 use crate::process_core::carried_fds::{offset_of, FdsOut};
-use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use crate::process_core::upgrade_exec::{self, ExecError};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long the new binary's dry run may take.
-const DRY_RUN_LIMIT: Duration = Duration::from_secs(10);
 /// How long undelivered events are given to reach containerd before they are handed
 /// over instead.
 const EVENTS_FLUSH: Duration = Duration::from_millis(500);
-/// What a dry run prints first when the binary takes the state over.
-pub const DRY_RUN_OK: &str = "ok";
 
 /// Why a shim does not move onto a new binary (the Upgrade call's answer says it).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("an upgrade is in progress already")]
     InProgress,
-    #[error("{0}")]
-    NotExecutable(String),
     #[error("{calls} call(s) still in flight after {waited:?}")]
     Busy { calls: usize, waited: Duration },
     #[error(transparent)]
     NotAtRest(#[from] crate::containerd::process_table::snapshot::NotAtRest),
     #[error("keep the running image open: {0}")]
     KeepImage(#[source] std::io::Error),
-    #[error("encode the state: {0}")]
-    Encode(#[source] serde_json::Error),
-    #[error("dry run of {binary}: {source}")]
-    DryRunSpawn {
-        binary: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the dry run of {0} did not finish within {DRY_RUN_LIMIT:?}")]
-    DryRunTimeout(PathBuf),
-    #[error("{binary} cannot take the state over ({status}): {said}")]
-    DryRunRefused {
-        binary: PathBuf,
-        status: std::process::ExitStatus,
-        said: String,
-    },
     #[error("write the state: {0}")]
     WriteState(#[source] std::io::Error),
-    #[error("keep the descriptors across execve: {0}")]
-    KeepFds(#[source] std::io::Error),
-    #[error("{0}: not a path execve takes")]
-    BadPath(PathBuf),
-    #[error("execve {binary}: {errno}")]
-    Exec {
-        binary: PathBuf,
-        errno: nix::errno::Errno,
-    },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
 }
 
 /// An upgrade waiting for the calls in flight.
@@ -115,7 +82,7 @@ impl EventLoop {
                 Outcome::Refused(Refusal::InProgress.to_string()),
             ));
         }
-        if let Err(why) = executable(&binary) {
+        if let Err(why) = upgrade_exec::executable(&binary) {
             return Some(report(&binary, 0, Outcome::Refused(why.to_string())));
         }
         let now = Instant::now();
@@ -221,65 +188,26 @@ impl EventLoop {
             fds: Vec::new(),
         };
         saved.fds = fds.fds().to_vec();
-        let checked = dry_run(&u.binary, &saved)?;
+        let draft = state::write_memfd(&saved).map_err(Refusal::WriteState)?;
+        let checked = upgrade_exec::dry_run(&u.binary, &draft)?;
         log::info!(
             "upgrade: {} takes the state over ({checked})",
             u.binary.display()
         );
         saved.events = self.shim.events.hand_over(EVENTS_FLUSH);
         let binary = u.binary.clone();
-        let failed = self.exec(&binary, &saved, &fds);
+        log::info!("upgrade: executing {}", binary.display());
+        let failed = match state::write_memfd(&saved) {
+            Ok(memfd) => Refusal::Exec(upgrade_exec::exec(&binary, &memfd, &fds)),
+            Err(e) => Refusal::WriteState(e),
+        };
         // Still here: the shim serves on, with its events.
-        fds.restore_cloexec();
         let publisher = self.events_address.as_deref().and_then(|addr| {
             Publisher::start_with_events(addr, &self.shim.namespace, saved.events.clone()).ok()
         });
         self.shim.events.resume(publisher);
         drop(old_image);
         Err(failed)
-    }
-
-    /// Executes `binary` with the state; returns why it could not.
-    fn exec(&self, binary: &Path, saved: &SavedShim, fds: &FdsOut) -> Refusal {
-        let memfd = match state::write_memfd(saved) {
-            Ok(fd) => fd,
-            Err(e) => return Refusal::WriteState(e),
-        };
-        if let Err(e) = fds.keep_across_exec() {
-            return Refusal::KeepFds(e);
-        }
-        if let Err(e) = nix::fcntl::fcntl(
-            memfd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        ) {
-            return Refusal::KeepFds(e.into());
-        }
-        let argv: Vec<std::ffi::CString> = std::env::args_os()
-            .filter_map(|a| std::ffi::CString::new(a.as_bytes()).ok())
-            .collect();
-        let mut env: Vec<std::ffi::CString> = std::env::vars_os()
-            .filter(|(k, _)| k != STATE_FD_ENV && k != ROLLBACK_ENV)
-            .filter_map(|(k, v)| {
-                let mut kv: OsString = k;
-                kv.push("=");
-                kv.push(v);
-                std::ffi::CString::new(kv.as_bytes()).ok()
-            })
-            .collect();
-        if let Ok(e) =
-            std::ffi::CString::new(format!("{STATE_FD_ENV}={}", memfd.as_fd().as_raw_fd()))
-        {
-            env.push(e);
-        }
-        let Ok(path) = std::ffi::CString::new(binary.as_os_str().as_bytes()) else {
-            return Refusal::BadPath(binary.to_path_buf());
-        };
-        log::info!("upgrade: executing {}", binary.display());
-        let errno = nix::unistd::execve(&path, &argv, &env).unwrap_err();
-        Refusal::Exec {
-            binary: binary.to_path_buf(),
-            errno,
-        }
     }
 }
 
@@ -294,79 +222,4 @@ fn report(binary: &Path, pause_us: u64, outcome: Outcome) -> Reply {
         outcome,
     };
     serde_json::to_vec(&r).map_err(|e| crate::containerd::errors::internal(e.to_string()))
-}
-
-/// Whether `binary` is a file that can be executed (a clear refusal before anything
-/// else happens).
-fn executable(binary: &Path) -> Result<(), Refusal> {
-    let meta = std::fs::metadata(binary)
-        .map_err(|e| Refusal::NotExecutable(format!("{}: {e}", binary.display())))?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(Refusal::NotExecutable(format!(
-            "{} is not an executable file",
-            binary.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Runs `binary upgrade-check` with the state on its stdin: the binary says whether it
-/// can take it over, before anything is handed to it. Returns what it said.
-fn dry_run(binary: &Path, saved: &SavedShim) -> Result<String, Refusal> {
-    let bytes = serde_json::to_vec(saved).map_err(Refusal::Encode)?;
-    let mut child = Command::new(binary)
-        .arg("upgrade-check")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| Refusal::DryRunSpawn {
-            binary: binary.to_path_buf(),
-            source,
-        })?;
-    // The state is written from a thread: a binary that does not read it must not block
-    // the loop beyond the dry run's limit.
-    let stdin = child.stdin.take();
-    let writer = std::thread::spawn(move || {
-        if let Some(mut s) = stdin {
-            let _ = s.write_all(&bytes);
-        }
-    });
-    let deadline = Instant::now() + DRY_RUN_LIMIT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => break None,
-        }
-    };
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = writer.join();
-        return Err(Refusal::DryRunTimeout(binary.to_path_buf()));
-    };
-    let _ = writer.join();
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.by_ref().take(4096).read_to_string(&mut out);
-    }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.by_ref().take(4096).read_to_string(&mut err);
-    }
-    let said = out.trim().to_string();
-    if status.success() && said.starts_with(DRY_RUN_OK) {
-        return Ok(said);
-    }
-    let why = [said.as_str(), err.trim()]
-        .into_iter()
-        .find(|s| !s.is_empty())
-        .unwrap_or("it said nothing")
-        .to_string();
-    Err(Refusal::DryRunRefused {
-        binary: binary.to_path_buf(),
-        status,
-        said: why,
-    })
 }

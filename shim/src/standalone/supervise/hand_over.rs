@@ -46,7 +46,7 @@ impl Supervisor {
                 .into();
         }
         if let Err(why) = upgrade_exec::executable(binary) {
-            return why;
+            return why.to_string();
         }
         // Callers still sending their request would not be known to the next image.
         if let Some(d) = &mut self.door {
@@ -79,9 +79,9 @@ impl Supervisor {
             Err(e) => return format!("write the state: {e}"),
         };
         if let Err(why) = upgrade_exec::dry_run(binary, &memfd) {
-            return why;
+            return why.to_string();
         }
-        upgrade_exec::exec(binary, &memfd, &fds)
+        upgrade_exec::exec(binary, &memfd, &fds).to_string()
     }
 
     /// The supervisor as plain data at `now`; its descriptors are named in `fds`. Reads

@@ -65,23 +65,28 @@ pub fn processes(
     Ok(found)
 }
 
+/// Why a supervisor could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("{dir} has no {socket}: its supervisor predates live upgrades", socket = wire::SOCKET)]
+    TooOld { dir: std::path::PathBuf },
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
 /// Asks the supervisor of `p` to upgrade; waits up to `wait` for its answer.
 pub fn ask(
     p: &SupervisedProcess,
     request: &UpgradeRequest,
     wait: Duration,
-) -> Result<UpgradeReport, String> {
+) -> Result<UpgradeReport, AskError> {
     match wire::ask(&p.dir, request, wait) {
         Ok(r) => Ok(r),
         Err(WireError::Path { source, .. })
             if source.raw_os_error() == Some(libc::ENOENT) && p.supervisor.is_some() =>
         {
-            Err(format!(
-                "{} has no {}: its supervisor predates live upgrades",
-                p.dir.display(),
-                wire::SOCKET
-            ))
+            Err(AskError::TooOld { dir: p.dir.clone() })
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(AskError::Wire(e)),
     }
 }
