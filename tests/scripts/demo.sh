@@ -71,6 +71,11 @@ c run -d --runtime io.containerd.tether.v2 --rootfs "$work/rootfs" sleeper /bin/
 c t ls
 say "ps of the shim (one process, its threads)"
 ps -o pid,nlwp,rss,args -C containerd-shim-tether-v2 | grep -E "PID|$ns"
+say "containerd-shim-tether-v2 upgrade -n $ns --all --binary <a copy>   (live upgrade: same pid, the container runs on)"
+mkdir -p "$work/next" && cp "$shim" "$work/next/containerd-shim-tether-v2"
+"$shim" upgrade -n "$ns" --all --binary "$work/next/containerd-shim-tether-v2"
+ps -o pid,nlwp,rss,args -C containerd-shim-tether-v2 | grep -E "PID|$ns" | cut -c1-100
+ctr -a "$work/c.sock" -n "$ns" task ls
 say "ctr task exec --exec-id e1 sleeper /bin/sh -c 'echo exec sees pid 1 = \$(cat /proc/1/cmdline); exit 4'"
 set +e
 c t exec --exec-id e1 sleeper /bin/sh -c 'echo exec sees pid 1 = $(tr "\0" " " < /proc/1/cmdline); exit 4'
