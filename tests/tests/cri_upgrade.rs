@@ -9,7 +9,7 @@
 //! 64 KiB of before. `CRI_CONTAINERD=1.6|2.3` picks the daemon.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tether_tests::cri_env::{cri_log_lines, write_json};
 use tether_tests::CriEnv;
@@ -156,6 +156,20 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
     let paused = env.ctr("k8s.io", &["task", "pause", sleeper_id]);
     assert!(paused.status.success(), "ctr task pause: {paused:?}");
 
+    // Every event containerd publishes while the shim moves: none may say a task exited
+    // or was deleted (nothing did).
+    let events_out = work.join("events.out");
+    let address = env
+        .var("CRI_ENDPOINT")
+        .trim_start_matches("unix://")
+        .to_string();
+    let mut events = env
+        .inside_command(Path::new("ctr"))
+        .args(["--address", &address, "events"])
+        .stdout(fs::File::create(&events_out).expect("the events file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr events");
     let shims = env.tether_shims();
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:#?}");
     let pid = shims[0].pid;
@@ -192,6 +206,7 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
         );
     }
     let rss_after = rss_kib(&env, pid);
+
     pauses.sort_by(f64::total_cmp);
     eprintln!(
         "{ROUNDS} upgrades: pause median {:.1} ms, max {:.1} ms; RSS {rss_before} -> {rss_after} KiB",
@@ -208,6 +223,22 @@ fn a_pod_moves_between_two_builds_twenty_times_with_nothing_lost() {
     // its output; the attach session saw the terminal's lines.
     let resumed = env.ctr("k8s.io", &["task", "resume", sleeper_id]);
     assert!(resumed.status.success(), "ctr task resume: {resumed:?}");
+    // The subscription was live all along: the resume's event is there, after the
+    // upgrades, and nothing exited or was deleted before it.
+    env.wait_until("the resume's event", POLL, || {
+        fs::read_to_string(&events_out)
+            .unwrap_or_default()
+            .contains("/tasks/resumed")
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = fs::read_to_string(&events_out).unwrap_or_default();
+    for topic in ["/tasks/exit", "/tasks/delete", "/tasks/oom"] {
+        assert!(
+            !seen.contains(topic),
+            "containerd published {topic} during the upgrades:\n{seen}"
+        );
+    }
     env.crictl_ok(&["exec", "-s", writer_id, "touch", "/tmp/stop"]);
     let status = exec.wait().expect("wait for the streaming exec");
     let exec_lines = fs::read_to_string(&exec_out).unwrap_or_default();
