@@ -85,19 +85,24 @@ impl Shim {
         Ok(resp)
     }
 
+    /// Stats from the cgroups recorded when the init was created: answered until Delete,
+    /// also for a container whose init has exited (its cgroup is there until runc deletes
+    /// it), as the Go shim does.
     pub(super) fn stats(&self, r: api::StatsRequest) -> RpcResult<api::StatsResponse> {
-        let pid = {
+        let (recorded, pid, alive) = {
             let tasks = self.lock();
             let c = tasks
                 .container(&r.id)
                 .ok_or_else(|| not_found(format!("container {} not found", r.id)))?;
-            if !c.init.is_alive() {
-                return Err(not_found(format!("container {} is not running", r.id)));
-            }
-            c.init.pid
+            (c.cgroups.clone(), c.init.pid, c.init.is_alive())
         };
-        let (type_url, value) = crate::cgroups::metrics::collect_metrics(pid)
-            .map_err(|e| internal(format!("stats: {e}")))?;
+        let collected = match recorded {
+            Some(cgroups) => crate::cgroups::metrics::collect_metrics_from(&cgroups),
+            // Not recorded (its pid was not known yet at create): only a live pid tells.
+            None if alive && pid > 0 => crate::cgroups::metrics::collect_metrics(pid),
+            None => return Err(not_found(format!("cgroup of container {} not found", r.id))),
+        };
+        let (type_url, value) = collected.map_err(|e| internal(format!("stats: {e}")))?;
         let mut any = Any::new();
         any.type_url = type_url;
         any.value = value;

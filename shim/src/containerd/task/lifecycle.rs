@@ -135,6 +135,7 @@ impl Shim {
             } else {
                 None
             },
+            cgroups: cgroups_of(pid),
         };
         let early = {
             let mut tasks = self.lock();
@@ -229,6 +230,7 @@ impl Shim {
             }
             if restore {
                 if let Some(c) = tasks.container_mut(&r.id) {
+                    c.cgroups = cgroups_of(pid);
                     if c.shares_pid_ns {
                         c.cgroup_procs = crate::containerd::kill_all::procs_file_of(pid);
                     }
@@ -516,4 +518,15 @@ fn container_flags(opts: &RuncOptions) -> ContainerFlags {
 
 fn owner(opts: &RuncOptions) -> Option<(u32, u32)> {
     (opts.io_uid != 0 || opts.io_gid != 0).then_some((opts.io_uid, opts.io_gid))
+}
+
+/// The cgroups of a container's init `pid`, just created or restored (so surely that
+/// process), kept for Stats; `None` without a pid or if it is already gone.
+fn cgroups_of(pid: i32) -> Option<crate::cgroups::ProcessCgroups> {
+    if pid <= 0 {
+        return None;
+    }
+    crate::cgroups::of_pid(pid)
+        .map_err(|e| log::debug!("cgroups of pid {pid}: {e}"))
+        .ok()
 }
