@@ -5,11 +5,29 @@
 //! * containerd asks for Stats of a container whose init exited 137, before it deletes
 //!   it (its OOM check): the answer comes from the container's cgroup, which is there
 //!   until Delete, not from the dead pid;
+//! * a Kill of a process that has finished (kubelet's exec probes end that way) is a
+//!   client's expected outcome: a debug line, not an info line;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
+use std::time::Duration;
 use tether_tests::cgroup::Hierarchy;
 use tether_tests::direct_shim::{ctx, DirectShim};
+
+/// containerd's `TaskService` error for a gone process, as the shim says it.
+const FINISHED: &str = "process already finished";
+
+fn delete_and_shut_down(shim: &DirectShim, id: &str) {
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.into();
+    shim.client()
+        .delete(ctx(), &delete)
+        .unwrap_or_else(|e| panic!("Delete: {e}\n{}", shim.log()));
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    shim.assert_nothing_left();
+}
 
 #[test]
 fn stats_of_an_exited_container_come_from_its_cgroup_until_delete() {
@@ -67,4 +85,66 @@ fn stats_of_an_exited_container_come_from_its_cgroup_until_delete() {
         .shutdown(ctx(), &api::ShutdownRequest::new())
         .expect("Shutdown");
     shim.assert_nothing_left();
+}
+
+#[test]
+fn a_kill_of_a_finished_process_is_a_debug_line() {
+    let id = tether_tests::unique_id("kfin");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    let runc = tether_tests::require::tool("runc", "runc");
+    shim.create_and_start(&id, shim.options(&runc));
+    // An exec that ends by itself, then the Kill kubelet's exec probe sends after it.
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shim.bundle().join("config.json")).unwrap()).unwrap();
+    let mut process = spec["process"].clone();
+    process["args"] = serde_json::json!(["true"]);
+    let mut exec = api::ExecProcessRequest::new();
+    exec.id = id.clone();
+    exec.exec_id = "probe".into();
+    let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    any.value = serde_json::to_vec(&process).unwrap();
+    exec.spec = Some(any).into();
+    shim.client().exec(ctx(), &exec).expect("Exec");
+    let mut start = api::StartRequest::new();
+    start.id = id.clone();
+    start.exec_id = "probe".into();
+    shim.client().start(ctx(), &start).expect("Start the exec");
+    let mut wait = api::WaitRequest::new();
+    wait.id = id.clone();
+    wait.exec_id = "probe".into();
+    assert_eq!(
+        shim.client().wait(ctx(), &wait).expect("Wait").exit_status,
+        0
+    );
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.exec_id = "probe".into();
+    kill.signal = libc::SIGKILL as u32;
+    let err = shim
+        .client()
+        .kill(ctx(), &kill)
+        .expect_err("a Kill of a finished exec fails");
+    assert!(err.to_string().contains(FINISHED), "{err}");
+
+    let line = format!("rpc Kill failed: {FINISHED}");
+    assert!(
+        shim.wait_log(&line, Duration::from_secs(10)),
+        "the failed Kill is not logged at all (-debug)\n{}",
+        shim.log()
+    );
+    let log = shim.log();
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains(&line)).collect();
+    assert!(
+        logged.iter().all(|l| l.contains("level=debug")),
+        "an expected outcome logged above debug: {logged:?}"
+    );
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    delete.exec_id = "probe".into();
+    shim.client()
+        .delete(ctx(), &delete)
+        .expect("Delete the exec");
+    shim.kill_and_wait(&id);
+    delete_and_shut_down(&shim, &id);
 }

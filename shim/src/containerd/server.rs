@@ -315,7 +315,13 @@ impl EventLoop {
                 let stream = req.stream_id;
                 match TaskCall::decode(&req.service, &req.method, &req.payload) {
                     Err(st) => {
-                        log::info!("rpc {}.{} refused: {}", req.service, req.method, st.message);
+                        log::log!(
+                            crate::containerd::errors::failure_level(&st),
+                            "rpc {}.{} refused: {}",
+                            req.service,
+                            req.method,
+                            st.message
+                        );
                         answers.push((stream, Err(st)));
                     }
                     Ok(call) if call.needs_worker() => {

@@ -246,7 +246,7 @@ impl Shim {
             TaskCall::Wait(r) => return self.wait(conn, stream, &r).map(Answer::now),
         };
         if let Err(st) = &answer.reply {
-            log::info!("rpc {name} failed: {}", st.message);
+            log::log!(failure_level(st), "rpc {name} failed: {}", st.message);
         }
         Some(answer)
     }
