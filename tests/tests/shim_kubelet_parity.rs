@@ -7,12 +7,13 @@
 //!   until Delete, not from the dead pid;
 //! * a Kill of a process that has finished (kubelet's exec probes end that way) is a
 //!   client's expected outcome: a debug line, not an info line;
+//! * the log says the task API version containerd calls, not a fixed one.
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
 use std::time::Duration;
 use tether_tests::cgroup::Hierarchy;
-use tether_tests::direct_shim::{ctx, DirectShim};
+use tether_tests::direct_shim::{ctx, DirectShim, RawConn};
 
 /// containerd's `TaskService` error for a gone process, as the shim says it.
 const FINISHED: &str = "process already finished";
@@ -147,4 +148,40 @@ fn a_kill_of_a_finished_process_is_a_debug_line() {
         .expect("Delete the exec");
     shim.kill_and_wait(&id);
     delete_and_shut_down(&shim, &id);
+}
+
+#[test]
+fn the_log_names_the_task_api_containerd_calls() {
+    let id = tether_tests::unique_id("apiv");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    // A containerd 2.x that took version 3 from `start` calls containerd.task.v3.Task.
+    let mut raw = RawConn::connect(&shim);
+    let mut connect = api::ConnectRequest::new();
+    connect.id = id.clone();
+    raw.send_to("containerd.task.v3.Task", 1, "Connect", &connect, None);
+    let (stream, resp) = raw.recv();
+    assert_eq!(stream, 1);
+    assert!(
+        resp.status.code.value() == 0,
+        "Connect over v3: {:?}",
+        resp.status
+    );
+    assert!(
+        shim.wait_log("serving task API v3", Duration::from_secs(10)),
+        "the v3 call is not logged\n{}",
+        shim.log()
+    );
+    let log = shim.log();
+    assert!(
+        !log.contains("msg=\"serving task API v2"),
+        "the log names v2 while containerd called v3\n{log}"
+    );
+    drop(raw);
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim still runs after Shutdown"
+    );
 }

@@ -47,6 +47,8 @@ struct EventLoop {
     /// Accept failures in a row (EMFILE, ENFILE…), and when the listener is polled again.
     accept_failures: u32,
     accept_resume_at: Option<Instant>,
+    /// Which task API versions containerd has called (logged once each).
+    api_seen: crate::containerd::task_api::ApiSeen,
     /// Processes whose pumps run, until they have all ended or the process is deleted.
     stdio: HashMap<u32, StdioSlot>,
     next_slot: u32,
@@ -164,6 +166,7 @@ pub fn run(
         not_reading: BTreeSet::new(),
         accept_failures: 0,
         accept_resume_at: None,
+        api_seen: Default::default(),
         stdio: HashMap::new(),
         next_slot: 0,
         ooms: HashMap::new(),
@@ -181,7 +184,7 @@ pub fn run(
             .map(Duration::from_secs)
             .unwrap_or(IDLE_EXIT),
     };
-    log::info!("serving task API v2");
+    log::debug!("answering task API v2 and v3");
     let mut ready = Vec::new();
     while !ev.done() {
         ev.base.wait(ev.next_deadline(), &mut ready)?;
@@ -313,6 +316,9 @@ impl EventLoop {
             close |= out.closed;
             for req in out.requests {
                 let stream = req.stream_id;
+                if let Some(v) = self.api_seen.first_call(&req.service) {
+                    log::info!("serving task API v{v} ({})", req.service);
+                }
                 match TaskCall::decode(&req.service, &req.method, &req.payload) {
                     Err(st) => {
                         log::log!(
