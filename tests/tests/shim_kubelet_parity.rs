@@ -185,3 +185,31 @@ fn the_log_names_the_task_api_containerd_calls() {
         "the shim still runs after Shutdown"
     );
 }
+
+#[test]
+fn a_shim_that_shuts_down_as_asked_says_so_at_debug() {
+    // One such line per pod, every time a pod goes: the Go shim logs none.
+    let id = tether_tests::unique_id("shut");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim still runs after Shutdown"
+    );
+    assert!(
+        shim.wait_log("shim shut down", Duration::from_secs(10)),
+        "no shutdown line at all (-debug)\n{}",
+        shim.log()
+    );
+    let log = shim.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("shim shut down"))
+        .collect();
+    assert!(
+        lines.iter().all(|l| l.contains("level=debug")),
+        "an expected shutdown logged above debug: {lines:?}"
+    );
+}

@@ -846,7 +846,7 @@ impl EventLoop {
         if let Some(path) = &self.socket_path {
             crate::containerd::address::remove_socket(path);
         }
-        log::info!("shim shut down");
+        log::debug!("shim shut down");
     }
 }
 
