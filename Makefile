@@ -21,7 +21,8 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 .PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
+        test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
+        test-kubelet
 
 all: build
 
@@ -102,6 +103,22 @@ critest-matrix: deps cri-deps build cri-tools
 	seed=$${CRI_SEED:-$$(( $$(date +%s) % 100000 ))}; \
 	CRI_KILL_DELAY_MS=300 CRI_CONTAINERD=1.6 tests/scripts/cri/critest.sh --runs 5 --seed $$seed && \
 	CRI_KILL_DELAY_MS=300 CRI_CONTAINERD=2.3 tests/scripts/cri/critest.sh --runs 5 --seed $$seed
+
+## test-kubelet: a real Kubernetes node: a standalone kubelet (v1.34, built by go-tools.sh)
+##           drives pods through containerd 2.3's CRI, with the Go shim and then tether as the
+##           default handler; the same scenario (probes, back-off, OOMKilled, graceful
+##           termination, log rotation, /stats/summary, checkpoint, user namespaces, node
+##           restart, density, teardown) and a table; fails when tether does worse than the
+##           Go shim on any check. Shape 1: this host, cgroup v1, kubelet's cgroupfs driver.
+##           KUBELET_CHECKS / KUBELET_SKIP (comma lists), KUBELET_DENSITY (110),
+##           CRI_CONTAINERD (2.3 | 1.6); see tests/scripts/kubelet/node.py
+test-kubelet: deps cri-deps build
+	tests/scripts/go-tools.sh kubelet >/dev/null
+	tests/scripts/go-tools.sh cri-tools >/dev/null
+	@if [ -x ../shared/criu/install.sh ] && [ ! -x /opt/criu-trixie/bin/criu ]; then ../shared/criu/install.sh || true; fi
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) python3 tests/scripts/kubelet/node.py run \
+	  $${KUBELET_CHECKS:+--checks $$KUBELET_CHECKS} $${KUBELET_SKIP:+--skip $$KUBELET_SKIP} \
+	  --density $${KUBELET_DENSITY:-110}
 
 # Debian packages only the CRI test bed needs (Debian's dynamically linked busybox is
 # fetched by tests/scripts/cri/env.sh itself: it conflicts with busybox-static)
