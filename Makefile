@@ -22,7 +22,7 @@ DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 .PHONY: all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
         test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
-        test-kubelet
+        test-kubelet test-kubelet-systemd
 
 all: build
 
@@ -119,6 +119,15 @@ test-kubelet: deps cri-deps build
 	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) python3 tests/scripts/kubelet/node.py run \
 	  $${KUBELET_CHECKS:+--checks $$KUBELET_CHECKS} $${KUBELET_SKIP:+--skip $$KUBELET_SKIP} \
 	  --density $${KUBELET_DENSITY:-110}
+
+## test-kubelet-systemd: node shape 2 of test-kubelet: the same scenario in a throwaway QEMU
+##           guest booted from the host's root with systemd as PID 1 on a pure cgroup v2
+##           hierarchy, kubelet's and runc's systemd cgroup drivers (pods are systemd scopes
+##           under kubepods.slice), containerd 2.3; KUBELET_DENSITY defaults to 20 there;
+##           see tests/scripts/kubelet/systemd-guest.sh
+test-kubelet-systemd: deps cri-deps build
+	@if [ -x ../shared/criu/install.sh ] && [ ! -x /opt/criu-trixie/bin/criu ]; then ../shared/criu/install.sh || true; fi
+	tests/scripts/kubelet/systemd-guest.sh $(CURDIR)/$(RELEASE_BIN)
 
 # Debian packages only the CRI test bed needs (Debian's dynamically linked busybox is
 # fetched by tests/scripts/cri/env.sh itself: it conflicts with busybox-static)

@@ -43,6 +43,8 @@ def run(node, checks):
         print("kubelet-node: [%s] %s %s (%s s) %s" % (node.handler, name,
               "ok" if r["ok"] else "FAIL", r["seconds"], r["detail"]), flush=True)
         results.append(r)
+        if not r["ok"]:
+            node.save_logs()  # as they were when it failed (a guest may not get further)
         # whatever the check left goes before the next one starts
         for f in os.listdir(node.manifests):
             node.remove_pod(f[:-5])

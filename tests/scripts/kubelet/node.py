@@ -186,8 +186,7 @@ class Node:
     def start_kubelet(self):
         log = open(os.path.join(self.work, "kubelet.log"), "a")
         self.kubelet = subprocess.Popen(
-            [self.kubelet_bin, "--config", self.config, "--root-dir", self.root_dir,
-             "--node-ip", "127.0.0.1", "--v=2"],
+            [self.kubelet_bin, "--config", self.config, "--root-dir", self.root_dir, "--v=2"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.wait("kubelet healthz", 60, lambda: self.http("http://127.0.0.1:10248/healthz") == b"ok")
 
@@ -228,6 +227,14 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.ctd_proc.kill()
                 self.ctd_proc.wait()
+
+    def save_logs(self):
+        """Copies kubelet's and containerd's logs and kubelet's config to the output dir."""
+        for f in ("kubelet.log", "containerd.log", "kubelet.json"):
+            try:
+                shutil.copy(os.path.join(self.work, f), self.out)
+            except OSError:
+                pass
 
     # -- views -----------------------------------------------------------------------
     def http(self, url, method="GET", tls=False):
@@ -397,11 +404,7 @@ def in_bed(handler, out, checks, density):
                    for c in checks]
     finally:
         node.stop()
-        for f in ("kubelet.log", "containerd.log", "kubelet.json"):
-            try:
-                shutil.copy(os.path.join(node.work, f), out)
-            except OSError:
-                pass
+        node.save_logs()
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     return 0
