@@ -123,7 +123,7 @@ test-kubelet: deps cri-deps build
 ## test-kubelet-systemd: node shape 2 of test-kubelet: the same scenario in a throwaway QEMU
 ##           guest booted from the host's root with systemd as PID 1 on a pure cgroup v2
 ##           hierarchy, kubelet's and runc's systemd cgroup drivers (pods are systemd scopes
-##           under kubepods.slice), containerd 2.3; KUBELET_DENSITY defaults to 20 there;
+##           under kubepods.slice), containerd 2.3; KUBELET_DENSITY defaults to 10 there;
 ##           see tests/scripts/kubelet/systemd-guest.sh
 test-kubelet-systemd: deps cri-deps build
 	@if [ -x ../shared/criu/install.sh ] && [ ! -x /opt/criu-trixie/bin/criu ]; then ../shared/criu/install.sh || true; fi

@@ -211,7 +211,8 @@ def check_graceful_termination(node):
     share = os.path.join(node.share, "grace")
     os.makedirs(share, exist_ok=True)
     mark = "/share/events"
-    grace = 10
+    # a guest under TCG takes seconds for the preStop exec alone
+    grace = int(os.environ.get("KUBELET_GRACE_SECONDS", "10"))
     node.add_pod("grace", {
         "terminationGracePeriodSeconds": grace,
         "volumes": [{"name": "share", "hostPath": {"path": share}}],
@@ -501,9 +502,15 @@ def check_density(node):
         node.add_pod("dense-%03d" % i, {"containers": [{"name": "c", "command": SLEEP,
                                                          "resources": {"requests": {"cpu": "1m"}}}]})
 
+    seen = {"count": -1, "at": time.monotonic()}
+
     def all_running():
         running = [c for c in node.crictl_json(["ps"]).get("containers", [])
                    if c["labels"].get("io.kubernetes.pod.name", "").startswith("dense-")]
+        if len(running) != seen["count"] or time.monotonic() - seen["at"] > 30:
+            print("kubelet-node: [%s] density: %d of %d running after %.0f s"
+                  % (node.handler, len(running), n, time.monotonic() - t0), flush=True)
+            seen.update(count=len(running), at=time.monotonic())
         return len(running) >= n
     node.wait("%d pods running" % n, 900, all_running, step=2)
     took = time.monotonic() - t0

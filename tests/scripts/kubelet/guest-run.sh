@@ -16,7 +16,7 @@ set +a
 status=0
 python3 "$workspace/tests/scripts/kubelet/node.py" run --shape systemd --out "$run/out" \
   ${KUBELET_CHECKS:+--checks "$KUBELET_CHECKS"} ${KUBELET_SKIP:+--skip "$KUBELET_SKIP"} \
-  --density "${KUBELET_DENSITY:-20}" || status=$?
+  --density "${KUBELET_DENSITY:-10}" || status=$?
 echo "$status" >"$run/status.tmp" && mv "$run/status.tmp" "$run/status"
 sync
 exit 0

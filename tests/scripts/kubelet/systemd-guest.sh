@@ -8,9 +8,10 @@
 #
 #   tests/scripts/kubelet/systemd-guest.sh <release shim binary> [OUTDIR]
 #
-# Environment: KUBELET_CHECKS, KUBELET_SKIP, KUBELET_DENSITY (default 20: the guest runs
+# Environment: KUBELET_CHECKS, KUBELET_SKIP, KUBELET_DENSITY (default 10: the guest runs
 # under TCG on a host without VMX/SVM), TETHER_KUBELET_GUEST_TIMEOUT (s, default 2400),
-# TETHER_KUBELET_GUEST_MEMORY (MiB, default 4096), TETHER_CGV2_ACCEL (see cgroup-v2/run.sh).
+# TETHER_KUBELET_GUEST_MEMORY (MiB, default 4096), KUBELET_GRACE_SECONDS (the graceful
+# termination check's grace period, default 30 there: 10 on the host), TETHER_CGV2_ACCEL (see cgroup-v2/run.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../../.." && pwd)
@@ -54,7 +55,8 @@ CRICTL=$crictl
 CRI_CONTAINERD_BIN=$ctd_bin
 KUBELET_CHECKS=${KUBELET_CHECKS:-}
 KUBELET_SKIP=${KUBELET_SKIP:-}
-KUBELET_DENSITY=${KUBELET_DENSITY:-20}
+KUBELET_DENSITY=${KUBELET_DENSITY:-10}
+KUBELET_GRACE_SECONDS=${KUBELET_GRACE_SECONDS:-30}
 PARAMS
 
 accel=${TETHER_CGV2_ACCEL:-}
