@@ -142,8 +142,10 @@ def check_restart_backoff(node):
     node.add_pod("crash", {"containers": [{"name": "crash",
                                            "command": ["sh", "-c", "sleep 1; exit 1"]}]})
     t0 = time.monotonic()
-    cs = node.wait("restartCount >= 2", 120,
-                   lambda: (lambda c: c if c and c["restartCount"] >= 2 else None)(
+    # (kubelet's status may show the new restartCount a moment before the last state)
+    cs = node.wait("restartCount >= 2 with its last termination", 120,
+                   lambda: (lambda c: c if c and c["restartCount"] >= 2
+                            and (c.get("lastState") or {}).get("terminated") else None)(
                        node.container_status("crash", "crash")))
     last = (cs.get("lastState") or {}).get("terminated") or {}
     expect(last.get("exitCode") == 1, "last termination: %s" % cs.get("lastState"))
