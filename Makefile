@@ -22,7 +22,8 @@ DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 PHONY_UPGRADE := upgrade-peer test-upgrade
 .PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2
+        test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
+        test-kubelet test-kubelet-systemd
 
 all: build
 
@@ -133,6 +134,31 @@ critest-matrix: deps cri-deps build cri-tools
 	seed=$${CRI_SEED:-$$(( $$(date +%s) % 100000 ))}; \
 	CRI_KILL_DELAY_MS=300 CRI_CONTAINERD=1.6 tests/scripts/cri/critest.sh --runs 5 --seed $$seed && \
 	CRI_KILL_DELAY_MS=300 CRI_CONTAINERD=2.3 tests/scripts/cri/critest.sh --runs 5 --seed $$seed
+
+## test-kubelet: a real Kubernetes node: a standalone kubelet (v1.34, built by go-tools.sh)
+##           drives pods through containerd 2.3's CRI, with the Go shim and then tether as the
+##           default handler; the same scenario (probes, back-off, OOMKilled, graceful
+##           termination, log rotation, /stats/summary, checkpoint, user namespaces, node
+##           restart, density, teardown) and a table; fails when tether does worse than the
+##           Go shim on any check. Shape 1: this host, cgroup v1, kubelet's cgroupfs driver.
+##           KUBELET_CHECKS / KUBELET_SKIP (comma lists), KUBELET_DENSITY (110),
+##           CRI_CONTAINERD (2.3 | 1.6); see tests/scripts/kubelet/node.py
+test-kubelet: deps cri-deps build
+	tests/scripts/go-tools.sh kubelet >/dev/null
+	tests/scripts/go-tools.sh cri-tools >/dev/null
+	@if [ -x ../shared/criu/install.sh ] && [ ! -x /opt/criu-trixie/bin/criu ]; then ../shared/criu/install.sh || true; fi
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) python3 tests/scripts/kubelet/node.py run \
+	  $${KUBELET_CHECKS:+--checks $$KUBELET_CHECKS} $${KUBELET_SKIP:+--skip $$KUBELET_SKIP} \
+	  --density $${KUBELET_DENSITY:-110}
+
+## test-kubelet-systemd: node shape 2 of test-kubelet: the same scenario in a throwaway QEMU
+##           guest booted from the host's root with systemd as PID 1 on a pure cgroup v2
+##           hierarchy, kubelet's and runc's systemd cgroup drivers (pods are systemd scopes
+##           under kubepods.slice), containerd 2.3; KUBELET_DENSITY defaults to 10 there;
+##           see tests/scripts/kubelet/systemd-guest.sh
+test-kubelet-systemd: deps cri-deps build
+	@if [ -x ../shared/criu/install.sh ] && [ ! -x /opt/criu-trixie/bin/criu ]; then ../shared/criu/install.sh || true; fi
+	tests/scripts/kubelet/systemd-guest.sh $(CURDIR)/$(RELEASE_BIN)
 
 # Debian packages only the CRI test bed needs (Debian's dynamically linked busybox is
 # fetched by tests/scripts/cri/env.sh itself: it conflicts with busybox-static)

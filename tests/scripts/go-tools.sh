@@ -5,11 +5,13 @@
 #   tests/scripts/go-tools.sh containerd 2.3        # -> $CACHE/containerd-v2.3.7/bin
 #   tests/scripts/go-tools.sh cri-tools             # -> $CACHE/cri-tools-v1.37.0/bin
 #   tests/scripts/go-tools.sh nerdctl               # -> $CACHE/nerdctl-v2.4.2/bin
+#   tests/scripts/go-tools.sh kubelet               # -> $CACHE/kubelet-v1.34.4/bin
 #   tests/scripts/go-tools.sh all                   # every pinned tool, one dir per line
 #
 # containerd's bin dir holds `containerd`, `ctr` and that release's Go shim
 # `containerd-shim-runc-v2` (the baseline for the same daemon); cri-tools' holds `critest`
-# (a `go test -c` of ./cmd/critest) and `crictl`; nerdctl's holds `nerdctl`.
+# (a `go test -c` of ./cmd/critest) and `crictl`; nerdctl's holds `nerdctl`; kubelet's
+# holds `kubelet`.
 #
 # The cache key is the module version and the Go version; a build that fails leaves
 # nothing in the cache (it is built in a temp dir and renamed into place). Nothing is
@@ -22,6 +24,7 @@ CACHE=${TETHER_GO_CACHE:-/var/cache/tether/go}
 # Pinned versions: the newest patch release of each line on the day they were pinned.
 declare -A CONTAINERD=([2.2]=v2.2.9 [2.3]=v2.3.7 [2.4]=v2.4.2)
 CRI_TOOLS=v1.37.0
+KUBELET=v1.34.4
 CONTAINERD_MODULE=github.com/containerd/containerd/v2
 CRI_TOOLS_MODULE=sigs.k8s.io/cri-tools
 NERDCTL=v2.4.2
@@ -32,6 +35,7 @@ NERDCTL_MODULE=github.com/containerd/nerdctl/v2
 # builds against it; see build_nerdctl).
 NERDCTL_MOBY_MODULE=github.com/moby/moby/v2
 NERDCTL_MOBY=v2.0.0-beta.25
+KUBERNETES_MODULE=k8s.io/kubernetes
 BUILD_TAGS='no_btrfs no_devmapper no_zfs no_aufs'
 
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=${CGO_ENABLED:-1}
@@ -116,6 +120,41 @@ nerdctl() {
   build_into nerdctl "$NERDCTL" build_nerdctl "$NERDCTL_MODULE"
 }
 
+# k8s.io/kubernetes' go.mod requires its staging modules (k8s.io/api, k8s.io/client-go, …)
+# as `v0.0.0` and replaces them with ./staging/src/k8s.io/* directories, which the module
+# archive does not carry. The build uses a rewritten copy of go.mod (`-modfile`, the
+# source dir stays the read-only module dir): the replace block dropped and each
+# `k8s.io/X v0.0.0` require set to the published `v0.MINOR.PATCH` of the same release
+# (pseudo-versions such as k8s.io/utils are left alone); `-mod=mod` resolves the rest
+# through the proxy into the copy's go.sum. GOWORK=off: the archive carries a go.work
+# that names the staging dirs too. The version ldflags are those of hack/lib/version.sh,
+# so `kubelet --version` says the release.
+build_kubelet() {
+  local out=$1 modfile staging_version=v0.${KUBELET#v1.}
+  modfile=$(dirname "$out")/kubelet.mod
+  sed -e '/^replace (/,/^)/d' \
+    -e "s#^\(\s*k8s\.io/[a-z0-9-]*\) v0\.0\.0\$#\1 $staging_version#" go.mod >"$modfile"
+  cp go.sum "${modfile%.mod}.sum"
+  if grep -q ' v0\.0\.0$' "$modfile"; then
+    die "kubelet: go.mod still requires v0.0.0 after the rewrite"
+  fi
+  local minor=${KUBELET#v1.}
+  minor=${minor%%.*}
+  local ldflags="" key val
+  for kv in "gitVersion=$KUBELET" gitMajor=1 "gitMinor=$minor" gitTreeState=clean \
+    "buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
+    key=${kv%%=*} val=${kv#*=}
+    ldflags+=" -X k8s.io/client-go/pkg/version.$key=$val -X k8s.io/component-base/version.$key=$val"
+  done
+  GOWORK=off GOFLAGS="$GOFLAGS -mod=mod" CGO_ENABLED=0 \
+    go build -modfile "$modfile" -ldflags "-s -w$ldflags" -o "$out/kubelet" ./cmd/kubelet
+  "$out/kubelet" --version >&2
+}
+
+kubelet() {
+  build_into kubelet "$KUBELET" build_kubelet "$KUBERNETES_MODULE"
+}
+
 containerd() {
   local line=$1 version=${CONTAINERD[$1]:-}
   [ -n "$version" ] || die "unknown containerd line '$line' (pinned: ${!CONTAINERD[*]})"
@@ -130,15 +169,18 @@ case "${1:-}" in
   containerd) [ -n "${2:-}" ] || die "usage: $0 containerd 2.2|2.3|2.4"; containerd "$2" ;;
   cri-tools) cri_tools ;;
   nerdctl) nerdctl ;;
+  kubelet) kubelet ;;
   all)
     for line in 2.2 2.3 2.4; do containerd "$line"; done
     cri_tools
     nerdctl
+    kubelet
     ;;
   versions)
     for line in 2.2 2.3 2.4; do echo "containerd $line ${CONTAINERD[$line]}"; done
     echo "cri-tools $CRI_TOOLS"
     echo "nerdctl $NERDCTL ($NERDCTL_MOBY_MODULE $NERDCTL_MOBY)"
+    echo "kubelet $KUBELET"
     ;;
-  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | nerdctl | all | versions" ;;
+  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | nerdctl | kubelet | all | versions" ;;
 esac

@@ -429,9 +429,22 @@ impl RawConn {
         request: &impl Message,
         timeout: Option<Duration>,
     ) {
+        self.send_to("containerd.task.v2.Task", stream, method, request, timeout);
+    }
+
+    /// [`RawConn::send_with_timeout`] to another ttrpc `service` (e.g.
+    /// `containerd.task.v3.Task`, which containerd 2.x calls).
+    pub fn send_to(
+        &mut self,
+        service: &str,
+        stream: u32,
+        method: &str,
+        request: &impl Message,
+        timeout: Option<Duration>,
+    ) {
         use std::io::Write;
         let mut req = containerd_shim_protos::ttrpc::Request::new();
-        req.service = "containerd.task.v2.Task".into();
+        req.service = service.into();
         req.method = method.into();
         req.timeout_nano = timeout.map_or(0, |t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX));
         req.payload = request.write_to_bytes().expect("encode the request");

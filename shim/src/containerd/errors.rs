@@ -34,6 +34,23 @@ pub fn unimplemented(msg: impl Into<String>) -> Status {
     status(Code::UNIMPLEMENTED, msg)
 }
 
+/// The level a failed call is logged at. A client's expected outcome is a debug line, as
+/// containerd's Go shim logs none of them: the process is gone (NOT_FOUND: kubelet's exec
+/// probes end with a Kill of an exec that has finished), the id is taken, the call does not
+/// apply in the process's state, or a method tether does not serve. Anything else (runc
+/// failed, a deadline passed, a malformed request) is an info line.
+pub fn failure_level(st: &Status) -> log::Level {
+    match st.code.enum_value() {
+        Ok(
+            Code::NOT_FOUND
+            | Code::ALREADY_EXISTS
+            | Code::FAILED_PRECONDITION
+            | Code::UNIMPLEMENTED,
+        ) => log::Level::Debug,
+        _ => log::Level::Info,
+    }
+}
+
 /// A runc failure: runc's own message, with the code its kind means to containerd.
 pub fn from_runc(err: runc_wrapper::Error) -> Status {
     use runc_wrapper::ErrorKind;
@@ -43,5 +60,30 @@ pub fn from_runc(err: runc_wrapper::Error) -> Status {
         (ErrorKind::DeadlineExceeded, e) => status(Code::DEADLINE_EXCEEDED, e.to_string()),
         (_, runc_wrapper::Error::InvalidArgument(m)) => invalid(m),
         (_, other) => status(Code::UNKNOWN, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_outcomes_are_debug_lines_and_failures_info() {
+        for st in [
+            not_found("process already finished"),
+            already_exists("id ctr-1 is taken"),
+            failed_precondition("container is not paused"),
+            unimplemented("method Sandbox is not implemented"),
+        ] {
+            assert_eq!(failure_level(&st), log::Level::Debug, "{}", st.message);
+        }
+        for st in [
+            internal("stats: no such file"),
+            invalid("bad signal"),
+            status(Code::DEADLINE_EXCEEDED, "runc kill"),
+            status(Code::UNKNOWN, "runc create failed"),
+        ] {
+            assert_eq!(failure_level(&st), log::Level::Info, "{}", st.message);
+        }
     }
 }

@@ -17,7 +17,9 @@ cache_root=${TETHER_CGV2_CACHE:-/var/cache/tether/cgroup-v2}
 busybox=/bin/busybox
 
 # The modules the initramfs loads, by name; their `depends=` are added before them.
-MODULES="virtio_pci 9pnet_virtio 9p overlay"
+# bridge and veth: the CNI bridge of the CRI test bed, which the kubelet node test runs in
+# the guest (tests/scripts/kubelet/systemd-guest.sh): the guest has no /lib/modules.
+MODULES="virtio_pci 9pnet_virtio 9p overlay bridge veth"
 
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$pkg" ] || { echo "guest-kernel: apt-cache knows no linux-image-amd64 (apt-get update?)" >&2; exit 1; }

@@ -25,6 +25,17 @@
 #   CRI_CACHE            cache of images and CA (default /var/tmp/tether-cri)
 #   CRI_KEEP_DIR         if set, containerd's log (with the shims' logs) is copied there
 #   CRI_DEBUG=1          containerd log level debug (default info)
+#   CRI_DEFAULT_RUNTIME  the handler a pod gets when it names none: runc (default) | tether
+#                        (a kubelet without an API server cannot resolve runtimeClassName
+#                        and always asks for the default handler: tests/scripts/kubelet/)
+#   CRI_EXTRA_PATH       a directory put first on the PATH of containerd, its shims and
+#                        runc (e.g. /opt/criu-trixie/bin: the criu that runc checkpoints with)
+#   CRI_SYSTEMD_CGROUP=1 both handlers get SystemdCgroup = true (runc asks systemd over
+#                        D-Bus for a scope per container: a host with systemd as PID 1)
+#   CRI_PID_NAMESPACE=0  no PID namespace of the bed's own: for a throwaway guest whose
+#                        systemd must be given the containers' pids as it sees them (runc's
+#                        systemd driver passes its own view of the pid to StartTransientUnit);
+#                        what the bed started is then not ended with it
 #   CRI_TETHER_OPTIONS   configpath (default: tether's options table holds only ConfigPath,
 #                        the TOML file with BinaryName, Root, ...) | inline (those keys in
 #                        the options table itself)
@@ -76,6 +87,12 @@ done
 command -v iptables >/dev/null || die "iptables missing (CNI portmap): apt-get install iptables"
 command -v openssl >/dev/null || die "openssl missing"
 KILL_DELAY_MS=${CRI_KILL_DELAY_MS:-0}
+DEFAULT_RUNTIME=${CRI_DEFAULT_RUNTIME:-runc}
+SYSTEMD_CGROUP=false
+[ "${CRI_SYSTEMD_CGROUP:-0}" = 1 ] && SYSTEMD_CGROUP=true
+PID_NS=(--pid --fork --kill-child --mount-proc)
+[ "${CRI_PID_NAMESPACE:-1}" = 0 ] && PID_NS=(--fork)
+case "$DEFAULT_RUNTIME" in runc|tether) ;; *) die "CRI_DEFAULT_RUNTIME must be runc or tether" ;; esac
 [[ "$KILL_DELAY_MS" =~ ^[0-9]+$ ]] || die "CRI_KILL_DELAY_MS must be a number of ms"
 
 # --- cached images and CA (shared by runs; rebuilt when busybox or images.py change) ----
@@ -225,7 +242,7 @@ cat >"$WORK/tether-runtime.toml" <<EOF
 # runc options of the CRI handler "tether" (read by containerd-shim-tether-v2)
 BinaryName = "$WORK/bin/runc-tether"
 Root = "$WORK/runc-root/tether"
-SystemdCgroup = false
+SystemdCgroup = $SYSTEMD_CGROUP
 IoUid = 0
 IoGid = 0
 ShimCgroup = "/tether-cri-shims-$(basename "$WORK")"
@@ -261,14 +278,14 @@ state = "$WORK/state"
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
-    default_runtime_name = "runc"
+    default_runtime_name = "$DEFAULT_RUNTIME"
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$WORK/bin/runc-runc"
         Root = "$WORK/runc-root/runc"
-        SystemdCgroup = false
+        SystemdCgroup = $SYSTEMD_CGROUP
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
       runtime_type = "io.containerd.tether.v2"
@@ -294,9 +311,10 @@ say "containerd $CTD ($CTD_BIN), tether shim $SHIM, kill delay ${KILL_DELAY_MS}m
 # PATH of containerd, its shims and CMD: tether's shim, then that containerd's binaries
 # (2.3: its own containerd-shim-runc-v2), then the system
 INNER_PATH="$WORK/bin:$CTD_BIN:$PATH"
+[ -z "${CRI_EXTRA_PATH:-}" ] || INNER_PATH="$CRI_EXTRA_PATH:$INNER_PATH"
 inner_args=()
 if [ "$MODE" = run ]; then inner_args=("$@"); fi
-unshare --pid --fork --kill-child --mount-proc --mount --net --propagation private \
+unshare "${PID_NS[@]}" --mount --net --propagation private \
     env CRI_WORK="$WORK" CRI_IMAGES="$IMAGES" CRI_PKI="$PKI" CRI_HELPERS="$HERE" \
         CRI_CTD_VERSION="$CTD" CRI_MODE="$MODE" PATH="$INNER_PATH" TMPDIR="$WORK/tmp" \
         bash "$HERE/inner.sh" "${inner_args[@]}" &

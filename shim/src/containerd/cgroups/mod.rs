@@ -69,7 +69,7 @@ pub struct CgroupMount {
 
 /// The cgroup paths of a process, parsed from `/proc/<pid>/cgroup`, and the
 /// directories they resolve to under the mounted hierarchies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessCgroups {
     /// v1 controller (or `name=...`) -> cgroup path.
     v1: BTreeMap<String, String>,

@@ -84,22 +84,32 @@ impl Shim {
         })
     }
 
+    /// Stats of a container, from the cgroups recorded when its init was created: also
+    /// once the init has exited and until Delete (containerd's OOM check after a 137 exit
+    /// asks for them, as the Go shim answers from the cgroup).
     pub(super) fn stats(&self, r: api::StatsRequest) -> Step {
-        let pid = match self.table.container(&r.id) {
-            Ok(c) => match self.table.get(c.init) {
-                Some(init) if init.is_alive() => init.pid,
-                _ => {
-                    return Step::Reply(Err(not_found(format!(
-                        "container {} is not running",
-                        r.id
-                    ))))
-                }
-            },
+        let c = match self.table.container(&r.id) {
+            Ok(c) => c,
             Err(m) => return Step::Reply(Err(m.into())),
         };
+        let (pid, alive) = self
+            .table
+            .get(c.init)
+            .map_or((0, false), |p| (p.pid, p.is_alive()));
+        let recorded = c.cgroups.clone();
+        if recorded.is_none() && !(alive && pid > 0) {
+            return Step::Reply(Err(not_found(format!(
+                "cgroup of container {} not found",
+                r.id
+            ))));
+        }
         reply_job(move || {
-            let (type_url, value) = crate::containerd::cgroups::metrics::collect_metrics(pid)
-                .map_err(|e| internal(format!("stats: {e}")))?;
+            let collected = match &recorded {
+                Some(cgroups) => crate::containerd::cgroups::metrics::collect_metrics_from(cgroups),
+                // Not recorded (its pid was not known yet at create): only a live pid tells.
+                None => crate::containerd::cgroups::metrics::collect_metrics(pid),
+            };
+            let (type_url, value) = collected.map_err(|e| internal(format!("stats: {e}")))?;
             let mut any = Any::new();
             any.type_url = type_url;
             any.value = value;

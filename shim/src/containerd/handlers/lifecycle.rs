@@ -35,6 +35,7 @@ pub struct CreatedInit {
     shares_pid_ns: bool,
     rootfs_mounted: Option<PathBuf>,
     cgroup_procs: Option<PathBuf>,
+    cgroups: Option<crate::containerd::cgroups::ProcessCgroups>,
     stdio: StdioConfig,
     launch: LaunchSpec,
     /// 0 for a container restored at Start.
@@ -84,6 +85,8 @@ pub struct StartedProcess {
     launched: Option<(i32, LaunchedIo)>,
     /// A restored init's OOM watcher.
     oom: Option<OomWatcher>,
+    /// A restored init's cgroups.
+    cgroups: Option<crate::containerd::cgroups::ProcessCgroups>,
 }
 
 impl Shim {
@@ -136,6 +139,7 @@ impl Shim {
             options: c.options,
             runc: c.runc,
             cgroup_procs: c.cgroup_procs,
+            cgroups: c.cgroups,
             oom: None,
         };
         let mut init = ProcessRecord::new(id, "", c.stdio.clone(), c.launch);
@@ -197,6 +201,7 @@ impl Shim {
                         Box::new(StartedProcess {
                             launched: None,
                             oom: None,
+                            cgroups: None,
                         })
                     }),
                 })
@@ -256,6 +261,7 @@ impl Shim {
                     if c.shares_pid_ns {
                         c.cgroup_procs = crate::containerd::kill_all::procs_file_of(pid);
                     }
+                    c.cgroups = started.cgroups.clone();
                 }
             }
         }
@@ -377,6 +383,7 @@ impl CreateJob {
             } else {
                 None
             },
+            cgroups: cgroups_of(pid),
             options: opts,
             runc,
             rootfs_mounted: mounted.keep(),
@@ -429,6 +436,16 @@ pub(super) fn unmount(path: &Path) {
     if let Err(e) = crate::containerd::mount::unmount_all(path) {
         log::warn!("unmount {}: {e}", path.display());
     }
+}
+
+/// The cgroups of a just created (or restored) init, while its pid surely is its own.
+fn cgroups_of(pid: i32) -> Option<crate::containerd::cgroups::ProcessCgroups> {
+    if pid <= 0 {
+        return None;
+    }
+    crate::containerd::cgroups::of_pid(pid)
+        .map_err(|e| log::debug!("cgroups of pid {pid}: {e}"))
+        .ok()
 }
 
 fn oom_watcher(id: &str, pid: i32) -> Option<OomWatcher> {
@@ -489,9 +506,11 @@ impl LaunchJob {
             launch_wired(&self.runc, &self.id, what, &mut prepared, pid_file)?;
         let pid = committed.pid;
         let oom = restore.then(|| oom_watcher(&self.id, pid)).flatten();
+        let cgroups = if restore { cgroups_of(pid) } else { None };
         Ok(StartedProcess {
             launched: Some((pid, LaunchedIo::new(committed, console, prepared))),
             oom,
+            cgroups,
         })
     }
 }

@@ -225,6 +225,10 @@ pub struct ContainerRecord {
     /// Its cgroup's process list, to kill what is left when a shared-pid-namespace init
     /// dies.
     pub cgroup_procs: Option<PathBuf>,
+    /// Its init's cgroups, resolved when the init was created (or restored): Stats reads
+    /// them until Delete, also once the init has exited and its pid is gone (containerd
+    /// asks for Stats after a 137 exit to check for an OOM, as the Go shim answers).
+    pub cgroups: Option<crate::containerd::cgroups::ProcessCgroups>,
     /// Its memory cgroup's OOM counter, registered under the init's key.
     pub oom: Option<OomWatcher>,
 }

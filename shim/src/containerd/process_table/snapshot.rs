@@ -53,6 +53,9 @@ pub struct ContainerSnapshot {
     pub rootfs_mounted: Option<PathBuf>,
     pub options: RuncOptions,
     pub cgroup_procs: Option<PathBuf>,
+    /// Absent in states saved before the field existed (still format 1: it is optional).
+    #[serde(default)]
+    pub cgroups: Option<crate::containerd::cgroups::ProcessCgroups>,
     pub oom: Option<OomSnapshot>,
     pub init: ProcessSnapshot,
     pub execs: Vec<ProcessSnapshot>,
@@ -111,6 +114,7 @@ impl Table {
                 rootfs_mounted: c.rootfs_mounted.clone(),
                 options: c.options.clone(),
                 cgroup_procs: c.cgroup_procs.clone(),
+                cgroups: c.cgroups.clone(),
                 oom: c.oom.as_ref().map(|w| w.save(fds)),
                 init,
                 execs,
@@ -173,6 +177,7 @@ impl Table {
                     rootfs_mounted: c.rootfs_mounted,
                     options: c.options,
                     cgroup_procs: c.cgroup_procs,
+                    cgroups: c.cgroups,
                     oom,
                 },
             );

@@ -14,6 +14,7 @@ fn container(id: &str) -> ContainerRecord {
         options: Default::default(),
         runc: runc_wrapper::Runc::new(),
         cgroup_procs: None,
+        cgroups: None,
         oom: None,
     }
 }

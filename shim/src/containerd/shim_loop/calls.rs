@@ -66,7 +66,12 @@ impl EventLoop {
         reply: Reply,
     ) {
         if let Err(st) = &reply {
-            log::info!("rpc {} failed: {}", call.method, st.message);
+            log::log!(
+                crate::containerd::errors::failure_level(st),
+                "rpc {} failed: {}",
+                call.method,
+                st.message
+            );
         }
         self.respond(&call, reply);
         if let Some((key, exit)) = gate {

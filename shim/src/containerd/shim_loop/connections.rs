@@ -116,13 +116,22 @@ impl EventLoop {
             let now = Instant::now();
             for req in out.requests {
                 let stream = req.stream_id;
+                if let Some(v) = self.api_seen.first_call(&req.service) {
+                    log::info!("serving task API v{v} ({})", req.service);
+                }
                 if req.service == crate::containerd::upgrade::protocol::SERVICE {
                     upgrades.push((stream, req.payload));
                     continue;
                 }
                 match TaskCall::decode(&req.service, &req.method, &req.payload) {
                     Err(st) => {
-                        log::info!("rpc {}.{} refused: {}", req.service, req.method, st.message);
+                        log::log!(
+                            crate::containerd::errors::failure_level(&st),
+                            "rpc {}.{} refused: {}",
+                            req.service,
+                            req.method,
+                            st.message
+                        );
                         answers.push((stream, Err(st)));
                     }
                     Ok(call) => {

@@ -73,6 +73,8 @@ struct EventLoop {
     events_address: Option<String>,
     /// An upgrade asked for and waiting for the calls in flight (`upgrade`).
     upgrading: Option<upgrade::Upgrading>,
+    /// The task API versions containerd has called so far (each is logged once).
+    api_seen: crate::containerd::task_api::ApiSeen,
 }
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by
@@ -111,7 +113,7 @@ pub fn run(
     );
     let mut ev = EventLoop::new(base, waker, shim, reaper, listener, socket_path)?;
     ev.events_address = events_address;
-    log::info!("serving task API v2");
+    log::debug!("answering task API v2 and v3");
     ev.serve()
 }
 
@@ -159,6 +161,7 @@ impl EventLoop {
             started_from: std::env::current_exe().unwrap_or_default(),
             events_address: events_address(),
             upgrading: None,
+            api_seen: Default::default(),
         })
     }
 
@@ -316,6 +319,6 @@ impl EventLoop {
         if let Some(path) = &self.socket_path {
             crate::containerd::address::remove_socket(path);
         }
-        log::info!("shim shut down");
+        log::debug!("shim shut down");
     }
 }
