@@ -23,7 +23,7 @@ use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 
 /// The ttrpc task API version tether reports to a daemon that speaks the bootstrap protocol:
-/// 3, `containerd.task.v3.Task` (served beside v2, see `task_api.rs`), as containerd's runc
+/// 3, `containerd.task.v3.Task` (served beside v2, see `task_services.rs`), as containerd's runc
 /// shim does. containerd 2.3 takes 2 (its v2 client) or 3 (`CurrentShimVersion`) and refuses
 /// anything higher; if a grouped shim that only serves v2 answers v3 calls with
 /// "unimplemented", it downgrades its client to v2 and retries.

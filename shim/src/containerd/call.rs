@@ -1,7 +1,7 @@
 //! A Task call as the loop carries it from its arrival to its reply: who to answer, the
 //! caller's deadline, and, for a call waiting at its process's gate, the decoded request.
 
-use crate::containerd::task_call::TaskCall;
+use crate::containerd::decoded_call::TaskCall;
 use std::time::Instant;
 
 /// A call being served: who to answer, and the caller's deadline (ttrpc `timeout_nano`,

@@ -23,6 +23,7 @@ mod wait;
 pub use lifecycle::{CreatedInit, StartedProcess};
 
 use crate::containerd::call::CallRef;
+use crate::containerd::decoded_call::TaskCall;
 use crate::containerd::errors::*;
 use crate::containerd::events::task_events::event_exit_status;
 use crate::containerd::events::timestamp;
@@ -30,7 +31,6 @@ use crate::containerd::options::RuncOptions;
 use crate::containerd::process_table::gate::ExitReport;
 use crate::containerd::process_table::{Missing, ProcKey};
 use crate::containerd::shim::Shim;
-use crate::containerd::task_call::TaskCall;
 use crate::containerd::ttrpc::Reply;
 use crate::process_core::epoll::Poller;
 use containerd_shim_protos::shim::shim as api;

@@ -4,10 +4,10 @@
 
 use super::EventLoop;
 use crate::containerd::call::{CallRef, GatedCall};
+use crate::containerd::decoded_call::TaskCall;
 use crate::containerd::handlers::Step;
 use crate::containerd::process_table::gate::ExitReport;
 use crate::containerd::process_table::{Missing, ProcKey};
-use crate::containerd::task_call::TaskCall;
 use crate::containerd::ttrpc::Reply;
 use crate::containerd::workers::Work;
 use std::time::Instant;

@@ -6,7 +6,7 @@ use super::fds::ShimFd;
 use super::EventLoop;
 use crate::containerd::call::CallRef;
 use crate::containerd::call_deadline;
-use crate::containerd::task_call::TaskCall;
+use crate::containerd::decoded_call::TaskCall;
 use crate::containerd::ttrpc::{Connection, Reply};
 use crate::process_core::epoll::Ready;
 use std::io;

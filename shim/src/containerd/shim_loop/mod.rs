@@ -74,7 +74,7 @@ struct EventLoop {
     /// An upgrade asked for and waiting for the calls in flight (`upgrade`).
     upgrading: Option<upgrade::Upgrading>,
     /// The task API versions containerd has called so far (each is logged once).
-    api_seen: crate::containerd::task_api::ApiSeen,
+    api_seen: crate::containerd::task_services::ApiSeen,
 }
 
 /// Runs the shim until containerd shuts it down. `listener` is the ttrpc socket made by

@@ -3,7 +3,7 @@
 //! answers itself. The loop decodes; the handler gets the typed request.
 
 use crate::containerd::errors::{invalid, unimplemented, RpcResult};
-use crate::containerd::task_api::is_task_service;
+use crate::containerd::task_services::is_task_service;
 use containerd_shim_protos::shim::shim as api;
 use protobuf::Message;
 
