@@ -26,6 +26,7 @@ pub mod rollback;
 pub mod signals;
 pub mod spool;
 pub mod stream;
+pub mod transition;
 pub mod tty;
 pub mod upgrade_exec;
 pub mod wiring;

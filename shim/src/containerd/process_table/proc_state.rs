@@ -44,15 +44,7 @@ pub enum ProcState {
     ExitReported(ExitRecord),
 }
 
-/// A transition the state does not allow; the state is left as it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a process that is {from} cannot {event}")]
-pub struct IllegalTransition {
-    /// The state's name ([`ProcState::name`]).
-    pub from: &'static str,
-    /// The transition asked for (the method's name).
-    pub event: &'static str,
-}
+pub use crate::process_core::transition::IllegalTransition;
 
 impl ProcState {
     /// The state's name, for messages.

@@ -71,15 +71,7 @@ pub enum SupervisorState {
     Done { pid: i32, exit: ExitRecord },
 }
 
-/// A transition the state does not allow; the state is left as it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a supervisor whose process is {from} cannot {event}")]
-pub struct IllegalTransition {
-    /// The state's name ([`SupervisorState::name`]).
-    pub from: &'static str,
-    /// The transition asked for.
-    pub event: &'static str,
-}
+pub use crate::process_core::transition::IllegalTransition;
 
 impl SupervisorState {
     /// A process that has just started.
