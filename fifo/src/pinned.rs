@@ -41,16 +41,22 @@ impl PinnedDir {
                 }
                 _ => Error::io("open", path, e),
             })?;
+        Ok(PinnedDir::named_through(dir, path))
+    }
+
+    /// The open directory `dir`, named from now on through this process's descriptor
+    /// table (`/proc/<pid>/fd/<n>`), whatever happens to `origin`.
+    fn named_through(dir: File, origin: &Path) -> Self {
         let via = PathBuf::from(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
             dir.as_raw_fd()
         ));
-        Ok(PinnedDir {
+        PinnedDir {
             dir,
-            origin: path.into(),
+            origin: origin.into(),
             path: via,
-        })
+        }
     }
 
     /// A directory already open as `dir` (pinned by another process, which handed the
@@ -64,16 +70,7 @@ impl PinnedDir {
                 path: origin.into(),
             });
         }
-        let via = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            dir.as_raw_fd()
-        ));
-        Ok(PinnedDir {
-            dir,
-            origin: origin.into(),
-            path: via,
-        })
+        Ok(PinnedDir::named_through(dir, origin))
     }
 
     /// The directory, as a path that resolves through the descriptor (valid while `self`

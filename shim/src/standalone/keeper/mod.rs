@@ -42,7 +42,7 @@ use fifo::ExitRecord;
 use link::{LinkError, Message};
 pub use link::{Output, Role};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// The score the supervisor asks for: the OOM killer picks it last (-1000 would exempt it
@@ -160,15 +160,7 @@ fn become_keeper(link: OwnedFd, supervisor: i32, origin: &Path) -> ! {
     let _ = nix::sys::prctl::set_name(c"tether-keeper");
     // Our stdout is the caller's readiness pipe (the supervisor reports on it) and stdin
     // its spec: neither is ours to hold.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-        }
-    }
+    crate::standalone::supervise::detach_stdio();
     protect_from_oom();
     let code = life::keep(link, supervisor, origin.to_path_buf());
     // SAFETY: _exit ends the process without running anything of the parent's copy

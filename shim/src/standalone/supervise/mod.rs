@@ -142,7 +142,7 @@ pub fn main(plan: Plan) -> u8 {
 }
 
 /// Points stdin, stdout and stderr at /dev/null: closes the caller's readiness pipe.
-fn detach_stdio() {
+pub(crate) fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
