@@ -228,3 +228,35 @@ fn shutdown_does_not_drop_a_create_in_flight() {
     reaction.shutdown.expect("Shutdown");
     shim.assert_nothing_left();
 }
+
+#[test]
+fn a_shutdown_during_a_create_that_fails_ends_the_shim() {
+    // The other half of the contract above: the Create a Shutdown came during fails, so
+    // nothing is left to serve and the shim exits (before: the Shutdown was dropped while
+    // the Create was in flight, and the shim stayed until its idle timeout).
+    let id = tether_tests::unique_id("order");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    let gate = RuncGate::write(shim.dir(), &["create"], GateAt::BeforeWork);
+    let mut conn = RawConn::connect(&shim);
+    let mut create = api::CreateTaskRequest::new();
+    create.id = id.clone();
+    create.bundle = shim.bundle().to_string_lossy().into_owned();
+    create.options = Some(shim.options(gate.path())).into();
+    conn.send(1, "Create", &create);
+    gate.wait_reached("create");
+    conn.send(3, "Shutdown", &api::ShutdownRequest::new());
+    let (stream, shutdown) = conn.recv();
+    assert_eq!(stream, 3);
+    assert_eq!(shutdown.status.code.value(), OK, "{:?}", shutdown.status);
+    // runc create, once let go, finds a spec it cannot read.
+    std::fs::write(shim.bundle().join("config.json"), b"{ not json").expect("spoil the spec");
+    gate.open("create");
+    let (stream, created) = conn.recv();
+    assert_eq!(stream, 1);
+    assert_ne!(created.status.code.value(), OK, "the Create was to fail");
+    assert!(
+        shim.wait_shim_exit(Duration::from_secs(10)),
+        "the shim stayed after a Shutdown and a failed Create\n{}",
+        shim.log()
+    );
+}

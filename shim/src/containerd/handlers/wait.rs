@@ -51,9 +51,11 @@ impl Shim {
         Ok(resp)
     }
 
-    /// A no-op while any container remains (a grouped shim serves the pod's others).
+    /// A no-op while any container remains (a grouped shim serves the pod's others). A
+    /// Create in flight does not stop it: the shim waits for the Create's answer, and a
+    /// container it made cancels the shutdown (`shim_loop::EventLoop::done`).
     pub(super) fn shutdown(&mut self, _r: api::ShutdownRequest) -> RpcResult<Empty> {
-        if self.table.is_empty() {
+        if self.table.has_no_containers() {
             self.shutdown_requested.get_or_insert_with(Instant::now);
         }
         Ok(Empty::new())

@@ -79,6 +79,12 @@ impl Table {
         self.containers.is_empty() && self.creating.is_empty()
     }
 
+    /// No container made (one whose Create is still on a worker does not count: it may
+    /// fail).
+    pub fn has_no_containers(&self) -> bool {
+        self.containers.is_empty()
+    }
+
     pub fn containers(&self) -> impl Iterator<Item = &ContainerRecord> {
         self.containers.values()
     }

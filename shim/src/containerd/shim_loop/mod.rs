@@ -268,7 +268,8 @@ impl EventLoop {
     /// `idle_exit`, shut down or not (an orphan: containerd failed between `start` and
     /// Create, or after the last Delete).
     fn done(&mut self) -> bool {
-        let empty = self.shim.table.is_empty();
+        // A Create in flight counts as a call in flight, not as a container.
+        let empty = self.shim.table.has_no_containers();
         if !empty {
             self.empty_since = None;
         } else if self.calls_in_flight > 0 {
