@@ -106,7 +106,8 @@ if [ -z "$OUT" ]; then
     RESULTS=/var/tmp/tether-cri/results
     OUT=$RESULTS/$(date +%Y%m%d-%H%M%S)-ctd${CRI_CONTAINERD:-1.6}
     # keep the 20 newest default result dirs (containerd logs make them a few MB each)
-    ls -1dt "$RESULTS"/[0-9]*-ctd* 2>/dev/null | tail -n +20 | xargs -r rm -rf
+    # (on a fresh machine there is none yet: ls fails, which pipefail must not make fatal)
+    { ls -1dt "$RESULTS"/[0-9]*-ctd* 2>/dev/null || true; } | tail -n +20 | xargs -r rm -rf
 fi
 mkdir -p "$OUT"
 say "containerd ${CRI_CONTAINERD:-1.6}, handlers: $HANDLERS, runs: $RUNS, seed $SEED, kill delay ${CRI_KILL_DELAY_MS:-0} ms, results in $OUT"
