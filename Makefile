@@ -22,7 +22,7 @@ DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 PHONY_UPGRADE := upgrade-peer test-upgrade
 .PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
-        test-nerdctl test-cri critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
+        test-nerdctl test-cri test-cri-pods critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
         test-kubelet test-kubelet-systemd
 
 all: build
@@ -119,7 +119,10 @@ test-cgroup-v2: deps build
 ##           not for tether), then the crictl pod scenarios (tests/tests/cri_pod.rs).
 ##           CRI_RUNS (1), CRI_SEED (random), CRI_CONTAINERD (1.6 | 2.3),
 ##           CRI_KILL_DELAY_MS (0; 300 = the delayed `runc kill` mode); see tests/scripts/cri/.
-test-cri: critest-cri
+test-cri: critest-cri test-cri-pods
+
+## test-cri-pods: only the crictl pod scenarios of test-cri (tests/tests/cri_pod.rs)
+test-cri-pods: deps cri-deps build cri-tools
 	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod
 
 ## critest-cri: only the critest comparison of test-cri
