@@ -4,17 +4,19 @@
 //!
 //! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
 //! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
-//! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`), `BENCH_SHIM_OUTPUT`
+//! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
+//! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
 //! shim alone, e.g. under a profiler).
 #![deny(unsafe_code)]
 
 use serde_json::json;
 use std::path::PathBuf;
+use tether_tests::shim_bench::clock;
 use tether_tests::shim_bench::fake_events::FakeEvents;
 use tether_tests::shim_bench::lifecycle::Bench;
 use tether_tests::shim_bench::report::{self, ShimRuns};
-use tether_tests::shim_bench::runc_log::RuncTimer;
+use tether_tests::shim_bench::runc_log::{self, RuncTimer};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -44,6 +46,29 @@ fn machine() -> serde_json::Value {
         })
         .unwrap_or_default();
     json!({ "nproc": nproc, "kernel": kernel, "load": load, "runc": runc_version })
+}
+
+/// The median time of `n` calls of this bench's ttrpc client to the stand-in events
+/// service, which answers at once: what any call costs before a shim does anything (ns).
+fn round_trip_floor(events: &FakeEvents, n: usize) -> u64 {
+    use containerd_shim_protos::api::StateRequest;
+    let Ok(client) =
+        containerd_shim_protos::ttrpc::Client::connect(&format!("unix://{}", events.address()))
+    else {
+        return 0;
+    };
+    let client = containerd_shim_protos::TaskClient::new(client);
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let from = clock::now_ns();
+        if client
+            .state(tether_tests::direct_shim::ctx(), &StateRequest::new())
+            .is_ok()
+        {
+            took.push(clock::now_ns().saturating_sub(from));
+        }
+    }
+    report::quantile(&took, 50)
 }
 
 fn main() {
@@ -84,10 +109,21 @@ fn main() {
     let real_runc = tether_tests::require::tool("runc", "runc");
     let mut timer =
         RuncTimer::install(dir.path(), &timer_bin, &real_runc).expect("install runc-timer");
+    let timer_overhead_ns =
+        runc_log::calibrate(dir.path(), &timer_bin, 30).expect("calibrate runc-timer");
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
+    let floor_ns = round_trip_floor(&events, 50);
     let machine = machine();
     println!(
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs each; machine {machine}"
+    );
+    println!(
+        "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
+        floor_ns as f64 / 1e6
+    );
+    println!(
+        "runc-timer adds {:.2} ms to each runc run (its exec and exit; counted as runc's below)",
+        timer_overhead_ns as f64 / 1e6
     );
     let mut runs = [
         ShimRuns {
@@ -96,7 +132,7 @@ fn main() {
             lifecycles: Vec::new(),
         },
         ShimRuns {
-            name: "Go".into(),
+            name: std::env::var("BENCH_SHIM_OTHER_NAME").unwrap_or_else(|_| "Go".into()),
             binary: go.display().to_string(),
             lifecycles: Vec::new(),
         },
@@ -107,6 +143,7 @@ fn main() {
         timer: &mut timer,
         events: &events,
         execs,
+        timer_overhead_ns,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -132,7 +169,7 @@ fn main() {
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "load_end": load_after.trim() }),
+            json!({ "start": after, "load_end": load_after.trim(), "timer_overhead_ns": timer_overhead_ns, "round_trip_floor_ns": floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),

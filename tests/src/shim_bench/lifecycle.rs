@@ -68,6 +68,8 @@ pub struct Bench<'a> {
     pub events: &'a FakeEvents,
     /// Execs per lifecycle.
     pub execs: usize,
+    /// What the timer adds to each runc run ([`super::runc_log::calibrate`]), in ns.
+    pub timer_overhead_ns: u64,
 }
 
 /// A call's timeout: a lifecycle that hangs fails the bench instead.
@@ -241,7 +243,7 @@ impl Bench<'_> {
             .map(|(call, from, to)| CallSample {
                 call,
                 latency_ns: to.saturating_sub(from),
-                runc_ns: runc_within(&runs, from, to),
+                runc_ns: runc_within(&runs, from, to, self.timer_overhead_ns),
             })
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);

@@ -84,9 +84,39 @@ impl RuncTimer {
     }
 }
 
-/// The time runc ran within `[from, to]`, over all of `runs` (ns).
-pub fn runc_within(runs: &[RuncRun], from: u64, to: u64) -> u64 {
-    runs.iter().map(|r| r.overlap(from, to)).sum()
+/// The time runc ran within `[from, to]`, over all of `runs`, with `overhead` (what the
+/// timer itself adds to each run, [`calibrate`]) for each run that falls in it (ns).
+pub fn runc_within(runs: &[RuncRun], from: u64, to: u64, overhead: u64) -> u64 {
+    runs.iter()
+        .map(|r| r.overlap(from, to))
+        .filter(|&t| t > 0)
+        .map(|t| t + overhead)
+        .sum::<u64>()
+        .min(to.saturating_sub(from))
+}
+
+/// What running runc through `timer` adds to each run, outside the span it logs: its own
+/// exec and start-up, and its exit (ns, the median of `runs` runs of a timer whose "runc"
+/// is `/bin/true`). A shim's own share subtracts it, as it would not be there without
+/// the timer.
+pub fn calibrate(dir: &Path, timer: &Path, runs: usize) -> io::Result<u64> {
+    let dir = dir.join("calibrate");
+    fs::create_dir_all(&dir)?;
+    let real = crate::require::tool("true", "coreutils");
+    let mut calib = RuncTimer::install(&dir, timer, &real)?;
+    let mut extra = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let from = super::clock::now_ns();
+        std::process::Command::new(calib.path())
+            .args(["--root", "/nonexistent", "state", "x"])
+            .status()?;
+        let to = super::clock::now_ns();
+        if let Some(run) = calib.take_new().first() {
+            let span = run.end_ns.saturating_sub(run.start_ns);
+            extra.push(to.saturating_sub(from).saturating_sub(span));
+        }
+    }
+    Ok(super::report::quantile(&extra, 50))
 }
 
 #[cfg(test)]
