@@ -21,7 +21,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 PHONY_UPGRADE := upgrade-peer test-upgrade
-.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench demo deps check-toolchain clean conformance test-containerd-matrix \
+.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance test-containerd-matrix \
         test-nerdctl test-cri test-cri-pods critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
         test-kubelet test-kubelet-systemd
 
@@ -207,6 +207,15 @@ fmt:
 bench: deps build
 	@command -v python3 >/dev/null 2>&1 || { echo "error: make bench needs python3 (apt-get install python3)"; exit 1; }
 	python3 tests/scripts/bench.py $(CURDIR)/$(RELEASE_BIN)
+
+## bench-shim: tether vs containerd-shim-runc-v2, each driven directly over ttrpc as containerd
+##        drives it, without containerd (root): per call latency, runc's part and the shim's
+##        own share, the shims' own CPU per lifecycle and per exec (tests/src/shim_bench/).
+##        BENCH_SHIM_ROUNDS (20), BENCH_SHIM_EXECS (3), BENCH_SHIM_OUTPUT
+##        (bench-results-shim.json), BENCH_GO_SHIM (/usr/bin/containerd-shim-runc-v2)
+bench-shim: deps build
+	$(CARGO) build --locked -p tether-tests --bins
+	$${CARGO_TARGET_DIR:-target}/debug/bench_shim $(CURDIR)/$(RELEASE_BIN)
 
 ## demo: private containerd + a busybox container through tether, then cleanup
 demo: deps build

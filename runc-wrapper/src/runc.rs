@@ -290,18 +290,30 @@ impl Runc {
         self.invoker().exit_code("run", detach, finished)
     }
 
-    /// `runc exec --process <tmpfile>`, the file holding `process_json` (an OCI Process as JSON,
+    /// `runc exec --process <file>`, the file holding `process_json` (an OCI Process as JSON,
     /// passed through verbatim).
     ///
-    /// The temporary file is created (mode 0600) in `opts.process_dir` or
-    /// [`std::env::temp_dir`] and removed once runc has exited, whether it succeeded or not.
-    /// With `opts.detach` returns once the process started; otherwise waits for it, and a
-    /// non-zero exit of the process is an [`Error::Runtime`] with that status.
+    /// The file is a temporary file created (mode 0600) in `opts.process_dir` when one is
+    /// given; else a memfd of this process that runc opens through
+    /// `/proc/<this pid>/fd/<n>` (no file system: creating and removing a file on a disk
+    /// costs more than the rest of the shim's share of an exec), or, when no memfd can be
+    /// made, a temporary file in [`std::env::temp_dir`]. Either is gone once runc has
+    /// exited, whether it succeeded or not. With `opts.detach` returns once the process
+    /// started; otherwise waits for it, and a non-zero exit of the process is an
+    /// [`Error::Runtime`] with that status.
     pub fn exec(&self, id: &str, process_json: &[u8], opts: ExecOpts) -> Result<()> {
         validate_id(id)?;
-        let dir = opts.process_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let process_file = write_temp(&dir, process_json)?;
-        let args = self.exec_args(id, &process_file, &opts);
+        let process_file = match &opts.process_dir {
+            Some(dir) => ProcessFile::Temp(write_temp(dir, process_json)?),
+            None => match ProcessFile::memfd(process_json) {
+                Ok(memfd) => memfd,
+                Err(e) => {
+                    log::debug!("no memfd for the process spec ({e}): a file in the temp dir");
+                    ProcessFile::Temp(write_temp(&std::env::temp_dir(), process_json)?)
+                }
+            },
+        };
+        let args = self.exec_args(id, process_file.path(), &opts);
         let access = StderrAccess {
             terminal: opts.console_socket.is_some(),
             fails_before_process: opts.detach,
@@ -533,6 +545,54 @@ fn validate_image_path(p: &Path) -> Result<()> {
         return Err(Error::InvalidArgument("empty checkpoint image path".into()));
     }
     Ok(())
+}
+
+/// Where `runc exec` reads its process spec from.
+enum ProcessFile {
+    /// A file in a directory, removed on close (or drop).
+    Temp(tempfile::TempPath),
+    /// A memfd of this process (close-on-exec: runc reopens it by its /proc path).
+    Memfd {
+        _fd: std::os::fd::OwnedFd,
+        path: PathBuf,
+    },
+}
+
+impl ProcessFile {
+    /// A memfd holding `data`, named by `/proc/<pid>/fd/<n>` (runc, a child of this
+    /// process, sees the same /proc).
+    fn memfd(data: &[u8]) -> std::io::Result<Self> {
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let fd = memfd_create(c"runc-process", MemFdCreateFlag::MFD_CLOEXEC)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(data)?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        Ok(ProcessFile::Memfd {
+            _fd: file.into(),
+            path,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            ProcessFile::Temp(p) => p,
+            ProcessFile::Memfd { path, .. } => path,
+        }
+    }
+
+    /// Removes the file (a memfd is just closed).
+    fn close(self) -> std::io::Result<()> {
+        match self {
+            ProcessFile::Temp(p) => p.close(),
+            ProcessFile::Memfd { .. } => Ok(()),
+        }
+    }
 }
 
 /// Writes `data` to a new private temp file in `dir` and closes it, keeping only its path

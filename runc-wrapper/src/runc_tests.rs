@@ -652,6 +652,34 @@ fn exec_temp_file_is_passed_and_removed() {
 }
 
 #[test]
+fn exec_without_a_process_dir_passes_a_memfd_that_runc_can_read() {
+    let f = Fake::new(
+        "[ \"$1\" = exec ] || exit 9\nP=\"$3\"\ncp \"$P\" \"$D/copy.json\"\necho \"$P\" > \"$D/path.out\"\nls -l /proc/$$/fd > \"$D/fds.out\" 2>&1\nexit 0",
+        false,
+    );
+    let json = br#"{"args":["true"],"cwd":"/","terminal":false,"user":{"uid":0,"gid":0}}"#;
+    f.runc
+        .exec(
+            "c1",
+            json,
+            ExecOpts {
+                detach: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(fs::read(f.path("copy.json")).unwrap(), json);
+    let p = fs::read_to_string(f.path("path.out")).unwrap();
+    let prefix = format!("/proc/{}/fd/", std::process::id());
+    assert!(p.starts_with(&prefix), "{p:?}");
+    // Close-on-exec: runc reopens it, it does not inherit it.
+    let fds = fs::read_to_string(f.path("fds.out")).unwrap();
+    assert!(!fds.contains("memfd:runc-process"), "{fds}");
+    // Closed once runc is done.
+    assert!(!Path::new(p.trim_end()).exists(), "{p:?} still open");
+}
+
+#[test]
 fn exec_process_serialises_oci_process() {
     let f = Fake::new("cp \"$3\" \"$D/copy.json\"", false);
     let process = oci_spec::runtime::ProcessBuilder::default()

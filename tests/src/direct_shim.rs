@@ -99,6 +99,10 @@ impl SlowRunc {
 /// One shim, started by hand, with a ttrpc client. See the module docs.
 pub struct DirectShim {
     client: TaskClient,
+    binary: PathBuf,
+    id: String,
+    bundle_name: String,
+    started: SubcommandRun,
     // Dropped after the client: the connection closes before the shim is killed.
     leftovers: Leftovers,
 }
@@ -136,21 +140,45 @@ impl DirectShim {
     }
 
     fn start_inner(id: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Self {
-        crate::require::root();
         let shim = crate::containerd_env::shim_binary();
+        Self::launch(&shim, true, id, args, env, stdin)
+    }
+
+    /// Starts `binary` (tether, or another shim v2 such as containerd's
+    /// `containerd-shim-runc-v2`) the way containerd does without `-debug`: `start` in a
+    /// fresh busybox bundle, with `env` (e.g. `TTRPC_ADDRESS`, where it publishes events).
+    /// How long `start` took is [`DirectShim::started`].
+    pub fn start_binary(binary: &Path, id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(binary, false, id, args, env, None)
+    }
+
+    fn launch(
+        shim: &Path,
+        debug: bool,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Self {
+        crate::require::root();
         let dir = tempfile::Builder::new()
             .prefix("td-")
             .tempdir_in("/tmp")
             .expect("create the test's temp dir under /tmp");
-        let bundle = dir.path().join("bundle");
+        // Named after the task, as containerd names it (the Go shim's `delete` finds
+        // the bundle by the id); the tests' own shims keep `bundle`.
+        let bundle_name = if debug { "bundle" } else { id };
+        let bundle = dir.path().join(bundle_name);
         crate::Bundle::busybox(&bundle, args).expect("write the busybox bundle");
         let namespace = format!("{}-x", crate::unique_id("dns"));
         let runc_root = dir.path().join("runc");
         // containerd's `log` FIFO, drained into `shim_log` for failure messages.
         let shim_log = Arc::new(Mutex::new(String::new()));
         drain_log_fifo(&bundle.join("log"), shim_log.clone());
-        let mut start = Command::new(&shim)
-            .args(["-debug", "-namespace", &namespace, "-id", id, "-address"])
+        let before = SubcommandRun::clock();
+        let mut start = Command::new(shim)
+            .args(debug.then_some("-debug"))
+            .args(["-namespace", &namespace, "-id", id, "-address"])
             .arg(dir.path().join("containerd.sock"))
             .arg("start")
             .envs(env.iter().copied())
@@ -173,10 +201,14 @@ impl DirectShim {
             let _ = out.read_to_string(&mut address);
         }
         let status = start.wait().expect("wait for the shim's start command");
+        let started = SubcommandRun::since(before);
+        let socket = address.strip_prefix("unix://").map(PathBuf::from);
+        // containerd 1.6's Go shim writes no `shim.pid`: then the server is the process of
+        // that binary working in the bundle.
         let shim_pid = fs::read_to_string(bundle.join("shim.pid"))
             .ok()
-            .and_then(|s| s.trim().parse().ok());
-        let socket = address.strip_prefix("unix://").map(PathBuf::from);
+            .and_then(|s| s.trim().parse().ok())
+            .or_else(|| server_in(shim, &bundle));
         let leftovers = Leftovers {
             dir: Some(dir),
             namespace,
@@ -193,8 +225,38 @@ impl DirectShim {
             .unwrap_or_else(|e| panic!("connect to the shim at {address}: {e}"));
         DirectShim {
             client: TaskClient::new(client),
+            binary: shim.to_path_buf(),
+            id: id.to_string(),
+            bundle_name: bundle_name.to_string(),
+            started,
             leftovers,
         }
+    }
+
+    /// How long the `start` subcommand took, and its CPU time.
+    pub fn started(&self) -> SubcommandRun {
+        self.started
+    }
+
+    /// Runs the shim binary's `delete` subcommand in the bundle, as containerd does after a
+    /// shim died (it cleans up whatever runc still has of the task); returns how long it
+    /// took, its CPU time, and whether it succeeded.
+    pub fn delete_subcommand(&self, env: &[(&str, &str)]) -> (SubcommandRun, bool) {
+        let before = SubcommandRun::clock();
+        let status = Command::new(&self.binary)
+            .args(["-namespace", self.namespace(), "-id", &self.id, "-address"])
+            .arg(self.dir().join("containerd.sock"))
+            .arg("delete")
+            .envs(env.iter().copied())
+            .current_dir(self.bundle())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        (
+            SubcommandRun::since(before),
+            status.is_ok_and(|s| s.success()),
+        )
     }
 
     /// The containerd namespace the shim was started in.
@@ -209,7 +271,7 @@ impl DirectShim {
 
     /// The bundle directory.
     pub fn bundle(&self) -> PathBuf {
-        self.dir().join("bundle")
+        self.dir().join(&self.bundle_name)
     }
 
     /// The shim's own log (logrus lines), for failure messages.
@@ -398,6 +460,43 @@ impl DirectShim {
     }
 }
 
+/// One run of a shim subcommand (`start`, `delete`) this process waited for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubcommandRun {
+    /// From spawning it to reaping it.
+    pub took: Duration,
+    /// Its CPU time (user + system), with that of the children it waited for.
+    pub cpu: Duration,
+}
+
+impl SubcommandRun {
+    /// The wall clock and this process's reaped children's CPU time, now.
+    fn clock() -> (Instant, Duration) {
+        (Instant::now(), children_cpu())
+    }
+
+    /// What passed since `before` ([`SubcommandRun::clock`]): right for one subcommand
+    /// at a time, since every child this process reaps meanwhile counts.
+    fn since(before: (Instant, Duration)) -> Self {
+        SubcommandRun {
+            took: before.0.elapsed(),
+            cpu: children_cpu().saturating_sub(before.1),
+        }
+    }
+}
+
+/// User + system CPU time of this process's reaped children (and theirs).
+pub fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| {
+        let d = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+        };
+        d(u.user_time()) + d(u.system_time())
+    })
+}
+
 /// A raw ttrpc connection to the shim: requests written and responses read frame by frame,
 /// so a test sees the order in which the shim wrote its replies (the ttrpc client hands
 /// them to different threads, whose wake-up order says nothing).
@@ -512,6 +611,19 @@ fn drain_log_fifo(path: &Path, sink: Arc<Mutex<String>>) {
             }
         }
     });
+}
+
+/// The pid of a process running `binary` whose working directory is `dir`.
+fn server_in(binary: &Path, dir: &Path) -> Option<i32> {
+    let binary = fs::canonicalize(binary).ok()?;
+    let dir = fs::canonicalize(dir).ok()?;
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let path = entry.path();
+        (fs::read_link(path.join("exe")).ok()? == binary
+            && fs::read_link(path.join("cwd")).ok()? == dir)
+            .then_some(pid)
+    })
 }
 
 /// Whether `pid` runs (a zombie does not).

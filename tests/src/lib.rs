@@ -22,6 +22,7 @@ pub mod require;
 pub mod rootfs;
 pub mod runc_env;
 pub mod runc_gate;
+pub mod shim_bench;
 pub mod skip;
 pub mod standalone_env;
 

@@ -1,0 +1,179 @@
+//! `bench-shim` (`make bench-shim`): tether against containerd's Go shim, each driven
+//! directly over ttrpc, in interleaved rounds; prints the per-call table and writes every
+//! sample as JSON. See `tether_tests::shim_bench` and docs/benchmarks.md.
+//!
+//! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
+//! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
+//! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
+//! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
+//! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
+//! shim alone, e.g. under a profiler).
+#![deny(unsafe_code)]
+
+use serde_json::json;
+use std::path::PathBuf;
+use tether_tests::shim_bench::clock;
+use tether_tests::shim_bench::fake_events::FakeEvents;
+use tether_tests::shim_bench::lifecycle::Bench;
+use tether_tests::shim_bench::report::{self, ShimRuns};
+use tether_tests::shim_bench::runc_log::{self, RuncTimer};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let load = read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let runc_version = std::process::Command::new(tether_tests::require::tool("runc", "runc"))
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    json!({ "nproc": nproc, "kernel": kernel, "load": load, "runc": runc_version })
+}
+
+/// The median time of `n` calls of this bench's ttrpc client to the stand-in events
+/// service, which answers at once: what any call costs before a shim does anything (ns).
+fn round_trip_floor(events: &FakeEvents, n: usize) -> u64 {
+    use containerd_shim_protos::api::StateRequest;
+    let Ok(client) =
+        containerd_shim_protos::ttrpc::Client::connect(&format!("unix://{}", events.address()))
+    else {
+        return 0;
+    };
+    let client = containerd_shim_protos::TaskClient::new(client);
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let from = clock::now_ns();
+        if client
+            .state(tether_tests::direct_shim::ctx(), &StateRequest::new())
+            .is_ok()
+        {
+            took.push(clock::now_ns().saturating_sub(from));
+        }
+    }
+    report::quantile(&took, 50)
+}
+
+fn main() {
+    let Some(tether) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: bench_shim <containerd-shim-tether-v2> (as root)");
+        std::process::exit(2);
+    };
+    let go = std::env::var_os("BENCH_GO_SHIM").map_or_else(
+        || PathBuf::from("/usr/bin/containerd-shim-runc-v2"),
+        PathBuf::from,
+    );
+    let rounds = env_num("BENCH_SHIM_ROUNDS", 20);
+    let warmup = env_num("BENCH_SHIM_WARMUP", 2);
+    let execs = env_num("BENCH_SHIM_EXECS", 3);
+    let only = std::env::var("BENCH_SHIM_ONLY").unwrap_or_default();
+    let output = std::env::var("BENCH_SHIM_OUTPUT")
+        .unwrap_or_else(|_| "bench-results-shim.json".to_string());
+    for (what, p) in [("tether", &tether), ("Go shim", &go)] {
+        if !p.is_file() {
+            eprintln!("bench-shim: the {what} binary {} is missing", p.display());
+            std::process::exit(2);
+        }
+    }
+    let timer_bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("runc_timer")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            eprintln!(
+                "bench-shim: runc_timer is not beside this binary (cargo build -p tether-tests)"
+            );
+            std::process::exit(2);
+        });
+    let dir = tempfile::Builder::new()
+        .prefix("tbench-")
+        .tempdir_in("/tmp")
+        .expect("make the bench's temp dir");
+    let real_runc = tether_tests::require::tool("runc", "runc");
+    let mut timer =
+        RuncTimer::install(dir.path(), &timer_bin, &real_runc).expect("install runc-timer");
+    let timer_overhead_ns =
+        runc_log::calibrate(dir.path(), &timer_bin, 30).expect("calibrate runc-timer");
+    let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
+    let floor_ns = round_trip_floor(&events, 50);
+    let machine = machine();
+    println!(
+        "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs each; machine {machine}"
+    );
+    println!(
+        "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
+        floor_ns as f64 / 1e6
+    );
+    println!(
+        "runc-timer adds {:.2} ms to each runc run (its exec and exit; counted as runc's below)",
+        timer_overhead_ns as f64 / 1e6
+    );
+    let mut runs = [
+        ShimRuns {
+            name: "tether".into(),
+            binary: tether.display().to_string(),
+            lifecycles: Vec::new(),
+        },
+        ShimRuns {
+            name: std::env::var("BENCH_SHIM_OTHER_NAME").unwrap_or_else(|_| "Go".into()),
+            binary: go.display().to_string(),
+            lifecycles: Vec::new(),
+        },
+    ];
+    // Absolute: each shim starts in its bundle directory.
+    let binaries = [tether.clone(), go.clone()].map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    let mut bench = Bench {
+        timer: &mut timer,
+        events: &events,
+        execs,
+        timer_overhead_ns,
+    };
+    for round in 0..warmup + rounds {
+        // Alternate which shim goes first, so the machine's drift falls on both.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            if (only == "tether" && which == 1) || (only == "go" && which == 0) {
+                continue;
+            }
+            let id = tether_tests::unique_id(if which == 0 { "bt" } else { "bg" });
+            let sample = bench.lifecycle(&binaries[which], &id);
+            if round >= warmup {
+                runs[which].lifecycles.push(sample);
+            }
+        }
+        eprint!(".");
+    }
+    eprintln!();
+    let [a, b] = &runs;
+    print!("{}", report::table(a, b));
+    let after = machine.clone();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at the end: {}", load_after.trim());
+    if !output.is_empty() {
+        let doc = report::json(
+            &[a, b],
+            json!({ "start": after, "load_end": load_after.trim(), "timer_overhead_ns": timer_overhead_ns, "round_trip_floor_ns": floor_ns }),
+        );
+        match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+            Ok(()) => println!("samples: {output}"),
+            Err(e) => eprintln!("bench-shim: write {output}: {e}"),
+        }
+    }
+}

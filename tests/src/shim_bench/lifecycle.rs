@@ -1,0 +1,252 @@
+//! One container's life through one shim, every call timed: what a round of the shim
+//! bench measures.
+
+use super::clock::{now_ns, threads_cpu_ns};
+use super::fake_events::FakeEvents;
+use super::runc_log::{runc_within, RuncTimer};
+use crate::direct_shim::{ctx, DirectShim};
+use containerd_shim_protos::api;
+use containerd_shim_protos::ttrpc::context;
+use std::path::Path;
+use std::time::Duration;
+
+/// The calls of a lifecycle, in the order they are made (the table's lines).
+pub const CALLS: &[&str] = &[
+    "start (subcommand)",
+    "Create",
+    "Start",
+    "State",
+    "Exec",
+    "Start (exec)",
+    "Wait (exec)",
+    "Delete (exec)",
+    "Stats",
+    "Pids",
+    "Kill",
+    "Wait",
+    "Delete",
+    "Shutdown",
+    "delete (subcommand)",
+];
+
+/// One timed call: its latency and the time runc ran inside it (ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSample {
+    /// Index into [`CALLS`].
+    pub call: usize,
+    /// From sending the request to having the reply (or the subcommand's exit).
+    pub latency_ns: u64,
+    /// The part of it during which runc ran.
+    pub runc_ns: u64,
+}
+
+/// What one lifecycle measured.
+#[derive(Debug, Clone, Default)]
+pub struct LifecycleSample {
+    /// Every call, in order (execs repeated).
+    pub calls: Vec<CallSample>,
+    /// The shim server's own CPU time from its start to just before Shutdown (ns).
+    pub server_cpu_ns: u64,
+    /// The server's own CPU time for each exec (Exec, its Start, Wait and Delete) (ns).
+    pub exec_cpu_ns: Vec<u64>,
+    /// The `start` subcommand's CPU time (ns).
+    pub start_cpu_ns: u64,
+    /// The `delete` subcommand's own CPU time: with its children, less runc's and the
+    /// timer's (ns).
+    pub delete_cpu_ns: u64,
+    /// runc's CPU time over the whole lifecycle (ns).
+    pub runc_cpu_ns: u64,
+    /// Events the shim published.
+    pub events: u64,
+}
+
+/// What a lifecycle needs: the shim binary, runc behind its timer, the events service.
+pub struct Bench<'a> {
+    /// The timer every runc goes through (its log is read after each lifecycle).
+    pub timer: &'a mut RuncTimer,
+    /// Where the shims publish events.
+    pub events: &'a FakeEvents,
+    /// Execs per lifecycle.
+    pub execs: usize,
+    /// What the timer adds to each runc run ([`super::runc_log::calibrate`]), in ns.
+    pub timer_overhead_ns: u64,
+}
+
+/// A call's timeout: a lifecycle that hangs fails the bench instead.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Bench<'_> {
+    /// Runs one container (busybox `sleep`) through `shim_binary` from `start` to the
+    /// `delete` subcommand, timing each call. Panics (failing the bench) when a call fails.
+    pub fn lifecycle(&mut self, shim_binary: &Path, id: &str) -> LifecycleSample {
+        let env_addr = self.events.address();
+        let env = [("TTRPC_ADDRESS", env_addr.as_str())];
+        let events_before = self.events.requests();
+        let _ = self.timer.take_new();
+        let mut out = LifecycleSample::default();
+        let mut spans: Vec<(usize, u64, u64)> = Vec::new();
+
+        let t0 = now_ns();
+        let shim = DirectShim::start_binary(shim_binary, id, &["sleep", "3600"], &env);
+        let started = shim.started();
+        // The bundle is built inside start_binary: the subcommand's own time is `took`.
+        let took = u64::try_from(started.took.as_nanos()).unwrap_or(u64::MAX);
+        spans.push((0, t0, t0 + took));
+        out.start_cpu_ns = u64::try_from(started.cpu.as_nanos()).unwrap_or(u64::MAX);
+        let pid = shim.shim_pid().expect("the shim wrote shim.pid");
+        let client = shim.client();
+        let why = |what: &str, e: &dyn std::fmt::Display| {
+            format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
+        };
+        let mut timed = |call: usize, f: &mut dyn FnMut()| {
+            let from = now_ns();
+            f();
+            spans.push((call, from, now_ns()));
+        };
+
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.into();
+        create.bundle = shim.bundle().to_string_lossy().into_owned();
+        create.options = Some(shim.options(self.timer.path())).into();
+        timed(1, &mut || {
+            client
+                .create(ctx(), &create)
+                .unwrap_or_else(|e| panic!("{}", why("Create", &e)));
+        });
+        let mut start = api::StartRequest::new();
+        start.id = id.into();
+        timed(2, &mut || {
+            client
+                .start(ctx(), &start)
+                .unwrap_or_else(|e| panic!("{}", why("Start", &e)));
+        });
+        let mut state = api::StateRequest::new();
+        state.id = id.into();
+        timed(3, &mut || {
+            client
+                .state(ctx(), &state)
+                .unwrap_or_else(|e| panic!("{}", why("State", &e)));
+        });
+        for n in 0..self.execs {
+            let exec_id = format!("e{n}");
+            let before = threads_cpu_ns(pid).unwrap_or(0);
+            let mut exec = api::ExecProcessRequest::new();
+            exec.id = id.into();
+            exec.exec_id = exec_id.clone();
+            exec.spec = Some(shim.exec_spec(&["/bin/true"], false)).into();
+            timed(4, &mut || {
+                client
+                    .exec(ctx(), &exec)
+                    .unwrap_or_else(|e| panic!("{}", why("Exec", &e)));
+            });
+            let mut start = api::StartRequest::new();
+            start.id = id.into();
+            start.exec_id = exec_id.clone();
+            timed(5, &mut || {
+                client
+                    .start(ctx(), &start)
+                    .unwrap_or_else(|e| panic!("{}", why("Start (exec)", &e)));
+            });
+            let mut wait = api::WaitRequest::new();
+            wait.id = id.into();
+            wait.exec_id = exec_id.clone();
+            timed(6, &mut || {
+                client
+                    .wait(ctx(), &wait)
+                    .unwrap_or_else(|e| panic!("{}", why("Wait (exec)", &e)));
+            });
+            let mut delete = api::DeleteRequest::new();
+            delete.id = id.into();
+            delete.exec_id = exec_id;
+            timed(7, &mut || {
+                client
+                    .delete(ctx(), &delete)
+                    .unwrap_or_else(|e| panic!("{}", why("Delete (exec)", &e)));
+            });
+            let after = threads_cpu_ns(pid).unwrap_or(0);
+            out.exec_cpu_ns.push(after.saturating_sub(before));
+        }
+        let mut stats = api::StatsRequest::new();
+        stats.id = id.into();
+        timed(8, &mut || {
+            client
+                .stats(ctx(), &stats)
+                .unwrap_or_else(|e| panic!("{}", why("Stats", &e)));
+        });
+        let mut pids = api::PidsRequest::new();
+        pids.id = id.into();
+        timed(9, &mut || {
+            client
+                .pids(ctx(), &pids)
+                .unwrap_or_else(|e| panic!("{}", why("Pids", &e)));
+        });
+        let mut kill = api::KillRequest::new();
+        kill.id = id.into();
+        kill.signal = 9;
+        timed(10, &mut || {
+            client
+                .kill(ctx(), &kill)
+                .unwrap_or_else(|e| panic!("{}", why("Kill", &e)));
+        });
+        let mut wait = api::WaitRequest::new();
+        wait.id = id.into();
+        timed(11, &mut || {
+            client
+                .wait(ctx(), &wait)
+                .unwrap_or_else(|e| panic!("{}", why("Wait", &e)));
+        });
+        let mut delete = api::DeleteRequest::new();
+        delete.id = id.into();
+        timed(12, &mut || {
+            client
+                .delete(ctx(), &delete)
+                .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
+        });
+        out.server_cpu_ns = threads_cpu_ns(pid).unwrap_or(0);
+        let mut shutdown = api::ShutdownRequest::new();
+        shutdown.id = id.into();
+        timed(13, &mut || {
+            // The Go shim may exit before its reply is out: containerd ignores that too.
+            let timeout = i64::try_from(CALL_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
+            let _ = client.shutdown(context::with_timeout(timeout), &shutdown);
+        });
+        assert!(
+            shim.wait_shim_exit(Duration::from_secs(10)),
+            "{} still runs after Shutdown",
+            shim_binary.display()
+        );
+        let mut delete_cpu = 0u64;
+        timed(14, &mut || {
+            let (run, _ok) = shim.delete_subcommand(&env);
+            delete_cpu = u64::try_from(run.cpu.as_nanos()).unwrap_or(u64::MAX);
+        });
+        drop(shim);
+
+        let runs = self.timer.take_new();
+        let (delete_from, delete_to) = spans
+            .last()
+            .map(|&(_, from, to)| (from, to))
+            .unwrap_or_default();
+        let inside_delete: u64 = runs
+            .iter()
+            .filter(|r| r.overlap(delete_from, delete_to) > 0)
+            .map(|r| r.cpu_ns + r.wrapper_cpu_ns)
+            .sum();
+        out.delete_cpu_ns = delete_cpu.saturating_sub(inside_delete);
+        out.runc_cpu_ns = runs
+            .iter()
+            .filter(|r| r.end_ns <= delete_from)
+            .map(|r| r.cpu_ns)
+            .sum();
+        out.calls = spans
+            .into_iter()
+            .map(|(call, from, to)| CallSample {
+                call,
+                latency_ns: to.saturating_sub(from),
+                runc_ns: runc_within(&runs, from, to, self.timer_overhead_ns),
+            })
+            .collect();
+        out.events = self.events.requests().saturating_sub(events_before);
+        out
+    }
+}

@@ -1,0 +1,18 @@
+//! `make bench-shim`: tether and containerd's Go shim (`containerd-shim-runc-v2`) driven
+//! directly over ttrpc, the way containerd drives them, without containerd: the `start`
+//! subcommand, then Create, Start, State, Exec, Start (exec), Wait (exec), Delete (exec),
+//! Stats, Pids, Kill, Wait, Delete and Shutdown, then the `delete` subcommand; both shims
+//! on the same busybox bundle and the same runc, in interleaved rounds.
+//!
+//! For each call it keeps the latency, the time runc itself took inside it (every runc
+//! goes through `runc-timer`, named as the task's `BinaryName`, which logs each run) and
+//! so the shim's own share (latency − runc); and the shim's own CPU time (its threads'
+//! `schedstat`, children excluded) per container lifecycle and per exec. Events go to a
+//! stand-in for containerd's ttrpc events service ([`fake_events`]), which answers them
+//! all.
+
+pub mod clock;
+pub mod fake_events;
+pub mod lifecycle;
+pub mod report;
+pub mod runc_log;
