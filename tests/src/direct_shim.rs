@@ -53,9 +53,9 @@ impl SlowRunc {
         let path = dir.join("slow-runc");
         let pids = dir.join("slow-runc.pids");
         // The delay is a child `sleep` (as a runc's own children would be), in the
-        // foreground (the shim's runc children inherit its blocked SIGCHLD, with which
-        // `wait` on a background job never returns), and the pids of both go to the pids
-        // file.
+        // foreground (before issue 23 the shim's runc children inherited its blocked
+        // SIGCHLD, with which `wait` on a background job never returned), and the pids of
+        // both go to the pids file.
         let delay_step = format!(
             "[ -n \"$verb\" ] && sh -c 'echo $PPID $$ >>{pids}; exec sleep {secs}'\n",
             secs = delay.as_secs_f64(),
@@ -122,7 +122,14 @@ impl DirectShim {
 
     /// [`DirectShim::start`] with extra environment variables for the shim.
     pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_inner(id, args, env, None)
+        Self::start_inner(id, args, env, None, &[])
+    }
+
+    /// [`DirectShim::start`] with `start` run through `launcher` (a command and its
+    /// arguments, given the shim's command line after them: e.g.
+    /// `signal_record::IGNORING`, which starts it with signals ignored).
+    pub fn start_through(id: &str, args: &[&str], launcher: &[&str]) -> Self {
+        Self::start_inner(id, args, &[], None, launcher)
     }
 
     /// [`DirectShim::start`] with `options` (runc `Options`) on `start`'s stdin, as
@@ -132,10 +139,16 @@ impl DirectShim {
         any.type_url = RUNC_OPTIONS.into();
         any.value = options.write_to_bytes().expect("encode runc Options");
         let stdin = any.write_to_bytes().expect("encode the options Any");
-        Self::start_inner(id, args, &[], Some(&stdin))
+        Self::start_inner(id, args, &[], Some(&stdin), &[])
     }
 
-    fn start_inner(id: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Self {
+    fn start_inner(
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+        launcher: &[&str],
+    ) -> Self {
         crate::require::root();
         let shim = crate::containerd_env::shim_binary();
         let dir = tempfile::Builder::new()
@@ -149,7 +162,15 @@ impl DirectShim {
         // containerd's `log` FIFO, drained into `shim_log` for failure messages.
         let shim_log = Arc::new(Mutex::new(String::new()));
         drain_log_fifo(&bundle.join("log"), shim_log.clone());
-        let mut start = Command::new(&shim)
+        let mut start = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&shim);
+                c
+            }
+            None => Command::new(&shim),
+        };
+        let mut start = start
             .args(["-debug", "-namespace", &namespace, "-id", id, "-address"])
             .arg(dir.path().join("containerd.sock"))
             .arg("start")
@@ -205,6 +226,26 @@ impl DirectShim {
     /// The ttrpc Task client (share it across threads by reference).
     pub fn client(&self) -> &TaskClient {
         &self.client
+    }
+
+    /// The shim's command line for `action` (`start`, `delete`) as containerd gives it
+    /// for this shim's container `id`, run in its bundle, through `launcher` (see
+    /// [`DirectShim::start_through`]).
+    pub fn action_command(&self, id: &str, action: &str, launcher: &[&str]) -> Command {
+        let shim = crate::containerd_env::shim_binary();
+        let mut c = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&shim);
+                c
+            }
+            None => Command::new(&shim),
+        };
+        c.args(["-namespace", self.namespace(), "-id", id, "-address"])
+            .arg(self.dir().join("containerd.sock"))
+            .arg(action)
+            .current_dir(self.bundle());
+        c
     }
 
     /// The bundle directory.

@@ -22,6 +22,7 @@ pub mod require;
 pub mod rootfs;
 pub mod runc_env;
 pub mod runc_gate;
+pub mod signal_record;
 pub mod skip;
 pub mod standalone_env;
 
