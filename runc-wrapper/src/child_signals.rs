@@ -101,14 +101,11 @@ mod tests {
             set.add(Signal::SIGCHLD);
             set.add(Signal::SIGTERM);
             set.thread_block().expect("block");
-            let (blocked, _) = masks_of_child(false);
-            let sigchld = 1u64 << (libc::SIGCHLD - 1);
-            // What this guards against: std passes the caller's mask on.
-            assert_ne!(
-                blocked & sigchld,
-                0,
-                "std's Command cleared the mask itself"
-            );
+            // What this guards against: std passes the caller's mask on (Rust 1.95:
+            // SIGCHLD shows blocked in a plain child); printed, not asserted: a later std
+            // may clear it itself.
+            let (plain, _) = masks_of_child(false);
+            eprintln!("a plain child's blocked mask: {plain:x}");
             let (blocked, ignored) = masks_of_child(true);
             assert_eq!(blocked, 0, "blocked: {blocked:x}");
             assert_eq!(ignored, 0, "ignored: {ignored:x}");
