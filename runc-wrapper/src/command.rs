@@ -65,6 +65,9 @@ impl Invoker<'_> {
         log::debug!("exec {:?} {:?}", self.binary, args);
         let mut cmd = Command::new(self.binary);
         cmd.args(args);
+        // No blocked or ignored signal of ours reaches the runtime (or, through it, the
+        // container): a supervisor blocks the ones its signalfd reads.
+        crate::child_signals::start_clean(&mut cmd);
         cmd
     }
 

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod child_signals;
 mod command;
 mod console;
 mod error;

@@ -7,6 +7,11 @@ What it measures (both shims interleaved round-robin, so the machine's drift can
     `runc run` (create+start+wait+delete) of a bundle with the same rootfs;
   - `ctr run -d` start, `ctr task exec` and `task delete --force` + `container delete`;
   - stdout throughput: 256 MiB from dd in the container through `ctr run` into a counter;
+  - TTY throughput: BENCH_TTY_MIB (32) MiB from dd through the container's pty and `ctr
+    run -t` (its console a pty of ours), BENCH_TTY_ROUNDS (7) interleaved rounds per shim,
+    at load 0 and with a busy loop on every core: the rate, the shim's CPU time, how long
+    after the last byte ctr exits (its Wait answered, the task deleted), and the runs that
+    lost the end of the output;
   - the output spool (tether only; the Go shim has none): what a container writes while
     nobody reads (`ctr run -d`, dd of BENCH_SPOOL_MIB into the spool, MiB/s as dd
     measures it), the shim's RSS growth meanwhile, and the drain rate into the next
@@ -39,6 +44,7 @@ import hashlib
 import json
 import os
 import platform
+import pty
 import select
 import shutil
 import signal
@@ -62,8 +68,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CMD_TIMEOUT = 120
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
-PHASES = ("sizes", "run_to_exit", "lifecycle", "throughput", "spool", "baseline", "memory",
-          "pods", "upgrade")
+PHASES = ("sizes", "run_to_exit", "lifecycle", "throughput", "tty", "spool", "baseline",
+          "memory", "pods", "upgrade")
 # Live upgrades of one pod's shim in the upgrade phase (tether only: no other shim can).
 UPGRADE_ROUNDS = 10
 
@@ -572,6 +578,108 @@ class Bench:
         log()
         self.results["throughput"] = throughput_summary(runs)
 
+    def tty_once(self, shim, mib):
+        """`mib` MiB of zeros from dd through the container's pty and `ctr run --rm -t`,
+        whose console is a pty of ours (ctr makes it raw), read from its master until
+        ctr has exited. The rate is the stream's (first to last byte); `exit_ms` is how
+        long after the last byte ctr exited (the shim reported the exit, answered Wait,
+        deleted the task)."""
+        cid = self.new_id(shim, "tty")
+        script = f"dd if=/dev/zero bs=65536 count={mib * 16} 2>/dev/null"
+        cmd = ["ctr", "-a", self.sock, "-n", self.ns[shim], *self.run_args(shim, "--rm", "-t"),
+               cid, "/bin/sh", "-c", script]
+        master, slave = pty.openpty()
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave)
+        finally:
+            os.close(slave)
+        poller = select.poll()
+        poller.register(master, select.POLLIN)
+        deadline = time.monotonic() + CMD_TIMEOUT
+        total, t_first, t_last = 0, None, None
+        shim_pid = cpu_first = cpu_last = None
+        try:
+            while True:
+                if not poller.poll(1000):
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"tty {shim}: no end after {CMD_TIMEOUT}s ({total} bytes)")
+                    continue
+                try:
+                    chunk = os.read(master, 1 << 20)
+                except OSError:  # EIO: ctr (the last holder of our pty's slave) is gone
+                    break
+                if not chunk:
+                    break
+                now = time.perf_counter()
+                if t_first is None:
+                    t_first = now
+                    shim_pid = self.shim_of(shim, cid)
+                    cpu_first = process_cpu_ns(shim_pid)
+                t_last = now
+                total += len(chunk)
+                if total >= (mib << 20) and cpu_last is None:
+                    cpu_last = process_cpu_ns(shim_pid)
+            rc = p.wait(timeout=CMD_TIMEOUT)
+            t_exit = time.perf_counter()
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        finally:
+            os.close(master)
+        want = mib << 20
+        rec = {"bytes": total, "exit_code": rc, "seconds_total": t_exit - t0}
+        if t_first is not None and t_last > t_first:
+            rec["mib_s"] = (total / (1 << 20)) / (t_last - t_first)
+            rec["exit_ms"] = (t_exit - t_last) * 1000.0
+        if cpu_first is not None and cpu_last is not None:
+            rec["shim_cpu_ms"] = (cpu_last - cpu_first) / 1e6
+        if total != want or rc != 0:
+            rec["error"] = f"got {total} bytes (want {want}), ctr exit {rc}"
+            self.results["errors"].append(f"tty {shim}: {rec['error']}")
+        return rec
+
+    def busy_loops(self, n):
+        """`n` busy loops (one per core), to be killed by the caller."""
+        return [subprocess.Popen(["/bin/sh", "-c", "while :; do :; done"],
+                                 stdin=subprocess.DEVNULL) for _ in range(n)]
+
+    def phase_tty(self):
+        mib, rounds = self.args.tty_mib, self.args.tty_rounds
+        cores = os.cpu_count() or 1
+        out = {}
+        for load in (0, cores):
+            runs = {s: [] for s in self.shims}
+            progress(f"tty throughput, {load} busy loop(s) ({rounds} x {mib} MiB x tether/go) ")
+            busy = self.busy_loops(load)
+            try:
+                for i in range(rounds):
+                    for shim in rotated(self.shims, i):
+                        runs[shim].append(self.tty_once(shim, mib))
+                        progress(".")
+            finally:
+                for b in busy:
+                    b.kill()
+                    b.wait()
+            log()
+            level = {}
+            for shim, rs in runs.items():
+                # The rate and the exit's lag count every run (one that lost its end
+                # streamed all the same); incomplete runs are counted apart.
+                timed = [r for r in rs if "mib_s" in r]
+                cpu = [r["shim_cpu_ms"] for r in rs if "shim_cpu_ms" in r]
+                level[shim] = {
+                    "runs": rs,
+                    "incomplete_runs": sum(1 for r in rs if "error" in r),
+                    "median_mib_s": statistics.median([r["mib_s"] for r in timed]) if timed else None,
+                    "median_exit_ms": statistics.median([r["exit_ms"] for r in timed]) if timed else None,
+                    "max_exit_ms": max([r["exit_ms"] for r in timed]) if timed else None,
+                    "median_shim_cpu_ms": statistics.median(cpu) if cpu else None,
+                }
+            out[str(load)] = level
+        self.results["tty"] = {"mib": mib, "rounds": rounds, "loads": out}
+
     def container_file(self, name):
         """A file the containers left in the shared rootfs's /tmp; None if absent."""
         try:
@@ -1040,6 +1148,21 @@ def report(res):
             tp["go"]["median_mib_s"], 0)
         row(f"stdout {DD_MIB} MiB, incl. run (MiB/s)", tp["tether"]["median_mib_s_total"],
             tp["go"]["median_mib_s_total"], 0)
+    tt = res.get("tty")
+    if tt:
+        for load, level in tt["loads"].items():
+            where = "load 0" if load == "0" else f"{load} busy loops"
+            row(f"tty {tt['mib']} MiB, streaming, {where} (MiB/s)",
+                level["tether"]["median_mib_s"], level["go"]["median_mib_s"], 0)
+            row(f"tty: ctr exit after the last byte, {where}, median (ms)",
+                level["tether"]["median_exit_ms"], level["go"]["median_exit_ms"])
+            row(f"tty: ctr exit after the last byte, {where}, max (ms)",
+                level["tether"]["max_exit_ms"], level["go"]["max_exit_ms"])
+            row(f"tty: shim CPU while {tt['mib']} MiB stream, {where}, median (ms)",
+                level["tether"]["median_shim_cpu_ms"], level["go"]["median_shim_cpu_ms"])
+            row(f"tty: runs that lost the end of the output, {where}",
+                f"{level['tether']['incomplete_runs']}/{tt['rounds']}",
+                f"{level['go']['incomplete_runs']}/{tt['rounds']}")
     sp = res.get("spool")
     if sp:
         t, g = sp["tether"], sp["go"]
@@ -1148,6 +1271,10 @@ def parse_args():
     ap.add_argument("--iterations", type=int, default=int(env("BENCH_ITERATIONS", "30")))
     ap.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", "3")))
     ap.add_argument("--throughput-runs", type=int, default=int(env("BENCH_THROUGHPUT_RUNS", "3")))
+    ap.add_argument("--tty-mib", type=int, default=int(env("BENCH_TTY_MIB", "32")),
+                    help="MiB each TTY throughput round writes (%(default)s)")
+    ap.add_argument("--tty-rounds", type=int, default=int(env("BENCH_TTY_ROUNDS", "7")),
+                    help="TTY throughput rounds per shim and load (%(default)s)")
     ap.add_argument("--containers", default=env("BENCH_CONTAINERS", "1,30"),
                     help='running containers per shim for the memory measure, e.g. "1,30,100"')
     ap.add_argument("--pods", default=env("BENCH_PODS", "1,30"),
@@ -1166,6 +1293,8 @@ def parse_args():
     unknown = [x for x in a.only if x not in PHASES]
     if unknown:
         ap.error(f"--only / BENCH_ONLY: unknown phases {unknown}; known: {', '.join(PHASES)}")
+    if a.tty_mib < 1 or a.tty_rounds < 1:
+        ap.error("need --tty-mib >= 1, --tty-rounds >= 1")
     if a.spool_mib < 1 or a.baseline_rounds < 1:
         ap.error("need --spool-mib >= 1, --baseline-rounds >= 1")
     try:

@@ -53,9 +53,9 @@ impl SlowRunc {
         let path = dir.join("slow-runc");
         let pids = dir.join("slow-runc.pids");
         // The delay is a child `sleep` (as a runc's own children would be), in the
-        // foreground (the shim's runc children inherit its blocked SIGCHLD, with which
-        // `wait` on a background job never returns), and the pids of both go to the pids
-        // file.
+        // foreground (before issue 23 the shim's runc children inherited its blocked
+        // SIGCHLD, with which `wait` on a background job never returned), and the pids of
+        // both go to the pids file.
         let delay_step = format!(
             "[ -n \"$verb\" ] && sh -c 'echo $PPID $$ >>{pids}; exec sleep {secs}'\n",
             secs = delay.as_secs_f64(),
@@ -126,7 +126,14 @@ impl DirectShim {
 
     /// [`DirectShim::start`] with extra environment variables for the shim.
     pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_inner(id, args, env, None)
+        Self::start_inner(id, args, env, None, &[])
+    }
+
+    /// [`DirectShim::start`] with `start` run through `launcher` (a command and its
+    /// arguments, given the shim's command line after them: e.g.
+    /// `signal_record::IGNORING`, which starts it with signals ignored).
+    pub fn start_through(id: &str, args: &[&str], launcher: &[&str]) -> Self {
+        Self::start_inner(id, args, &[], None, launcher)
     }
 
     /// [`DirectShim::start`] with `options` (runc `Options`) on `start`'s stdin, as
@@ -136,12 +143,18 @@ impl DirectShim {
         any.type_url = RUNC_OPTIONS.into();
         any.value = options.write_to_bytes().expect("encode runc Options");
         let stdin = any.write_to_bytes().expect("encode the options Any");
-        Self::start_inner(id, args, &[], Some(&stdin))
+        Self::start_inner(id, args, &[], Some(&stdin), &[])
     }
 
-    fn start_inner(id: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Self {
+    fn start_inner(
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+        launcher: &[&str],
+    ) -> Self {
         let shim = crate::containerd_env::shim_binary();
-        Self::launch(&shim, true, id, args, env, stdin)
+        Self::launch(&shim, true, id, args, env, stdin, launcher)
     }
 
     /// Starts `binary` (tether, or another shim v2 such as containerd's
@@ -149,7 +162,7 @@ impl DirectShim {
     /// fresh busybox bundle, with `env` (e.g. `TTRPC_ADDRESS`, where it publishes events).
     /// How long `start` took is [`DirectShim::started`].
     pub fn start_binary(binary: &Path, id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::launch(binary, false, id, args, env, None)
+        Self::launch(binary, false, id, args, env, None, &[])
     }
 
     fn launch(
@@ -159,6 +172,7 @@ impl DirectShim {
         args: &[&str],
         env: &[(&str, &str)],
         stdin: Option<&[u8]>,
+        launcher: &[&str],
     ) -> Self {
         crate::require::root();
         let dir = tempfile::Builder::new()
@@ -176,7 +190,7 @@ impl DirectShim {
         let shim_log = Arc::new(Mutex::new(String::new()));
         drain_log_fifo(&bundle.join("log"), shim_log.clone());
         let before = SubcommandRun::clock();
-        let mut start = Command::new(shim)
+        let mut start = through(launcher, shim)
             .args(debug.then_some("-debug"))
             .args(["-namespace", &namespace, "-id", id, "-address"])
             .arg(dir.path().join("containerd.sock"))
@@ -267,6 +281,19 @@ impl DirectShim {
     /// The ttrpc Task client (share it across threads by reference).
     pub fn client(&self) -> &TaskClient {
         &self.client
+    }
+
+    /// The shim's command line for `action` (`start`, `delete`) as containerd gives it
+    /// for this shim's container `id`, run in its bundle, through `launcher` (see
+    /// [`DirectShim::start_through`]).
+    pub fn action_command(&self, id: &str, action: &str, launcher: &[&str]) -> Command {
+        let shim = crate::containerd_env::shim_binary();
+        let mut c = through(launcher, &shim);
+        c.args(["-namespace", self.namespace(), "-id", id, "-address"])
+            .arg(self.dir().join("containerd.sock"))
+            .arg(action)
+            .current_dir(self.bundle());
+        c
     }
 
     /// The bundle directory.
@@ -678,5 +705,18 @@ impl Drop for Leftovers {
             cleanup::unmount_under(dir.path());
             let _ = dir.close();
         }
+    }
+}
+
+/// `shim`'s command, run through `launcher` (a program and its arguments, e.g. `sh -c
+/// 'trap "" HUP; exec "$0" "$@"'`) when one is given, else directly.
+fn through(launcher: &[&str], shim: &Path) -> Command {
+    match launcher.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(shim);
+            c
+        }
+        None => Command::new(shim),
     }
 }

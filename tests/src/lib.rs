@@ -23,6 +23,7 @@ pub mod rootfs;
 pub mod runc_env;
 pub mod runc_gate;
 pub mod shim_bench;
+pub mod signal_record;
 pub mod skip;
 pub mod standalone_env;
 

@@ -47,8 +47,8 @@ impl RuncGate {
         // runc's global options come first (`--root X --log Y kill ID 9`); the first
         // argument that is one of the verbs decides. Test paths never equal a verb. The
         // mark is renamed into place, so a test never reads it half-written. The wait is a
-        // loop of foreground `sleep`s (the shim's runc children inherit its blocked
-        // SIGCHLD, with which `wait` on a background job never returns).
+        // loop of foreground `sleep`s (no background job: before issue 23 the shim's runc
+        // children inherited its blocked SIGCHLD, with which `wait` never returned).
         let gate_step = format!(
             "if [ -n \"$verb\" ] && [ ! -e {gates}/$verb.open ]; then\n\
              \x20 echo $$ >{gates}/$verb.reached.tmp && mv {gates}/$verb.reached.tmp {gates}/$verb.reached\n\

@@ -21,6 +21,10 @@ pub struct StandaloneEnv {
     shim: PathBuf,
     /// runc's root is the default, `<depot>/.runc`, instead of the `RuncEnv`'s.
     runc_root_in_depot: bool,
+    /// `--runc` instead of the real runc (a wrapper).
+    runc_binary: Option<PathBuf>,
+    /// A command the subcommands run through (see [`StandaloneEnv::through`]).
+    launcher: Vec<String>,
     containers: std::sync::Mutex<Vec<String>>,
     // Last: dropped after our own cleanup.
     runc: RuncEnv,
@@ -35,6 +39,8 @@ impl StandaloneEnv {
             depot,
             shim: crate::containerd_env::shim_binary(),
             runc_root_in_depot: false,
+            runc_binary: None,
+            launcher: Vec::new(),
             containers: Default::default(),
             runc,
         }
@@ -46,6 +52,17 @@ impl StandaloneEnv {
         let mut env = Self::new();
         env.runc_root_in_depot = true;
         env
+    }
+
+    /// The commands give `--runc binary` (a wrapper around the real runc) from now on.
+    pub fn use_runc(&mut self, binary: &Path) {
+        self.runc_binary = Some(binary.to_path_buf());
+    }
+
+    /// The commands run through `launcher` (a command and its arguments, given the
+    /// shim's command line after them) from now on, e.g. `signal_record::IGNORING`.
+    pub fn through(&mut self, launcher: &[&str]) {
+        self.launcher = launcher.iter().map(|s| s.to_string()).collect();
     }
 
     /// The runc root the commands use.
@@ -74,12 +91,23 @@ impl StandaloneEnv {
 
     /// A command running the shim's `sub` subcommand against this depot and runc root.
     pub fn cmd(&self, sub: &str) -> Command {
-        let mut c = Command::new(&self.shim);
+        let mut c = match self.launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.shim);
+                c
+            }
+            None => Command::new(&self.shim),
+        };
         c.arg(sub)
             .arg("--depot")
             .arg(&self.depot)
             .arg("--runc")
-            .arg(self.runc.runc_binary());
+            .arg(
+                self.runc_binary
+                    .as_deref()
+                    .unwrap_or(self.runc.runc_binary()),
+            );
         if !self.runc_root_in_depot {
             c.arg("--runc-root").arg(self.runc.root());
         }

@@ -24,7 +24,10 @@ pub fn handled() -> SigSet {
 /// this before spawning any) and returns a non-blocking signalfd that reads them. Loops
 /// get theirs through [`crate::process_core::event_base::EventBase::new`].
 ///
-/// Children do not inherit the blocked mask: std's process spawning resets it.
+/// Children inherit the blocked mask through std's `Command` (it does not reset it): a
+/// runtime is started clean by runc-wrapper (`child_signals`), a `binary://` logger by
+/// its `posix_spawn` attributes (`containerd/logger_process.rs`); checked per path by
+/// `tests/tests/runtime_signals.rs`.
 pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {
     set.thread_block()?;
     Ok(SignalFd::with_flags(
