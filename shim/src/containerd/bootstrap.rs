@@ -404,18 +404,21 @@ pub fn delete(flags: &Flags) -> Result<(), BootstrapError> {
     } else {
         opts.root.clone()
     };
-    let runc = runc_wrapper::Runc::builder()
-        .binary(if opts.binary_name.is_empty() {
-            "runc".to_string()
-        } else {
-            opts.binary_name.clone()
-        })
-        .root(Path::new(&root).join(&flags.namespace))
-        .log(bundle_dir.join("log.json"))
-        .build();
-    if let Err(e) = runc.delete(&flags.id, true) {
-        if !e.is_not_found() {
-            log::warn!("runc delete --force {}: {e}", flags.id);
+    let runc_root = Path::new(&root).join(&flags.namespace);
+    if runtime_state_left(&runc_root, &flags.id) {
+        let runc = runc_wrapper::Runc::builder()
+            .binary(if opts.binary_name.is_empty() {
+                "runc".to_string()
+            } else {
+                opts.binary_name.clone()
+            })
+            .root(runc_root)
+            .log(bundle_dir.join("log.json"))
+            .build();
+        if let Err(e) = runc.delete(&flags.id, true) {
+            if !e.is_not_found() {
+                log::warn!("runc delete --force {}: {e}", flags.id);
+            }
         }
     }
     // The time the container was last known to run, if no record says better.
@@ -435,6 +438,23 @@ pub fn delete(flags: &Flags) -> Result<(), BootstrapError> {
     std::io::stdout()
         .write_all(&bytes)
         .map_err(BootstrapError::WriteDeleteResponse)
+}
+
+/// Whether the runtime may still hold state for container `id` under `root`: its
+/// directory `root/id` (runc's, and crun's and youki's alike) exists, or cannot be looked
+/// at. When it is gone, `runc delete --force` would find nothing to do (runc removes that
+/// directory, and only it, for a container it cannot load), so `delete` skips it.
+/// containerd 1.6-2.x run `delete` after every shim's shutdown, also when the server's
+/// Delete already removed the container: for 30 containers deleted at once, 30 runc runs
+/// saved.
+fn runtime_state_left(root: &Path, id: &str) -> bool {
+    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+        return true;
+    }
+    match std::fs::symlink_metadata(root.join(id)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Removes the socket of a shim that died, when it was this container's own (a grouped
@@ -663,5 +683,20 @@ mod tests {
         drop(address::bind_socket(&group_sock).unwrap());
         remove_dead_socket(&bundle_dir, &f);
         assert!(group_sock.exists());
+    }
+
+    #[test]
+    fn delete_runs_the_runtime_only_while_its_state_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("default");
+        // No root, no container directory: nothing for `runc delete --force` to do.
+        assert!(!runtime_state_left(&root, "c1"));
+        std::fs::create_dir_all(root.join("c1")).unwrap();
+        assert!(runtime_state_left(&root, "c1"));
+        assert!(!runtime_state_left(&root, "c2"));
+        // Ids that would not name a directory of the root: runc decides.
+        for odd in ["", ".", "..", "a/b"] {
+            assert!(runtime_state_left(&root, odd), "{odd:?}");
+        }
     }
 }
