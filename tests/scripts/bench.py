@@ -231,6 +231,17 @@ def process_cpu_ns(pid):
         return None
 
 
+def reaped_children_cpu_ns(pid):
+    """The CPU time (ns) of the reaped children of process `pid` (`cutime` + `cstime`):
+    for a shim, the runc runs it waited for. 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def shim_memory(pid):
     """RSS/PSS/USS (KiB) from smaps_rollup and the thread count of one process."""
     m = {}
@@ -516,7 +527,9 @@ class Bench:
         t_start = self.timed(parallel, start, cids, workers=n)
         after = others_cpu()
         cpu_of["start"] = [(a - b) / 1e6 for a, b in zip(after, before)]
-        cpu = sum(process_cpu_ns(pid) or 0 for pid, _ in shim_processes(self.ns[shim]))
+        shims = shim_processes(self.ns[shim])
+        cpu = sum(process_cpu_ns(pid) or 0 for pid, _ in shims)
+        cpu_of["runc_start"] = sum(reaped_children_cpu_ns(pid) for pid, _ in shims) / 1e6
 
         t0 = None
         task_ms = []
@@ -540,7 +553,8 @@ class Bench:
     def phase_bulk(self):
         n, rounds = self.args.bulk, self.args.bulk_rounds
         samples = {k: {s: [] for s in self.shims}
-                   for k in ("start", "delete", "task_delete", "shim_cpu", "containerd_cpu_start",
+                   for k in ("start", "delete", "task_delete", "shim_cpu", "runc_cpu_start",
+                             "containerd_cpu_start",
                              "ctr_cpu_start", "containerd_cpu_delete", "ctr_cpu_delete")}
         progress(f"bulk: {n} containers started at once, then deleted at once "
                  f"(1 warm-up + {rounds} rounds x tether/go) ")
@@ -548,6 +562,7 @@ class Bench:
             for shim in rotated(self.shims, i):
                 t_start, t_delete, cpu, t_task, cpu_of = self.bulk_once(shim, n)
                 if i >= 1:
+                    samples["runc_cpu_start"][shim].append(cpu_of["runc_start"])
                     for wave in ("start", "delete"):
                         samples[f"containerd_cpu_{wave}"][shim].append(cpu_of[wave][0])
                         samples[f"ctr_cpu_{wave}"][shim].append(cpu_of[wave][1])
@@ -1125,6 +1140,9 @@ def report(res):
             bulk["task_delete"]["tether"]["median"], bulk["task_delete"]["go"]["median"], 0)
         row(f"[{n} at once] shim servers' CPU, start wave (ms)",
             bulk["shim_cpu"]["tether"]["median"], bulk["shim_cpu"]["go"]["median"], 0)
+        if "runc_cpu_start" in bulk:
+            row(f"[{n} at once] runc's CPU (the shims' reaped children), start wave (ms)",
+                bulk["runc_cpu_start"]["tether"]["median"], bulk["runc_cpu_start"]["go"]["median"], 0)
         for wave in ("start", "delete"):
             for who in ("containerd", "ctr"):
                 k = f"{who}_cpu_{wave}"
