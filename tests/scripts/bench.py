@@ -31,8 +31,9 @@ Usage: tests/scripts/bench.py [--iterations N] [--containers 1,30[,100]] [--outp
 Environment: BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"), BENCH_OUTPUT
 (<repo>/bench-results.json), BENCH_WARMUP (3), BENCH_THROUGHPUT_RUNS (3),
 BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH), BENCH_SPOOL_MIB (256),
-BENCH_TETHER_BASELINE (none), BENCH_BASELINE_ROUNDS (9), BENCH_ONLY (every phase: sizes,
-run_to_exit, lifecycle, throughput, spool, baseline, memory, pods, upgrade).
+BENCH_TETHER_BASELINE (none), BENCH_BASELINE_ROUNDS (9), BENCH_BULK (30),
+BENCH_BULK_ROUNDS (3), BENCH_ONLY (every phase: sizes, run_to_exit, lifecycle, bulk,
+throughput, tty, spool, baseline, memory, pods, upgrade).
 """
 
 import argparse
@@ -45,6 +46,7 @@ import json
 import os
 import platform
 import pty
+import resource
 import select
 import shutil
 import signal
@@ -68,7 +70,7 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CMD_TIMEOUT = 120
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNTER_PIPE_SIZE = 1 << 20
-PHASES = ("sizes", "run_to_exit", "lifecycle", "throughput", "tty", "spool", "baseline",
+PHASES = ("sizes", "run_to_exit", "lifecycle", "bulk", "throughput", "tty", "spool", "baseline",
           "memory", "pods", "upgrade")
 # Live upgrades of one pod's shim in the upgrade phase (tether only: no other shim can).
 UPGRADE_ROUNDS = 10
@@ -185,8 +187,9 @@ def proc_cmdline(pid):
         return []
 
 
-def shim_processes(ns):
-    """(pid, binary basename) of every shim process serving namespace `ns`."""
+def shim_processes(ns, subcommands=False):
+    """(pid, binary basename) of every shim process serving namespace `ns` (with
+    `subcommands`, also its `start` and `delete` runs)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -200,7 +203,7 @@ def shim_processes(ns):
                 served = args[j + 1]
             elif a.startswith("-namespace="):
                 served = a.split("=", 1)[1]
-        if served == ns and "delete" not in args:
+        if served == ns and (subcommands or "delete" not in args):
             found.append((int(entry), os.path.basename(args[0])))
     return found
 
@@ -232,6 +235,17 @@ def process_cpu_ns(pid):
         return total
     except (OSError, ValueError, IndexError):
         return None
+
+
+def reaped_children_cpu_ns(pid):
+    """The CPU time (ns) of the reaped children of process `pid` (`cutime` + `cstime`):
+    for a shim, the runc runs it waited for. 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def shim_memory(pid):
@@ -492,6 +506,87 @@ class Bench:
         lat = self.results.setdefault("latency_ms", {})
         for k in keys:
             lat[k] = {s: dict(summary(v), samples=v) for s, v in samples[k].items()}
+
+    def bulk_once(self, shim, n):
+        """`n` containers started at once (`ctr run -d`, one thread each: one shim each),
+        then killed and deleted at once (`task delete --force` + `container delete`, one
+        thread each). Returns the wall time of each wave (ms), the CPU time the shim
+        servers spent in the start wave (ms, their own threads, children excluded, read
+        after it), when the last `task delete` of the second wave returned (ms), and the
+        CPU time (ms) containerd and the ctrs spent in each wave ({wave: [containerd,
+        ctrs]})."""
+        cids = [self.new_id(shim, "bulk") for _ in range(n)]
+        barrier = threading.Barrier(n)
+        cpu_of = {}
+
+        def others_cpu():
+            """containerd's CPU and that of this bench's reaped children (the ctrs), ns."""
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return (process_cpu_ns(self.ctd.pid) or 0,
+                    int((ru.ru_utime + ru.ru_stime) * 1e9))
+
+        def start(cid):
+            barrier.wait()
+            self.ctr(shim, *self.run_args(shim, "-d"), cid, "/bin/sleep", "100000")
+
+        before = others_cpu()
+        t_start = self.timed(parallel, start, cids, workers=n)
+        after = others_cpu()
+        cpu_of["start"] = [(a - b) / 1e6 for a, b in zip(after, before)]
+        shims = shim_processes(self.ns[shim])
+        cpu = sum(process_cpu_ns(pid) or 0 for pid, _ in shims)
+        cpu_of["runc_start"] = sum(reaped_children_cpu_ns(pid) for pid, _ in shims) / 1e6
+
+        t0 = None
+        task_ms = []
+
+        def delete(cid):
+            nonlocal t0
+            barrier.wait()
+            t0 = t0 or time.perf_counter()
+            self.ctr(shim, "task", "delete", "--force", cid)
+            task_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.ctr(shim, "container", "delete", cid)
+
+        before = others_cpu()
+        t_delete = self.timed(parallel, delete, cids, workers=n)
+        after = others_cpu()
+        cpu_of["delete"] = [(a - b) / 1e6 for a, b in zip(after, before)]
+        for cid in cids:
+            self.ids[shim].discard(cid)
+        return t_start, t_delete, cpu / 1e6, max(task_ms), cpu_of
+
+    def phase_bulk(self):
+        n, rounds = self.args.bulk, self.args.bulk_rounds
+        samples = {k: {s: [] for s in self.shims}
+                   for k in ("start", "delete", "task_delete", "shim_cpu", "runc_cpu_start",
+                             "containerd_cpu_start",
+                             "ctr_cpu_start", "containerd_cpu_delete", "ctr_cpu_delete")}
+        progress(f"bulk: {n} containers started at once, then deleted at once "
+                 f"(1 warm-up + {rounds} rounds x tether/go) ")
+        for i in range(1 + rounds):
+            for shim in rotated(self.shims, i):
+                t_start, t_delete, cpu, t_task, cpu_of = self.bulk_once(shim, n)
+                if i >= 1:
+                    samples["runc_cpu_start"][shim].append(cpu_of["runc_start"])
+                    for wave in ("start", "delete"):
+                        samples[f"containerd_cpu_{wave}"][shim].append(cpu_of[wave][0])
+                        samples[f"ctr_cpu_{wave}"][shim].append(cpu_of[wave][1])
+                    samples["start"][shim].append(t_start)
+                    samples["delete"][shim].append(t_delete)
+                    samples["task_delete"][shim].append(t_task)
+                    samples["shim_cpu"][shim].append(cpu)
+                # containerd runs each shim's `delete` after its Shutdown, in the
+                # background: let the last wave's end before the next wave starts.
+                until = time.monotonic() + 30
+                while shim_processes(self.ns[shim], True) and time.monotonic() < until:
+                    time.sleep(0.1)
+                time.sleep(1)
+            progress("." if i >= 1 else "w")
+        log()
+        self.results["bulk"] = {"containers": n, **{
+            k: {s: dict(summary(v), samples=v) for s, v in by.items()}
+            for k, by in samples.items()}}
 
     def throughput_once(self, shim, cpu=False):
         """256 MiB of dd through `ctr run` into a counter. With `cpu`, also the CPU time
@@ -1142,6 +1237,26 @@ def report(res):
             fl = lat["exec"]["runc_floor"]["median"]
             row("ctr task exec minus runc exec floor (ms)", lat["exec"]["tether"]["median"] - fl,
                 lat["exec"]["go"]["median"] - fl)
+    bulk = res.get("bulk")
+    if bulk:
+        n = bulk["containers"]
+        row(f"[{n} at once] ctr run -d, wall (ms)", bulk["start"]["tether"]["median"],
+            bulk["start"]["go"]["median"], 0)
+        row(f"[{n} at once] task delete -f + container delete, wall (ms)",
+            bulk["delete"]["tether"]["median"], bulk["delete"]["go"]["median"], 0)
+        row(f"[{n} at once] … the last task delete -f done (ms)",
+            bulk["task_delete"]["tether"]["median"], bulk["task_delete"]["go"]["median"], 0)
+        row(f"[{n} at once] shim servers' CPU, start wave (ms)",
+            bulk["shim_cpu"]["tether"]["median"], bulk["shim_cpu"]["go"]["median"], 0)
+        if "runc_cpu_start" in bulk:
+            row(f"[{n} at once] runc's CPU (the shims' reaped children), start wave (ms)",
+                bulk["runc_cpu_start"]["tether"]["median"], bulk["runc_cpu_start"]["go"]["median"], 0)
+        for wave in ("start", "delete"):
+            for who in ("containerd", "ctr"):
+                k = f"{who}_cpu_{wave}"
+                if k in bulk:
+                    row(f"[{n} at once] {who}'s CPU, {wave} wave (ms)",
+                        bulk[k]["tether"]["median"], bulk[k]["go"]["median"], 0)
     tp = res.get("throughput")
     if tp:
         row(f"stdout {DD_MIB} MiB, streaming (MiB/s)", tp["tether"]["median_mib_s"],
@@ -1279,6 +1394,9 @@ def parse_args():
                     help='running containers per shim for the memory measure, e.g. "1,30,100"')
     ap.add_argument("--pods", default=env("BENCH_PODS", "1,30"),
                     help='pods (pause + 3 containers, one shim each) for the pod measure; "" skips')
+    ap.add_argument("--bulk", type=int, default=int(env("BENCH_BULK", "30")),
+                    help="containers started (then deleted) at once in the bulk phase")
+    ap.add_argument("--bulk-rounds", type=int, default=int(env("BENCH_BULK_ROUNDS", "3")))
     ap.add_argument("--output", default=env("BENCH_OUTPUT") or f"{TOP}/bench-results.json")
     ap.add_argument("--spool-mib", type=int, default=int(env("BENCH_SPOOL_MIB", "256")),
                     help="MiB the spool measure writes unread (%(default)s)")

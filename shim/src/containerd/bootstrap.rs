@@ -10,6 +10,7 @@ use crate::containerd::bundle;
 use crate::containerd::exit_status::{self, RecordedExit};
 use crate::containerd::flags::Flags;
 use crate::containerd::options::{decode_options, OptionsError, RuncOptions};
+use crate::containerd::runtime_root;
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 use std::io::{Read, Write};
@@ -404,18 +405,21 @@ pub fn delete(flags: &Flags) -> Result<(), BootstrapError> {
     } else {
         opts.root.clone()
     };
-    let runc = runc_wrapper::Runc::builder()
-        .binary(if opts.binary_name.is_empty() {
-            "runc".to_string()
-        } else {
-            opts.binary_name.clone()
-        })
-        .root(Path::new(&root).join(&flags.namespace))
-        .log(bundle_dir.join("log.json"))
-        .build();
-    if let Err(e) = runc.delete(&flags.id, true) {
-        if !e.is_not_found() {
-            log::warn!("runc delete --force {}: {e}", flags.id);
+    let runc_root = Path::new(&root).join(&flags.namespace);
+    if runtime_root::state_left(&runc_root, &flags.id) {
+        let runc = runc_wrapper::Runc::builder()
+            .binary(if opts.binary_name.is_empty() {
+                "runc".to_string()
+            } else {
+                opts.binary_name.clone()
+            })
+            .root(runc_root)
+            .log(bundle_dir.join("log.json"))
+            .build();
+        if let Err(e) = runc.delete(&flags.id, true) {
+            if !e.is_not_found() {
+                log::warn!("runc delete --force {}: {e}", flags.id);
+            }
         }
     }
     // The time the container was last known to run, if no record says better.

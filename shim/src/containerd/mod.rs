@@ -23,6 +23,7 @@ pub mod options;
 pub mod output;
 pub mod process_table;
 pub mod protos;
+pub mod runtime_root;
 pub mod shim;
 pub mod shim_loop;
 pub mod spool_setting;
