@@ -26,6 +26,7 @@ pub mod shim_bench;
 pub mod signal_record;
 pub mod skip;
 pub mod standalone_env;
+pub mod uri;
 
 pub use bundle::Bundle;
 pub use containerd_env::ContainerdEnv;

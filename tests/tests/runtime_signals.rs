@@ -25,23 +25,12 @@ use tether_tests::signal_record::{
     of_pid, signals_in, Inherited, RecordingRunc, IGNORING, STATUS_LINE,
 };
 use tether_tests::standalone_env::StandaloneEnv;
+use tether_tests::uri::percent_encode;
 
 /// glibc's two internal signals (32: SIGCANCEL, 33: SIGSETXID): its `posix_spawn`, which
 /// starts a `binary://` logger, leaves them ignored in the child whatever the attributes
 /// say (`sigfillset` leaves them out of SETSIGDEF), so only a logger may show them.
 const GLIBC_INTERNAL: u64 = (1 << 31) | (1 << 32);
-
-/// Percent-encodes what a URI query cannot hold as it is.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// Fails naming every record that inherited a blocked or an ignored signal.
 fn assert_clean(records: &[Inherited], context: &str) {
@@ -86,7 +75,7 @@ fn the_containerd_faces_runtime_calls_and_logger_inherit_no_blocked_or_ignored_s
     let mut create = api::CreateTaskRequest::new();
     create.id = id.clone();
     create.bundle = shim.bundle().to_string_lossy().into_owned();
-    create.stdout = format!("binary:///bin/sh?-c={}", encode(&logger));
+    create.stdout = format!("binary:///bin/sh?-c={}", percent_encode(&logger));
     create.options = Some(shim.options(runc.path())).into();
     shim.client()
         .create(ctx(), &create)

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 use tether_tests::direct_shim::{ctx, DirectShim};
+use tether_tests::uri::percent_encode;
 
 /// Generous bound for what normally takes milliseconds.
 const BOUND: Duration = Duration::from_secs(20);
@@ -34,24 +35,12 @@ wait
 : > "$d/done"
 "#;
 
-/// Percent-encodes what a URI query cannot hold as it is.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The logger's URI, writing into `dir` (its keys sort `-c` before `dir`: `$1` = dir).
 fn logger_uri(dir: &Path) -> String {
     format!(
         "binary:///bin/sh?dir={}&-c={}",
-        encode(&dir.display().to_string()),
-        encode(LOGGER)
+        percent_encode(&dir.display().to_string()),
+        percent_encode(LOGGER)
     )
 }
 

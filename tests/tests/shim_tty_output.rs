@@ -181,6 +181,20 @@ fn sh_wrapped_runc(dir: &Path) -> PathBuf {
     path
 }
 
+/// A FIFO in the shim's directory for an exec's stdout, opened for reading without
+/// blocking (so that opening does not wait for the shim's writer).
+fn stdout_fifo(shim: &DirectShim, exec_id: &str) -> (PathBuf, File) {
+    let fifo_path = shim.dir().join(format!("{exec_id}.out"));
+    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("mkfifo");
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo_path)
+        .expect("open the stdout FIFO");
+    (fifo_path, fifo)
+}
+
 /// One TTY exec of `args` whose stdout FIFO a reader takes; returns what the reader had
 /// when the Wait returned, the Wait's status, and how long after the last bytes came the
 /// Wait returned (negative: before).
@@ -190,14 +204,7 @@ fn tty_exec_round(
     exec_id: &str,
     args: &[&str],
 ) -> (Vec<u8>, u32, f64) {
-    let fifo_path = shim.dir().join(format!("{exec_id}.out"));
-    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .expect("mkfifo");
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo_path)
-        .expect("open the stdout FIFO");
+    let (fifo_path, fifo) = stdout_fifo(shim, exec_id);
     let mut exec = api::ExecProcessRequest::new();
     exec.id = id.into();
     exec.exec_id = exec_id.into();
@@ -388,14 +395,7 @@ fn a_slower_reader_has_read_everything_when_the_wait_returns() {
     let want = seq_through_a_pty(120_000);
     for round in 0..3 {
         let exec_id = format!("slow{round}");
-        let fifo_path = shim.dir().join(format!("{exec_id}.out"));
-        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
-        let fifo = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo_path)
-            .expect("open the stdout FIFO");
+        let (fifo_path, fifo) = stdout_fifo(&shim, &exec_id);
         // Blocking from here on: the paced reader reads until EOF.
         let flags =
             nix::fcntl::fcntl(fifo.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
