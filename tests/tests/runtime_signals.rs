@@ -96,10 +96,9 @@ fn the_containerd_faces_runtime_calls_and_logger_inherit_no_blocked_or_ignored_s
     records.extend(of_pid(exec_pid.cast_signed(), "container-exec"));
     let wait = shim.kill_and_wait(&id);
     assert_eq!(wait.exit_status, 137, "{}", shim.log());
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.clone();
-    shim.client().delete(ctx(), &delete).expect("Delete");
-    // containerd's cleanup after a shim: `delete` in the bundle (runc delete --force).
+    // containerd's cleanup after a shim that went away: `delete` in the bundle, which runs
+    // `runc delete --force` while runc still holds the container (it skips runc once
+    // nothing is left: containerd_faults), then the server's Delete finds it gone.
     let out = shim
         .action_command(&id, "delete", &IGNORING)
         .output()
@@ -110,6 +109,9 @@ fn the_containerd_faces_runtime_calls_and_logger_inherit_no_blocked_or_ignored_s
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    shim.client().delete(ctx(), &delete).expect("Delete");
     records.extend(runc.calls());
     let context = shim.log();
     for who in [
