@@ -87,33 +87,14 @@ impl Reaper {
     /// Callers that track processes by pid call this while holding the lock that guards
     /// their process table, so a pid cannot be reaped (and recycled) between a lookup and
     /// a signal.
+    ///
+    /// Each exit is peeked at before it is reaped ([`Reaper::reap_announced`]): a child
+    /// whose `exec` failed inside a monitor's `start` (std's fork + exec path, which
+    /// runtimes take since they start with a clean signal mask) is reaped by std itself
+    /// before `spawn` returns, and std aborts the process if it finds it gone; the peek
+    /// leaves it to std, and the lock `start` holds keeps the reaper from it until then.
     pub fn reap(&self) -> Vec<ChildExit> {
-        let mut exits = Vec::new();
-        loop {
-            let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(ws) => match raw_exit(ws) {
-                    Some(exit) => exit,
-                    None => continue, // stopped/continued: not an exit
-                },
-                Err(Errno::EINTR) => continue,
-                Err(_) => break, // ECHILD: no children at all
-            };
-            let mut children = self.shared.lock();
-            if children.running.contains(&pid) {
-                children.done.insert(pid, status);
-                drop(children);
-                self.shared.reaped.notify_all();
-            } else {
-                drop(children);
-                exits.push(ChildExit {
-                    pid,
-                    status,
-                    at: SystemTime::now(),
-                });
-            }
-        }
-        exits
+        self.reap_announced(|_| {})
     }
 
     /// [`Reaper::reap`], telling `announce` of each exit (not a runc invocation's) while
@@ -368,6 +349,16 @@ mod tests {
             let far = Instant::now() + Duration::from_secs(10);
             let status = monitor.wait_until(&mut child, far).unwrap();
             assert_eq!(status.and_then(|s| s.code()), Some(code));
+        }
+        // A runtime that cannot be executed: std's fork + exec path (here forced by
+        // `uid`) reaps the failed child inside `spawn` and aborts if the reaper took it.
+        let uid = nix::unistd::getuid().as_raw();
+        for _ in 0..200 {
+            let missing = monitor.start(std::os::unix::process::CommandExt::uid(
+                &mut Command::new("/nonexistent/runc"),
+                uid,
+            ));
+            assert!(missing.is_err());
         }
         // A child still running at the deadline is left to the caller, who kills it and
         // gets its status from `wait`.
