@@ -180,11 +180,26 @@ pub fn ask(
     let via = format!("/proc/self/fd/{}/{SOCKET}", pinned.as_raw_fd());
     let addr = UnixAddr::new(via.as_str()).map_err(|e| at("connect", nix_io(e)))?;
     socket::connect(conn.as_raw_fd(), &addr).map_err(|e| at("connect", nix_io(e)))?;
-    send_message(conn.as_fd(), &serde_json::to_vec(request)?)?;
+    // A supervisor that closed the connection before the request went out (it accepted
+    // and went away) shows as a broken pipe or a reset here, not as EOF later.
+    match send_message(conn.as_fd(), &serde_json::to_vec(request)?) {
+        Err(WireError::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err(WireError::Closed)
+        }
+        other => other?,
+    }
     match receive(conn.as_fd(), MsgFlags::empty()) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
         Err(WireError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
             Err(WireError::TimedOut(wait))
+        }
+        Err(WireError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+            Err(WireError::Closed)
         }
         Err(e) => Err(e),
     }
