@@ -494,14 +494,25 @@ impl Drop for CriEnv {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // env.sh tears down on SIGTERM (and when its stdin closes)
+        // env.sh tears down when its stdin closes, or on SIGTERM. Not both at once: a
+        // SIGTERM that lands while the exit that the closed stdin caused is entering its
+        // teardown ended the shell before it killed the bed's namespace (seen: a bed's
+        // unshare, containerd and registry left running after cri_pod). SIGTERM only for
+        // a bed that has not begun to go after a while.
         drop(child.stdin.take());
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + STOP_TIMEOUT;
+        let mut termed = false;
         loop {
+            if !termed && started.elapsed() > STOP_TIMEOUT / 3 {
+                termed = true;
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
