@@ -126,14 +126,30 @@ impl DirectShim {
 
     /// [`DirectShim::start`] with extra environment variables for the shim.
     pub fn start_with_env(id: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_inner(id, args, env, None, &[])
+        Self::launch(
+            &crate::containerd_env::shim_binary(),
+            true,
+            id,
+            args,
+            env,
+            None,
+            &[],
+        )
     }
 
     /// [`DirectShim::start`] with `start` run through `launcher` (a command and its
     /// arguments, given the shim's command line after them: e.g.
     /// `signal_record::IGNORING`, which starts it with signals ignored).
     pub fn start_through(id: &str, args: &[&str], launcher: &[&str]) -> Self {
-        Self::start_inner(id, args, &[], None, launcher)
+        Self::launch(
+            &crate::containerd_env::shim_binary(),
+            true,
+            id,
+            args,
+            &[],
+            None,
+            launcher,
+        )
     }
 
     /// [`DirectShim::start`] with `options` (runc `Options`) on `start`'s stdin, as
@@ -143,18 +159,15 @@ impl DirectShim {
         any.type_url = RUNC_OPTIONS.into();
         any.value = options.write_to_bytes().expect("encode runc Options");
         let stdin = any.write_to_bytes().expect("encode the options Any");
-        Self::start_inner(id, args, &[], Some(&stdin), &[])
-    }
-
-    fn start_inner(
-        id: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        stdin: Option<&[u8]>,
-        launcher: &[&str],
-    ) -> Self {
-        let shim = crate::containerd_env::shim_binary();
-        Self::launch(&shim, true, id, args, env, stdin, launcher)
+        Self::launch(
+            &crate::containerd_env::shim_binary(),
+            true,
+            id,
+            args,
+            &[],
+            Some(&stdin),
+            &[],
+        )
     }
 
     /// Starts `binary` (tether, or another shim v2 such as containerd's
@@ -165,6 +178,9 @@ impl DirectShim {
         Self::launch(binary, false, id, args, env, None, &[])
     }
 
+    /// Runs `shim start` (with `-debug` for tether's own tests) in a fresh busybox bundle,
+    /// through `launcher` if one is given, with `env` and `stdin`, and connects to the
+    /// address it prints.
     fn launch(
         shim: &Path,
         debug: bool,
