@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod bundle;
+pub mod busy;
 pub mod cgroup;
 pub mod cleanup;
 pub mod containerd_env;
