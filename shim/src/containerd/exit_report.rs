@@ -9,10 +9,10 @@ use crate::containerd::shim::Shim;
 use crate::process_core::epoll::Poller;
 use std::time::{Duration, Instant};
 
-/// How long an exit report waits for the process's output to reach its FIFOs. Clients
-/// (ctr 1.6) stop reading output once they learn of the exit; output still in flight then
-/// is lost. Bounded, because a child the process left behind may hold its stdout open.
-pub const OUTPUT_DRAIN_WAIT: Duration = Duration::from_millis(500);
+/// How long an exit report waits for the process's output sources to end (the first of
+/// the two waits of `process_core::exit_output`; this face's Waits then wait for the
+/// spools).
+pub use crate::process_core::exit_output::OUTPUT_DRAIN_WAIT;
 /// How long an exit report waits for the reply of the call that caused it (a runc that
 /// hangs in `kill` must not keep the exit from containerd for ever).
 const EXIT_HOLD_LIMIT: Duration = crate::containerd::process_table::gate::ENTER_WAIT;

@@ -7,14 +7,16 @@
 //! runc invocation's status ([`reaper`]), pidfd-tracked processes ([`pidfd`]), how a
 //! process is connected to its pumps ([`wiring`]: pipes or a pty master), its pumps as a
 //! loop serves them and how its output drains after it exits ([`process_stdio`] over
-//! [`pump`]), terminal resizing ([`tty`]), and JSON specs read as runc reads them
-//! ([`go_json`]). The faces keep what differs for a reason:
-//! which exits to wait for and in what order they are reported (`containerd::process_table` for
-//! the containerd face), and where the pumps' other ends lead.
+//! [`pump`]; when an exit may be reported, given its output: [`exit_output`]), terminal
+//! resizing ([`tty`]), and JSON specs read as runc reads them ([`go_json`]). The faces
+//! keep what differs for a reason: which exits to wait for and in what order they are
+//! reported (`containerd::process_table` for the containerd face), and where the pumps'
+//! other ends lead.
 
 pub mod carried_fds;
 pub mod epoll;
 pub mod event_base;
+pub mod exit_output;
 pub mod fionread;
 pub mod go_json;
 pub mod launch;

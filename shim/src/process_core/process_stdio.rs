@@ -15,8 +15,9 @@
 //! ([`ProcessStdio::drain_overdue`]). What a face waits for differs, and stays with the
 //! face: the containerd face holds the exit *report* until the output has drained or the
 //! grace is over (clients stop reading at the exit), and lets the pumps run on; the
-//! standalone supervisor reports the exit at once and holds its *FIFOs* open, abandoning
-//! after the grace only the sources that have gone idle
+//! standalone supervisor records the exit once its output is in the FIFOs, spool
+//! included (bounded: both by [`super::exit_output`]), and holds its *FIFOs* open,
+//! abandoning after the grace only the sources that have gone idle
 //! ([`ProcessStdio::abandon_idle_outputs`]), then waiting for a manager to read.
 //!
 //! A delete after the exit (containerd's Delete, the standalone `delete`'s SIGTERM) waits
@@ -208,6 +209,17 @@ impl ProcessStdio {
     /// How many output pumps are still there.
     pub fn open_outputs(&self) -> usize {
         Stream::OUTPUTS.iter().filter(|s| self.is_open(**s)).count()
+    }
+
+    /// How many output pumps are still there whose source has not ended (a pipe with a
+    /// writer left, a pty master that has not given EIO): what they will read is in
+    /// neither the destination nor the spool yet.
+    pub fn open_sources(&self) -> usize {
+        Stream::OUTPUTS
+            .iter()
+            .filter_map(|s| self.pumps[s.index()].as_ref())
+            .filter(|p| !p.source_ended())
+            .count()
     }
 
     /// Registers every pump with `poller` under `Token::Stdio(slot, stream)`: its source

@@ -221,6 +221,12 @@ impl Pump {
         self.spool.as_ref().map_or(0, |s| s.spool.dropped())
     }
 
+    /// Whether the source's end has been reported ([`Pump::report_end`]): everything it
+    /// gave is in the destination or the spool.
+    pub fn source_ended(&self) -> bool {
+        self.end_reported
+    }
+
     /// Marks the source's end as reported; true the first time.
     pub(crate) fn report_end(&mut self) -> bool {
         !std::mem::replace(&mut self.end_reported, true)

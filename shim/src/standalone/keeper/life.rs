@@ -7,10 +7,16 @@
 //!     │                      │    │                    │    │
 //!     │ supervisor died      │    └──recorded──► leave └────┴──supervisor died──► Draining
 //!     ▼                      │                                (writes the told exit)
-//!  leave with its status     └──supervisor died──► Keeping{pid} ──process exited──► Draining
-//!                                                 (delivers its output)    (writes exitcode)
+//!  leave with its status     └──supervisor died──► Keeping{pid} ──process exited──► Exiting
+//!                                                 (delivers its output)
+//!  Exiting ──output in the FIFOs (bounded)──► Draining (writes exitcode, closes exit)
 //!  Draining ──every FIFO read (or a termination signal)──► leave
 //! ```
+//!
+//! `Exiting` is the supervisor's rule (`process_core::exit_output`): the exit is recorded
+//! once the process's output sources have ended and what they gave is in the FIFOs, or
+//! the bounded wait for that is over. The keeper has no spool, so the wait is for the
+//! sources only (at most `OUTPUT_DRAIN_WAIT`).
 //!
 //! While the supervisor lives the keeper only listens: the supervisor does everything as
 //! if there were no keeper, and its last message (`Recorded`) lets the keeper go. When the
@@ -21,6 +27,7 @@
 use super::link::{self, Message, Output, Received, Role};
 use crate::process_core::epoll::{Ready, Token};
 use crate::process_core::event_base::EventBase;
+use crate::process_core::exit_output::{output_at_exit, OutputAtExit};
 use crate::process_core::process_stdio::{ProcessStdio, Stream};
 use crate::process_core::pump::{Direction, Pump};
 use crate::process_core::reaper::{ChildExit, Reaper};
@@ -50,6 +57,9 @@ enum Stage {
     Standby { pid: i32, told: Option<ExitRecord> },
     /// The supervisor is gone: the keeper delivers the process's output and waits for it.
     Keeping { pid: i32 },
+    /// The process exited with `exit` (reaped, or told by the supervisor) at `since`: its
+    /// output is on its way to the FIFOs, `exit` is still held.
+    Exiting { exit: ExitRecord, since: Instant },
     /// The keeper has written `exitcode` and closed `exit`; the output is delivered until
     /// a manager has read it.
     Draining,
@@ -76,7 +86,7 @@ impl Stage {
                 told: Some(exit), ..
             } => OnDeath::Record(exit),
             Stage::Standby { pid, told: None } => OnDeath::TakeOver(pid),
-            Stage::Keeping { .. } | Stage::Draining => OnDeath::Nothing,
+            Stage::Keeping { .. } | Stage::Exiting { .. } | Stage::Draining => OnDeath::Nothing,
         }
     }
 
@@ -84,7 +94,7 @@ impl Stage {
     fn process(self) -> Option<i32> {
         match self {
             Stage::Standby { pid, .. } | Stage::Keeping { pid } => Some(pid),
-            Stage::Launching | Stage::Draining => None,
+            Stage::Launching | Stage::Exiting { .. } | Stage::Draining => None,
         }
     }
 }
@@ -184,7 +194,8 @@ impl Keeper {
             if let Some(code) = self.leave {
                 return code;
             }
-            let deadline = (self.stage == Stage::Draining).then(|| Instant::now() + LINGER_POLL);
+            let deadline = matches!(self.stage, Stage::Exiting { .. } | Stage::Draining)
+                .then(|| Instant::now() + LINGER_POLL);
             if self.base.wait(deadline, &mut events).is_err() {
                 return 1;
             }
@@ -199,6 +210,7 @@ impl Keeper {
                     _ => {}
                 }
             }
+            self.record_when_delivered();
             if self.stage == Stage::Draining
                 && self.leave.is_none()
                 && close_delivered(
@@ -218,7 +230,12 @@ impl Keeper {
             match sig {
                 Signal::SIGCHLD => self.on_children(),
                 // As the supervisor: ignored while the process lives; after its exit they
-                // end the wait for a reader (`delete`), dropping what nobody read.
+                // end the wait for a reader (`delete`), dropping what nobody read (an
+                // exit still waiting for its output is recorded first).
+                _ if matches!(self.stage, Stage::Exiting { .. }) => {
+                    self.write_record();
+                    self.leave = Some(0);
+                }
                 _ if self.stage == Stage::Draining => self.leave = Some(0),
                 _ => {}
             }
@@ -313,9 +330,41 @@ impl Keeper {
         }
     }
 
-    /// Writes `exitcode` (the one atomic write, `fifo::ProcessDir::write_exit`), then
-    /// closes `exit`: a waiter sees EOF only with the record in place.
+    /// The process exited with `exit`: its output goes on to the FIFOs, and the exit is
+    /// recorded once it is there ([`Keeper::record_when_delivered`]).
     fn record(&mut self, exit: ExitRecord) {
+        if let Some(outer) = self.kept.outer.take() {
+            self.base.poller().remove(outer.as_fd());
+        }
+        let now = Instant::now();
+        self.stdio.exited(self.base.poller(), now, DRAIN_GRACE);
+        self.stage = Stage::Exiting { exit, since: now };
+        self.record_when_delivered();
+    }
+
+    /// In `Exiting`: records the exit once the output is in the FIFOs, or the bounded
+    /// wait for it is over (the supervisor's rule, `process_core::exit_output`).
+    fn record_when_delivered(&mut self) {
+        let Stage::Exiting { since, .. } = self.stage else {
+            return;
+        };
+        match output_at_exit(&self.stdio, since, Instant::now()) {
+            OutputAtExit::Wait(_) => {}
+            OutputAtExit::Delivered => self.write_record(),
+            OutputAtExit::Undelivered { sources, .. } => {
+                log::info!("keeper: exit recorded with {sources} output sources still open");
+                self.write_record();
+            }
+        }
+    }
+
+    /// Writes `exitcode` (the one atomic write, `fifo::ProcessDir::write_exit`), then
+    /// closes `exit`: a waiter sees EOF only with the record in place. `Exiting` →
+    /// `Draining`.
+    fn write_record(&mut self) {
+        let Stage::Exiting { exit, .. } = self.stage else {
+            return;
+        };
         match &self.kept.dir {
             Some((_, dir)) => {
                 if let Err(e) = dir.write_exit(&exit) {
@@ -325,11 +374,6 @@ impl Keeper {
             None => log::warn!("keeper: no process directory to record exit {}", exit.code),
         }
         self.kept.exit = None;
-        if let Some(outer) = self.kept.outer.take() {
-            self.base.poller().remove(outer.as_fd());
-        }
-        self.stdio
-            .exited(self.base.poller(), Instant::now(), DRAIN_GRACE);
         self.stage = Stage::Draining;
     }
 
@@ -381,7 +425,7 @@ impl Keeper {
             (Message::Recorded, Stage::Standby { .. }) => self.leave = Some(0),
             // The supervisor recorded the exit and died before its message was read: the
             // keeper has taken over the delivery of the rest.
-            (Message::Recorded, Stage::Draining) => {}
+            (Message::Recorded, Stage::Exiting { .. } | Stage::Draining) => {}
             (msg, stage) => log::warn!("keeper: {msg:?} is out of place in {stage:?}"),
         }
     }
@@ -409,6 +453,13 @@ mod tests {
                 OnDeath::Record(exit),
             ),
             (Stage::Keeping { pid: 5 }, OnDeath::Nothing),
+            (
+                Stage::Exiting {
+                    exit,
+                    since: Instant::now(),
+                },
+                OnDeath::Nothing,
+            ),
             (Stage::Draining, OnDeath::Nothing),
         ];
         for (stage, want) in cases {

@@ -1,10 +1,13 @@
-//! The supervisor's loop: pumps, `winsz`, `control`, signals and the exit; then the
-//! linger until a manager has read what is buffered. Every change of the process's life
-//! goes through [`super::state::SupervisorState`]; the descriptors follow it.
+//! The supervisor's loop: pumps, `winsz`, `control`, signals and the exit; the exit is
+//! recorded once the process's output is in the FIFOs (bounded: `process_core::exit_output`),
+//! then the linger until a manager has read what is buffered. Every change of the
+//! process's life goes through [`super::state::SupervisorState`]; the descriptors follow
+//! it.
 
-use super::state::MonoTime;
+use super::state::{MonoTime, SupervisorState};
 use super::Supervisor;
 use crate::process_core::epoll::{Ready, Token};
+use crate::process_core::exit_output::{output_at_exit, OutputAtExit};
 use crate::process_core::process_stdio::{DeleteLinger, Linger, Stream};
 use crate::process_core::tty;
 use crate::standalone::control::Request;
@@ -83,7 +86,8 @@ impl Supervisor {
                 d.tick(self.base.poller(), Instant::now());
             }
             self.drops.update(&self.stdio);
-            if !self.state.is_running() && self.linger_done() {
+            self.record_when_delivered();
+            if self.state.is_recorded() && self.linger_done() {
                 // Exited | Stopping → Done: the only way out of the linger.
                 let _ = self.state.finish();
             }
@@ -197,8 +201,12 @@ impl Supervisor {
         for sig in self.base.signals() {
             // A termination signal is ignored while the process lives (the supervisor
             // outlives its manager), and only the first one after the exit counts: the
-            // state refuses the others.
+            // state refuses the others. One while the exit waits for the output (a
+            // `delete`: nobody is reading for the exit any more) records it at once.
             if sig != Signal::SIGCHLD {
+                if self.state.exiting_since().is_some() {
+                    self.record_exit();
+                }
                 let _ = self.state.stop(MonoTime::now());
             }
         }
@@ -221,12 +229,15 @@ impl Supervisor {
         }
     }
 
-    /// The process exited: record it, close `exit`, stop taking input, let the keeper go.
+    /// The process exited (reaped, its status told to the keeper): stop taking input,
+    /// move what its output holds and start the wait for the rest; the exit is recorded
+    /// once the output is in the FIFOs ([`Supervisor::record_when_delivered`]).
     fn on_exit(&mut self, record: ExitRecord) {
         let poller = self.base.poller();
         // Move what is already in the process pipes before anything else (saves a
         // wakeup), and start the grace its output gets.
         self.stdio.exited(poller, Instant::now(), DRAIN_GRACE);
+        self.stdio.close(poller, Stream::Stdin);
         if let Some(pea) = self.pea.take() {
             if let Some(outer) = &pea.outer {
                 poller.remove(outer.as_fd());
@@ -239,7 +250,38 @@ impl Supervisor {
                 Err(e) => log::warn!("cannot delete the pea's runc container: {e}"),
             }
         }
-        let _ = self.dir.write_exit(&record);
+        // Running → Exiting: `exit` stays held until the output is delivered.
+        let _ = self.state.reaped(record, MonoTime::now());
+    }
+
+    /// While the exit waits for the output: records it once every output source has
+    /// ended and everything read from it is in its FIFO, or once the bounded wait for
+    /// that is over (`process_core::exit_output`, the rule both faces report by).
+    fn record_when_delivered(&mut self) {
+        let Some(since) = self.state.exiting_since() else {
+            return;
+        };
+        let now = Instant::now();
+        let reaped = since.to_instant(now, MonoTime::now());
+        match output_at_exit(&self.stdio, reaped, now) {
+            OutputAtExit::Wait(_) => return,
+            OutputAtExit::Delivered => {}
+            OutputAtExit::Undelivered { sources, spooled } => log::info!(
+                "exit of {} recorded with output still on its way ({sources} open sources, \
+                 {spooled} bytes spooled): it follows",
+                self.state.pid()
+            ),
+        }
+        self.record_exit();
+    }
+
+    /// Exiting → Exited: writes `exitcode`, closes `exit`, lets the keeper go.
+    fn record_exit(&mut self) {
+        let SupervisorState::Exiting { exit, .. } = self.state else {
+            return;
+        };
+        let poller = self.base.poller();
+        let _ = self.dir.write_exit(&exit);
         // After `exitcode`: `exit` reaches EOF (once the keeper lets go of it too), and a
         // manager whose request finds no reader on `control` knows the process has
         // exited.
@@ -247,14 +289,13 @@ impl Supervisor {
             poller.remove(h.winsz.as_fd());
             poller.remove(h.control.as_fd());
         }
-        self.stdio.close(poller, Stream::Stdin);
         if let Some(k) = self.keeper.take() {
             if let Err(e) = k.recorded() {
                 log::warn!("cannot let the keeper go: {e}");
             }
         }
-        // Running → Exited: the holds above are gone with it.
-        let _ = self.state.exited(record);
+        // Exiting → Exited: the holds above are gone with it.
+        let _ = self.state.recorded();
     }
 
     /// After the exit: closes each FIFO once its pump has finished (or, after the grace,

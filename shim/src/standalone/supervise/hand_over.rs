@@ -45,6 +45,13 @@ impl Supervisor {
                     delivered"
                 .into();
         }
+        // Between the reap and `exitcode` the exit is half recorded (the keeper has been
+        // told, the waiters not): a short, bounded stretch; the operator asks again.
+        if self.state.exiting_since().is_some() {
+            return "the process has exited and its exit waits for its output to reach the \
+                    FIFOs: ask again in a moment"
+                .into();
+        }
         if let Err(why) = upgrade_exec::executable(binary) {
             return why.to_string();
         }

@@ -16,9 +16,11 @@
 //! 3. reports `started <pid>` (or `error <kind> <message>`) on its stdout, the caller's
 //!    readiness pipe, and then runs one epoll loop over the stdio pumps, the `winsz` and
 //!    `control` streams and a signalfd;
-//! 4. when the process exits: writes `exitcode` atomically, closes `exit` (readers see
-//!    EOF), and stays until the output it buffered has been read by a manager — then it
-//!    closes the FIFOs' write ends (an attached manager sees EOF) and exits.
+//! 4. when the process exits: once its output is in the FIFOs (every source at its end,
+//!    everything read from it and spooled written; bounded, `process_core::exit_output`),
+//!    writes `exitcode` atomically, closes `exit` (readers see EOF), and stays until the
+//!    output it buffered has been read by a manager — then it closes the FIFOs' write
+//!    ends (an attached manager sees EOF) and exits.
 //!
 //! The launch, the loop's base, the process's pipes or pty, its pumps and its output's
 //! drain after the exit are the shared core's ([`crate::supervisor`]: `launch`,
@@ -171,7 +173,8 @@ struct Supervisor {
     stdio: ProcessStdio,
     /// The `stdout` and `stderr` FIFOs.
     outputs: [OutputFifo; 2],
-    /// What is held while the process runs (`Some` exactly in `Running`).
+    /// What is held until the exit is recorded (`Some` exactly in `Running` and
+    /// `Exiting`).
     holds: Option<RunningHolds>,
     /// Set for a pea: what ties it to its runc container and to the outer init.
     pea: Option<PeaTies>,
@@ -185,7 +188,7 @@ struct Supervisor {
 }
 
 /// The FIFO ends the supervisor holds while its process runs, and the pty master; all
-/// dropped at the exit.
+/// dropped when the exit is recorded.
 #[derive(Debug)]
 struct RunningHolds {
     /// `exit`, read-write: a reader reaches EOF once it is closed (after `exitcode`).

@@ -5,14 +5,20 @@
 //! ```text
 //!  Running{stdin: Held} ──close_stdin──► Running{stdin: Closing}
 //!          │                                      │
-//!          └───────────────exited─────────────────┴──► Exited ──stop──► Stopping
-//!                                                         │                │
-//!                                                         └─────finish─────┴──► Done
+//!          └───────────────reaped─────────────────┴──► Exiting ──recorded──► Exited
+//!                                                                               │
+//!                                           Done ◄──finish── Stopping ◄──stop───┤
+//!                                             ▲                                 │
+//!                                             └─────────────finish──────────────┘
 //! ```
 //!
 //! - `Running`: the process lives; the supervisor holds every FIFO open (`exit`, and
 //!   `stdin` until a `close-stdin`), a termination signal is ignored (the supervisor
 //!   outlives its manager).
+//! - `Exiting`: the process has been reaped (its status told to the keeper) at `since`;
+//!   its output is on its way to the FIFOs, and `exit` is still held: the exit is
+//!   recorded once the output is there, or the bounded wait for it is over
+//!   (`process_core::exit_output`).
 //! - `Exited`: `exitcode` is written and `exit` closed; the output goes on to the FIFOs
 //!   until a manager has read it.
 //! - `Stopping`: a termination signal came after the exit (`delete`): the wait for a
@@ -59,6 +65,12 @@ impl MonoTime {
 pub enum SupervisorState {
     /// The process `pid` runs.
     Running { pid: i32, stdin: Stdin },
+    /// It was reaped at `since` with `exit`, not recorded yet: its output is on its way.
+    Exiting {
+        pid: i32,
+        exit: ExitRecord,
+        since: MonoTime,
+    },
     /// It exited with `exit`: recorded, `exit` closed; its output is being delivered.
     Exited { pid: i32, exit: ExitRecord },
     /// A termination signal came at `since`, after the exit.
@@ -92,6 +104,7 @@ impl SupervisorState {
                 stdin: Stdin::Closing,
                 ..
             } => "running (stdin closing)",
+            SupervisorState::Exiting { .. } => "exiting",
             SupervisorState::Exited { .. } => "exited",
             SupervisorState::Stopping { .. } => "exited (stopping)",
             SupervisorState::Done { .. } => "done",
@@ -102,6 +115,7 @@ impl SupervisorState {
     pub fn pid(&self) -> i32 {
         match *self {
             SupervisorState::Running { pid, .. }
+            | SupervisorState::Exiting { pid, .. }
             | SupervisorState::Exited { pid, .. }
             | SupervisorState::Stopping { pid, .. }
             | SupervisorState::Done { pid, .. } => pid,
@@ -113,10 +127,24 @@ impl SupervisorState {
         matches!(self, SupervisorState::Running { .. })
     }
 
+    /// When the process was reaped, while its exit waits for its output (`Exiting`).
+    pub fn exiting_since(&self) -> Option<MonoTime> {
+        match *self {
+            SupervisorState::Exiting { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// Whether the exit is recorded (`exitcode` written, `exit` closed): the supervisor
+    /// waits for a reader of what is left, or leaves.
+    pub fn is_recorded(&self) -> bool {
+        self.exit().is_some()
+    }
+
     /// Its exit, once recorded.
     pub fn exit(&self) -> Option<ExitRecord> {
         match *self {
-            SupervisorState::Running { .. } => None,
+            SupervisorState::Running { .. } | SupervisorState::Exiting { .. } => None,
             SupervisorState::Exited { exit, .. }
             | SupervisorState::Stopping { exit, .. }
             | SupervisorState::Done { exit, .. } => Some(exit),
@@ -172,19 +200,31 @@ impl SupervisorState {
         }
     }
 
-    /// Running → Exited: the process exited and `exit` is recorded.
-    pub fn exited(&mut self, exit: ExitRecord) -> Result<(), IllegalTransition> {
+    /// Running → Exiting: the process exited with `exit` and was reaped at `since`.
+    pub fn reaped(&mut self, exit: ExitRecord, since: MonoTime) -> Result<(), IllegalTransition> {
         match *self {
             SupervisorState::Running { pid, .. } => {
-                *self = SupervisorState::Exited { pid, exit };
+                *self = SupervisorState::Exiting { pid, exit, since };
                 Ok(())
             }
-            _ => self.illegal("exit"),
+            _ => self.illegal("reaped"),
         }
     }
 
-    /// Exited → Stopping: a termination signal after the exit (the first one counts;
-    /// before the exit, signals are ignored: both are illegal).
+    /// Exiting → Exited: `exitcode` is written and `exit` closed.
+    pub fn recorded(&mut self) -> Result<(), IllegalTransition> {
+        match *self {
+            SupervisorState::Exiting { pid, exit, .. } => {
+                *self = SupervisorState::Exited { pid, exit };
+                Ok(())
+            }
+            _ => self.illegal("recorded"),
+        }
+    }
+
+    /// Exited → Stopping: a termination signal after the exit is recorded (the first one
+    /// counts; before the exit, signals are ignored: both are illegal; one while
+    /// `Exiting` has the supervisor record the exit first).
     pub fn stop(&mut self, since: MonoTime) -> Result<(), IllegalTransition> {
         match *self {
             SupervisorState::Exited { pid, exit } => {
@@ -233,6 +273,11 @@ mod tests {
                 pid: 7,
                 stdin: Stdin::Closing,
             },
+            Exiting {
+                pid: 7,
+                exit: rec(3),
+                since: T,
+            },
             Exited {
                 pid: 7,
                 exit: rec(3),
@@ -265,6 +310,11 @@ mod tests {
             pid: 7,
             stdin: Stdin::Closing,
         };
+        let exiting = Exiting {
+            pid: 7,
+            exit: rec(3),
+            since: T,
+        };
         let exited = Exited {
             pid: 7,
             exit: rec(3),
@@ -281,10 +331,11 @@ mod tests {
         let steps: Vec<Row> = vec![
             ("close_stdin", |s| s.close_stdin(), vec![(held, closing)]),
             (
-                "exited",
-                |s| s.exited(rec(3)),
-                vec![(held, exited), (closing, exited)],
+                "reaped",
+                |s| s.reaped(rec(3), T),
+                vec![(held, exiting), (closing, exiting)],
             ),
+            ("recorded", |s| s.recorded(), vec![(exiting, exited)]),
             ("stop", |s| s.stop(T), vec![(exited, stopping)]),
             (
                 "finish",
@@ -330,12 +381,16 @@ mod tests {
         for s in all_states() {
             assert_eq!(s.pid(), 7);
             assert_eq!(s.is_running(), matches!(s, Running { .. }), "{s:?}");
-            assert_eq!(s.exit().is_some(), !s.is_running(), "{s:?}");
+            let recorded = !matches!(s, Running { .. } | Exiting { .. });
+            assert_eq!(s.exit().is_some(), recorded, "{s:?}");
+            assert_eq!(s.is_recorded(), recorded, "{s:?}");
+            assert_eq!(s.exiting_since().is_some(), matches!(s, Exiting { .. }));
             assert_eq!(s.is_done(), matches!(s, Done { .. }), "{s:?}");
             assert_eq!(s.stopping_since().is_some(), matches!(s, Stopping { .. }));
         }
         assert!(all_states()[1].stdin_closing());
         assert!(!all_states()[0].stdin_closing());
+        assert!(!all_states()[2].stdin_closing());
     }
 
     #[test]
