@@ -219,7 +219,7 @@ bench-shim: deps build
 
 ## bench-probes: exec probes at node scale (issue 24): in the CRI test bed, per handler (the Go
 ##        shim, tether) BENCH_PROBE_PODS (110) pods, each container probed by CRI ExecSync
-##        every BENCH_PROBE_INTERVAL (5) s for BENCH_PROBE_SECONDS (120) s: probe latency and
+##        every BENCH_PROBE_INTERVAL (10) s for BENCH_PROBE_SECONDS (120) s: probe latency and
 ##        the shims' CPU per 1,000 probes side by side (tests/tools/execprobe, built by
 ##        go-tools.sh). BENCH_PROBE_ROUNDS (1), BENCH_PROBE_CMD (true), CRI_CONTAINERD
 ##        (1.6 | 2.3), BENCH_PROBE_OUTPUT (bench-results-probes.json)

@@ -10,7 +10,9 @@
 #
 # Environment (all optional):
 #   BENCH_PROBE_PODS      pods per handler (110: kubelet's default pod limit per node)
-#   BENCH_PROBE_INTERVAL  seconds between two probes of one container (5)
+#   BENCH_PROBE_INTERVAL  seconds between two probes of one container (10: what this
+#                         2-core machine sustains, shared, without a backlog; see
+#                         docs/benchmarks.md)
 #   BENCH_PROBE_SECONDS   seconds of probing per handler and round (120)
 #   BENCH_PROBE_ROUNDS    rounds, each running both handlers, their order alternating (1)
 #   BENCH_PROBE_CMD       the probe command ("true")
@@ -31,7 +33,7 @@ SHIM=$(readlink -f "$1")
 [ -x "$SHIM" ] || { say "no shim at $1 (make build)"; exit 2; }
 [ "$(id -u)" = 0 ] || { say "must run as root"; exit 2; }
 PODS=${BENCH_PROBE_PODS:-110}
-INTERVAL=${BENCH_PROBE_INTERVAL:-5}
+INTERVAL=${BENCH_PROBE_INTERVAL:-10}
 SECONDS_=${BENCH_PROBE_SECONDS:-120}
 ROUNDS=${BENCH_PROBE_ROUNDS:-1}
 CMD=${BENCH_PROBE_CMD:-true}
@@ -70,6 +72,9 @@ verify_teardown() {
 }
 trap verify_teardown EXIT
 
-TETHER_SHIM=$SHIM "$HERE/cri/env.sh" run -- "$EXECPROBE" \
+# Both handlers' shims in containerd's cgroup (the bed gives tether's a ShimCgroup of its
+# own otherwise, which under cgroup v1 competes for the CPU as one entity for all the
+# shims and the runc they spawn: under load, every probe through tether waited longer).
+CRI_TETHER_SHIM_CGROUP=0 TETHER_SHIM=$SHIM "$HERE/cri/env.sh" run -- "$EXECPROBE" \
     -pods "$PODS" -interval "$INTERVAL" -seconds "$SECONDS_" -rounds "$ROUNDS" \
     -cmd "$CMD" -output "$OUTPUT" 2> >(tee "$LOG" >&2)

@@ -64,7 +64,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&c.Endpoint, "endpoint", os.Getenv("CRI_ENDPOINT"), "CRI endpoint (unix://PATH)")
 	flag.StringVar(&handlers, "handlers", "runc,tether", "runtime handlers, comma separated (round 1's order; later rounds rotate it)")
 	flag.IntVar(&c.Pods, "pods", 110, "pods per handler (one container each)")
-	flag.Float64Var(&interval, "interval", 5, "seconds between two probes of one container")
+	flag.Float64Var(&interval, "interval", 10, "seconds between two probes of one container")
 	flag.Float64Var(&window, "seconds", 120, "seconds of probing per handler and round")
 	flag.IntVar(&c.Rounds, "rounds", 1, "rounds (each runs every handler once)")
 	flag.Float64Var(&timeout, "timeout", 10, "ExecSync timeout, seconds (whole)")

@@ -26,6 +26,8 @@ type handlerSummary struct {
 	RatePerS         float64      `json:"probes_per_s"`
 	Latency          latencyStats `json:"latency"`
 	LagP99Ms         float64      `json:"start_lag_p99_ms"`
+	EarlyP50Ms       float64      `json:"latency_p50_first_half_ms"`
+	LateP50Ms        float64      `json:"latency_p50_second_half_ms"`
 	ShimCPUPer1k     float64      `json:"shim_cpu_s_per_1000"`
 	ChildrenCPUPer1k float64      `json:"shim_children_cpu_s_per_1000"`
 	CtdCPUPer1k      float64      `json:"containerd_cpu_s_per_1000"`
@@ -47,7 +49,7 @@ func summarize(c config, m machine, rounds []roundResult) report {
 	rep := report{Config: c, Machine: m, Ratios: map[string]float64{}, byName: map[string]*handlerSummary{}}
 	for _, h := range c.Handlers {
 		s := handlerSummary{Handler: h}
-		var lat, lag []time.Duration
+		var lat, lag, early, late []time.Duration
 		var shim, children, ctd, client, window float64
 		for _, r := range rounds {
 			if r.Handler != h {
@@ -69,6 +71,8 @@ func summarize(c config, m machine, rounds []roundResult) report {
 				lat = append(lat, time.Duration(ms*float64(time.Millisecond)))
 			}
 			lag = append(lag, time.Duration(r.Lag.P99*float64(time.Millisecond)))
+			early = append(early, time.Duration(r.LatencyEarly.P50*float64(time.Millisecond)))
+			late = append(late, time.Duration(r.LatencyLate.P50*float64(time.Millisecond)))
 		}
 		if s.Rounds == 0 || s.ProbesDone == 0 {
 			rep.Handlers = append(rep.Handlers, s)
@@ -81,6 +85,8 @@ func summarize(c config, m machine, rounds []roundResult) report {
 		s.RatePerS = float64(s.ProbesDone) / window
 		s.Latency = statsOf(lat)
 		s.LagP99Ms = statsOf(lag).Max
+		// a backlog that grows shows as a second half slower than the first
+		s.EarlyP50Ms, s.LateP50Ms = statsOf(early).P50, statsOf(late).P50
 		rep.Handlers = append(rep.Handlers, s)
 	}
 	for i := range rep.Handlers {
@@ -147,6 +153,8 @@ func (rep report) table() string {
 	row("latency p90 (ms)", func(h handlerSummary) float64 { return h.Latency.P90 }, "%.1f", true)
 	row("latency p99 (ms)", func(h handlerSummary) float64 { return h.Latency.P99 }, "%.1f", true)
 	row("latency max (ms)", func(h handlerSummary) float64 { return h.Latency.Max }, "%.1f", true)
+	row("latency p50, window's 1st half (ms)", func(h handlerSummary) float64 { return h.EarlyP50Ms }, "%.1f", false)
+	row("latency p50, window's 2nd half (ms)", func(h handlerSummary) float64 { return h.LateP50Ms }, "%.1f", false)
 	row("start lag p99, worst round (ms)", func(h handlerSummary) float64 { return h.LagP99Ms }, "%.1f", false)
 	row("shim CPU per 1,000 probes (s)", func(h handlerSummary) float64 { return h.ShimCPUPer1k }, "%.2f", true)
 	row("runc + probe processes per 1,000 (s)", func(h handlerSummary) float64 { return h.ChildrenCPUPer1k }, "%.2f", true)
