@@ -24,6 +24,9 @@
 # script then checks that nothing of the bed is left (no process naming its work dir, no
 # mount under it, no shim cgroup, the dir gone) and fails if something is.
 set -euo pipefail
+# The body is one compound command, parsed whole before it runs: editing this file
+# while a run is in progress cannot change what that run executes.
+{
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 say() { echo "bench-probes: $*" >&2; }
@@ -75,6 +78,19 @@ trap verify_teardown EXIT
 # Both handlers' shims in containerd's cgroup (the bed gives tether's a ShimCgroup of its
 # own otherwise, which under cgroup v1 competes for the CPU as one entity for all the
 # shims and the runc they spawn: under load, every probe through tether waited longer).
+# The bed runs as a background job so that a signal to this script reaches the trap at
+# once: it is passed on to env.sh, whose teardown is then waited for.
 CRI_TETHER_SHIM_CGROUP=0 TETHER_SHIM=$SHIM "$HERE/cri/env.sh" run -- "$EXECPROBE" \
     -pods "$PODS" -interval "$INTERVAL" -seconds "$SECONDS_" -rounds "$ROUNDS" \
-    -cmd "$CMD" -output "$OUTPUT" 2> >(tee "$LOG" >&2)
+    -cmd "$CMD" -output "$OUTPUT" 2> >(tee "$LOG" >&2) &
+BED=$!
+trap 'say "signalled: tearing the bed down"; kill -TERM "$BED" 2>/dev/null' INT TERM HUP
+rc=0
+wait "$BED" || rc=$?
+# a signal ends `wait` early: wait again until env.sh has finished its teardown
+while kill -0 "$BED" 2>/dev/null; do
+    wait "$BED" || rc=$?
+done
+exit "$rc"
+exit
+}

@@ -72,7 +72,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&c.Image, "image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "container image")
 	flag.IntVar(&c.Parallel, "parallel", 4, "pods started or stopped at once")
 	flag.IntVar(&c.MaxInFlight, "max-in-flight", 0, "probes in flight at once (0: one per container)")
-	flag.Float64Var(&settle, "settle", 5, "seconds between the last pod's start and the window")
+	flag.Float64Var(&settle, "settle", 10, "seconds between the last pod's start and the window (the shims' idle CPU is measured over them)")
 	flag.StringVar(&c.Output, "output", "bench-results-probes.json", "JSON results file")
 	flag.Parse()
 	c.Handlers = strings.Split(handlers, ",")
@@ -131,28 +131,30 @@ func selfCPU() float64 {
 
 // roundResult is one handler's run in one round.
 type roundResult struct {
-	Handler      string        `json:"handler"`
-	Round        int           `json:"round"`
-	Position     int           `json:"position"` // 1 = ran first in its round
-	Shims        int           `json:"shims"`
-	ProbesPlan   int           `json:"probes_planned"`
-	ProbesDone   int           `json:"probes_done"`
-	ProbesFailed int           `json:"probes_failed"`
-	Skipped      int           `json:"ticks_skipped"`
-	FirstError   string        `json:"first_error,omitempty"`
-	WindowS      float64       `json:"window_s"`
-	Latency      latencyStats  `json:"latency"`
-	LatencyEarly latencyStats  `json:"latency_first_half"`
-	LatencyLate  latencyStats  `json:"latency_second_half"`
-	Lag          latencyStats  `json:"start_lag"`
-	ShimCPU      cpuDelta      `json:"shim_cpu"`
-	ContainerdS  float64       `json:"containerd_cpu_s"`
-	ClientS      float64       `json:"client_cpu_s"`
-	ShimPSSKiB   int64         `json:"shim_pss_kib_total"`
-	LoadStart    string        `json:"load_start"`
-	LoadEnd      string        `json:"load_end"`
-	LatenciesMs  []float64     `json:"latencies_ms"`
-	started      time.Duration // not reported: for the log
+	Handler      string       `json:"handler"`
+	Round        int          `json:"round"`
+	Position     int          `json:"position"` // 1 = ran first in its round
+	Shims        int          `json:"shims"`
+	ProbesPlan   int          `json:"probes_planned"`
+	ProbesDone   int          `json:"probes_done"`
+	ProbesFailed int          `json:"probes_failed"`
+	Skipped      int          `json:"ticks_skipped"`
+	FirstError   string       `json:"first_error,omitempty"`
+	WindowS      float64      `json:"window_s"`
+	Latency      latencyStats `json:"latency"`
+	LatencyEarly latencyStats `json:"latency_first_half"`
+	LatencyLate  latencyStats `json:"latency_second_half"`
+	Lag          latencyStats `json:"start_lag"`
+	ShimCPU      cpuDelta     `json:"shim_cpu"`
+	// the shims' own CPU with no probe running (ms per s, all shims; over -settle)
+	IdleShimMsPerS float64       `json:"idle_shim_cpu_ms_per_s"`
+	ContainerdS    float64       `json:"containerd_cpu_s"`
+	ClientS        float64       `json:"client_cpu_s"`
+	ShimPSSKiB     int64         `json:"shim_pss_kib_total"`
+	LoadStart      string        `json:"load_start"`
+	LoadEnd        string        `json:"load_end"`
+	LatenciesMs    []float64     `json:"latencies_ms"`
+	started        time.Duration // not reported: for the log
 }
 
 // runHandler starts the pods of `handler`, probes them for the window, measures, and
@@ -184,7 +186,11 @@ func runHandler(rt *criClient, c config, handler string, logRoot string) (res ro
 	if len(shims) != len(pods) {
 		logf("%s: warning: %d shim processes for %d pods", handler, len(shims), len(pods))
 	}
+	// the settle period doubles as the measure of what the shims cost with no probe
+	idleFrom, idleBefore := time.Now(), snapshot(shims)
 	time.Sleep(c.Settle)
+	idle := diff(idleBefore, snapshot(shims))
+	res.IdleShimMsPerS = idle.Own * 1000 / time.Since(idleFrom).Seconds()
 	ctdPid, _ := strconv.Atoi(os.Getenv("CRI_CTD_PID"))
 	res.LoadStart = loadavg()
 	ctdBefore, _ := readCPU(ctdPid)

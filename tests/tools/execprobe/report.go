@@ -33,6 +33,7 @@ type handlerSummary struct {
 	CtdCPUPer1k      float64      `json:"containerd_cpu_s_per_1000"`
 	ClientCPUPer1k   float64      `json:"client_cpu_s_per_1000"`
 	ShimPSSKiB       int64        `json:"shim_pss_kib_total"`
+	IdleShimMsPerS   float64      `json:"idle_shim_cpu_ms_per_s"`
 	Shims            int          `json:"shims"`
 	Loads            []string     `json:"loads"`
 }
@@ -65,6 +66,7 @@ func summarize(c config, m machine, rounds []roundResult) report {
 			client += r.ClientS
 			window += r.WindowS
 			s.ShimPSSKiB += r.ShimPSSKiB
+			s.IdleShimMsPerS += r.IdleShimMsPerS / float64(countRounds(rounds, h))
 			s.Shims = r.Shims
 			s.Loads = append(s.Loads, r.LoadStart+" -> "+r.LoadEnd)
 			for _, ms := range r.LatenciesMs {
@@ -157,6 +159,7 @@ func (rep report) table() string {
 	row("latency p50, window's 2nd half (ms)", func(h handlerSummary) float64 { return h.LateP50Ms }, "%.1f", false)
 	row("start lag p99, worst round (ms)", func(h handlerSummary) float64 { return h.LagP99Ms }, "%.1f", false)
 	row("shim CPU per 1,000 probes (s)", func(h handlerSummary) float64 { return h.ShimCPUPer1k }, "%.2f", true)
+	row("idle shims, CPU before the window (ms/s)", func(h handlerSummary) float64 { return h.IdleShimMsPerS }, "%.1f", true)
 	row("runc + probe processes per 1,000 (s)", func(h handlerSummary) float64 { return h.ChildrenCPUPer1k }, "%.2f", true)
 	row("containerd CPU per 1,000 (s)", func(h handlerSummary) float64 { return h.CtdCPUPer1k }, "%.2f", true)
 	row("client CPU per 1,000 (s)", func(h handlerSummary) float64 { return h.ClientCPUPer1k }, "%.2f", false)
@@ -193,4 +196,14 @@ func sum(v []int) int {
 		t += x
 	}
 	return t
+}
+
+func countRounds(rounds []roundResult, handler string) int {
+	n := 0
+	for _, r := range rounds {
+		if r.Handler == handler {
+			n++
+		}
+	}
+	return n
 }
