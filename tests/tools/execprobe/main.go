@@ -147,14 +147,13 @@ type roundResult struct {
 	Lag          latencyStats `json:"start_lag"`
 	ShimCPU      cpuDelta     `json:"shim_cpu"`
 	// the shims' own CPU with no probe running (ms per s, all shims; over -settle)
-	IdleShimMsPerS float64       `json:"idle_shim_cpu_ms_per_s"`
-	ContainerdS    float64       `json:"containerd_cpu_s"`
-	ClientS        float64       `json:"client_cpu_s"`
-	ShimPSSKiB     int64         `json:"shim_pss_kib_total"`
-	LoadStart      string        `json:"load_start"`
-	LoadEnd        string        `json:"load_end"`
-	LatenciesMs    []float64     `json:"latencies_ms"`
-	started        time.Duration // not reported: for the log
+	IdleShimMsPerS float64   `json:"idle_shim_cpu_ms_per_s"`
+	ContainerdS    float64   `json:"containerd_cpu_s"`
+	ClientS        float64   `json:"client_cpu_s"`
+	ShimPSSKiB     int64     `json:"shim_pss_kib_total"`
+	LoadStart      string    `json:"load_start"`
+	LoadEnd        string    `json:"load_end"`
+	LatenciesMs    []float64 `json:"latencies_ms"`
 }
 
 // runHandler starts the pods of `handler`, probes them for the window, measures, and

@@ -39,15 +39,14 @@ type handlerSummary struct {
 }
 
 type report struct {
-	Config   config                     `json:"-"`
-	Machine  machine                    `json:"-"`
-	Handlers []handlerSummary           `json:"handlers"`
-	Ratios   map[string]float64         `json:"ratios"`
-	byName   map[string]*handlerSummary // not reported
+	Config   config             `json:"-"`
+	Machine  machine            `json:"-"`
+	Handlers []handlerSummary   `json:"handlers"`
+	Ratios   map[string]float64 `json:"ratios"`
 }
 
 func summarize(c config, m machine, rounds []roundResult) report {
-	rep := report{Config: c, Machine: m, Ratios: map[string]float64{}, byName: map[string]*handlerSummary{}}
+	rep := report{Config: c, Machine: m, Ratios: map[string]float64{}}
 	for _, h := range c.Handlers {
 		s := handlerSummary{Handler: h}
 		var lat, lag, early, late []time.Duration
@@ -90,9 +89,6 @@ func summarize(c config, m machine, rounds []roundResult) report {
 		// a backlog that grows shows as a second half slower than the first
 		s.EarlyP50Ms, s.LateP50Ms = statsOf(early).P50, statsOf(late).P50
 		rep.Handlers = append(rep.Handlers, s)
-	}
-	for i := range rep.Handlers {
-		rep.byName[rep.Handlers[i].Handler] = &rep.Handlers[i]
 	}
 	if len(rep.Handlers) == 2 {
 		a, b := rep.Handlers[0], rep.Handlers[1]
