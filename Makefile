@@ -23,7 +23,7 @@ DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 PHONY_UPGRADE := upgrade-peer test-upgrade
 .PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance test-containerd-matrix \
         test-nerdctl test-cri test-cri-pods critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
-        test-kubelet test-kubelet-systemd
+        test-kubelet test-kubelet-systemd bench-probes
 
 all: build
 
@@ -216,6 +216,15 @@ bench: deps build
 bench-shim: deps build
 	$(CARGO) build --locked -p tether-tests --bins
 	$${CARGO_TARGET_DIR:-target}/debug/bench_shim $(CURDIR)/$(RELEASE_BIN)
+
+## bench-probes: exec probes at node scale (issue 24): in the CRI test bed, per handler (the Go
+##        shim, tether) BENCH_PROBE_PODS (110) pods, each container probed by CRI ExecSync
+##        every BENCH_PROBE_INTERVAL (10) s for BENCH_PROBE_SECONDS (120) s: probe latency and
+##        the shims' CPU per 1,000 probes side by side (tests/tools/execprobe, built by
+##        go-tools.sh). BENCH_PROBE_ROUNDS (1), BENCH_PROBE_CMD (true), CRI_CONTAINERD
+##        (1.6 | 2.3), BENCH_PROBE_OUTPUT (bench-results-probes.json)
+bench-probes: deps cri-deps build
+	tests/scripts/bench-probes.sh $(CURDIR)/$(RELEASE_BIN)
 
 ## demo: private containerd + a busybox container through tether, then cleanup
 demo: deps build

@@ -6,12 +6,14 @@
 #   tests/scripts/go-tools.sh cri-tools             # -> $CACHE/cri-tools-v1.37.0/bin
 #   tests/scripts/go-tools.sh nerdctl               # -> $CACHE/nerdctl-v2.4.2/bin
 #   tests/scripts/go-tools.sh kubelet               # -> $CACHE/kubelet-v1.34.4/bin
+#   tests/scripts/go-tools.sh execprobe             # -> $CACHE/execprobe-<source hash>/bin
 #   tests/scripts/go-tools.sh all                   # every pinned tool, one dir per line
 #
 # containerd's bin dir holds `containerd`, `ctr` and that release's Go shim
 # `containerd-shim-runc-v2` (the baseline for the same daemon); cri-tools' holds `critest`
 # (a `go test -c` of ./cmd/critest) and `crictl`; nerdctl's holds `nerdctl`; kubelet's
-# holds `kubelet`.
+# holds `kubelet`; execprobe's (the exec-probe benchmark's CRI client, whose source is
+# this repository's tests/tools/execprobe, pinned by its go.mod/go.sum) holds `execprobe`.
 #
 # The cache key is the module version and the Go version; a build that fails leaves
 # nothing in the cache (it is built in a temp dir and renamed into place). Nothing is
@@ -53,18 +55,23 @@ module_dir() {
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json"
 }
 
-# build_into NAME VERSION FUNC: runs FUNC TMPBIN SRCDIR unless $CACHE/NAME-VERSION exists.
+# build_into NAME VERSION FUNC MODULE: runs FUNC TMPBIN in the source dir of
+# MODULE@VERSION unless $CACHE/NAME-VERSION exists.
 build_into() {
-  local name=$1 version=$2 fn=$3 module=$4
+  build_into_dir "$1" "$2" "$3" "$(module_dir "$4" "$2")"
+}
+
+# build_into_dir NAME VERSION FUNC SRCDIR: the same with a source dir of its own.
+build_into_dir() {
+  local name=$1 version=$2 fn=$3 src=$4
   local dest="$CACHE/$name-$version"
   if [ -f "$dest/.built-with-$GO_VERSION" ]; then
     echo "$dest/bin"
     return 0
   fi
   mkdir -p "$CACHE"
-  local src tmp
-  src=$(module_dir "$module" "$version")
-  [ -d "$src" ] || die "no source dir for $module@$version"
+  local tmp
+  [ -d "$src" ] || die "no source dir $src for $name $version"
   tmp=$(mktemp -d "$CACHE/.build-$name-XXXXXX")
   mkdir -p "$tmp/bin"
   note "building $name $version with $GO_VERSION (cached in $dest)"
@@ -155,6 +162,28 @@ kubelet() {
   build_into kubelet "$KUBELET" build_kubelet "$KUBERNETES_MODULE"
 }
 
+# execprobe is built from the repository, not from a module: its cache key is a hash of
+# its source (go.mod, go.sum, *.go), so an edit gives a new build; other builds of it
+# that nobody used for 2 hours are removed (another checkout may be using its own).
+build_execprobe() {
+  local out=$1
+  go build -mod=readonly -o "$out/execprobe" .
+}
+
+execprobe() {
+  local here src key dir
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  src="$here/../tools/execprobe"
+  key=$(cd "$src" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
+  dir=$(build_into_dir execprobe "$key" build_execprobe "$src")
+  touch "$CACHE/execprobe-$key"
+  for old in "$CACHE"/execprobe-*; do
+    [ "$old" = "$CACHE/execprobe-$key" ] || [ -n "$(find "$old" -maxdepth 0 -mmin -120)" ] ||
+      rm -rf "$old"
+  done
+  echo "$dir"
+}
+
 containerd() {
   local line=$1 version=${CONTAINERD[$1]:-}
   [ -n "$version" ] || die "unknown containerd line '$line' (pinned: ${!CONTAINERD[*]})"
@@ -170,11 +199,13 @@ case "${1:-}" in
   cri-tools) cri_tools ;;
   nerdctl) nerdctl ;;
   kubelet) kubelet ;;
+  execprobe) execprobe ;;
   all)
     for line in 2.2 2.3 2.4; do containerd "$line"; done
     cri_tools
     nerdctl
     kubelet
+    execprobe
     ;;
   versions)
     for line in 2.2 2.3 2.4; do echo "containerd $line ${CONTAINERD[$line]}"; done
@@ -182,5 +213,5 @@ case "${1:-}" in
     echo "nerdctl $NERDCTL ($NERDCTL_MOBY_MODULE $NERDCTL_MOBY)"
     echo "kubelet $KUBELET"
     ;;
-  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | nerdctl | kubelet | all | versions" ;;
+  *) die "usage: $0 containerd 2.2|2.3|2.4 | cri-tools | nerdctl | kubelet | execprobe | all | versions" ;;
 esac

@@ -36,6 +36,11 @@
 #                        systemd must be given the containers' pids as it sees them (runc's
 #                        systemd driver passes its own view of the pid to StartTransientUnit);
 #                        what the bed started is then not ended with it
+#   CRI_TETHER_SHIM_CGROUP=0  tether's options leave out ShimCgroup: its shims stay in
+#                        containerd's cgroup as the Go shim's do (a benchmark comparing the
+#                        two must place both alike: with cgroup v1's cpu controller, one
+#                        ShimCgroup is one scheduling entity for every shim and the runc
+#                        they run, against a task each for the other handler's)
 #   CRI_TETHER_OPTIONS   configpath (default: tether's options table holds only ConfigPath,
 #                        the TOML file with BinaryName, Root, ...) | inline (those keys in
 #                        the options table itself)
@@ -245,7 +250,7 @@ Root = "$WORK/runc-root/tether"
 SystemdCgroup = $SYSTEMD_CGROUP
 IoUid = 0
 IoGid = 0
-ShimCgroup = "/tether-cri-shims-$(basename "$WORK")"
+$([ "${CRI_TETHER_SHIM_CGROUP:-1}" = 0 ] || echo "ShimCgroup = \"/tether-cri-shims-$(basename "$WORK")\"")
 EOF
 
 # CRI_TETHER_OPTIONS=inline: the same keys inline in the handler's options table instead
