@@ -68,8 +68,9 @@ test-upgrade: deps cri-deps build upgrade-peer cri-tools
 	tests/scripts/go-tools.sh containerd 2.3 >/dev/null
 	for v in 1.6 2.3; do \
 	  CRI_CONTAINERD=$$v TETHER_CRI_REQUIRED=1 TETHER_UPGRADE_PEER=$(UPGRADE_PEER)/bin/$(SHIM) \
-	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_upgrade || exit 1; \
+	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_upgrade || { $(BEDS_LEFT); exit 1; }; \
 	done
+	$(BEDS_LEFT)
 
 ## install: install the shim into $(DESTDIR)$(PREFIX)/bin
 install: build
@@ -78,9 +79,15 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/$(SHIM)
 
-## test: unit tests and integration tests against real runc (root)
+# Run after the tests that start CRI test beds: fails (and ends them) when a bed of this
+# checkout is still running (tests/scripts/cri/beds-left.sh), whatever the tests said.
+BEDS_LEFT := tests/scripts/cri/beds-left.sh
+
+## test: unit tests and integration tests against real runc (root); then a check that no
+##        CRI test bed of this checkout was left running
 test: deps build
-	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked; \
+	rc=$$?; $(BEDS_LEFT) || rc=1; exit $$rc
 
 ## unit-test: the unit tests alone (every crate's lib and bin tests): no root, no runc
 ##        container, no daemon; anyone can run them (a test that needs root prints
@@ -123,7 +130,8 @@ test-cri: critest-cri test-cri-pods
 
 ## test-cri-pods: only the crictl pod scenarios of test-cri (tests/tests/cri_pod.rs)
 test-cri-pods: deps cri-deps build cri-tools
-	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod
+	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod; \
+	rc=$$?; $(BEDS_LEFT) || rc=1; exit $$rc
 
 ## critest-cri: only the critest comparison of test-cri
 critest-cri: deps cri-deps build cri-tools
