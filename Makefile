@@ -21,7 +21,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 PHONY_UPGRADE := upgrade-peer test-upgrade
-.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance test-containerd-matrix \
+.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance conformance-load test-containerd-matrix \
         test-nerdctl test-cri test-cri-pods critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
         test-kubelet test-kubelet-systemd
 
@@ -99,6 +99,13 @@ unit-test: check-toolchain
 ## conformance: containerd's own client suite against tether (needs ../shared/conformance)
 conformance: deps build
 	tests/scripts/conformance.sh $(CURDIR)/$(dir $(RELEASE_BIN))
+
+## conformance-load: the same suite under CPU load, containerd 2.1's by default
+##        (CONFORMANCE_CONTAINERD): a busy loop on every core (CONFORMANCE_LOAD_LOOPS,
+##        default nproc) for the whole run, always ended; the same baseline and retry
+##        (tests/scripts/conformance-load.sh). The 2.1 suite is built once (cached)
+conformance-load: deps build
+	tests/scripts/conformance-load.sh $(CURDIR)/$(dir $(RELEASE_BIN))
 
 ## test-containerd-matrix: the ctr-driven integration tests against containerd 1.6, 1.7, 2.1,
 ##        2.2, 2.3 and 2.4, and the upgrade tests 1.7 -> 2.3 and 2.1 -> 2.3, with a table.
