@@ -21,7 +21,7 @@ RELEASE_BIN := target/$(HOST_TRIPLE)/release/$(SHIM)
 DEB_PACKAGES := runc containerd busybox-static criu iproute2 util-linux
 
 PHONY_UPGRADE := upgrade-peer test-upgrade
-.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance test-containerd-matrix \
+.PHONY: $(PHONY_UPGRADE) all build install uninstall test unit-test lint fmt bench bench-shim demo deps check-toolchain clean conformance conformance-load test-containerd-matrix \
         test-nerdctl test-cri test-cri-pods critest-cri critest-matrix cri-tools cri-deps fuzz test-faults test-cgroup-v2 \
         test-kubelet test-kubelet-systemd bench-probes
 
@@ -68,8 +68,9 @@ test-upgrade: deps cri-deps build upgrade-peer cri-tools
 	tests/scripts/go-tools.sh containerd 2.3 >/dev/null
 	for v in 1.6 2.3; do \
 	  CRI_CONTAINERD=$$v TETHER_CRI_REQUIRED=1 TETHER_UPGRADE_PEER=$(UPGRADE_PEER)/bin/$(SHIM) \
-	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_upgrade || exit 1; \
+	  TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_upgrade || { $(BEDS_LEFT); exit 1; }; \
 	done
+	$(BEDS_LEFT)
 
 ## install: install the shim into $(DESTDIR)$(PREFIX)/bin
 install: build
@@ -78,9 +79,15 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/$(SHIM)
 
-## test: unit tests and integration tests against real runc (root)
+# Run after the tests that start CRI test beds: fails (and ends them) when a bed of this
+# checkout is still running (tests/scripts/cri/beds-left.sh), whatever the tests said.
+BEDS_LEFT := tests/scripts/cri/beds-left.sh
+
+## test: unit tests and integration tests against real runc (root); then a check that no
+##        CRI test bed of this checkout was left running
 test: deps build
-	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked
+	TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --workspace --locked; \
+	rc=$$?; $(BEDS_LEFT) || rc=1; exit $$rc
 
 ## unit-test: the unit tests alone (every crate's lib and bin tests): no root, no runc
 ##        container, no daemon; anyone can run them (a test that needs root prints
@@ -92,6 +99,13 @@ unit-test: check-toolchain
 ## conformance: containerd's own client suite against tether (needs ../shared/conformance)
 conformance: deps build
 	tests/scripts/conformance.sh $(CURDIR)/$(dir $(RELEASE_BIN))
+
+## conformance-load: the same suite under CPU load, containerd 2.1's by default
+##        (CONFORMANCE_CONTAINERD): a busy loop on every core (CONFORMANCE_LOAD_LOOPS,
+##        default nproc) for the whole run, always ended; the same baseline and retry
+##        (tests/scripts/conformance-load.sh). The 2.1 suite is built once (cached)
+conformance-load: deps build
+	tests/scripts/conformance-load.sh $(CURDIR)/$(dir $(RELEASE_BIN))
 
 ## test-containerd-matrix: the ctr-driven integration tests against containerd 1.6, 1.7, 2.1,
 ##        2.2, 2.3 and 2.4, and the upgrade tests 1.7 -> 2.3 and 2.1 -> 2.3, with a table.
@@ -123,7 +137,8 @@ test-cri: critest-cri test-cri-pods
 
 ## test-cri-pods: only the crictl pod scenarios of test-cri (tests/tests/cri_pod.rs)
 test-cri-pods: deps cri-deps build cri-tools
-	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod
+	TETHER_CRI_REQUIRED=1 TETHER_SHIM=$(CURDIR)/$(RELEASE_BIN) $(CARGO) test --locked -p tether-tests --test cri_pod; \
+	rc=$$?; $(BEDS_LEFT) || rc=1; exit $$rc
 
 ## critest-cri: only the critest comparison of test-cri
 critest-cri: deps cri-deps build cri-tools

@@ -51,8 +51,11 @@ mapfile -t still < <(regressions "$out.retry")
 # Upstream tests whose outcome depends on containerd's own timing, not on the shim (the
 # harness README): TestUserNamespaces/ReadonlyRootFS gets a read-only snapshot view when
 # containerd's GC has already collected the remapped snapshot of the previous subtest
-# (the Go shim fails it too); TestRestartMonitor has wall-clock deadlines.
-known_flaky=" TestUserNamespaces TestRestartMonitor "
+# (the Go shim fails it too); TestRestartMonitor has wall-clock deadlines;
+# TestContentClient drives only containerd's content store (no task, no shim) and, under
+# load, its CommitErrorState cleanup finds the ingest directory not yet empty
+# ("unlinkat .../ingest/...: directory not empty"; seen with 2.1 under busy loops, twice).
+known_flaky=" TestUserNamespaces TestRestartMonitor TestContentClient "
 real=()
 for t in "${still[@]}"; do
   if [[ "$known_flaky" == *" $t "* ]]; then

@@ -58,7 +58,7 @@ set -euo pipefail
 {
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../../.." && pwd)
+REPO=$(cd "$HERE/../../.." && pwd -P)
 say() { echo "cri-env: $*" >&2; }
 die() { say "$*"; exit 2; }
 
@@ -319,8 +319,11 @@ INNER_PATH="$WORK/bin:$CTD_BIN:$PATH"
 [ -z "${CRI_EXTRA_PATH:-}" ] || INNER_PATH="$CRI_EXTRA_PATH:$INNER_PATH"
 inner_args=()
 if [ "$MODE" = run ]; then inner_args=("$@"); fi
+# TETHER_CRI_BED names the checkout whose bed this is: it is on unshare's command line and
+# in the environment of everything in the bed, so that beds-left.sh can tell this
+# checkout's beds from other people's on a shared machine.
 unshare "${PID_NS[@]}" --mount --net --propagation private \
-    env CRI_WORK="$WORK" CRI_IMAGES="$IMAGES" CRI_PKI="$PKI" CRI_HELPERS="$HERE" \
+    env TETHER_CRI_BED="$REPO" CRI_WORK="$WORK" CRI_IMAGES="$IMAGES" CRI_PKI="$PKI" CRI_HELPERS="$HERE" \
         CRI_CTD_VERSION="$CTD" CRI_MODE="$MODE" PATH="$INNER_PATH" TMPDIR="$WORK/tmp" \
         bash "$HERE/inner.sh" "${inner_args[@]}" &
 UPID=$!
