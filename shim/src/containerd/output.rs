@@ -1,11 +1,13 @@
 //! A process's output as the loop serves it: its pumps (registered under the process's
 //! key), the count of output sources still open that exit reports and Deletes wait for,
-//! and the spools that go on draining after the exit, which its Waits wait for (bounded).
+//! and the spools that go on draining after the exit, which its Waits wait for (bounded),
+//! and then its output FIFOs' reader (`wait_hold`, bounded).
 
 use crate::containerd::handlers::wait_reply;
 use crate::containerd::process_table::record::SpoolWait;
 use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
+use crate::containerd::wait_hold::{HoldCheck, Released, WaitHold};
 use crate::process_core::epoll::Poller;
 use crate::process_core::process_stdio::{Stream, Streams};
 use std::time::{Duration, Instant};
@@ -91,14 +93,41 @@ impl Shim {
     }
 
     /// Answers the parked Waits of a process whose exit is reported and whose spools have
-    /// drained (or been waited for long enough).
-    fn answer_settled_waits(&mut self, key: ProcKey) {
+    /// drained (or been waited for long enough), once a reader has emptied its output
+    /// FIFOs, or has taken nothing for a while (`containerd::wait_hold`); until then
+    /// they stay parked and the loop looks again (`check_wait_holds`).
+    pub(crate) fn answer_settled_waits(&mut self, key: ProcKey) {
         let Some(p) = self.table.get_mut(key) else {
             return;
         };
         let Some(exit) = p.exit_settled() else {
             return;
         };
+        if p.waiters.is_empty() {
+            p.wait_hold = None;
+            return;
+        }
+        if let Some(unread) = p.pumps.fifo_unread() {
+            let now = Instant::now();
+            let hold = p
+                .wait_hold
+                .get_or_insert_with(|| WaitHold::new(unread, now));
+            let since = hold.since();
+            match hold.check(unread, now) {
+                HoldCheck::Hold(_) => return,
+                HoldCheck::Release(why) => {
+                    let held = now.saturating_duration_since(since);
+                    if why == Released::Drained {
+                        if held >= Duration::from_millis(1) {
+                            log::debug!("Wait of {} held {held:?}: {why}", p.display());
+                        }
+                    } else {
+                        log::info!("Wait of {} answered after {held:?}: {why}", p.display());
+                    }
+                }
+            }
+        }
+        p.wait_hold = None;
         let waiters = std::mem::take(&mut p.waiters);
         let reply = wait_reply(exit.code, exit.exited_at);
         for w in waiters {
@@ -135,6 +164,25 @@ impl Shim {
         }
     }
 
+    /// Looks again at the processes whose settled Waits are held for their FIFOs' reader
+    /// (at their next look), and at those with settled Waits parked and no hold yet (a
+    /// table a live upgrade restored).
+    pub fn check_wait_holds(&mut self, now: Instant) {
+        let due: Vec<ProcKey> = self
+            .table
+            .processes()
+            .filter(|(_, p)| {
+                !p.waiters.is_empty()
+                    && p.exit_settled().is_some()
+                    && p.wait_hold.is_none_or(|h| h.next_check() <= now)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
+            self.answer_settled_waits(key);
+        }
+    }
+
     /// Runs the output pumps that declined to spool while their reader was active and
     /// want to look again now (see `ProcessStdio::next_recheck`).
     pub fn run_spool_rechecks(&mut self, now: Instant, poller: &Poller) {
@@ -149,7 +197,7 @@ impl Shim {
     }
 
     /// When the loop must look at the output again without an event: a spool wait's
-    /// deadline or a pump's recheck.
+    /// deadline, a pump's recheck or a held Wait's next look.
     pub fn next_output_deadline(&self) -> Option<Instant> {
         self.table
             .processes()
@@ -158,6 +206,7 @@ impl Shim {
                     .iter()
                     .map(|w| w.until)
                     .chain(p.pumps.next_recheck())
+                    .chain(p.wait_hold.map(|h| h.next_check()))
             })
             .min()
     }
