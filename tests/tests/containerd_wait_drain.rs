@@ -82,6 +82,27 @@ fn assert_every_line(out: &[u8], what: &str, env: &ContainerdEnv) {
     }
 }
 
+/// What the shim logged of the Wait's hold for `id` (how long, and the reader's longest
+/// pause, against the hold's 250 ms), for the figures; the log reaches containerd's
+/// through a FIFO, so it is polled for a moment.
+fn hold_line(env: &ContainerdEnv, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("Wait of") && l.contains(id))
+        {
+            let msg = line.split("msg=").nth(1).unwrap_or(line);
+            return msg.split(" id=").next().unwrap_or(msg).to_string();
+        }
+        if Instant::now() > deadline {
+            return "no hold logged".into();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn ctr_run_with_a_slow_reader_gets_every_byte_of_a_burst_written_at_exit() {
     let env = ContainerdEnv::start();
@@ -96,9 +117,10 @@ fn ctr_run_with_a_slow_reader_gets_every_byte_of_a_burst_written_at_exit() {
     assert_eq!(code, Some(0), "ctr run: {err}\n{}", env.log_tail());
     assert_every_line(&out, "ctr run", &env);
     eprintln!(
-        "ctr run: {} bytes in {:?} through a slow reader",
+        "ctr run: {} bytes in {:?} through a slow reader; {}",
         out.len(),
-        started.elapsed()
+        started.elapsed(),
+        hold_line(&env, &id)
     );
     env.assert_no_leaks();
 }
@@ -116,6 +138,7 @@ fn ctr_task_attach_with_a_slow_reader_gets_every_byte_after_the_exit() {
     let (code, out, err) = read_slowly(attach);
     assert_eq!(code, Some(0), "ctr task attach: {err}\n{}", env.log_tail());
     assert_every_line(&out, "ctr task attach", &env);
+    eprintln!("ctr task attach: {}", hold_line(&env, &id));
     // `ctr task attach` deleted the task when it was done.
     env.ctr_ok(&["containers", "delete", id.as_str()]);
     env.assert_no_leaks();

@@ -117,12 +117,19 @@ impl Shim {
                 HoldCheck::Hold(_) => return,
                 HoldCheck::Release(why) => {
                     let held = now.saturating_duration_since(since);
+                    let pause = hold.longest_pause();
                     if why == Released::Drained {
                         if held >= Duration::from_millis(1) {
-                            log::debug!("Wait of {} held {held:?}: {why}", p.display());
+                            log::debug!(
+                                "Wait of {} held {held:?}: {why} (longest pause {pause:?})",
+                                p.display()
+                            );
                         }
                     } else {
-                        log::info!("Wait of {} answered after {held:?}: {why}", p.display());
+                        log::info!(
+                            "Wait of {} answered after {held:?}: {why} (longest pause before {pause:?})",
+                            p.display()
+                        );
                     }
                 }
             }

@@ -38,6 +38,9 @@ pub struct WaitHold {
     fell_at: Instant,
     /// When the loop looks again.
     next_check: Instant,
+    /// The longest the count stayed where it was before it fell (for the log: what the
+    /// readers' pauses are, against [`HOLD_IDLE`]).
+    longest_pause: Duration,
 }
 
 /// What a look at the FIFOs decides.
@@ -82,12 +85,18 @@ impl WaitHold {
             unread,
             fell_at: now,
             next_check: now,
+            longest_pause: Duration::ZERO,
         }
     }
 
     /// When it began.
     pub fn since(&self) -> Instant {
         self.since
+    }
+
+    /// The longest the reader has left the count where it was, so far.
+    pub fn longest_pause(&self) -> Duration {
+        self.longest_pause
     }
 
     /// When the loop must look again.
@@ -99,11 +108,13 @@ impl WaitHold {
     /// they are empty, while the count falls at least every [`HOLD_IDLE`], for at most
     /// [`HOLD_LIMIT`].
     pub fn check(&mut self, unread: usize, now: Instant) -> HoldCheck {
+        if unread < self.unread || unread == 0 {
+            let pause = now.saturating_duration_since(self.fell_at);
+            self.longest_pause = self.longest_pause.max(pause);
+            self.fell_at = now;
+        }
         if unread == 0 {
             return HoldCheck::Release(Released::Drained);
-        }
-        if unread < self.unread {
-            self.fell_at = now;
         }
         // A count that rose (a descendant still writes) is the new mark to fall from.
         self.unread = unread;
@@ -152,6 +163,7 @@ mod tests {
             h.check(0, at + ms(1)),
             HoldCheck::Release(Released::Drained)
         );
+        assert_eq!(h.longest_pause(), ms(200));
     }
 
     #[test]

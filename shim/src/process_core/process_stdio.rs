@@ -592,6 +592,16 @@ mod tests {
         let mut got = [0u8; 600];
         assert_eq!(reader.read(&mut got).unwrap(), 600);
         assert_eq!(stdio.fifo_unread(), Some(400));
+        // Carried across a live upgrade.
+        let now = Instant::now();
+        let mut out = crate::process_core::carried_fds::FdsOut::default();
+        let saved = stdio.save(&mut out, now);
+        assert!(saved.ended_fifos[Stream::Stdout.index()].is_some());
+        std::mem::forget(stdio);
+        let mut fds = crate::process_core::carried_fds::FdsIn::new(out.fds());
+        let mut stdio = ProcessStdio::restore(saved, &mut fds, now).unwrap();
+        assert!(fds.untaken().is_empty());
+        assert_eq!(stdio.fifo_unread(), Some(400));
         stdio.close_all(&poller);
         assert_eq!(stdio.fifo_unread(), None, "let go at delete");
     }

@@ -27,7 +27,10 @@ impl Shim {
         // And, once settled, while a reader empties the output FIFOs (`wait_hold`): the
         // Wait joins a hold in progress, or starts one if they hold bytes.
         let settled = p.exit_settled();
-        let unread = p.pumps.fifo_unread().unwrap_or(0);
+        let unread = match settled {
+            Some(_) => p.pumps.fifo_unread().unwrap_or(0),
+            None => 0,
+        };
         match settled {
             Some(e) if p.wait_hold.is_none() && unread == 0 => {
                 Step::Reply(wait_reply(e.code, e.exited_at))
