@@ -9,12 +9,17 @@ use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
 use crate::containerd::wait_hold::{HoldCheck, Released, WaitHold};
 use crate::process_core::epoll::Poller;
-use crate::process_core::process_stdio::{Stream, Streams};
+use crate::process_core::process_stdio::{Stream, Streams, READER_IDLE};
 use std::time::{Duration, Instant};
 
 /// How long Waits wait for a spool to drain after the exit: the Go shim's bound on its
-/// IO wait.
+/// IO wait; longer only while a reader is taking the spool (below).
 const SPOOL_WAIT: Duration = Duration::from_secs(10);
+/// While a reader has taken bytes within the last [`READER_IDLE`], the Waits wait on for
+/// the spool, up to this long after the output's grace began (the exit): the Go shim,
+/// which has no spool, would still have the process writing at that reader's pace (a
+/// TTY through `ctr` under busy loops streams at 1-2 MiB/s: 32 MiB take 20-30 s).
+const SPOOL_WAIT_READING: Duration = Duration::from_secs(60);
 
 impl Shim {
     /// Serves a process's pumps from now on (after Create or Start handed them over).
@@ -142,25 +147,35 @@ impl Shim {
         }
     }
 
-    /// Waits stop waiting for spools still draining at their deadline (the spools go on
-    /// draining until the process is deleted).
+    /// Waits stop waiting for spools still draining at their deadline, unless a reader
+    /// is taking the spool (then up to [`SPOOL_WAIT_READING`] after the exit); the spools
+    /// go on draining until the process is deleted.
     pub fn expire_spool_waits(&mut self, now: Instant) {
         let mut settled = Vec::new();
         for (key, p) in self.table.processes_mut() {
             let before = p.spool_waits.len();
-            p.spool_waits.retain(|w| {
-                let expired = w.until <= now;
-                if expired {
-                    log::info!(
-                        "{:?} of {}: still spooled after {SPOOL_WAIT:?}: Wait answered",
-                        w.stream,
-                        crate::containerd::process_table::record::display_id(
-                            &p.container_id,
-                            &p.exec_id
-                        )
-                    );
+            let pumps = &p.pumps;
+            let limit = pumps.drain_deadline().map(|d| d + SPOOL_WAIT_READING);
+            p.spool_waits.retain_mut(|w| {
+                if w.until > now {
+                    return true;
                 }
-                !expired
+                let reading_until = pumps.last_taken(w.stream).map(|t| t + READER_IDLE);
+                if let (Some(idle_at), Some(limit)) = (reading_until, limit) {
+                    if now < idle_at && now < limit {
+                        w.until = idle_at.min(limit);
+                        return true;
+                    }
+                }
+                log::info!(
+                    "{:?} of {}: still spooled after {SPOOL_WAIT:?} (and no reader taking it, or {SPOOL_WAIT_READING:?} after the exit): Wait answered",
+                    w.stream,
+                    crate::containerd::process_table::record::display_id(
+                        &p.container_id,
+                        &p.exec_id
+                    )
+                );
+                false
             });
             if p.spool_waits.len() < before {
                 settled.push(key);

@@ -310,6 +310,13 @@ impl ProcessStdio {
             .fold(Backlog::default(), Backlog::and)
     }
 
+    /// When the destination of `stream` last took bytes, if its pump has a spool.
+    pub fn last_taken(&self, stream: Stream) -> Option<Instant> {
+        self.pumps[stream.index()]
+            .as_ref()
+            .and_then(Pump::last_taken)
+    }
+
     /// Bytes the spool of `stream` has discarded under `drop-oldest`.
     pub fn dropped(&self, stream: Stream) -> u64 {
         self.pumps[stream.index()].as_ref().map_or(0, Pump::dropped)
