@@ -732,7 +732,12 @@ class Bench:
             rec["shim_cpu_ms"] = (cpu_last - cpu_first) / 1e6
         if total != want or rc != 0:
             rec["error"] = f"got {total} bytes (want {want}), ctr exit {rc}"
-            self.results["errors"].append(f"tty {shim}: {rec['error']}")
+            rec["lost_bytes"] = max(want - total, 0)
+            # ctr 1.6 closes its FIFOs as soon as Wait returns: tether holds that Wait
+            # until they are empty (issue 23), the Go shim does not. Its losses are
+            # shown in the table, not counted as the bench's errors.
+            if shim == "tether":
+                self.results["errors"].append(f"tty {shim}: {rec['error']}")
         return rec
 
     def busy_loops(self, n):
@@ -767,6 +772,7 @@ class Bench:
                 level[shim] = {
                     "runs": rs,
                     "incomplete_runs": sum(1 for r in rs if "error" in r),
+                    "max_lost_bytes": max([r.get("lost_bytes", 0) for r in rs], default=0),
                     "median_mib_s": statistics.median([r["mib_s"] for r in timed]) if timed else None,
                     "median_exit_ms": statistics.median([r["exit_ms"] for r in timed]) if timed else None,
                     "max_exit_ms": max([r["exit_ms"] for r in timed]) if timed else None,
@@ -1275,9 +1281,13 @@ def report(res):
                 level["tether"]["max_exit_ms"], level["go"]["max_exit_ms"])
             row(f"tty: shim CPU while {tt['mib']} MiB stream, {where}, median (ms)",
                 level["tether"]["median_shim_cpu_ms"], level["go"]["median_shim_cpu_ms"])
-            row(f"tty: runs that lost the end of the output, {where}",
-                f"{level['tether']['incomplete_runs']}/{tt['rounds']}",
-                f"{level['go']['incomplete_runs']}/{tt['rounds']}")
+            def lost(lv):
+                text = f"{lv['incomplete_runs']}/{tt['rounds']}"
+                if lv.get("max_lost_bytes"):  # and the most one lost, in KiB
+                    text += f", {lv['max_lost_bytes'] / 1024:.0f}K"
+                return text
+            row(f"tty: runs that lost the end (most lost), {where}",
+                lost(level["tether"]), lost(level["go"]))
     sp = res.get("spool")
     if sp:
         t, g = sp["tether"], sp["go"]

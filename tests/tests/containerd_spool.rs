@@ -10,12 +10,9 @@ const WRITER: Duration = Duration::from_secs(60);
 /// ctr copies a FIFO to its stdout through a 32 KiB buffer: what a SIGKILLed ctr had read
 /// and not yet written is lost in ctr, whatever the shim does.
 const CTR_COPY_BUFFER: usize = 32 * 1024;
-/// ctr 1.6's `task attach` returns as soon as its Wait is answered: its Delete does not
-/// wait for its copy to reach the FIFO's end, so what sits in the FIFO's pipe buffer
-/// (64 KiB) and in ctr's copy buffer at that moment is written by the shim and never
-/// read by ctr (seen under load: Delete 4 ms after the exit, 40 KiB unread). A client
-/// race, the same with any shim; how far short of the end such a reader may stop.
-const CTR_EXIT_TAIL: usize = 64 * 1024 + CTR_COPY_BUFFER;
+// ctr 1.6's `task attach` returns as soon as its Wait is answered and closes its FIFOs
+// at once: tether answers that Wait only once the reader has emptied them (issue 23,
+// `containerd_wait_drain`), so every reader here gets the very end (no allowance).
 
 /// The numbers of the complete lines of `out` (a partial last line is left out).
 fn numbers(out: &str) -> Vec<u64> {
@@ -81,7 +78,7 @@ fn a_reader_killed_mid_stream_loses_nothing_the_next_one_reads() {
     let last = b.last().copied().unwrap_or(0);
     let tail_missing: usize = (last + 1..=LINES).map(|n| n.to_string().len() + 1).sum();
     assert!(
-        tail_missing <= CTR_EXIT_TAIL,
+        tail_missing == 0,
         "the second reader got the end ({tail_missing} bytes short): first {:?}..{:?}, second {:?}..{:?}, {} bytes\n{spool_lines:#?}",
         a.first(),
         a.last(),
@@ -182,20 +179,20 @@ fn drop_oldest_reports_exactly_what_it_dropped() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(dropped > 0);
-    // Lines are 8 bytes (7 digits and a newline): the reader's tail short of the end is
-    // ctr's (CTR_EXIT_TAIL), the rest is counted exactly.
+    // Lines are 8 bytes (7 digits and a newline): the reader got the end, and the rest is
+    // counted exactly.
     let last = numbers(&out).last().copied().unwrap_or(0);
     // (less the start of the next line, when the reader stopped inside it)
     let partial = out.len() - out.rfind('\n').map_or(0, |i| i + 1);
     let tail_missing = (1_000_000 + LINES - 1 - last) * 8 - partial as u64;
     assert!(
-        tail_missing <= CTR_EXIT_TAIL as u64,
+        tail_missing == 0,
         "the reader stopped {tail_missing} bytes short of the end (line {last})"
     );
     assert_eq!(
-        out.len() as u64 + dropped + tail_missing,
+        out.len() as u64 + dropped,
         total,
-        "received {} + dropped {dropped} + ctr's tail {tail_missing} = written {total}",
+        "received {} + dropped {dropped} = written {total}",
         out.len()
     );
     // `ctr task attach` deleted the task when it was done.
@@ -223,10 +220,10 @@ fn block_at_the_limit_blocks_the_writer() {
     let n = numbers(&(head + &tail));
     let log = std::fs::read_to_string(env.log_path()).unwrap_or_default();
     let spool_lines: Vec<&str> = log.lines().filter(|l| l.contains("spool")).collect();
-    // Every line once, in order, from the first; short of the end by ctr's tail at most.
+    // Every line once, in order, from the first to the last.
     let tail_missing = (2_048_575 - n.last().copied().unwrap_or(0)) * 8;
     assert!(
-        n.first() == Some(&1_000_000) && tail_missing <= CTR_EXIT_TAIL as u64,
+        n.first() == Some(&1_000_000) && tail_missing == 0,
         "every line, once; first {:?} last {:?} ({tail_missing} bytes short)\n{spool_lines:#?}",
         n.first(),
         n.last()
@@ -459,7 +456,7 @@ fn containerd_sigkilled_mid_stream_neither_blocks_the_writer_nor_loses_output() 
     let last = b.last().map_or(0, |l| l.0);
     let tail_missing = (RESTART_LINES - 1 - usize::try_from(last).unwrap_or(0)) * RESTART_LINE;
     assert!(
-        tail_missing <= CTR_EXIT_TAIL,
+        tail_missing == 0,
         "the reader after the restart got the end ({tail_missing} bytes short): {} lines from {:?}\n{}",
         b.len(),
         b.first(),
@@ -472,9 +469,8 @@ fn containerd_sigkilled_mid_stream_neither_blocks_the_writer_nor_loses_output() 
         "no line twice: {first_end} then {second_start}"
     );
     // What the killed ctr had read and not yet written: lost in ctr, not in the shim.
-    // The second reader got the end (but for ctr's own tail above), so where it started
-    // is known to the byte.
-    let total = RESTART_LINES * RESTART_LINE - tail_missing;
+    // The second reader got the end, so where it started is known to the byte.
+    let total = RESTART_LINES * RESTART_LINE;
     assert!(
         out1.len() + out2.len() <= total + RESTART_LINE,
         "{} + {} bytes read of {total}: some twice",

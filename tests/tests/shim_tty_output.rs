@@ -348,8 +348,10 @@ fn a_wait_follows_the_ptys_last_bytes_within_a_bound_every_round() {
 /// A reader slower than the writer (a client on a loaded machine): when the Wait returns
 /// the shim has written every byte into the FIFO (what the client has not read yet is at
 /// most the FIFO's pipe buffer), and a client that reads on after Delete gets them all.
-/// (A client that stops reading at the Wait, as ctr 1.6's attach does, loses what is in
-/// the FIFO then, with any shim: see containerd_spool's CTR_EXIT_TAIL.)
+/// (The Wait is even held until the reader has emptied the FIFO, for clients that stop
+/// reading at the Wait, as ctr 1.6 does: `containerd_wait_drain`; but only while the
+/// reader takes bytes at least every 250 ms, which a paced reader on a loaded machine may
+/// not, so the bound here stays the FIFO's.)
 /// A FIFO's pipe buffer (Linux's default, 16 pages), plus the paced reader's one chunk in
 /// flight between its read and its count.
 const FIFO_BUFFER: u64 = 64 * 1024 + 64 * 1024;

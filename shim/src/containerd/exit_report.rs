@@ -2,7 +2,6 @@
 //! when the process's output has drained (bounded) and no call that can cause the exit is
 //! still unanswered (the process's gate), in order within a container.
 
-use crate::containerd::handlers::wait_reply;
 use crate::containerd::process_table::record::ExitWait;
 use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
@@ -126,10 +125,8 @@ impl Shim {
                 }
             }
             self.events.exit(&e);
-            let waiters = self.table.exit_delivered(key);
-            let reply = wait_reply(e.record.code, e.record.exited_at);
-            for w in waiters {
-                self.answer(w.conn, w.stream, reply.clone());
+            if self.table.exit_delivered(key) {
+                self.answer_settled_waits(key);
             }
         }
     }

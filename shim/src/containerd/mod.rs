@@ -31,4 +31,5 @@ pub mod stdio_uris;
 pub mod task_services;
 pub mod ttrpc;
 pub mod upgrade;
+pub mod wait_hold;
 pub mod workers;

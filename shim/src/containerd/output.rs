@@ -1,18 +1,25 @@
 //! A process's output as the loop serves it: its pumps (registered under the process's
 //! key), the count of output sources still open that exit reports and Deletes wait for,
-//! and the spools that go on draining after the exit, which its Waits wait for (bounded).
+//! and the spools that go on draining after the exit, which its Waits wait for (bounded),
+//! and then its output FIFOs' reader (`wait_hold`, bounded).
 
 use crate::containerd::handlers::wait_reply;
 use crate::containerd::process_table::record::SpoolWait;
 use crate::containerd::process_table::ProcKey;
 use crate::containerd::shim::Shim;
+use crate::containerd::wait_hold::{HoldCheck, Released, WaitHold};
 use crate::process_core::epoll::Poller;
-use crate::process_core::process_stdio::{Stream, Streams};
+use crate::process_core::process_stdio::{Stream, Streams, READER_IDLE};
 use std::time::{Duration, Instant};
 
 /// How long Waits wait for a spool to drain after the exit: the Go shim's bound on its
-/// IO wait.
+/// IO wait; longer only while a reader is taking the spool (below).
 const SPOOL_WAIT: Duration = Duration::from_secs(10);
+/// While a reader has taken bytes within the last [`READER_IDLE`], the Waits wait on for
+/// the spool, up to this long after the output's grace began (the exit): the Go shim,
+/// which has no spool, would still have the process writing at that reader's pace (a
+/// TTY through `ctr` under busy loops streams at 1-2 MiB/s: 32 MiB take 20-30 s).
+const SPOOL_WAIT_READING: Duration = Duration::from_secs(60);
 
 impl Shim {
     /// Serves a process's pumps from now on (after Create or Start handed them over).
@@ -91,14 +98,48 @@ impl Shim {
     }
 
     /// Answers the parked Waits of a process whose exit is reported and whose spools have
-    /// drained (or been waited for long enough).
-    fn answer_settled_waits(&mut self, key: ProcKey) {
+    /// drained (or been waited for long enough), once a reader has emptied its output
+    /// FIFOs, or has taken nothing for a while (`containerd::wait_hold`); until then
+    /// they stay parked and the loop looks again (`check_wait_holds`).
+    pub(crate) fn answer_settled_waits(&mut self, key: ProcKey) {
         let Some(p) = self.table.get_mut(key) else {
             return;
         };
         let Some(exit) = p.exit_settled() else {
             return;
         };
+        if p.waiters.is_empty() {
+            p.wait_hold = None;
+            return;
+        }
+        if let Some(unread) = p.pumps.fifo_unread() {
+            let now = Instant::now();
+            let hold = p
+                .wait_hold
+                .get_or_insert_with(|| WaitHold::new(unread, now));
+            let since = hold.since();
+            match hold.check(unread, now) {
+                HoldCheck::Hold(_) => return,
+                HoldCheck::Release(why) => {
+                    let held = now.saturating_duration_since(since);
+                    let pause = hold.longest_pause();
+                    if why == Released::Drained {
+                        if held >= Duration::from_millis(1) {
+                            log::debug!(
+                                "Wait of {} held {held:?}: {why} (longest pause {pause:?})",
+                                p.display()
+                            );
+                        }
+                    } else {
+                        log::info!(
+                            "Wait of {} answered after {held:?}: {why} (longest pause before {pause:?})",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        }
+        p.wait_hold = None;
         let waiters = std::mem::take(&mut p.waiters);
         let reply = wait_reply(exit.code, exit.exited_at);
         for w in waiters {
@@ -106,31 +147,60 @@ impl Shim {
         }
     }
 
-    /// Waits stop waiting for spools still draining at their deadline (the spools go on
-    /// draining until the process is deleted).
+    /// Waits stop waiting for spools still draining at their deadline, unless a reader
+    /// is taking the spool (then up to [`SPOOL_WAIT_READING`] after the exit); the spools
+    /// go on draining until the process is deleted.
     pub fn expire_spool_waits(&mut self, now: Instant) {
         let mut settled = Vec::new();
         for (key, p) in self.table.processes_mut() {
             let before = p.spool_waits.len();
-            p.spool_waits.retain(|w| {
-                let expired = w.until <= now;
-                if expired {
-                    log::info!(
-                        "{:?} of {}: still spooled after {SPOOL_WAIT:?}: Wait answered",
-                        w.stream,
-                        crate::containerd::process_table::record::display_id(
-                            &p.container_id,
-                            &p.exec_id
-                        )
-                    );
+            let pumps = &p.pumps;
+            let limit = pumps.drain_deadline().map(|d| d + SPOOL_WAIT_READING);
+            p.spool_waits.retain_mut(|w| {
+                if w.until > now {
+                    return true;
                 }
-                !expired
+                let reading_until = pumps.last_taken(w.stream).map(|t| t + READER_IDLE);
+                if let (Some(idle_at), Some(limit)) = (reading_until, limit) {
+                    if now < idle_at && now < limit {
+                        w.until = idle_at.min(limit);
+                        return true;
+                    }
+                }
+                log::info!(
+                    "{:?} of {}: still spooled after {SPOOL_WAIT:?} (and no reader taking it, or {SPOOL_WAIT_READING:?} after the exit): Wait answered",
+                    w.stream,
+                    crate::containerd::process_table::record::display_id(
+                        &p.container_id,
+                        &p.exec_id
+                    )
+                );
+                false
             });
             if p.spool_waits.len() < before {
                 settled.push(key);
             }
         }
         for key in settled {
+            self.answer_settled_waits(key);
+        }
+    }
+
+    /// Looks again at the processes whose settled Waits are held for their FIFOs' reader
+    /// (at their next look), and at those with settled Waits parked and no hold yet (a
+    /// table a live upgrade restored).
+    pub fn check_wait_holds(&mut self, now: Instant) {
+        let due: Vec<ProcKey> = self
+            .table
+            .processes()
+            .filter(|(_, p)| {
+                !p.waiters.is_empty()
+                    && p.exit_settled().is_some()
+                    && p.wait_hold.is_none_or(|h| h.next_check() <= now)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
             self.answer_settled_waits(key);
         }
     }
@@ -149,7 +219,7 @@ impl Shim {
     }
 
     /// When the loop must look at the output again without an event: a spool wait's
-    /// deadline or a pump's recheck.
+    /// deadline, a pump's recheck or a held Wait's next look.
     pub fn next_output_deadline(&self) -> Option<Instant> {
         self.table
             .processes()
@@ -158,6 +228,7 @@ impl Shim {
                     .iter()
                     .map(|w| w.until)
                     .chain(p.pumps.next_recheck())
+                    .chain(p.wait_hold.map(|h| h.next_check()))
             })
             .min()
     }

@@ -29,8 +29,9 @@ use crate::process_core::epoll::{Poller, Token};
 use crate::process_core::fionread;
 use crate::process_core::pump::{Pump, PumpState};
 pub use crate::process_core::stream::Stream;
+use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// A set of streams: the pumps an operation ended or dropped. `Copy`, no allocation.
@@ -177,6 +178,10 @@ pub struct ProcessStdio {
     pumps: [Option<Pump>; 3],
     /// Set by the first [`ProcessStdio::exited`]: when the output's grace ends.
     drain_deadline: Option<Instant>,
+    /// By stream index: the read end of an output FIFO whose pump has gone (taken from
+    /// the pump as it closed), held until the process is deleted, so that what the FIFO
+    /// still holds stays for a reader and [`ProcessStdio::fifo_unread`] can see it.
+    ended_fifos: [Option<File>; 3],
 }
 
 impl ProcessStdio {
@@ -317,6 +322,13 @@ impl ProcessStdio {
             .fold(Backlog::default(), Backlog::and)
     }
 
+    /// When the destination of `stream` last took bytes, if its pump has a spool.
+    pub fn last_taken(&self, stream: Stream) -> Option<Instant> {
+        self.pumps[stream.index()]
+            .as_ref()
+            .and_then(Pump::last_taken)
+    }
+
     /// Bytes the spool of `stream` has discarded under `drop-oldest`.
     pub fn dropped(&self, stream: Stream) -> u64 {
         self.pumps[stream.index()].as_ref().map_or(0, Pump::dropped)
@@ -343,20 +355,43 @@ impl ProcessStdio {
     /// process's pipe). False if there was none.
     pub fn close(&mut self, poller: &Poller, stream: Stream) -> bool {
         match self.pumps[stream.index()].take() {
-            Some(pump) => {
+            Some(mut pump) => {
                 poller.remove(pump.src_fd());
                 poller.remove(pump.dst_fd());
+                if let Some(fifo) = pump.take_keepalive() {
+                    self.ended_fifos[stream.index()] = Some(fifo);
+                }
                 true
             }
             None => false,
         }
     }
 
-    /// [`ProcessStdio::close`] for every stream (the process is deleted).
+    /// [`ProcessStdio::close`] for every stream, and lets go of the FIFOs (the process is
+    /// deleted).
     pub fn close_all(&mut self, poller: &Poller) {
         for stream in Stream::ALL {
             self.close(poller, stream);
         }
+        self.ended_fifos = Default::default();
+    }
+
+    /// Bytes the process's output FIFOs hold that no reader has taken yet (`FIONREAD` on
+    /// the shim's read end of each, whether its pump is there or gone), summed over
+    /// stdout and stderr; `None` when no output goes to a FIFO (null IO, files, a
+    /// `binary://` logger).
+    pub fn fifo_unread(&self) -> Option<usize> {
+        Stream::OUTPUTS
+            .iter()
+            .filter_map(|s| {
+                let i = s.index();
+                match &self.pumps[i] {
+                    Some(pump) => pump.keepalive(),
+                    None => self.ended_fifos[i].as_ref().map(File::as_fd),
+                }
+            })
+            .map(|fd| fionread::pending(fd).unwrap_or(0))
+            .reduce(|a, b| a + b)
     }
 
     /// The process has exited: moves what its output pipes hold right now (before its
@@ -553,6 +588,41 @@ mod tests {
         let backlog = stdio.backlog();
         assert!(backlog.spooled > 0, "{backlog:?}");
         assert!(backlog.last_taken.is_some_and(|t| t <= Instant::now()));
+    }
+
+    #[test]
+    fn a_fifos_unread_bytes_are_seen_after_its_pump_has_gone() {
+        let poller = Poller::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (writer, keepalive) = fifo::KeepAliveWriter::open(&path).unwrap().into_parts();
+        let (src_r, src_w) = pipe();
+        let mut stdio = ProcessStdio::default();
+        assert_eq!(stdio.fifo_unread(), None, "no FIFO");
+        let pump = Pump::new(Direction::Output, src_r, writer.into(), Some(keepalive)).unwrap();
+        stdio.add(Stream::Stdout, pump);
+        stdio.register(&poller, 7).unwrap();
+        File::from(src_w).write_all(&[b'x'; 1000]).unwrap();
+        assert!(stdio.run(&poller, Stream::Stdout).is_some(), "EOF");
+        assert!(!stdio.is_open(Stream::Stdout), "the pump is gone");
+        assert_eq!(stdio.fifo_unread(), Some(1000), "kept for a reader");
+        let mut reader = fifo::open_read(&path, true).unwrap();
+        let mut got = [0u8; 600];
+        assert_eq!(reader.read(&mut got).unwrap(), 600);
+        assert_eq!(stdio.fifo_unread(), Some(400));
+        // Carried across a live upgrade.
+        let now = Instant::now();
+        let mut out = crate::process_core::carried_fds::FdsOut::default();
+        let saved = stdio.save(&mut out, now);
+        assert!(saved.ended_fifos[Stream::Stdout.index()].is_some());
+        std::mem::forget(stdio);
+        let mut fds = crate::process_core::carried_fds::FdsIn::new(out.fds());
+        let mut stdio = ProcessStdio::restore(saved, &mut fds, now).unwrap();
+        assert!(fds.untaken().is_empty());
+        assert_eq!(stdio.fifo_unread(), Some(400));
+        stdio.close_all(&poller);
+        assert_eq!(stdio.fifo_unread(), None, "let go at delete");
     }
 
     /// The CPU time of the calling thread, in ns (schedstat: no unsafe, ns resolution).

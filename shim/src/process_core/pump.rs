@@ -87,8 +87,9 @@ pub struct Pump {
     src: File,
     dst: File,
     /// Held, never read: a read end of a destination FIFO so writes never fail with EPIPE
-    /// while the real reader (containerd, a manager) is away. Dropped with the pump.
-    _keepalive: Option<File>,
+    /// while the real reader (containerd, a manager) is away. Dropped with the pump, or
+    /// taken by its owner to keep looking at the FIFO ([`Pump::take_keepalive`]).
+    keepalive: Option<File>,
     splice: bool,
     buf: Vec<u8>,
     pending: std::ops::Range<usize>,
@@ -122,7 +123,7 @@ impl Pump {
             direction,
             src: File::from(src),
             dst: File::from(dst),
-            _keepalive: keepalive,
+            keepalive,
             splice: true,
             buf: Vec::new(),
             pending: 0..0,
@@ -244,6 +245,19 @@ impl Pump {
     /// The destination fd (to register for writability).
     pub fn dst_fd(&self) -> BorrowedFd<'_> {
         self.dst.as_fd()
+    }
+
+    /// A read end of the destination FIFO (none for a file or a pipe the face made):
+    /// `FIONREAD` on it says how much the reader has not taken yet.
+    pub fn keepalive(&self) -> Option<BorrowedFd<'_>> {
+        self.keepalive.as_ref().map(File::as_fd)
+    }
+
+    /// Takes the destination FIFO's read end out of a pump about to be dropped: held, it
+    /// keeps what the FIFO still holds there for a reader (a pipe's buffer goes with its
+    /// last open end), and never delays the reader's EOF (only writers do).
+    pub(crate) fn take_keepalive(&mut self) -> Option<File> {
+        self.keepalive.take()
     }
 
     /// Bytes moved so far.

@@ -6,6 +6,7 @@ use crate::containerd::call::CallRef;
 use crate::containerd::errors::*;
 use crate::containerd::events::task_events::event_pid;
 use crate::containerd::process_table::Waiter;
+use crate::containerd::wait_hold::WaitHold;
 use containerd_shim_protos::shim::shim as api;
 use protobuf::well_known_types::empty::Empty;
 use std::time::Instant;
@@ -23,19 +24,30 @@ impl Shim {
         // a Kill's reply, or an init's for its execs) parks the Wait like a live process.
         // Also while a spool still feeds the output to a reader (bounded): a client stops
         // reading once its Wait returns (ctr closes its FIFOs).
-        match p.exit_settled() {
-            Some(e) => Step::Reply(wait_reply(e.code, e.exited_at)),
-            None if p.waiters.len() >= MAX_WAITERS => {
-                Step::Reply(Err(resource_exhausted(format!(
-                    "{MAX_WAITERS} Wait calls are parked on {} already",
-                    p.display()
-                ))))
+        // And, once settled, while a reader empties the output FIFOs (`wait_hold`): the
+        // Wait joins a hold in progress, or starts one if they hold bytes.
+        let settled = p.exit_settled();
+        let unread = match settled {
+            Some(_) => p.pumps.fifo_unread().unwrap_or(0),
+            None => 0,
+        };
+        match settled {
+            Some(e) if p.wait_hold.is_none() && unread == 0 => {
+                Step::Reply(wait_reply(e.code, e.exited_at))
             }
-            None => {
+            _ if p.waiters.len() >= MAX_WAITERS => Step::Reply(Err(resource_exhausted(format!(
+                "{MAX_WAITERS} Wait calls are parked on {} already",
+                p.display()
+            )))),
+            _ => {
                 p.waiters.push(Waiter {
                     conn: call.conn,
                     stream: call.stream,
                 });
+                if settled.is_some() && p.wait_hold.is_none() {
+                    // Looked at by the loop from its next turn (`Shim::check_wait_holds`).
+                    p.wait_hold = Some(WaitHold::new(unread, Instant::now()));
+                }
                 Step::Parked
             }
         }

@@ -389,21 +389,13 @@ impl Table {
         })
     }
 
-    /// Marks an exit as reported; returns the Waits to answer now (none while a spool
-    /// still drains: see [`Table::spool_settled`]), or none for a process reported
-    /// already.
-    pub fn exit_delivered(&mut self, key: ProcKey) -> Vec<Waiter> {
-        let Some(p) = self.procs.get_mut(&key) else {
-            return Vec::new();
-        };
-        if p.state_mut().delivered().is_err() {
-            // Reported already: its Waits were handed over then.
-            return Vec::new();
-        }
-        if !p.spool_waits.is_empty() {
-            return Vec::new();
-        }
-        std::mem::take(&mut p.waiters)
+    /// Marks an exit as reported; true the first time (its parked Waits may be answered
+    /// now, once its spools have drained and its FIFOs been read: `Shim::answer_settled_waits`),
+    /// false for a process reported already or unknown.
+    pub fn exit_delivered(&mut self, key: ProcKey) -> bool {
+        self.procs
+            .get_mut(&key)
+            .is_some_and(|p| p.state_mut().delivered().is_ok())
     }
 
     /// The exits waiting to be reported, in order (see the loop's exit report).

@@ -13,6 +13,7 @@ use super::proc_state::{IllegalTransition, ProcState};
 use crate::containerd::cgroups::oom::OomWatcher;
 use crate::containerd::options::RuncOptions;
 use crate::containerd::stdio_uris::StdioConfig;
+use crate::containerd::wait_hold::WaitHold;
 use crate::process_core::process_stdio::{DeleteLinger, ProcessStdio, Stream};
 use fifo::ExitRecord;
 use serde::{Deserialize, Serialize};
@@ -125,8 +126,13 @@ pub struct ProcessRecord {
     pub exit_wait: Option<ExitWait>,
     /// Spools still draining after the exit: Waits are answered once they have.
     pub spool_waits: Vec<SpoolWait>,
-    /// Wait calls parked until the exit is reported.
+    /// Wait calls parked until the exit is reported (and the output FIFOs emptied by a
+    /// reader: `wait_hold`).
     pub waiters: Vec<Waiter>,
+    /// Set while settled Waits are held for a reader to empty the output FIFOs
+    /// (`containerd::wait_hold`); not carried across a live upgrade (the new image holds
+    /// its parked Waits afresh).
+    pub wait_hold: Option<WaitHold>,
     /// The calls that decide its fate, one at a time (Kill, Delete, …).
     pub gate: Gate,
     pub delete: Option<PendingDelete>,
@@ -150,6 +156,7 @@ impl ProcessRecord {
             exit_wait: None,
             spool_waits: Vec::new(),
             waiters: Vec::new(),
+            wait_hold: None,
             gate: Gate::default(),
             delete: None,
         }
@@ -190,7 +197,8 @@ impl ProcessRecord {
         self.state.hold_exit(record)
     }
 
-    /// Whether Waits can be answered: the exit is reported and no spool still drains.
+    /// Whether Waits can be answered, output FIFOs aside (see `containerd::wait_hold`):
+    /// the exit is reported and no spool still drains.
     pub fn exit_settled(&self) -> Option<ExitRecord> {
         self.exit()
             .filter(|_| self.state.exit_reported() && self.spool_waits.is_empty())

@@ -157,10 +157,17 @@ fn waits_parked_before_delivery_are_handed_over_once() {
     );
     let w = Waiter { conn: 1, stream: 3 };
     p.waiters.push(w);
-    assert_eq!(t.exit_delivered(init), vec![w]);
-    assert!(t.get(init).unwrap().state().exit_reported());
-    assert!(t.exit_delivered(init).is_empty(), "handed over once");
-    assert!(t.exit_delivered(ProcKey(999)).is_empty());
+    assert!(t.exit_delivered(init));
+    let p = t.get(init).unwrap();
+    assert!(p.state().exit_reported());
+    assert_eq!(
+        p.exit_settled().map(|e| e.code),
+        Some(9),
+        "its Waits may go"
+    );
+    assert_eq!(p.waiters, vec![w], "answered by the shim, not the table");
+    assert!(!t.exit_delivered(init), "delivered once");
+    assert!(!t.exit_delivered(ProcKey(999)));
 }
 
 #[test]

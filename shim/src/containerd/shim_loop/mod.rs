@@ -219,6 +219,7 @@ impl EventLoop {
         let now = Instant::now();
         self.shim.flush_exits(now, self.base.poller());
         self.shim.expire_spool_waits(now);
+        self.shim.check_wait_holds(now);
         self.shim.run_spool_rechecks(now, self.base.poller());
         self.progress_deletes(now);
         self.run_turns(now);
