@@ -45,9 +45,8 @@ pub enum ChildStdio {
     Piped,
 }
 
-/// A program to start (a runtime, a logger): its arguments, stdio and further
-/// descriptors, its environment (this process's, read when it is started, unless set),
-/// and whether it leads a process group of its own.
+/// A runtime to start: its program, arguments and stdio, and whether it leads a process
+/// group of its own. The environment is this process's, read when it is started.
 #[derive(Debug)]
 pub struct RuntimeCommand {
     /// argv; `argv[0]` is the program.
@@ -55,12 +54,6 @@ pub struct RuntimeCommand {
     /// An argument held a NUL byte (it cannot be passed; `spawn` fails).
     saw_nul: bool,
     stdio: [ChildStdio; 3],
-    /// Descriptors above 2 the child gets, by number.
-    extra_fds: Vec<(RawFd, OwnedFd)>,
-    /// `NAME=value` entries instead of this process's environment.
-    env: Option<Vec<CString>>,
-    /// Close every descriptor above the highest one set.
-    close_others: bool,
     process_group: bool,
 }
 
@@ -85,9 +78,6 @@ impl RuntimeCommand {
             argv: Vec::with_capacity(16),
             saw_nul: false,
             stdio: Default::default(),
-            extra_fds: Vec::new(),
-            env: None,
-            close_others: false,
             process_group: false,
         };
         cmd.arg(program);
@@ -132,29 +122,6 @@ impl RuntimeCommand {
         self
     }
 
-    /// Gives the child `fd` as descriptor `target` (3 or above; 0-2 are
-    /// [`RuntimeCommand::stdin`] and its siblings). This process keeps its own until the
-    /// command is dropped.
-    pub fn fd(&mut self, target: RawFd, fd: OwnedFd) -> &mut Self {
-        self.extra_fds.retain(|(t, _)| *t != target);
-        self.extra_fds.push((target, fd));
-        self
-    }
-
-    /// Closes in the child every descriptor above the highest one given to it (those this
-    /// process opened without close-on-exec too).
-    pub fn close_other_fds(&mut self) -> &mut Self {
-        self.close_others = true;
-        self
-    }
-
-    /// The child's environment is exactly `vars` (`NAME=value` each), none of this
-    /// process's.
-    pub fn environment(&mut self, vars: Vec<CString>) -> &mut Self {
-        self.env = Some(vars);
-        self
-    }
-
     /// Starts the runtime as the leader of a new process group (so that it can be killed
     /// with whatever it started and has not detached yet).
     pub fn new_process_group(&mut self) -> &mut Self {
@@ -180,31 +147,16 @@ impl RuntimeCommand {
         }
         // The environment as std sees it (read under its lock), not `environ` itself,
         // which another thread's `set_var` may be changing.
-        let own_env: Vec<CString>;
-        let env = match &self.env {
-            Some(vars) => vars,
-            None => {
-                own_env = std::env::vars_os()
-                    .filter_map(|(k, v)| {
-                        let mut kv = k.into_vec();
-                        kv.push(b'=');
-                        kv.extend(v.into_vec());
-                        CString::new(kv).ok()
-                    })
-                    .collect();
-                &own_env
-            }
-        };
+        let env: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect();
         let argv_ptrs = null_terminated(&self.argv);
-        let envp_ptrs = null_terminated(env);
-        // Every source descriptor is moved above the highest target first, so that no
-        // `dup2` of the child overwrites a source a later one still needs.
-        let highest = self
-            .extra_fds
-            .iter()
-            .map(|(t, _)| *t)
-            .fold(libc::STDERR_FILENO, RawFd::max);
-        let floor = highest + 1;
+        let envp_ptrs = null_terminated(&env);
 
         let mut actions = FileActions::new()?;
         // Descriptors the child copies from: kept open until posix_spawn returns.
@@ -222,7 +174,7 @@ impl RuntimeCommand {
                     actions.open(target, c"/dev/null", flags)?;
                     continue;
                 }
-                ChildStdio::Fd(fd) => match above(fd.as_raw_fd(), floor)? {
+                ChildStdio::Fd(fd) => match above_stdio(fd.as_raw_fd())? {
                     Some(copy) => (copy.as_raw_fd(), Some(copy)),
                     None => (fd.as_raw_fd(), None),
                 },
@@ -234,32 +186,12 @@ impl RuntimeCommand {
                         (r, w)
                     };
                     *slot = Some(File::from(mine));
-                    let theirs = above(theirs.as_raw_fd(), floor)?.unwrap_or(theirs);
+                    let theirs = above_stdio(theirs.as_raw_fd())?.unwrap_or(theirs);
                     (theirs.as_raw_fd(), Some(theirs))
                 }
             };
             actions.dup2(raw, target)?;
             sources.extend(keep);
-        }
-        for (target, fd) in &self.extra_fds {
-            if *target <= libc::STDERR_FILENO {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("descriptor {target} is one of the standard streams"),
-                ));
-            }
-            let raw = match above(fd.as_raw_fd(), floor)? {
-                Some(copy) => {
-                    let raw = copy.as_raw_fd();
-                    sources.push(copy);
-                    raw
-                }
-                None => fd.as_raw_fd(),
-            };
-            actions.dup2(raw, *target)?;
-        }
-        if self.close_others {
-            actions.close_from(floor)?;
         }
 
         let mut attr = SpawnAttr::new()?;
@@ -381,15 +313,14 @@ fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
         .collect()
 }
 
-/// A close-on-exec copy of `fd` numbered `floor` or above when `fd` is below it (a
-/// descriptor the child's `dup2`s may target), so that no `dup2` overwrites a source a
-/// later one still needs (and each copies between two different descriptors, which
-/// leaves the copy without FD_CLOEXEC).
-fn above(fd: RawFd, floor: RawFd) -> io::Result<Option<OwnedFd>> {
-    if fd >= floor {
+/// A close-on-exec copy of `fd` numbered 3 or above when `fd` is 0, 1 or 2, so that no
+/// `dup2` of the child overwrites a source a later one still needs (and each copies
+/// between two different descriptors, which leaves the copy without FD_CLOEXEC).
+fn above_stdio(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+    if fd > libc::STDERR_FILENO {
         return Ok(None);
     }
-    let copy = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(floor))?;
+    let copy = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(libc::STDERR_FILENO + 1))?;
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new descriptor; nothing else owns it.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(copy) }))
 }
@@ -420,12 +351,6 @@ impl FileActions {
         check(unsafe {
             libc::posix_spawn_file_actions_addopen(&mut self.0, fd, path.as_ptr(), flags, 0)
         })
-    }
-
-    /// The child closes every descriptor from `first` up.
-    fn close_from(&mut self, first: RawFd) -> io::Result<()> {
-        // SAFETY: `self.0` is initialised; the call records a close-from action (glibc 2.34).
-        check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut self.0, first) })
     }
 
     /// The child copies `from` to `to`.
@@ -610,39 +535,6 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
         let e = RuntimeCommand::new("sh").arg("a\0b").spawn().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-    }
-
-    #[test]
-    fn further_descriptors_an_environment_of_its_own_and_no_other_descriptor() {
-        use std::os::fd::FromRawFd;
-        let (r, w) = nix::unistd::pipe().expect("pipe");
-        // Made without close-on-exec: only `close_other_fds` keeps it from the child.
-        let leaked = fcntl(libc::STDERR_FILENO, FcntlArg::F_DUPFD(100)).expect("dup");
-        // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
-        let leaked = unsafe { OwnedFd::from_raw_fd(leaked) };
-        let mut cmd = RuntimeCommand::new("/bin/sh");
-        cmd.args([
-            "-c",
-            "echo \"$ONLY ${HOME:-nohome}\" >&4; ls /proc/self/fd >&4",
-        ]);
-        cmd.stdin(ChildStdio::Null)
-            .stdout(ChildStdio::Null)
-            .stderr(ChildStdio::Null)
-            .fd(4, w)
-            .environment(vec![c"ONLY=this".to_owned()])
-            .close_other_fds();
-        let mut child = cmd.spawn().expect("spawn");
-        drop(cmd);
-        let mut out = String::new();
-        File::from(r).read_to_string(&mut out).expect("read");
-        assert!(child.wait().expect("wait").success());
-        let mut lines = out.lines();
-        assert_eq!(lines.next(), Some("this nohome"));
-        // 0-2, 4 and what `ls` opens itself; not `leaked` (100 or above).
-        let fds: Vec<i32> = lines.map(|l| l.parse().expect("fd")).collect();
-        assert!(fds.contains(&4), "{fds:?}");
-        assert!(!fds.contains(&leaked.as_raw_fd()), "{fds:?}");
-        assert!(fds.iter().all(|&fd| fd < 10), "{fds:?}");
     }
 
     #[test]

@@ -20,22 +20,23 @@
 //! the container's last writer is gone. The shim never waits for it; its subreaper loop
 //! reaps it like any unknown child.
 //!
-//! The logger is started as runtimes are, by runc-wrapper's [`RuntimeCommand`] (glibc's
-//! `posix_spawn(3)`, no signal blocked or ignored), not `std::process::Command` +
-//! `pre_exec`: std's fork path reports exec errors through a pipe that may land on fd 3, 4
-//! or 5 in the child (and be clobbered by the remapping), and it `waitpid`s a child whose
-//! exec failed and panics on ECHILD, which the shim's `waitpid(-1)` reaper can cause.
-//! glibc's posix_spawn reports errors through shared memory and tolerates the reaper.
+//! The logger is started with `posix_spawn(3)`, not `std::process::Command` + `pre_exec`:
+//! std's fork path reports exec errors through a pipe that may land on fd 3, 4 or 5 in the
+//! child (and be clobbered by the remapping), and it `waitpid`s a child whose exec failed
+//! and panics on ECHILD, which the shim's `waitpid(-1)` reaper can cause. glibc's
+//! posix_spawn reports errors through shared memory and tolerates the reaper.
+#![allow(unsafe_code)]
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::SigSet;
 use nix::unistd::pipe2;
-use runc_wrapper::{ChildStdio, RuntimeCommand};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -224,9 +225,20 @@ pub fn start_with_timeout(
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let devnull = File::options().read(true).write(true).open("/dev/null")?;
+    let argv = argv(spec)?;
     let envp = envp(spec, env)?;
-    let pid = spawn(spec, envp, [out_r, err_r, ready_w])
-        .map_err(|e| io::Error::new(e.kind(), format!("start binary logger {name}: {e}")))?;
+    let pid = spawn(
+        &argv,
+        &envp,
+        [
+            above_stdio(devnull.into())?,
+            above_stdio(out_r)?,
+            above_stdio(err_r)?,
+            above_stdio(ready_w)?,
+        ],
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("start binary logger {name}: {e}")))?;
     // Our copies of the child's ends are closed now (spawn consumed them): the ready pipe
     // reaches EOF once the logger closes fd 5, and only the logger reads the output pipes.
     let err_w = match streams {
@@ -297,6 +309,14 @@ pub fn start_with_timeout(
     })
 }
 
+fn argv(spec: &LoggerSpec) -> io::Result<Vec<CString>> {
+    let mut argv = vec![cstring(spec.path.as_os_str().as_bytes())?];
+    for a in &spec.args {
+        argv.push(cstring(a.as_bytes())?);
+    }
+    Ok(argv)
+}
+
 /// The caller's variables first (they win), then the URI's `env.` ones not already set.
 fn envp(spec: &LoggerSpec, env: &[(String, String)]) -> io::Result<Vec<CString>> {
     let mut seen: Vec<&str> = Vec::new();
@@ -321,27 +341,133 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argv"))
 }
 
-/// Starts the logger `spec` names (runc-wrapper's [`RuntimeCommand`]: `posix_spawn`, no
-/// signal blocked or ignored) with exactly `envp`, fds 0-2 `/dev/null`, 3-5 `fds` and no
-/// other fd. Returns the pid once this process's copies of `fds` are closed.
-fn spawn(spec: &LoggerSpec, envp: Vec<CString>, fds: [OwnedFd; 3]) -> io::Result<i32> {
-    let mut cmd = RuntimeCommand::new(&spec.path);
-    cmd.args(&spec.args)
-        .stdin(ChildStdio::Null)
-        .stdout(ChildStdio::Null)
-        .stderr(ChildStdio::Null)
-        .environment(envp);
-    for (target, fd) in (3..).zip(fds) {
-        cmd.fd(target, fd);
+/// The lowest fd the child's ends may have in the parent: above 0-5, the targets, so the
+/// remapping never overwrites a source it still needs and every dup2 copies between two
+/// different fds (which leaves the copy without FD_CLOEXEC).
+const FIRST_FREE_FD: RawFd = 6;
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= FIRST_FREE_FD {
+        return Ok(fd);
+    }
+    let copy = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(FIRST_FREE_FD))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// posix_spawn(3) of `argv[0]` with `envp`, fds 0-2 = `fds[0]`, 3-5 = `fds[1..]` and no
+/// other fd (with glibc), an empty signal mask and every signal at its default action.
+/// Returns the pid.
+fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i32> {
+    let targets: [(usize, RawFd); 6] = [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5)];
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr() as *mut libc::c_char)
+        .collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr() as *mut libc::c_char)
+        .collect();
+    envp_ptrs.push(std::ptr::null_mut());
+    let empty = SigSet::empty();
+    let all = SigSet::all();
+    let mut actions = FileActions::new()?;
+    let mut attr = SpawnAttr::new()?;
+    for (src, dst) in targets {
+        // SAFETY: `actions` was initialised by FileActions::new; both fds are plain ints
+        // (the source stays open in `fds` until posix_spawn has returned).
+        check(unsafe {
+            libc::posix_spawn_file_actions_adddup2(&mut actions.0, fds[src].as_raw_fd(), dst)
+        })?;
     }
     // Every fd the shim opens is close-on-exec; closing all above 5 in the child as well
     // means no fd made without it (a library's, a test's) can reach a long-lived logger,
     // where a pipe write end would keep another stream from ever seeing EOF.
-    cmd.close_other_fds();
-    let pid = cmd.spawn()?.pid();
-    // Our copies of the child's ends close here.
-    drop(cmd);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `actions` is initialised; the call records a close-from action (glibc 2.34).
+    check(unsafe {
+        libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, FIRST_FREE_FD)
+    })?;
+    // Why the cast is exact: the two flags are 0x08 and 0x04 (glibc's spawn.h), and
+    // posix_spawnattr_setflags takes them as a short.
+    #[allow(clippy::cast_possible_truncation)]
+    let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+    // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
+    // sigset_t values that the calls copy.
+    unsafe {
+        check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
+        check(libc::posix_spawnattr_setsigmask(
+            &mut attr.0,
+            empty.as_ref(),
+        ))?;
+        check(libc::posix_spawnattr_setsigdefault(
+            &mut attr.0,
+            all.as_ref(),
+        ))?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: path, argv and envp are NUL-terminated strings kept alive by `argv`/`envp`
+    // for the whole call, the pointer arrays end with a null pointer, and `actions` and
+    // `attr` are initialised. posix_spawn does not keep any of them.
+    check(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            argv[0].as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+        )
+    })?;
+    drop(fds);
     Ok(pid)
+}
+
+/// posix_spawn* functions return the error number instead of setting errno.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    match ret {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        let mut raw = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        // SAFETY: init writes a valid empty file-actions object into `raw`.
+        check(unsafe { libc::posix_spawn_file_actions_init(raw.as_mut_ptr()) })?;
+        // SAFETY: initialised just above (init returned 0).
+        Ok(FileActions(unsafe { raw.assume_init() }))
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new() and destroyed exactly once, here.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Self> {
+        let mut raw = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        // SAFETY: init writes a valid default attributes object into `raw`.
+        check(unsafe { libc::posix_spawnattr_init(raw.as_mut_ptr()) })?;
+        // SAFETY: initialised just above (init returned 0).
+        Ok(SpawnAttr(unsafe { raw.assume_init() }))
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new() and destroyed exactly once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
 }
 
 /// The logger while the shim still cares: to kill it if it fails to get ready, and to
