@@ -2,11 +2,12 @@
 //! and turning a failed invocation into an [`Error`].
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::ProcessIo;
 use crate::monitor::ProcessMonitor;
 use crate::runtime_log;
+use crate::spawn::{ChildStdio, RuntimeChild, RuntimeCommand};
 use crate::stderr_tail;
 
 /// Output beyond this many bytes on stdout makes the call fail instead of growing without bound.
@@ -61,13 +63,12 @@ pub(crate) struct Invoker<'a> {
 }
 
 impl Invoker<'_> {
-    fn command(&self, args: &[OsString]) -> Command {
+    /// runc with `args`; started, it has no blocked or ignored signal of ours (nor,
+    /// through it, the container): a supervisor blocks the ones its signalfd reads.
+    fn command(&self, args: &[OsString]) -> RuntimeCommand {
         log::debug!("exec {:?} {:?}", self.binary, args);
-        let mut cmd = Command::new(self.binary);
+        let mut cmd = RuntimeCommand::new(self.binary);
         cmd.args(args);
-        // No blocked or ignored signal of ours reaches the runtime (or, through it, the
-        // container): a supervisor blocks the ones its signalfd reads.
-        crate::child_signals::start_clean(&mut cmd);
         cmd
     }
 
@@ -80,9 +81,9 @@ impl Invoker<'_> {
     fn spawn(
         &self,
         command: &'static str,
-        cmd: &mut Command,
+        cmd: &mut RuntimeCommand,
         deadline: Option<Instant>,
-    ) -> Result<Child> {
+    ) -> Result<RuntimeChild> {
         if let Some(deadline) = deadline {
             if Instant::now() >= deadline {
                 return Err(Error::DeadlineExceeded {
@@ -91,7 +92,7 @@ impl Invoker<'_> {
                     ran: None,
                 });
             }
-            cmd.process_group(0);
+            cmd.new_process_group();
         }
         self.monitor.start(cmd).map_err(|source| Error::Spawn {
             binary: self.binary.to_owned(),
@@ -99,7 +100,7 @@ impl Invoker<'_> {
         })
     }
 
-    fn wait(&self, command: &'static str, child: &mut Child) -> Result<ExitStatus> {
+    fn wait(&self, command: &'static str, child: &mut RuntimeChild) -> Result<ExitStatus> {
         self.monitor
             .wait(child)
             .map_err(|e| Error::io(format!("cannot wait for runc {command}"), e))
@@ -109,7 +110,7 @@ impl Invoker<'_> {
     fn wait_within(
         &self,
         command: &'static str,
-        child: &mut Child,
+        child: &mut RuntimeChild,
         deadline: Option<Instant>,
         started: Instant,
     ) -> Result<ExitStatus> {
@@ -125,7 +126,7 @@ impl Invoker<'_> {
 
     /// runc ran past its deadline: SIGKILLs its process group (runc leads it, see
     /// [`Invoker::spawn`]), reaps runc, and describes what happened.
-    fn expire(&self, command: &'static str, child: &mut Child, started: Instant) -> Error {
+    fn expire(&self, command: &'static str, child: &mut RuntimeChild, started: Instant) -> Error {
         // runc is not reaped yet (its monitor hands its status to `wait` only), so its pid
         // still names its group; a member it left (e.g. a container init between `create`'s
         // steps) keeps the group's id in use after runc is gone.
@@ -166,7 +167,7 @@ impl Invoker<'_> {
         let capture = if access.terminal && io.stderr.is_none() {
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
                 .map_err(|e| Error::io(format!("cannot pipe runc {command}'s stderr"), e.into()))?;
-            io.stderr = Some(w.into());
+            io.stderr = Some(w);
             Some(r)
         } else {
             None
@@ -206,7 +207,7 @@ impl Invoker<'_> {
     fn wait_reading_stderr(
         &self,
         command: &'static str,
-        child: &mut Child,
+        child: &mut RuntimeChild,
         pipe: std::os::fd::OwnedFd,
         deadline: Option<Instant>,
         started: Instant,
@@ -262,12 +263,12 @@ impl Invoker<'_> {
         let mut child = {
             let mut cmd = self.command(args);
             cmd.stdin(if input.is_some() {
-                Stdio::piped()
+                ChildStdio::Piped
             } else {
-                Stdio::null()
+                ChildStdio::Null
             });
-            cmd.stdout(Stdio::piped());
-            cmd.stderr(Stdio::piped());
+            cmd.stdout(ChildStdio::Piped);
+            cmd.stderr(ChildStdio::Piped);
             self.spawn(command, &mut cmd, deadline)?
         };
         let stdin = child.stdin.take();
@@ -395,10 +396,10 @@ fn drain(src: &mut impl Read, buf: &mut Vec<u8>, keep_tail: Option<usize>) -> io
 /// both outputs reach EOF. A child that stops reading its stdin early is not an error.
 /// `Ok(None)` when `deadline` passed first.
 fn communicate(
-    mut stdin: Option<ChildStdin>,
+    mut stdin: Option<File>,
     input: &[u8],
-    mut stdout: Option<ChildStdout>,
-    mut stderr: Option<ChildStderr>,
+    mut stdout: Option<File>,
+    mut stderr: Option<File>,
     deadline: Option<Instant>,
 ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     if let Some(s) = &stdin {

@@ -1,7 +1,7 @@
 //! The stdio a verb that hands its stdio to the container (create, run, exec, restore) runs with.
 
+use crate::spawn::{ChildStdio, RuntimeCommand};
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
 
 /// The stdio runc itself is started with.
 ///
@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 #[derive(Debug, Default)]
 pub struct ProcessIo {
     /// runc's (and so the container's) stdin; `None` = `/dev/null`.
-    pub stdin: Option<Stdio>,
+    pub stdin: Option<OwnedFd>,
     /// runc's (and so the container's) stdout; `None` = `/dev/null`.
-    pub stdout: Option<Stdio>,
+    pub stdout: Option<OwnedFd>,
     /// runc's (and so the container's) stderr; `None` = `/dev/null`.
-    pub stderr: Option<Stdio>,
+    pub stderr: Option<OwnedFd>,
     /// The read end of the pipe given as `stderr`, when it is one the caller reads: if runc
     /// fails before the process runs (`create`, or a detached `exec`/`run`/`restore`), what
     /// is waiting in the pipe is the runtime's own, and its tail is read (bounded, without
@@ -31,18 +31,19 @@ impl ProcessIo {
         stderr: Option<OwnedFd>,
     ) -> Self {
         ProcessIo {
-            stdin: stdin.map(Stdio::from),
-            stdout: stdout.map(Stdio::from),
-            stderr: stderr.map(Stdio::from),
+            stdin,
+            stdout,
+            stderr,
             stderr_reader: None,
         }
     }
 
     /// Installs these as `cmd`'s stdio, `/dev/null` for each `None` (`stderr_reader` is
     /// the caller's to take first).
-    pub(crate) fn apply(self, cmd: &mut Command) {
-        cmd.stdin(self.stdin.unwrap_or_else(Stdio::null));
-        cmd.stdout(self.stdout.unwrap_or_else(Stdio::null));
-        cmd.stderr(self.stderr.unwrap_or_else(Stdio::null));
+    pub(crate) fn apply(self, cmd: &mut RuntimeCommand) {
+        let lead = |fd: Option<OwnedFd>| fd.map_or(ChildStdio::Null, ChildStdio::Fd);
+        cmd.stdin(lead(self.stdin));
+        cmd.stdout(lead(self.stdout));
+        cmd.stderr(lead(self.stderr));
     }
 }

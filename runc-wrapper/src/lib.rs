@@ -10,7 +10,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod child_signals;
 mod command;
 mod console;
 mod error;
@@ -19,6 +18,7 @@ mod monitor;
 mod options;
 mod runc;
 mod runtime_log;
+mod spawn;
 mod stderr_tail;
 mod types;
 
@@ -29,6 +29,7 @@ pub use monitor::{DefaultMonitor, ProcessMonitor};
 pub use options::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts};
 pub use runc::{Runc, RuncBuilder};
 pub use runtime_log::last_error;
+pub use spawn::{ChildStdio, RuntimeChild, RuntimeCommand};
 pub use types::{
     BlkioEntry, BlkioStats, ContainerStatus, CpuStats, CpuUsage, CpusetStats, HugetlbStats,
     MemoryEntry, MemoryStats, NetworkInterface, PidsStats, State, Stats, Throttling,

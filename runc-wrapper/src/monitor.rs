@@ -1,8 +1,10 @@
 //! How runc child processes are started and waited for.
 
 use std::io;
-use std::process::{Child, Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use crate::spawn::{RuntimeChild, RuntimeCommand};
 
 /// How runc child processes are started and waited for.
 ///
@@ -15,18 +17,25 @@ use std::time::{Duration, Instant};
 /// `wait` on the returned child (all from the same thread). `wait` is called after the crate
 /// has taken and finished with the child's piped stdio, if any.
 pub trait ProcessMonitor: Send + Sync + std::fmt::Debug {
-    /// Starts `cmd` (stdio and arguments are already configured) and returns the child.
-    fn start(&self, cmd: &mut Command) -> io::Result<Child>;
+    /// Starts `cmd` (stdio and arguments are already configured) with
+    /// [`RuntimeCommand::spawn`] and returns the child. A child whose `execve` fails is
+    /// reaped inside `spawn`: a monitor whose reaper could take it first keeps the reaper
+    /// off it meanwhile (by a lock the reaper takes before it reaps).
+    fn start(&self, cmd: &RuntimeCommand) -> io::Result<RuntimeChild>;
     /// Waits for `child` to exit and returns its exit status.
-    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus>;
+    fn wait(&self, child: &mut RuntimeChild) -> io::Result<ExitStatus>;
 
     /// Waits for `child` to exit, but not past `deadline`: `Some(status)` once it exited (it
     /// is reaped then, as by [`ProcessMonitor::wait`]), `None` when it still ran at the
     /// deadline (not reaped: the caller kills it and calls `wait`).
     ///
-    /// The default polls [`Child::try_wait`], which is right only for a monitor whose `wait`
-    /// is [`Child::wait`]; a monitor that reaps on its own must override it.
-    fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+    /// The default polls [`RuntimeChild::try_wait`], which is right only for a monitor whose
+    /// `wait` is [`RuntimeChild::wait`]; a monitor that reaps on its own must override it.
+    fn wait_until(
+        &self,
+        child: &mut RuntimeChild,
+        deadline: Instant,
+    ) -> io::Result<Option<ExitStatus>> {
         let mut pause = Duration::from_millis(1);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -49,16 +58,17 @@ pub trait ProcessMonitor: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// [`Command::spawn`] + [`Child::wait`]: for callers that do not reap children on their own.
+/// [`RuntimeCommand::spawn`] + [`RuntimeChild::wait`]: for callers that do not reap children
+/// on their own.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DefaultMonitor;
 
 impl ProcessMonitor for DefaultMonitor {
-    fn start(&self, cmd: &mut Command) -> io::Result<Child> {
+    fn start(&self, cmd: &RuntimeCommand) -> io::Result<RuntimeChild> {
         cmd.spawn()
     }
 
-    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
+    fn wait(&self, child: &mut RuntimeChild) -> io::Result<ExitStatus> {
         child.wait()
     }
 }

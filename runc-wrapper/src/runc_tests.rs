@@ -3,10 +3,11 @@
 
 use super::*;
 use crate::io::ProcessIo;
+use crate::spawn::{RuntimeChild, RuntimeCommand};
 use crate::ContainerStatus;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 fn strs(args: &[OsString]) -> Vec<&str> {
@@ -304,7 +305,7 @@ fn spawn_error() {
 struct RetryMonitor;
 
 impl ProcessMonitor for RetryMonitor {
-    fn start(&self, cmd: &mut Command) -> std::io::Result<Child> {
+    fn start(&self, cmd: &RuntimeCommand) -> std::io::Result<RuntimeChild> {
         let mut tries = 0;
         loop {
             match cmd.spawn() {
@@ -317,7 +318,7 @@ impl ProcessMonitor for RetryMonitor {
         }
     }
 
-    fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+    fn wait(&self, child: &mut RuntimeChild) -> std::io::Result<ExitStatus> {
         child.wait()
     }
 }
@@ -828,11 +829,11 @@ fn custom_monitor_is_used() {
         waited: AtomicUsize,
     }
     impl ProcessMonitor for Counting {
-        fn start(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        fn start(&self, cmd: &RuntimeCommand) -> std::io::Result<RuntimeChild> {
             self.started.fetch_add(1, Ordering::SeqCst);
             RetryMonitor.start(cmd)
         }
-        fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+        fn wait(&self, child: &mut RuntimeChild) -> std::io::Result<ExitStatus> {
             self.waited.fetch_add(1, Ordering::SeqCst);
             child.wait()
         }
@@ -1203,10 +1204,10 @@ fn the_monitors_deadline_applies_unless_the_runc_has_its_own() {
     #[derive(Debug)]
     struct Due(Instant);
     impl ProcessMonitor for Due {
-        fn start(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        fn start(&self, cmd: &RuntimeCommand) -> std::io::Result<RuntimeChild> {
             RetryMonitor.start(cmd)
         }
-        fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+        fn wait(&self, child: &mut RuntimeChild) -> std::io::Result<ExitStatus> {
             child.wait()
         }
         fn deadline(&self) -> Option<Instant> {
@@ -1307,7 +1308,7 @@ fn a_create_without_a_terminal_reads_its_stderr_pipe_after_a_failure() {
     let f = Fake::new(&format!("echo '{REASON}' >&2; exit 1"), true);
     let (r, w) = nix::unistd::pipe().unwrap();
     let io = ProcessIo {
-        stderr: Some(w.into()),
+        stderr: Some(w),
         stderr_reader: Some(r.try_clone().unwrap()),
         ..Default::default()
     };
@@ -1315,7 +1316,7 @@ fn a_create_without_a_terminal_reads_its_stderr_pipe_after_a_failure() {
     // Without a reader: the status, as before.
     let (_r2, w2) = nix::unistd::pipe().unwrap();
     let io = ProcessIo {
-        stderr: Some(w2.into()),
+        stderr: Some(w2),
         ..Default::default()
     };
     assert_eq!(

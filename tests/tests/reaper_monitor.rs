@@ -2,10 +2,10 @@
 //! exit status of a runc invocation. This binary holds one test only, because it turns
 //! the whole test process into a reaper of all its children.
 
-use runc_wrapper::{CreateOpts, ProcessMonitor, Runc};
+use runc_wrapper::{CreateOpts, ProcessMonitor, Runc, RuntimeChild, RuntimeCommand};
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tether_tests::RuncEnv;
@@ -44,10 +44,10 @@ impl Reaper {
 struct ReaperMonitor(Arc<Reaper>);
 
 impl ProcessMonitor for ReaperMonitor {
-    fn start(&self, cmd: &mut Command) -> std::io::Result<Child> {
+    fn start(&self, cmd: &RuntimeCommand) -> std::io::Result<RuntimeChild> {
         cmd.spawn()
     }
-    fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+    fn wait(&self, child: &mut RuntimeChild) -> std::io::Result<ExitStatus> {
         let pid = i32::try_from(child.id()).unwrap();
         let mut exits = self.0.exits.lock().unwrap();
         loop {

@@ -10,10 +10,10 @@
 //! container). Calls without a deadline (`timeout_nano` 0: ctr's, a checkpoint's) run runc
 //! for as long as it takes.
 
-use runc_wrapper::ProcessMonitor;
+use runc_wrapper::{ProcessMonitor, RuntimeChild, RuntimeCommand};
 use std::cell::Cell;
 use std::io;
-use std::process::{Child, Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,15 +65,19 @@ pub struct CallDeadlineMonitor {
 }
 
 impl ProcessMonitor for CallDeadlineMonitor {
-    fn start(&self, cmd: &mut Command) -> io::Result<Child> {
+    fn start(&self, cmd: &RuntimeCommand) -> io::Result<RuntimeChild> {
         self.inner.start(cmd)
     }
 
-    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
+    fn wait(&self, child: &mut RuntimeChild) -> io::Result<ExitStatus> {
         self.inner.wait(child)
     }
 
-    fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+    fn wait_until(
+        &self,
+        child: &mut RuntimeChild,
+        deadline: Instant,
+    ) -> io::Result<Option<ExitStatus>> {
         self.inner.wait_until(child, deadline)
     }
 

@@ -141,8 +141,8 @@ pub fn prepare_with_env(
         for end in std::iter::once(&started.stdout).chain(&started.stderr) {
             chown(end, owner)?;
         }
-        out.io.stdout = Some(started.stdout.into());
-        out.io.stderr = started.stderr.map(Into::into);
+        out.io.stdout = Some(started.stdout);
+        out.io.stderr = started.stderr;
         out.logger_pid = Some(started.pid);
         return Ok(out);
     }

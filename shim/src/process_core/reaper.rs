@@ -12,11 +12,11 @@ use fifo::ExitRecord;
 use nix::errno::Errno;
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use runc_wrapper::ProcessMonitor;
+use runc_wrapper::{ProcessMonitor, RuntimeChild, RuntimeCommand};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,10 +89,10 @@ impl Reaper {
     /// a signal.
     ///
     /// Each exit is peeked at before it is reaped ([`Reaper::reap_announced`]): a child
-    /// whose `exec` failed inside a monitor's `start` (std's fork + exec path, which
-    /// runtimes take since they start with a clean signal mask) is reaped by std itself
-    /// before `spawn` returns, and std aborts the process if it finds it gone; the peek
-    /// leaves it to std, and the lock `start` holds keeps the reaper from it until then.
+    /// whose `exec` failed inside a monitor's `start` is reaped by glibc's `posix_spawn`
+    /// itself before `start` returns (std's fork + exec path, which runtimes took before,
+    /// did so too, and aborted the process if it found the child gone); the peek leaves
+    /// it to the spawn, and the lock `start` holds keeps the reaper from it until then.
     pub fn reap(&self) -> Vec<ChildExit> {
         self.reap_announced(|_| {})
     }
@@ -196,17 +196,17 @@ pub fn pid_of(child: &Child) -> i32 {
 }
 
 impl ProcessMonitor for RuncMonitor {
-    fn start(&self, cmd: &mut Command) -> io::Result<Child> {
+    fn start(&self, cmd: &RuntimeCommand) -> io::Result<RuntimeChild> {
         // Hold the lock across spawn: a reaper that collects the child before it is
         // registered blocks on this lock, then finds it registered.
         let mut children = self.shared.lock();
         let child = cmd.spawn()?;
-        children.running.insert(pid_of(&child));
+        children.running.insert(child.pid());
         Ok(child)
     }
 
-    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
-        let pid = pid_of(child);
+    fn wait(&self, child: &mut RuntimeChild) -> io::Result<ExitStatus> {
+        let pid = child.pid();
         // Reap it ourselves if the reaper has not: one of the two calls gets the status,
         // the other sees ECHILD.
         let direct = loop {
@@ -244,8 +244,12 @@ impl ProcessMonitor for RuncMonitor {
         }
     }
 
-    fn wait_until(&self, child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
-        let pid = pid_of(child);
+    fn wait_until(
+        &self,
+        child: &mut RuntimeChild,
+        deadline: Instant,
+    ) -> io::Result<Option<ExitStatus>> {
+        let pid = child.pid();
         loop {
             // Reaped here, or by the reaper (ECHILD), which then files the status in `done`.
             let direct = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
@@ -284,6 +288,7 @@ impl ProcessMonitor for RuncMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn an_exit_records_its_code_or_128_plus_the_signal() {
@@ -336,33 +341,32 @@ mod tests {
             }
             others
         });
+        let exit_with = |code: i32| {
+            let mut cmd = RuntimeCommand::new("sh");
+            cmd.args(["-c", &format!("exit {code}")]);
+            cmd
+        };
         for code in [0, 3, 7, 0, 1] {
-            let mut child = monitor
-                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
-                .unwrap();
+            let mut child = monitor.start(&exit_with(code)).unwrap();
             let status = monitor.wait(&mut child).unwrap();
             assert_eq!(status.code(), Some(code));
             // The same through the deadline-bounded wait.
-            let mut child = monitor
-                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
-                .unwrap();
+            let mut child = monitor.start(&exit_with(code)).unwrap();
             let far = Instant::now() + Duration::from_secs(10);
             let status = monitor.wait_until(&mut child, far).unwrap();
             assert_eq!(status.and_then(|s| s.code()), Some(code));
         }
-        // A runtime that cannot be executed: std's fork + exec path (here forced by
-        // `uid`) reaps the failed child inside `spawn` and aborts if the reaper took it.
-        let uid = nix::unistd::getuid().as_raw();
+        // A runtime that cannot be executed: posix_spawn reaps the failed child before
+        // it returns (std's fork + exec path did too, and aborted if the reaper took it).
+        let missing = RuntimeCommand::new("/nonexistent/runc");
         for _ in 0..200 {
-            let missing = monitor.start(std::os::unix::process::CommandExt::uid(
-                &mut Command::new("/nonexistent/runc"),
-                uid,
-            ));
-            assert!(missing.is_err());
+            assert!(monitor.start(&missing).is_err());
         }
         // A child still running at the deadline is left to the caller, who kills it and
         // gets its status from `wait`.
-        let mut child = monitor.start(Command::new("sleep").arg("10")).unwrap();
+        let mut child = monitor
+            .start(RuntimeCommand::new("sleep").arg("10"))
+            .unwrap();
         let asked = Instant::now();
         let soon = asked + Duration::from_millis(100);
         assert!(monitor.wait_until(&mut child, soon).unwrap().is_none());
@@ -428,7 +432,7 @@ mod tests {
         // runc children, waited for by their monitor: never announced.
         for code in [0, 3] {
             let mut child = monitor
-                .start(Command::new("sh").args(["-c", &format!("exit {code}")]))
+                .start(RuntimeCommand::new("sh").args(["-c", &format!("exit {code}")]))
                 .unwrap();
             assert_eq!(monitor.wait(&mut child).unwrap().code(), Some(code));
         }

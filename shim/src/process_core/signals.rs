@@ -25,7 +25,7 @@ pub fn handled() -> SigSet {
 /// get theirs through [`crate::process_core::event_base::EventBase::new`].
 ///
 /// Children inherit the blocked mask through std's `Command` (it does not reset it): a
-/// runtime is started clean by runc-wrapper (`child_signals`), a `binary://` logger by
+/// runtime is started clean by runc-wrapper (`RuntimeCommand`), a `binary://` logger by
 /// its `posix_spawn` attributes (`containerd/logger_process.rs`); checked per path by
 /// `tests/tests/runtime_signals.rs`.
 pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {

@@ -80,7 +80,7 @@ pub fn pipes(
     if let Some(src) = stdin {
         let (r, w) = pipe(opts)?;
         chown(&r, opts.owner)?;
-        io.stdin = Some(r.into());
+        io.stdin = Some(r);
         stdio.add(Stream::Stdin, Pump::new(Direction::Input, src, w, None)?);
     }
     for (stream, sink) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
@@ -90,9 +90,9 @@ pub fn pipes(
         let (r, w) = pipe(opts)?;
         chown(&w, opts.owner)?;
         if stream == Stream::Stdout {
-            io.stdout = Some(w.into());
+            io.stdout = Some(w);
         } else {
-            io.stderr = Some(w.into());
+            io.stderr = Some(w);
             // For runc's own message should it fail before the process runs.
             io.stderr_reader = Some(r.try_clone()?);
         }
