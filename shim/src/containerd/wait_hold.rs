@@ -14,8 +14,11 @@
 //! wait`), and after [`HOLD_LIMIT`] in any case; then the Waits are answered as before.
 //! The TaskExit event is not held (it is published when the exit is reported, before
 //! any of this). A process without a FIFO is never held. The state is the loop's, in the
-//! process's record; the loop looks again every [`HOLD_POLL`] (a pipe gives no event
-//! when a reader makes room in it, unless it was full).
+//! process's record; the loop looks again after [`HOLD_FIRST_POLL`], doubling up to
+//! [`HOLD_POLL`] while the count stays where it is (a pipe gives no event when a reader
+//! makes room in it, unless it was full): a reader that keeps up (CRI's, ctr's) has
+//! usually emptied the FIFO within a millisecond or two, and the Wait should not wait a
+//! whole [`HOLD_POLL`] for that.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +28,10 @@ use std::time::{Duration, Instant};
 pub const HOLD_IDLE: Duration = Duration::from_millis(250);
 /// The hold's bound, from its start, whatever the reader does.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(3);
-/// How often the loop looks at the FIFOs while it holds.
+/// How soon the loop looks at the FIFOs again after a look that found the count fallen
+/// (or the first): the loop's finest timer (its epoll timeout is in milliseconds).
+pub const HOLD_FIRST_POLL: Duration = Duration::from_millis(1);
+/// The longest the loop waits between two looks at the FIFOs while it holds.
 pub const HOLD_POLL: Duration = Duration::from_millis(5);
 
 /// A hold in progress: since when, and when the reader last took bytes.
@@ -38,6 +44,9 @@ pub struct WaitHold {
     fell_at: Instant,
     /// When the loop looks again.
     next_check: Instant,
+    /// The time between the last look and the next: [`HOLD_FIRST_POLL`] after a fall,
+    /// doubled after each look that found no fall, up to [`HOLD_POLL`].
+    poll: Duration,
     /// The longest the count stayed where it was before it fell (for the log: what the
     /// readers' pauses are, against [`HOLD_IDLE`]).
     longest_pause: Duration,
@@ -85,6 +94,7 @@ impl WaitHold {
             unread,
             fell_at: now,
             next_check: now,
+            poll: HOLD_FIRST_POLL,
             longest_pause: Duration::ZERO,
         }
     }
@@ -112,6 +122,9 @@ impl WaitHold {
             let pause = now.saturating_duration_since(self.fell_at);
             self.longest_pause = self.longest_pause.max(pause);
             self.fell_at = now;
+            self.poll = HOLD_FIRST_POLL;
+        } else {
+            self.poll = (self.poll * 2).min(HOLD_POLL);
         }
         if unread == 0 {
             return HoldCheck::Release(Released::Drained);
@@ -126,7 +139,7 @@ impl WaitHold {
         if now >= idle_at {
             return HoldCheck::Release(Released::NoReader { unread });
         }
-        self.next_check = (now + HOLD_POLL).min(idle_at).min(limit);
+        self.next_check = (now + self.poll).min(idle_at).min(limit);
         HoldCheck::Hold(self.next_check)
     }
 }
@@ -150,7 +163,10 @@ mod tests {
     fn a_reader_taking_bytes_keeps_the_hold_until_the_fifos_are_empty() {
         let t0 = Instant::now();
         let mut h = WaitHold::new(65536, t0);
-        assert_eq!(h.check(65536, t0), HoldCheck::Hold(t0 + HOLD_POLL));
+        assert_eq!(
+            h.check(65536, t0),
+            HoldCheck::Hold(t0 + 2 * HOLD_FIRST_POLL)
+        );
         // Falls every 200 ms, so it holds past HOLD_IDLE.
         let mut unread = 65536;
         let mut at = t0;
@@ -164,6 +180,24 @@ mod tests {
             HoldCheck::Release(Released::Drained)
         );
         assert_eq!(h.longest_pause(), ms(200));
+    }
+
+    #[test]
+    fn looks_come_soon_after_a_fall_and_back_off_to_the_poll_while_nothing_moves() {
+        let t0 = Instant::now();
+        let mut h = WaitHold::new(4096, t0);
+        let mut at = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..5 {
+            let HoldCheck::Hold(next) = h.check(4096, at) else {
+                panic!("released early")
+            };
+            gaps.push(next - at);
+            at = next;
+        }
+        assert_eq!(gaps, [ms(2), ms(4), HOLD_POLL, HOLD_POLL, HOLD_POLL]);
+        // The reader took some: the next look is the first one's again.
+        assert_eq!(h.check(1024, at), HoldCheck::Hold(at + HOLD_FIRST_POLL));
     }
 
     #[test]
