@@ -17,6 +17,7 @@ pub mod direct_shim;
 pub mod manager_output;
 pub mod nerdctl_env;
 pub mod oci_image;
+pub mod output_diff;
 pub mod paced_reader;
 pub mod pty_session;
 pub mod require;

@@ -31,6 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tether_tests::busy::Busy;
 use tether_tests::direct_shim::{ctx, DirectShim};
+use tether_tests::output_diff::describe_difference;
 
 /// What `seq 1 N` prints through a pty (ONLCR: each `\n` becomes `\r\n`).
 fn seq_through_a_pty(n: u32) -> Vec<u8> {
@@ -210,23 +211,6 @@ fn tty_exec_round(
         .unwrap_or_else(|e| panic!("Delete {exec_id}: {e}\n{}", shim.log()));
     let _ = std::fs::remove_file(&fifo_path);
     (data, status, after_last)
-}
-
-/// Where two outputs first differ, for a failure message.
-fn describe_difference(got: &[u8], want: &[u8]) -> String {
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(24)..]).into_owned();
-    format!(
-        "{} bytes of {} (first difference at byte {at}); ends {:?}, expected end {:?}",
-        got.len(),
-        want.len(),
-        tail(got),
-        tail(want)
-    )
 }
 
 #[test]

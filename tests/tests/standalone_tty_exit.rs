@@ -25,6 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 use tether_tests::busy::Busy;
+use tether_tests::output_diff::describe_difference;
 use tether_tests::{Bundle, StandaloneEnv};
 
 /// Lines `seq` prints: ~3.4 MB (3.9 MB through a pty).
@@ -168,23 +169,6 @@ fn manage(dir: &Path) -> (Option<AtExit>, Vec<u8>) {
             }
         }
     }
-}
-
-/// Where two outputs first differ, for a failure message.
-fn describe_difference(got: &[u8], want: &[u8]) -> String {
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(24)..]).into_owned();
-    format!(
-        "{} bytes of {} (first difference at byte {at}); ends {:?}, expected end {:?}",
-        got.len(),
-        want.len(),
-        tail(got),
-        tail(want)
-    )
 }
 
 /// Checks one round: at `exit`'s EOF, `exitcode` said [`CODE`] and what was read plus

@@ -73,24 +73,15 @@ mod tests {
     use crate::process_core::epoll::Poller;
     use crate::process_core::process_stdio::{Stream, READER_IDLE};
     use crate::process_core::pump::{set_nonblocking, Direction, Pump};
-    use crate::process_core::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
     use nix::fcntl::OFlag;
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::{AsFd, OwnedFd};
 
+    use crate::process_core::spool::test_spool_in as spool_in;
+
     fn pipe() -> (OwnedFd, OwnedFd) {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
-    }
-
-    fn spool_in(dir: &std::path::Path) -> Spool {
-        let cfg = SpoolConfig {
-            name: "t".into(),
-            dir: dir.to_path_buf(),
-            limit: DEFAULT_LIMIT,
-            policy: SpoolPolicy::Block,
-        };
-        Spool::open(&cfg, "t").unwrap()
     }
 
     /// One stdout pump from a pipe into a pipe nobody reads yet, with a spool.

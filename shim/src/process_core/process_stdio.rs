@@ -541,17 +541,7 @@ mod tests {
         assert_eq!(backlog(1, None).and(Backlog::default()), backlog(1, None));
     }
 
-    /// A spool in `dir`, as a face makes one by default (64 MiB, `block`).
-    fn spool_in(dir: &std::path::Path) -> crate::process_core::spool::Spool {
-        use crate::process_core::spool::{Spool, SpoolConfig, SpoolPolicy, DEFAULT_LIMIT};
-        let cfg = SpoolConfig {
-            name: "t".into(),
-            dir: dir.to_path_buf(),
-            limit: DEFAULT_LIMIT,
-            policy: SpoolPolicy::Block,
-        };
-        Spool::open(&cfg, "t").unwrap()
-    }
+    use crate::process_core::spool::test_spool_in as spool_in;
 
     #[test]
     fn the_backlog_counts_spooled_streams_only() {

@@ -493,6 +493,19 @@ impl Drop for Spool {
 mod snapshot;
 pub use snapshot::*;
 
+/// A spool in `dir`, as a face makes one by default (64 MiB, `block`): for the tests of
+/// the modules that pump into one.
+#[cfg(test)]
+pub(crate) fn test_spool_in(dir: &std::path::Path) -> Spool {
+    let cfg = SpoolConfig {
+        name: "t".into(),
+        dir: dir.to_path_buf(),
+        limit: DEFAULT_LIMIT,
+        policy: SpoolPolicy::Block,
+    };
+    Spool::open(&cfg, "t").unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
