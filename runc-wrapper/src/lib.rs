@@ -29,7 +29,7 @@ pub use monitor::{DefaultMonitor, ProcessMonitor};
 pub use options::{CheckpointOpts, CreateOpts, ExecOpts, RestoreOpts};
 pub use runc::{Runc, RuncBuilder};
 pub use runtime_log::last_error;
-pub use spawn::{ChildStdio, RuntimeChild, RuntimeCommand};
+pub use spawn::{posix_spawn, ChildStdio, FileActions, RuntimeChild, RuntimeCommand, SpawnAttr};
 pub use types::{
     BlkioEntry, BlkioStats, ContainerStatus, CpuStats, CpuUsage, CpusetStats, HugetlbStats,
     MemoryEntry, MemoryStats, NetworkInterface, PidsStats, State, Stats, Throttling,

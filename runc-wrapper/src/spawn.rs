@@ -155,8 +155,6 @@ impl RuntimeCommand {
                 CString::new(kv).ok()
             })
             .collect();
-        let argv_ptrs = null_terminated(&self.argv);
-        let envp_ptrs = null_terminated(&env);
 
         let mut actions = FileActions::new()?;
         // Descriptors the child copies from: kept open until posix_spawn returns.
@@ -201,28 +199,9 @@ impl RuntimeCommand {
         }
         attr.apply_flags()?;
 
-        let mut pid: libc::pid_t = 0;
         let program = &self.argv[0];
         let search = !program.as_bytes().contains(&b'/');
-        // SAFETY: `program`, every argv and envp string are NUL-terminated and alive (in
-        // `self.argv`, `env`) for the whole call; both pointer arrays end with a null
-        // pointer; `actions` and `attr` are initialised. posix_spawn keeps none of them.
-        let ret = unsafe {
-            let spawn_fn = if search {
-                libc::posix_spawnp
-            } else {
-                libc::posix_spawn
-            };
-            spawn_fn(
-                &mut pid,
-                program.as_ptr(),
-                &actions.0,
-                &attr.0,
-                argv_ptrs.as_ptr(),
-                envp_ptrs.as_ptr(),
-            )
-        };
-        check(ret)?;
+        let pid = posix_spawn(&self.argv, &env, search, &actions, &attr)?;
         // This process's copies of the child's ends close here (a pipe's reader sees EOF
         // once the child's copy is gone too).
         drop(sources);
@@ -305,6 +284,49 @@ impl RuntimeChild {
 }
 
 /// Pointers to `strings`, then a null pointer (what argv and envp are).
+/// One `posix_spawn(3)` (`posix_spawnp` with `search`: `argv[0]` looked up on `PATH`) of
+/// `argv[0]` with `argv` and `envp`, the child's descriptors as `actions` says and its
+/// signals as `attr` says. Returns the child's pid; an `execve` that fails is an error
+/// (glibc has reaped that child). The one place either face calls `posix_spawn`: runtimes
+/// here, `binary://` loggers in the shim.
+pub fn posix_spawn(
+    argv: &[CString],
+    envp: &[CString],
+    search: bool,
+    actions: &FileActions,
+    attr: &SpawnAttr,
+) -> io::Result<libc::pid_t> {
+    let Some(program) = argv.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no program to spawn",
+        ));
+    };
+    let argv_ptrs = null_terminated(argv);
+    let envp_ptrs = null_terminated(envp);
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `program`, every argv and envp string are NUL-terminated and alive (borrowed
+    // from the caller) for the whole call; both pointer arrays end with a null pointer;
+    // `actions` and `attr` are initialised. posix_spawn keeps none of them.
+    let ret = unsafe {
+        let spawn_fn = if search {
+            libc::posix_spawnp
+        } else {
+            libc::posix_spawn
+        };
+        spawn_fn(
+            &mut pid,
+            program.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+        )
+    };
+    check(ret)?;
+    Ok(pid)
+}
+
 fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
     strings
         .iter()
@@ -334,10 +356,11 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 /// A `posix_spawn_file_actions_t`, destroyed on drop.
-struct FileActions(libc::posix_spawn_file_actions_t);
+pub struct FileActions(libc::posix_spawn_file_actions_t);
 
 impl FileActions {
-    fn new() -> io::Result<Self> {
+    /// No action yet.
+    pub fn new() -> io::Result<Self> {
         let mut raw = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
         // SAFETY: init writes a valid empty file-actions object into `raw`.
         check(unsafe { libc::posix_spawn_file_actions_init(raw.as_mut_ptr()) })?;
@@ -346,7 +369,7 @@ impl FileActions {
     }
 
     /// The child opens `path` as `fd`.
-    fn open(&mut self, fd: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<()> {
+    pub fn open(&mut self, fd: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<()> {
         // SAFETY: `self.0` is initialised; glibc copies `path` (since 2.29).
         check(unsafe {
             libc::posix_spawn_file_actions_addopen(&mut self.0, fd, path.as_ptr(), flags, 0)
@@ -354,9 +377,16 @@ impl FileActions {
     }
 
     /// The child copies `from` to `to`.
-    fn dup2(&mut self, from: RawFd, to: RawFd) -> io::Result<()> {
+    pub fn dup2(&mut self, from: RawFd, to: RawFd) -> io::Result<()> {
         // SAFETY: `self.0` is initialised; both are plain descriptor numbers.
         check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from, to) })
+    }
+
+    /// The child closes every descriptor from `fd` up (glibc 2.34).
+    #[cfg(target_env = "gnu")]
+    pub fn close_from(&mut self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised; the call records a close-from action.
+        check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut self.0, fd) })
     }
 }
 
@@ -368,10 +398,11 @@ impl Drop for FileActions {
 }
 
 /// A `posix_spawnattr_t` and the flags to set on it, destroyed on drop.
-struct SpawnAttr(libc::posix_spawnattr_t, libc::c_int);
+pub struct SpawnAttr(libc::posix_spawnattr_t, libc::c_int);
 
 impl SpawnAttr {
-    fn new() -> io::Result<Self> {
+    /// Default attributes, no flag.
+    pub fn new() -> io::Result<Self> {
         let mut raw = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
         // SAFETY: init writes a valid default attributes object into `raw`.
         check(unsafe { libc::posix_spawnattr_init(raw.as_mut_ptr()) })?;
@@ -380,28 +411,38 @@ impl SpawnAttr {
     }
 
     /// An empty mask, and every signal (1-64) at its default action.
-    fn set_signals_clean(&mut self) -> io::Result<()> {
+    pub fn set_signals_clean(&mut self) -> io::Result<()> {
         // SAFETY: sigset_t is plain data: all zero bytes are the empty set.
         let empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let every = every_signal();
+        self.set_signals(&empty, &every_signal())
+    }
+
+    /// The child starts with `mask` as its signal mask and the signals in `default` at
+    /// their default action.
+    pub fn set_signals(
+        &mut self,
+        mask: &libc::sigset_t,
+        default: &libc::sigset_t,
+    ) -> io::Result<()> {
         // SAFETY: `self.0` is initialised; both sets are valid sigset_t values the calls copy.
         unsafe {
-            check(libc::posix_spawnattr_setsigmask(&mut self.0, &empty))?;
-            check(libc::posix_spawnattr_setsigdefault(&mut self.0, &every))?;
+            check(libc::posix_spawnattr_setsigmask(&mut self.0, mask))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut self.0, default))?;
         }
         self.1 |= libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
         Ok(())
     }
 
     /// The child leads a new process group (`setpgid(0, 0)`).
-    fn set_new_process_group(&mut self) -> io::Result<()> {
+    pub fn set_new_process_group(&mut self) -> io::Result<()> {
         // SAFETY: `self.0` is initialised.
         check(unsafe { libc::posix_spawnattr_setpgroup(&mut self.0, 0) })?;
         self.1 |= libc::POSIX_SPAWN_SETPGROUP;
         Ok(())
     }
 
-    fn apply_flags(&mut self) -> io::Result<()> {
+    /// Sets the flags the calls above asked for; call last, before [`posix_spawn`].
+    pub fn apply_flags(&mut self) -> io::Result<()> {
         // Why the conversion cannot fail: the flags set here are 0x02, 0x04 and 0x08
         // (glibc's spawn.h), and posix_spawnattr_setflags takes them as a short.
         let flags = libc::c_short::try_from(self.1)

@@ -24,7 +24,9 @@
 //! std's fork path reports exec errors through a pipe that may land on fd 3, 4 or 5 in the
 //! child (and be clobbered by the remapping), and it `waitpid`s a child whose exec failed
 //! and panics on ECHILD, which the shim's `waitpid(-1)` reaper can cause. glibc's
-//! posix_spawn reports errors through shared memory and tolerates the reaper.
+//! posix_spawn reports errors through shared memory and tolerates the reaper. The spawn
+//! itself is runc-wrapper's (`posix_spawn`, `FileActions`, `SpawnAttr`), the one place the
+//! shim calls it; only the logger's own descriptors and signal set are made here.
 #![allow(unsafe_code)]
 
 use nix::errno::Errno;
@@ -32,6 +34,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::SigSet;
 use nix::unistd::pipe2;
+use runc_wrapper::{FileActions, SpawnAttr};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
@@ -360,114 +363,22 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// Returns the pid.
 fn spawn(argv: &[CString], envp: &[CString], fds: [OwnedFd; 4]) -> io::Result<i32> {
     let targets: [(usize, RawFd); 6] = [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5)];
-    let mut argv_ptrs: Vec<*mut libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr() as *mut libc::c_char)
-        .collect();
-    argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> = envp
-        .iter()
-        .map(|e| e.as_ptr() as *mut libc::c_char)
-        .collect();
-    envp_ptrs.push(std::ptr::null_mut());
-    let empty = SigSet::empty();
-    let all = SigSet::all();
     let mut actions = FileActions::new()?;
-    let mut attr = SpawnAttr::new()?;
     for (src, dst) in targets {
-        // SAFETY: `actions` was initialised by FileActions::new; both fds are plain ints
-        // (the source stays open in `fds` until posix_spawn has returned).
-        check(unsafe {
-            libc::posix_spawn_file_actions_adddup2(&mut actions.0, fds[src].as_raw_fd(), dst)
-        })?;
+        // (the source stays open in `fds` until posix_spawn has returned)
+        actions.dup2(fds[src].as_raw_fd(), dst)?;
     }
     // Every fd the shim opens is close-on-exec; closing all above 5 in the child as well
     // means no fd made without it (a library's, a test's) can reach a long-lived logger,
     // where a pipe write end would keep another stream from ever seeing EOF.
     #[cfg(target_env = "gnu")]
-    // SAFETY: `actions` is initialised; the call records a close-from action (glibc 2.34).
-    check(unsafe {
-        libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, FIRST_FREE_FD)
-    })?;
-    // Why the cast is exact: the two flags are 0x08 and 0x04 (glibc's spawn.h), and
-    // posix_spawnattr_setflags takes them as a short.
-    #[allow(clippy::cast_possible_truncation)]
-    let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
-    // SAFETY: `attr` was initialised by SpawnAttr::new; the sigsets are valid, initialised
-    // sigset_t values that the calls copy.
-    unsafe {
-        check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
-        check(libc::posix_spawnattr_setsigmask(
-            &mut attr.0,
-            empty.as_ref(),
-        ))?;
-        check(libc::posix_spawnattr_setsigdefault(
-            &mut attr.0,
-            all.as_ref(),
-        ))?;
-    }
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: path, argv and envp are NUL-terminated strings kept alive by `argv`/`envp`
-    // for the whole call, the pointer arrays end with a null pointer, and `actions` and
-    // `attr` are initialised. posix_spawn does not keep any of them.
-    check(unsafe {
-        libc::posix_spawn(
-            &mut pid,
-            argv[0].as_ptr(),
-            &actions.0,
-            &attr.0,
-            argv_ptrs.as_ptr(),
-            envp_ptrs.as_ptr(),
-        )
-    })?;
+    actions.close_from(FIRST_FREE_FD)?;
+    let mut attr = SpawnAttr::new()?;
+    attr.set_signals(SigSet::empty().as_ref(), SigSet::all().as_ref())?;
+    attr.apply_flags()?;
+    let pid = runc_wrapper::posix_spawn(argv, envp, false, &actions, &attr)?;
     drop(fds);
     Ok(pid)
-}
-
-/// posix_spawn* functions return the error number instead of setting errno.
-fn check(ret: libc::c_int) -> io::Result<()> {
-    match ret {
-        0 => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
-}
-
-struct FileActions(libc::posix_spawn_file_actions_t);
-
-impl FileActions {
-    fn new() -> io::Result<Self> {
-        let mut raw = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
-        // SAFETY: init writes a valid empty file-actions object into `raw`.
-        check(unsafe { libc::posix_spawn_file_actions_init(raw.as_mut_ptr()) })?;
-        // SAFETY: initialised just above (init returned 0).
-        Ok(FileActions(unsafe { raw.assume_init() }))
-    }
-}
-
-impl Drop for FileActions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new() and destroyed exactly once, here.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-struct SpawnAttr(libc::posix_spawnattr_t);
-
-impl SpawnAttr {
-    fn new() -> io::Result<Self> {
-        let mut raw = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
-        // SAFETY: init writes a valid default attributes object into `raw`.
-        check(unsafe { libc::posix_spawnattr_init(raw.as_mut_ptr()) })?;
-        // SAFETY: initialised just above (init returned 0).
-        Ok(SpawnAttr(unsafe { raw.assume_init() }))
-    }
-}
-
-impl Drop for SpawnAttr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new() and destroyed exactly once, here.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
 }
 
 /// The logger while the shim still cares: to kill it if it fails to get ready, and to
