@@ -73,37 +73,35 @@ mod tests {
     use crate::process_core::epoll::Poller;
     use crate::process_core::process_stdio::{Stream, READER_IDLE};
     use crate::process_core::pump::{set_nonblocking, Direction, Pump};
-    use nix::fcntl::OFlag;
+    use crate::process_core::test_fds::{close_writer, pipe};
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::{AsFd, OwnedFd};
 
     use crate::process_core::spool::test_spool_in as spool_in;
 
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
-    }
-
     /// One stdout pump from a pipe into a pipe nobody reads yet, with a spool.
-    fn stdout_pump(poller: &Poller, dir: &std::path::Path) -> (ProcessStdio, File, File) {
+    /// Also a copy of the source's read end, to see its writers gone ([`close_writer`]).
+    fn stdout_pump(poller: &Poller, dir: &std::path::Path) -> (ProcessStdio, File, File, OwnedFd) {
         let (src_r, src_w) = pipe();
         let (dst_r, dst_w) = pipe();
+        let hangup = src_r.try_clone().unwrap();
         let pump = Pump::new(Direction::Output, src_r, dst_w, None)
             .unwrap()
             .with_spool(spool_in(dir));
         let mut stdio = ProcessStdio::default();
         stdio.add(Stream::Stdout, pump);
         stdio.register(poller, 7).unwrap();
-        (stdio, File::from(src_w), File::from(dst_r))
+        (stdio, File::from(src_w), File::from(dst_r), hangup)
     }
 
     #[test]
     fn output_with_nothing_left_lets_the_exit_go_at_once() {
         let poller = Poller::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (mut stdio, mut writer, mut reader) = stdout_pump(&poller, dir.path());
+        let (mut stdio, mut writer, mut reader, hangup) = stdout_pump(&poller, dir.path());
         writer.write_all(b"last words").unwrap();
-        drop(writer);
+        close_writer(writer, hangup.as_fd());
         let now = Instant::now();
         stdio.exited(&poller, now, Duration::from_secs(2));
         assert_eq!(output_at_exit(&stdio, now, now), OutputAtExit::Delivered);
@@ -117,7 +115,7 @@ mod tests {
         let poller = Poller::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // A descendant holds the writer, idle.
-        let (mut stdio, _writer, _reader) = stdout_pump(&poller, dir.path());
+        let (mut stdio, _writer, _reader, _) = stdout_pump(&poller, dir.path());
         let now = Instant::now();
         stdio.exited(&poller, now, Duration::from_secs(2));
         assert_eq!(
@@ -137,7 +135,7 @@ mod tests {
     fn spooled_output_holds_the_exit_while_a_reader_takes_it() {
         let poller = Poller::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (mut stdio, mut writer, mut reader) = stdout_pump(&poller, dir.path());
+        let (mut stdio, mut writer, mut reader, hangup) = stdout_pump(&poller, dir.path());
         set_nonblocking(writer.as_fd()).unwrap();
         set_nonblocking(reader.as_fd()).unwrap();
         // Fill the destination through the pump, then the source; the exit spools the
@@ -151,7 +149,7 @@ mod tests {
         while let Ok(n) = writer.write(&chunk) {
             wrote += n;
         }
-        drop(writer);
+        close_writer(writer, hangup.as_fd());
         let reaped = Instant::now();
         stdio.exited(&poller, reaped, Duration::from_secs(2));
         assert_eq!(stdio.open_sources(), 0, "the source's end is in the spool");

@@ -28,6 +28,8 @@ pub mod rollback;
 pub mod signals;
 pub mod spool;
 pub mod stream;
+#[cfg(test)]
+pub mod test_fds;
 pub mod transition;
 pub mod tty;
 pub mod upgrade_exec;

@@ -466,11 +466,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::OwnedFd;
 
-    /// Close-on-exec: tests run in parallel with tests that spawn children, which must not
-    /// inherit a write end (a pump would never see EOF).
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
-    }
+    use crate::process_core::test_fds::{close_writer, pipe};
 
     fn output(src: OwnedFd, dst: OwnedFd) -> Pump {
         Pump::new(Direction::Output, src, dst, None).unwrap()
@@ -588,12 +584,15 @@ mod tests {
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (writer, keepalive) = fifo::KeepAliveWriter::open(&path).unwrap().into_parts();
         let (src_r, src_w) = pipe();
+        let hangup = src_r.try_clone().unwrap();
         let mut stdio = ProcessStdio::default();
         assert_eq!(stdio.fifo_unread(), None, "no FIFO");
         let pump = Pump::new(Direction::Output, src_r, writer.into(), Some(keepalive)).unwrap();
         stdio.add(Stream::Stdout, pump);
         stdio.register(&poller, 7).unwrap();
-        File::from(src_w).write_all(&[b'x'; 1000]).unwrap();
+        let mut src_w = File::from(src_w);
+        src_w.write_all(&[b'x'; 1000]).unwrap();
+        close_writer(src_w, hangup.as_fd());
         assert!(stdio.run(&poller, Stream::Stdout).is_some(), "EOF");
         assert!(!stdio.is_open(Stream::Stdout), "the pump is gone");
         assert_eq!(stdio.fifo_unread(), Some(1000), "kept for a reader");
@@ -738,6 +737,7 @@ mod tests {
         let poller = Poller::new().unwrap();
         let (src_r, src_w) = pipe();
         let (dst_r, dst_w) = pipe();
+        let hangup = src_r.try_clone().unwrap();
         let mut stdio = ProcessStdio::default();
         stdio.add(Stream::Stdout, output(src_r, dst_w));
         stdio.register(&poller, 7).unwrap();
@@ -746,7 +746,7 @@ mod tests {
         let mut writer = File::from(src_w);
         writer.write_all(b"hello").unwrap();
         assert!(turn(&poller, &mut stdio, &mut ready).is_empty());
-        drop(writer);
+        close_writer(writer, hangup.as_fd());
         let ended = turn(&poller, &mut stdio, &mut ready);
         assert_eq!(
             ended,
@@ -770,10 +770,13 @@ mod tests {
         let path = dir.path().join("log");
         let file = File::create(&path).unwrap();
         let (src_r, src_w) = pipe();
+        let hangup = src_r.try_clone().unwrap();
         let mut stdio = ProcessStdio::default();
         stdio.add(Stream::Stderr, output(src_r, file.into()));
         stdio.register(&poller, 7).unwrap();
-        File::from(src_w).write_all(b"to a file").unwrap();
+        let mut src_w = File::from(src_w);
+        src_w.write_all(b"to a file").unwrap();
+        close_writer(src_w, hangup.as_fd());
         let mut ready = Vec::new();
         let ended = turn(&poller, &mut stdio, &mut ready);
         assert_eq!(ended.len(), 1, "EOF after the bytes: {ended:?}");

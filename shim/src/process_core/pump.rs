@@ -426,24 +426,24 @@ pub use snapshot::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::fcntl::OFlag;
 
-    /// Close-on-exec pipes: tests run in parallel with tests that spawn children, which
-    /// must not inherit a write end (the pump would never see EOF).
+    use crate::process_core::test_fds::close_writer;
+
     fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        Ok(crate::process_core::test_fds::pipe())
     }
 
     #[test]
     fn splices_between_pipes_until_eof() {
         let (src_r, src_w) = pipe().unwrap();
         let (dst_r, dst_w) = pipe().unwrap();
+        let hangup = src_r.try_clone().unwrap();
         let mut pump = Pump::new(Direction::Output, src_r, dst_w, None).unwrap();
         let mut writer = File::from(src_w);
         writer.write_all(b"hello ").unwrap();
         assert_eq!(pump.run(), PumpState::Open);
         writer.write_all(b"world").unwrap();
-        drop(writer);
+        close_writer(writer, hangup.as_fd());
         assert_eq!(pump.run(), PumpState::Done);
         assert_eq!(pump.moved(), 11);
         drop(pump);

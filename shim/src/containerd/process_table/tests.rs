@@ -242,9 +242,7 @@ mod round_trip {
         ]
     }
 
-    fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-        nix::unistd::pipe().unwrap()
-    }
+    use crate::process_core::test_fds::pipe;
 
     /// A process with every descriptor a record can hold: a stdin closer, a console, an
     /// input pump and an output pump with a spool holding bytes.

@@ -388,6 +388,10 @@ mod tests {
         assert_eq!(replies[0].0, 7);
         assert_eq!(replies[0].1.payload, b"reply");
         assert_eq!(replies[1].1.status.code, Code::NOT_FOUND.into());
+        // shutdown, not drop: a child another test is spawning may hold a copy of the
+        // descriptor until its exec (process_core::test_fds); `_copy` stands for it.
+        let _copy = client.try_clone().unwrap();
+        client.shutdown(std::net::Shutdown::Both).unwrap();
         drop(client);
         assert!(conn.read().closed);
     }
