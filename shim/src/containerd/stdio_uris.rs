@@ -468,7 +468,9 @@ mod tests {
         // The pty echoes the input and maps \n to \r\n on output.
         slave.write_all(b"shown\n").unwrap();
         drop(slave);
-        for _ in 0..1000 {
+        // Up to 10 s: a child another test is spawning may hold a copy of the slave until
+        // its exec (process_core::test_fds), and EIO comes only once every copy is gone.
+        for _ in 0..10_000 {
             if prepared.stdio.open_outputs() == 0 {
                 break;
             }

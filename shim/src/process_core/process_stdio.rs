@@ -810,13 +810,14 @@ mod tests {
         let (err_r, err_w) = pipe();
         let (dst_r, dst_w) = pipe();
         let (_dst2_r, dst2_w) = pipe();
+        let hangup = out_r.try_clone().unwrap();
         let mut stdio = ProcessStdio::default();
         stdio.add(Stream::Stdout, output(out_r, dst_w));
         stdio.add(Stream::Stderr, output(err_r, dst2_w));
         stdio.register(&poller, 7).unwrap();
         let mut out = File::from(out_w);
         out.write_all(b"last words").unwrap();
-        drop(out);
+        close_writer(out, hangup.as_fd());
         // stderr's writer lives on (a descendant holds it), idle.
         let _held = err_w;
         let now = Instant::now();

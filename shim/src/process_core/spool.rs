@@ -510,14 +510,10 @@ pub(crate) fn test_spool_in(dir: &std::path::Path) -> Spool {
 mod tests {
     use super::*;
     use crate::process_core::pump::{set_nonblocking, Direction, Pump, PumpState};
-    use nix::fcntl::OFlag;
+    use crate::process_core::test_fds::pipe;
     use std::io::{Read, Write};
     use std::os::fd::OwnedFd;
-
-    /// Close-on-exec pipes (tests run beside tests that fork).
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
-    }
+    use std::time::Duration;
 
     fn cfg(dir: &Path, limit: u64, policy: SpoolPolicy) -> SpoolConfig {
         SpoolConfig {
@@ -586,6 +582,24 @@ mod tests {
     }
 
     /// Reads the destination until the pump is done (the writer must be closed).
+    /// Reads a non-blocking `reader` to EOF; a child another test is spawning may hold a
+    /// copy of the writer until its exec (process_core::test_fds), so EOF may come late.
+    fn read_to_eof(reader: &mut File, out: &mut Vec<u8>) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < until, "no EOF");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
     fn read_all(mut pump: Pump, reader: &mut File) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -597,7 +611,7 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if state == PumpState::Done {
                         drop(pump);
-                        reader.read_to_end(&mut out).unwrap();
+                        read_to_eof(reader, &mut out);
                         return out;
                     }
                 }

@@ -325,9 +325,14 @@ mod tests {
         let (dst_r, dst_w) = pipe();
         let mut input = keyed(&poller, src_r, dst_w);
         drop(dst_r);
+        // A child another test is spawning may hold a copy of the read end until its
+        // exec (process_core::test_fds): wait for the hang-up, bounded.
         let mut ready: Vec<Ready> = Vec::new();
-        poller.wait(Some(1000), &mut ready).unwrap();
-        assert!(ready.iter().any(|r| r.token == DST && r.hangup));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ready.iter().any(|r| r.token == DST && r.hangup) {
+            assert!(std::time::Instant::now() < until, "no hang-up: {ready:?}");
+            poller.wait(Some(100), &mut ready).unwrap();
+        }
         input.fifo_hung_up(&poller);
         assert!(!input.passing_on());
         src_w.write_all(b"dropped\x10\x11").unwrap();
