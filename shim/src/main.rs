@@ -160,17 +160,20 @@ fn serve(flags: &Flags) -> Result<(), MainError> {
         Some(s) => containerd::address::parse_uri(s)?,
         None => containerd::address::socket_path(&flags.address, &flags.namespace, &flags.id),
     };
-    let listener = if std::env::var_os(containerd::bootstrap::LISTENER_ON_STDIN).is_some() {
-        std::env::remove_var(containerd::bootstrap::LISTENER_ON_STDIN);
-        containerd::bootstrap::take_listener()?
-    } else {
-        containerd::address::bind_socket(&socket_path)?
-    };
     let bundle = std::env::current_dir().map_err(MainError::BundleDir)?;
-    let options = std::fs::read(bundle.join("options.json"))
-        .ok()
-        .and_then(|b| containerd::options::RuncOptions::from_json(&b).ok())
-        .unwrap_or_default();
+    let handoff = containerd::bootstrap::take_handoff()?;
+    let (listener, options) = match handoff {
+        Some(h) => (h.listener, h.options),
+        // Started by hand (tests): bind the socket ourselves, take what a previous
+        // shim left in the bundle.
+        None => (
+            containerd::address::bind_socket(&socket_path)?,
+            std::fs::read(bundle.join("options.json"))
+                .ok()
+                .and_then(|b| containerd::options::RuncOptions::from_json(&b).ok())
+                .unwrap_or_default(),
+        ),
+    };
     containerd::shim_loop::run(flags, listener, Some(socket_path), options)
         .map_err(MainError::Serve)
 }

@@ -30,7 +30,9 @@ Usage: tests/scripts/bench.py [--iterations N] [--containers 1,30[,100]] [--outp
                               [--only PHASES] [--baseline OLD_TETHER] [SHIM_BINARY]
 Environment: BENCH_ITERATIONS (30), BENCH_CONTAINERS ("1,30"), BENCH_OUTPUT
 (<repo>/bench-results.json), BENCH_WARMUP (3), BENCH_THROUGHPUT_RUNS (3),
-BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH), BENCH_SPOOL_MIB (256),
+BENCH_GO_SHIM (containerd-shim-runc-v2 found on PATH; another tether binary works too: it
+then runs as io.containerd.runc.v2, which changes nothing in a shim, for before/after
+figures of every phase), BENCH_SPOOL_MIB (256),
 BENCH_TETHER_BASELINE (none), BENCH_BASELINE_ROUNDS (9), BENCH_BULK (30),
 BENCH_BULK_ROUNDS (3), BENCH_ONLY (every phase: sizes, run_to_exit, lifecycle, bulk,
 throughput, tty, spool, baseline, memory, pods, upgrade).

@@ -13,14 +13,21 @@ use crate::containerd::options::{decode_options, OptionsError, RuncOptions};
 use crate::containerd::runtime_root;
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Environment variable that marks the re-executed server (the listener is its stdin).
 pub const LISTENER_ON_STDIN: &str = "TETHER_LISTENER_ON_STDIN";
+
+/// Environment variable that carries the runtime options `start` was given to the server
+/// it spawns ([`RuncOptions::to_json`]); the server takes it out of its environment before
+/// it starts anything.
+pub const START_OPTIONS_ENV: &str = "TETHER_START_OPTIONS";
 
 /// Where the server finds containerd's ttrpc address (containerd sets it for every shim).
 pub const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
@@ -209,6 +216,11 @@ fn options_from_extensions(extensions: &[Any]) -> Result<RuncOptions, BootstrapE
 /// `start`: reuse the running shim of the container's group, or spawn a new one; print
 /// its address on stdout (a `BootstrapResult` to containerd 2.3+). Writes nothing to stderr
 /// unless it fails: containerd reads stdout and stderr together.
+///
+/// containerd waits for this process to exit before it sends its first call: a new shim's
+/// `start` writes only what must be there before the answer, `shim.pid` and `address`
+/// (so that a full disk fails here, with no server left). The runtime options reach the
+/// server in its environment ([`START_OPTIONS_ENV`]); `options.json` is Create's to write.
 pub fn start(flags: &Flags) -> Result<(), BootstrapError> {
     let bundle_dir = bundle_dir(flags)?;
     let mut raw = Vec::new();
@@ -228,10 +240,8 @@ pub fn start(flags: &Flags) -> Result<(), BootstrapError> {
         return print_reply(&config.reply(&uri));
     }
     let listener = address::bind_socket(&socket)?;
-    // Best effort: `delete` falls back to the defaults without it.
-    let _ = config.options.write_json(&bundle_dir.join("options.json"));
-    // The server removes its socket at exit: tell it where it is (the group's path, which
-    // its own id would not give).
+    // The server removes its socket at exit and writes it into the bundle's `address`:
+    // tell it where it is (the group's path, which its own id would not give).
     let mut server_flags = config.flags.clone();
     server_flags.socket = Some(uri.clone());
     match spawn_server(
@@ -316,6 +326,7 @@ fn spawn_server(
         .args(flags.to_server_args())
         .current_dir(bundle_dir)
         .env(LISTENER_ON_STDIN, "1")
+        .env(START_OPTIONS_ENV, OsStr::from_bytes(&opts.to_json()))
         .stdin(Stdio::from(listener_fd))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -355,16 +366,46 @@ fn adjust_oom_score(pid: i32) -> std::io::Result<()> {
     std::fs::write(format!("/proc/{pid}/oom_score_adj"), ours.to_string())
 }
 
-/// The server's side of the handoff: the listener `start` left on stdin. Stdin is then
-/// pointed at /dev/null so nothing we spawn inherits the socket.
-pub fn take_listener() -> Result<UnixListener, BootstrapError> {
+/// What `start` hands the server it spawned: the listening socket and the runtime options.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The ttrpc socket, bound and listening (containerd may already have connected).
+    pub listener: UnixListener,
+    /// The runtime options `start` was given (the defaults when none came).
+    pub options: RuncOptions,
+}
+
+/// The server's side of the handoff, when `start` spawned it (else `Ok(None)`): takes the
+/// listener `start` left on stdin (stdin is then pointed at /dev/null, so nothing we spawn
+/// inherits the socket) and the runtime options from the environment (taken out of it, so
+/// runc does not inherit them either). Call it before any thread starts.
+///
+/// Errors: no listener on stdin, or `/dev/null` missing. Options that do not parse (never
+/// from our own `start`) are logged and the defaults taken.
+pub fn take_handoff() -> Result<Option<Handoff>, BootstrapError> {
+    if std::env::var_os(LISTENER_ON_STDIN).is_none() {
+        return Ok(None);
+    }
+    std::env::remove_var(LISTENER_ON_STDIN);
+    let options = std::env::var_os(START_OPTIONS_ENV)
+        .map(|json| {
+            RuncOptions::from_json(json.as_bytes()).unwrap_or_else(|e| {
+                log::warn!("runtime options from start: {e}; using the defaults");
+                RuncOptions::default()
+            })
+        })
+        .unwrap_or_default();
+    std::env::remove_var(START_OPTIONS_ENV);
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .map_err(BootstrapError::ListenerOnStdin)?;
     let devnull = std::fs::File::open("/dev/null").map_err(BootstrapError::DevNull)?;
     nix::unistd::dup2(devnull.as_raw_fd(), 0).map_err(BootstrapError::RedirectStdin)?;
-    Ok(UnixListener::from(fd))
+    Ok(Some(Handoff {
+        listener: UnixListener::from(fd),
+        options,
+    }))
 }
 
 /// Moves `pid` into the cgroup at `path` (relative to each hierarchy's root) in every

@@ -106,7 +106,8 @@ impl Shim {
             .min()
     }
 
-    /// Reports exits now: the exit file, TaskExit, then the answers to parked Waits.
+    /// Reports exits now: TaskExit, then the answers to parked Waits; the exit file once
+    /// the loop has written them (`Shim::write_exit_records`).
     pub fn deliver(&mut self, keys: Vec<ProcKey>) {
         for key in keys {
             let Some(e) = self.table.exited(key) else {
@@ -121,7 +122,13 @@ impl Shim {
             );
             if e.exec_id.is_empty() {
                 if let Ok(c) = self.table.container(&e.container_id) {
-                    crate::containerd::exit_status::record(&c.bundle, e.pid, &e.record);
+                    let bundle = c.bundle.clone();
+                    self.exit_records
+                        .push(crate::containerd::shim::ExitToRecord {
+                            bundle,
+                            pid: e.pid,
+                            record: e.record,
+                        });
                 }
             }
             self.events.exit(&e);

@@ -100,6 +100,17 @@ pub struct Shim {
     pub gone: Vec<GatedCall>,
     /// When containerd asked the shim to shut down (it exits once nothing is in flight).
     pub shutdown_requested: Option<Instant>,
+    /// Inits' exits reported in this turn of the loop, to record in their bundles'
+    /// `exit.json` once the turn's answers are written (`write_exit_records`).
+    pub exit_records: Vec<ExitToRecord>,
+}
+
+/// An init's exit for its bundle's `exit.json` (`exit_status::record`).
+#[derive(Debug)]
+pub struct ExitToRecord {
+    pub bundle: std::path::PathBuf,
+    pub pid: i32,
+    pub record: fifo::ExitRecord,
 }
 
 impl Shim {
@@ -118,6 +129,17 @@ impl Shim {
             answers: Vec::new(),
             gone: Vec::new(),
             shutdown_requested: None,
+            exit_records: Vec::new(),
+        }
+    }
+
+    /// Records the exits reported since the last call in their bundles' `exit.json`, for
+    /// `delete` after a shim crash. The loop calls it right after writing a turn's answers:
+    /// the file is for a shim that died, so the Waits and the TaskExit it follows need not
+    /// wait for the file system (a file made and renamed, ~0.5 ms on ext4).
+    pub fn write_exit_records(&mut self) {
+        for e in std::mem::take(&mut self.exit_records) {
+            crate::containerd::exit_status::record(&e.bundle, e.pid, &e.record);
         }
     }
 

@@ -123,14 +123,19 @@ impl WorkerPool {
         self.shared.ready.notify_one();
     }
 
+    /// Starts a worker, counted idle from now: a thread still on its way to its first
+    /// wait takes the next job as soon as it gets there, so work submitted meanwhile (the
+    /// first Create, right after the shim's start) starts no second thread.
     fn spawn(&self, permanent: bool) -> io::Result<()> {
         let shared = self.shared.clone();
         let n = shared.threads.fetch_add(1, Ordering::SeqCst);
+        shared.idle.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(format!("tether-worker-{n}"))
             .stack_size(WORKER_STACK)
             .spawn(move || work(&shared, permanent));
         if spawned.is_err() {
+            self.shared.idle.fetch_sub(1, Ordering::SeqCst);
             self.shared.threads.fetch_sub(1, Ordering::SeqCst);
         }
         spawned.map(|_| ())
@@ -145,25 +150,27 @@ impl std::fmt::Debug for Work {
     }
 }
 
+/// A worker's life. It is counted in `idle` (by `spawn`) whenever it runs no job: it
+/// leaves the count, under the queue's lock, as it takes a job or exits.
 fn work(shared: &Shared, permanent: bool) {
     loop {
         let work = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
+            let taken = loop {
                 if let Some(w) = queue.pop_front() {
                     break Some(w);
                 }
-                shared.idle.fetch_add(1, Ordering::SeqCst);
                 let (q, timeout) = shared
                     .ready
                     .wait_timeout(queue, IDLE_EXIT)
                     .unwrap_or_else(|p| p.into_inner());
-                shared.idle.fetch_sub(1, Ordering::SeqCst);
                 queue = q;
                 if timeout.timed_out() && !permanent && queue.is_empty() {
                     break None;
                 }
-            }
+            };
+            shared.idle.fetch_sub(1, Ordering::SeqCst);
+            taken
         };
         let Some(Work { call, gate, job }) = work else {
             shared.threads.fetch_sub(1, Ordering::SeqCst);
@@ -175,5 +182,84 @@ fn work(shared: &Shared, permanent: bool) {
             gate,
             outcome,
         });
+        shared.idle.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd::errors::RpcResult;
+    use std::time::Instant;
+
+    fn paused(id: &str) -> Outcome {
+        let result: RpcResult<()> = Ok(());
+        Outcome::Paused {
+            id: id.into(),
+            result,
+        }
+    }
+
+    fn work(id: &'static str) -> Work {
+        Work {
+            call: CallRef {
+                conn: 0,
+                stream: 1,
+                deadline: None,
+                method: "Pause",
+                counted: true,
+            },
+            gate: None,
+            job: Box::new(move || paused(id)),
+        }
+    }
+
+    fn wait_done(completions: &Completions, n: usize) -> Vec<Done> {
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut done = Vec::new();
+        while done.len() < n {
+            assert!(Instant::now() < until, "the work was not done");
+            done.extend(completions.take());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done
+    }
+
+    #[test]
+    fn work_submitted_as_the_pool_starts_takes_no_second_thread() {
+        // The shim's first Create comes right after its start, often before the permanent
+        // worker has reached its first wait: it used to count as busy then, and a second
+        // thread was started on the first call's path.
+        for _ in 0..20 {
+            let completions = Arc::new(Completions::new(Waker::new().unwrap()));
+            let pool = WorkerPool::start(completions.clone()).unwrap();
+            pool.submit(work("first"));
+            wait_done(&completions, 1);
+            assert_eq!(pool.shared.threads.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[test]
+    fn work_submitted_while_every_worker_is_busy_starts_another() {
+        let completions = Arc::new(Completions::new(Waker::new().unwrap()));
+        let pool = WorkerPool::start(completions.clone()).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        pool.submit(Work {
+            job: Box::new(move || {
+                started.send(()).unwrap();
+                let _ = held.recv();
+                paused("blocked")
+            }),
+            ..work("blocked")
+        });
+        running.recv().unwrap();
+        pool.submit(work("second"));
+        // The second is done while the first still holds the only other worker.
+        let done = wait_done(&completions, 1);
+        assert!(matches!(&done[0].outcome, Outcome::Paused { id, .. } if id == "second"));
+        assert_eq!(pool.shared.threads.load(Ordering::SeqCst), 2);
+        release.send(()).unwrap();
+        wait_done(&completions, 1);
     }
 }

@@ -326,7 +326,9 @@ impl CreateJob {
             }
             opts = opts.merged_with(&task_opts);
         }
-        let _ = opts.write_json(&bundle.join("options.json"));
+        if let Err(e) = opts.record_in_bundle(&bundle) {
+            log::warn!("options.json: {e}");
+        }
         let mounted = RootfsMount::mount(&r.rootfs, &bundle.join("rootfs"))?;
         let spool = crate::containerd::spool_setting::for_container(
             &spec.annotations,

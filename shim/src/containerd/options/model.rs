@@ -93,6 +93,22 @@ impl RuncOptions {
         file.write_all(&self.to_json())
     }
 
+    /// Records these options in `bundle`'s `options.json` for `delete` (which finds the
+    /// runtime and its root by it after the shim died): written when they differ from the
+    /// defaults; for the defaults, which `delete` takes when the file is missing, a file
+    /// left there is removed instead, sparing the file system one file per container
+    /// (`ctr`'s tasks, most often, carry no options).
+    pub fn record_in_bundle(&self, bundle: &Path) -> std::io::Result<()> {
+        let path = bundle.join("options.json");
+        if *self != RuncOptions::default() {
+            return self.write_json(&path);
+        }
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Layers task-level options over these container-level (start-time)
     /// ones: every non-empty string, `true` flag or non-zero id in `task`
     /// wins; everything else keeps the value from `self`. A flag cannot be

@@ -612,3 +612,24 @@ fn options_json_is_written_for_root_only() {
         opts
     );
 }
+
+#[test]
+fn default_options_leave_no_options_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("options.json");
+    // The defaults write nothing: `delete` takes them when the file is missing.
+    RuncOptions::default().record_in_bundle(dir.path()).unwrap();
+    assert!(!path.exists());
+    let crun = RuncOptions {
+        binary_name: "crun".into(),
+        ..RuncOptions::default()
+    };
+    crun.record_in_bundle(dir.path()).unwrap();
+    assert_eq!(
+        RuncOptions::from_json(&std::fs::read(&path).unwrap()).unwrap(),
+        crun
+    );
+    // A file a previous task left goes when the options are the defaults again.
+    RuncOptions::default().record_in_bundle(dir.path()).unwrap();
+    assert!(!path.exists());
+}

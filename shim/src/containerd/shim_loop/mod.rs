@@ -224,6 +224,7 @@ impl EventLoop {
         self.progress_deletes(now);
         self.run_turns(now);
         self.write_answers();
+        self.shim.write_exit_records();
         self.progress_upgrade(now);
         self.resume_reading();
     }
@@ -308,6 +309,7 @@ impl EventLoop {
     fn finish(&mut self) {
         self.shim.deliver_all();
         self.write_answers();
+        self.shim.write_exit_records();
         let deadline = Instant::now() + Duration::from_secs(2);
         for conn in self.conns.values_mut() {
             while let Ok(true) = conn.flush() {
