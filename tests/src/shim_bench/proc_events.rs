@@ -30,6 +30,11 @@ const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// `NLMSG_DONE`: the type of the one message a listener sends.
+const NLMSG_DONE: u16 = 3;
+/// `sizeof(c_int)`, `sizeof(struct sockaddr_nl)` as the kernel takes them.
+const INT_LEN: libc::socklen_t = 4;
+const SOCKADDR_NL_LEN: libc::socklen_t = 12;
 /// `struct nlmsghdr` (16) + `struct cn_msg` (20): where `struct proc_event` starts.
 const EVENT_OFFSET: usize = 36;
 
@@ -83,19 +88,19 @@ impl ProcEvents {
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                INT_LEN,
             );
         }
         // SAFETY: a zeroed sockaddr_nl is valid; the fields set below are plain integers.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
         addr.nl_groups = CN_IDX_PROC;
         // SAFETY: bind with a pointer to a live sockaddr_nl and its size.
         let rc = unsafe {
             libc::bind(
                 sock.as_raw_fd(),
                 (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                SOCKADDR_NL_LEN,
             )
         };
         if rc < 0 {
@@ -104,7 +109,7 @@ impl ProcEvents {
         // nlmsghdr + cn_msg + the op: PROC_CN_MCAST_LISTEN.
         let mut msg = Vec::with_capacity(40);
         msg.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
-        msg.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes()); // nlmsg_type
+        msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes()); // nlmsg_type
         msg.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
         msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
         msg.extend_from_slice(&std::process::id().to_ne_bytes()); // nlmsg_pid
@@ -251,6 +256,16 @@ fn parse(msg: &[u8]) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernels_sizes_are_the_ones_written_down() {
+        assert_eq!(INT_LEN as usize, std::mem::size_of::<libc::c_int>());
+        assert_eq!(
+            SOCKADDR_NL_LEN as usize,
+            std::mem::size_of::<libc::sockaddr_nl>()
+        );
+        assert_eq!(i32::from(NLMSG_DONE), libc::NLMSG_DONE);
+    }
 
     #[test]
     fn a_childs_exec_and_exit_are_seen_in_order() {
