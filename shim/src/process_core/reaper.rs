@@ -15,13 +15,14 @@ use nix::unistd::Pid;
 use runc_wrapper::{ProcessMonitor, RuntimeChild, RuntimeCommand};
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often `wait_until` looks for its child itself between the reaper's notifications
-/// (which never come where no reaper loop runs).
+/// (which never come where no reaper loop runs), when it has no pidfd of the child.
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
 /// A child that exited and is not a runc invocation.
@@ -47,6 +48,11 @@ struct RuncChildren {
     running: HashSet<i32>,
     /// Their statuses, when the reaper got there first.
     done: HashMap<i32, i32>,
+    /// A pidfd of each, opened at its spawn (none where the kernel has no `pidfd_open`):
+    /// `wait_until` sleeps on it, so the kernel wakes the waiting thread at runc's exit
+    /// rather than the reaper after its own wake-up. Taken out by the one thread that
+    /// waits for that child while it waits, put back if it is still running.
+    pidfds: HashMap<i32, OwnedFd>,
 }
 
 #[derive(Debug, Default)]
@@ -202,6 +208,10 @@ impl ProcessMonitor for RuncMonitor {
         let mut children = self.shared.lock();
         let child = cmd.spawn()?;
         children.running.insert(child.pid());
+        // Not reaped yet (that takes this lock): the pid is still the child's.
+        if let Ok(fd) = crate::process_core::pidfd::open(child.pid()) {
+            children.pidfds.insert(child.pid(), fd);
+        }
         Ok(child)
     }
 
@@ -221,6 +231,7 @@ impl ProcessMonitor for RuncMonitor {
             }
         };
         let mut children = self.shared.lock();
+        children.pidfds.remove(&pid);
         if let Some(raw) = direct {
             children.running.remove(&pid);
             children.done.remove(&pid);
@@ -250,8 +261,10 @@ impl ProcessMonitor for RuncMonitor {
         deadline: Instant,
     ) -> io::Result<Option<ExitStatus>> {
         let pid = child.pid();
+        let pidfd = self.shared.lock().pidfds.remove(&pid);
         loop {
-            // Reaped here, or by the reaper (ECHILD), which then files the status in `done`.
+            // Reaped here, or by the reaper (ECHILD), which then files the status in `done`
+            // under the lock taken below (so it is there once that lock is ours).
             let direct = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(_, code)) => Some((code & 0xff) << 8),
                 Ok(WaitStatus::Signaled(_, sig, core)) => {
@@ -273,14 +286,42 @@ impl ProcessMonitor for RuncMonitor {
             }
             let now = Instant::now();
             if now >= deadline {
+                // Still running: its `wait` comes next (after a kill), or another
+                // `wait_until`, which sleeps on the pidfd again.
+                if let Some(fd) = pidfd {
+                    children.pidfds.insert(pid, fd);
+                }
                 return Ok(None);
             }
-            let pause = (deadline - now).min(WAIT_POLL);
-            let _ = self
-                .shared
-                .reaped
-                .wait_timeout(children, pause)
-                .unwrap_or_else(|p| p.into_inner());
+            match &pidfd {
+                // Readable once runc has exited: the kernel wakes this thread itself,
+                // whoever reaps runc.
+                Some(fd) => {
+                    drop(children);
+                    // Rounded up: a timeout of 0 would spin through the last millisecond.
+                    let left = (deadline - now).as_micros().div_ceil(1000);
+                    let timeout = i32::try_from(left)
+                        .ok()
+                        .and_then(|ms| nix::poll::PollTimeout::try_from(ms).ok())
+                        .unwrap_or(nix::poll::PollTimeout::MAX);
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    match nix::poll::poll(&mut fds, timeout) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    let pause = (deadline - now).min(WAIT_POLL);
+                    let _ = self
+                        .shared
+                        .reaped
+                        .wait_timeout(children, pause)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
         }
     }
 }

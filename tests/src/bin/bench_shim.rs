@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use tether_tests::shim_bench::clock;
 use tether_tests::shim_bench::fake_events::FakeEvents;
 use tether_tests::shim_bench::lifecycle::Bench;
+use tether_tests::shim_bench::proc_events::ProcEvents;
 use tether_tests::shim_bench::report::{self, ShimRuns};
-use tether_tests::shim_bench::runc_log::{self, RuncTimer};
+use tether_tests::shim_bench::runc_log::RuncTimer;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -109,8 +110,11 @@ fn main() {
     let real_runc = tether_tests::require::tool("runc", "runc");
     let mut timer =
         RuncTimer::install(dir.path(), &timer_bin, &real_runc).expect("install runc-timer");
-    let timer_overhead_ns =
-        runc_log::calibrate(dir.path(), &timer_bin, 30).expect("calibrate runc-timer");
+    // runc's part of each call: from the exec of what the shim spawned to its exit.
+    let proc_events = ProcEvents::listen().unwrap_or_else(|e| {
+        eprintln!("bench-shim: the kernel's process events (proc connector, root): {e}");
+        std::process::exit(2);
+    });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
     let floor_ns = round_trip_floor(&events, 50);
     let machine = machine();
@@ -122,8 +126,7 @@ fn main() {
         floor_ns as f64 / 1e6
     );
     println!(
-        "runc-timer adds {:.2} ms to each runc run (its exec and exit; counted as runc's below)",
-        timer_overhead_ns as f64 / 1e6
+        "runc's part of a call: from the execve of the runtime the shim spawned (runc-timer, then runc) to its exit, as the kernel stamped them; the rest is the shim's"
     );
     let mut runs = [
         ShimRuns {
@@ -143,7 +146,7 @@ fn main() {
         timer: &mut timer,
         events: &events,
         execs,
-        timer_overhead_ns,
+        proc_events: &proc_events,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -163,13 +166,24 @@ fn main() {
     eprintln!();
     let [a, b] = &runs;
     print!("{}", report::table(a, b));
+    let unmatched: u64 = runs
+        .iter()
+        .flat_map(|r| r.lifecycles.iter())
+        .map(|l| l.runs_without_kernel_span)
+        .sum();
+    if unmatched > 0 || proc_events.lost_any() {
+        println!(
+            "warning: {unmatched} runc runs without the kernel's exec/exit (events lost: {}); their span is the timer's own",
+            proc_events.lost_any()
+        );
+    }
     let after = machine.clone();
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at the end: {}", load_after.trim());
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "load_end": load_after.trim(), "timer_overhead_ns": timer_overhead_ns, "round_trip_floor_ns": floor_ns }),
+            json!({ "start": after, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),

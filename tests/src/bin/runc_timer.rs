@@ -4,10 +4,11 @@
 //!
 //! It is started under a name of the bench's choosing (a symlink); next to that name,
 //! `<name>.conf` holds two lines: the real runc, and the log to append to. Each run appends
-//! one line, `verb start_ns end_ns runc_cpu_ns self_cpu_ns`: the verb (runc's first
+//! one line, `verb start_ns end_ns runc_cpu_ns self_cpu_ns pid`: the verb (runc's first
 //! non-option argument), CLOCK_MONOTONIC when the wrapper starts and just after the real
-//! runc has been reaped, the CPU time of runc and everything it waited for, and this
-//! wrapper's own CPU time. The exit status is runc's (128 + the signal when it was killed).
+//! runc has been reaped, the CPU time of runc and everything it waited for, this
+//! wrapper's own CPU time, and its pid (the process the shim spawned: the bench takes
+//! its exec and exit from the kernel, `shim_bench::proc_events`). The exit status is runc's (128 + the signal when it was killed).
 //! Every descriptor the shim handed down (a console socket, stdio) reaches runc as it was.
 #![deny(unsafe_code)]
 
@@ -74,7 +75,8 @@ fn main() -> ExitCode {
     };
     let runc_cpu = cpu_ns(UsageWho::RUSAGE_CHILDREN);
     let self_cpu = cpu_ns(UsageWho::RUSAGE_SELF);
-    let line = format!("{verb} {start} {end} {runc_cpu} {self_cpu}\n");
+    let pid = std::process::id();
+    let line = format!("{verb} {start} {end} {runc_cpu} {self_cpu} {pid}\n");
     // One short write to an O_APPEND file: lines of concurrent runs never interleave.
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .append(true)

@@ -3,6 +3,7 @@
 
 use super::clock::{now_ns, threads_cpu_ns};
 use super::fake_events::FakeEvents;
+use super::proc_events::ProcEvents;
 use super::runc_log::{runc_within, RuncTimer};
 use crate::direct_shim::{ctx, DirectShim};
 use containerd_shim_protos::api;
@@ -58,6 +59,9 @@ pub struct LifecycleSample {
     pub runc_cpu_ns: u64,
     /// Events the shim published.
     pub events: u64,
+    /// runc runs whose exec and exit the kernel's process events did not give (their
+    /// span is the timer's own then; 0 unless events were lost).
+    pub runs_without_kernel_span: u64,
 }
 
 /// What a lifecycle needs: the shim binary, runc behind its timer, the events service.
@@ -68,9 +72,14 @@ pub struct Bench<'a> {
     pub events: &'a FakeEvents,
     /// Execs per lifecycle.
     pub execs: usize,
-    /// What the timer adds to each runc run ([`super::runc_log::calibrate`]), in ns.
-    pub timer_overhead_ns: u64,
+    /// The kernel's process events: when each runtime the shims spawned was exec'd and
+    /// when it exited (runc's part of a call).
+    pub proc_events: &'a ProcEvents,
 }
+
+/// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
+/// over (it was queued before the shim could reap the runtime).
+const EXIT_EVENT_WAIT: Duration = Duration::from_secs(2);
 
 /// A call's timeout: a lifecycle that hangs fails the bench instead.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -222,7 +231,17 @@ impl Bench<'_> {
         });
         drop(shim);
 
-        let runs = self.timer.take_new();
+        let mut runs = self.timer.take_new();
+        for run in &mut runs {
+            run.lived = self
+                .proc_events
+                .exited(run.pid, EXIT_EVENT_WAIT)
+                .and_then(|t| Some((t.exec_ns?, t.exit_ns?)))
+                // The pid's last exec is the timer's (runc runs under a pid of its own).
+                .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
+        }
+        out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
+        self.proc_events.forget_before(t0);
         let (delete_from, delete_to) = spans
             .last()
             .map(|&(_, from, to)| (from, to))
@@ -243,7 +262,7 @@ impl Bench<'_> {
             .map(|(call, from, to)| CallSample {
                 call,
                 latency_ns: to.saturating_sub(from),
-                runc_ns: runc_within(&runs, from, to, self.timer_overhead_ns),
+                runc_ns: runc_within(&runs, from, to),
             })
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);

@@ -5,8 +5,9 @@
 //! on the same busybox bundle and the same runc, in interleaved rounds.
 //!
 //! For each call it keeps the latency, the time runc itself took inside it (every runc
-//! goes through `runc-timer`, named as the task's `BinaryName`, which logs each run) and
-//! so the shim's own share (latency − runc); and the shim's own CPU time (its threads'
+//! goes through `runc-timer`, named as the task's `BinaryName`, which logs each run with
+//! its pid; the kernel's process events ([`proc_events`]) say when that process was
+//! exec'd and when it exited) and so the shim's own share (latency − runc); and the shim's own CPU time (its threads'
 //! `schedstat`, children excluded) per container lifecycle and per exec. Events go to a
 //! stand-in for containerd's ttrpc events service ([`fake_events`]), which answers them
 //! all.
@@ -14,5 +15,6 @@
 pub mod clock;
 pub mod fake_events;
 pub mod lifecycle;
+pub mod proc_events;
 pub mod report;
 pub mod runc_log;

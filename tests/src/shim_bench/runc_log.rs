@@ -17,10 +17,15 @@ pub struct RuncRun {
     pub cpu_ns: u64,
     /// The wrapper's own CPU time (ns).
     pub wrapper_cpu_ns: u64,
+    /// The wrapper's pid: the process the shim spawned as its runtime.
+    pub pid: i32,
+    /// The kernel's `execve` and exit of that process (ns, CLOCK_MONOTONIC), once the
+    /// bench has looked them up ([`super::proc_events`]): the span the runtime existed.
+    pub lived: Option<(u64, u64)>,
 }
 
 impl RuncRun {
-    /// Parses one log line (`verb start end cpu wrapper_cpu`); `None` if malformed.
+    /// Parses one log line (`verb start end cpu wrapper_cpu pid`); `None` if malformed.
     pub fn parse(line: &str) -> Option<Self> {
         let mut f = line.split_whitespace();
         let verb = f.next()?.to_string();
@@ -31,12 +36,22 @@ impl RuncRun {
             end_ns: num()?,
             cpu_ns: num()?,
             wrapper_cpu_ns: num()?,
+            pid: i32::try_from(num()?).ok()?,
+            lived: None,
         })
+    }
+
+    /// The span runc's part of a call is taken from: from the `execve` of the process the
+    /// shim spawned to its exit, as the kernel stamped them; the timer's own logged span
+    /// when the kernel's is not known.
+    pub fn span(&self) -> (u64, u64) {
+        self.lived.unwrap_or((self.start_ns, self.end_ns))
     }
 
     /// How much of `[from, to]` this run covered (ns).
     pub fn overlap(&self, from: u64, to: u64) -> u64 {
-        self.end_ns.min(to).saturating_sub(self.start_ns.max(from))
+        let (start, end) = self.span();
+        end.min(to).saturating_sub(start.max(from))
     }
 }
 
@@ -84,39 +99,12 @@ impl RuncTimer {
     }
 }
 
-/// The time runc ran within `[from, to]`, over all of `runs`, with `overhead` (what the
-/// timer itself adds to each run, [`calibrate`]) for each run that falls in it (ns).
-pub fn runc_within(runs: &[RuncRun], from: u64, to: u64, overhead: u64) -> u64 {
+/// The time runc ran within `[from, to]`, over all of `runs` (ns).
+pub fn runc_within(runs: &[RuncRun], from: u64, to: u64) -> u64 {
     runs.iter()
         .map(|r| r.overlap(from, to))
-        .filter(|&t| t > 0)
-        .map(|t| t + overhead)
         .sum::<u64>()
         .min(to.saturating_sub(from))
-}
-
-/// What running runc through `timer` adds to each run, outside the span it logs: its own
-/// exec and start-up, and its exit (ns, the median of `runs` runs of a timer whose "runc"
-/// is `/bin/true`). A shim's own share subtracts it, as it would not be there without
-/// the timer.
-pub fn calibrate(dir: &Path, timer: &Path, runs: usize) -> io::Result<u64> {
-    let dir = dir.join("calibrate");
-    fs::create_dir_all(&dir)?;
-    let real = crate::require::tool("true", "coreutils");
-    let mut calib = RuncTimer::install(&dir, timer, &real)?;
-    let mut extra = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let from = super::clock::now_ns();
-        std::process::Command::new(calib.path())
-            .args(["--root", "/nonexistent", "state", "x"])
-            .status()?;
-        let to = super::clock::now_ns();
-        if let Some(run) = calib.take_new().first() {
-            let span = run.end_ns.saturating_sub(run.start_ns);
-            extra.push(to.saturating_sub(from).saturating_sub(span));
-        }
-    }
-    Ok(super::report::quantile(&extra, 50))
 }
 
 #[cfg(test)]
@@ -125,11 +113,15 @@ mod tests {
 
     #[test]
     fn a_line_parses_and_overlaps_clip() {
-        let r = RuncRun::parse("exec 100 200 50 7").expect("parses");
-        assert_eq!(r.verb, "exec");
+        let mut r = RuncRun::parse("exec 100 200 50 7 42").expect("parses");
+        assert_eq!((r.verb.as_str(), r.pid), ("exec", 42));
         assert_eq!(r.overlap(0, 1000), 100);
         assert_eq!(r.overlap(150, 1000), 50);
         assert_eq!(r.overlap(300, 400), 0);
-        assert_eq!(RuncRun::parse("exec 1 2"), None);
+        // The kernel's span, once known, is the one taken.
+        r.lived = Some((90, 230));
+        assert_eq!(r.overlap(0, 1000), 140);
+        assert_eq!(runc_within(&[r.clone(), r], 0, 200), 200);
+        assert_eq!(RuncRun::parse("exec 1 2 3 4"), None);
     }
 }

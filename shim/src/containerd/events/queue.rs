@@ -36,6 +36,10 @@ pub struct State {
     /// Stopping to hand the queue to another image (a live upgrade): the thread puts the
     /// event it holds back at the front, and nothing is dropped.
     pub handing_over: bool,
+    /// The thread sleeps in [`Queue::take`] for an event: only then does a push wake it
+    /// (a wake-up costs a syscall even with nobody waiting, and each event is pushed by
+    /// the loop while the thread is usually busy with the one before).
+    taker_waiting: bool,
     /// Duplicate of the thread's live socket so `close` can shut it down and
     /// interrupt blocking I/O instead of waiting out the I/O timeout.
     active: Option<UnixStream>,
@@ -56,8 +60,10 @@ pub enum Pushed {
 #[derive(Debug)]
 pub struct Queue {
     state: Mutex<State>,
-    /// Signalled on every state change; the thread and closers all wait on it
-    /// (always `notify_all`, there are only ever a couple of waiters).
+    /// Signalled on every state change someone may wait for (a push only while the
+    /// thread waits for one, a finished event only while closing); the thread and
+    /// closers all wait on it (always `notify_all`, there are only ever a couple of
+    /// waiters).
     changed: Condvar,
     capacity: usize,
 }
@@ -84,7 +90,8 @@ impl Queue {
     }
 
     /// Appends an event, dropping the oldest when full. Never blocks on I/O: the lock is
-    /// never held across I/O.
+    /// never held across I/O. Wakes the thread only if it sleeps for an event, and after
+    /// the lock is released (woken under it, the thread would only block on the lock).
     pub fn push(&self, item: Item) -> Pushed {
         let mut st = self.lock();
         if st.closing {
@@ -96,7 +103,11 @@ impl Queue {
             None
         };
         st.queue.push_back(item);
-        self.changed.notify_all();
+        let wake = st.taker_waiting;
+        drop(st);
+        if wake {
+            self.changed.notify_all();
+        }
         evicted.map_or(Pushed::Queued, Pushed::Evicted)
     }
 
@@ -121,14 +132,23 @@ impl Queue {
             if st.closing {
                 return None;
             }
+            st.taker_waiting = true;
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.taker_waiting = false;
         }
     }
 
-    /// The event taken last is done with (delivered or dropped).
+    /// The event taken last is done with (delivered or dropped). Only a closer waits for
+    /// that ([`Queue::drain_then_stop`], which sets `closing` first), so only then is
+    /// anyone woken.
     pub fn done(&self) {
-        self.lock().in_flight = false;
-        self.changed.notify_all();
+        let mut st = self.lock();
+        st.in_flight = false;
+        let closing = st.closing;
+        drop(st);
+        if closing {
+            self.changed.notify_all();
+        }
     }
 
     /// Whether the thread must stop now.

@@ -1,0 +1,289 @@
+//! The kernel's process events (the proc connector, `NETLINK_CONNECTOR` /
+//! `CN_IDX_PROC`): when each process was exec'd and when it exited, stamped by the kernel
+//! on CLOCK_MONOTONIC (`ktime_get_ns`, the bench's clock).
+//!
+//! The shim bench takes runc's part of a call from here: the span from the `execve` of
+//! the process a shim spawned as its runtime to that process's exit, both as the kernel
+//! saw them. Everything before the `execve` (the shim's fork or spawn, up to the moment
+//! its `vfork` parent is released) and after the exit (the SIGCHLD, the reap, the reply)
+//! is the shim's own; no calibration of the timer enters the figure, and what the timer
+//! adds (its exec of the real runc, its exit) lies inside the runtime's span, the same for
+//! both shims.
+//!
+//! Needs root (CAP_NET_ADMIN) and a kernel with `CONFIG_PROC_EVENTS`. One thread reads the
+//! socket and keeps, per pid, the last exec and exit seen (bounded: [`MAX_PIDS`]).
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Pids remembered at most; past it the oldest half is dropped (a lifecycle runs a few
+/// dozen runtimes; the whole machine's processes pass through here).
+pub const MAX_PIDS: usize = 1 << 16;
+
+const NETLINK_CONNECTOR: libc::c_int = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// `NLMSG_DONE`: the type of the one message a listener sends.
+const NLMSG_DONE: u16 = 3;
+/// `sizeof(c_int)`, `sizeof(struct sockaddr_nl)` as the kernel takes them.
+const INT_LEN: libc::socklen_t = 4;
+const SOCKADDR_NL_LEN: libc::socklen_t = 12;
+/// `struct nlmsghdr` (16) + `struct cn_msg` (20): where `struct proc_event` starts.
+const EVENT_OFFSET: usize = 36;
+
+/// What the kernel told of one pid (ns on CLOCK_MONOTONIC).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PidTimes {
+    /// Its last `execve`.
+    pub exec_ns: Option<u64>,
+    /// Its exit (of its thread-group leader).
+    pub exit_ns: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    pids: HashMap<i32, (u64, PidTimes)>,
+    /// Events read in all (an order for dropping the oldest).
+    count: u64,
+    /// Whether the socket overflowed at some point (events lost).
+    lost: bool,
+}
+
+/// The listener: a thread reading the proc connector for as long as this lives.
+#[derive(Debug)]
+pub struct ProcEvents {
+    seen: Arc<(Mutex<Seen>, Condvar)>,
+}
+
+impl ProcEvents {
+    /// Subscribes to the kernel's process events. Fails without root or without
+    /// `CONFIG_PROC_EVENTS`.
+    pub fn listen() -> io::Result<Self> {
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor just returned to us and owned by nothing else.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        // A whole machine's events arrive here: a large buffer keeps a busy second.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                INT_LEN,
+            );
+        }
+        // SAFETY: a zeroed sockaddr_nl is valid; the fields set below are plain integers.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
+        addr.nl_groups = CN_IDX_PROC;
+        // SAFETY: bind with a pointer to a live sockaddr_nl and its size.
+        let rc = unsafe {
+            libc::bind(
+                sock.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                SOCKADDR_NL_LEN,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // nlmsghdr + cn_msg + the op: PROC_CN_MCAST_LISTEN.
+        let mut msg = Vec::with_capacity(40);
+        msg.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+        msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes()); // nlmsg_type
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+        msg.extend_from_slice(&std::process::id().to_ne_bytes()); // nlmsg_pid
+        msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes()); // cn_msg.id.idx
+        msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes()); // cn_msg.id.val
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
+        msg.extend_from_slice(&4u16.to_ne_bytes()); // len
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+        msg.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+        // SAFETY: send of a live buffer of its own length.
+        let sent = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
+        let shared = Arc::clone(&seen);
+        std::thread::Builder::new()
+            .name("proc-events".into())
+            .spawn(move || read_events(&sock, &shared))?;
+        Ok(ProcEvents { seen })
+    }
+
+    /// What the kernel said of `pid` once its exit has been read, waiting up to `within`
+    /// for it (the exit is queued on the socket before its parent can reap it, so by the
+    /// time a shim answered the call, it is on its way here).
+    pub fn exited(&self, pid: i32, within: Duration) -> Option<PidTimes> {
+        let (lock, cv) = &*self.seen;
+        let until = Instant::now() + within;
+        let mut seen = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(&(_, t)) = seen.pids.get(&pid) {
+                if t.exit_ns.is_some() {
+                    return Some(t);
+                }
+            }
+            let left = until.checked_duration_since(Instant::now())?;
+            seen = cv
+                .wait_timeout(seen, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Forgets every pid whose exit came before `ns` (a lifecycle done with).
+    pub fn forget_before(&self, ns: u64) {
+        let mut seen = self.seen.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.pids
+            .retain(|_, (_, t)| t.exit_ns.is_none_or(|exit| exit >= ns));
+    }
+
+    /// Whether events were lost (the socket overflowed) since the listener started.
+    pub fn lost_any(&self) -> bool {
+        self.seen.0.lock().map(|s| s.lost).unwrap_or(true)
+    }
+}
+
+/// The listener thread: reads events until the process ends.
+fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: recv into a live buffer of its own length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => {
+                    if let Ok(mut s) = seen.0.lock() {
+                        s.lost = true;
+                    }
+                    continue;
+                }
+                _ => return,
+            }
+        }
+        let Ok(n) = usize::try_from(n) else { return };
+        let Some(event) = parse(&buf[..n]) else {
+            continue;
+        };
+        let (lock, cv) = seen;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.count += 1;
+        let count = s.count;
+        if s.pids.len() >= MAX_PIDS {
+            let keep_from = count.saturating_sub(MAX_PIDS as u64 / 2);
+            s.pids.retain(|_, (at, _)| *at >= keep_from);
+        }
+        let entry = s
+            .pids
+            .entry(event.pid)
+            .or_insert((count, PidTimes::default()));
+        entry.0 = count;
+        match event.kind {
+            Kind::Exec => {
+                // A new process under a recycled pid starts afresh.
+                entry.1 = PidTimes {
+                    exec_ns: Some(event.ns),
+                    exit_ns: None,
+                };
+            }
+            Kind::Exit => entry.1.exit_ns = Some(event.ns),
+        }
+        drop(s);
+        cv.notify_all();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exec,
+    Exit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Event {
+    kind: Kind,
+    pid: i32,
+    ns: u64,
+}
+
+/// One datagram's event, if it is an exec or the exit of a thread-group leader.
+fn parse(msg: &[u8]) -> Option<Event> {
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
+    let e = EVENT_OFFSET;
+    let what = u32_at(e)?;
+    let ns = u64::from_ne_bytes(msg.get(e + 8..e + 16)?.try_into().ok()?);
+    // event_data: process_pid, process_tgid, ...
+    let pid = i32::try_from(u32_at(e + 16)?).ok()?;
+    let tgid = i32::try_from(u32_at(e + 20)?).ok()?;
+    let kind = match what {
+        PROC_EVENT_EXEC => Kind::Exec,
+        // A thread's exit is not its process's.
+        PROC_EVENT_EXIT if pid == tgid => Kind::Exit,
+        _ => return None,
+    };
+    Some(Event {
+        kind,
+        pid: tgid,
+        ns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernels_sizes_are_the_ones_written_down() {
+        assert_eq!(INT_LEN as usize, std::mem::size_of::<libc::c_int>());
+        assert_eq!(
+            SOCKADDR_NL_LEN as usize,
+            std::mem::size_of::<libc::sockaddr_nl>()
+        );
+        assert_eq!(i32::from(NLMSG_DONE), libc::NLMSG_DONE);
+    }
+
+    #[test]
+    fn a_childs_exec_and_exit_are_seen_in_order() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let events = ProcEvents::listen().expect("proc connector");
+        let before = crate::shim_bench::clock::now_ns();
+        let mut child = std::process::Command::new("/bin/true")
+            .spawn()
+            .expect("spawn");
+        let pid = i32::try_from(child.id()).expect("pid");
+        child.wait().expect("wait");
+        let t = events
+            .exited(pid, Duration::from_secs(5))
+            .expect("its exit is seen");
+        let (exec, exit) = (t.exec_ns.expect("its exec"), t.exit_ns.expect("its exit"));
+        assert!(before <= exec && exec <= exit, "{before} {exec} {exit}");
+        assert!(exit <= crate::shim_bench::clock::now_ns());
+    }
+}
