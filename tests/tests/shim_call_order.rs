@@ -129,7 +129,7 @@ fn a_delete_waits_for_a_kill_in_flight() {
     let id = tether_tests::unique_id("order");
     let shim = DirectShim::start(&id, &["sleep", "600"]);
     let gate = RuncGate::write(shim.dir(), &["kill"], GateAt::AfterWork);
-    shim.create_and_start(&id, shim.options(gate.path()));
+    let pid = shim.create_and_start(&id, shim.options(gate.path()));
 
     let mut conn = RawConn::connect(&shim);
     let mut kill = api::KillRequest::new();
@@ -143,6 +143,14 @@ fn a_delete_waits_for_a_kill_in_flight() {
     conn.send(3, "Delete", &delete);
     // The loop has read the Delete, and answered neither call.
     probe(&mut conn, &id, 5, "while runc kill is held");
+    // The killed init gone (reaped by the shim) before runc kill returns, as it is when
+    // containerd force-deletes: on a loaded machine the kernel may still be tearing its
+    // pid namespace down when the gate opens, and a Delete of a live init is refused.
+    assert!(
+        eventually(Duration::from_secs(30), || reaped(pid)),
+        "the killed init was not reaped:\n{}",
+        shim.log()
+    );
     gate.open("kill");
     let (first, kill_reply) = conn.recv();
     let (second, delete_reply) = conn.recv();
