@@ -56,6 +56,12 @@ pub struct LifecycleSample {
     pub delete_cpu_ns: u64,
     /// runc's CPU time over the whole lifecycle (ns).
     pub runc_cpu_ns: u64,
+    /// The server's own CPU time per Stats call after the first (ns; the mean over
+    /// [`Bench::stats_again`] calls; none when 0): containerd 2.x's CRI asks every
+    /// container's Stats once a second.
+    pub stats_again_cpu_ns: Option<u64>,
+    /// The latency of each of those calls (ns).
+    pub stats_again_ns: Vec<u64>,
     /// Events the shim published.
     pub events: u64,
 }
@@ -68,6 +74,8 @@ pub struct Bench<'a> {
     pub events: &'a FakeEvents,
     /// Execs per lifecycle.
     pub execs: usize,
+    /// Stats calls after the first, per lifecycle.
+    pub stats_again: usize,
     /// What the timer adds to each runc run ([`super::runc_log::calibrate`]), in ns.
     pub timer_overhead_ns: u64,
 }
@@ -173,6 +181,18 @@ impl Bench<'_> {
                 .stats(ctx(), &stats)
                 .unwrap_or_else(|e| panic!("{}", why("Stats", &e)));
         });
+        if self.stats_again > 0 {
+            let before = threads_cpu_ns(pid).unwrap_or(0);
+            for _ in 0..self.stats_again {
+                let from = now_ns();
+                client
+                    .stats(ctx(), &stats)
+                    .unwrap_or_else(|e| panic!("{}", why("Stats (again)", &e)));
+                out.stats_again_ns.push(now_ns().saturating_sub(from));
+            }
+            let spent = threads_cpu_ns(pid).unwrap_or(0).saturating_sub(before);
+            out.stats_again_cpu_ns = Some(spent / self.stats_again as u64);
+        }
         let mut pids = api::PidsRequest::new();
         pids.id = id.into();
         timed(9, &mut || {
