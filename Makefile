@@ -226,7 +226,7 @@ bench: deps build
 ## bench-shim: tether vs containerd-shim-runc-v2, each driven directly over ttrpc as containerd
 ##        drives it, without containerd (root): per call latency, runc's part and the shim's
 ##        own share, the shims' own CPU per lifecycle and per exec (tests/src/shim_bench/).
-##        BENCH_SHIM_ROUNDS (20), BENCH_SHIM_EXECS (3), BENCH_SHIM_OUTPUT
+##        BENCH_SHIM_ROUNDS (20), BENCH_SHIM_EXECS (3), BENCH_SHIM_STATS (10), BENCH_SHIM_OUTPUT
 ##        (bench-results-shim.json), BENCH_GO_SHIM (/usr/bin/containerd-shim-runc-v2)
 bench-shim: deps build
 	$(CARGO) build --locked -p tether-tests --bins

@@ -7,7 +7,9 @@
 //!   until Delete, not from the dead pid;
 //! * a Kill of a process that has finished (kubelet's exec probes end that way) is a
 //!   client's expected outcome: a debug line, not an info line;
-//! * the log says the task API version containerd calls, not a fixed one.
+//! * the log says the task API version containerd calls, not a fixed one;
+//! * containerd 2.x's CRI asks every container's Stats once a second (issue 24): the
+//!   cgroup files stay open between two calls and are closed at Delete.
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
@@ -82,6 +84,95 @@ fn stats_of_an_exited_container_come_from_its_cgroup_until_delete() {
     shim.client().delete(ctx(), &delete).expect("Delete");
     let gone = shim.client().stats(ctx(), &stats);
     assert!(gone.is_err(), "Stats after Delete answered: {gone:?}");
+    shim.client()
+        .shutdown(ctx(), &api::ShutdownRequest::new())
+        .expect("Shutdown");
+    shim.assert_nothing_left();
+}
+
+/// The shim's descriptors open on cgroupfs files.
+fn cgroup_files_open(shim: &DirectShim) -> usize {
+    let pid = shim.shim_pid().expect("the shim's pid");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the shim's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with("/sys/fs/cgroup"))
+        .count()
+}
+
+/// The CPU usage a Stats answer gives, in ns, whichever hierarchy.
+fn cpu_usage_ns(stats: &api::StatsResponse) -> u64 {
+    match Hierarchy::current() {
+        Hierarchy::V1 => {
+            containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&stats.stats.value)
+                .expect("v1 Metrics")
+                .cpu
+                .usage
+                .total
+        }
+        Hierarchy::V2 => {
+            containerd_shim_protos::cgroups_v2::metrics::Metrics::parse_from_bytes(
+                &stats.stats.value,
+            )
+            .expect("v2 Metrics")
+            .cpu
+            .usage_usec
+                * 1000
+        }
+    }
+}
+
+/// containerd 2.x's CRI asks every container's Stats once a second: the shim keeps the
+/// cgroup files open from one call to the next (issue 24), and the values it reads
+/// through them still follow the container; Delete closes them.
+#[test]
+fn stats_called_again_follow_the_container_and_delete_closes_their_files() {
+    let id = tether_tests::unique_id("stk");
+    let shim = DirectShim::start(&id, &["sh", "-c", "while :; do :; done"]);
+    let runc = tether_tests::require::tool("runc", "runc");
+    shim.create_and_start(&id, shim.options(&runc));
+    assert_eq!(cgroup_files_open(&shim), 0, "files open before any Stats");
+    let mut stats = api::StatsRequest::new();
+    stats.id = id.clone();
+    let first = shim
+        .client()
+        .stats(ctx(), &stats)
+        .unwrap_or_else(|e| panic!("Stats: {e}\n{}", shim.log()));
+    let kept = cgroup_files_open(&shim);
+    assert!(kept > 0, "no cgroup file kept open after a Stats");
+    // The container spins: its CPU usage, read again through the same descriptors,
+    // grows (within seconds even on a loaded machine).
+    let before = cpu_usage_ns(&first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = shim
+            .client()
+            .stats(ctx(), &stats)
+            .unwrap_or_else(|e| panic!("Stats again: {e}\n{}", shim.log()));
+        if cpu_usage_ns(&again) > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CPU usage read again stayed at {before} ns for 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        cgroup_files_open(&shim),
+        kept,
+        "a second Stats opened more files"
+    );
+
+    shim.kill_and_wait(&id);
+    let mut delete = api::DeleteRequest::new();
+    delete.id = id.clone();
+    shim.client().delete(ctx(), &delete).expect("Delete");
+    assert_eq!(
+        cgroup_files_open(&shim),
+        0,
+        "cgroup files left open after Delete"
+    );
     shim.client()
         .shutdown(ctx(), &api::ShutdownRequest::new())
         .expect("Shutdown");

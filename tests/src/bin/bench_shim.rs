@@ -4,6 +4,8 @@
 //!
 //! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
 //! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
+//! `BENCH_SHIM_STATS` (Stats calls per lifecycle after the first, 10: containerd 2.x's CRI
+//! asks each container's once a second),
 //! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
 //! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
@@ -84,6 +86,7 @@ fn main() {
     let rounds = env_num("BENCH_SHIM_ROUNDS", 20);
     let warmup = env_num("BENCH_SHIM_WARMUP", 2);
     let execs = env_num("BENCH_SHIM_EXECS", 3);
+    let stats_again = env_num("BENCH_SHIM_STATS", 10);
     let only = std::env::var("BENCH_SHIM_ONLY").unwrap_or_default();
     let output = std::env::var("BENCH_SHIM_OUTPUT")
         .unwrap_or_else(|_| "bench-results-shim.json".to_string());
@@ -119,7 +122,7 @@ fn main() {
     let floor_ns = round_trip_floor(&events, 50);
     let machine = machine();
     println!(
-        "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs each; machine {machine}"
+        "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
     );
     println!(
         "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
@@ -147,6 +150,7 @@ fn main() {
         events: &events,
         execs,
         proc_events: &proc_events,
+        stats_again,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.

@@ -57,6 +57,12 @@ pub struct LifecycleSample {
     pub delete_cpu_ns: u64,
     /// runc's CPU time over the whole lifecycle (ns).
     pub runc_cpu_ns: u64,
+    /// The server's own CPU time per Stats call after the first (ns; the mean over
+    /// [`Bench::stats_again`] calls; none when 0): containerd 2.x's CRI asks every
+    /// container's Stats once a second.
+    pub stats_again_cpu_ns: Option<u64>,
+    /// The latency of each of those calls (ns).
+    pub stats_again_ns: Vec<u64>,
     /// Events the shim published.
     pub events: u64,
     /// runc runs whose exec and exit the kernel's process events did not give (their
@@ -75,6 +81,8 @@ pub struct Bench<'a> {
     /// The kernel's process events: when each runtime the shims spawned was exec'd and
     /// when it exited (runc's part of a call).
     pub proc_events: &'a ProcEvents,
+    /// Stats calls after the first, per lifecycle.
+    pub stats_again: usize,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -182,6 +190,18 @@ impl Bench<'_> {
                 .stats(ctx(), &stats)
                 .unwrap_or_else(|e| panic!("{}", why("Stats", &e)));
         });
+        if self.stats_again > 0 {
+            let before = threads_cpu_ns(pid).unwrap_or(0);
+            for _ in 0..self.stats_again {
+                let from = now_ns();
+                client
+                    .stats(ctx(), &stats)
+                    .unwrap_or_else(|e| panic!("{}", why("Stats (again)", &e)));
+                out.stats_again_ns.push(now_ns().saturating_sub(from));
+            }
+            let spent = threads_cpu_ns(pid).unwrap_or(0).saturating_sub(before);
+            out.stats_again_cpu_ns = Some(spent / self.stats_again as u64);
+        }
         let mut pids = api::PidsRequest::new();
         pids.id = id.into();
         timed(9, &mut || {

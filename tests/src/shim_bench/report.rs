@@ -79,6 +79,16 @@ fn cpu_rows(runs: &ShimRuns) -> Vec<(&'static str, Vec<u64>)> {
                 .collect(),
         ),
         (
+            "shim CPU per Stats called again (ms; the 2nd and later of one container)",
+            l.iter().filter_map(|s| s.stats_again_cpu_ns).collect(),
+        ),
+        (
+            "latency of a Stats called again (ms)",
+            l.iter()
+                .flat_map(|s| s.stats_again_ns.iter().copied())
+                .collect(),
+        ),
+        (
             "`start` subcommand CPU (ms)",
             l.iter().map(|s| s.start_cpu_ns).collect(),
         ),

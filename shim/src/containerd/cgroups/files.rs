@@ -2,6 +2,8 @@
 //! files say `max`, flat keyed files, hugetlb page sizes. Also the error every cgroup read
 //! reports, shared by `metrics`, `v1` and `v2`.
 
+use super::kept_files::{read_whole, KeptFiles};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -34,38 +36,72 @@ pub enum MetricsError {
     Encode(#[from] protobuf::Error),
 }
 
-/// Reads a cgroup file, `Ok(None)` if it is absent. ENODEV (cgroup being
-/// removed), EOPNOTSUPP and EINVAL (interface disabled in this kernel) count
-/// as absent too: one odd file must not fail the whole `Stats` call.
-pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, MetricsError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-                ) =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(MetricsError::Read {
+/// Where one collection reads its cgroup files: each opened, read and closed, or through
+/// the container's [`KeptFiles`], open from one collection to the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reader<'a> {
+    kept: Option<&'a KeptFiles>,
+}
+
+impl<'a> Reader<'a> {
+    /// Opens each file for each read.
+    pub(crate) fn fresh() -> Self {
+        Reader { kept: None }
+    }
+
+    /// Reads through `kept`.
+    pub(crate) fn kept(kept: &'a KeptFiles) -> Self {
+        Reader { kept: Some(kept) }
+    }
+
+    /// Reads a cgroup file, `Ok(None)` if it is absent. ENODEV (cgroup being
+    /// removed), EOPNOTSUPP and EINVAL (interface disabled in this kernel) count
+    /// as absent too: one odd file must not fail the whole `Stats` call.
+    pub(crate) fn read_opt(&self, path: &Path) -> Result<Option<String>, MetricsError> {
+        let read = match self.kept {
+            Some(kept) => kept.read(path, counts_as_absent),
+            None => read_fresh(path),
+        };
+        read.map_err(|source| MetricsError::Read {
             path: path.to_path_buf(),
             source,
-        }),
+        })
+    }
+
+    /// A single-number file; `None` if absent or not a number.
+    pub(crate) fn read_u64(&self, path: &Path) -> Result<Option<u64>, MetricsError> {
+        Ok(self.read_opt(path)?.as_deref().and_then(parse_u64))
+    }
+
+    /// A limit file where `max` means unlimited, reported as `unlimited`.
+    pub(crate) fn read_limit(
+        &self,
+        path: &Path,
+        unlimited: u64,
+    ) -> Result<Option<u64>, MetricsError> {
+        Ok(self
+            .read_opt(path)?
+            .as_deref()
+            .and_then(|s| parse_limit(s, unlimited)))
     }
 }
 
-/// A single-number file; `None` if absent or not a number.
-pub(crate) fn read_u64(path: &Path) -> Result<Option<u64>, MetricsError> {
-    Ok(read_opt(path)?.as_deref().and_then(parse_u64))
+/// Whether a read's error means the file is not there to read (see [`Reader::read_opt`]).
+fn counts_as_absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+        )
 }
 
-/// A limit file where `max` means unlimited, reported as `unlimited`.
-pub(crate) fn read_limit(path: &Path, unlimited: u64) -> Result<Option<u64>, MetricsError> {
-    Ok(read_opt(path)?
-        .as_deref()
-        .and_then(|s| parse_limit(s, unlimited)))
+/// Opens, reads and closes `path` (no `statx` for a size hint: cgroupfs says 0).
+fn read_fresh(path: &Path) -> io::Result<Option<String>> {
+    match File::open(path).and_then(|f| read_whole(&f)) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if counts_as_absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses a file holding one unsigned integer.
@@ -173,15 +209,18 @@ mod tests {
 
     #[test]
     fn read_opt_absent_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_opt(&dir.path().join("nope")).unwrap(), None);
-        std::fs::write(dir.path().join("n"), "7\n").unwrap();
-        assert_eq!(read_u64(&dir.path().join("n")).unwrap(), Some(7));
-        // A directory is not readable as a file: a real error naming the path.
-        let err = read_opt(dir.path()).unwrap_err();
-        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        let kept = KeptFiles::default();
+        for r in [Reader::fresh(), Reader::kept(&kept)] {
+            let dir = tempfile::tempdir().unwrap();
+            assert_eq!(r.read_opt(&dir.path().join("nope")).unwrap(), None);
+            std::fs::write(dir.path().join("n"), "7\n").unwrap();
+            assert_eq!(r.read_u64(&dir.path().join("n")).unwrap(), Some(7));
+            // A directory is not readable as a file: a real error naming the path.
+            let err = r.read_opt(dir.path()).unwrap_err();
+            assert!(err.to_string().contains(&dir.path().display().to_string()));
+        }
         assert_eq!(
-            hugetlb_sizes(&dir.path().join("nope"), ".x").unwrap(),
+            hugetlb_sizes(std::path::Path::new("/nope"), ".x").unwrap(),
             Vec::<String>::new()
         );
     }

@@ -8,7 +8,8 @@
 
 use protobuf::Message;
 
-use crate::containerd::cgroups::files::MetricsError;
+use crate::containerd::cgroups::files::{MetricsError, Reader};
+use crate::containerd::cgroups::kept_files::KeptFiles;
 use crate::containerd::cgroups::{host_hierarchy, of_pid, v1, v2, Hierarchy, ProcessCgroups};
 
 /// `type_url` of cgroup v1 metrics.
@@ -30,14 +31,28 @@ pub fn collect_metrics(pid: i32) -> Result<(String, Vec<u8>), MetricsError> {
 /// so stats keep working from the same cgroup while the init process is
 /// being reaped).
 pub fn collect_metrics_from(cgroups: &ProcessCgroups) -> Result<(String, Vec<u8>), MetricsError> {
+    collect(cgroups, &Reader::fresh())
+}
+
+/// Like [`collect_metrics_from`], reading through `kept`: the files it opens stay open
+/// for the next collection of the same cgroups (`Task.Stats` of one container, once a
+/// second under containerd 2.x's CRI).
+pub fn collect_metrics_kept(
+    cgroups: &ProcessCgroups,
+    kept: &KeptFiles,
+) -> Result<(String, Vec<u8>), MetricsError> {
+    collect(cgroups, &Reader::kept(kept))
+}
+
+fn collect(cgroups: &ProcessCgroups, r: &Reader<'_>) -> Result<(String, Vec<u8>), MetricsError> {
     match host_hierarchy() {
         Hierarchy::V1 => {
-            let m = v1::metrics(cgroups)?;
+            let m = v1::metrics(cgroups, r)?;
             Ok((V1_METRICS_TYPE.to_string(), m.write_to_bytes()?))
         }
         Hierarchy::V2 => {
             let dir = cgroups.unified_dir().ok_or(MetricsError::NoUnifiedCgroup)?;
-            let m = v2::metrics(dir)?;
+            let m = v2::metrics(dir, r)?;
             Ok((V2_METRICS_TYPE.to_string(), m.write_to_bytes()?))
         }
     }

@@ -1,8 +1,9 @@
 //! cgroup discovery, metrics and OOM watching, straight from cgroupfs.
 //!
-//! `Task.Stats` is polled often (every few seconds per container by CRI), so
-//! metrics are read from the cgroup files directly instead of spawning
-//! `runc events --stats`. Both layouts are handled:
+//! `Task.Stats` is polled often (every container's once a second by containerd
+//! 2.x's CRI, whatever kubelet asks), so metrics are read from the cgroup files
+//! directly instead of spawning `runc events --stats`, through descriptors kept
+//! open from one call to the next ([`kept_files`]). Both layouts are handled:
 //!
 //! * cgroup v1 (and the "hybrid" layout, where v1 controllers sit under
 //!   `/sys/fs/cgroup/<controller>` and an empty cgroup2 is mounted at
@@ -18,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 mod files;
+pub mod kept_files;
 pub mod metrics;
 pub mod oom;
 mod v1;
@@ -27,6 +29,8 @@ mod v2;
 // either may go unused.
 #[allow(unused_imports)]
 pub use files::MetricsError;
+#[allow(unused_imports)]
+pub use kept_files::KeptFiles;
 #[allow(unused_imports)]
 pub use metrics::{collect_metrics, collect_metrics_from};
 #[allow(unused_imports)]

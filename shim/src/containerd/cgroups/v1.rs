@@ -10,9 +10,7 @@ use containerd_shim_protos::cgroups::metrics::{
 };
 use protobuf::MessageField;
 
-use crate::containerd::cgroups::files::{
-    flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, MetricsError,
-};
+use crate::containerd::cgroups::files::{flat_keyed, hugetlb_sizes, MetricsError, Reader};
 use crate::containerd::cgroups::ProcessCgroups;
 
 /// `cpuacct.stat` counts in USER_HZ ticks, which Linux fixes at 100 for
@@ -21,57 +19,62 @@ const USER_HZ: u64 = 100;
 const NANOS_PER_TICK: u64 = 1_000_000_000 / USER_HZ;
 
 /// Builds v1 metrics from whichever controllers are mounted.
-pub(crate) fn metrics(cg: &ProcessCgroups) -> Result<Metrics, MetricsError> {
+pub(crate) fn metrics(cg: &ProcessCgroups, r: &Reader<'_>) -> Result<Metrics, MetricsError> {
     let mut m = Metrics::new();
     if let Some(dir) = cg.v1_dir("pids") {
-        m.pids = MessageField::from_option(pids(dir)?);
+        m.pids = MessageField::from_option(pids(dir, r)?);
     }
-    m.cpu = MessageField::from_option(cpu(cg.v1_dir("cpuacct"), cg.v1_dir("cpu"))?);
+    m.cpu = MessageField::from_option(cpu(cg.v1_dir("cpuacct"), cg.v1_dir("cpu"), r)?);
     if let Some(dir) = cg.v1_dir("memory") {
-        m.memory = MessageField::from_option(memory(dir)?);
+        m.memory = MessageField::from_option(memory(dir, r)?);
         m.memory_oom_control = MessageField::from_option(
-            read_opt(&dir.join("memory.oom_control"))?
+            r.read_opt(&dir.join("memory.oom_control"))?
                 .as_deref()
                 .map(parse_oom_control),
         );
     }
     if let Some(dir) = cg.v1_dir("blkio") {
-        m.blkio = MessageField::from_option(blkio(dir)?);
+        m.blkio = MessageField::from_option(blkio(dir, r)?);
     }
     if let Some(dir) = cg.v1_dir("hugetlb") {
-        m.hugetlb = hugetlb(dir)?;
+        m.hugetlb = hugetlb(dir, r)?;
     }
     Ok(m)
 }
 
-fn pids(dir: &Path) -> Result<Option<PidsStat>, MetricsError> {
-    let Some(current) = read_u64(&dir.join("pids.current"))? else {
+fn pids(dir: &Path, r: &Reader<'_>) -> Result<Option<PidsStat>, MetricsError> {
+    let Some(current) = r.read_u64(&dir.join("pids.current"))? else {
         return Ok(None);
     };
     let mut p = PidsStat::new();
     p.current = current;
     // containerd reports an unlimited v1 pids.max as 0.
-    p.limit = read_limit(&dir.join("pids.max"), 0)?.unwrap_or(0);
+    p.limit = r.read_limit(&dir.join("pids.max"), 0)?.unwrap_or(0);
     Ok(Some(p))
 }
 
-fn cpu(cpuacct: Option<&Path>, cpu: Option<&Path>) -> Result<Option<CPUStat>, MetricsError> {
+fn cpu(
+    cpuacct: Option<&Path>,
+    cpu: Option<&Path>,
+    r: &Reader<'_>,
+) -> Result<Option<CPUStat>, MetricsError> {
     let mut usage = None;
     if let Some(dir) = cpuacct {
-        if let Some(total) = read_u64(&dir.join("cpuacct.usage"))? {
+        if let Some(total) = r.read_u64(&dir.join("cpuacct.usage"))? {
             let mut u = CPUUsage::new();
             u.total = total;
-            if let Some(s) = read_opt(&dir.join("cpuacct.usage_percpu"))? {
+            if let Some(s) = r.read_opt(&dir.join("cpuacct.usage_percpu"))? {
                 u.per_cpu = parse_percpu(&s);
             }
-            if let Some(s) = read_opt(&dir.join("cpuacct.stat"))? {
+            if let Some(s) = r.read_opt(&dir.join("cpuacct.stat"))? {
                 (u.user, u.kernel) = parse_cpuacct_stat(&s);
             }
             usage = Some(u);
         }
     }
     let throttling = match cpu {
-        Some(dir) => read_opt(&dir.join("cpu.stat"))?
+        Some(dir) => r
+            .read_opt(&dir.join("cpu.stat"))?
             .as_deref()
             .map(parse_throttling),
         None => None,
@@ -178,21 +181,31 @@ pub(crate) fn parse_memory_stat(s: &str, m: &mut MemoryStat) {
 /// One of `memory.{usage_in_bytes,max_usage_in_bytes,failcnt,limit_in_bytes}`
 /// with `prefix` "memory", "memory.memsw", "memory.kmem" or "memory.kmem.tcp";
 /// `None` when the usage file is absent (e.g. swap accounting off).
-fn memory_entry(dir: &Path, prefix: &str) -> Result<Option<MemoryEntry>, MetricsError> {
-    let Some(usage) = read_u64(&dir.join(format!("{prefix}.usage_in_bytes")))? else {
+fn memory_entry(
+    dir: &Path,
+    prefix: &str,
+    r: &Reader<'_>,
+) -> Result<Option<MemoryEntry>, MetricsError> {
+    let Some(usage) = r.read_u64(&dir.join(format!("{prefix}.usage_in_bytes")))? else {
         return Ok(None);
     };
     let mut e = MemoryEntry::new();
     e.usage = usage;
-    e.max = read_u64(&dir.join(format!("{prefix}.max_usage_in_bytes")))?.unwrap_or(0);
-    e.failcnt = read_u64(&dir.join(format!("{prefix}.failcnt")))?.unwrap_or(0);
-    e.limit = read_u64(&dir.join(format!("{prefix}.limit_in_bytes")))?.unwrap_or(0);
+    e.max = r
+        .read_u64(&dir.join(format!("{prefix}.max_usage_in_bytes")))?
+        .unwrap_or(0);
+    e.failcnt = r
+        .read_u64(&dir.join(format!("{prefix}.failcnt")))?
+        .unwrap_or(0);
+    e.limit = r
+        .read_u64(&dir.join(format!("{prefix}.limit_in_bytes")))?
+        .unwrap_or(0);
     Ok(Some(e))
 }
 
-fn memory(dir: &Path) -> Result<Option<MemoryStat>, MetricsError> {
-    let stat = read_opt(&dir.join("memory.stat"))?;
-    let usage = memory_entry(dir, "memory")?;
+fn memory(dir: &Path, r: &Reader<'_>) -> Result<Option<MemoryStat>, MetricsError> {
+    let stat = r.read_opt(&dir.join("memory.stat"))?;
+    let usage = memory_entry(dir, "memory", r)?;
     if stat.is_none() && usage.is_none() {
         return Ok(None);
     }
@@ -201,9 +214,9 @@ fn memory(dir: &Path) -> Result<Option<MemoryStat>, MetricsError> {
         parse_memory_stat(&s, &mut m);
     }
     m.usage = MessageField::from_option(usage);
-    m.swap = MessageField::from_option(memory_entry(dir, "memory.memsw")?);
-    m.kernel = MessageField::from_option(memory_entry(dir, "memory.kmem")?);
-    m.kernel_tcp = MessageField::from_option(memory_entry(dir, "memory.kmem.tcp")?);
+    m.swap = MessageField::from_option(memory_entry(dir, "memory.memsw", r)?);
+    m.kernel = MessageField::from_option(memory_entry(dir, "memory.kmem", r)?);
+    m.kernel_tcp = MessageField::from_option(memory_entry(dir, "memory.kmem.tcp", r)?);
     Ok(Some(m))
 }
 
@@ -252,10 +265,10 @@ impl DeviceNames {
     }
 }
 
-fn blkio(dir: &Path) -> Result<Option<BlkIOStat>, MetricsError> {
+fn blkio(dir: &Path, r: &Reader<'_>) -> Result<Option<BlkIOStat>, MetricsError> {
     let mut names = DeviceNames(HashMap::new());
     let mut read = |file: &str| -> Result<Option<Vec<BlkIOEntry>>, MetricsError> {
-        Ok(read_opt(&dir.join(file))?.map(|s| {
+        Ok(r.read_opt(&dir.join(file))?.map(|s| {
             let mut entries = parse_blkio(&s);
             for e in &mut entries {
                 e.device = names.name(e.major, e.minor);
@@ -292,13 +305,19 @@ fn blkio(dir: &Path) -> Result<Option<BlkIOStat>, MetricsError> {
     Ok(any.then_some(b))
 }
 
-fn hugetlb(dir: &Path) -> Result<Vec<HugetlbStat>, MetricsError> {
+fn hugetlb(dir: &Path, r: &Reader<'_>) -> Result<Vec<HugetlbStat>, MetricsError> {
     let mut out = Vec::new();
     for size in hugetlb_sizes(dir, ".usage_in_bytes")? {
         let mut h = HugetlbStat::new();
-        h.usage = read_u64(&dir.join(format!("hugetlb.{size}.usage_in_bytes")))?.unwrap_or(0);
-        h.max = read_u64(&dir.join(format!("hugetlb.{size}.max_usage_in_bytes")))?.unwrap_or(0);
-        h.failcnt = read_u64(&dir.join(format!("hugetlb.{size}.failcnt")))?.unwrap_or(0);
+        h.usage = r
+            .read_u64(&dir.join(format!("hugetlb.{size}.usage_in_bytes")))?
+            .unwrap_or(0);
+        h.max = r
+            .read_u64(&dir.join(format!("hugetlb.{size}.max_usage_in_bytes")))?
+            .unwrap_or(0);
+        h.failcnt = r
+            .read_u64(&dir.join(format!("hugetlb.{size}.failcnt")))?
+            .unwrap_or(0);
         h.pagesize = size;
         out.push(h);
     }
@@ -463,7 +482,7 @@ total_unevictable 29
             "6:hugetlb:/ctr\n5:blkio:/ctr\n4:memory:/ctr\n3:cpuacct:/ctr\n2:cpu:/ctr\n1:pids:/ctr\n",
             &parse_mountinfo(&mountinfo),
         );
-        let m = metrics(&cg).unwrap();
+        let m = metrics(&cg, &Reader::fresh()).unwrap();
         assert_eq!((m.pids.current, m.pids.limit), (3, 0));
         assert_eq!(m.cpu.usage.total, 5000);
         assert_eq!(m.cpu.usage.per_cpu, vec![2000, 3000]);
@@ -493,15 +512,31 @@ total_unevictable 29
             (2097152, 4194304, 1)
         );
 
+        // Through kept files, the same metrics; a second collection reads the files
+        // again (here rewritten) through the descriptors the first one left open.
+        let kept = crate::containerd::cgroups::KeptFiles::default();
+        let through_kept = metrics(&cg, &Reader::kept(&kept)).unwrap();
+        assert_eq!(through_kept, m);
+        w("cpuacct", "cpuacct.usage", "7000\n");
+        w("memory", "memory.usage_in_bytes", "12288\n");
+        let m2 = metrics(&cg, &Reader::kept(&kept)).unwrap();
+        assert_eq!(m2.cpu.usage.total, 7000);
+        assert_eq!(m2.memory.usage.usage, 12288);
+        assert!(m2.memory.swap.is_none(), "an absent file stays absent");
+
         // Nothing mounted at all: empty metrics, no error.
-        let m = metrics(&ProcessCgroups::parse("4:memory:/ctr\n", &[])).unwrap();
+        let m = metrics(
+            &ProcessCgroups::parse("4:memory:/ctr\n", &[]),
+            &Reader::fresh(),
+        )
+        .unwrap();
         assert!(m.memory.is_none() && m.cpu.is_none() && m.pids.is_none());
         // Controller mounted but cgroup directory gone: fields unset, no error.
         let cg = ProcessCgroups::parse(
             "4:memory:/gone\n1:pids:/gone\n",
             &parse_mountinfo(&mountinfo),
         );
-        let m = metrics(&cg).unwrap();
+        let m = metrics(&cg, &Reader::fresh()).unwrap();
         assert!(m.memory.is_none() && m.pids.is_none());
     }
 }

@@ -12,34 +12,34 @@ use containerd_shim_protos::cgroups_v2::metrics::{
 use protobuf::MessageField;
 
 use crate::containerd::cgroups::files::{
-    flat_keyed, hugetlb_sizes, read_limit, read_opt, read_u64, sort_by_page_size, MetricsError,
+    flat_keyed, hugetlb_sizes, sort_by_page_size, MetricsError, Reader,
 };
 
 /// Builds v2 metrics for the cgroup directory `dir`.
-pub(crate) fn metrics(dir: &Path) -> Result<Metrics, MetricsError> {
+pub(crate) fn metrics(dir: &Path, r: &Reader<'_>) -> Result<Metrics, MetricsError> {
     let mut m = Metrics::new();
-    if let Some(current) = read_u64(&dir.join("pids.current"))? {
+    if let Some(current) = r.read_u64(&dir.join("pids.current"))? {
         let mut p = PidsStat::new();
         p.current = current;
-        p.limit = read_limit(&dir.join("pids.max"), u64::MAX)?.unwrap_or(0);
+        p.limit = r.read_limit(&dir.join("pids.max"), u64::MAX)?.unwrap_or(0);
         m.pids = MessageField::some(p);
     }
-    if let Some(s) = read_opt(&dir.join("cpu.stat"))? {
+    if let Some(s) = r.read_opt(&dir.join("cpu.stat"))? {
         let mut c = parse_cpu_stat(&s);
-        c.psi = MessageField::from_option(read_psi(dir, "cpu.pressure")?);
+        c.psi = MessageField::from_option(read_psi(dir, "cpu.pressure", r)?);
         m.cpu = MessageField::some(c);
     }
-    m.memory = MessageField::from_option(memory(dir)?);
-    if let Some(s) = read_opt(&dir.join("memory.events"))? {
+    m.memory = MessageField::from_option(memory(dir, r)?);
+    if let Some(s) = r.read_opt(&dir.join("memory.events"))? {
         m.memory_events = MessageField::some(parse_memory_events(&s));
     }
-    if let Some(s) = read_opt(&dir.join("io.stat"))? {
+    if let Some(s) = r.read_opt(&dir.join("io.stat"))? {
         let mut io = IOStat::new();
         io.usage = parse_io_stat(&s);
-        io.psi = MessageField::from_option(read_psi(dir, "io.pressure")?);
+        io.psi = MessageField::from_option(read_psi(dir, "io.pressure", r)?);
         m.io = MessageField::some(io);
     }
-    m.hugetlb = hugetlb(dir)?;
+    m.hugetlb = hugetlb(dir, r)?;
     Ok(m)
 }
 
@@ -124,9 +124,9 @@ pub(crate) fn parse_memory_stat(s: &str, m: &mut MemoryStat) {
     m.workingset_activate = activate.unwrap_or(activate_split);
 }
 
-fn memory(dir: &Path) -> Result<Option<MemoryStat>, MetricsError> {
-    let stat = read_opt(&dir.join("memory.stat"))?;
-    let usage = read_u64(&dir.join("memory.current"))?;
+fn memory(dir: &Path, r: &Reader<'_>) -> Result<Option<MemoryStat>, MetricsError> {
+    let stat = r.read_opt(&dir.join("memory.stat"))?;
+    let usage = r.read_u64(&dir.join("memory.current"))?;
     if stat.is_none() && usage.is_none() {
         return Ok(None);
     }
@@ -135,13 +135,17 @@ fn memory(dir: &Path) -> Result<Option<MemoryStat>, MetricsError> {
         parse_memory_stat(&s, &mut m);
     }
     m.usage = usage.unwrap_or(0);
-    m.usage_limit = read_limit(&dir.join("memory.max"), u64::MAX)?.unwrap_or(0);
-    m.swap_usage = read_u64(&dir.join("memory.swap.current"))?.unwrap_or(0);
-    m.swap_limit = read_limit(&dir.join("memory.swap.max"), u64::MAX)?.unwrap_or(0);
+    m.usage_limit = r
+        .read_limit(&dir.join("memory.max"), u64::MAX)?
+        .unwrap_or(0);
+    m.swap_usage = r.read_u64(&dir.join("memory.swap.current"))?.unwrap_or(0);
+    m.swap_limit = r
+        .read_limit(&dir.join("memory.swap.max"), u64::MAX)?
+        .unwrap_or(0);
     // memory.peak / memory.swap.peak exist since Linux 5.19 / 6.5.
-    m.max_usage = read_u64(&dir.join("memory.peak"))?.unwrap_or(0);
-    m.swap_max_usage = read_u64(&dir.join("memory.swap.peak"))?.unwrap_or(0);
-    m.psi = MessageField::from_option(read_psi(dir, "memory.pressure")?);
+    m.max_usage = r.read_u64(&dir.join("memory.peak"))?.unwrap_or(0);
+    m.swap_max_usage = r.read_u64(&dir.join("memory.swap.peak"))?.unwrap_or(0);
+    m.psi = MessageField::from_option(read_psi(dir, "memory.pressure", r)?);
     Ok(Some(m))
 }
 
@@ -220,20 +224,25 @@ pub(crate) fn parse_psi(s: &str) -> PSIStats {
     psi
 }
 
-fn read_psi(dir: &Path, file: &str) -> Result<Option<PSIStats>, MetricsError> {
-    Ok(read_opt(&dir.join(file))?.as_deref().map(parse_psi))
+fn read_psi(dir: &Path, file: &str, r: &Reader<'_>) -> Result<Option<PSIStats>, MetricsError> {
+    Ok(r.read_opt(&dir.join(file))?.as_deref().map(parse_psi))
 }
 
-fn hugetlb(dir: &Path) -> Result<Vec<HugeTlbStat>, MetricsError> {
+fn hugetlb(dir: &Path, r: &Reader<'_>) -> Result<Vec<HugeTlbStat>, MetricsError> {
     let mut out = Vec::new();
     let mut sizes = hugetlb_sizes(dir, ".current")?;
     sort_by_page_size(&mut sizes);
     for size in sizes {
         let mut h = HugeTlbStat::new();
-        h.current = read_u64(&dir.join(format!("hugetlb.{size}.current")))?.unwrap_or(0);
-        h.max = read_limit(&dir.join(format!("hugetlb.{size}.max")), u64::MAX)?.unwrap_or(0);
+        h.current = r
+            .read_u64(&dir.join(format!("hugetlb.{size}.current")))?
+            .unwrap_or(0);
+        h.max = r
+            .read_limit(&dir.join(format!("hugetlb.{size}.max")), u64::MAX)?
+            .unwrap_or(0);
         // The "max" count in hugetlb.<size>.events is v2's allocation-failure count.
-        h.failcnt = read_opt(&dir.join(format!("hugetlb.{size}.events")))?
+        h.failcnt = r
+            .read_opt(&dir.join(format!("hugetlb.{size}.events")))?
             .as_deref()
             .and_then(|s| flat_keyed(s).find(|(k, _)| *k == "max").map(|(_, v)| v))
             .unwrap_or(0);
@@ -371,7 +380,7 @@ thp_collapse_alloc 31
         w("hugetlb.2MB.max", "max\n");
         w("hugetlb.2MB.events", "max 2\n");
         w("hugetlb.2MB.rsvd.current", "0\n");
-        let m = metrics(d).unwrap();
+        let m = metrics(d, &Reader::fresh()).unwrap();
         assert_eq!((m.pids.current, m.pids.limit), (4, u64::MAX));
         assert_eq!(m.cpu.usage_usec, 100);
         assert_eq!(m.cpu.psi.some.total, 9);
@@ -394,7 +403,7 @@ thp_collapse_alloc 31
         );
 
         // A removed cgroup: all absent, no error.
-        let m = metrics(&d.join("gone")).unwrap();
+        let m = metrics(&d.join("gone"), &Reader::fresh()).unwrap();
         assert!(m.pids.is_none() && m.cpu.is_none() && m.memory.is_none() && m.io.is_none());
         assert!(m.hugetlb.is_empty());
     }
@@ -409,7 +418,7 @@ thp_collapse_alloc 31
             test_skip::skip("no cgroup2 mount");
             return;
         };
-        let m = metrics(dir).unwrap();
+        let m = metrics(dir, &Reader::fresh()).unwrap();
         assert_eq!(m.cpu.is_some(), dir.join("cpu.stat").exists(), "{m:#?}");
         assert_eq!(
             m.pids.is_some(),

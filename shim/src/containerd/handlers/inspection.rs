@@ -97,6 +97,7 @@ impl Shim {
             .get(c.init)
             .map_or((0, false), |p| (p.pid, p.is_alive()));
         let recorded = c.cgroups.clone();
+        let kept = c.stat_files.clone();
         if recorded.is_none() && !(alive && pid > 0) {
             return Step::Reply(Err(not_found(format!(
                 "cgroup of container {} not found",
@@ -105,7 +106,9 @@ impl Shim {
         }
         reply_job(move || {
             let collected = match &recorded {
-                Some(cgroups) => crate::containerd::cgroups::metrics::collect_metrics_from(cgroups),
+                Some(cgroups) => {
+                    crate::containerd::cgroups::metrics::collect_metrics_kept(cgroups, &kept)
+                }
                 // Not recorded (its pid was not known yet at create): only a live pid tells.
                 None => crate::containerd::cgroups::metrics::collect_metrics(pid),
             };

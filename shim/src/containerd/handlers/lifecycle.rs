@@ -140,6 +140,7 @@ impl Shim {
             runc: c.runc,
             cgroup_procs: c.cgroup_procs,
             cgroups: c.cgroups,
+            stat_files: Default::default(),
             oom: None,
         };
         let mut init = ProcessRecord::new(id, "", c.stdio.clone(), c.launch);

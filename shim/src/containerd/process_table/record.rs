@@ -237,6 +237,9 @@ pub struct ContainerRecord {
     /// them until Delete, also once the init has exited and its pid is gone (containerd
     /// asks for Stats after a 137 exit to check for an OOM, as the Go shim answers).
     pub cgroups: Option<crate::containerd::cgroups::ProcessCgroups>,
+    /// The files of `cgroups` its Stats calls keep open between them (the loop only holds
+    /// it; each Stats job reads through a clone; not carried across a live upgrade).
+    pub stat_files: std::sync::Arc<crate::containerd::cgroups::KeptFiles>,
     /// Its memory cgroup's OOM counter, registered under the init's key.
     pub oom: Option<OomWatcher>,
 }

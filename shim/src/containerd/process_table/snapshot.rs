@@ -178,6 +178,7 @@ impl Table {
                     options: c.options,
                     cgroup_procs: c.cgroup_procs,
                     cgroups: c.cgroups,
+                    stat_files: Default::default(),
                     oom,
                 },
             );

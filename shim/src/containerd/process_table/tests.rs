@@ -15,6 +15,7 @@ fn container(id: &str) -> ContainerRecord {
         runc: runc_wrapper::Runc::new(),
         cgroup_procs: None,
         cgroups: None,
+        stat_files: Default::default(),
         oom: None,
     }
 }
