@@ -427,16 +427,12 @@ pub use snapshot::*;
 mod tests {
     use super::*;
 
-    use crate::process_core::test_fds::close_writer;
-
-    fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
-        Ok(crate::process_core::test_fds::pipe())
-    }
+    use crate::process_core::test_fds::{close_writer, pipe};
 
     #[test]
     fn splices_between_pipes_until_eof() {
-        let (src_r, src_w) = pipe().unwrap();
-        let (dst_r, dst_w) = pipe().unwrap();
+        let (src_r, src_w) = pipe();
+        let (dst_r, dst_w) = pipe();
         let hangup = src_r.try_clone().unwrap();
         let mut pump = Pump::new(Direction::Output, src_r, dst_w, None).unwrap();
         let mut writer = File::from(src_w);
@@ -454,8 +450,8 @@ mod tests {
 
     #[test]
     fn waits_when_the_destination_is_full() {
-        let (src_r, src_w) = pipe().unwrap();
-        let (dst_r, dst_w) = pipe().unwrap();
+        let (src_r, src_w) = pipe();
+        let (dst_r, dst_w) = pipe();
         let mut pump = Pump::new(Direction::Output, src_r, dst_w, None).unwrap();
         let mut writer = File::from(src_w);
         set_nonblocking(writer.as_fd()).unwrap();
@@ -507,7 +503,7 @@ mod tests {
     #[test]
     fn moves_bytes_from_a_socket_source() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (dst_r, dst_w) = pipe().unwrap();
+        let (dst_r, dst_w) = pipe();
         let mut pump = Pump::new(Direction::Output, OwnedFd::from(b), dst_w, None).unwrap();
         let mut a = a;
         a.write_all(b"through a buffer").unwrap();

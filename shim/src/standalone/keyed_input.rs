@@ -233,14 +233,12 @@ mod tests {
     use super::*;
     use crate::process_core::epoll::Ready;
     use crate::standalone::detach_keys;
-    use nix::fcntl::OFlag;
-    use nix::unistd::pipe2;
 
     const SRC: Token = Token::face(250, 1);
     const DST: Token = Token::face(250, 2);
 
     fn pipe() -> (File, File) {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (r, w) = crate::process_core::test_fds::pipe();
         (File::from(r), File::from(w))
     }
 
