@@ -204,7 +204,7 @@ mod tests {
     fn messages_and_descriptors_arrive_whole_and_in_order() {
         let (sup, keeper) = pair().unwrap();
         assert!(matches!(receive(keeper.as_fd()), Ok(Received::Nothing)));
-        let (r, w) = nix::unistd::pipe().unwrap();
+        let (r, w) = crate::process_core::test_fds::pipe();
         let handover = Message::Handover {
             pid: 42,
             roles: vec![Role::Source(Output::Stdout), Role::Fifo(Output::Stdout)],
@@ -233,6 +233,9 @@ mod tests {
             receive(keeper.as_fd()).unwrap(),
             Received::Message(Message::Recorded, _)
         ));
+        // shutdown, not only drop: a child another test is spawning may hold a copy of
+        // the descriptor until its exec (process_core::test_fds).
+        nix::sys::socket::shutdown(sup.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
         drop(sup);
         assert!(matches!(receive(keeper.as_fd()), Ok(Received::Closed)));
     }
@@ -244,7 +247,7 @@ mod tests {
             pid: 42,
             roles: vec![Role::Dir, Role::Exit],
         };
-        let (r, _w) = nix::unistd::pipe().unwrap();
+        let (r, _w) = crate::process_core::test_fds::pipe();
         send(sup.as_fd(), &handover, &[r.as_fd()]).unwrap();
         assert!(matches!(
             receive(keeper.as_fd()),
@@ -261,6 +264,8 @@ mod tests {
     #[test]
     fn sending_to_a_gone_keeper_fails_without_a_signal() {
         let (sup, keeper) = pair().unwrap();
+        // shutdown, not only drop (a spawning child may hold a copy: test_fds).
+        nix::sys::socket::shutdown(keeper.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
         drop(keeper);
         assert!(send(sup.as_fd(), &Message::Recorded, &[]).is_err());
     }
