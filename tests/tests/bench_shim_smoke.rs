@@ -1,11 +1,15 @@
 //! `make bench-shim` runs: one round of the shim bench (tether and the Go shim, each
-//! driven directly over ttrpc) prints a line for every call and writes its JSON. Figures
+//! driven directly over ttrpc) prints a line for every call, the split of the own share of
+//! every call that runs runc, the shims' user and system CPU, and writes its JSON. Figures
 //! are not checked: a benchmark is never asserted in a test.
 
 use std::process::Command;
 use tether_tests::shim_bench::lifecycle::CALLS;
 
 const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+
+/// The calls in which both shims' servers start runc.
+const SPLIT_CALLS: &[&str] = &["Create", "Start", "Start (exec)", "Pids", "Kill", "Delete"];
 
 #[test]
 fn one_round_prints_every_call() {
@@ -41,6 +45,25 @@ fn one_round_prints_every_call() {
                 .lines()
                 .any(|l| l.starts_with(&format!("| {call} |"))),
             "no line for {call}:\n{stdout}"
+        );
+    }
+    // The own share split at the kernel's stamps of the runtime each call started, and
+    // the shim's CPU split into user and system time.
+    for call in SPLIT_CALLS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("| split: {call} |"))),
+            "no split line for {call}:\n{stdout}"
+        );
+    }
+    for row in [
+        "| shim CPU per lifecycle, user / system |",
+        "| shim CPU per exec, user / system |",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(row)),
+            "no line {row}:\n{stdout}"
         );
     }
     let doc: serde_json::Value =

@@ -20,6 +20,7 @@ use tether_tests::shim_bench::lifecycle::Bench;
 use tether_tests::shim_bench::proc_events::ProcEvents;
 use tether_tests::shim_bench::report::{self, ShimRuns};
 use tether_tests::shim_bench::runc_log::RuncTimer;
+use tether_tests::shim_bench::split;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -170,6 +171,13 @@ fn main() {
     eprintln!();
     let [a, b] = &runs;
     print!("{}", report::table(a, b));
+    println!();
+    println!(
+        "the own share of a call that starts a runtime, split at the kernel's stamps of the runtime the shim server forked: (a) request sent → its fork, (b) fork → its execve, (c) execve → exit (runc's part), (d) exit → reply received; (a)+(d) is the shim deciding and answering, (b) the start of the runtime; medians of each part (ms)"
+    );
+    print!("{}", split::table(a, b));
+    println!();
+    print!("{}", split::cpu_table(a, b));
     let unmatched: u64 = runs
         .iter()
         .flat_map(|r| r.lifecycles.iter())

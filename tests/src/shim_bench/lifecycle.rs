@@ -1,10 +1,11 @@
 //! One container's life through one shim, every call timed: what a round of the shim
 //! bench measures.
 
-use super::clock::{now_ns, threads_cpu_ns};
+use super::clock::{cpu_ticks, now_ns, threads_cpu_ns, UserSystem};
 use super::fake_events::FakeEvents;
 use super::proc_events::ProcEvents;
 use super::runc_log::{runc_within, RuncTimer};
+use super::split::{runtimes_within, Split};
 use crate::direct_shim::{ctx, DirectShim};
 use containerd_shim_protos::api;
 use containerd_shim_protos::ttrpc::context;
@@ -30,7 +31,8 @@ pub const CALLS: &[&str] = &[
     "delete (subcommand)",
 ];
 
-/// One timed call: its latency and the time runc ran inside it (ns).
+/// One timed call: its latency, the time runc ran inside it (ns), and the split of the
+/// shim's own share when the server started one runtime in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallSample {
     /// Index into [`CALLS`].
@@ -39,6 +41,10 @@ pub struct CallSample {
     pub latency_ns: u64,
     /// The part of it during which runc ran.
     pub runc_ns: u64,
+    /// How many runtimes the shim server forked within the call (the kernel's fork events).
+    pub runtimes: usize,
+    /// The call split at the kernel's stamps of that runtime, when there was exactly one.
+    pub split: Option<Split>,
 }
 
 /// What one lifecycle measured.
@@ -50,6 +56,12 @@ pub struct LifecycleSample {
     pub server_cpu_ns: u64,
     /// The server's own CPU time for each exec (Exec, its Start, Wait and Delete) (ns).
     pub exec_cpu_ns: Vec<u64>,
+    /// The server's user and system ticks from its first call to just before Shutdown
+    /// (`/proc/PID/stat`, in whole ticks: a difference, so their truncation does not bias
+    /// the sum over many lifecycles; only their ratio over many samples means something).
+    pub server_ticks: UserSystem,
+    /// The server's user and system ticks over all of this lifecycle's execs.
+    pub exec_ticks: UserSystem,
     /// The `start` subcommand's CPU time (ns).
     pub start_cpu_ns: u64,
     /// The `delete` subcommand's own CPU time: with its children, less runc's and the
@@ -111,6 +123,7 @@ impl Bench<'_> {
         spans.push((0, t0, t0 + took));
         out.start_cpu_ns = u64::try_from(started.cpu.as_nanos()).unwrap_or(u64::MAX);
         let pid = shim.shim_pid().expect("the shim wrote shim.pid");
+        let ticks_at_start = cpu_ticks(pid).unwrap_or_default();
         let client = shim.client();
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
@@ -147,6 +160,7 @@ impl Bench<'_> {
         for n in 0..self.execs {
             let exec_id = format!("e{n}");
             let before = threads_cpu_ns(pid).unwrap_or(0);
+            let ticks_before = cpu_ticks(pid).unwrap_or_default();
             let mut exec = api::ExecProcessRequest::new();
             exec.id = id.into();
             exec.exec_id = exec_id.clone();
@@ -182,6 +196,8 @@ impl Bench<'_> {
             });
             let after = threads_cpu_ns(pid).unwrap_or(0);
             out.exec_cpu_ns.push(after.saturating_sub(before));
+            let ticks = cpu_ticks(pid).unwrap_or_default().since(ticks_before);
+            out.exec_ticks = out.exec_ticks.plus(ticks);
         }
         let mut stats = api::StatsRequest::new();
         stats.id = id.into();
@@ -232,6 +248,7 @@ impl Bench<'_> {
                 .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
         });
         out.server_cpu_ns = threads_cpu_ns(pid).unwrap_or(0);
+        out.server_ticks = cpu_ticks(pid).unwrap_or_default().since(ticks_at_start);
         let mut shutdown = api::ShutdownRequest::new();
         shutdown.id = id.into();
         timed(13, &mut || {
@@ -261,6 +278,16 @@ impl Bench<'_> {
                 .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
         }
         out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
+        // The runtimes the server itself forked (not what they forked), each with its exit.
+        let children: Vec<_> = self
+            .proc_events
+            .children_of(pid, t0)
+            .into_iter()
+            .map(|(child, t)| {
+                let t = self.proc_events.exited(child, EXIT_EVENT_WAIT).unwrap_or(t);
+                (child, t)
+            })
+            .collect();
         self.proc_events.forget_before(t0);
         let (delete_from, delete_to) = spans
             .last()
@@ -279,10 +306,17 @@ impl Bench<'_> {
             .sum();
         out.calls = spans
             .into_iter()
-            .map(|(call, from, to)| CallSample {
-                call,
-                latency_ns: to.saturating_sub(from),
-                runc_ns: runc_within(&runs, from, to),
+            .map(|(call, from, to)| {
+                // The subcommands' runtimes are not the server's children.
+                let server_call = call != 0 && call != CALLS.len() - 1;
+                let kids: &[_] = if server_call { &children } else { &[] };
+                CallSample {
+                    call,
+                    latency_ns: to.saturating_sub(from),
+                    runc_ns: runc_within(&runs, from, to),
+                    runtimes: runtimes_within(from, to, kids),
+                    split: Split::of_call(from, to, kids),
+                }
             })
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);

@@ -1,6 +1,6 @@
 //! The kernel's process events (the proc connector, `NETLINK_CONNECTOR` /
-//! `CN_IDX_PROC`): when each process was exec'd and when it exited, stamped by the kernel
-//! on CLOCK_MONOTONIC (`ktime_get_ns`, the bench's clock).
+//! `CN_IDX_PROC`): when each process was forked (and by which process), exec'd and when
+//! it exited, stamped by the kernel on CLOCK_MONOTONIC (`ktime_get_ns`, the bench's clock).
 //!
 //! The shim bench takes runc's part of a call from here: the span from the `execve` of
 //! the process a shim spawned as its runtime to that process's exit, both as the kernel
@@ -10,8 +10,13 @@
 //! adds (its exec of the real runc, its exit) lies inside the runtime's span, the same for
 //! both shims.
 //!
+//! The fork stamp splits the shim's own share further ([`super::split`]): the kernel
+//! takes it at the end of `copy_process`, before the child first runs, and records the
+//! forking process (`parent_tgid`, whichever thread forked), so the runtime a shim started
+//! is told from the processes runc itself forks (`runc init`, the timer's runc).
+//!
 //! Needs root (CAP_NET_ADMIN) and a kernel with `CONFIG_PROC_EVENTS`. One thread reads the
-//! socket and keeps, per pid, the last exec and exit seen (bounded: [`MAX_PIDS`]).
+//! socket and keeps, per pid, the fork, exec and exit seen (bounded: [`MAX_PIDS`]).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -28,6 +33,7 @@ const NETLINK_CONNECTOR: libc::c_int = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 /// `NLMSG_DONE`: the type of the one message a listener sends.
@@ -41,7 +47,11 @@ const EVENT_OFFSET: usize = 36;
 /// What the kernel told of one pid (ns on CLOCK_MONOTONIC).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PidTimes {
-    /// Its last `execve`.
+    /// Its fork (the end of the kernel's `copy_process`), when this listener saw it.
+    pub fork_ns: Option<u64>,
+    /// The process that forked it (its thread group's id), with [`PidTimes::fork_ns`].
+    pub parent_tgid: Option<i32>,
+    /// Its first `execve` after the fork seen; its last one when the fork was not seen.
     pub exec_ns: Option<u64>,
     /// Its exit (of its thread-group leader).
     pub exit_ns: Option<u64>,
@@ -154,6 +164,22 @@ impl ProcEvents {
         }
     }
 
+    /// The processes (not threads) `parent` forked from `from_ns` on, oldest fork first,
+    /// each with what is known of it now.
+    pub fn children_of(&self, parent: i32, from_ns: u64) -> Vec<(i32, PidTimes)> {
+        let seen = self.seen.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<(i32, PidTimes)> = seen
+            .pids
+            .iter()
+            .filter(|(_, (_, t))| {
+                t.parent_tgid == Some(parent) && t.fork_ns.is_some_and(|f| f >= from_ns)
+            })
+            .map(|(&pid, &(_, t))| (pid, t))
+            .collect();
+        found.sort_by_key(|(_, t)| t.fork_ns);
+        found
+    }
+
     /// Forgets every pid whose exit came before `ns` (a lifecycle done with).
     pub fn forget_before(&self, ns: u64) {
         let mut seen = self.seen.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,12 +230,23 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
             .or_insert((count, PidTimes::default()));
         entry.0 = count;
         match event.kind {
-            Kind::Exec => {
+            Kind::Fork { parent_tgid } => {
                 // A new process under a recycled pid starts afresh.
                 entry.1 = PidTimes {
-                    exec_ns: Some(event.ns),
-                    exit_ns: None,
+                    fork_ns: Some(event.ns),
+                    parent_tgid: Some(parent_tgid),
+                    ..PidTimes::default()
                 };
+            }
+            Kind::Exec => {
+                let t = &mut entry.1;
+                if t.exit_ns.is_some() {
+                    // A recycled pid whose fork was not seen.
+                    *t = PidTimes::default();
+                }
+                if t.fork_ns.is_none() || t.exec_ns.is_none() {
+                    t.exec_ns = Some(event.ns);
+                }
             }
             Kind::Exit => entry.1.exit_ns = Some(event.ns),
         }
@@ -220,6 +257,10 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A new process (not a thread), forked by a thread of `parent_tgid`.
+    Fork {
+        parent_tgid: i32,
+    },
     Exec,
     Exit,
 }
@@ -231,15 +272,30 @@ struct Event {
     ns: u64,
 }
 
-/// One datagram's event, if it is an exec or the exit of a thread-group leader.
+/// One datagram's event, if it is the fork of a process, an exec or the exit of a
+/// thread-group leader.
 fn parse(msg: &[u8]) -> Option<Event> {
     let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
+    let i32_at = |o: usize| i32::try_from(u32_at(o)?).ok();
     let e = EVENT_OFFSET;
     let what = u32_at(e)?;
     let ns = u64::from_ne_bytes(msg.get(e + 8..e + 16)?.try_into().ok()?);
+    if what == PROC_EVENT_FORK {
+        // event_data: parent_pid, parent_tgid, child_pid, child_tgid. A new thread has
+        // its process's tgid (and its parent is the process's parent): not a fork here.
+        let (parent_tgid, child, child_tgid) = (i32_at(e + 20)?, i32_at(e + 24)?, i32_at(e + 28)?);
+        if child != child_tgid {
+            return None;
+        }
+        return Some(Event {
+            kind: Kind::Fork { parent_tgid },
+            pid: child,
+            ns,
+        });
+    }
     // event_data: process_pid, process_tgid, ...
-    let pid = i32::try_from(u32_at(e + 16)?).ok()?;
-    let tgid = i32::try_from(u32_at(e + 20)?).ok()?;
+    let pid = i32_at(e + 16)?;
+    let tgid = i32_at(e + 20)?;
     let kind = match what {
         PROC_EVENT_EXEC => Kind::Exec,
         // A thread's exit is not its process's.
@@ -284,6 +340,12 @@ mod tests {
             .expect("its exit is seen");
         let (exec, exit) = (t.exec_ns.expect("its exec"), t.exit_ns.expect("its exit"));
         assert!(before <= exec && exec <= exit, "{before} {exec} {exit}");
+        let fork = t.fork_ns.expect("its fork");
+        assert!(before <= fork && fork <= exec, "{before} {fork} {exec}");
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert_eq!(t.parent_tgid, Some(me));
+        let children = events.children_of(me, before);
+        assert!(children.iter().any(|&(p, _)| p == pid), "{children:?}");
         assert!(exit <= crate::shim_bench::clock::now_ns());
     }
 }
