@@ -13,10 +13,25 @@ const SPLIT_CALLS: &[&str] = &["Create", "Start", "Start (exec)", "Pids", "Kill"
 
 #[test]
 fn one_round_prints_every_call() {
+    one_round("one_round_prints_every_call", "timer");
+}
+
+/// With the shims running runc itself (no timer), runc's part and the split come from the
+/// kernel's stamps alone.
+#[test]
+fn one_round_with_runc_itself_prints_every_call_and_split() {
+    one_round(
+        "one_round_with_runc_itself_prints_every_call_and_split",
+        "runc",
+    );
+}
+
+/// One round of one exec with `BENCH_SHIM_RUNTIME=runtime`: every line is there.
+fn one_round(test: &str, runtime: &str) {
     tether_tests::require::root();
     if !std::path::Path::new(GO_SHIM).is_file() {
         tether_tests::skip(
-            "one_round_prints_every_call",
+            test,
             "no containerd-shim-runc-v2 (apt-get install containerd)",
         );
         return;
@@ -29,6 +44,7 @@ fn one_round_prints_every_call() {
         .env("BENCH_SHIM_ROUNDS", "1")
         .env("BENCH_SHIM_WARMUP", "0")
         .env("BENCH_SHIM_EXECS", "1")
+        .env("BENCH_SHIM_RUNTIME", runtime)
         .env("BENCH_SHIM_OUTPUT", &json)
         .output()
         .expect("run bench_shim");

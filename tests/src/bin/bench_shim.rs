@@ -5,7 +5,9 @@
 //! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
 //! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
 //! `BENCH_SHIM_STATS` (Stats calls per lifecycle after the first, 10: containerd 2.x's CRI
-//! asks each container's once a second),
+//! asks each container's once a second), `BENCH_SHIM_RUNTIME` (`timer`: the shims run
+//! `runc-timer`, which runs runc and logs its CPU; `runc`: the shims run runc itself, its
+//! part from the kernel's stamps alone, its CPU unknown),
 //! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
 //! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
@@ -89,6 +91,14 @@ fn main() {
     let execs = env_num("BENCH_SHIM_EXECS", 3);
     let stats_again = env_num("BENCH_SHIM_STATS", 10);
     let only = std::env::var("BENCH_SHIM_ONLY").unwrap_or_default();
+    let direct = match std::env::var("BENCH_SHIM_RUNTIME").as_deref() {
+        Err(_) | Ok("" | "timer") => false,
+        Ok("runc") => true,
+        Ok(other) => {
+            eprintln!("bench-shim: BENCH_SHIM_RUNTIME is `timer` or `runc`, not `{other}`");
+            std::process::exit(2);
+        }
+    };
     let output = std::env::var("BENCH_SHIM_OUTPUT")
         .unwrap_or_else(|_| "bench-results-shim.json".to_string());
     for (what, p) in [("tether", &tether), ("Go shim", &go)] {
@@ -129,9 +139,15 @@ fn main() {
         "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
         floor_ns as f64 / 1e6
     );
-    println!(
-        "runc's part of a call: from the execve of the runtime the shim spawned (runc-timer, then runc) to its exit, as the kernel stamped them; the rest is the shim's"
-    );
+    if direct {
+        println!(
+            "runc's part of a call: from the execve of runc, which the shim spawned itself, to its exit, as the kernel stamped them; the rest is the shim's (runc's CPU is not known in this mode: its rows are 0, and `delete`'s CPU includes its runc's)"
+        );
+    } else {
+        println!(
+            "runc's part of a call: from the execve of the runtime the shim spawned (runc-timer, then runc) to its exit, as the kernel stamped them; the rest is the shim's"
+        );
+    }
     let mut runs = [
         ShimRuns {
             name: "tether".into(),
@@ -152,6 +168,7 @@ fn main() {
         execs,
         proc_events: &proc_events,
         stats_again,
+        direct_runtime: direct.then_some(real_runc.as_path()),
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -195,7 +212,7 @@ fn main() {
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns }),
+            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),

@@ -3,8 +3,9 @@
 
 use super::clock::{cpu_ticks, now_ns, threads_cpu_ns, UserSystem};
 use super::fake_events::FakeEvents;
+use super::proc_events::PidTimes;
 use super::proc_events::ProcEvents;
-use super::runc_log::{runc_within, RuncTimer};
+use super::runc_log::{runc_within, RuncRun, RuncTimer};
 use super::split::{runtimes_within, Split};
 use crate::direct_shim::{ctx, DirectShim};
 use containerd_shim_protos::api;
@@ -95,6 +96,11 @@ pub struct Bench<'a> {
     pub proc_events: &'a ProcEvents,
     /// Stats calls after the first, per lifecycle.
     pub stats_again: usize,
+    /// The runtime to name as `BinaryName` instead of the timer (the real runc: what the
+    /// shims execute is then runc itself). runc's part comes from the kernel's stamps
+    /// alone then (the runtimes the server and the `delete` subcommand forked), and
+    /// runc's CPU is not known (0; `delete`'s CPU includes its runc's).
+    pub direct_runtime: Option<&'a Path>,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -137,7 +143,8 @@ impl Bench<'_> {
         let mut create = api::CreateTaskRequest::new();
         create.id = id.into();
         create.bundle = shim.bundle().to_string_lossy().into_owned();
-        create.options = Some(shim.options(self.timer.path())).into();
+        let runtime = self.direct_runtime.unwrap_or(self.timer.path());
+        create.options = Some(shim.options(runtime)).into();
         timed(1, &mut || {
             client
                 .create(ctx(), &create)
@@ -268,31 +275,48 @@ impl Bench<'_> {
         });
         drop(shim);
 
-        let mut runs = self.timer.take_new();
-        for run in &mut runs {
-            run.lived = self
-                .proc_events
-                .exited(run.pid, EXIT_EVENT_WAIT)
-                .and_then(|t| Some((t.exec_ns?, t.exit_ns?)))
-                // The pid's last exec is the timer's (runc runs under a pid of its own).
-                .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
-        }
-        out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
-        // The runtimes the server itself forked (not what they forked), each with its exit.
-        let children: Vec<_> = self
-            .proc_events
-            .children_of(pid, t0)
-            .into_iter()
-            .map(|(child, t)| {
-                let t = self.proc_events.exited(child, EXIT_EVENT_WAIT).unwrap_or(t);
-                (child, t)
-            })
-            .collect();
-        self.proc_events.forget_before(t0);
         let (delete_from, delete_to) = spans
             .last()
             .map(|&(_, from, to)| (from, to))
             .unwrap_or_default();
+        // The runtimes the server itself forked (not what they forked), each with its exit.
+        let children = self.children_exited(pid, t0, u64::MAX);
+        let mut runs = self.timer.take_new();
+        if self.direct_runtime.is_some() {
+            // The `delete` subcommand is this process's child; its runtimes are its own.
+            let me = i32::try_from(std::process::id()).unwrap_or(0);
+            let subcommand_runtimes = self
+                .children_exited(me, delete_from, delete_to)
+                .into_iter()
+                .flat_map(|(sub, _)| self.children_exited(sub, delete_from, delete_to));
+            runs = children
+                .iter()
+                .cloned()
+                .chain(subcommand_runtimes)
+                .filter_map(|(pid, t)| {
+                    let (exec, exit) = (t.exec_ns?, t.exit_ns?);
+                    Some(RuncRun {
+                        verb: "other".into(),
+                        start_ns: exec,
+                        end_ns: exit,
+                        cpu_ns: 0,
+                        wrapper_cpu_ns: 0,
+                        pid,
+                        lived: Some((exec, exit)),
+                    })
+                })
+                .collect();
+        }
+        for run in runs.iter_mut().filter(|r| r.lived.is_none()) {
+            run.lived = self
+                .proc_events
+                .exited(run.pid, EXIT_EVENT_WAIT)
+                .and_then(|t| Some((t.exec_ns?, t.exit_ns?)))
+                // The timer's pid execs once (runc runs under a pid of its own).
+                .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
+        }
+        out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
+        self.proc_events.forget_before(t0);
         let inside_delete: u64 = runs
             .iter()
             .filter(|r| r.overlap(delete_from, delete_to) > 0)
@@ -321,5 +345,19 @@ impl Bench<'_> {
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);
         out
+    }
+
+    /// The processes `parent` forked within `[from, to]` (ns), each with its exit once the
+    /// kernel reported it (waiting for it up to [`EXIT_EVENT_WAIT`]).
+    fn children_exited(&self, parent: i32, from: u64, to: u64) -> Vec<(i32, PidTimes)> {
+        self.proc_events
+            .children_of(parent, from)
+            .into_iter()
+            .filter(|(_, t)| t.fork_ns.is_some_and(|f| f <= to))
+            .map(|(child, t)| {
+                let t = self.proc_events.exited(child, EXIT_EVENT_WAIT).unwrap_or(t);
+                (child, t)
+            })
+            .collect()
     }
 }
