@@ -23,6 +23,7 @@ use tether_tests::shim_bench::proc_events::ProcEvents;
 use tether_tests::shim_bench::report::{self, ShimRuns};
 use tether_tests::shim_bench::runc_log::RuncTimer;
 use tether_tests::shim_bench::split;
+use tether_tests::shim_bench::taskstats::TaskStats;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -129,6 +130,10 @@ fn main() {
         eprintln!("bench-shim: the kernel's process events (proc connector, root): {e}");
         std::process::exit(2);
     });
+    let mut taskstats = TaskStats::open().unwrap_or_else(|e| {
+        eprintln!("bench-shim: the kernel's taskstats (generic netlink): {e}");
+        std::process::exit(2);
+    });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
     let floor_ns = round_trip_floor(&events, 50);
     let machine = machine();
@@ -169,6 +174,7 @@ fn main() {
         proc_events: &proc_events,
         stats_again,
         direct_runtime: direct.then_some(real_runc.as_path()),
+        taskstats: &mut taskstats,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.

@@ -1,12 +1,13 @@
 //! One container's life through one shim, every call timed: what a round of the shim
 //! bench measures.
 
-use super::clock::{cpu_ticks, now_ns, threads_cpu_ns, UserSystem};
+use super::clock::{now_ns, threads_cpu_ns};
 use super::fake_events::FakeEvents;
 use super::proc_events::PidTimes;
 use super::proc_events::ProcEvents;
 use super::runc_log::{runc_within, RuncRun, RuncTimer};
 use super::split::{runtimes_within, Split};
+use super::taskstats::{TaskStats, UserSystem};
 use crate::direct_shim::{ctx, DirectShim};
 use containerd_shim_protos::api;
 use containerd_shim_protos::ttrpc::context;
@@ -57,11 +58,11 @@ pub struct LifecycleSample {
     pub server_cpu_ns: u64,
     /// The server's own CPU time for each exec (Exec, its Start, Wait and Delete) (ns).
     pub exec_cpu_ns: Vec<u64>,
-    /// The server's user and system ticks from its first call to just before Shutdown
-    /// (`/proc/PID/stat`, in whole ticks: a difference, so their truncation does not bias
-    /// the sum over many lifecycles; only their ratio over many samples means something).
+    /// The server's user and system time as the kernel's ticks sampled it ([`TaskStats`],
+    /// ns), from its first call to just before Shutdown: a few ticks per lifecycle, so
+    /// only their ratio summed over many lifecycles says something.
     pub server_ticks: UserSystem,
-    /// The server's user and system ticks over all of this lifecycle's execs.
+    /// The same over all of this lifecycle's execs (Exec, its Start, Wait and Delete).
     pub exec_ticks: UserSystem,
     /// The `start` subcommand's CPU time (ns).
     pub start_cpu_ns: u64,
@@ -101,6 +102,8 @@ pub struct Bench<'a> {
     /// alone then (the runtimes the server and the `delete` subcommand forked), and
     /// runc's CPU is not known (0; `delete`'s CPU includes its runc's).
     pub direct_runtime: Option<&'a Path>,
+    /// Where the server's user and system ticks are read.
+    pub taskstats: &'a mut TaskStats,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -129,7 +132,7 @@ impl Bench<'_> {
         spans.push((0, t0, t0 + took));
         out.start_cpu_ns = u64::try_from(started.cpu.as_nanos()).unwrap_or(u64::MAX);
         let pid = shim.shim_pid().expect("the shim wrote shim.pid");
-        let ticks_at_start = cpu_ticks(pid).unwrap_or_default();
+        let ticks_at_start = self.taskstats.user_system(pid).unwrap_or_default();
         let client = shim.client();
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
@@ -167,7 +170,7 @@ impl Bench<'_> {
         for n in 0..self.execs {
             let exec_id = format!("e{n}");
             let before = threads_cpu_ns(pid).unwrap_or(0);
-            let ticks_before = cpu_ticks(pid).unwrap_or_default();
+            let ticks_before = self.taskstats.user_system(pid).unwrap_or_default();
             let mut exec = api::ExecProcessRequest::new();
             exec.id = id.into();
             exec.exec_id = exec_id.clone();
@@ -203,7 +206,11 @@ impl Bench<'_> {
             });
             let after = threads_cpu_ns(pid).unwrap_or(0);
             out.exec_cpu_ns.push(after.saturating_sub(before));
-            let ticks = cpu_ticks(pid).unwrap_or_default().since(ticks_before);
+            let ticks = self
+                .taskstats
+                .user_system(pid)
+                .unwrap_or_default()
+                .since(ticks_before);
             out.exec_ticks = out.exec_ticks.plus(ticks);
         }
         let mut stats = api::StatsRequest::new();
@@ -255,7 +262,11 @@ impl Bench<'_> {
                 .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
         });
         out.server_cpu_ns = threads_cpu_ns(pid).unwrap_or(0);
-        out.server_ticks = cpu_ticks(pid).unwrap_or_default().since(ticks_at_start);
+        out.server_ticks = self
+            .taskstats
+            .user_system(pid)
+            .unwrap_or_default()
+            .since(ticks_at_start);
         let mut shutdown = api::ShutdownRequest::new();
         shutdown.id = id.into();
         timed(13, &mut || {

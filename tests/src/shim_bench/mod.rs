@@ -21,3 +21,4 @@ pub mod proc_events;
 pub mod report;
 pub mod runc_log;
 pub mod split;
+pub mod taskstats;

@@ -189,7 +189,7 @@ pub fn json(runs: &[&ShimRuns], machine: Value) -> Value {
                 .map(|(label, v)| json!({"what": label, "ns": v, "p50_ns": quantile(&v, 50)}))
                 .collect();
             let events: Vec<u64> = r.lifecycles.iter().map(|l| l.events).collect();
-            let ticks = |f: fn(&LifecycleSample) -> super::clock::UserSystem| {
+            let ticks = |f: fn(&LifecycleSample) -> super::taskstats::UserSystem| {
                 let t: Vec<[u64; 2]> = r
                     .lifecycles
                     .iter()

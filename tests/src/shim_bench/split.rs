@@ -17,10 +17,10 @@
 //! forked it): what runc forks (`runc init`) or a `BinaryName` wrapper's own child is
 //! not counted.
 
-use super::clock::UserSystem;
 use super::lifecycle::CALLS;
 use super::proc_events::PidTimes;
 use super::report::{ms, quantile, ratio, ShimRuns};
+use super::taskstats::UserSystem;
 use std::fmt::Write as _;
 
 /// One call's own share split at the kernel's stamps of the runtime it started (ns).
@@ -195,12 +195,12 @@ type CpuSamples = fn(&ShimRuns) -> (Vec<u64>, UserSystem);
 /// One shim's CPU split over all its lifecycles: the median precise figure (schedstat)
 /// divided by the system share of the ticks summed over every sample (the kernel samples
 /// user or system at each of its ticks, `HZ` 250 here, so a lifecycle of the shim's has
-/// a few and only the sum over many says something).
+/// a few and only the sum over many says something; [`super::taskstats`]).
 struct CpuSplit {
     user_ms: f64,
     system_ms: f64,
     system_share: f64,
-    ticks: u64,
+    sampled_ms: f64,
 }
 
 fn cpu_split(precise: &[u64], ticks: UserSystem) -> CpuSplit {
@@ -215,7 +215,7 @@ fn cpu_split(precise: &[u64], ticks: UserSystem) -> CpuSplit {
         user_ms: median * (1.0 - share),
         system_ms: median * share,
         system_share: share,
-        ticks: total,
+        sampled_ms: total as f64 / 1e6,
     }
 }
 
@@ -224,7 +224,7 @@ pub fn cpu_table(a: &ShimRuns, b: &ShimRuns) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| CPU user / system (ms; median schedstat × the system share of /proc/PID/stat's ticks summed over all samples, lifecycle: Create → Delete) | {an} | {bn} | user {an}/{bn} | system {an}/{bn} |",
+        "| CPU user / system (ms; median schedstat split by the user and system ticks taskstats gives, summed over all samples; ticks of the lifecycle: Create → Delete) | {an} | {bn} | user {an}/{bn} | system {an}/{bn} |",
         an = a.name,
         bn = b.name
     );
@@ -255,11 +255,11 @@ pub fn cpu_table(a: &ShimRuns, b: &ShimRuns) -> String {
         let (sa, sb) = (cpu_split(&pa, ta), cpu_split(&pb, tb));
         let cell = |s: &CpuSplit| {
             format!(
-                "{:.2} / {:.2} ({:.0} % system of {} ticks)",
+                "{:.2} / {:.2} ({:.0} % system of {:.0} ms sampled)",
                 s.user_ms,
                 s.system_ms,
                 s.system_share * 100.0,
-                s.ticks
+                s.sampled_ms
             )
         };
         let r = |x: f64, y: f64| {
