@@ -285,6 +285,9 @@ impl Bench<'_> {
             delete_cpu = u64::try_from(run.cpu.as_nanos()).unwrap_or(u64::MAX);
         });
         drop(shim);
+        // Every runtime has been reaped: what the kernel said of their threads' exits is
+        // queued; read it all.
+        self.proc_events.sync(EXIT_EVENT_WAIT);
 
         let (delete_from, delete_to) = spans
             .last()

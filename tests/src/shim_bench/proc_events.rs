@@ -15,6 +15,10 @@
 //! forking process (`parent_tgid`, whichever thread forked), so the runtime a shim started
 //! is told from the processes runc itself forks (`runc init`, the timer's runc).
 //!
+//! A process's end is the last exit of its threads: runc (Go) ends with `exit_group`, and
+//! its leader may exit before the other threads, the last of which tears the memory down
+//! (the parent can reap only after that); that is runc's part too.
+//!
 //! Needs root (CAP_NET_ADMIN) and a kernel with `CONFIG_PROC_EVENTS`. One thread reads the
 //! socket and keeps, per pid, the fork, exec and exit seen (bounded: [`MAX_PIDS`]).
 #![allow(unsafe_code)]
@@ -53,8 +57,14 @@ pub struct PidTimes {
     pub parent_tgid: Option<i32>,
     /// Its first `execve` after the fork seen; its last one when the fork was not seen.
     pub exec_ns: Option<u64>,
-    /// Its exit (of its thread-group leader).
+    /// The end of the process: the last exit of any of its threads seen. A Go process
+    /// such as runc ends with `exit_group`, and its leader may leave before its other
+    /// threads, the last of which tears its memory down; its parent can reap it only after
+    /// that. Set from the first exit seen; final once the leader has exited and
+    /// [`ProcEvents::sync`] has returned.
     pub exit_ns: Option<u64>,
+    /// Whether its thread-group leader's exit was seen.
+    pub leader_exited: bool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +74,48 @@ struct Seen {
     count: u64,
     /// Whether the socket overflowed at some point (events lost).
     lost: bool,
+}
+
+impl Seen {
+    /// Takes one event in.
+    fn record(&mut self, event: Event) {
+        self.count += 1;
+        let count = self.count;
+        if self.pids.len() >= MAX_PIDS {
+            let keep_from = count.saturating_sub(MAX_PIDS as u64 / 2);
+            self.pids.retain(|_, (at, _)| *at >= keep_from);
+        }
+        let entry = self
+            .pids
+            .entry(event.pid)
+            .or_insert((count, PidTimes::default()));
+        entry.0 = count;
+        match event.kind {
+            Kind::Fork { parent_tgid } => {
+                // A new process under a recycled pid starts afresh.
+                entry.1 = PidTimes {
+                    fork_ns: Some(event.ns),
+                    parent_tgid: Some(parent_tgid),
+                    ..PidTimes::default()
+                };
+            }
+            Kind::Exec => {
+                let t = &mut entry.1;
+                if t.leader_exited {
+                    // A recycled pid whose fork was not seen.
+                    *t = PidTimes::default();
+                }
+                if t.fork_ns.is_none() || t.exec_ns.is_none() {
+                    t.exec_ns = Some(event.ns);
+                }
+            }
+            Kind::Exit { leader } => {
+                let t = &mut entry.1;
+                t.exit_ns = Some(t.exit_ns.map_or(event.ns, |e| e.max(event.ns)));
+                t.leader_exited |= leader;
+            }
+        }
+    }
 }
 
 /// The listener: a thread reading the proc connector for as long as this lives.
@@ -143,16 +195,30 @@ impl ProcEvents {
         Ok(ProcEvents { seen })
     }
 
-    /// What the kernel said of `pid` once its exit has been read, waiting up to `within`
-    /// for it (the exit is queued on the socket before its parent can reap it, so by the
-    /// time a shim answered the call, it is on its way here).
+    /// Returns once every event the kernel queued before this call has been read (up to
+    /// `within`; false if not): a child is spawned and reaped, and its exit read (the
+    /// socket delivers in order). What the other threads of a process that exited earlier
+    /// reported is then known.
+    pub fn sync(&self, within: Duration) -> bool {
+        let Ok(mut child) = std::process::Command::new("/bin/true").spawn() else {
+            return false;
+        };
+        let pid = i32::try_from(child.id()).unwrap_or(0);
+        let _ = child.wait();
+        self.exited(pid, within).is_some()
+    }
+
+    /// What the kernel said of `pid` once its leader's exit has been read, waiting up to
+    /// `within` for it (the exit is queued on the socket before its parent can reap it,
+    /// so by the time a shim answered the call, it is on its way here; the exits of its
+    /// other threads may still follow: see [`ProcEvents::sync`]).
     pub fn exited(&self, pid: i32, within: Duration) -> Option<PidTimes> {
         let (lock, cv) = &*self.seen;
         let until = Instant::now() + within;
         let mut seen = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(&(_, t)) = seen.pids.get(&pid) {
-                if t.exit_ns.is_some() {
+                if t.leader_exited {
                     return Some(t);
                 }
             }
@@ -218,38 +284,7 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
         };
         let (lock, cv) = seen;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-        s.count += 1;
-        let count = s.count;
-        if s.pids.len() >= MAX_PIDS {
-            let keep_from = count.saturating_sub(MAX_PIDS as u64 / 2);
-            s.pids.retain(|_, (at, _)| *at >= keep_from);
-        }
-        let entry = s
-            .pids
-            .entry(event.pid)
-            .or_insert((count, PidTimes::default()));
-        entry.0 = count;
-        match event.kind {
-            Kind::Fork { parent_tgid } => {
-                // A new process under a recycled pid starts afresh.
-                entry.1 = PidTimes {
-                    fork_ns: Some(event.ns),
-                    parent_tgid: Some(parent_tgid),
-                    ..PidTimes::default()
-                };
-            }
-            Kind::Exec => {
-                let t = &mut entry.1;
-                if t.exit_ns.is_some() {
-                    // A recycled pid whose fork was not seen.
-                    *t = PidTimes::default();
-                }
-                if t.fork_ns.is_none() || t.exec_ns.is_none() {
-                    t.exec_ns = Some(event.ns);
-                }
-            }
-            Kind::Exit => entry.1.exit_ns = Some(event.ns),
-        }
+        s.record(event);
         drop(s);
         cv.notify_all();
     }
@@ -262,7 +297,10 @@ enum Kind {
         parent_tgid: i32,
     },
     Exec,
-    Exit,
+    /// The exit of a thread of the process (`leader`: of its thread-group leader).
+    Exit {
+        leader: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,8 +310,8 @@ struct Event {
     ns: u64,
 }
 
-/// One datagram's event, if it is the fork of a process, an exec or the exit of a
-/// thread-group leader.
+/// One datagram's event, if it is the fork of a process, an exec or the exit of a thread
+/// (keyed by its process).
 fn parse(msg: &[u8]) -> Option<Event> {
     let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
     let i32_at = |o: usize| i32::try_from(u32_at(o)?).ok();
@@ -298,8 +336,10 @@ fn parse(msg: &[u8]) -> Option<Event> {
     let tgid = i32_at(e + 20)?;
     let kind = match what {
         PROC_EVENT_EXEC => Kind::Exec,
-        // A thread's exit is not its process's.
-        PROC_EVENT_EXIT if pid == tgid => Kind::Exit,
+        // A thread's exit counts toward its process's end, not as the leader's.
+        PROC_EVENT_EXIT => Kind::Exit {
+            leader: pid == tgid,
+        },
         _ => return None,
     };
     Some(Event {
@@ -321,6 +361,27 @@ mod tests {
             std::mem::size_of::<libc::sockaddr_nl>()
         );
         assert_eq!(i32::from(NLMSG_DONE), libc::NLMSG_DONE);
+    }
+
+    #[test]
+    fn a_process_ends_with_its_last_thread() {
+        let mut seen = Seen::default();
+        let at = |kind, ns| Event { kind, pid: 42, ns };
+        seen.record(at(Kind::Fork { parent_tgid: 7 }, 10));
+        seen.record(at(Kind::Exec, 20));
+        // The leader leaves first; another thread later, which ends the process.
+        seen.record(at(Kind::Exit { leader: true }, 30));
+        seen.record(at(Kind::Exit { leader: false }, 35));
+        let t = seen.pids[&42].1;
+        assert_eq!(
+            (t.fork_ns, t.parent_tgid, t.exec_ns, t.exit_ns),
+            (Some(10), Some(7), Some(20), Some(35))
+        );
+        assert!(t.leader_exited);
+        // The pid recycled, its fork missed: its exec starts it afresh.
+        seen.record(at(Kind::Exec, 50));
+        let t = seen.pids[&42].1;
+        assert_eq!((t.fork_ns, t.exec_ns, t.exit_ns), (None, Some(50), None));
     }
 
     #[test]

@@ -293,6 +293,7 @@ mod tests {
                 parent_tgid: Some(1),
                 exec_ns: Some(exec),
                 exit_ns: Some(exit),
+                leader_exited: true,
             },
         )
     }
