@@ -76,6 +76,7 @@ fn one_round(test: &str, runtime: &str) {
     for row in [
         "| shim CPU per lifecycle, user / system |",
         "| shim CPU per exec, user / system |",
+        "the same runtime (",
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(row)),

@@ -78,6 +78,23 @@ fn round_trip_floor(events: &FakeEvents, n: usize) -> u64 {
     report::quantile(&took, 50)
 }
 
+/// The fork → execve span (ns, the kernel's stamps) of `runtime --version` spawned by
+/// this bench itself (Rust's std, from a small process), once: what starting that binary
+/// costs a spawner other than the shims, taken in the same rounds to hold their (b)
+/// against. `None` when it could not be spawned or its stamps were not seen.
+fn spawn_once(proc_events: &ProcEvents, runtime: &std::path::Path) -> Option<u64> {
+    let mut child = std::process::Command::new(runtime)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = i32::try_from(child.id()).ok()?;
+    let _ = child.wait();
+    let t = proc_events.exited(pid, std::time::Duration::from_secs(2))?;
+    Some(t.exec_ns?.saturating_sub(t.fork_ns?))
+}
+
 fn main() {
     let Some(tether) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: bench_shim <containerd-shim-tether-v2> (as root)");
@@ -136,6 +153,12 @@ fn main() {
     });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
     let floor_ns = round_trip_floor(&events, 50);
+    let runtime = if direct {
+        real_runc.clone()
+    } else {
+        timer.path().to_path_buf()
+    };
+    let mut spawns = Vec::new();
     let machine = machine();
     println!(
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
@@ -144,6 +167,7 @@ fn main() {
         "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
         floor_ns as f64 / 1e6
     );
+
     if direct {
         println!(
             "runc's part of a call: from the execve of runc, which the shim spawned itself, to its exit, as the kernel stamped them; the rest is the shim's (runc's CPU is not known in this mode: its rows are 0, and `delete`'s CPU includes its runc's)"
@@ -186,6 +210,9 @@ fn main() {
             let id = tether_tests::unique_id(if which == 0 { "bt" } else { "bg" });
             let sample = bench.lifecycle(&binaries[which], &id);
             if round >= warmup {
+                spawns.extend(spawn_once(&proc_events, &runtime));
+            }
+            if round >= warmup {
                 runs[which].lifecycles.push(sample);
             }
         }
@@ -199,6 +226,13 @@ fn main() {
         "the own share of a call that starts a runtime, split at the kernel's stamps of the runtime the shim server forked: (a) request sent → its fork, (b) fork → its execve, (c) execve → exit (runc's part), (d) exit → reply received; (a)+(d) is the shim deciding and answering, (b) the start of the runtime; medians of each part (ms)"
     );
     print!("{}", split::table(a, b));
+    let spawn_floor_ns = report::quantile(&spawns, 50);
+    println!(
+        "the same runtime ({}) spawned by this bench itself (Rust's std, from a small process) after each lifecycle: fork → execve {:.2} ms, median of {} (what (b) costs a spawner other than the shims)",
+        runtime.display(),
+        spawn_floor_ns as f64 / 1e6,
+        spawns.len()
+    );
     println!();
     print!("{}", split::cpu_table(a, b));
     let unmatched: u64 = runs
@@ -218,7 +252,7 @@ fn main() {
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns }),
+            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "spawn_floor_ns": spawn_floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),
