@@ -225,9 +225,11 @@ bench: deps build
 
 ## bench-shim: tether vs containerd-shim-runc-v2, each driven directly over ttrpc as containerd
 ##        drives it, without containerd (root): per call latency, runc's part and the shim's
-##        own share, the shims' own CPU per lifecycle and per exec (tests/src/shim_bench/).
+##        own share (split at the kernel's fork/exec/exit stamps of the runtime for the calls that
+##        run runc), the shims' own CPU per lifecycle and per exec, user and system (tests/src/shim_bench/).
 ##        BENCH_SHIM_ROUNDS (20), BENCH_SHIM_EXECS (3), BENCH_SHIM_STATS (10), BENCH_SHIM_OUTPUT
-##        (bench-results-shim.json), BENCH_GO_SHIM (/usr/bin/containerd-shim-runc-v2)
+##        (bench-results-shim.json), BENCH_GO_SHIM (/usr/bin/containerd-shim-runc-v2),
+##        BENCH_SHIM_RUNTIME (timer | runc: the shims run runc itself, not runc-timer)
 bench-shim: deps build
 	$(CARGO) build --locked -p tether-tests --bins
 	$${CARGO_TARGET_DIR:-target}/debug/bench_shim $(CURDIR)/$(RELEASE_BIN)

@@ -1,5 +1,6 @@
 //! `make bench-shim` runs: one round of the shim bench (tether and the Go shim, each
-//! driven directly over ttrpc) prints a line for every call and writes its JSON. Figures
+//! driven directly over ttrpc) prints a line for every call, the split of the own share of
+//! every call that runs runc, the shims' user and system CPU, and writes its JSON. Figures
 //! are not checked: a benchmark is never asserted in a test.
 
 use std::process::Command;
@@ -7,12 +8,30 @@ use tether_tests::shim_bench::lifecycle::CALLS;
 
 const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 
+/// The calls in which both shims' servers start runc.
+const SPLIT_CALLS: &[&str] = &["Create", "Start", "Start (exec)", "Pids", "Kill", "Delete"];
+
 #[test]
 fn one_round_prints_every_call() {
+    one_round("one_round_prints_every_call", "timer");
+}
+
+/// With the shims running runc itself (no timer), runc's part and the split come from the
+/// kernel's stamps alone.
+#[test]
+fn one_round_with_runc_itself_prints_every_call_and_split() {
+    one_round(
+        "one_round_with_runc_itself_prints_every_call_and_split",
+        "runc",
+    );
+}
+
+/// One round of one exec with `BENCH_SHIM_RUNTIME=runtime`: every line is there.
+fn one_round(test: &str, runtime: &str) {
     tether_tests::require::root();
     if !std::path::Path::new(GO_SHIM).is_file() {
         tether_tests::skip(
-            "one_round_prints_every_call",
+            test,
             "no containerd-shim-runc-v2 (apt-get install containerd)",
         );
         return;
@@ -25,6 +44,7 @@ fn one_round_prints_every_call() {
         .env("BENCH_SHIM_ROUNDS", "1")
         .env("BENCH_SHIM_WARMUP", "0")
         .env("BENCH_SHIM_EXECS", "1")
+        .env("BENCH_SHIM_RUNTIME", runtime)
         .env("BENCH_SHIM_OUTPUT", &json)
         .output()
         .expect("run bench_shim");
@@ -41,6 +61,26 @@ fn one_round_prints_every_call() {
                 .lines()
                 .any(|l| l.starts_with(&format!("| {call} |"))),
             "no line for {call}:\n{stdout}"
+        );
+    }
+    // The own share split at the kernel's stamps of the runtime each call started, and
+    // the shim's CPU split into user and system time.
+    for call in SPLIT_CALLS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("| split: {call} |"))),
+            "no split line for {call}:\n{stdout}"
+        );
+    }
+    for row in [
+        "| shim CPU per lifecycle, user / system |",
+        "| shim CPU per exec, user / system |",
+        "the same runtime (",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(row)),
+            "no line {row}:\n{stdout}"
         );
     }
     let doc: serde_json::Value =

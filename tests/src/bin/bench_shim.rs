@@ -5,7 +5,9 @@
 //! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
 //! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
 //! `BENCH_SHIM_STATS` (Stats calls per lifecycle after the first, 10: containerd 2.x's CRI
-//! asks each container's once a second),
+//! asks each container's once a second), `BENCH_SHIM_RUNTIME` (`timer`: the shims run
+//! `runc-timer`, which runs runc and logs its CPU; `runc`: the shims run runc itself, its
+//! part from the kernel's stamps alone, its CPU unknown),
 //! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
 //! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
@@ -20,6 +22,8 @@ use tether_tests::shim_bench::lifecycle::Bench;
 use tether_tests::shim_bench::proc_events::ProcEvents;
 use tether_tests::shim_bench::report::{self, ShimRuns};
 use tether_tests::shim_bench::runc_log::RuncTimer;
+use tether_tests::shim_bench::split;
+use tether_tests::shim_bench::taskstats::TaskStats;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -74,6 +78,23 @@ fn round_trip_floor(events: &FakeEvents, n: usize) -> u64 {
     report::quantile(&took, 50)
 }
 
+/// The fork → execve span (ns, the kernel's stamps) of `runtime --version` spawned by
+/// this bench itself (Rust's std, from a small process), once: what starting that binary
+/// costs a spawner other than the shims, taken in the same rounds to hold their (b)
+/// against. `None` when it could not be spawned or its stamps were not seen.
+fn spawn_once(proc_events: &ProcEvents, runtime: &std::path::Path) -> Option<u64> {
+    let mut child = std::process::Command::new(runtime)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = i32::try_from(child.id()).ok()?;
+    let _ = child.wait();
+    let t = proc_events.exited(pid, std::time::Duration::from_secs(2))?;
+    Some(t.exec_ns?.saturating_sub(t.fork_ns?))
+}
+
 fn main() {
     let Some(tether) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: bench_shim <containerd-shim-tether-v2> (as root)");
@@ -88,6 +109,14 @@ fn main() {
     let execs = env_num("BENCH_SHIM_EXECS", 3);
     let stats_again = env_num("BENCH_SHIM_STATS", 10);
     let only = std::env::var("BENCH_SHIM_ONLY").unwrap_or_default();
+    let direct = match std::env::var("BENCH_SHIM_RUNTIME").as_deref() {
+        Err(_) | Ok("" | "timer") => false,
+        Ok("runc") => true,
+        Ok(other) => {
+            eprintln!("bench-shim: BENCH_SHIM_RUNTIME is `timer` or `runc`, not `{other}`");
+            std::process::exit(2);
+        }
+    };
     let output = std::env::var("BENCH_SHIM_OUTPUT")
         .unwrap_or_else(|_| "bench-results-shim.json".to_string());
     for (what, p) in [("tether", &tether), ("Go shim", &go)] {
@@ -118,8 +147,18 @@ fn main() {
         eprintln!("bench-shim: the kernel's process events (proc connector, root): {e}");
         std::process::exit(2);
     });
+    let mut taskstats = TaskStats::open().unwrap_or_else(|e| {
+        eprintln!("bench-shim: the kernel's taskstats (generic netlink): {e}");
+        std::process::exit(2);
+    });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
     let floor_ns = round_trip_floor(&events, 50);
+    let runtime = if direct {
+        real_runc.clone()
+    } else {
+        timer.path().to_path_buf()
+    };
+    let mut spawns = Vec::new();
     let machine = machine();
     println!(
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
@@ -128,9 +167,16 @@ fn main() {
         "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
         floor_ns as f64 / 1e6
     );
-    println!(
-        "runc's part of a call: from the execve of the runtime the shim spawned (runc-timer, then runc) to its exit, as the kernel stamped them; the rest is the shim's"
-    );
+
+    if direct {
+        println!(
+            "runc's part of a call: from the execve of runc, which the shim spawned itself, to its exit, as the kernel stamped them; the rest is the shim's (runc's CPU is not known in this mode: its rows are 0, and `delete`'s CPU includes its runc's)"
+        );
+    } else {
+        println!(
+            "runc's part of a call: from the execve of the runtime the shim spawned (runc-timer, then runc) to its exit, as the kernel stamped them; the rest is the shim's"
+        );
+    }
     let mut runs = [
         ShimRuns {
             name: "tether".into(),
@@ -151,6 +197,8 @@ fn main() {
         execs,
         proc_events: &proc_events,
         stats_again,
+        direct_runtime: direct.then_some(real_runc.as_path()),
+        taskstats: &mut taskstats,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -162,6 +210,9 @@ fn main() {
             let id = tether_tests::unique_id(if which == 0 { "bt" } else { "bg" });
             let sample = bench.lifecycle(&binaries[which], &id);
             if round >= warmup {
+                spawns.extend(spawn_once(&proc_events, &runtime));
+            }
+            if round >= warmup {
                 runs[which].lifecycles.push(sample);
             }
         }
@@ -170,6 +221,20 @@ fn main() {
     eprintln!();
     let [a, b] = &runs;
     print!("{}", report::table(a, b));
+    println!();
+    println!(
+        "the own share of a call that starts a runtime, split at the kernel's stamps of the runtime the shim server forked: (a) request sent → its fork, (b) fork → its execve, (c) execve → exit (runc's part), (d) exit → reply received; (a)+(d) is the shim deciding and answering, (b) the start of the runtime; medians of each part (ms)"
+    );
+    print!("{}", split::table(a, b));
+    let spawn_floor_ns = report::quantile(&spawns, 50);
+    println!(
+        "the same runtime ({}) spawned by this bench itself (Rust's std, from a small process) after each lifecycle: fork → execve {:.2} ms, median of {} (what (b) costs a spawner other than the shims)",
+        runtime.display(),
+        spawn_floor_ns as f64 / 1e6,
+        spawns.len()
+    );
+    println!();
+    print!("{}", split::cpu_table(a, b));
     let unmatched: u64 = runs
         .iter()
         .flat_map(|r| r.lifecycles.iter())
@@ -187,7 +252,7 @@ fn main() {
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns }),
+            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "spawn_floor_ns": spawn_floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),

@@ -3,8 +3,11 @@
 
 use super::clock::{now_ns, threads_cpu_ns};
 use super::fake_events::FakeEvents;
+use super::proc_events::PidTimes;
 use super::proc_events::ProcEvents;
-use super::runc_log::{runc_within, RuncTimer};
+use super::runc_log::{runc_within, RuncRun, RuncTimer};
+use super::split::{runtimes_within, Split};
+use super::taskstats::{TaskStats, UserSystem};
 use crate::direct_shim::{ctx, DirectShim};
 use containerd_shim_protos::api;
 use containerd_shim_protos::ttrpc::context;
@@ -30,7 +33,8 @@ pub const CALLS: &[&str] = &[
     "delete (subcommand)",
 ];
 
-/// One timed call: its latency and the time runc ran inside it (ns).
+/// One timed call: its latency, the time runc ran inside it (ns), and the split of the
+/// shim's own share when the server started one runtime in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallSample {
     /// Index into [`CALLS`].
@@ -39,6 +43,10 @@ pub struct CallSample {
     pub latency_ns: u64,
     /// The part of it during which runc ran.
     pub runc_ns: u64,
+    /// How many runtimes the shim server forked within the call (the kernel's fork events).
+    pub runtimes: usize,
+    /// The call split at the kernel's stamps of that runtime, when there was exactly one.
+    pub split: Option<Split>,
 }
 
 /// What one lifecycle measured.
@@ -50,6 +58,12 @@ pub struct LifecycleSample {
     pub server_cpu_ns: u64,
     /// The server's own CPU time for each exec (Exec, its Start, Wait and Delete) (ns).
     pub exec_cpu_ns: Vec<u64>,
+    /// The server's user and system time as the kernel's ticks sampled it ([`TaskStats`],
+    /// ns), from its first call to just before Shutdown: a few ticks per lifecycle, so
+    /// only their ratio summed over many lifecycles says something.
+    pub server_ticks: UserSystem,
+    /// The same over all of this lifecycle's execs (Exec, its Start, Wait and Delete).
+    pub exec_ticks: UserSystem,
     /// The `start` subcommand's CPU time (ns).
     pub start_cpu_ns: u64,
     /// The `delete` subcommand's own CPU time: with its children, less runc's and the
@@ -83,6 +97,13 @@ pub struct Bench<'a> {
     pub proc_events: &'a ProcEvents,
     /// Stats calls after the first, per lifecycle.
     pub stats_again: usize,
+    /// The runtime to name as `BinaryName` instead of the timer (the real runc: what the
+    /// shims execute is then runc itself). runc's part comes from the kernel's stamps
+    /// alone then (the runtimes the server and the `delete` subcommand forked), and
+    /// runc's CPU is not known (0; `delete`'s CPU includes its runc's).
+    pub direct_runtime: Option<&'a Path>,
+    /// Where the server's user and system ticks are read.
+    pub taskstats: &'a mut TaskStats,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -111,6 +132,7 @@ impl Bench<'_> {
         spans.push((0, t0, t0 + took));
         out.start_cpu_ns = u64::try_from(started.cpu.as_nanos()).unwrap_or(u64::MAX);
         let pid = shim.shim_pid().expect("the shim wrote shim.pid");
+        let ticks_at_start = self.taskstats.user_system(pid).unwrap_or_default();
         let client = shim.client();
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
@@ -124,7 +146,8 @@ impl Bench<'_> {
         let mut create = api::CreateTaskRequest::new();
         create.id = id.into();
         create.bundle = shim.bundle().to_string_lossy().into_owned();
-        create.options = Some(shim.options(self.timer.path())).into();
+        let runtime = self.direct_runtime.unwrap_or(self.timer.path());
+        create.options = Some(shim.options(runtime)).into();
         timed(1, &mut || {
             client
                 .create(ctx(), &create)
@@ -147,6 +170,7 @@ impl Bench<'_> {
         for n in 0..self.execs {
             let exec_id = format!("e{n}");
             let before = threads_cpu_ns(pid).unwrap_or(0);
+            let ticks_before = self.taskstats.user_system(pid).unwrap_or_default();
             let mut exec = api::ExecProcessRequest::new();
             exec.id = id.into();
             exec.exec_id = exec_id.clone();
@@ -182,6 +206,12 @@ impl Bench<'_> {
             });
             let after = threads_cpu_ns(pid).unwrap_or(0);
             out.exec_cpu_ns.push(after.saturating_sub(before));
+            let ticks = self
+                .taskstats
+                .user_system(pid)
+                .unwrap_or_default()
+                .since(ticks_before);
+            out.exec_ticks = out.exec_ticks.plus(ticks);
         }
         let mut stats = api::StatsRequest::new();
         stats.id = id.into();
@@ -232,6 +262,11 @@ impl Bench<'_> {
                 .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
         });
         out.server_cpu_ns = threads_cpu_ns(pid).unwrap_or(0);
+        out.server_ticks = self
+            .taskstats
+            .user_system(pid)
+            .unwrap_or_default()
+            .since(ticks_at_start);
         let mut shutdown = api::ShutdownRequest::new();
         shutdown.id = id.into();
         timed(13, &mut || {
@@ -250,22 +285,52 @@ impl Bench<'_> {
             delete_cpu = u64::try_from(run.cpu.as_nanos()).unwrap_or(u64::MAX);
         });
         drop(shim);
+        // Every runtime has been reaped: what the kernel said of their threads' exits is
+        // queued; read it all.
+        self.proc_events.sync(EXIT_EVENT_WAIT);
 
-        let mut runs = self.timer.take_new();
-        for run in &mut runs {
-            run.lived = self
-                .proc_events
-                .exited(run.pid, EXIT_EVENT_WAIT)
-                .and_then(|t| Some((t.exec_ns?, t.exit_ns?)))
-                // The pid's last exec is the timer's (runc runs under a pid of its own).
-                .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
-        }
-        out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
-        self.proc_events.forget_before(t0);
         let (delete_from, delete_to) = spans
             .last()
             .map(|&(_, from, to)| (from, to))
             .unwrap_or_default();
+        // The runtimes the server itself forked (not what they forked), each with its exit.
+        let children = self.children_exited(pid, t0, u64::MAX);
+        let mut runs = self.timer.take_new();
+        if self.direct_runtime.is_some() {
+            // The `delete` subcommand is this process's child; its runtimes are its own.
+            let me = i32::try_from(std::process::id()).unwrap_or(0);
+            let subcommand_runtimes = self
+                .children_exited(me, delete_from, delete_to)
+                .into_iter()
+                .flat_map(|(sub, _)| self.children_exited(sub, delete_from, delete_to));
+            runs = children
+                .iter()
+                .cloned()
+                .chain(subcommand_runtimes)
+                .filter_map(|(pid, t)| {
+                    let (exec, exit) = (t.exec_ns?, t.exit_ns?);
+                    Some(RuncRun {
+                        verb: "other".into(),
+                        start_ns: exec,
+                        end_ns: exit,
+                        cpu_ns: 0,
+                        wrapper_cpu_ns: 0,
+                        pid,
+                        lived: Some((exec, exit)),
+                    })
+                })
+                .collect();
+        }
+        for run in runs.iter_mut().filter(|r| r.lived.is_none()) {
+            run.lived = self
+                .proc_events
+                .exited(run.pid, EXIT_EVENT_WAIT)
+                .and_then(|t| Some((t.exec_ns?, t.exit_ns?)))
+                // The timer's pid execs once (runc runs under a pid of its own).
+                .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
+        }
+        out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
+        self.proc_events.forget_before(t0);
         let inside_delete: u64 = runs
             .iter()
             .filter(|r| r.overlap(delete_from, delete_to) > 0)
@@ -279,13 +344,34 @@ impl Bench<'_> {
             .sum();
         out.calls = spans
             .into_iter()
-            .map(|(call, from, to)| CallSample {
-                call,
-                latency_ns: to.saturating_sub(from),
-                runc_ns: runc_within(&runs, from, to),
+            .map(|(call, from, to)| {
+                // The subcommands' runtimes are not the server's children.
+                let server_call = call != 0 && call != CALLS.len() - 1;
+                let kids: &[_] = if server_call { &children } else { &[] };
+                CallSample {
+                    call,
+                    latency_ns: to.saturating_sub(from),
+                    runc_ns: runc_within(&runs, from, to),
+                    runtimes: runtimes_within(from, to, kids),
+                    split: Split::of_call(from, to, kids),
+                }
             })
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);
         out
+    }
+
+    /// The processes `parent` forked within `[from, to]` (ns), each with its exit once the
+    /// kernel reported it (waiting for it up to [`EXIT_EVENT_WAIT`]).
+    fn children_exited(&self, parent: i32, from: u64, to: u64) -> Vec<(i32, PidTimes)> {
+        self.proc_events
+            .children_of(parent, from)
+            .into_iter()
+            .filter(|(_, t)| t.fork_ns.is_some_and(|f| f <= to))
+            .map(|(child, t)| {
+                let t = self.proc_events.exited(child, EXIT_EVENT_WAIT).unwrap_or(t);
+                (child, t)
+            })
+            .collect()
     }
 }

@@ -10,7 +10,9 @@
 //! exec'd and when it exited) and so the shim's own share (latency − runc); and the shim's own CPU time (its threads'
 //! `schedstat`, children excluded) per container lifecycle and per exec. Events go to a
 //! stand-in for containerd's ttrpc events service ([`fake_events`]), which answers them
-//! all.
+//! all. The own share of a call that starts a runtime is split further at the kernel's
+//! fork, exec and exit stamps of that runtime ([`split`]), and the shim's CPU into user
+//! and system time.
 
 pub mod clock;
 pub mod fake_events;
@@ -18,3 +20,5 @@ pub mod lifecycle;
 pub mod proc_events;
 pub mod report;
 pub mod runc_log;
+pub mod split;
+pub mod taskstats;

@@ -1,6 +1,6 @@
 //! The kernel's process events (the proc connector, `NETLINK_CONNECTOR` /
-//! `CN_IDX_PROC`): when each process was exec'd and when it exited, stamped by the kernel
-//! on CLOCK_MONOTONIC (`ktime_get_ns`, the bench's clock).
+//! `CN_IDX_PROC`): when each process was forked (and by which process), exec'd and when
+//! it exited, stamped by the kernel on CLOCK_MONOTONIC (`ktime_get_ns`, the bench's clock).
 //!
 //! The shim bench takes runc's part of a call from here: the span from the `execve` of
 //! the process a shim spawned as its runtime to that process's exit, both as the kernel
@@ -10,8 +10,17 @@
 //! adds (its exec of the real runc, its exit) lies inside the runtime's span, the same for
 //! both shims.
 //!
+//! The fork stamp splits the shim's own share further ([`super::split`]): the kernel
+//! takes it at the end of `copy_process`, before the child first runs, and records the
+//! forking process (`parent_tgid`, whichever thread forked), so the runtime a shim started
+//! is told from the processes runc itself forks (`runc init`, the timer's runc).
+//!
+//! A process's end is the last exit of its threads: runc (Go) ends with `exit_group`, and
+//! its leader may exit before the other threads, the last of which tears the memory down
+//! (the parent can reap only after that); that is runc's part too.
+//!
 //! Needs root (CAP_NET_ADMIN) and a kernel with `CONFIG_PROC_EVENTS`. One thread reads the
-//! socket and keeps, per pid, the last exec and exit seen (bounded: [`MAX_PIDS`]).
+//! socket and keeps, per pid, the fork, exec and exit seen (bounded: [`MAX_PIDS`]).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -28,6 +37,7 @@ const NETLINK_CONNECTOR: libc::c_int = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 /// `NLMSG_DONE`: the type of the one message a listener sends.
@@ -41,10 +51,20 @@ const EVENT_OFFSET: usize = 36;
 /// What the kernel told of one pid (ns on CLOCK_MONOTONIC).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PidTimes {
-    /// Its last `execve`.
+    /// Its fork (the end of the kernel's `copy_process`), when this listener saw it.
+    pub fork_ns: Option<u64>,
+    /// The process that forked it (its thread group's id), with [`PidTimes::fork_ns`].
+    pub parent_tgid: Option<i32>,
+    /// Its first `execve` after the fork seen; its last one when the fork was not seen.
     pub exec_ns: Option<u64>,
-    /// Its exit (of its thread-group leader).
+    /// The end of the process: the last exit of any of its threads seen. A Go process
+    /// such as runc ends with `exit_group`, and its leader may leave before its other
+    /// threads, the last of which tears its memory down; its parent can reap it only after
+    /// that. Set from the first exit seen; final once the leader has exited and
+    /// [`ProcEvents::sync`] has returned.
     pub exit_ns: Option<u64>,
+    /// Whether its thread-group leader's exit was seen.
+    pub leader_exited: bool,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +74,48 @@ struct Seen {
     count: u64,
     /// Whether the socket overflowed at some point (events lost).
     lost: bool,
+}
+
+impl Seen {
+    /// Takes one event in.
+    fn record(&mut self, event: Event) {
+        self.count += 1;
+        let count = self.count;
+        if self.pids.len() >= MAX_PIDS {
+            let keep_from = count.saturating_sub(MAX_PIDS as u64 / 2);
+            self.pids.retain(|_, (at, _)| *at >= keep_from);
+        }
+        let entry = self
+            .pids
+            .entry(event.pid)
+            .or_insert((count, PidTimes::default()));
+        entry.0 = count;
+        match event.kind {
+            Kind::Fork { parent_tgid } => {
+                // A new process under a recycled pid starts afresh.
+                entry.1 = PidTimes {
+                    fork_ns: Some(event.ns),
+                    parent_tgid: Some(parent_tgid),
+                    ..PidTimes::default()
+                };
+            }
+            Kind::Exec => {
+                let t = &mut entry.1;
+                if t.leader_exited {
+                    // A recycled pid whose fork was not seen.
+                    *t = PidTimes::default();
+                }
+                if t.fork_ns.is_none() || t.exec_ns.is_none() {
+                    t.exec_ns = Some(event.ns);
+                }
+            }
+            Kind::Exit { leader } => {
+                let t = &mut entry.1;
+                t.exit_ns = Some(t.exit_ns.map_or(event.ns, |e| e.max(event.ns)));
+                t.leader_exited |= leader;
+            }
+        }
+    }
 }
 
 /// The listener: a thread reading the proc connector for as long as this lives.
@@ -133,16 +195,30 @@ impl ProcEvents {
         Ok(ProcEvents { seen })
     }
 
-    /// What the kernel said of `pid` once its exit has been read, waiting up to `within`
-    /// for it (the exit is queued on the socket before its parent can reap it, so by the
-    /// time a shim answered the call, it is on its way here).
+    /// Returns once every event the kernel queued before this call has been read (up to
+    /// `within`; false if not): a child is spawned and reaped, and its exit read (the
+    /// socket delivers in order). What the other threads of a process that exited earlier
+    /// reported is then known.
+    pub fn sync(&self, within: Duration) -> bool {
+        let Ok(mut child) = std::process::Command::new("/bin/true").spawn() else {
+            return false;
+        };
+        let pid = i32::try_from(child.id()).unwrap_or(0);
+        let _ = child.wait();
+        self.exited(pid, within).is_some()
+    }
+
+    /// What the kernel said of `pid` once its leader's exit has been read, waiting up to
+    /// `within` for it (the exit is queued on the socket before its parent can reap it,
+    /// so by the time a shim answered the call, it is on its way here; the exits of its
+    /// other threads may still follow: see [`ProcEvents::sync`]).
     pub fn exited(&self, pid: i32, within: Duration) -> Option<PidTimes> {
         let (lock, cv) = &*self.seen;
         let until = Instant::now() + within;
         let mut seen = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(&(_, t)) = seen.pids.get(&pid) {
-                if t.exit_ns.is_some() {
+                if t.leader_exited {
                     return Some(t);
                 }
             }
@@ -152,6 +228,22 @@ impl ProcEvents {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// The processes (not threads) `parent` forked from `from_ns` on, oldest fork first,
+    /// each with what is known of it now.
+    pub fn children_of(&self, parent: i32, from_ns: u64) -> Vec<(i32, PidTimes)> {
+        let seen = self.seen.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<(i32, PidTimes)> = seen
+            .pids
+            .iter()
+            .filter(|(_, (_, t))| {
+                t.parent_tgid == Some(parent) && t.fork_ns.is_some_and(|f| f >= from_ns)
+            })
+            .map(|(&pid, &(_, t))| (pid, t))
+            .collect();
+        found.sort_by_key(|(_, t)| t.fork_ns);
+        found
     }
 
     /// Forgets every pid whose exit came before `ns` (a lifecycle done with).
@@ -192,27 +284,7 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
         };
         let (lock, cv) = seen;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-        s.count += 1;
-        let count = s.count;
-        if s.pids.len() >= MAX_PIDS {
-            let keep_from = count.saturating_sub(MAX_PIDS as u64 / 2);
-            s.pids.retain(|_, (at, _)| *at >= keep_from);
-        }
-        let entry = s
-            .pids
-            .entry(event.pid)
-            .or_insert((count, PidTimes::default()));
-        entry.0 = count;
-        match event.kind {
-            Kind::Exec => {
-                // A new process under a recycled pid starts afresh.
-                entry.1 = PidTimes {
-                    exec_ns: Some(event.ns),
-                    exit_ns: None,
-                };
-            }
-            Kind::Exit => entry.1.exit_ns = Some(event.ns),
-        }
+        s.record(event);
         drop(s);
         cv.notify_all();
     }
@@ -220,8 +292,15 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A new process (not a thread), forked by a thread of `parent_tgid`.
+    Fork {
+        parent_tgid: i32,
+    },
     Exec,
-    Exit,
+    /// The exit of a thread of the process (`leader`: of its thread-group leader).
+    Exit {
+        leader: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,19 +310,36 @@ struct Event {
     ns: u64,
 }
 
-/// One datagram's event, if it is an exec or the exit of a thread-group leader.
+/// One datagram's event, if it is the fork of a process, an exec or the exit of a thread
+/// (keyed by its process).
 fn parse(msg: &[u8]) -> Option<Event> {
     let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
+    let i32_at = |o: usize| i32::try_from(u32_at(o)?).ok();
     let e = EVENT_OFFSET;
     let what = u32_at(e)?;
     let ns = u64::from_ne_bytes(msg.get(e + 8..e + 16)?.try_into().ok()?);
+    if what == PROC_EVENT_FORK {
+        // event_data: parent_pid, parent_tgid, child_pid, child_tgid. A new thread has
+        // its process's tgid (and its parent is the process's parent): not a fork here.
+        let (parent_tgid, child, child_tgid) = (i32_at(e + 20)?, i32_at(e + 24)?, i32_at(e + 28)?);
+        if child != child_tgid {
+            return None;
+        }
+        return Some(Event {
+            kind: Kind::Fork { parent_tgid },
+            pid: child,
+            ns,
+        });
+    }
     // event_data: process_pid, process_tgid, ...
-    let pid = i32::try_from(u32_at(e + 16)?).ok()?;
-    let tgid = i32::try_from(u32_at(e + 20)?).ok()?;
+    let pid = i32_at(e + 16)?;
+    let tgid = i32_at(e + 20)?;
     let kind = match what {
         PROC_EVENT_EXEC => Kind::Exec,
-        // A thread's exit is not its process's.
-        PROC_EVENT_EXIT if pid == tgid => Kind::Exit,
+        // A thread's exit counts toward its process's end, not as the leader's.
+        PROC_EVENT_EXIT => Kind::Exit {
+            leader: pid == tgid,
+        },
         _ => return None,
     };
     Some(Event {
@@ -268,6 +364,27 @@ mod tests {
     }
 
     #[test]
+    fn a_process_ends_with_its_last_thread() {
+        let mut seen = Seen::default();
+        let at = |kind, ns| Event { kind, pid: 42, ns };
+        seen.record(at(Kind::Fork { parent_tgid: 7 }, 10));
+        seen.record(at(Kind::Exec, 20));
+        // The leader leaves first; another thread later, which ends the process.
+        seen.record(at(Kind::Exit { leader: true }, 30));
+        seen.record(at(Kind::Exit { leader: false }, 35));
+        let t = seen.pids[&42].1;
+        assert_eq!(
+            (t.fork_ns, t.parent_tgid, t.exec_ns, t.exit_ns),
+            (Some(10), Some(7), Some(20), Some(35))
+        );
+        assert!(t.leader_exited);
+        // The pid recycled, its fork missed: its exec starts it afresh.
+        seen.record(at(Kind::Exec, 50));
+        let t = seen.pids[&42].1;
+        assert_eq!((t.fork_ns, t.exec_ns, t.exit_ns), (None, Some(50), None));
+    }
+
+    #[test]
     fn a_childs_exec_and_exit_are_seen_in_order() {
         if !nix::unistd::Uid::effective().is_root() {
             return;
@@ -284,6 +401,12 @@ mod tests {
             .expect("its exit is seen");
         let (exec, exit) = (t.exec_ns.expect("its exec"), t.exit_ns.expect("its exit"));
         assert!(before <= exec && exec <= exit, "{before} {exec} {exit}");
+        let fork = t.fork_ns.expect("its fork");
+        assert!(before <= fork && fork <= exec, "{before} {fork} {exec}");
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert_eq!(t.parent_tgid, Some(me));
+        let children = events.children_of(me, before);
+        assert!(children.iter().any(|&(p, _)| p == pid), "{children:?}");
         assert!(exit <= crate::shim_bench::clock::now_ns());
     }
 }

@@ -53,11 +53,11 @@ fn call_figures(runs: &ShimRuns, call: usize) -> CallFigures {
     f
 }
 
-fn ms(ns: u64) -> String {
+pub(super) fn ms(ns: u64) -> String {
     format!("{:.2}", ns as f64 / 1e6)
 }
 
-fn ratio(a: u64, b: u64) -> String {
+pub(super) fn ratio(a: u64, b: u64) -> String {
     if b == 0 {
         return "–".into();
     }
@@ -189,7 +189,18 @@ pub fn json(runs: &[&ShimRuns], machine: Value) -> Value {
                 .map(|(label, v)| json!({"what": label, "ns": v, "p50_ns": quantile(&v, 50)}))
                 .collect();
             let events: Vec<u64> = r.lifecycles.iter().map(|l| l.events).collect();
+            let ticks = |f: fn(&LifecycleSample) -> super::taskstats::UserSystem| {
+                let t: Vec<[u64; 2]> = r
+                    .lifecycles
+                    .iter()
+                    .map(|l| [f(l).user, f(l).system])
+                    .collect();
+                t
+            };
             json!({
+                "split": super::split::json(r),
+                "server_ticks_user_system": ticks(|l| l.server_ticks),
+                "exec_ticks_user_system": ticks(|l| l.exec_ticks),
                 "name": r.name,
                 "binary": r.binary,
                 "lifecycles": r.lifecycles.len(),
