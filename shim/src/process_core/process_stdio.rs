@@ -79,6 +79,8 @@ pub struct Ended {
     pub stream: Stream,
     /// Bytes it moved in its life.
     pub moved: u64,
+    /// Bytes it took from its source (more than `moved` while the spool holds some).
+    pub read: u64,
 }
 
 /// How long a delete waits for spooled output that a reader is taking: the Go shim's
@@ -273,10 +275,15 @@ impl ProcessStdio {
         }
         let first = pump.report_end();
         let moved = pump.moved();
+        let read = pump.read_from_source();
         if state == PumpState::Done {
             self.close(poller, stream);
         }
-        first.then_some(Ended { stream, moved })
+        first.then_some(Ended {
+            stream,
+            moved,
+            read,
+        })
     }
 
     /// When an output pump wants to run again without an event: it declined to spool
@@ -752,7 +759,8 @@ mod tests {
             ended,
             [Ended {
                 stream: Stream::Stdout,
-                moved: 5
+                moved: 5,
+                read: 5
             }]
         );
         assert!(stdio.is_empty() && !stdio.is_open(Stream::Stdout));

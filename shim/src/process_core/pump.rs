@@ -94,6 +94,8 @@ pub struct Pump {
     buf: Vec<u8>,
     pending: std::ops::Range<usize>,
     src_eof: bool,
+    /// Bytes taken from the source so far.
+    src_read: u64,
     moved: u64,
     spool: Option<Box<Spooling>>,
     /// Whether [`PumpState::SourceEnded`] (or `Done`) has been reported (by the caller).
@@ -128,6 +130,7 @@ impl Pump {
             buf: Vec::new(),
             pending: 0..0,
             src_eof: false,
+            src_read: 0,
             moved: 0,
             spool: None,
             end_reported: false,
@@ -196,6 +199,12 @@ impl Pump {
     /// When the pump wants to be run again without an event (see `should_spool`).
     pub fn recheck_at(&self) -> Option<Instant> {
         self.spool.as_ref().and_then(|s| s.recheck_at)
+    }
+
+    /// Bytes taken from the source so far (in the destination, the spool or the pump's
+    /// buffer): beside [`Pump::moved`], where a stream's bytes stopped.
+    pub fn read_from_source(&self) -> u64 {
+        self.src_read
     }
 
     /// `n` bytes reached the destination (the time is taken by the end of the run).
@@ -315,7 +324,10 @@ impl Pump {
                         return PumpState::Open;
                     };
                     match spool.spool.fill_from(&self.src) {
-                        Fill::Moved(_) => continue,
+                        Fill::Moved(n) => {
+                            self.src_read += n as u64;
+                            continue;
+                        }
                         Fill::Eof | Fill::Failed => {
                             self.src_eof = true;
                             continue;
@@ -340,6 +352,7 @@ impl Pump {
                         continue;
                     }
                     Ok(n) => {
+                        self.src_read += n as u64;
                         self.progressed(n);
                         continue;
                     }
@@ -408,7 +421,10 @@ impl Pump {
                     self.src_eof = true;
                     continue;
                 }
-                Ok(n) => self.pending = 0..n,
+                Ok(n) => {
+                    self.src_read += n as u64;
+                    self.pending = 0..n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PumpState::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {

@@ -384,3 +384,121 @@ mod round_trip {
         );
     }
 }
+
+/// The shim's answer to a process whose output source ended before its exit, with bytes
+/// still spooled: the spool the reap's own run of the pumps empties ends the Waits' wait
+/// for it (issue 23, part 3). Before, that run reported no end (it had been reported),
+/// so the Waits waited out their 10 s bound unless an event of the same stream came
+/// later (a TTY exec under load: a 10 s Wait in ~2 % of rounds).
+mod spool_emptied_at_the_reap {
+    use super::*;
+    use crate::containerd::events::Events;
+    use crate::containerd::shim::{RuncFactory, Shim};
+    use crate::process_core::epoll::Poller;
+    use crate::process_core::process_stdio::{ProcessStdio, Stream};
+    use crate::process_core::pump::{set_nonblocking, Direction, Pump};
+    use crate::process_core::reaper::ChildExit;
+    use crate::process_core::spool::{Spool, SpoolPolicy};
+    use crate::process_core::test_fds::pipe;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::time::SystemTime;
+
+    /// Writes into `w` (non-blocking) until it is full.
+    fn fill(w: &File) {
+        let mut w = w;
+        let chunk = [b'x'; 4096];
+        while w.write(&chunk).is_ok() {}
+    }
+
+    /// Reads `r` (non-blocking) until it is empty.
+    fn empty(r: &File) -> usize {
+        let mut r = r;
+        let mut buf = [0u8; 65536];
+        let mut total = 0;
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+
+    #[test]
+    fn a_wait_stops_waiting_for_a_spool_the_reap_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let poller = Poller::new().unwrap();
+        let mut shim = Shim::new(
+            "ns".into(),
+            Default::default(),
+            Events::new(None),
+            RuncFactory::new("ns", std::sync::Arc::new(runc_wrapper::DefaultMonitor)),
+        );
+        shim.table.reserve("c").unwrap();
+        let key = shim.table.insert_container(container("c"), init_of("c"));
+        shim.table.register_pid(key, P1, None);
+
+        // stdout: the process's pipe, the FIFO (full: its reader is away), a spool
+        // holding bytes.
+        let (src_r, src_w) = pipe();
+        let (fifo_r, fifo_w) = pipe();
+        set_nonblocking(fifo_r.as_fd()).unwrap();
+        set_nonblocking(fifo_w.as_fd()).unwrap();
+        let fifo_r = File::from(fifo_r);
+        let fifo_w = File::from(fifo_w);
+        fill(&fifo_w);
+        let mut spool = Spool::from_file(
+            tempfile::tempfile_in(dir.path()).unwrap(),
+            1 << 20,
+            SpoolPolicy::Block,
+            "c stdout",
+        );
+        assert_eq!(spool.append(b"spooled bytes"), 13);
+        let pump = Pump::new(Direction::Output, src_r, OwnedFd::from(fifo_w), None)
+            .unwrap()
+            .with_spool(spool);
+        {
+            let p = shim.table.get_mut(key).unwrap();
+            *p.state_mut() = ProcState::Running;
+            let mut stdio = ProcessStdio::default();
+            stdio.add(Stream::Stdout, pump);
+            p.pumps = stdio;
+            p.open_outputs = 1;
+        }
+        shim.start_pumps(key, &poller);
+
+        // The source ends before the exit (the process closed its output): the pump
+        // reports it, and the Waits are to wait for the spool.
+        drop(src_w);
+        shim.on_stdio(key, Stream::Stdout, &poller);
+        let p = shim.table.get(key).unwrap();
+        assert!(p.pumps.is_open(Stream::Stdout), "the spool holds bytes");
+        assert_eq!(p.spool_waits.len(), 1);
+
+        // The reader empties the FIFO and the process exits; the loop reaps before it
+        // reads the FIFO's event: the reap's run of the pump moves the spool.
+        assert!(empty(&fifo_r) > 0);
+        let report = shim.table.on_exits(&[ChildExit {
+            pid: P1,
+            status: 0,
+            at: SystemTime::now(),
+        }]);
+        shim.queue_exits(report, &poller);
+        let p = shim.table.get(key).unwrap();
+        assert!(
+            !p.pumps.is_open(Stream::Stdout),
+            "the reap's run emptied the spool"
+        );
+        assert!(
+            p.spool_waits.is_empty(),
+            "the Waits still wait for a spool already empty: {:?}",
+            p.spool_waits
+        );
+        assert!(p.exit_settled().is_some(), "the exit is settled");
+        let mut rest = Vec::new();
+        (&fifo_r).read_to_end(&mut rest).ok();
+        assert_eq!(rest, b"spooled bytes");
+    }
+}

@@ -93,6 +93,8 @@ impl Pump {
             buf: s.pending,
             pending,
             src_eof: s.src_eof,
+            // Not carried (the state's format stays): counts from the upgrade on.
+            src_read: 0,
             moved: s.moved,
             spool,
             end_reported: s.end_reported,
