@@ -473,7 +473,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::OwnedFd;
 
-    use crate::process_core::test_fds::{close_writer, pipe};
+    use crate::process_core::test_fds::{close_writer, pipe, read_all_now};
 
     fn output(src: OwnedFd, dst: OwnedFd) -> Pump {
         Pump::new(Direction::Output, src, dst, None).unwrap()
@@ -650,18 +650,7 @@ mod tests {
                 w.write_all(&chunk).unwrap();
             }
         });
-        let reader = std::thread::spawn(move || {
-            let mut r = File::from(dst_r);
-            let mut buf = vec![0u8; 64 << 10];
-            let mut total = 0;
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n;
-            }
-            total
-        });
+        let reader = std::thread::spawn(move || read_all_now(File::from(dst_r)));
         let mut ready = Vec::new();
         let started = thread_cpu_ns();
         while stdio.is_open(Stream::Stdout) {

@@ -23,6 +23,20 @@ pub fn pipe() -> (OwnedFd, OwnedFd) {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2")
 }
 
+/// Reads `r` until its end, or until a read fails (EAGAIN on a non-blocking end: empty
+/// for now); returns how many bytes it read.
+pub fn read_all_now(mut r: impl std::io::Read) -> usize {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0;
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total
+}
+
 /// Drops `writer` and returns once `reader` (the same pipe's read end) reports a hang-up,
 /// i.e. no copy of any write end is left anywhere. Panics after [`COPY_GONE_WITHIN`].
 pub fn close_writer(writer: impl Into<OwnedFd>, reader: BorrowedFd<'_>) {

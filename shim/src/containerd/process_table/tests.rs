@@ -399,7 +399,7 @@ mod spool_emptied_at_the_reap {
     use crate::process_core::pump::{set_nonblocking, Direction, Pump};
     use crate::process_core::reaper::ChildExit;
     use crate::process_core::spool::{Spool, SpoolPolicy};
-    use crate::process_core::test_fds::pipe;
+    use crate::process_core::test_fds::{pipe, read_all_now};
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
@@ -410,20 +410,6 @@ mod spool_emptied_at_the_reap {
         let mut w = w;
         let chunk = [b'x'; 4096];
         while w.write(&chunk).is_ok() {}
-    }
-
-    /// Reads `r` (non-blocking) until it is empty.
-    fn empty(r: &File) -> usize {
-        let mut r = r;
-        let mut buf = [0u8; 65536];
-        let mut total = 0;
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
-        total
     }
 
     #[test]
@@ -479,7 +465,7 @@ mod spool_emptied_at_the_reap {
 
         // The reader empties the FIFO and the process exits; the loop reaps before it
         // reads the FIFO's event: the reap's run of the pump moves the spool.
-        assert!(empty(&fifo_r) > 0);
+        assert!(read_all_now(&fifo_r) > 0);
         let report = shim.table.on_exits(&[ChildExit {
             pid: P1,
             status: 0,
