@@ -17,7 +17,7 @@
 //! Two shapes of output, in turn: `seq 1 1000000` (a line per number), and containerd's
 //! own test's `sh -c 'seq -s " " 1000000'` (one 6.9 MB line, through a shell). Under
 //! heavy load the second shape once ended 8.6 KB short (1 round of 30: the pump saw the
-//! pty's end that early; not seen again in 369 rounds) and, in ~2 % of rounds, its Wait
+//! pty's end that early; not seen again in 469 rounds) and, in ~2 % of rounds, its Wait
 //! waited 10 s for a spool already empty (fixed; the table's unit test
 //! `spool_emptied_at_the_reap`): each round's Wait must also come within [`WAIT_BOUND`]
 //! of the last bytes.
