@@ -85,7 +85,7 @@ impl Shim {
     /// reported earlier): the reap's run of the pumps (`process_exited`) or a Delete's
     /// (`pump_now`). Its Waits stop waiting for it here too; before, they waited out
     /// [`SPOOL_WAIT`] for a spool already empty (a TTY exec whose slave closed before the
-    /// exit and whose reader caught up by the reap: a 10 s Wait in ~3 % of rounds under
+    /// exit and whose reader caught up by the reap: a 10 s Wait in ~2 % of rounds under
     /// load; `process_table::tests::spool_emptied_at_the_reap`).
     pub fn outputs_ended(&mut self, key: ProcKey, ended: Streams, _poller: &Poller) {
         let Some(p) = self.table.get_mut(key) else {
