@@ -44,7 +44,7 @@ impl Shim {
         let Some(ended) = p.pumps.run(poller, stream) else {
             if !p.pumps.is_open(stream) {
                 // A spool drained after its source had ended.
-                self.spool_drained(key, stream);
+                self.outputs_ended(key, Streams::default(), poller);
             }
             return;
         };
@@ -81,12 +81,13 @@ impl Shim {
     /// stop waiting for them; a stream whose spool still holds bytes keeps its Waits
     /// waiting (bounded) until it has drained.
     ///
-    /// A spool can also drain in a run that reports no end (its source's end was
-    /// reported earlier): the reap's run of the pumps (`process_exited`) or a Delete's
-    /// (`pump_now`). Its Waits stop waiting for it here too; before, they waited out
-    /// [`SPOOL_WAIT`] for a spool already empty (a TTY exec whose slave closed before the
-    /// exit and whose reader caught up by the reap: a 10 s Wait in ~2 % of rounds under
-    /// load; `process_table::tests::spool_emptied_at_the_reap`).
+    /// Waits stop waiting for a spool once its pump is gone, whichever run of the pumps
+    /// emptied it: an event's (called with no stream ended), the reap's
+    /// (`process_exited`) or a Delete's (`pump_now`). Before, only an event's run ended
+    /// that wait, and Waits waited out [`SPOOL_WAIT`] for a spool the reap had emptied (a
+    /// TTY exec whose slave closed before the exit and whose reader caught up by the reap:
+    /// a 10 s Wait in ~2 % of rounds under load;
+    /// `process_table::tests::spool_emptied_at_the_reap`).
     pub fn outputs_ended(&mut self, key: ProcKey, ended: Streams, _poller: &Poller) {
         let Some(p) = self.table.get_mut(key) else {
             return;
@@ -102,22 +103,7 @@ impl Shim {
         let pumps = &p.pumps;
         p.spool_waits.retain(|w| pumps.is_open(w.stream));
         if p.spool_waits.len() < before {
-            log::debug!(
-                "{}: a spool drained in a run that reported no end; its Waits go on",
-                p.display()
-            );
-            self.answer_settled_waits(key);
-        }
-    }
-
-    /// A spool drained: Waits stop waiting for it.
-    fn spool_drained(&mut self, key: ProcKey, stream: Stream) {
-        let Some(p) = self.table.get_mut(key) else {
-            return;
-        };
-        let before = p.spool_waits.len();
-        p.spool_waits.retain(|w| w.stream != stream);
-        if p.spool_waits.len() < before {
+            log::debug!("{}: a spool drained; its Waits go on", p.display());
             self.answer_settled_waits(key);
         }
     }
