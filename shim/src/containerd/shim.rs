@@ -103,6 +103,33 @@ pub struct Shim {
     /// Inits' exits reported in this turn of the loop, to record in their bundles'
     /// `exit.json` once the turn's answers are written (`write_exit_records`).
     pub exit_records: Vec<ExitToRecord>,
+    /// Containers and processes removed in this turn, dropped (their descriptors closed:
+    /// two dozen for a container with its kept cgroup files) once the turn's answers are
+    /// written, so that a Delete's reply does not wait for the closes.
+    pub retired: Retired,
+}
+
+/// What [`Shim::retired`] holds until the end of the turn.
+#[derive(Debug, Default)]
+pub struct Retired {
+    containers: Vec<crate::containerd::process_table::ContainerRecord>,
+    processes: Vec<crate::containerd::process_table::ProcessRecord>,
+}
+
+impl Retired {
+    pub fn container(&mut self, c: crate::containerd::process_table::ContainerRecord) {
+        self.containers.push(c);
+    }
+
+    pub fn process(&mut self, p: crate::containerd::process_table::ProcessRecord) {
+        self.processes.push(p);
+    }
+
+    /// Drops them all: their descriptors close now.
+    pub fn clear(&mut self) {
+        self.containers.clear();
+        self.processes.clear();
+    }
 }
 
 /// An init's exit for its bundle's `exit.json` (`exit_status::record`).
@@ -130,6 +157,7 @@ impl Shim {
             gone: Vec::new(),
             shutdown_requested: None,
             exit_records: Vec::new(),
+            retired: Retired::default(),
         }
     }
 

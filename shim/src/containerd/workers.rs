@@ -176,12 +176,17 @@ fn work(shared: &Shared, permanent: bool) {
             shared.threads.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        let outcome = call_deadline::during(call.deadline, job);
+        let mut outcome = call_deadline::during(call.deadline, job);
+        let spent = outcome.take_spent_file();
         shared.completions.push(Done {
             call,
             gate,
             outcome,
         });
+        // While the loop answers: no reply waits for the file system.
+        if let Some(path) = spent {
+            let _ = std::fs::remove_file(path);
+        }
         shared.idle.fetch_add(1, Ordering::SeqCst);
     }
 }

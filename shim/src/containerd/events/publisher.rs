@@ -221,6 +221,18 @@ impl Publisher {
         }
     }
 
+    /// Events published from now on wake the event thread only at
+    /// [`Publisher::release_wakes`] (the loop holds them for a turn; see
+    /// [`Queue::hold_wakes`](super::queue::Queue::hold_wakes)).
+    pub fn hold_wakes(&self) {
+        self.inner.shared.queue.hold_wakes();
+    }
+
+    /// Wakes the event thread for what was published since [`Publisher::hold_wakes`].
+    pub fn release_wakes(&self) {
+        self.inner.shared.queue.release_wakes();
+    }
+
     /// [`Publisher::publish`] for a protobuf message: the type URL is the
     /// message's full name (e.g. `containerd.events.TaskExit`). Never blocks; an
     /// event that cannot be encoded is dropped with a warning.

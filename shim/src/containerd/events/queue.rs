@@ -40,6 +40,12 @@ pub struct State {
     /// (a wake-up costs a syscall even with nobody waiting, and each event is pushed by
     /// the loop while the thread is usually busy with the one before).
     taker_waiting: bool,
+    /// The loop is in a turn ([`Queue::hold_wakes`]): a push does not wake the thread now
+    /// but owes it a wake-up at [`Queue::release_wakes`], once the turn's answers are
+    /// written (a thread woken earlier takes a CPU from the caller the answer wakes).
+    held: bool,
+    /// A push during the hold found the thread asleep.
+    wake_owed: bool,
     /// Duplicate of the thread's live socket so `close` can shut it down and
     /// interrupt blocking I/O instead of waiting out the I/O timeout.
     active: Option<UnixStream>,
@@ -103,12 +109,30 @@ impl Queue {
             None
         };
         st.queue.push_back(item);
-        let wake = st.taker_waiting;
+        let wake = st.taker_waiting && !st.held;
+        st.wake_owed |= st.taker_waiting && st.held;
         drop(st);
         if wake {
             self.changed.notify_all();
         }
         evicted.map_or(Pushed::Queued, Pushed::Evicted)
+    }
+
+    /// Holds the thread's wake-ups: pushes from now on wake it only at
+    /// [`Queue::release_wakes`]. Closing and stopping still wake it at once.
+    pub fn hold_wakes(&self) {
+        self.lock().held = true;
+    }
+
+    /// Ends [`Queue::hold_wakes`]: wakes the thread if a push meanwhile found it asleep.
+    pub fn release_wakes(&self) {
+        let mut st = self.lock();
+        st.held = false;
+        let owed = std::mem::take(&mut st.wake_owed);
+        drop(st);
+        if owed {
+            self.changed.notify_all();
+        }
     }
 
     /// Accepts no more events; the thread leaves once the queue is empty.
@@ -287,6 +311,39 @@ mod tests {
             request: Vec::new(),
             queued_at: Instant::now(),
         }
+    }
+
+    #[test]
+    fn a_held_push_wakes_the_thread_at_the_release() {
+        let q = std::sync::Arc::new(Queue::new(4));
+        let taker = {
+            let q = q.clone();
+            std::thread::spawn(move || q.take().map(|i| i.topic))
+        };
+        // Ordered by what the queue shows: the thread sleeps in take.
+        while !q.lock().taker_waiting {
+            std::thread::yield_now();
+        }
+        q.hold_wakes();
+        assert!(matches!(q.push(item("exit")), Pushed::Queued));
+        {
+            let st = q.lock();
+            assert!(st.wake_owed, "the push owes the sleeping thread a wake-up");
+            assert_eq!(st.queue.len(), 1);
+        }
+        q.release_wakes();
+        assert_eq!(taker.join().unwrap().as_deref(), Some("exit"));
+        assert!(!q.lock().wake_owed && !q.lock().held);
+    }
+
+    #[test]
+    fn a_held_push_to_a_busy_thread_owes_nothing() {
+        let q = Queue::new(4);
+        q.hold_wakes();
+        assert!(matches!(q.push(item("a")), Pushed::Queued));
+        assert!(!q.lock().wake_owed, "nobody sleeps: nothing to wake");
+        q.release_wakes();
+        assert_eq!(q.take().unwrap().topic, "a");
     }
 
     #[test]

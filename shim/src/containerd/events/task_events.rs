@@ -47,6 +47,21 @@ impl Events {
         self.publisher = publisher;
     }
 
+    /// Holds the event thread's wake-ups until [`Events::release_wakes`]: the loop's
+    /// turn writes its answers first.
+    pub fn hold_wakes(&self) {
+        if let Some(p) = &self.publisher {
+            p.hold_wakes();
+        }
+    }
+
+    /// Wakes the event thread for the events of the turn.
+    pub fn release_wakes(&self) {
+        if let Some(p) = &self.publisher {
+            p.release_wakes();
+        }
+    }
+
     fn send<M: EventMessage>(&self, topic: &str, event: &M) {
         if let Some(p) = &self.publisher {
             p.publish_message(topic, event);

@@ -193,13 +193,9 @@ impl Shim {
             let Some(p) = self.table.remove_exec(key) else {
                 return Step::Reply(Err(Missing::Gone(id).into()));
             };
-            let bundle = self.table.container(&id).map(|c| c.bundle.clone());
+            // Its pid file went when it started (`StartedProcess::spent_pid_file`).
             let (pid, exit) = (p.pid, p.exit());
-            let exec_id = p.exec_id.clone();
             self.forget_process(key, p, poller);
-            if let Ok(bundle) = bundle {
-                let _ = std::fs::remove_file(bundle.join(format!("{exec_id}.pid")));
-            }
             return Step::Reply(encode(delete_response(pid, exit)));
         }
         let c = match self.table.container(&id) {
@@ -254,6 +250,7 @@ impl Shim {
         if let Some(w) = &c.oom {
             poller.remove(w.fd());
         }
+        self.retired.container(c);
         let (pid, exit) = init;
         let (code, at) = exit
             .map(|e| (e.code, e.exited_at))
@@ -281,6 +278,7 @@ impl Shim {
         for queued in p.gate.drain() {
             self.gone.push(queued);
         }
+        self.retired.process(p);
     }
 }
 

@@ -100,6 +100,20 @@ pub enum Outcome {
     Reply(Reply),
 }
 
+impl Outcome {
+    /// A file the job is done with, for the worker to remove after handing the outcome to
+    /// the loop (see `StartedProcess::spent_pid_file`).
+    pub fn take_spent_file(&mut self) -> Option<std::path::PathBuf> {
+        match self {
+            Outcome::Started {
+                result: Ok(started),
+                ..
+            } => started.spent_pid_file.take(),
+            _ => None,
+        }
+    }
+}
+
 impl Shim {
     /// The gate a call goes through (its process, and whether it holds back that
     /// process's exit report), `None` for a call that takes no gate, or why the process

@@ -171,6 +171,8 @@ impl EventLoop {
         let mut ready = Vec::new();
         while !self.done() {
             self.base.wait(self.next_deadline(), &mut ready)?;
+            // Released in after_events, once the turn's answers are written.
+            self.shim.events.hold_wakes();
             self.resume_accepting();
             for r in ready.iter().copied() {
                 self.dispatch(r);
@@ -224,7 +226,10 @@ impl EventLoop {
         self.progress_deletes(now);
         self.run_turns(now);
         self.write_answers();
+        // The answers went first; now the event thread, the files and the closes.
+        self.shim.events.release_wakes();
         self.shim.write_exit_records();
+        self.shim.retired.clear();
         self.progress_upgrade(now);
         self.resume_reading();
     }
