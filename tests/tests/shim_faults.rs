@@ -695,9 +695,17 @@ fn a_thousand_execs_leave_no_growth_and_no_zombies() {
             .delete(ctx(), &delete)
             .expect("Delete the exec");
     };
+    // An exec's descriptors close in the loop turn that answered its Delete, right after
+    // the reply (`Shim::retired`): a call answered after it comes after them.
+    let settle = || {
+        let mut connect = api::ConnectRequest::new();
+        connect.id = id.clone();
+        shim.client().connect(ctx(), &connect).expect("Connect");
+    };
     for n in 0..20 {
         exec_once(n);
     }
+    settle();
     let (fds, thr, rss) = (open_fds(pid), threads(pid), rss_kib(pid));
     let began = Instant::now();
     for n in 20..20 + execs {
@@ -709,6 +717,7 @@ fn a_thousand_execs_leave_no_growth_and_no_zombies() {
     while threads(pid) > thr && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
+    settle();
     let (fds2, thr2, rss2) = (open_fds(pid), threads(pid), rss_kib(pid));
     let zombies = zombie_children(pid);
     eprintln!(

@@ -168,10 +168,17 @@ fn stats_called_again_follow_the_container_and_delete_closes_their_files() {
     let mut delete = api::DeleteRequest::new();
     delete.id = id.clone();
     shim.client().delete(ctx(), &delete).expect("Delete");
+    // They close in the loop turn that answered Delete, right after its reply
+    // (`Shim::retired`): any call answered after it comes after them.
+    let mut connect = api::ConnectRequest::new();
+    connect.id = id.clone();
+    shim.client()
+        .connect(ctx(), &connect)
+        .expect("Connect after Delete");
     assert_eq!(
         cgroup_files_open(&shim),
         0,
-        "cgroup files left open after Delete"
+        "cgroup files left open after Delete (and the call after it)"
     );
     shim.client()
         .shutdown(ctx(), &api::ShutdownRequest::new())
