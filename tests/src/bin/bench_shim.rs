@@ -11,7 +11,9 @@
 //! `BENCH_GO_SHIM` (`/usr/bin/containerd-shim-runc-v2`; any shim v2 binary, e.g. an
 //! older tether for a before/after, named by `BENCH_SHIM_OTHER_NAME`), `BENCH_SHIM_OUTPUT`
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
-//! shim alone, e.g. under a profiler).
+//! shim alone, e.g. under a profiler), `BENCH_SHIM_CLIENT` (`wire`: each request one write
+//! from the calling thread, as containerd's Go client sends; `crate`: the `ttrpc` crate's
+//! client with its sender and receiver threads, the bench's first client).
 #![deny(unsafe_code)]
 
 use serde_json::json;
@@ -24,6 +26,7 @@ use tether_tests::shim_bench::report::{self, ShimRuns};
 use tether_tests::shim_bench::runc_log::RuncTimer;
 use tether_tests::shim_bench::split;
 use tether_tests::shim_bench::taskstats::TaskStats;
+use tether_tests::shim_bench::wire_client::{BenchClient, ClientKind};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -57,21 +60,23 @@ fn machine() -> serde_json::Value {
 
 /// The median time of `n` calls of this bench's ttrpc client to the stand-in events
 /// service, which answers at once: what any call costs before a shim does anything (ns).
-fn round_trip_floor(events: &FakeEvents, n: usize) -> u64 {
+fn round_trip_floor(events: &FakeEvents, kind: ClientKind, n: usize) -> u64 {
     use containerd_shim_protos::api::StateRequest;
-    let Ok(client) =
-        containerd_shim_protos::ttrpc::Client::connect(&format!("unix://{}", events.address()))
+    use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+    let path = PathBuf::from(events.address());
+    let Ok(mut client) = BenchClient::connect(kind, &path, std::time::Duration::from_secs(30))
     else {
         return 0;
     };
-    let client = containerd_shim_protos::TaskClient::new(client);
     let mut took = Vec::with_capacity(n);
     for _ in 0..n {
         let from = clock::now_ns();
-        if client
-            .state(tether_tests::direct_shim::ctx(), &StateRequest::new())
-            .is_ok()
-        {
+        let answered = client.call::<_, Empty>(
+            "State",
+            &StateRequest::new(),
+            std::time::Duration::from_secs(30),
+        );
+        if answered.is_ok() {
             took.push(clock::now_ns().saturating_sub(from));
         }
     }
@@ -117,6 +122,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let client = ClientKind::from_env().unwrap_or_else(|e| {
+        eprintln!("bench-shim: {e}");
+        std::process::exit(2);
+    });
     let output = std::env::var("BENCH_SHIM_OUTPUT")
         .unwrap_or_else(|_| "bench-results-shim.json".to_string());
     for (what, p) in [("tether", &tether), ("Go shim", &go)] {
@@ -152,7 +161,7 @@ fn main() {
         std::process::exit(2);
     });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
-    let floor_ns = round_trip_floor(&events, 50);
+    let floor_ns = round_trip_floor(&events, client, 50);
     let runtime = if direct {
         real_runc.clone()
     } else {
@@ -163,6 +172,7 @@ fn main() {
     println!(
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
     );
+    println!("the client: {}", client.describe());
     println!(
         "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
         floor_ns as f64 / 1e6
@@ -199,6 +209,7 @@ fn main() {
         stats_again,
         direct_runtime: direct.then_some(real_runc.as_path()),
         taskstats: &mut taskstats,
+        client,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -252,7 +263,7 @@ fn main() {
     if !output.is_empty() {
         let doc = report::json(
             &[a, b],
-            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "spawn_floor_ns": spawn_floor_ns }),
+            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "client": format!("{client:?}"), "spawn_floor_ns": spawn_floor_ns }),
         );
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),

@@ -8,9 +8,10 @@ use super::proc_events::ProcEvents;
 use super::runc_log::{runc_within, RuncRun, RuncTimer};
 use super::split::{runtimes_within, Split};
 use super::taskstats::{TaskStats, UserSystem};
-use crate::direct_shim::{ctx, DirectShim};
+use super::wire_client::{BenchClient, ClientKind};
+use crate::direct_shim::DirectShim;
 use containerd_shim_protos::api;
-use containerd_shim_protos::ttrpc::context;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use std::path::Path;
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub struct Bench<'a> {
     pub direct_runtime: Option<&'a Path>,
     /// Where the server's user and system ticks are read.
     pub taskstats: &'a mut TaskStats,
+    /// How the timed calls are sent ([`ClientKind`]).
+    pub client: ClientKind,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -133,7 +136,12 @@ impl Bench<'_> {
         out.start_cpu_ns = u64::try_from(started.cpu.as_nanos()).unwrap_or(u64::MAX);
         let pid = shim.shim_pid().expect("the shim wrote shim.pid");
         let ticks_at_start = self.taskstats.user_system(pid).unwrap_or_default();
-        let client = shim.client();
+        let mut client = BenchClient::connect(
+            self.client,
+            shim.socket().expect("the shim's socket"),
+            CALL_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", shim_binary.display()));
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
         };
@@ -150,21 +158,21 @@ impl Bench<'_> {
         create.options = Some(shim.options(runtime)).into();
         timed(1, &mut || {
             client
-                .create(ctx(), &create)
+                .call::<_, api::CreateTaskResponse>("Create", &create, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Create", &e)));
         });
         let mut start = api::StartRequest::new();
         start.id = id.into();
         timed(2, &mut || {
             client
-                .start(ctx(), &start)
+                .call::<_, api::StartResponse>("Start", &start, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Start", &e)));
         });
         let mut state = api::StateRequest::new();
         state.id = id.into();
         timed(3, &mut || {
             client
-                .state(ctx(), &state)
+                .call::<_, api::StateResponse>("State", &state, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("State", &e)));
         });
         for n in 0..self.execs {
@@ -177,7 +185,7 @@ impl Bench<'_> {
             exec.spec = Some(shim.exec_spec(&["/bin/true"], false)).into();
             timed(4, &mut || {
                 client
-                    .exec(ctx(), &exec)
+                    .call::<_, Empty>("Exec", &exec, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Exec", &e)));
             });
             let mut start = api::StartRequest::new();
@@ -185,7 +193,7 @@ impl Bench<'_> {
             start.exec_id = exec_id.clone();
             timed(5, &mut || {
                 client
-                    .start(ctx(), &start)
+                    .call::<_, api::StartResponse>("Start", &start, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Start (exec)", &e)));
             });
             let mut wait = api::WaitRequest::new();
@@ -193,7 +201,7 @@ impl Bench<'_> {
             wait.exec_id = exec_id.clone();
             timed(6, &mut || {
                 client
-                    .wait(ctx(), &wait)
+                    .call::<_, api::WaitResponse>("Wait", &wait, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Wait (exec)", &e)));
             });
             let mut delete = api::DeleteRequest::new();
@@ -201,7 +209,7 @@ impl Bench<'_> {
             delete.exec_id = exec_id;
             timed(7, &mut || {
                 client
-                    .delete(ctx(), &delete)
+                    .call::<_, api::DeleteResponse>("Delete", &delete, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Delete (exec)", &e)));
             });
             let after = threads_cpu_ns(pid).unwrap_or(0);
@@ -217,7 +225,7 @@ impl Bench<'_> {
         stats.id = id.into();
         timed(8, &mut || {
             client
-                .stats(ctx(), &stats)
+                .call::<_, api::StatsResponse>("Stats", &stats, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Stats", &e)));
         });
         if self.stats_again > 0 {
@@ -225,7 +233,7 @@ impl Bench<'_> {
             for _ in 0..self.stats_again {
                 let from = now_ns();
                 client
-                    .stats(ctx(), &stats)
+                    .call::<_, api::StatsResponse>("Stats", &stats, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Stats (again)", &e)));
                 out.stats_again_ns.push(now_ns().saturating_sub(from));
             }
@@ -236,7 +244,7 @@ impl Bench<'_> {
         pids.id = id.into();
         timed(9, &mut || {
             client
-                .pids(ctx(), &pids)
+                .call::<_, api::PidsResponse>("Pids", &pids, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Pids", &e)));
         });
         let mut kill = api::KillRequest::new();
@@ -244,21 +252,21 @@ impl Bench<'_> {
         kill.signal = 9;
         timed(10, &mut || {
             client
-                .kill(ctx(), &kill)
+                .call::<_, Empty>("Kill", &kill, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Kill", &e)));
         });
         let mut wait = api::WaitRequest::new();
         wait.id = id.into();
         timed(11, &mut || {
             client
-                .wait(ctx(), &wait)
+                .call::<_, api::WaitResponse>("Wait", &wait, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Wait", &e)));
         });
         let mut delete = api::DeleteRequest::new();
         delete.id = id.into();
         timed(12, &mut || {
             client
-                .delete(ctx(), &delete)
+                .call::<_, api::DeleteResponse>("Delete", &delete, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
         });
         out.server_cpu_ns = threads_cpu_ns(pid).unwrap_or(0);
@@ -271,8 +279,7 @@ impl Bench<'_> {
         shutdown.id = id.into();
         timed(13, &mut || {
             // The Go shim may exit before its reply is out: containerd ignores that too.
-            let timeout = i64::try_from(CALL_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
-            let _ = client.shutdown(context::with_timeout(timeout), &shutdown);
+            let _ = client.call::<_, Empty>("Shutdown", &shutdown, CALL_TIMEOUT);
         });
         assert!(
             shim.wait_shim_exit(Duration::from_secs(10)),

@@ -22,3 +22,4 @@ pub mod report;
 pub mod runc_log;
 pub mod split;
 pub mod taskstats;
+pub mod wire_client;
