@@ -109,7 +109,9 @@ pub struct Shim {
     pub retired: Retired,
 }
 
-/// What [`Shim::retired`] holds until the end of the turn.
+/// What [`Shim::retired`] holds until the end of the turn: at most what the turn's calls
+/// removed (cleared by `EventLoop::after_events` on every turn, and nothing in it is
+/// carried across an upgrade: the records have left the table).
 #[derive(Debug, Default)]
 pub struct Retired {
     containers: Vec<crate::containerd::process_table::ContainerRecord>,
@@ -117,10 +119,13 @@ pub struct Retired {
 }
 
 impl Retired {
+    /// Keeps a container's record (its OOM watcher already out of the poller) until the
+    /// end of the turn.
     pub fn container(&mut self, c: crate::containerd::process_table::ContainerRecord) {
         self.containers.push(c);
     }
 
+    /// Keeps a process's record (its pumps already closed) until the end of the turn.
     pub fn process(&mut self, p: crate::containerd::process_table::ProcessRecord) {
         self.processes.push(p);
     }
