@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod fake_events;
 pub mod lifecycle;
+pub mod netlink_parse;
 pub mod proc_events;
 pub mod report;
 pub mod runc_log;

@@ -20,7 +20,8 @@
 //! (the parent can reap only after that); that is runc's part too.
 //!
 //! Needs root (CAP_NET_ADMIN) and a kernel with `CONFIG_PROC_EVENTS`. One thread reads the
-//! socket and keeps, per pid, the fork, exec and exit seen (bounded: [`MAX_PIDS`]).
+//! socket and keeps, per pid, the fork, exec and exit seen (bounded: [`MAX_PIDS`]). The
+//! datagrams are decoded by [`super::netlink_parse::proc_event`] (which is fuzzed).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use super::netlink_parse::{proc_event, EventKind, ProcEvent};
 
 /// Pids remembered at most; past it the oldest half is dropped (a lifecycle runs a few
 /// dozen runtimes; the whole machine's processes pass through here).
@@ -37,16 +40,11 @@ const NETLINK_CONNECTOR: libc::c_int = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
-const PROC_EVENT_FORK: u32 = 0x0000_0001;
-const PROC_EVENT_EXEC: u32 = 0x0000_0002;
-const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 /// `NLMSG_DONE`: the type of the one message a listener sends.
 const NLMSG_DONE: u16 = 3;
 /// `sizeof(c_int)`, `sizeof(struct sockaddr_nl)` as the kernel takes them.
 const INT_LEN: libc::socklen_t = 4;
 const SOCKADDR_NL_LEN: libc::socklen_t = 12;
-/// `struct nlmsghdr` (16) + `struct cn_msg` (20): where `struct proc_event` starts.
-const EVENT_OFFSET: usize = 36;
 
 /// What the kernel told of one pid (ns on CLOCK_MONOTONIC).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,7 +76,7 @@ struct Seen {
 
 impl Seen {
     /// Takes one event in.
-    fn record(&mut self, event: Event) {
+    fn record(&mut self, event: ProcEvent) {
         self.count += 1;
         let count = self.count;
         if self.pids.len() >= MAX_PIDS {
@@ -91,7 +89,7 @@ impl Seen {
             .or_insert((count, PidTimes::default()));
         entry.0 = count;
         match event.kind {
-            Kind::Fork { parent_tgid } => {
+            EventKind::Fork { parent_tgid } => {
                 // A new process under a recycled pid starts afresh.
                 entry.1 = PidTimes {
                     fork_ns: Some(event.ns),
@@ -99,7 +97,7 @@ impl Seen {
                     ..PidTimes::default()
                 };
             }
-            Kind::Exec => {
+            EventKind::Exec => {
                 let t = &mut entry.1;
                 if t.leader_exited {
                     // A recycled pid whose fork was not seen.
@@ -109,7 +107,7 @@ impl Seen {
                     t.exec_ns = Some(event.ns);
                 }
             }
-            Kind::Exit { leader } => {
+            EventKind::Exit { leader } => {
                 let t = &mut entry.1;
                 t.exit_ns = Some(t.exit_ns.map_or(event.ns, |e| e.max(event.ns)));
                 t.leader_exited |= leader;
@@ -279,7 +277,7 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
             }
         }
         let Ok(n) = usize::try_from(n) else { return };
-        let Some(event) = parse(&buf[..n]) else {
+        let Some(event) = proc_event(&buf[..n]) else {
             continue;
         };
         let (lock, cv) = seen;
@@ -288,65 +286,6 @@ fn read_events(sock: &OwnedFd, seen: &(Mutex<Seen>, Condvar)) {
         drop(s);
         cv.notify_all();
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// A new process (not a thread), forked by a thread of `parent_tgid`.
-    Fork {
-        parent_tgid: i32,
-    },
-    Exec,
-    /// The exit of a thread of the process (`leader`: of its thread-group leader).
-    Exit {
-        leader: bool,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Event {
-    kind: Kind,
-    pid: i32,
-    ns: u64,
-}
-
-/// One datagram's event, if it is the fork of a process, an exec or the exit of a thread
-/// (keyed by its process).
-fn parse(msg: &[u8]) -> Option<Event> {
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
-    let i32_at = |o: usize| i32::try_from(u32_at(o)?).ok();
-    let e = EVENT_OFFSET;
-    let what = u32_at(e)?;
-    let ns = u64::from_ne_bytes(msg.get(e + 8..e + 16)?.try_into().ok()?);
-    if what == PROC_EVENT_FORK {
-        // event_data: parent_pid, parent_tgid, child_pid, child_tgid. A new thread has
-        // its process's tgid (and its parent is the process's parent): not a fork here.
-        let (parent_tgid, child, child_tgid) = (i32_at(e + 20)?, i32_at(e + 24)?, i32_at(e + 28)?);
-        if child != child_tgid {
-            return None;
-        }
-        return Some(Event {
-            kind: Kind::Fork { parent_tgid },
-            pid: child,
-            ns,
-        });
-    }
-    // event_data: process_pid, process_tgid, ...
-    let pid = i32_at(e + 16)?;
-    let tgid = i32_at(e + 20)?;
-    let kind = match what {
-        PROC_EVENT_EXEC => Kind::Exec,
-        // A thread's exit counts toward its process's end, not as the leader's.
-        PROC_EVENT_EXIT => Kind::Exit {
-            leader: pid == tgid,
-        },
-        _ => return None,
-    };
-    Some(Event {
-        kind,
-        pid: tgid,
-        ns,
-    })
 }
 
 #[cfg(test)]
@@ -361,17 +300,33 @@ mod tests {
             std::mem::size_of::<libc::sockaddr_nl>()
         );
         assert_eq!(i32::from(NLMSG_DONE), libc::NLMSG_DONE);
+        // The numbers netlink_parse.rs writes down (it may not use libc: the fuzz crate
+        // builds it alone).
+        use super::super::netlink_parse as parse;
+        assert_eq!(i32::from(parse::NLMSG_ERROR), libc::NLMSG_ERROR);
+        assert_eq!(
+            (
+                parse::PROC_EVENT_FORK,
+                parse::PROC_EVENT_EXEC,
+                parse::PROC_EVENT_EXIT
+            ),
+            (
+                libc::PROC_EVENT_FORK,
+                libc::PROC_EVENT_EXEC,
+                libc::PROC_EVENT_EXIT
+            )
+        );
     }
 
     #[test]
     fn a_process_ends_with_its_last_thread() {
         let mut seen = Seen::default();
-        let at = |kind, ns| Event { kind, pid: 42, ns };
-        seen.record(at(Kind::Fork { parent_tgid: 7 }, 10));
-        seen.record(at(Kind::Exec, 20));
+        let at = |kind, ns| ProcEvent { kind, pid: 42, ns };
+        seen.record(at(EventKind::Fork { parent_tgid: 7 }, 10));
+        seen.record(at(EventKind::Exec, 20));
         // The leader leaves first; another thread later, which ends the process.
-        seen.record(at(Kind::Exit { leader: true }, 30));
-        seen.record(at(Kind::Exit { leader: false }, 35));
+        seen.record(at(EventKind::Exit { leader: true }, 30));
+        seen.record(at(EventKind::Exit { leader: false }, 35));
         let t = seen.pids[&42].1;
         assert_eq!(
             (t.fork_ns, t.parent_tgid, t.exec_ns, t.exit_ns),
@@ -379,7 +334,7 @@ mod tests {
         );
         assert!(t.leader_exited);
         // The pid recycled, its fork missed: its exec starts it afresh.
-        seen.record(at(Kind::Exec, 50));
+        seen.record(at(EventKind::Exec, 50));
         let t = seen.pids[&42].1;
         assert_eq!((t.fork_ns, t.exec_ns, t.exit_ns), (None, Some(50), None));
     }

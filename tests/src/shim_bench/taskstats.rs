@@ -10,28 +10,25 @@
 //! biases a difference. The raw counters here are whole kernel ticks, untruncated; the
 //! bench sums them over many samples and splits the precise runtime (schedstat) by their
 //! ratio. Needs root for nothing but a kernel with `CONFIG_TASKSTATS`.
+//!
+//! This file does the socket I/O; the replies are decoded by [`super::netlink_parse`]
+//! (which is fuzzed).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::netlink_parse::{
+    align4, family_id, reply_status, user_system_us, ReplyStatus, GENL_HEADERS,
+};
+
 const NETLINK_GENERIC: libc::c_int = 16;
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const TASKSTATS_CMD_GET: u8 = 1;
 const TASKSTATS_CMD_ATTR_TGID: u16 = 2;
-const TASKSTATS_TYPE_STATS: u16 = 3;
-const TASKSTATS_TYPE_AGGR_TGID: u16 = 5;
 const NLM_F_REQUEST: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-/// `struct nlmsghdr` (16) + `struct genlmsghdr` (4).
-const HEADERS: usize = 20;
-/// `offsetof(struct taskstats, ac_utime)` and `ac_stime` (stable since version 1 of the
-/// struct; checked against the C header in the tests when a compiler is at hand).
-const AC_UTIME: usize = 152;
-const AC_STIME: usize = 160;
 
 /// A generic netlink socket bound to the taskstats family.
 #[derive(Debug)]
@@ -68,9 +65,7 @@ impl TaskStats {
             CTRL_ATTR_FAMILY_NAME,
             b"TASKSTATS\0",
         )?;
-        let id = attrs(reply.get(HEADERS..).unwrap_or_default())
-            .find(|&(kind, _)| kind == CTRL_ATTR_FAMILY_ID)
-            .and_then(|(_, v)| Some(u16::from_ne_bytes(v.get(..2)?.try_into().ok()?)))
+        let id = family_id(&reply)
             .ok_or_else(|| io::Error::other("no TASKSTATS family id in the reply"))?;
         me.family = id;
         Ok(me)
@@ -84,24 +79,11 @@ impl TaskStats {
             TASKSTATS_CMD_ATTR_TGID,
             &tgid.to_ne_bytes(),
         )?;
-        let aggr = attrs(reply.get(HEADERS..).unwrap_or_default())
-            .find(|&(kind, _)| kind == TASKSTATS_TYPE_AGGR_TGID)
-            .map(|(_, v)| v)
-            .ok_or_else(|| io::Error::other("no aggregate in the taskstats reply"))?;
-        let stats = attrs(aggr)
-            .find(|&(kind, _)| kind == TASKSTATS_TYPE_STATS)
-            .map(|(_, v)| v)
-            .ok_or_else(|| io::Error::other("no stats in the taskstats reply"))?;
-        let u64_at = |o: usize| -> io::Result<u64> {
-            stats
-                .get(o..o + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_ne_bytes)
-                .ok_or_else(|| io::Error::other("short taskstats"))
-        };
+        let (user_us, system_us) =
+            user_system_us(&reply).map_err(|gap| io::Error::other(gap.message()))?;
         Ok(UserSystem {
-            user: u64_at(AC_UTIME)? * 1000,
-            system: u64_at(AC_STIME)? * 1000,
+            user: user_us * 1000,
+            system: system_us * 1000,
         })
     }
 
@@ -109,7 +91,7 @@ impl TaskStats {
     fn ask(&mut self, family: u16, cmd: u8, attr: u16, value: &[u8]) -> io::Result<Vec<u8>> {
         self.seq = self.seq.wrapping_add(1);
         let attr_len = 4 + value.len();
-        let len = HEADERS + align4(attr_len);
+        let len = GENL_HEADERS + align4(attr_len);
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
         msg.extend_from_slice(&family.to_ne_bytes());
@@ -139,26 +121,14 @@ impl TaskStats {
                 return Err(e);
             }
             let reply = &buf[..usize::try_from(n).unwrap_or(0)];
-            let u16_at = |o: usize| {
-                reply
-                    .get(o..o + 2)
-                    .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-            };
-            let u32_at = |o: usize| {
-                reply
-                    .get(o..o + 4)
-                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            };
-            // A late reply to an earlier request (none is expected) is skipped.
-            if u32_at(8) != Some(self.seq) {
-                continue;
+            match reply_status(reply, self.seq) {
+                // A late reply to an earlier request (none is expected) is skipped.
+                ReplyStatus::OtherRequest => continue,
+                ReplyStatus::Failed { errno } => {
+                    return Err(io::Error::from_raw_os_error(errno.unwrap_or(libc::EIO)));
+                }
+                ReplyStatus::Answer => return Ok(reply.to_vec()),
             }
-            if u16_at(4) == Some(NLMSG_ERROR) {
-                // nlmsgerr.error: a negative errno.
-                let code = u32_at(16).map_or(libc::EIO, |c| c.cast_signed().saturating_neg());
-                return Err(io::Error::from_raw_os_error(code));
-            }
-            return Ok(reply.to_vec());
         }
     }
 }
@@ -190,23 +160,6 @@ impl UserSystem {
     }
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// The netlink attributes in `buf`: (type without the nested/byte-order bits, value).
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let head = buf.get(at..at + 4)?;
-        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
-        let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
-        let value = buf.get(at + 4..at + len.max(4))?;
-        at += align4(len.max(4));
-        Some((kind, value))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,18 +179,5 @@ mod tests {
         let after = ts.user_system(me).expect("own taskstats");
         let d = after.since(before);
         assert!(d.user > 0, "{before:?} → {after:?}");
-    }
-
-    #[test]
-    fn attributes_are_walked_at_their_aligned_lengths() {
-        // (len 6, type 1, "ab" + 2 bytes of padding), (len 8, type 0x4002: nested bit).
-        let mut buf = Vec::new();
-        for (len, kind, value) in [(6u16, 1u16, &b"ab\0\0"[..]), (8, 0x4002, &[1, 2, 3, 4])] {
-            buf.extend_from_slice(&len.to_ne_bytes());
-            buf.extend_from_slice(&kind.to_ne_bytes());
-            buf.extend_from_slice(value);
-        }
-        let found: Vec<_> = attrs(&buf).collect();
-        assert_eq!(found, vec![(1, &b"ab"[..]), (2, &[1u8, 2, 3, 4][..])]);
     }
 }
