@@ -29,9 +29,33 @@ impl Shim {
                     hold_limit: now + EXIT_HOLD_LIMIT,
                 });
                 self.table.queue_exit(key);
+                self.record_init_exit(key);
             }
         }
         self.flush_exits(now, poller);
+    }
+
+    /// An init's exit, known now, goes to its bundle's `exit.json` at the end of this turn
+    /// (`Shim::write_exit_records`, after the turn's answers), whether or not it can be
+    /// reported yet: when a Kill's `runc kill` is still running (the usual way a container
+    /// stops), the file is written while the loop waits for it, not in the turn that
+    /// answers the Kill and reports the exit, where the next call would wait for it.
+    fn record_init_exit(&mut self, key: ProcKey) {
+        let Some(e) = self.table.exited(key) else {
+            return;
+        };
+        if !e.exec_id.is_empty() {
+            return;
+        }
+        if let Ok(c) = self.table.container(&e.container_id) {
+            self.exit_records
+                .push(crate::containerd::shim::ExitToRecord {
+                    bundle: c.bundle.clone(),
+                    file: c.exit_file.as_ref().and_then(|f| f.try_clone().ok()),
+                    pid: e.pid,
+                    record: e.record,
+                });
+        }
     }
 
     /// A process exited: its pumps move what its pipes hold and start the grace of its
@@ -106,8 +130,7 @@ impl Shim {
             .min()
     }
 
-    /// Reports exits now: TaskExit, then the answers to parked Waits; the exit file once
-    /// the loop has written them (`Shim::write_exit_records`).
+    /// Reports exits now: TaskExit, then the answers to parked Waits.
     pub fn deliver(&mut self, keys: Vec<ProcKey>) {
         for key in keys {
             let Some(e) = self.table.exited(key) else {
@@ -120,17 +143,6 @@ impl Shim {
                 e.pid,
                 e.record.code
             );
-            if e.exec_id.is_empty() {
-                if let Ok(c) = self.table.container(&e.container_id) {
-                    let bundle = c.bundle.clone();
-                    self.exit_records
-                        .push(crate::containerd::shim::ExitToRecord {
-                            bundle,
-                            pid: e.pid,
-                            record: e.record,
-                        });
-                }
-            }
             self.events.exit(&e);
             if self.table.exit_delivered(key) {
                 self.answer_settled_waits(key);

@@ -100,8 +100,9 @@ pub struct Shim {
     pub gone: Vec<GatedCall>,
     /// When containerd asked the shim to shut down (it exits once nothing is in flight).
     pub shutdown_requested: Option<Instant>,
-    /// Inits' exits reported in this turn of the loop, to record in their bundles'
-    /// `exit.json` once the turn's answers are written (`write_exit_records`).
+    /// Inits' exits queued in this turn of the loop (reaped, whether or not they can be
+    /// reported yet), to record in their bundles' `exit.json` once the turn's answers are
+    /// written (`write_exit_records`).
     pub exit_records: Vec<ExitToRecord>,
     /// Containers and processes removed in this turn, dropped (their descriptors closed:
     /// two dozen for a container with its kept cgroup files) once the turn's answers are
@@ -141,6 +142,8 @@ impl Retired {
 #[derive(Debug)]
 pub struct ExitToRecord {
     pub bundle: std::path::PathBuf,
+    /// The container's open placeholder (a duplicate of its record's), when it has one.
+    pub file: Option<std::fs::File>,
     pub pid: i32,
     pub record: fifo::ExitRecord,
 }
@@ -166,13 +169,14 @@ impl Shim {
         }
     }
 
-    /// Records the exits reported since the last call in their bundles' `exit.json`, for
-    /// `delete` after a shim crash. The loop calls it right after writing a turn's answers:
-    /// the file is for a shim that died, so the Waits and the TaskExit it follows need not
-    /// wait for the file system (a file made and renamed, ~0.5 ms on ext4).
+    /// Records the inits' exits queued since the last call in their bundles' `exit.json`,
+    /// for `delete` after a shim crash: a write into the placeholder Create made (a few
+    /// µs), or, without one, a file made and renamed (~0.5 ms on ext4). The loop calls it
+    /// right after writing a turn's answers: the file is for a shim that died, so no
+    /// answer and no TaskExit waits for it.
     pub fn write_exit_records(&mut self) {
         for e in std::mem::take(&mut self.exit_records) {
-            crate::containerd::exit_status::record(&e.bundle, e.pid, &e.record);
+            crate::containerd::exit_status::record(&e.bundle, e.file.as_ref(), e.pid, &e.record);
         }
     }
 

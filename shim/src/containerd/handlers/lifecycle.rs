@@ -45,6 +45,8 @@ pub struct CreatedInit {
     /// For TaskCreate.
     rootfs: Vec<Mount>,
     checkpoint: String,
+    /// The bundle's empty `exit.json`, open for the init's exit (`exit_status::placeholder`).
+    exit_file: Option<std::fs::File>,
 }
 
 /// What a launch hands over besides the pid: the pidfd, the pty master and the pumps.
@@ -147,6 +149,7 @@ impl Shim {
             cgroups: c.cgroups,
             stat_files: Default::default(),
             oom: None,
+            exit_file: c.exit_file,
         };
         let mut init = ProcessRecord::new(id, "", c.stdio.clone(), c.launch);
         let pidfd = c.io.hand_to(&mut init);
@@ -384,7 +387,12 @@ impl CreateJob {
         // Watched here, while the pid surely is that process (the loop gets it only
         // later, maybe dead).
         let oom = (pid > 0).then(|| oom_watcher(&r.id, pid)).flatten();
+        // Made here, off the loop: the loop only writes the exit into it.
+        let exit_file = crate::containerd::exit_status::placeholder(&bundle)
+            .map_err(|e| log::warn!("exit record: {e}; written whole at the exit instead"))
+            .ok();
         Ok(CreatedInit {
+            exit_file,
             bundle,
             shares_pid_ns: !spec.own_pid_namespace,
             cgroup_procs: if !spec.own_pid_namespace && pid > 0 {

@@ -242,6 +242,10 @@ pub struct ContainerRecord {
     pub stat_files: std::sync::Arc<crate::containerd::cgroups::KeptFiles>,
     /// Its memory cgroup's OOM counter, registered under the init's key.
     pub oom: Option<OomWatcher>,
+    /// Its bundle's `exit.json`, made empty at Create, which the init's exit is written
+    /// into (`exit_status::placeholder`); not carried across a live upgrade (the next
+    /// image writes the record whole).
+    pub exit_file: Option<std::fs::File>,
 }
 
 /// "container" or "container/exec", for messages.

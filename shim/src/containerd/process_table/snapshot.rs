@@ -180,6 +180,7 @@ impl Table {
                     cgroups: c.cgroups,
                     stat_files: Default::default(),
                     oom,
+                    exit_file: None,
                 },
             );
         }

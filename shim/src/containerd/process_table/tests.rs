@@ -17,6 +17,7 @@ fn container(id: &str) -> ContainerRecord {
         cgroups: None,
         stat_files: Default::default(),
         oom: None,
+        exit_file: None,
     }
 }
 
