@@ -111,7 +111,7 @@ pub fn placeholder(bundle: &Path) -> Result<File, ExitFileError> {
 pub fn write_into(file: &File, bundle: &Path, exit: &RecordedExit) -> Result<(), ExitFileError> {
     let json = encode(bundle, exit)?;
     file.write_all_at(&json, 0)
-        .map_err(|e| fifo::Error::io("write", &bundle.join(EXIT_FILE), e).into())
+        .map_err(|e| fifo::Error::io("write", bundle.join(EXIT_FILE), e).into())
 }
 
 /// Records `exit` in `<bundle>/exit.json`, replacing any earlier record. A reader sees no
