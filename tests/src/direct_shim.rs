@@ -462,6 +462,18 @@ impl DirectShim {
         self.client.wait(ctx(), &wait).expect("Wait")
     }
 
+    /// Ends task `id` and the shim as containerd does after a force-kill: SIGKILL, Wait,
+    /// Delete, then Shutdown (the shim exits once nothing is in flight).
+    pub fn kill_delete_and_shut_down(&self, id: &str) {
+        self.kill_and_wait(id);
+        let mut delete = api::DeleteRequest::new();
+        delete.id = id.into();
+        self.client.delete(ctx(), &delete).expect("Delete");
+        self.client
+            .shutdown(ctx(), &api::ShutdownRequest::new())
+            .expect("Shutdown");
+    }
+
     /// The entries runc still has in this shim's state dir (its containers).
     pub fn runc_state_left(&self) -> Vec<std::ffi::OsString> {
         fs::read_dir(self.runc_state_dir())

@@ -184,12 +184,6 @@ fn a_close_of_stdin_while_the_exec_starts_reaches_it() {
     delete(&shim, &id, "held");
     assert_eq!(String::from_utf8_lossy(&read_all(out)), "first\nsecond\n");
 
-    shim.kill_and_wait(&id);
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.clone();
-    shim.client().delete(ctx(), &delete).expect("Delete");
-    shim.client()
-        .shutdown(ctx(), &api::ShutdownRequest::new())
-        .expect("Shutdown");
+    shim.kill_delete_and_shut_down(&id);
     shim.assert_nothing_left();
 }

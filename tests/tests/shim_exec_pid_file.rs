@@ -71,12 +71,6 @@ fn an_execs_pid_file_goes_after_its_start() {
     }
     assert!(init_pid_file.exists(), "the init's pid file is still kept");
 
-    shim.kill_and_wait(&id);
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.clone();
-    shim.client().delete(ctx(), &delete).expect("Delete");
-    shim.client()
-        .shutdown(ctx(), &api::ShutdownRequest::new())
-        .expect("Shutdown");
+    shim.kill_delete_and_shut_down(&id);
     shim.assert_nothing_left();
 }

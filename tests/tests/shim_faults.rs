@@ -727,13 +727,7 @@ fn a_thousand_execs_leave_no_growth_and_no_zombies() {
     assert!(thr2 <= thr, "threads grew from {thr} to {thr2}");
     assert!(rss2 <= rss + 1024, "RSS grew from {rss} KiB to {rss2} KiB");
     assert!(zombies.is_empty(), "zombie children {zombies:?}");
-    shim.kill_and_wait(&id);
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.clone();
-    shim.client().delete(ctx(), &delete).expect("Delete");
-    shim.client()
-        .shutdown(ctx(), &api::ShutdownRequest::new())
-        .expect("Shutdown");
+    shim.kill_delete_and_shut_down(&id);
 }
 
 #[test]
