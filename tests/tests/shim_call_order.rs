@@ -122,6 +122,54 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     shim.assert_nothing_left();
 }
 
+/// The init's exit goes to the bundle's `exit.json` (for `delete` after a shim crash) at
+/// the end of the turn that reaped it, while `runc kill` is still held, not in the turn
+/// that answers the Kill (where the next call would wait for the file): the file, made
+/// empty at Create, holds the record before the Kill is answered.
+#[test]
+fn the_exit_is_recorded_while_a_slow_kill_is_held() {
+    let id = tether_tests::unique_id("record");
+    let shim = DirectShim::start(&id, &["sleep", "600"]);
+    let gate = RuncGate::write(shim.dir(), &["kill"], GateAt::AfterWork);
+    let pid = shim.create_and_start(&id, shim.options(gate.path()));
+    let exit_file = shim.bundle().join("exit.json");
+    assert_eq!(
+        std::fs::read(&exit_file).expect("exit.json made at Create"),
+        b"",
+        "no exit yet: the placeholder is empty"
+    );
+
+    let mut conn = RawConn::connect(&shim);
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = libc::SIGKILL as u32;
+    conn.send(1, "Kill", &kill);
+    gate.wait_reached("kill");
+    assert!(
+        eventually(Duration::from_secs(30), || reaped(pid)),
+        "the killed init {pid} was not reaped:\n{}",
+        shim.log()
+    );
+    // The probe is read in a turn after the reap's, whose end wrote the record; the
+    // Kill is still unanswered (the probe's reply comes first).
+    probe(&mut conn, &id, 3, "while runc kill is held");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&exit_file).expect("read exit.json"))
+            .unwrap_or_else(|e| panic!("exit.json is no record yet ({e}):\n{}", shim.log()));
+    assert_eq!(record["Pid"], serde_json::json!(pid), "{record}");
+    assert_eq!(record["Status"], serde_json::json!(137), "{record}");
+
+    gate.open("kill");
+    let (stream, reply) = conn.recv();
+    assert_eq!(stream, 1);
+    assert_eq!(reply.status.code.value(), OK, "Kill: {:?}", reply.status);
+    let reaction = react_to_exit(&shim, &id);
+    assert_eq!(reaction.exit_status, 137);
+    reaction.delete.expect("Delete after the exit");
+    reaction.shutdown.expect("Shutdown");
+    shim.assert_nothing_left();
+}
+
 #[test]
 fn a_delete_waits_for_a_kill_in_flight() {
     // Delete arrives while Kill waits on runc (e.g. containerd force-deletes on a
