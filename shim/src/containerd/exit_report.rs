@@ -51,7 +51,7 @@ impl Shim {
             self.exit_records
                 .push(crate::containerd::shim::ExitToRecord {
                     bundle: c.bundle.clone(),
-                    file: c.exit_file.as_ref().and_then(|f| f.try_clone().ok()),
+                    container_id: e.container_id.clone(),
                     pid: e.pid,
                     record: e.record,
                 });

@@ -142,8 +142,8 @@ impl Retired {
 #[derive(Debug)]
 pub struct ExitToRecord {
     pub bundle: std::path::PathBuf,
-    /// The container's open placeholder (a duplicate of its record's), when it has one.
-    pub file: Option<std::fs::File>,
+    /// Whose exit it is: its record's open placeholder is written into, when it has one.
+    pub container_id: String,
     pub pid: i32,
     pub record: fifo::ExitRecord,
 }
@@ -176,7 +176,17 @@ impl Shim {
     /// answer and no TaskExit waits for it.
     pub fn write_exit_records(&mut self) {
         for e in std::mem::take(&mut self.exit_records) {
-            crate::containerd::exit_status::record(&e.bundle, e.file.as_ref(), e.pid, &e.record);
+            // A container deleted meanwhile needs no record (no `delete` will ask), and its
+            // bundle may be going: nothing is made in it.
+            let Ok(c) = self.table.container(&e.container_id) else {
+                continue;
+            };
+            crate::containerd::exit_status::record(
+                &e.bundle,
+                c.exit_file.as_ref(),
+                e.pid,
+                &e.record,
+            );
         }
     }
 
