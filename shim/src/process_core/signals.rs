@@ -26,7 +26,7 @@ pub fn handled() -> SigSet {
 ///
 /// Children inherit the blocked mask through std's `Command` (it does not reset it): a
 /// runtime is started clean by runc-wrapper (`RuntimeCommand`), a `binary://` logger by
-/// its `posix_spawn` attributes (`containerd/logger_process.rs`); checked per path by
+/// its `posix_spawn` attributes (`containerd/logger_process/spawn.rs`); checked per path by
 /// `tests/tests/runtime_signals.rs`.
 pub fn block_and_open_set(set: &SigSet) -> io::Result<SignalFd> {
     set.thread_block()?;
