@@ -610,5 +610,5 @@ fn write_temp(dir: &Path, data: &[u8]) -> Result<tempfile::TempPath> {
 }
 
 #[cfg(test)]
-#[path = "runc_tests.rs"]
+#[path = "runc_tests/mod.rs"]
 mod tests;
