@@ -21,7 +21,7 @@ use crate::types::{self, State, Stats};
 /// error messages from the log file (set [`RuncBuilder::log`] to get runc's own message in
 /// [`Error::Runtime`]), else from runc's stderr where it can be read without taking the
 /// process's: a pipe of this crate's when the process has a terminal, or
-/// [`ProcessIo::stderr_reader`] after a failure before the process ran. All other verbs
+/// [`ProcessIo::stderr_reader`](crate::ProcessIo::stderr_reader) after a failure before the process ran. All other verbs
 /// capture stderr (its bounded tail) as well.
 #[derive(Clone, Debug)]
 pub struct Runc {

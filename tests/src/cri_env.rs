@@ -75,7 +75,7 @@ impl CriEnv {
     /// [`CriEnv::start`], unless what only the CRI bed needs is missing: crictl (a Go
     /// build, `tests/scripts/go-tools.sh cri-tools`) or the CNI plugins and iptables
     /// (`make cri-deps`), which a plain `cargo test` / `make test` does not provide. Then
-    /// the test is skipped ([`crate::skip`]), or fails if `TETHER_CRI_REQUIRED=1`
+    /// the test is skipped ([`crate::skip`](mod@crate::skip)), or fails if `TETHER_CRI_REQUIRED=1`
     /// (`make test-cri` sets it).
     pub fn start_or_skip(test: &str) -> Option<Self> {
         let crictl = Self::crictl_binary();

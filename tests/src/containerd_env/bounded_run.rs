@@ -16,7 +16,7 @@ pub(super) struct Partial {
     pub(super) stderr: Vec<u8>,
 }
 
-/// Input for a command's stdin: written once `ready` says so (or after 10 s), then the
+/// Input for a command's stdin: written once `ready` says so (or after `READY_TIMEOUT`, 60 s), then the
 /// pipe is closed.
 pub(super) struct Input {
     pub(super) data: Vec<u8>,

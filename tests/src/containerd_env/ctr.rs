@@ -83,7 +83,7 @@ impl ContainerdEnv {
     }
 
     /// [`Self::ctr`] with `input` on its stdin through a pipe, written once `after` holds
-    /// (polled for up to 10 s), then the pipe is closed.
+    /// (polled for up to `READY_TIMEOUT`, 60 s), then the pipe is closed.
     ///
     /// Why wait: ctr 1.6 has a race with an early EOF. It copies stdin into the task's
     /// FIFO and calls CloseIO at EOF only if the task (or exec) object exists by then; an

@@ -213,7 +213,6 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argv"))
 }
 
-/// Waits until `ready` has a byte to read or reaches EOF.
 /// How a logger signalled that it is ready.
 enum Ready {
     /// It wrote (at least) a byte to fd 5.

@@ -54,7 +54,7 @@ pub(super) fn drain(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
 }
 
 /// Walks `struct inotify_event { i32 wd; u32 mask; u32 cookie; u32 len; char name[len]; }` records.
-pub(super) fn events_say_removed(mut bytes: &[u8]) -> bool {
+fn events_say_removed(mut bytes: &[u8]) -> bool {
     let gone = libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_UNMOUNT;
     let mut removed = false;
     while bytes.len() >= 16 {

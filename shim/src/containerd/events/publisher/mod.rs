@@ -263,6 +263,8 @@ impl Publisher {
         {
             if self.inner.shared.queue.lock().exited {
                 let _ = handle.join();
+            } else {
+                log::warn!("event publisher thread did not stop in time; leaving it detached");
             }
         }
         let now = Instant::now();
@@ -286,13 +288,21 @@ impl Publisher {
         let p = Self::start(ttrpc_address, namespace)?;
         let now = Instant::now();
         for e in events {
-            let _ = p.inner.shared.queue.push(Item {
+            let pushed = p.inner.shared.queue.push(Item {
                 topic: e.topic,
                 request: e.request,
                 queued_at: now
                     .checked_sub(Duration::from_millis(e.age_ms))
                     .unwrap_or(now),
             });
+            // The previous image's queue had the same bound, so this only happens when
+            // it carried more than this image holds: say which event is lost, as publish does.
+            if let Pushed::Evicted(old) = pushed {
+                log::warn!(
+                    "event queue full while taking over carried events: dropping oldest event {}",
+                    old.topic
+                );
+            }
         }
         Ok(p)
     }
