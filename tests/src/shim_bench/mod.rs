@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod fake_events;
+pub mod floor_server;
 pub mod framing;
 pub mod lifecycle;
 pub mod netlink_parse;
