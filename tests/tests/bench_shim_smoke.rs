@@ -1,7 +1,8 @@
 //! `make bench-shim` runs: one round of the shim bench (tether and the Go shim, each
 //! driven directly over ttrpc) prints a line for every call, the split of the own share of
-//! every call that runs runc, the shims' user and system CPU, and writes its JSON. Figures
-//! are not checked: a benchmark is never asserted in a test.
+//! every call that runs runc, the shims' user and system CPU, each call against the paced
+//! floor, and writes its JSON. Figures are not checked: a benchmark is never asserted in a
+//! test.
 
 use std::process::Command;
 use tether_tests::shim_bench::lifecycle::CALLS;
@@ -73,10 +74,23 @@ fn one_round(test: &str, runtime: &str) {
             "no split line for {call}:\n{stdout}"
         );
     }
+    // Each server call held against the paced floor (a do-nothing server in its own
+    // process at the bench's pacing); the subcommands are not ttrpc calls.
+    for call in &CALLS[1..CALLS.len() - 1] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("| beyond the floor: {call} |"))),
+            "no beyond-the-floor line for {call}:\n{stdout}"
+        );
+    }
     for row in [
         "| shim CPU per lifecycle, user / system |",
         "| shim CPU per exec, user / system |",
         "the same runtime (",
+        "a ttrpc round trip of this client to a server that does nothing: ",
+        "the paced floor (a do-nothing server in its own process, epoll, at the bench's pacing",
+        "the bench's pacing: ",
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(row)),
@@ -86,4 +100,13 @@ fn one_round(test: &str, runtime: &str) {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON")).expect("JSON");
     assert_eq!(doc["shims"].as_array().map(Vec::len), Some(2), "{doc}");
+    // One floor call per server call of each lifecycle (a round: one of each shim).
+    let floor = &doc["paced_floor"];
+    assert_eq!(floor["calls"].as_u64(), floor["gaps"].as_u64(), "{floor}");
+    assert!(floor["p50_ns"].as_u64().is_some_and(|n| n > 0), "{floor}");
+    assert_eq!(
+        floor["per_call"].as_array().map(Vec::len),
+        Some(CALLS.len() - 2),
+        "{floor}"
+    );
 }

@@ -1,6 +1,7 @@
 //! `bench-shim` (`make bench-shim`): tether against containerd's Go shim, each driven
 //! directly over ttrpc, in interleaved rounds; prints the per-call table and writes every
-//! sample as JSON. See `tether_tests::shim_bench` and docs/benchmarks.md.
+//! sample as JSON. See `tether_tests::shim_bench` and docs/benchmarks.md. It starts
+//! `floor_server` (beside it) for the paced floor and ends it before it exits.
 //!
 //! Usage: `bench_shim <tether shim binary>`, as root. Environment: `BENCH_SHIM_ROUNDS`
 //! (20), `BENCH_SHIM_WARMUP` (2), `BENCH_SHIM_EXECS` (execs per lifecycle, 3),
@@ -20,7 +21,9 @@ use serde_json::json;
 use std::path::PathBuf;
 use tether_tests::shim_bench::clock;
 use tether_tests::shim_bench::fake_events::FakeEvents;
+use tether_tests::shim_bench::floor_report::{self, Floors};
 use tether_tests::shim_bench::lifecycle::Bench;
+use tether_tests::shim_bench::paced_floor::FloorServer;
 use tether_tests::shim_bench::proc_events::ProcEvents;
 use tether_tests::shim_bench::report::{self, ShimRuns};
 use tether_tests::shim_bench::runc_log::RuncTimer;
@@ -100,6 +103,19 @@ fn spawn_once(proc_events: &ProcEvents, runtime: &std::path::Path) -> Option<u64
     Some(t.exec_ns?.saturating_sub(t.fork_ns?))
 }
 
+/// The bench's own binary `name` beside this one (cargo builds them together); exits the
+/// bench with a message when it is not there.
+fn sibling_bin(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join(name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            eprintln!("bench-shim: {name} is not beside this binary (cargo build -p tether-tests)");
+            std::process::exit(2);
+        })
+}
+
 fn main() {
     let Some(tether) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: bench_shim <containerd-shim-tether-v2> (as root)");
@@ -134,16 +150,8 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let timer_bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.join("runc_timer")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| {
-            eprintln!(
-                "bench-shim: runc_timer is not beside this binary (cargo build -p tether-tests)"
-            );
-            std::process::exit(2);
-        });
+    let timer_bin = sibling_bin("runc_timer");
+    let floor_bin = sibling_bin("floor_server");
     let dir = tempfile::Builder::new()
         .prefix("tbench-")
         .tempdir_in("/tmp")
@@ -162,6 +170,16 @@ fn main() {
     });
     let events = FakeEvents::serve(&dir.path().join("events.sock")).expect("serve fake events");
     let floor_ns = round_trip_floor(&events, client, 50);
+    // The paced floor's server; dropped (and so ended, its socket removed) before `dir`.
+    let floor_server = FloorServer::start(&floor_bin, &dir.path().join("floor.sock"))
+        .unwrap_or_else(|e| {
+            eprintln!("bench-shim: the floor server: {e}");
+            std::process::exit(2);
+        });
+    let mut floors = Floors {
+        back_to_back_ns: floor_ns,
+        ..Floors::default()
+    };
     let runtime = if direct {
         real_runc.clone()
     } else {
@@ -173,10 +191,6 @@ fn main() {
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
     );
     println!("the client: {}", client.describe());
-    println!(
-        "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
-        floor_ns as f64 / 1e6
-    );
 
     if direct {
         println!(
@@ -220,6 +234,16 @@ fn main() {
             }
             let id = tether_tests::unique_id(if which == 0 { "bt" } else { "bg" });
             let sample = bench.lifecycle(&binaries[which], &id);
+            // The same calls' pacing against the do-nothing server, right after.
+            match floor_server.burst(client, &sample.gaps) {
+                Ok(burst) if round >= warmup => {
+                    floors.server_calls += burst.calls.len() as u64 + 1;
+                    floors.server_cpu_ns += burst.server_cpu_ns;
+                    floors.paced.extend(burst.calls);
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("bench-shim: a paced floor burst failed: {e}"),
+            }
             if round >= warmup {
                 spawns.extend(spawn_once(&proc_events, &runtime));
             }
@@ -230,7 +254,13 @@ fn main() {
         eprint!(".");
     }
     eprintln!();
+    drop(floor_server);
     let [a, b] = &runs;
+    println!(
+        "a ttrpc round trip of this client to a server that does nothing: {:.2} ms (the floor of every call)",
+        floor_ns as f64 / 1e6
+    );
+    print!("{}", floor_report::lines(&floors, a, b));
     print!("{}", report::table(a, b));
     println!();
     println!(
@@ -244,6 +274,11 @@ fn main() {
         spawn_floor_ns as f64 / 1e6,
         spawns.len()
     );
+    println!();
+    println!(
+        "each call's own share beyond the paced floor (the do-nothing server in its own process at the bench's pacing; measured for each call at the gaps that call had), and for the calls that start a runtime (a)+(d) beyond it: what is left when any server's cost at this pacing is taken out; ratios of what is left"
+    );
+    print!("{}", floor_report::table(a, b, &floors));
     println!();
     print!("{}", split::cpu_table(a, b));
     let unmatched: u64 = runs
@@ -261,10 +296,11 @@ fn main() {
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at the end: {}", load_after.trim());
     if !output.is_empty() {
-        let doc = report::json(
+        let mut doc = report::json(
             &[a, b],
             json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "client": format!("{client:?}"), "spawn_floor_ns": spawn_floor_ns }),
         );
+        doc["paced_floor"] = floor_report::json(a, b, &floors);
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             Ok(()) => println!("samples: {output}"),
             Err(e) => eprintln!("bench-shim: write {output}: {e}"),

@@ -3,17 +3,12 @@
 //! containerd answers `Forward` and `Publish`. It counts the requests, so a bench can say
 //! how many events each shim sent.
 
+use super::framing::{empty_response, Header, HEADER, MAX_FRAME, REQUEST};
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// ttrpc's largest frame; a longer one ends the connection.
-const MAX_FRAME: usize = 4 << 20;
-/// ttrpc message types.
-const REQUEST: u8 = 1;
-const RESPONSE: u8 = 2;
 
 /// The listening service; its threads live as long as the process (a bench binary).
 #[derive(Debug)]
@@ -58,26 +53,23 @@ impl FakeEvents {
 
 /// Answers each request frame of `conn` with an empty response until it closes.
 fn answer_all(mut conn: UnixStream, counter: &AtomicU64) {
-    let mut header = [0u8; 10];
+    let mut header = [0u8; HEADER];
     let mut body = Vec::new();
     while conn.read_exact(&mut header).is_ok() {
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len > MAX_FRAME {
+        // A frame longer than ttrpc's largest ends the connection.
+        let h = Header::parse(&header);
+        if h.len > MAX_FRAME {
             return;
         }
-        body.resize(len, 0);
+        body.resize(h.len, 0);
         if conn.read_exact(&mut body).is_err() {
             return;
         }
-        if header[8] != REQUEST {
+        if h.kind != REQUEST {
             continue;
         }
         counter.fetch_add(1, Ordering::Relaxed);
-        // An empty `Response` (no status: OK, no payload: `Empty`) encodes to no bytes.
-        let mut reply = [0u8; 10];
-        reply[4..8].copy_from_slice(&header[4..8]);
-        reply[8] = RESPONSE;
-        if conn.write_all(&reply).is_err() {
+        if conn.write_all(&empty_response(h.stream)).is_err() {
             return;
         }
     }

@@ -12,6 +12,7 @@ use super::wire_client::{BenchClient, ClientKind};
 use crate::direct_shim::DirectShim;
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,11 +51,26 @@ pub struct CallSample {
     pub split: Option<Split>,
 }
 
+/// The bench's pacing before one call: from the reply of the call before it on the same
+/// connection (or from the connection's opening, for the first) to this call's request
+/// (ns): the bench's own work between calls, during which the shim waits for the next
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallGap {
+    /// Index into [`CALLS`] (a server call: not a subcommand).
+    pub call: usize,
+    /// The gap (ns).
+    pub gap_ns: u64,
+}
+
 /// What one lifecycle measured.
 #[derive(Debug, Clone, Default)]
 pub struct LifecycleSample {
     /// Every call, in order (execs repeated).
     pub calls: Vec<CallSample>,
+    /// The gap before each server call, in order (the Stats called again are not timed
+    /// calls, but the gap after them is measured from the last one's reply).
+    pub gaps: Vec<CallGap>,
     /// The shim server's own CPU time from its start to just before Shutdown (ns).
     pub server_cpu_ns: u64,
     /// The server's own CPU time for each exec (Exec, its Start, Wait and Delete) (ns).
@@ -142,13 +158,25 @@ impl Bench<'_> {
             CALL_TIMEOUT,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", shim_binary.display()));
+        // When the last reply came (at first: when the connection opened), for the gaps.
+        let last_reply = Cell::new(now_ns());
+        let mut gaps = Vec::new();
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
         };
         let mut timed = |call: usize, f: &mut dyn FnMut()| {
             let from = now_ns();
+            let server_call = call != 0 && call != CALLS.len() - 1;
+            if server_call {
+                let gap_ns = from.saturating_sub(last_reply.get());
+                gaps.push(CallGap { call, gap_ns });
+            }
             f();
-            spans.push((call, from, now_ns()));
+            let to = now_ns();
+            spans.push((call, from, to));
+            if server_call {
+                last_reply.set(to);
+            }
         };
 
         let mut create = api::CreateTaskRequest::new();
@@ -235,7 +263,9 @@ impl Bench<'_> {
                 client
                     .call::<_, api::StatsResponse>("Stats", &stats, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Stats (again)", &e)));
-                out.stats_again_ns.push(now_ns().saturating_sub(from));
+                let to = now_ns();
+                out.stats_again_ns.push(to.saturating_sub(from));
+                last_reply.set(to);
             }
             let spent = threads_cpu_ns(pid).unwrap_or(0).saturating_sub(before);
             out.stats_again_cpu_ns = Some(spent / self.stats_again as u64);
@@ -365,6 +395,7 @@ impl Bench<'_> {
             })
             .collect();
         out.events = self.events.requests().saturating_sub(events_before);
+        out.gaps = gaps;
         out
     }
 

@@ -12,12 +12,19 @@
 //! stand-in for containerd's ttrpc events service ([`fake_events`]), which answers them
 //! all. The own share of a call that starts a runtime is split further at the kernel's
 //! fork, exec and exit stamps of that runtime ([`split`]), and the shim's CPU into user
-//! and system time.
+//! and system time. What any server would cost at the bench's pacing, the paced floor, is
+//! a do-nothing server in its own process ([`floor_server`]) called with each lifecycle's
+//! gaps between calls replayed ([`paced_floor`]); each call's own share is held against it
+//! ([`floor_report`]).
 
 pub mod clock;
 pub mod fake_events;
+pub mod floor_report;
+pub mod floor_server;
+pub mod framing;
 pub mod lifecycle;
 pub mod netlink_parse;
+pub mod paced_floor;
 pub mod proc_events;
 pub mod report;
 pub mod runc_log;

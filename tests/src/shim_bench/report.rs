@@ -57,6 +57,17 @@ pub(super) fn ms(ns: u64) -> String {
     format!("{:.2}", ns as f64 / 1e6)
 }
 
+/// A Markdown table's first two lines: the header row of `cells` and the alignment row,
+/// the first column to the left and the others to the right (figures).
+pub(super) fn table_head(cells: &[String]) -> String {
+    let right = cells.len().saturating_sub(1);
+    format!(
+        "| {} |\n| --- |{}\n",
+        cells.join(" | "),
+        " ---: |".repeat(right)
+    )
+}
+
 pub(super) fn ratio(a: u64, b: u64) -> String {
     if b == 0 {
         return "–".into();
@@ -223,5 +234,14 @@ mod tests {
         assert_eq!(quantile(&[3, 1, 2], 50), 2);
         assert_eq!(quantile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90), 9);
         assert_eq!(quantile(&[5], 90), 5);
+    }
+
+    #[test]
+    fn a_table_head_aligns_its_figures_right() {
+        let cells = ["call", "a (ms)", "b"].map(String::from);
+        assert_eq!(
+            table_head(&cells),
+            "| call | a (ms) | b |\n| --- | ---: | ---: |\n"
+        );
     }
 }

@@ -76,17 +76,20 @@ pub fn runtimes_within(from: u64, to: u64, children: &[(i32, PidTimes)]) -> usiz
 
 /// One call's split samples of one shim, part by part (ns), and the samples in which the
 /// call started a runtime but could not be split.
-struct Parts {
-    own: Vec<u64>,
+pub(super) struct Parts {
+    /// The own share (latency − runc) of every sample of the call, split or not.
+    pub(super) own: Vec<u64>,
     a: Vec<u64>,
     b: Vec<u64>,
     c: Vec<u64>,
     d: Vec<u64>,
-    ad: Vec<u64>,
+    /// (a) + (d) of every split sample.
+    pub(super) ad: Vec<u64>,
     unsplit: usize,
 }
 
-fn parts(runs: &ShimRuns, call: usize) -> Parts {
+/// Every sample of `call` (an index into [`CALLS`]) that `runs` holds, split where it can be.
+pub(super) fn parts(runs: &ShimRuns, call: usize) -> Parts {
     let mut p = Parts {
         own: Vec::new(),
         a: Vec::new(),

@@ -11,6 +11,7 @@
 //!   body in two writes, and each reply back from a receiver thread: two thread wake-ups
 //!   per call that belong to neither shim (`BENCH_SHIM_CLIENT=crate`, to compare).
 
+use super::framing::{Header, HEADER, MAX_FRAME, RESPONSE};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::ttrpc;
 use std::io::{Read, Write};
@@ -20,13 +21,6 @@ use std::time::Duration;
 
 /// The service every call goes to (containerd 1.6's; 2.x's v3 is the same messages).
 const SERVICE: &str = "containerd.task.v2.Task";
-/// ttrpc's frame header: length (4), stream id (4), type (1), flags (1).
-const HEADER: usize = 10;
-/// ttrpc's largest frame.
-const MAX_FRAME: usize = 4 << 20;
-/// ttrpc message types.
-const REQUEST: u8 = 1;
-const RESPONSE: u8 = 2;
 
 /// Which client the bench drives the shims with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,28 +127,28 @@ fn round_trip(
     req: &ttrpc::Request,
 ) -> Result<ttrpc::Response, String> {
     let body = req.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
-    let len = u32::try_from(body.len()).map_err(|_| "request too large".to_string())?;
+    let header = Header::request(stream, body.len()).ok_or("request too large")?;
     let mut frame = Vec::with_capacity(HEADER + body.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(&[REQUEST, 0]);
+    frame.extend_from_slice(&header);
     frame.extend_from_slice(&body);
     sock.write_all(&frame).map_err(|e| format!("send: {e}"))?;
     loop {
         let mut header = [0u8; HEADER];
         sock.read_exact(&mut header)
             .map_err(|e| format!("reply header: {e}"))?;
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_FRAME {
-            return Err(format!("a {len}-byte frame (ttrpc's bound is {MAX_FRAME})"));
+        let h = Header::parse(&header);
+        if h.len > MAX_FRAME {
+            return Err(format!(
+                "a {}-byte frame (ttrpc's bound is {MAX_FRAME})",
+                h.len
+            ));
         }
-        let mut body = vec![0u8; len];
+        let mut body = vec![0u8; h.len];
         sock.read_exact(&mut body)
             .map_err(|e| format!("reply body: {e}"))?;
         // One call at a time on this connection: another stream's frame is not expected,
         // and skipped rather than taken for this call's.
-        if id != stream || header[8] != RESPONSE {
+        if h.stream != stream || h.kind != RESPONSE {
             continue;
         }
         return ttrpc::Response::parse_from_bytes(&body).map_err(|e| format!("decode: {e}"));
