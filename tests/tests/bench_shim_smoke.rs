@@ -14,21 +14,24 @@ const SPLIT_CALLS: &[&str] = &["Create", "Start", "Start (exec)", "Pids", "Kill"
 
 #[test]
 fn one_round_prints_every_call() {
-    one_round("one_round_prints_every_call", "timer");
+    one_round("one_round_prints_every_call", "timer", false);
 }
 
 /// With the shims running runc itself (no timer), runc's part and the split come from the
-/// kernel's stamps alone.
+/// kernel's stamps alone. Settled (`BENCH_SHIM_SETTLE=1`: an untimed Connect before each
+/// server call): the same lines, and the run says so.
 #[test]
 fn one_round_with_runc_itself_prints_every_call_and_split() {
     one_round(
         "one_round_with_runc_itself_prints_every_call_and_split",
         "runc",
+        true,
     );
 }
 
-/// One round of one exec with `BENCH_SHIM_RUNTIME=runtime`: every line is there.
-fn one_round(test: &str, runtime: &str) {
+/// One round of one exec with `BENCH_SHIM_RUNTIME=runtime` (and `BENCH_SHIM_SETTLE` when
+/// `settle`): every line is there.
+fn one_round(test: &str, runtime: &str, settle: bool) {
     tether_tests::require::root();
     if !std::path::Path::new(GO_SHIM).is_file() {
         tether_tests::skip(
@@ -47,6 +50,7 @@ fn one_round(test: &str, runtime: &str) {
         .env("BENCH_SHIM_EXECS", "1")
         .env("BENCH_SHIM_RUNTIME", runtime)
         .env("BENCH_SHIM_OUTPUT", &json)
+        .env("BENCH_SHIM_SETTLE", if settle { "1" } else { "0" })
         .output()
         .expect("run bench_shim");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -97,8 +101,21 @@ fn one_round(test: &str, runtime: &str) {
             "no line {row}:\n{stdout}"
         );
     }
+    assert_eq!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("settled (BENCH_SHIM_SETTLE=1)")),
+        settle,
+        "{stdout}"
+    );
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON")).expect("JSON");
+    assert_eq!(
+        doc["machine"]["settle"].as_bool(),
+        Some(settle),
+        "{}",
+        doc["machine"]
+    );
     assert_eq!(doc["shims"].as_array().map(Vec::len), Some(2), "{doc}");
     // One floor call per server call of each lifecycle (a round: one of each shim).
     let floor = &doc["paced_floor"];

@@ -14,7 +14,9 @@
 //! (`bench-results-shim.json`; empty: none), `BENCH_SHIM_ONLY` (`tether` or `go`: one
 //! shim alone, e.g. under a profiler), `BENCH_SHIM_CLIENT` (`wire`: each request one write
 //! from the calling thread, as containerd's Go client sends; `crate`: the `ttrpc` crate's
-//! client with its sender and receiver threads, the bench's first client).
+//! client with its sender and receiver threads, the bench's first client),
+//! `BENCH_SHIM_SETTLE` (`1`: an untimed `Connect` before every server call, so that a
+//! call is timed without the tail of the one before it).
 #![deny(unsafe_code)]
 
 use serde_json::json;
@@ -142,6 +144,14 @@ fn main() {
         eprintln!("bench-shim: {e}");
         std::process::exit(2);
     });
+    let settle = match std::env::var("BENCH_SHIM_SETTLE").as_deref() {
+        Err(_) | Ok("" | "0") => false,
+        Ok("1") => true,
+        Ok(other) => {
+            eprintln!("bench-shim: BENCH_SHIM_SETTLE is `1` or `0`, not `{other}`");
+            std::process::exit(2);
+        }
+    };
     let output = std::env::var("BENCH_SHIM_OUTPUT")
         .unwrap_or_else(|_| "bench-results-shim.json".to_string());
     for (what, p) in [("tether", &tether), ("Go shim", &go)] {
@@ -191,6 +201,11 @@ fn main() {
         "bench-shim: {rounds} rounds (+{warmup} warm-up), {execs} execs and 1+{stats_again} Stats each; machine {machine}"
     );
     println!("the client: {}", client.describe());
+    if settle {
+        println!(
+            "settled (BENCH_SHIM_SETTLE=1): every server call follows an untimed Connect, which takes what the previous call left running (runc's and the container's processes, the shim's work after its reply, an event on its way); each call is timed alone; the CPU figures include the Connects"
+        );
+    }
 
     if direct {
         println!(
@@ -224,6 +239,7 @@ fn main() {
         direct_runtime: direct.then_some(real_runc.as_path()),
         taskstats: &mut taskstats,
         client,
+        settle,
     };
     for round in 0..warmup + rounds {
         // Alternate which shim goes first, so the machine's drift falls on both.
@@ -298,7 +314,7 @@ fn main() {
     if !output.is_empty() {
         let mut doc = report::json(
             &[a, b],
-            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "client": format!("{client:?}"), "spawn_floor_ns": spawn_floor_ns }),
+            json!({ "start": after, "runtime": if direct { "runc" } else { "timer" }, "load_end": load_after.trim(), "runs_without_kernel_span": unmatched, "round_trip_floor_ns": floor_ns, "client": format!("{client:?}"), "settle": settle, "spawn_floor_ns": spawn_floor_ns }),
         );
         doc["paced_floor"] = floor_report::json(a, b, &floors);
         match std::fs::write(&output, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {

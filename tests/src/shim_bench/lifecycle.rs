@@ -123,6 +123,13 @@ pub struct Bench<'a> {
     pub taskstats: &'a mut TaskStats,
     /// How the timed calls are sent ([`ClientKind`]).
     pub client: ClientKind,
+    /// Each server call is preceded by an untimed `Connect` (`BENCH_SHIM_SETTLE`): what
+    /// the previous call left running on the machine when it answered (runc's and the
+    /// container's processes ending or starting, the shim's own work after a reply, an
+    /// event on its way) then falls on that `Connect`, not on the call, which is timed
+    /// alone. For telling a call's own cost from the previous call's tail; the CPU figures
+    /// then include the `Connect`s.
+    pub settle: bool,
 }
 
 /// How long to wait for the kernel's report of a runtime's exit once the lifecycle is
@@ -164,41 +171,51 @@ impl Bench<'_> {
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("{} {what}: {e}\n{}", shim_binary.display(), shim.log())
         };
-        let mut timed = |call: usize, f: &mut dyn FnMut()| {
-            let from = now_ns();
-            let server_call = call != 0 && call != CALLS.len() - 1;
-            if server_call {
-                let gap_ns = from.saturating_sub(last_reply.get());
-                gaps.push(CallGap { call, gap_ns });
-            }
-            f();
-            let to = now_ns();
-            spans.push((call, from, to));
-            if server_call {
-                last_reply.set(to);
-            }
-        };
+        let settle = self.settle;
+        let mut connect = api::ConnectRequest::new();
+        connect.id = id.into();
+        let mut timed =
+            |client: &mut BenchClient, call: usize, f: &mut dyn FnMut(&mut BenchClient)| {
+                let server_call = call != 0 && call != CALLS.len() - 1;
+                if settle && server_call {
+                    client
+                        .call::<_, api::ConnectResponse>("Connect", &connect, CALL_TIMEOUT)
+                        .unwrap_or_else(|e| panic!("{}", why("Connect (settling)", &e)));
+                    last_reply.set(now_ns());
+                }
+                let from = now_ns();
+                if server_call {
+                    let gap_ns = from.saturating_sub(last_reply.get());
+                    gaps.push(CallGap { call, gap_ns });
+                }
+                f(client);
+                let to = now_ns();
+                spans.push((call, from, to));
+                if server_call {
+                    last_reply.set(to);
+                }
+            };
 
         let mut create = api::CreateTaskRequest::new();
         create.id = id.into();
         create.bundle = shim.bundle().to_string_lossy().into_owned();
         let runtime = self.direct_runtime.unwrap_or(self.timer.path());
         create.options = Some(shim.options(runtime)).into();
-        timed(1, &mut || {
+        timed(&mut client, 1, &mut |client| {
             client
                 .call::<_, api::CreateTaskResponse>("Create", &create, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Create", &e)));
         });
         let mut start = api::StartRequest::new();
         start.id = id.into();
-        timed(2, &mut || {
+        timed(&mut client, 2, &mut |client| {
             client
                 .call::<_, api::StartResponse>("Start", &start, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Start", &e)));
         });
         let mut state = api::StateRequest::new();
         state.id = id.into();
-        timed(3, &mut || {
+        timed(&mut client, 3, &mut |client| {
             client
                 .call::<_, api::StateResponse>("State", &state, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("State", &e)));
@@ -211,7 +228,7 @@ impl Bench<'_> {
             exec.id = id.into();
             exec.exec_id = exec_id.clone();
             exec.spec = Some(shim.exec_spec(&["/bin/true"], false)).into();
-            timed(4, &mut || {
+            timed(&mut client, 4, &mut |client| {
                 client
                     .call::<_, Empty>("Exec", &exec, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Exec", &e)));
@@ -219,7 +236,7 @@ impl Bench<'_> {
             let mut start = api::StartRequest::new();
             start.id = id.into();
             start.exec_id = exec_id.clone();
-            timed(5, &mut || {
+            timed(&mut client, 5, &mut |client| {
                 client
                     .call::<_, api::StartResponse>("Start", &start, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Start (exec)", &e)));
@@ -227,7 +244,7 @@ impl Bench<'_> {
             let mut wait = api::WaitRequest::new();
             wait.id = id.into();
             wait.exec_id = exec_id.clone();
-            timed(6, &mut || {
+            timed(&mut client, 6, &mut |client| {
                 client
                     .call::<_, api::WaitResponse>("Wait", &wait, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Wait (exec)", &e)));
@@ -235,7 +252,7 @@ impl Bench<'_> {
             let mut delete = api::DeleteRequest::new();
             delete.id = id.into();
             delete.exec_id = exec_id;
-            timed(7, &mut || {
+            timed(&mut client, 7, &mut |client| {
                 client
                     .call::<_, api::DeleteResponse>("Delete", &delete, CALL_TIMEOUT)
                     .unwrap_or_else(|e| panic!("{}", why("Delete (exec)", &e)));
@@ -251,7 +268,7 @@ impl Bench<'_> {
         }
         let mut stats = api::StatsRequest::new();
         stats.id = id.into();
-        timed(8, &mut || {
+        timed(&mut client, 8, &mut |client| {
             client
                 .call::<_, api::StatsResponse>("Stats", &stats, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Stats", &e)));
@@ -272,7 +289,7 @@ impl Bench<'_> {
         }
         let mut pids = api::PidsRequest::new();
         pids.id = id.into();
-        timed(9, &mut || {
+        timed(&mut client, 9, &mut |client| {
             client
                 .call::<_, api::PidsResponse>("Pids", &pids, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Pids", &e)));
@@ -280,21 +297,21 @@ impl Bench<'_> {
         let mut kill = api::KillRequest::new();
         kill.id = id.into();
         kill.signal = 9;
-        timed(10, &mut || {
+        timed(&mut client, 10, &mut |client| {
             client
                 .call::<_, Empty>("Kill", &kill, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Kill", &e)));
         });
         let mut wait = api::WaitRequest::new();
         wait.id = id.into();
-        timed(11, &mut || {
+        timed(&mut client, 11, &mut |client| {
             client
                 .call::<_, api::WaitResponse>("Wait", &wait, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Wait", &e)));
         });
         let mut delete = api::DeleteRequest::new();
         delete.id = id.into();
-        timed(12, &mut || {
+        timed(&mut client, 12, &mut |client| {
             client
                 .call::<_, api::DeleteResponse>("Delete", &delete, CALL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{}", why("Delete", &e)));
@@ -307,7 +324,7 @@ impl Bench<'_> {
             .since(ticks_at_start);
         let mut shutdown = api::ShutdownRequest::new();
         shutdown.id = id.into();
-        timed(13, &mut || {
+        timed(&mut client, 13, &mut |client| {
             // The Go shim may exit before its reply is out: containerd ignores that too.
             let _ = client.call::<_, Empty>("Shutdown", &shutdown, CALL_TIMEOUT);
         });
@@ -317,7 +334,7 @@ impl Bench<'_> {
             shim_binary.display()
         );
         let mut delete_cpu = 0u64;
-        timed(14, &mut || {
+        timed(&mut client, 14, &mut |_| {
             let (run, _ok) = shim.delete_subcommand(&env);
             delete_cpu = u64::try_from(run.cpu.as_nanos()).unwrap_or(u64::MAX);
         });
