@@ -50,17 +50,20 @@ impl Shim {
         };
         if !p.pumps.is_open(stream) {
             log::debug!(
-                "{stream:?} of {} done after {} bytes ({} read from its source)",
+                "{stream:?} of {} done after {} bytes ({} read from its source; {})",
                 p.display(),
                 ended.moved,
-                ended.read
+                ended.read,
+                ended_how(ended.how)
             );
         } else {
             log::debug!(
-                "{stream:?} of {}: its source ended after {} bytes, {} still spooled",
+                "{stream:?} of {}: its source ended after {} bytes, {} still spooled ({} read from it; {})",
                 p.display(),
                 ended.moved,
-                p.pumps.spooled(stream)
+                p.pumps.spooled(stream),
+                ended.read,
+                ended_how(ended.how)
             );
         }
         self.outputs_ended(key, Streams::from(stream), poller);
@@ -243,4 +246,12 @@ impl Shim {
             })
             .min()
     }
+}
+
+/// The end-of-output debug line's account of how a source ended.
+fn ended_how(how: Option<crate::process_core::pump::SourceEnd>) -> String {
+    how.map_or_else(
+        || "its destination went first".to_string(),
+        |h| h.to_string(),
+    )
 }

@@ -81,6 +81,8 @@ pub struct Ended {
     pub moved: u64,
     /// Bytes it took from its source (more than `moved` while the spool holds some).
     pub read: u64,
+    /// How its source ended (`None`: the destination went away first).
+    pub how: Option<crate::process_core::pump::SourceEnd>,
 }
 
 /// The stdio pumps of one process, and the state of its output drain.
@@ -186,6 +188,7 @@ impl ProcessStdio {
         let first = pump.report_end();
         let moved = pump.moved();
         let read = pump.read_from_source();
+        let how = pump.source_end();
         if state == PumpState::Done {
             self.close(poller, stream);
         }
@@ -193,6 +196,7 @@ impl ProcessStdio {
             stream,
             moved,
             read,
+            how,
         })
     }
 

@@ -38,6 +38,42 @@ pub enum PumpState {
     Done,
 }
 
+/// How a pump's source ended, for the end-of-output debug line: a pty master's EIO at the
+/// end is its slave side closing, EOF a pipe's last writer gone; an error of the splice
+/// path may also be the destination's (EPIPE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceEnd {
+    /// The call that saw the end.
+    pub by: EndedBy,
+    /// Its error; `None` for EOF (the call gave 0 bytes).
+    pub errno: Option<Errno>,
+}
+
+/// The call in which a pump saw its source end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// `splice` from the source to the destination.
+    Splice,
+    /// `splice` from the source into the spool's file.
+    SpoolFill,
+    /// `read` of the buffered path.
+    Read,
+}
+
+impl std::fmt::Display for SourceEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = match self.by {
+            EndedBy::Splice => "splice",
+            EndedBy::SpoolFill => "splice into the spool",
+            EndedBy::Read => "read",
+        };
+        match self.errno {
+            None => write!(f, "EOF from {by}"),
+            Some(e) => write!(f, "{e} from {by}"),
+        }
+    }
+}
+
 /// Which way a pump moves a process's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -94,6 +130,8 @@ pub struct Pump {
     buf: Vec<u8>,
     pending: std::ops::Range<usize>,
     src_eof: bool,
+    /// How the source ended, once it has (not carried across a live upgrade).
+    src_end: Option<SourceEnd>,
     /// Bytes taken from the source so far.
     src_read: u64,
     moved: u64,
@@ -130,6 +168,7 @@ impl Pump {
             buf: Vec::new(),
             pending: 0..0,
             src_eof: false,
+            src_end: None,
             src_read: 0,
             moved: 0,
             spool: None,
@@ -205,6 +244,17 @@ impl Pump {
     /// buffer): beside [`Pump::moved`], where a stream's bytes stopped.
     pub fn read_from_source(&self) -> u64 {
         self.src_read
+    }
+
+    /// How the source ended, once it has.
+    pub fn source_end(&self) -> Option<SourceEnd> {
+        self.src_end
+    }
+
+    /// The source ended in `by` (`errno`: `None` for EOF); the first end is kept.
+    fn source_ended_in(&mut self, by: EndedBy, errno: Option<Errno>) {
+        self.src_eof = true;
+        self.src_end.get_or_insert(SourceEnd { by, errno });
     }
 
     /// `n` bytes reached the destination (the time is taken by the end of the run).
@@ -328,8 +378,12 @@ impl Pump {
                             self.src_read += n as u64;
                             continue;
                         }
-                        Fill::Eof | Fill::Failed => {
-                            self.src_eof = true;
+                        Fill::Eof => {
+                            self.source_ended_in(EndedBy::SpoolFill, None);
+                            continue;
+                        }
+                        Fill::Failed(e) => {
+                            self.source_ended_in(EndedBy::SpoolFill, Some(e));
                             continue;
                         }
                         Fill::Empty | Fill::Full => return PumpState::Open,
@@ -348,7 +402,7 @@ impl Pump {
                     SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
                 ) {
                     Ok(0) => {
-                        self.src_eof = true;
+                        self.source_ended_in(EndedBy::Splice, None);
                         continue;
                     }
                     Ok(n) => {
@@ -374,7 +428,13 @@ impl Pump {
                     // EIO: a pty master whose slave side closed. EPIPE: the reader went
                     // away and nothing keeps the pipe alive. Either way, nothing more
                     // can flow.
-                    Err(_) => return PumpState::Done,
+                    Err(e) => {
+                        self.src_end.get_or_insert(SourceEnd {
+                            by: EndedBy::Splice,
+                            errno: Some(e),
+                        });
+                        return PumpState::Done;
+                    }
                 }
             }
             // Buffered path: flush what is pending (into the spool while it holds
@@ -418,7 +478,7 @@ impl Pump {
             }
             match self.src.read(&mut self.buf) {
                 Ok(0) => {
-                    self.src_eof = true;
+                    self.source_ended_in(EndedBy::Read, None);
                     continue;
                 }
                 Ok(n) => {
@@ -427,8 +487,9 @@ impl Pump {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PumpState::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.src_eof = true;
+                Err(e) => {
+                    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                    self.source_ended_in(EndedBy::Read, Some(errno));
                     continue;
                 }
             }
@@ -443,7 +504,7 @@ pub use snapshot::*;
 mod tests {
     use super::*;
 
-    use crate::process_core::test_fds::{close_writer, pipe};
+    use crate::process_core::test_fds::{close_writer, pipe, read_all_now};
 
     #[test]
     fn splices_between_pipes_until_eof() {
@@ -462,6 +523,45 @@ mod tests {
         let mut out = String::new();
         File::from(dst_r).read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    #[test]
+    fn a_pipe_source_is_said_to_end_in_eof() {
+        let (src_r, src_w) = pipe();
+        let (_dst_r, dst_w) = pipe();
+        let hangup = src_r.try_clone().unwrap();
+        let mut pump = Pump::new(Direction::Output, src_r, dst_w, None).unwrap();
+        assert_eq!(pump.source_end(), None);
+        close_writer(File::from(src_w), hangup.as_fd());
+        assert_eq!(pump.run(), PumpState::Done);
+        let end = pump.source_end().expect("ended");
+        assert_eq!(end.errno, None);
+        assert_eq!(end.to_string(), "EOF from splice");
+    }
+
+    #[test]
+    fn a_pty_source_is_said_to_end_in_eio_once_its_slave_closed() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (dst_r, dst_w) = pipe();
+        let mut pump = Pump::new(Direction::Output, pty.master, dst_w, None).unwrap();
+        let mut slave = File::from(pty.slave);
+        slave.write_all(b"last words").unwrap();
+        drop(slave);
+        // The pty's input is moved by the kernel's worker: run until it says it ended.
+        let mut state = pump.run();
+        for _ in 0..100 {
+            if state == PumpState::Done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            state = pump.run();
+        }
+        assert_eq!(state, PumpState::Done);
+        assert_eq!(pump.read_from_source(), 10);
+        let end = pump.source_end().expect("ended");
+        assert_eq!(end.errno, Some(Errno::EIO), "{end}");
+        drop(pump);
+        assert_eq!(read_all_now(File::from(dst_r)), 10);
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub enum Fill {
     Full,
     /// The source cannot be spliced (not a pipe): use [`Spool::append`].
     NotSpliceable,
-    /// The source failed (a pty whose other side closed): treat as EOF.
-    Failed,
+    /// The source failed (a pty whose other side closed: EIO): treat as EOF.
+    Failed(Errno),
 }
 
 /// How an attempt to drain the spool went.
@@ -247,7 +247,7 @@ impl Spool {
                     self.disk_full_now(e);
                     return Fill::Full;
                 }
-                Err(_) => return Fill::Failed,
+                Err(e) => return Fill::Failed(e),
             }
         }
     }

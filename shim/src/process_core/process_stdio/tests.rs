@@ -234,7 +234,11 @@ fn runs_on_readiness_and_drops_an_ended_pump() {
         [Ended {
             stream: Stream::Stdout,
             moved: 5,
-            read: 5
+            read: 5,
+            how: Some(crate::process_core::pump::SourceEnd {
+                by: crate::process_core::pump::EndedBy::Splice,
+                errno: None
+            })
         }]
     );
     assert!(stdio.is_empty() && !stdio.is_open(Stream::Stdout));

@@ -93,6 +93,7 @@ impl Pump {
             buf: s.pending,
             pending,
             src_eof: s.src_eof,
+            src_end: None,
             // Not carried (the state's format stays): counts from the upgrade on.
             src_read: 0,
             moved: s.moved,
