@@ -41,6 +41,15 @@ fn reaped(pid: u32) -> bool {
     !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Waits (30 s at most) until the shim has reaped `pid`; fails with the shim's log.
+fn assert_reaped(shim: &DirectShim, pid: u32, what: &str) {
+    assert!(
+        eventually(Duration::from_secs(30), || reaped(pid)),
+        "{what} {pid} was not reaped:\n{}",
+        shim.log()
+    );
+}
+
 /// What the "containerd" side saw after the exit: the exit status Wait gave, and the
 /// results of the Delete and Shutdown it sent at once.
 struct Reaction {
@@ -86,11 +95,7 @@ fn a_slow_kill_is_answered_before_its_exit_is_reported() {
     conn.wait_then_kill(&id, None);
     // runc has sent SIGKILL and its answer is held; the shim reaps the dead init.
     gate.wait_reached("kill");
-    assert!(
-        eventually(Duration::from_secs(30), || reaped(pid)),
-        "the killed init {pid} was not reaped:\n{}",
-        shim.log()
-    );
+    assert_reaped(&shim, pid, "the killed init");
     // The exit is known to the shim now, its Kill still unanswered: nobody may learn of
     // the exit yet. A probe after the reap is answered first.
     probe(&mut conn, &id, 5, "while runc kill is held");
@@ -145,11 +150,7 @@ fn the_exit_is_recorded_while_a_slow_kill_is_held() {
     kill.signal = libc::SIGKILL as u32;
     conn.send(1, "Kill", &kill);
     gate.wait_reached("kill");
-    assert!(
-        eventually(Duration::from_secs(30), || reaped(pid)),
-        "the killed init {pid} was not reaped:\n{}",
-        shim.log()
-    );
+    assert_reaped(&shim, pid, "the killed init");
     // The probe is read in a turn after the reap's, whose end wrote the record; the
     // Kill is still unanswered (the probe's reply comes first).
     probe(&mut conn, &id, 3, "while runc kill is held");
@@ -194,11 +195,7 @@ fn a_delete_waits_for_a_kill_in_flight() {
     // The killed init gone (reaped by the shim) before runc kill returns, as it is when
     // containerd force-deletes: on a loaded machine the kernel may still be tearing its
     // pid namespace down when the gate opens, and a Delete of a live init is refused.
-    assert!(
-        eventually(Duration::from_secs(30), || reaped(pid)),
-        "the killed init was not reaped:\n{}",
-        shim.log()
-    );
+    assert_reaped(&shim, pid, "the killed init");
     gate.open("kill");
     let (first, kill_reply) = conn.recv();
     let (second, delete_reply) = conn.recv();

@@ -47,15 +47,12 @@ impl Shim {
         if !e.exec_id.is_empty() {
             return;
         }
-        if let Ok(c) = self.table.container(&e.container_id) {
-            self.exit_records
-                .push(crate::containerd::shim::ExitToRecord {
-                    bundle: c.bundle.clone(),
-                    container_id: e.container_id.clone(),
-                    pid: e.pid,
-                    record: e.record,
-                });
-        }
+        self.exit_records
+            .push(crate::containerd::shim::ExitToRecord {
+                container_id: e.container_id.clone(),
+                pid: e.pid,
+                record: e.record,
+            });
     }
 
     /// A process exited: its pumps move what its pipes hold and start the grace of its

@@ -141,8 +141,8 @@ impl Retired {
 /// An init's exit for its bundle's `exit.json` (`exit_status::record`).
 #[derive(Debug)]
 pub struct ExitToRecord {
-    pub bundle: std::path::PathBuf,
-    /// Whose exit it is: its record's open placeholder is written into, when it has one.
+    /// Whose exit it is: its bundle, and the placeholder its record holds open, are
+    /// looked up when the record is written (a container deleted meanwhile gets none).
     pub container_id: String,
     pub pid: i32,
     pub record: fifo::ExitRecord,
@@ -182,7 +182,7 @@ impl Shim {
                 continue;
             };
             crate::containerd::exit_status::record(
-                &e.bundle,
+                &c.bundle,
                 c.exit_file.as_ref(),
                 e.pid,
                 &e.record,

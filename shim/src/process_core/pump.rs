@@ -254,6 +254,12 @@ impl Pump {
     /// The source ended in `by` (`errno`: `None` for EOF); the first end is kept.
     fn source_ended_in(&mut self, by: EndedBy, errno: Option<Errno>) {
         self.src_eof = true;
+        self.note_end(by, errno);
+    }
+
+    /// Keeps how the pump ended, the first time, without marking the source at EOF (a
+    /// splice error ends the pump at once: it may be the destination's).
+    fn note_end(&mut self, by: EndedBy, errno: Option<Errno>) {
         self.src_end.get_or_insert(SourceEnd { by, errno });
     }
 
@@ -429,10 +435,7 @@ impl Pump {
                     // away and nothing keeps the pipe alive. Either way, nothing more
                     // can flow.
                     Err(e) => {
-                        self.src_end.get_or_insert(SourceEnd {
-                            by: EndedBy::Splice,
-                            errno: Some(e),
-                        });
+                        self.note_end(EndedBy::Splice, Some(e));
                         return PumpState::Done;
                     }
                 }
