@@ -94,7 +94,15 @@ fn the_containerd_faces_runtime_calls_and_logger_inherit_no_blocked_or_ignored_s
     start.exec_id = "e1".into();
     let exec_pid = shim.client().start(ctx(), &start).expect("Start exec").pid;
     records.extend(of_pid(exec_pid.cast_signed(), "container-exec"));
-    let wait = shim.kill_and_wait(&id);
+    // `--all`, so that runc kill runs (a running init's plain Kill is the shim's own).
+    let mut kill = api::KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = libc::SIGKILL as u32;
+    kill.all = true;
+    shim.client().kill(ctx(), &kill).expect("Kill --all");
+    let mut wait = api::WaitRequest::new();
+    wait.id = id.clone();
+    let wait = shim.client().wait(ctx(), &wait).expect("Wait");
     assert_eq!(wait.exit_status, 137, "{}", shim.log());
     // containerd's cleanup after a shim that went away: `delete` in the bundle, which runs
     // `runc delete --force` while runc still holds the container (it skips runc once

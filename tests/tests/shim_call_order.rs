@@ -10,6 +10,11 @@
 //! answered on the shim's loop) sent after a call proves the loop has read that call.
 //! Each test checks that every call is answered, the Kill that caused an exit is answered
 //! before anyone learns of the exit, and nothing is left behind.
+//!
+//! The Kills here are `--all`: those go through `runc kill` (as do a paused container's,
+//! a created one's and those of a container sharing a pid namespace). A plain Kill of a
+//! running init is signalled by the shim itself and answered in the turn that read it,
+//! which `shim_kill_direct` proves.
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
@@ -148,6 +153,7 @@ fn the_exit_is_recorded_while_a_slow_kill_is_held() {
     let mut kill = api::KillRequest::new();
     kill.id = id.clone();
     kill.signal = libc::SIGKILL as u32;
+    kill.all = true;
     conn.send(1, "Kill", &kill);
     gate.wait_reached("kill");
     assert_reaped(&shim, pid, "the killed init");
@@ -184,6 +190,7 @@ fn a_delete_waits_for_a_kill_in_flight() {
     let mut kill = api::KillRequest::new();
     kill.id = id.clone();
     kill.signal = libc::SIGKILL as u32;
+    kill.all = true;
     conn.send(1, "Kill", &kill);
     // Into the Kill's runc call, after the signal.
     gate.wait_reached("kill");

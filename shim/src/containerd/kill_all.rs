@@ -5,14 +5,11 @@
 use std::path::{Path, PathBuf};
 
 /// The `cgroup.procs` file that lists a container's processes, found from its init pid
-/// while that pid is alive. Prefers a v1 controller every runc container has, then the
-/// unified hierarchy.
+/// while that pid is alive (`ProcessCgroups::procs_dir`).
 pub fn procs_file_of(pid: i32) -> Option<PathBuf> {
     let cgroups = crate::containerd::cgroups::of_pid(pid).ok()?;
-    ["pids", "freezer", "memory", "cpu"]
-        .iter()
-        .find_map(|c| cgroups.v1_dir(c))
-        .or_else(|| cgroups.unified_dir())
+    cgroups
+        .procs_dir()
         .map(|dir| dir.join("cgroup.procs"))
         .filter(|f| f.exists())
 }

@@ -67,7 +67,9 @@ impl RawConn {
     }
 
     /// Parks a Wait for task `id` (stream 1), then sends it SIGKILL (stream 3) with the
-    /// caller's `timeout`, as containerd's CRI does: one connection, in that order.
+    /// caller's `timeout`, as containerd's CRI does: one connection, in that order. The
+    /// Kill is `--all`, which goes through `runc kill` (a running init's plain Kill is
+    /// signalled by the shim itself, and never meets a slow runc).
     pub fn wait_then_kill(&mut self, id: &str, timeout: Option<Duration>) {
         let mut wait = api::WaitRequest::new();
         wait.id = id.into();
@@ -75,6 +77,7 @@ impl RawConn {
         let mut kill = api::KillRequest::new();
         kill.id = id.into();
         kill.signal = libc::SIGKILL as u32;
+        kill.all = true;
         self.send_with_timeout(3, "Kill", &kill, timeout);
     }
 

@@ -22,6 +22,7 @@ mod files;
 pub mod kept_files;
 pub mod metrics;
 pub mod oom;
+pub mod procs;
 mod v1;
 mod v2;
 
@@ -128,6 +129,17 @@ impl ProcessCgroups {
     /// The directory of the process's cgroup2 cgroup, if cgroup2 is mounted.
     pub fn unified_dir(&self) -> Option<&Path> {
         self.unified_dir.as_deref()
+    }
+
+    /// The directory whose `cgroup.procs` (with those below it) lists the container's
+    /// processes: a v1 controller every runc container is placed in (`devices` first, as
+    /// runc's own listing reads), else the cgroup2 directory. On a hybrid host the v1
+    /// controllers are the ones runc manages.
+    pub fn procs_dir(&self) -> Option<&Path> {
+        ["devices", "pids", "freezer", "memory", "cpu"]
+            .iter()
+            .find_map(|c| self.v1_dir(c))
+            .or_else(|| self.unified_dir())
     }
 }
 

@@ -1,4 +1,4 @@
-//! State (from the table, on the loop), Pids (runc) and Stats (cgroups), on a worker.
+//! State (from the table, on the loop); Pids and Stats (from the cgroup), on a worker.
 
 use super::{reply_job, Shim, Step};
 use crate::containerd::errors::*;
@@ -49,6 +49,9 @@ impl Shim {
         Ok(resp)
     }
 
+    /// The container's processes, each exec's with its id. Read from the cgroup recorded
+    /// when its init was created (and those below it), as `runc ps` reads them, on a
+    /// worker; through `runc ps` only when no cgroup was recorded.
     pub(super) fn pids(&self, r: api::PidsRequest) -> Step {
         let c = match self.table.container(&r.id) {
             Ok(c) => c,
@@ -61,27 +64,23 @@ impl Shim {
             .filter(|p| p.pid > 0)
             .map(|p| (p.pid, p.exec_id.clone()))
             .collect();
-        let runc = c.runc.clone();
-        reply_job(move || {
-            let pids = runc.ps(&r.id).map_err(from_runc)?;
-            let mut resp = api::PidsResponse::new();
-            for pid in pids {
-                let mut info = ProcessInfo::new();
-                info.pid = event_pid(pid);
-                if let Some(exec_id) = execs.get(&pid) {
-                    let mut d = containerd_shim_protos::shim::oci::ProcessDetails::new();
-                    d.exec_id = exec_id.clone();
-                    if let Ok(value) = d.write_to_bytes() {
-                        let mut any = Any::new();
-                        any.type_url = "containerd.runc.v1.ProcessDetails".into();
-                        any.value = value;
-                        info.info = MessageField::some(any);
-                    }
-                }
-                resp.processes.push(info);
+        match c.cgroups.as_ref().and_then(|g| g.procs_dir()) {
+            Some(dir) => {
+                let dir = dir.to_path_buf();
+                reply_job(move || {
+                    let pids = crate::containerd::cgroups::procs::all_pids(&dir)
+                        .map_err(|e| internal(format!("pids: {e}")))?;
+                    super::encode(pids_response(pids, &execs))
+                })
             }
-            super::encode(resp)
-        })
+            None => {
+                let runc = c.runc.clone();
+                reply_job(move || {
+                    let pids = runc.ps(&r.id).map_err(from_runc)?;
+                    super::encode(pids_response(pids, &execs))
+                })
+            }
+        }
     }
 
     /// Stats of a container, from the cgroups recorded when its init was created: also
@@ -121,4 +120,25 @@ impl Shim {
             super::encode(resp)
         })
     }
+}
+
+/// Pids' answer: each pid, an exec's with its id as the Go shim attaches it.
+fn pids_response(pids: Vec<i32>, execs: &HashMap<i32, String>) -> api::PidsResponse {
+    let mut resp = api::PidsResponse::new();
+    for pid in pids {
+        let mut info = ProcessInfo::new();
+        info.pid = event_pid(pid);
+        if let Some(exec_id) = execs.get(&pid) {
+            let mut d = containerd_shim_protos::shim::oci::ProcessDetails::new();
+            d.exec_id = exec_id.clone();
+            if let Ok(value) = d.write_to_bytes() {
+                let mut any = Any::new();
+                any.type_url = "containerd.runc.v1.ProcessDetails".into();
+                any.value = value;
+                info.info = MessageField::some(any);
+            }
+        }
+        resp.processes.push(info);
+    }
+    resp
 }

@@ -1,8 +1,11 @@
-//! Kill, Pause and Resume. An exec is signalled on the loop through its pidfd; the init
-//! through `runc kill` on a worker.
+//! Kill, Pause and Resume. An exec, and a running init of a container that has a pid
+//! namespace of its own and is not paused, are signalled on the loop through their pidfd,
+//! as `runc kill` itself signals an init; every other Kill of an init (`--all`, paused,
+//! created, sharing a pid namespace) goes to `runc kill` on a worker.
 
 use super::{reply_job, Outcome, Shim, Step};
 use crate::containerd::errors::*;
+use crate::containerd::process_table::ProcessRecord;
 use crate::containerd::ttrpc::Reply;
 use containerd_shim_protos::shim::shim as api;
 use protobuf::well_known_types::empty::Empty;
@@ -10,6 +13,21 @@ use protobuf::well_known_types::empty::Empty;
 /// The answer to a signal for a process that is gone, as the Go shim words it.
 fn already_finished() -> ttrpc::proto::Status {
     not_found("process already finished")
+}
+
+/// Signals `p` on the loop and answers the Kill. The loop is the only reaper: the pid has
+/// not been reaped (and recycled) unless the record says the process exited; the pidfd
+/// makes it exact anyway. A process gone meanwhile is "already finished", as the Go shim
+/// answers; a signal number the kernel refuses is invalid.
+fn signal_directly(p: &ProcessRecord, signal: i32) -> Reply {
+    match crate::process_core::pidfd::signal_process(p.pidfd.as_ref(), p.pid, signal) {
+        Ok(()) => super::encode(Empty::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(already_finished()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(invalid(format!("bad signal {signal}")))
+        }
+        Err(e) => Err(internal(format!("kill: {e}"))),
+    }
 }
 
 impl Shim {
@@ -34,21 +52,23 @@ impl Shim {
             if p.pid <= 0 {
                 return Err(not_found(format!("process {} not started", r.exec_id)));
             }
-            // The loop is the only reaper: this pid has not been reaped (and recycled)
-            // unless the record says it exited; the pidfd makes it exact anyway.
-            let sent = crate::process_core::pidfd::signal_process(p.pidfd.as_ref(), p.pid, signal);
-            return Ok(Step::Reply(match sent {
-                Ok(()) => super::encode(Empty::new()),
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(already_finished()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    Err(invalid(format!("bad signal {signal}")))
-                }
-                Err(e) => Err(internal(format!("kill: {e}"))),
-            }));
+            return Ok(Step::Reply(signal_directly(p, signal)));
         }
-        let init_exited = self.table.get(c.init).is_none_or(|p| p.exit().is_some());
+        let init = self.table.get(c.init);
+        let init_exited = init.is_none_or(|p| p.exit().is_some());
         if init_exited && !r.all {
             return Err(already_finished());
+        }
+        // What `runc kill` without --all does for a running container is kill(2) on its
+        // init's pid, and nothing more unless the container is paused (a SIGKILL then
+        // thaws it) or has no pid namespace of its own (runc 1.2 then SIGKILLs every
+        // process of its cgroup). Outside those the shim sends the same signal itself,
+        // through the pidfd, which no recycled pid can fool: no runtime process to spawn,
+        // and the Kill is answered in this turn, before its exit can be reaped.
+        if let Some(p) = init.filter(|p| p.state().is_running() && p.pid > 0) {
+            if !r.all && !c.paused && !c.shares_pid_ns {
+                return Ok(Step::Reply(signal_directly(p, signal)));
+            }
         }
         let runc = c.runc.clone();
         Ok(reply_job(move || match runc.kill(&r.id, signal, r.all) {
