@@ -26,20 +26,19 @@ fn kill_request(id: &str, signal: u32) -> api::KillRequest {
     kill
 }
 
-/// Wait for the task's exit, Delete it and Shut the shim down; the exit status.
-fn wait_delete_shut_down(shim: &DirectShim, id: &str) -> u32 {
-    let mut wait = api::WaitRequest::new();
-    wait.id = id.into();
-    let status = shim.client().wait(ctx(), &wait).expect("Wait").exit_status;
-    let mut delete = api::DeleteRequest::new();
-    delete.id = id.into();
-    shim.client()
-        .delete(ctx(), &delete)
-        .unwrap_or_else(|e| panic!("Delete: {e}\n{}", shim.log()));
-    shim.client()
-        .shutdown(ctx(), &api::ShutdownRequest::new())
-        .expect("Shutdown");
-    status
+/// Sends a SIGKILL of task `id`'s init that must go through runc: it reaches the gate
+/// before `runc kill`, which the test then opens; the Kill is answered OK and the init dies
+/// of it (exit status 137), after which the task is deleted and the shim shut down.
+fn kill_through_runc(shim: &DirectShim, gate: &RuncGate, id: &str) {
+    let mut conn = RawConn::connect(shim);
+    conn.send(1, "Kill", &kill_request(id, libc::SIGKILL as u32));
+    gate.wait_reached("kill");
+    gate.open("kill");
+    let (stream, reply) = conn.recv();
+    assert_eq!(stream, 1);
+    assert_eq!(reply.status.code.value(), OK, "Kill: {:?}", reply.status);
+    assert_eq!(shim.wait_delete_and_shut_down(id), 137);
+    shim.assert_nothing_left();
 }
 
 #[test]
@@ -130,7 +129,7 @@ fn a_running_init_is_signalled_without_runc_and_answered_before_its_exit() {
     shim.client()
         .delete(ctx(), &delete_exec)
         .expect("Delete e1");
-    assert_eq!(wait_delete_shut_down(&shim, &id), 137);
+    assert_eq!(shim.wait_delete_and_shut_down(&id), 137);
     shim.assert_nothing_left();
 }
 
@@ -146,16 +145,8 @@ fn a_paused_init_is_killed_through_runc() {
         .pause(ctx(), &pause)
         .unwrap_or_else(|e| panic!("Pause: {e}\n{}", shim.log()));
 
-    let mut conn = RawConn::connect(&shim);
-    conn.send(1, "Kill", &kill_request(&id, libc::SIGKILL as u32));
-    gate.wait_reached("kill");
-    gate.open("kill");
-    let (stream, reply) = conn.recv();
-    assert_eq!(stream, 1);
-    assert_eq!(reply.status.code.value(), OK, "Kill: {:?}", reply.status);
-    // runc thawed the container for the SIGKILL: the init dies.
-    assert_eq!(wait_delete_shut_down(&shim, &id), 137);
-    shim.assert_nothing_left();
+    // runc thaws the container for the SIGKILL: the init dies.
+    kill_through_runc(&shim, &gate, &id);
 }
 
 #[test]
@@ -175,13 +166,5 @@ fn an_init_sharing_a_pid_namespace_is_killed_through_runc() {
     let gate = RuncGate::write(shim.dir(), &["kill"], GateAt::BeforeWork);
     shim.create_and_start(&id, shim.options(gate.path()));
 
-    let mut conn = RawConn::connect(&shim);
-    conn.send(1, "Kill", &kill_request(&id, libc::SIGKILL as u32));
-    gate.wait_reached("kill");
-    gate.open("kill");
-    let (stream, reply) = conn.recv();
-    assert_eq!(stream, 1);
-    assert_eq!(reply.status.code.value(), OK, "Kill: {:?}", reply.status);
-    assert_eq!(wait_delete_shut_down(&shim, &id), 137);
-    shim.assert_nothing_left();
+    kill_through_runc(&shim, &gate, &id);
 }

@@ -114,11 +114,23 @@ impl DirectShim {
     /// Delete, then Shutdown (the shim exits once nothing is in flight).
     pub fn kill_delete_and_shut_down(&self, id: &str) {
         self.kill_and_wait(id);
+        self.wait_delete_and_shut_down(id);
+    }
+
+    /// Waits for task `id`'s exit, Deletes it and Shuts the shim down, as containerd does
+    /// once the task exited; returns the exit status Wait gave.
+    pub fn wait_delete_and_shut_down(&self, id: &str) -> u32 {
+        let mut wait = api::WaitRequest::new();
+        wait.id = id.into();
+        let status = self.client.wait(ctx(), &wait).expect("Wait").exit_status;
         let mut delete = api::DeleteRequest::new();
         delete.id = id.into();
-        self.client.delete(ctx(), &delete).expect("Delete");
+        self.client
+            .delete(ctx(), &delete)
+            .unwrap_or_else(|e| panic!("Delete {id}: {e}\n{}", self.log()));
         self.client
             .shutdown(ctx(), &api::ShutdownRequest::new())
             .expect("Shutdown");
+        status
     }
 }
