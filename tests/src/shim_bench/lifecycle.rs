@@ -63,6 +63,37 @@ pub struct CallGap {
     pub gap_ns: u64,
 }
 
+/// The Kill (SIGKILL) and the Wait after it, split at the kernel's stamp of the init's
+/// exit: how long the container took to die once the Kill was sent (runc's run is inside it
+/// when the shim runs `runc kill`), and how long the shim then took to answer the Wait (its
+/// reaction to the exit: the reap, the output's end, the exit reported, the reply), which is
+/// what a Wait's latency holds of the shim's when the exit comes inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillExit {
+    /// The Kill sent → the init's exit (ns).
+    pub to_exit_ns: u64,
+    /// The later of the Wait's request and the init's exit → the Wait's reply (ns).
+    pub wait_after_exit_ns: u64,
+    /// The Kill sent → the Wait's reply: from SIGKILL asked to the exit known (ns).
+    pub kill_to_wait_reply_ns: u64,
+}
+
+impl KillExit {
+    /// The split from the Kill's and the Wait's spans `(from, to)` and the init's exit
+    /// stamp (ns, the same clock); `None` unless the exit is after the Kill was sent and
+    /// before the Wait was answered.
+    pub fn of(kill: (u64, u64), wait: (u64, u64), exit_ns: u64) -> Option<KillExit> {
+        if !(kill.0 <= exit_ns && exit_ns <= wait.1) {
+            return None;
+        }
+        Some(KillExit {
+            to_exit_ns: exit_ns - kill.0,
+            wait_after_exit_ns: wait.1 - wait.0.max(exit_ns),
+            kill_to_wait_reply_ns: wait.1 - kill.0,
+        })
+    }
+}
+
 /// What one lifecycle measured.
 #[derive(Debug, Clone, Default)]
 pub struct LifecycleSample {
@@ -94,6 +125,9 @@ pub struct LifecycleSample {
     pub stats_again_cpu_ns: Option<u64>,
     /// The latency of each of those calls (ns).
     pub stats_again_ns: Vec<u64>,
+    /// The container's end after the Kill, split at the kernel's stamp of its init's exit
+    /// (none when the kernel's exit event was not read).
+    pub kill_exit: Option<KillExit>,
     /// Events the shim published.
     pub events: u64,
     /// runc runs whose exec and exit the kernel's process events did not give (their
@@ -208,10 +242,12 @@ impl Bench<'_> {
         });
         let mut start = api::StartRequest::new();
         start.id = id.into();
+        let mut init_pid = 0;
         timed(&mut client, 2, &mut |client| {
-            client
+            init_pid = client
                 .call::<_, api::StartResponse>("Start", &start, CALL_TIMEOUT)
-                .unwrap_or_else(|e| panic!("{}", why("Start", &e)));
+                .unwrap_or_else(|e| panic!("{}", why("Start", &e)))
+                .pid;
         });
         let mut state = api::StateRequest::new();
         state.id = id.into();
@@ -384,6 +420,18 @@ impl Bench<'_> {
                 .filter(|&(exec, exit)| exec <= run.start_ns && run.end_ns <= exit);
         }
         out.runs_without_kernel_span = runs.iter().filter(|r| r.lived.is_none()).count() as u64;
+        let span_of = |call: usize| {
+            spans
+                .iter()
+                .find(|&&(c, _, _)| c == call)
+                .map(|&(_, from, to)| (from, to))
+        };
+        out.kill_exit = i32::try_from(init_pid)
+            .ok()
+            .and_then(|pid| self.proc_events.exited(pid, EXIT_EVENT_WAIT))
+            .and_then(|t| t.exit_ns)
+            .zip(span_of(10).zip(span_of(11)))
+            .and_then(|(exit, (kill, wait))| KillExit::of(kill, wait, exit));
         self.proc_events.forget_before(t0);
         let inside_delete: u64 = runs
             .iter()
@@ -428,5 +476,36 @@ impl Bench<'_> {
                 (child, t)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KillExit;
+
+    #[test]
+    fn an_exit_inside_the_wait_leaves_the_wait_only_its_reaction() {
+        // Kill 100..150, Wait 160..900, the init exits at 700.
+        let k = KillExit::of((100, 150), (160, 900), 700).expect("a split");
+        assert_eq!(
+            (k.to_exit_ns, k.wait_after_exit_ns, k.kill_to_wait_reply_ns),
+            (600, 200, 800)
+        );
+    }
+
+    #[test]
+    fn an_exit_inside_the_kill_leaves_the_wait_whole() {
+        // runc kill 100..8000 (the init exits at 600 inside it), Wait 8010..8500.
+        let k = KillExit::of((100, 8000), (8010, 8500), 600).expect("a split");
+        assert_eq!(
+            (k.to_exit_ns, k.wait_after_exit_ns, k.kill_to_wait_reply_ns),
+            (500, 490, 8400)
+        );
+    }
+
+    #[test]
+    fn an_exit_outside_the_two_calls_is_no_split() {
+        assert_eq!(KillExit::of((100, 150), (160, 900), 50), None);
+        assert_eq!(KillExit::of((100, 150), (160, 900), 901), None);
     }
 }

@@ -100,6 +100,24 @@ fn cpu_rows(runs: &ShimRuns) -> Vec<(&'static str, Vec<u64>)> {
                 .collect(),
         ),
         (
+            "SIGKILL → exit known: Kill sent → the Wait after it answered (ms)",
+            l.iter()
+                .filter_map(|s| s.kill_exit.map(|k| k.kill_to_wait_reply_ns))
+                .collect(),
+        ),
+        (
+            "… of it, Kill sent → the init's exit, kernel-stamped (ms; runc kill's run inside when runc is run)",
+            l.iter()
+                .filter_map(|s| s.kill_exit.map(|k| k.to_exit_ns))
+                .collect(),
+        ),
+        (
+            "… of it, the Wait after the later of its request and the init's exit (ms; the shim reacting to the exit)",
+            l.iter()
+                .filter_map(|s| s.kill_exit.map(|k| k.wait_after_exit_ns))
+                .collect(),
+        ),
+        (
             "`start` subcommand CPU (ms)",
             l.iter().map(|s| s.start_cpu_ns).collect(),
         ),
