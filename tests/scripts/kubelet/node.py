@@ -217,6 +217,8 @@ class Node:
         if self.kubelet and self.kubelet.poll() is None:
             self.kubelet.kill()
             self.kubelet.wait()
+        # stopped on purpose: not a kubelet that went away (kubelet_gone)
+        self.kubelet = None
 
     def stop(self):
         self.kill_kubelet()
@@ -340,6 +342,27 @@ class Node:
         self.wait("pod %s's sandbox to stop" % name, timeout,
                   lambda: not self.sandboxes(name, ready_only=True))
 
+    def kubelet_gone(self):
+        """Why kubelet is not running though it should be (it was started and not killed
+        on purpose): its exit status and, for a Go panic, the panic and the function that
+        panicked, from its log; None while it runs."""
+        if self.kubelet is None or self.kubelet.poll() is None:
+            return None
+        why = "kubelet exited with status %s" % self.kubelet.returncode
+        try:
+            with open(os.path.join(self.work, "kubelet.log"), errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return why
+        for i, line in enumerate(lines):
+            if line.startswith("panic: "):
+                # "goroutine N [running]:" then the function that panicked
+                frames = [x for x in lines[i + 1:i + 8]
+                          if x and not x.startswith(("[", "\t", "goroutine"))]
+                why += " (%s%s)" % (line, ", in " + frames[0] if frames else "")
+                break
+        return why
+
     def wait(self, what, timeout, cond, step=0.5):
         deadline = time.monotonic() + timeout
         last = None
@@ -350,6 +373,10 @@ class Node:
                     return v
             except Exception as e:  # a view that is not there yet
                 last = e
+            gone = self.kubelet_gone()
+            if gone:
+                # nothing that waits on kubelet can happen now: say so instead of timing out
+                raise RuntimeError("%s while waiting for %s" % (gone, what))
             if time.monotonic() >= deadline:
                 raise TimeoutError("timed out after %ss waiting for %s%s" % (
                     timeout, what, " (last error: %s)" % last if last else ""))
