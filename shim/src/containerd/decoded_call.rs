@@ -60,9 +60,11 @@ impl TaskCall {
         })
     }
 
-    /// Whether the call runs runc, waits on a process or reads cgroups, and so runs on a
-    /// worker; every other call only reads or updates the process table and is answered
-    /// by the event loop itself, never queued behind a slow runc call.
+    /// Whether the call may run runc, wait on a process or read cgroups, and so may run on
+    /// a worker (a Kill only when it runs `runc kill`: a running init's plain Kill and an
+    /// exec's are signalled on the loop); every other call only reads or updates the
+    /// process table and is answered by the event loop itself, never queued behind a slow
+    /// runc call.
     pub fn needs_worker(&self) -> bool {
         match self {
             TaskCall::Create(_)
