@@ -47,10 +47,13 @@ pub fn all_pids(dir: &Path) -> Result<Vec<i32>, ProcsError> {
             }
         }
         let mut children = match std::fs::read_dir(&cgroup) {
+            // At most one past the bound is kept: a directory of a million cgroups
+            // costs no more memory than one of the bound's size.
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.path())
+                .take(MAX_CGROUPS + 1)
                 .collect::<Vec<_>>(),
             Err(e) if gone(&e) => continue,
             Err(source) => {
@@ -60,6 +63,11 @@ pub fn all_pids(dir: &Path) -> Result<Vec<i32>, ProcsError> {
                 })
             }
         };
+        if visited + pending.len() + children.len() > MAX_CGROUPS {
+            return Err(ProcsError::TooMany {
+                dir: dir.to_path_buf(),
+            });
+        }
         // Popped from the end: reversed, the first name is walked first.
         children.sort_unstable_by(|a, b| b.cmp(a));
         pending.extend(children);
