@@ -546,17 +546,23 @@ mod tests {
     fn a_pty_source_is_said_to_end_in_eio_once_its_slave_closed() {
         let pty = nix::pty::openpty(None, None).unwrap();
         let (dst_r, dst_w) = pipe();
+        let watch = pty.master.try_clone().unwrap();
         let mut pump = Pump::new(Direction::Output, pty.master, dst_w, None).unwrap();
         let mut slave = File::from(pty.slave);
         slave.write_all(b"last words").unwrap();
         drop(slave);
-        // The pty's input is moved by the kernel's worker: run until it says it ended.
+        // The pty's input is moved by the kernel's worker: run whenever the master says
+        // it has something (input or the hang-up), until the pump says it ended.
         let mut state = pump.run();
         for _ in 0..100 {
             if state == PumpState::Done {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            let mut fds = [nix::poll::PollFd::new(
+                watch.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap();
             state = pump.run();
         }
         assert_eq!(state, PumpState::Done);

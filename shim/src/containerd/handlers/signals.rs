@@ -65,10 +65,9 @@ impl Shim {
         // process of its cgroup). Outside those the shim sends the same signal itself,
         // through the pidfd, which no recycled pid can fool: no runtime process to spawn,
         // and the Kill is answered in this turn, before its exit can be reaped.
-        if let Some(p) = init.filter(|p| p.state().is_running() && p.pid > 0) {
-            if !r.all && !c.paused && !c.shares_pid_ns {
-                return Ok(Step::Reply(signal_directly(p, signal)));
-            }
+        let only_a_signal = !r.all && !c.paused && !c.shares_pid_ns;
+        if let Some(p) = init.filter(|p| only_a_signal && p.state().is_running() && p.pid > 0) {
+            return Ok(Step::Reply(signal_directly(p, signal)));
         }
         let runc = c.runc.clone();
         Ok(reply_job(move || match runc.kill(&r.id, signal, r.all) {
